@@ -1,0 +1,184 @@
+//! The backend contract: the traits every bus backend implements, and [`Delivery`].
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{BusMessage, PublishAck, Result, StreamName};
+
+/// A bus backend (JetStream, in-process). Object-safe; services hold it as a [`crate::Bus`].
+#[async_trait::async_trait]
+pub trait BusBackend: Send + Sync + 'static {
+    /// Durable publish to a work-queue stream, deduplicated by `dedup_id` within the dedup
+    /// window. An `Ok` means the message will not be lost; [`PublishAck::acceptance`] says
+    /// whether it was stored by a broker or already processed by a consumer.
+    ///
+    /// Fails with [`crate::Error::Closed`] after shutdown, [`crate::Error::InvalidSubject`] for a
+    /// malformed subject, [`crate::Error::Timeout`] when not accepted in time (the message may
+    /// still be processed; republishing with the same `dedup_id` is safe), and
+    /// [`crate::Error::DeadLettered`] when a backend that waits for processing sees the
+    /// message dead-lettered.
+    async fn publish(
+        &self,
+        stream: StreamName,
+        dedup_id: &str,
+        msg: BusMessage,
+    ) -> Result<PublishAck>;
+
+    /// A pull consumer; all consumers with the same (stream, name) share the work: each
+    /// message goes to one of them. A work-queue stream has one consumer name; fails with
+    /// [`crate::Error::Backend`] if another name is used on the same stream, and with
+    /// [`crate::Error::Closed`] after shutdown.
+    async fn consume(&self, stream: StreamName, name: &str) -> Result<Box<dyn Consumer>>;
+
+    /// Best-effort fan-out (a hint; may be lost) to every current subscriber of `subject`.
+    /// Fails with [`crate::Error::InvalidSubject`] if `subject` has wildcards or empty tokens,
+    /// and with [`crate::Error::Closed`] after shutdown.
+    async fn notify(&self, subject: &str, payload: Bytes) -> Result<()>;
+
+    /// Subscribe to a subject; NATS-style wildcards: `*` one token, `>` the rest (tokens split
+    /// on '.'). Dropping the subscription unsubscribes. Fails with
+    /// [`crate::Error::InvalidSubject`] for a malformed pattern and with
+    /// [`crate::Error::Closed`] after shutdown.
+    async fn subscribe(&self, subject: &str) -> Result<Box<dyn Subscription>>;
+
+    /// How many times a message is delivered before it is dead-lettered.
+    fn max_deliveries(&self) -> u32;
+
+    /// Shuts the bus down: pending and later [`Consumer::next`] calls return
+    /// [`crate::Error::Closed`], pending and later publishes fail with it, and subscriptions
+    /// end. Idempotent.
+    async fn close(&self);
+}
+
+/// A pull consumer on a work-queue stream.
+#[async_trait::async_trait]
+pub trait Consumer: Send {
+    /// Waits for the next message. Cancel-safe: dropping the future loses nothing. Returns
+    /// [`crate::Error::Closed`] after bus shutdown.
+    async fn next(&mut self) -> Result<Delivery>;
+}
+
+/// A subscription to a subject pattern.
+#[async_trait::async_trait]
+pub trait Subscription: Send {
+    /// The next matching message, or `None` once the bus is shut down. Hints may be lost
+    /// (e.g. when the subscriber falls behind).
+    async fn next(&mut self) -> Option<BusMessage>;
+}
+
+/// How a consumer settled a delivery; passed to the backend's [`Acker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Processed; never redeliver. `reply` goes back to the publisher where the backend can.
+    Ack {
+        /// The reply for the publisher, if any.
+        reply: Option<Bytes>,
+    },
+    /// Transient failure: redeliver after `delay` (or dead-letter if out of attempts).
+    Nak {
+        /// How long to wait before redelivering.
+        delay: Duration,
+    },
+    /// Poison: dead-letter now.
+    Term {
+        /// Why, for the dead-letter log.
+        reason: String,
+    },
+}
+
+/// The backend half of a [`Delivery`]: settles it with the backend.
+#[async_trait::async_trait]
+pub trait Acker: Send {
+    /// Settles the delivery. Fails with [`crate::Error::Closed`] if the bus is shut down.
+    async fn settle(self: Box<Self>, settlement: Settlement) -> Result<()>;
+
+    /// The delivery was dropped unsettled: treat it as a nak with zero delay. Must not block
+    /// and must not need a runtime (drops happen anywhere).
+    fn dropped(self: Box<Self>);
+}
+
+/// One delivery of a message to a consumer. Settle it with [`ack`](Self::ack),
+/// [`ack_with`](Self::ack_with), [`nak`](Self::nak) or [`term`](Self::term); dropping it
+/// unsettled is a nak with zero delay (it is redelivered).
+pub struct Delivery {
+    message: BusMessage,
+    attempt: u32,
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl Delivery {
+    /// A delivery; for backends. `attempt` is the 1-based delivery count.
+    pub fn new(message: BusMessage, attempt: u32, acker: Box<dyn Acker>) -> Self {
+        Self {
+            message,
+            attempt,
+            acker: Some(acker),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &BusMessage {
+        &self.message
+    }
+
+    /// The 1-based delivery count: 1 on first delivery, 2 on the first redelivery, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Acks: the effect is durable; never redeliver. Fails with [`crate::Error::Closed`] if
+    /// the bus is shut down (the message may then be redelivered by a durable backend).
+    pub async fn ack(self) -> Result<()> {
+        self.settle(Settlement::Ack { reply: None }).await
+    }
+
+    /// Acks with a reply. In-process, the publisher's [`PublishAck::reply`] gets it; brokers
+    /// may ignore it. Fails like [`ack`](Self::ack).
+    pub async fn ack_with(self, reply: Bytes) -> Result<()> {
+        self.settle(Settlement::Ack { reply: Some(reply) }).await
+    }
+
+    /// Transient failure: redeliver after `delay` with the attempt count incremented, or
+    /// dead-letter if this was the last allowed attempt. Fails with [`crate::Error::Closed`]
+    /// if the bus is shut down.
+    pub async fn nak(self, delay: Duration) -> Result<()> {
+        self.settle(Settlement::Nak { delay }).await
+    }
+
+    /// Poison: dead-letter now, logging `reason`. Fails with [`crate::Error::Closed`] if the
+    /// bus is shut down.
+    pub async fn term(self, reason: &str) -> Result<()> {
+        self.settle(Settlement::Term {
+            reason: reason.to_owned(),
+        })
+        .await
+    }
+
+    async fn settle(mut self, settlement: Settlement) -> Result<()> {
+        match self.acker.take() {
+            Some(acker) => acker.settle(settlement).await,
+            // Unreachable: the acker is only taken here and in Drop, and both consume self.
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            acker.dropped();
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("attempt", &self.attempt)
+            .field("settled", &self.acker.is_none())
+            .finish()
+    }
+}

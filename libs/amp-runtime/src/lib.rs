@@ -1,0 +1,32 @@
+//! Shared plumbing for every AMP service: the parts of a server that are not about messages.
+//!
+//! A service's `main` reads its config with [`config::load`], starts logs with
+//! [`telemetry::init`], builds its `Router`, wraps it with [`http::harden`], merges
+//! [`ops::ops_router`] and hands it to [`shutdown::serve`] with a [`Shutdown`] that
+//! [`Shutdown::listen_for_signals`] triggers.
+//!
+//! Modules:
+//! - [`config`]: layered configuration (defaults < TOML file < `AMP__…` env < flags) and
+//!   the redacting [`config::Secret`].
+//! - [`telemetry`]: `tracing` subscriber setup (JSON or pretty logs, `EnvFilter`).
+//! - [`metrics`]: the process-wide Prometheus recorder.
+//! - [`ops`]: `/healthz`, `/readyz` (named async checks, fails once shutdown begins) and
+//!   `/metrics`.
+//! - [`shutdown`]: the [`Shutdown`] signal and [`shutdown::serve`], axum with a bounded
+//!   graceful drain.
+//! - [`http`]: the spec error body for every failure — [`http::HttpError`], the
+//!   [`http::ApiJson`] / [`http::ApiQuery`] / [`http::ApiPath`] extractors, JSON 404/405/413/500
+//!   via [`http::harden`], and [`http::bearer_token`].
+//! - [`ratelimit`]: a keyed, memory-bounded GCRA limiter whose [`ratelimit::Decision`]
+//!   renders the `X-RateLimit-*` headers and the 429 body.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod ops;
+pub mod ratelimit;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use http::{ApiJson, ApiPath, ApiQuery, ApiResult, HttpError};
+pub use shutdown::Shutdown;

@@ -1,0 +1,231 @@
+//! Storage for the AMP provider: the traits every backend implements, the embedded backend,
+//! and the conformance suite every backend's tests run.
+//!
+//! - [`types`]: the records (agents, API keys, owners, mailbox entries, receipts, jobs).
+//! - The traits: [`Registry`] (agents, names, keys, owners), [`Mailboxes`] (durable per-agent
+//!   mailboxes with idempotent enqueue, cursors, acks, expiry), [`Receipts`] (retained for
+//!   senders), [`Jobs`] (durable timers for retries), [`Kv`] (small provider state). A backend
+//!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
+//! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
+//! - [`testing`] (feature `testing`): `testing::conformance`, the suite every backend passes.
+//!
+//! Every write returns only after it is durable (committed and fsynced, or acknowledged by a
+//! replicated store); a caller may answer 2xx on the strength of it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub mod types;
+
+#[cfg(feature = "redb")]
+pub mod redb;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use types::*;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The (tenant, name) is taken or held after a deregistration.
+    #[error("name is taken")]
+    NameTaken,
+    /// The record to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The backend is unreachable or failing; the caller may retry (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back (a bug or corruption).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Store result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Agents, their names, API keys and owners.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Creates an agent with its first API key, atomically: the (tenant, name) must be free
+    /// (not held by an active agent, nor within `name_hold_until` of a deregistered one).
+    ///
+    /// Fails with [`Error::NameTaken`].
+    async fn create_agent(&self, agent: AgentRecord, api_key: KeyHash, now: Millis) -> Result<()>;
+
+    /// An agent by id, active or not.
+    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>>;
+
+    /// The active agent holding `(tenant, name)`.
+    async fn agent_by_name(&self, tenant: &str, name: &str) -> Result<Option<AgentRecord>>;
+
+    /// The agent an API key hash belongs to, with the key's record. Keys of deregistered
+    /// agents are gone.
+    async fn agent_by_api_key(&self, key: &KeyHash) -> Result<Option<(AgentRecord, ApiKeyRecord)>>;
+
+    /// Replaces an agent's record (same id; name, tenant and address unchanged).
+    ///
+    /// Fails with [`Error::NotFound`] when no such agent exists.
+    async fn update_agent(&self, agent: AgentRecord) -> Result<()>;
+
+    /// Issues `new_key` for the agent and limits every other key of it to `old_valid_until`.
+    ///
+    /// Fails with [`Error::NotFound`] when the agent does not exist or is not active.
+    async fn rotate_api_key(
+        &self,
+        agent_id: &str,
+        new_key: KeyHash,
+        now: Millis,
+        old_valid_until: Millis,
+    ) -> Result<()>;
+
+    /// Deletes every API key of the agent, at once.
+    async fn revoke_api_keys(&self, agent_id: &str) -> Result<()>;
+
+    /// Marks the agent deregistered, deletes its keys and its mailbox, and holds its name
+    /// until `name_hold_until`.
+    ///
+    /// Fails with [`Error::NotFound`] when the agent does not exist or is not active.
+    async fn deregister_agent(
+        &self,
+        agent_id: &str,
+        now: Millis,
+        name_hold_until: Millis,
+    ) -> Result<AgentRecord>;
+
+    /// Active agents of a tenant, by name, after the name `after`, whose name, address or
+    /// alias contains `search` (case-insensitive); returns the page and the total matching.
+    async fn list_agents(
+        &self,
+        tenant: &str,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AgentRecord>, u64)>;
+
+    /// Creates or replaces an owner and the hash of its user key.
+    async fn put_owner(&self, owner: OwnerRecord, user_key: KeyHash) -> Result<()>;
+
+    /// The owner a user key hash belongs to.
+    async fn owner_by_user_key(&self, key: &KeyHash) -> Result<Option<OwnerRecord>>;
+
+    /// How many active agents an owner has.
+    async fn count_owned_agents(&self, owner_id: &str) -> Result<u64>;
+}
+
+/// Durable per-agent mailboxes (the truth of spec 12.1).
+#[async_trait]
+pub trait Mailboxes: Send + Sync {
+    /// Adds a message, idempotent on (recipient, message id): a repeat by the same sender
+    /// with the same signature is [`Enqueued::Duplicate`]; with another signature,
+    /// [`Enqueued::Conflict`]. (Another sender's message with a colliding id for the same
+    /// recipient is also a conflict; the caller assigns a fresh id to avoid it.)
+    async fn enqueue(&self, entry: NewMailboxEntry) -> Result<Enqueued>;
+
+    /// The state of one message, if the agent's mailbox has (or had, acknowledged) it.
+    async fn entry(&self, agent_id: &str, message_id: &str) -> Result<Option<EntryState>>;
+
+    /// Queued, unexpired entries with `seq > after`, oldest first, at most `limit`.
+    async fn fetch(
+        &self,
+        agent_id: &str,
+        after: Option<u64>,
+        limit: usize,
+        now: Millis,
+    ) -> Result<MailboxPage>;
+
+    /// Queued, unexpired entries, without bodies.
+    async fn count(&self, agent_id: &str, now: Millis) -> Result<MailboxCount>;
+
+    /// Acknowledges ids of the agent's mailbox: one idempotent transition per id.
+    async fn ack(
+        &self,
+        agent_id: &str,
+        message_ids: &[String],
+        now: Millis,
+    ) -> Result<Vec<AckOutcome>>;
+
+    /// Purges up to `max` expired entries and acknowledgement tombstones across all
+    /// mailboxes, in bulk; returns how many were removed.
+    async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize>;
+
+    /// Deletes a whole mailbox.
+    async fn delete_mailbox(&self, agent_id: &str) -> Result<()>;
+}
+
+/// Receipts retained for senders who could not be told at once (spec 12.2).
+#[async_trait]
+pub trait Receipts: Send + Sync {
+    /// Retains a receipt for `agent_id`; the store assigns its `seq`.
+    async fn put_receipt(&self, agent_id: &str, receipt: Receipt) -> Result<u64>;
+
+    /// Unexpired receipts with `seq > after`, oldest first.
+    async fn receipts(
+        &self,
+        agent_id: &str,
+        after: Option<u64>,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<Receipt>>;
+
+    /// Drops receipts up to and including `upto` (they were delivered).
+    async fn drop_receipts(&self, agent_id: &str, upto: u64) -> Result<()>;
+}
+
+/// Durable timers.
+#[async_trait]
+pub trait Jobs: Send + Sync {
+    /// Schedules a job, replacing any job with the same id.
+    async fn schedule(&self, job: Job) -> Result<()>;
+
+    /// Jobs due at `now`, earliest first.
+    async fn due_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>>;
+
+    /// Removes a job (done or abandoned).
+    async fn complete(&self, id: &str) -> Result<()>;
+}
+
+/// Small named values (provider state, pinned peer keys).
+#[async_trait]
+pub trait Kv: Send + Sync {
+    /// The value under `key`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets `key`.
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()>;
+    /// Deletes `key`.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// A whole backend.
+#[async_trait]
+pub trait StoreBackend: Registry + Mailboxes + Receipts + Jobs + Kv + 'static {
+    /// Whether the backend can serve requests (for `/readyz`).
+    async fn ready(&self) -> bool;
+    /// Finishes pending writes and releases resources (graceful shutdown).
+    async fn close(&self) -> Result<()>;
+}
+
+/// The store services hold: a cheap clone around the backend.
+#[derive(Clone)]
+pub struct Store(Arc<dyn StoreBackend>);
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl StoreBackend) -> Self {
+        Self(Arc::new(backend))
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn StoreBackend;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}

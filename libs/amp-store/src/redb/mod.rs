@@ -1,0 +1,928 @@
+//! The embedded backend: one redb file in the data directory, written through a single
+//! group-commit writer thread ([`writer`]) so many operations share one fsync; reads run
+//! directly on read transactions (MVCC snapshots, never blocked by the writer).
+//!
+//! Layout (all values JSON unless noted):
+//! - `agents` id → [`AgentRecord`]; `names` `tenant/name` → holder; `owned` (owner, agent) → ();
+//! - `api_keys` hash → [`ApiKeyRecord`]; `agent_keys` (agent, hash) → ();
+//! - `owners` id → [`OwnerRecord`]; `owner_keys` hash → owner id;
+//! - `mailbox` (agent, seq) → [`MailboxEntry`]; `msg_index` (agent, message id) → index entry
+//!   (kept after an ack as a tombstone until the message's expiry, so a late retry is still
+//!   recognised); `mbox_meta` agent → head, count, floor; `expiry` (expires_at, agent, seq) →
+//!   message id, which drives bulk purging;
+//! - `receipts` (agent, seq) → [`Receipt`]; `receipt_head` agent → u64;
+//! - `jobs` (due_at, id) → [`Job`]; `job_ids` id → due_at; `kv` key → bytes.
+//!
+//! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
+//! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::redb::{
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::*;
+use writer::Writer;
+
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
+const OWNED: TableDefinition<(&str, &str), ()> = TableDefinition::new("owned");
+const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
+const AGENT_KEYS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("agent_keys");
+const OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("owners");
+const OWNER_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("owner_keys");
+const MAILBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mailbox");
+const MSG_INDEX: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("msg_index");
+const MBOX_META: TableDefinition<&str, &[u8]> = TableDefinition::new("mbox_meta");
+const EXPIRY: TableDefinition<(i64, &str, u64), &str> = TableDefinition::new("expiry");
+const RECEIPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("receipts");
+const RECEIPT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("receipt_head");
+const JOBS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("jobs");
+const JOB_IDS: TableDefinition<&str, i64> = TableDefinition::new("job_ids");
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+
+/// Options of the embedded store.
+#[derive(Debug, Clone)]
+pub struct RedbConfig {
+    /// The database file.
+    pub path: PathBuf,
+    /// Share one fsync between all writes queued while the previous commit ran.
+    pub group_commit: bool,
+    /// Most operations in one commit.
+    pub max_batch: usize,
+}
+
+impl RedbConfig {
+    /// Group commit on, up to 1024 operations per commit, the file `amp.redb` in `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            path: dir.join("amp.redb"),
+            group_commit: true,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// The embedded store.
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+fn st<E: std::fmt::Display>(e: E) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn from_json<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// The holder of a (tenant, name).
+#[derive(Debug, Serialize, Deserialize)]
+struct NameHolder {
+    agent_id: String,
+    /// Set once the agent is deregistered: the name is free from then on.
+    held_until: Option<Millis>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MailboxMeta {
+    head: u64,
+    count: u64,
+    floor: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexEntry {
+    seq: u64,
+    sender: String,
+    signature: String,
+    acked: bool,
+    expires_at: Millis,
+}
+
+fn name_key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) the database and starts the writer thread.
+    ///
+    /// Fails when the file cannot be opened or is not a redb database, or is already open
+    /// in another process.
+    pub fn open(cfg: &RedbConfig) -> Result<Self> {
+        if let Some(dir) = cfg.path.parent() {
+            std::fs::create_dir_all(dir).map_err(st)?;
+        }
+        let db = Database::create(&cfg.path).map_err(st)?;
+        // Create every table once so read transactions can always open them.
+        let txn = db.begin_write().map_err(st)?;
+        {
+            txn.open_table(AGENTS).map_err(st)?;
+            txn.open_table(NAMES).map_err(st)?;
+            txn.open_table(OWNED).map_err(st)?;
+            txn.open_table(API_KEYS).map_err(st)?;
+            txn.open_table(AGENT_KEYS).map_err(st)?;
+            txn.open_table(OWNERS).map_err(st)?;
+            txn.open_table(OWNER_KEYS).map_err(st)?;
+            txn.open_table(MAILBOX).map_err(st)?;
+            txn.open_table(MSG_INDEX).map_err(st)?;
+            txn.open_table(MBOX_META).map_err(st)?;
+            txn.open_table(EXPIRY).map_err(st)?;
+            txn.open_table(RECEIPTS).map_err(st)?;
+            txn.open_table(RECEIPT_HEAD).map_err(st)?;
+            txn.open_table(JOBS).map_err(st)?;
+            txn.open_table(JOB_IDS).map_err(st)?;
+            txn.open_table(KV).map_err(st)?;
+        }
+        txn.commit().map_err(st)?;
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone(), cfg.group_commit, cfg.max_batch);
+        Ok(Self { db, writer })
+    }
+
+    fn read(&self) -> Result<ReadTransaction> {
+        self.db.begin_read().map_err(st)
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.writer.close();
+    }
+}
+
+/// Deletes every mailbox row, index entry and expiry entry of an agent.
+fn delete_mailbox_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
+    let mut index = txn.open_table(MSG_INDEX).map_err(st)?;
+    let mut expiry = txn.open_table(EXPIRY).map_err(st)?;
+    let mut mailbox = txn.open_table(MAILBOX).map_err(st)?;
+    let mut keys = Vec::new();
+    for row in index.range((agent_id, "")..).map_err(st)? {
+        let (k, v) = row.map_err(st)?;
+        let (a, id) = k.value();
+        if a != agent_id {
+            break;
+        }
+        let e: IndexEntry = from_json(v.value())?;
+        keys.push((id.to_owned(), e.seq, e.expires_at));
+    }
+    for (id, seq, exp) in keys {
+        index.remove((agent_id, id.as_str())).map_err(st)?;
+        expiry.remove((exp, agent_id, seq)).map_err(st)?;
+        mailbox.remove((agent_id, seq)).map_err(st)?;
+    }
+    txn.open_table(MBOX_META)
+        .map_err(st)?
+        .remove(agent_id)
+        .map_err(st)?;
+    Ok(())
+}
+
+fn read_agent(txn: &ReadTransaction, id: &str) -> Result<Option<AgentRecord>> {
+    let t = txn.open_table(AGENTS).map_err(st)?;
+    match t.get(id).map_err(st)? {
+        Some(v) => Ok(Some(from_json(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Registry for RedbStore {
+    async fn create_agent(&self, agent: AgentRecord, api_key: KeyHash, now: Millis) -> Result<()> {
+        self.writer
+            .write(move |txn| {
+                let mut names = txn.open_table(NAMES).map_err(st)?;
+                let key = name_key(&agent.tenant, &agent.name);
+                if let Some(v) = names.get(key.as_str()).map_err(st)? {
+                    let holder: NameHolder = from_json(v.value())?;
+                    if holder.held_until.is_none_or(|t| now < t) {
+                        return Err(Error::NameTaken);
+                    }
+                }
+                let holder = NameHolder {
+                    agent_id: agent.id.clone(),
+                    held_until: None,
+                };
+                names
+                    .insert(key.as_str(), to_json(&holder)?.as_slice())
+                    .map_err(st)?;
+                txn.open_table(AGENTS)
+                    .map_err(st)?
+                    .insert(agent.id.as_str(), to_json(&agent)?.as_slice())
+                    .map_err(st)?;
+                let rec = ApiKeyRecord {
+                    agent_id: agent.id.clone(),
+                    created_at: now,
+                    valid_until: None,
+                };
+                txn.open_table(API_KEYS)
+                    .map_err(st)?
+                    .insert(api_key.as_slice(), to_json(&rec)?.as_slice())
+                    .map_err(st)?;
+                txn.open_table(AGENT_KEYS)
+                    .map_err(st)?
+                    .insert((agent.id.as_str(), api_key.as_slice()), ())
+                    .map_err(st)?;
+                if let Some(owner) = &agent.owner_id {
+                    txn.open_table(OWNED)
+                        .map_err(st)?
+                        .insert((owner.as_str(), agent.id.as_str()), ())
+                        .map_err(st)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        read_agent(&self.read()?, id)
+    }
+
+    async fn agent_by_name(&self, tenant: &str, name: &str) -> Result<Option<AgentRecord>> {
+        let txn = self.read()?;
+        let names = txn.open_table(NAMES).map_err(st)?;
+        let Some(v) = names.get(name_key(tenant, name).as_str()).map_err(st)? else {
+            return Ok(None);
+        };
+        let holder: NameHolder = from_json(v.value())?;
+        Ok(read_agent(&txn, &holder.agent_id)?.filter(AgentRecord::is_active))
+    }
+
+    async fn agent_by_api_key(&self, key: &KeyHash) -> Result<Option<(AgentRecord, ApiKeyRecord)>> {
+        let txn = self.read()?;
+        let keys = txn.open_table(API_KEYS).map_err(st)?;
+        let Some(v) = keys.get(key.as_slice()).map_err(st)? else {
+            return Ok(None);
+        };
+        let rec: ApiKeyRecord = from_json(v.value())?;
+        Ok(read_agent(&txn, &rec.agent_id)?
+            .filter(AgentRecord::is_active)
+            .map(|a| (a, rec)))
+    }
+
+    async fn update_agent(&self, agent: AgentRecord) -> Result<()> {
+        self.writer
+            .write(move |txn| {
+                let mut t = txn.open_table(AGENTS).map_err(st)?;
+                if t.get(agent.id.as_str()).map_err(st)?.is_none() {
+                    return Err(Error::NotFound);
+                }
+                t.insert(agent.id.as_str(), to_json(&agent)?.as_slice())
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        agent_id: &str,
+        new_key: KeyHash,
+        now: Millis,
+        old_valid_until: Millis,
+    ) -> Result<()> {
+        let agent_id = agent_id.to_owned();
+        self.writer
+            .write(move |txn| {
+                let agents = txn.open_table(AGENTS).map_err(st)?;
+                let active = match agents.get(agent_id.as_str()).map_err(st)? {
+                    Some(v) => from_json::<AgentRecord>(v.value())?.is_active(),
+                    None => false,
+                };
+                if !active {
+                    return Err(Error::NotFound);
+                }
+                let mut agent_keys = txn.open_table(AGENT_KEYS).map_err(st)?;
+                let mut api_keys = txn.open_table(API_KEYS).map_err(st)?;
+                let mut old = Vec::new();
+                for row in agent_keys
+                    .range((agent_id.as_str(), &[][..])..)
+                    .map_err(st)?
+                {
+                    let (k, _) = row.map_err(st)?;
+                    let (a, h) = k.value();
+                    if a != agent_id {
+                        break;
+                    }
+                    old.push(h.to_vec());
+                }
+                for h in &old {
+                    let rec = match api_keys.get(h.as_slice()).map_err(st)? {
+                        Some(v) => Some(from_json::<ApiKeyRecord>(v.value())?),
+                        None => None,
+                    };
+                    if let Some(mut rec) = rec {
+                        rec.valid_until = Some(
+                            rec.valid_until
+                                .map_or(old_valid_until, |t| t.min(old_valid_until)),
+                        );
+                        api_keys
+                            .insert(h.as_slice(), to_json(&rec)?.as_slice())
+                            .map_err(st)?;
+                    }
+                }
+                let rec = ApiKeyRecord {
+                    agent_id: agent_id.clone(),
+                    created_at: now,
+                    valid_until: None,
+                };
+                api_keys
+                    .insert(new_key.as_slice(), to_json(&rec)?.as_slice())
+                    .map_err(st)?;
+                agent_keys
+                    .insert((agent_id.as_str(), new_key.as_slice()), ())
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn revoke_api_keys(&self, agent_id: &str) -> Result<()> {
+        let agent_id = agent_id.to_owned();
+        self.writer
+            .write(move |txn| revoke_keys_in(txn, &agent_id))
+            .await
+    }
+
+    async fn deregister_agent(
+        &self,
+        agent_id: &str,
+        now: Millis,
+        name_hold_until: Millis,
+    ) -> Result<AgentRecord> {
+        let agent_id = agent_id.to_owned();
+        self.writer
+            .write(move |txn| {
+                let mut agents = txn.open_table(AGENTS).map_err(st)?;
+                let mut agent: AgentRecord = match agents.get(agent_id.as_str()).map_err(st)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(Error::NotFound),
+                };
+                if !agent.is_active() {
+                    return Err(Error::NotFound);
+                }
+                agent.status = AgentStatus::Deregistered { at: now };
+                agent.delivery.webhook_secret = None;
+                agents
+                    .insert(agent_id.as_str(), to_json(&agent)?.as_slice())
+                    .map_err(st)?;
+                let holder = NameHolder {
+                    agent_id: agent_id.clone(),
+                    held_until: Some(name_hold_until),
+                };
+                txn.open_table(NAMES)
+                    .map_err(st)?
+                    .insert(
+                        name_key(&agent.tenant, &agent.name).as_str(),
+                        to_json(&holder)?.as_slice(),
+                    )
+                    .map_err(st)?;
+                if let Some(owner) = &agent.owner_id {
+                    txn.open_table(OWNED)
+                        .map_err(st)?
+                        .remove((owner.as_str(), agent_id.as_str()))
+                        .map_err(st)?;
+                }
+                revoke_keys_in(txn, &agent_id)?;
+                delete_mailbox_in(txn, &agent_id)?;
+                Ok(agent)
+            })
+            .await
+    }
+
+    async fn list_agents(
+        &self,
+        tenant: &str,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AgentRecord>, u64)> {
+        let txn = self.read()?;
+        let names = txn.open_table(NAMES).map_err(st)?;
+        let agents = txn.open_table(AGENTS).map_err(st)?;
+        let prefix = format!("{tenant}/");
+        let search = search.map(str::to_lowercase);
+        let mut page = Vec::new();
+        let mut total = 0u64;
+        for row in names.range(prefix.as_str()..).map_err(st)? {
+            let (k, v) = row.map_err(st)?;
+            let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let holder: NameHolder = from_json(v.value())?;
+            if holder.held_until.is_some() {
+                continue;
+            }
+            let Some(a) = agents.get(holder.agent_id.as_str()).map_err(st)? else {
+                continue;
+            };
+            let agent: AgentRecord = from_json(a.value())?;
+            if !agent.is_active() {
+                continue;
+            }
+            if let Some(s) = &search {
+                let hit = agent.name.contains(s.as_str())
+                    || agent.address.contains(s.as_str())
+                    || agent
+                        .alias
+                        .as_deref()
+                        .is_some_and(|x| x.to_lowercase().contains(s.as_str()));
+                if !hit {
+                    continue;
+                }
+            }
+            total += 1;
+            if after.is_none_or(|c| name > c) && page.len() < limit {
+                page.push(agent);
+            }
+        }
+        Ok((page, total))
+    }
+
+    async fn put_owner(&self, owner: OwnerRecord, user_key: KeyHash) -> Result<()> {
+        self.writer
+            .write(move |txn| {
+                txn.open_table(OWNERS)
+                    .map_err(st)?
+                    .insert(owner.id.as_str(), to_json(&owner)?.as_slice())
+                    .map_err(st)?;
+                txn.open_table(OWNER_KEYS)
+                    .map_err(st)?
+                    .insert(user_key.as_slice(), owner.id.as_str())
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn owner_by_user_key(&self, key: &KeyHash) -> Result<Option<OwnerRecord>> {
+        let txn = self.read()?;
+        let keys = txn.open_table(OWNER_KEYS).map_err(st)?;
+        let Some(id) = keys.get(key.as_slice()).map_err(st)? else {
+            return Ok(None);
+        };
+        let owners = txn.open_table(OWNERS).map_err(st)?;
+        match owners.get(id.value()).map_err(st)? {
+            Some(v) => Ok(Some(from_json(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn count_owned_agents(&self, owner_id: &str) -> Result<u64> {
+        let txn = self.read()?;
+        let owned = txn.open_table(OWNED).map_err(st)?;
+        let mut n = 0;
+        for row in owned.range((owner_id, "")..).map_err(st)? {
+            let (k, _) = row.map_err(st)?;
+            if k.value().0 != owner_id {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn revoke_keys_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
+    let mut agent_keys = txn.open_table(AGENT_KEYS).map_err(st)?;
+    let mut api_keys = txn.open_table(API_KEYS).map_err(st)?;
+    let mut hashes = Vec::new();
+    for row in agent_keys.range((agent_id, &[][..])..).map_err(st)? {
+        let (k, _) = row.map_err(st)?;
+        let (a, h) = k.value();
+        if a != agent_id {
+            break;
+        }
+        hashes.push(h.to_vec());
+    }
+    for h in hashes {
+        api_keys.remove(h.as_slice()).map_err(st)?;
+        agent_keys.remove((agent_id, h.as_slice())).map_err(st)?;
+    }
+    Ok(())
+}
+
+fn read_meta(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    agent: &str,
+) -> Result<MailboxMeta> {
+    match t.get(agent).map_err(st)? {
+        Some(v) => from_json(v.value()),
+        None => Ok(MailboxMeta::default()),
+    }
+}
+
+#[async_trait]
+impl Mailboxes for RedbStore {
+    async fn enqueue(&self, e: NewMailboxEntry) -> Result<Enqueued> {
+        self.writer
+            .write(move |txn| {
+                let mut index = txn.open_table(MSG_INDEX).map_err(st)?;
+                let key = (e.agent_id.as_str(), e.message_id.as_str());
+                if let Some(v) = index.get(key).map_err(st)? {
+                    let i: IndexEntry = from_json(v.value())?;
+                    return Ok(if i.sender == e.sender && i.signature == e.signature {
+                        Enqueued::Duplicate { seq: i.seq }
+                    } else {
+                        Enqueued::Conflict
+                    });
+                }
+                let mut metas = txn.open_table(MBOX_META).map_err(st)?;
+                let mut meta = read_meta(&metas, &e.agent_id)?;
+                if e.max_queued.is_some_and(|max| meta.count >= max) {
+                    return Ok(Enqueued::Full);
+                }
+                meta.head += 1;
+                meta.count += 1;
+                let seq = meta.head;
+                let entry = MailboxEntry {
+                    seq,
+                    message_id: e.message_id.clone(),
+                    sender: e.sender.clone(),
+                    data: e.data,
+                    queued_at: e.queued_at,
+                    expires_at: e.expires_at,
+                };
+                let ie = IndexEntry {
+                    seq,
+                    sender: e.sender,
+                    signature: e.signature,
+                    acked: false,
+                    expires_at: e.expires_at,
+                };
+                index.insert(key, to_json(&ie)?.as_slice()).map_err(st)?;
+                txn.open_table(MAILBOX)
+                    .map_err(st)?
+                    .insert((e.agent_id.as_str(), seq), to_json(&entry)?.as_slice())
+                    .map_err(st)?;
+                txn.open_table(EXPIRY)
+                    .map_err(st)?
+                    .insert(
+                        (e.expires_at, e.agent_id.as_str(), seq),
+                        e.message_id.as_str(),
+                    )
+                    .map_err(st)?;
+                metas
+                    .insert(e.agent_id.as_str(), to_json(&meta)?.as_slice())
+                    .map_err(st)?;
+                Ok(Enqueued::New { seq })
+            })
+            .await
+    }
+
+    async fn entry(&self, agent_id: &str, message_id: &str) -> Result<Option<EntryState>> {
+        let txn = self.read()?;
+        let index = txn.open_table(MSG_INDEX).map_err(st)?;
+        let Some(v) = index.get((agent_id, message_id)).map_err(st)? else {
+            return Ok(None);
+        };
+        let i: IndexEntry = from_json(v.value())?;
+        if i.acked {
+            return Ok(Some(EntryState::Acked { sender: i.sender }));
+        }
+        let mailbox = txn.open_table(MAILBOX).map_err(st)?;
+        match mailbox.get((agent_id, i.seq)).map_err(st)? {
+            Some(v) => Ok(Some(EntryState::Queued(from_json(v.value())?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        agent_id: &str,
+        after: Option<u64>,
+        limit: usize,
+        now: Millis,
+    ) -> Result<MailboxPage> {
+        let txn = self.read()?;
+        let meta = read_meta(&txn.open_table(MBOX_META).map_err(st)?, agent_id)?;
+        let mailbox = txn.open_table(MAILBOX).map_err(st)?;
+        let start = after.unwrap_or(0).saturating_add(1);
+        let mut entries = Vec::new();
+        let mut remaining = 0u64;
+        for row in mailbox
+            .range((agent_id, start)..=(agent_id, u64::MAX))
+            .map_err(st)?
+        {
+            let (_, v) = row.map_err(st)?;
+            if entries.len() < limit {
+                let e: MailboxEntry = from_json(v.value())?;
+                if e.expires_at > now {
+                    entries.push(e);
+                }
+            } else {
+                // Only the expiry is needed to count the rest; still a JSON parse, bounded
+                // by the mailbox quota.
+                let e: MailboxEntry = from_json(v.value())?;
+                if e.expires_at > now {
+                    remaining += 1;
+                }
+            }
+        }
+        Ok(MailboxPage {
+            entries,
+            remaining,
+            head: meta.head,
+        })
+    }
+
+    async fn count(&self, agent_id: &str, now: Millis) -> Result<MailboxCount> {
+        let txn = self.read()?;
+        let meta = read_meta(&txn.open_table(MBOX_META).map_err(st)?, agent_id)?;
+        let mailbox = txn.open_table(MAILBOX).map_err(st)?;
+        let mut count = 0;
+        let mut oldest = None;
+        for row in mailbox
+            .range((agent_id, 0)..=(agent_id, u64::MAX))
+            .map_err(st)?
+        {
+            let (_, v) = row.map_err(st)?;
+            let e: MailboxEntry = from_json(v.value())?;
+            if e.expires_at > now {
+                count += 1;
+                oldest = Some(oldest.map_or(e.queued_at, |o: Millis| o.min(e.queued_at)));
+            }
+        }
+        Ok(MailboxCount {
+            count,
+            oldest_queued_at: oldest,
+            head: meta.head,
+            floor: meta.floor,
+        })
+    }
+
+    async fn ack(
+        &self,
+        agent_id: &str,
+        message_ids: &[String],
+        now: Millis,
+    ) -> Result<Vec<AckOutcome>> {
+        let agent_id = agent_id.to_owned();
+        let ids = message_ids.to_vec();
+        self.writer
+            .write(move |txn| {
+                let mut index = txn.open_table(MSG_INDEX).map_err(st)?;
+                let mut mailbox = txn.open_table(MAILBOX).map_err(st)?;
+                let mut metas = txn.open_table(MBOX_META).map_err(st)?;
+                let mut meta = read_meta(&metas, &agent_id)?;
+                let mut out = Vec::with_capacity(ids.len());
+                let mut changed = false;
+                for id in &ids {
+                    let key = (agent_id.as_str(), id.as_str());
+                    let found = match index.get(key).map_err(st)? {
+                        Some(v) => Some(from_json::<IndexEntry>(v.value())?),
+                        None => None,
+                    };
+                    let outcome = match found {
+                        None => AckOutcome::NotFound,
+                        Some(i) if i.acked => AckOutcome::AlreadyAcked,
+                        Some(i) if i.expires_at <= now => AckOutcome::NotFound,
+                        Some(mut i) => {
+                            mailbox.remove((agent_id.as_str(), i.seq)).map_err(st)?;
+                            i.acked = true;
+                            index.insert(key, to_json(&i)?.as_slice()).map_err(st)?;
+                            meta.count = meta.count.saturating_sub(1);
+                            changed = true;
+                            AckOutcome::Acked
+                        }
+                    };
+                    out.push(outcome);
+                }
+                if changed {
+                    metas
+                        .insert(agent_id.as_str(), to_json(&meta)?.as_slice())
+                        .map_err(st)?;
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize> {
+        self.writer
+            .write(move |txn| {
+                let mut expiry = txn.open_table(EXPIRY).map_err(st)?;
+                let mut due = Vec::new();
+                for row in expiry.range(..=(now, "\u{10FFFF}", u64::MAX)).map_err(st)? {
+                    let (k, v) = row.map_err(st)?;
+                    let (t, agent, seq) = k.value();
+                    if t > now || due.len() >= max {
+                        break;
+                    }
+                    due.push((t, agent.to_owned(), seq, v.value().to_owned()));
+                }
+                let mut index = txn.open_table(MSG_INDEX).map_err(st)?;
+                let mut mailbox = txn.open_table(MAILBOX).map_err(st)?;
+                let mut metas = txn.open_table(MBOX_META).map_err(st)?;
+                for (t, agent, seq, id) in &due {
+                    expiry.remove((*t, agent.as_str(), *seq)).map_err(st)?;
+                    index.remove((agent.as_str(), id.as_str())).map_err(st)?;
+                    let was_queued = mailbox
+                        .remove((agent.as_str(), *seq))
+                        .map_err(st)?
+                        .is_some();
+                    let mut meta = read_meta(&metas, agent)?;
+                    if was_queued {
+                        meta.count = meta.count.saturating_sub(1);
+                    }
+                    meta.floor = meta.floor.max(*seq);
+                    metas
+                        .insert(agent.as_str(), to_json(&meta)?.as_slice())
+                        .map_err(st)?;
+                }
+                Ok(due.len())
+            })
+            .await
+    }
+
+    async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
+        let agent_id = agent_id.to_owned();
+        self.writer
+            .write(move |txn| delete_mailbox_in(txn, &agent_id))
+            .await
+    }
+}
+
+#[async_trait]
+impl Receipts for RedbStore {
+    async fn put_receipt(&self, agent_id: &str, receipt: Receipt) -> Result<u64> {
+        let agent_id = agent_id.to_owned();
+        self.writer
+            .write(move |txn| {
+                let mut heads = txn.open_table(RECEIPT_HEAD).map_err(st)?;
+                let seq = heads
+                    .get(agent_id.as_str())
+                    .map_err(st)?
+                    .map_or(0, |v| v.value())
+                    + 1;
+                heads.insert(agent_id.as_str(), seq).map_err(st)?;
+                let r = Receipt { seq, ..receipt };
+                txn.open_table(RECEIPTS)
+                    .map_err(st)?
+                    .insert((agent_id.as_str(), seq), to_json(&r)?.as_slice())
+                    .map_err(st)?;
+                Ok(seq)
+            })
+            .await
+    }
+
+    async fn receipts(
+        &self,
+        agent_id: &str,
+        after: Option<u64>,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<Receipt>> {
+        let txn = self.read()?;
+        let t = txn.open_table(RECEIPTS).map_err(st)?;
+        let mut out = Vec::new();
+        let start = after.unwrap_or(0).saturating_add(1);
+        for row in t
+            .range((agent_id, start)..=(agent_id, u64::MAX))
+            .map_err(st)?
+        {
+            let (_, v) = row.map_err(st)?;
+            let r: Receipt = from_json(v.value())?;
+            if r.expires_at > now {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn drop_receipts(&self, agent_id: &str, upto: u64) -> Result<()> {
+        let agent_id = agent_id.to_owned();
+        self.writer
+            .write(move |txn| {
+                let mut t = txn.open_table(RECEIPTS).map_err(st)?;
+                let mut seqs = Vec::new();
+                for row in t
+                    .range((agent_id.as_str(), 0)..=(agent_id.as_str(), upto))
+                    .map_err(st)?
+                {
+                    seqs.push(row.map_err(st)?.0.value().1);
+                }
+                for s in seqs {
+                    t.remove((agent_id.as_str(), s)).map_err(st)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Jobs for RedbStore {
+    async fn schedule(&self, job: Job) -> Result<()> {
+        self.writer
+            .write(move |txn| {
+                let mut ids = txn.open_table(JOB_IDS).map_err(st)?;
+                let mut jobs = txn.open_table(JOBS).map_err(st)?;
+                let old = ids.get(job.id.as_str()).map_err(st)?.map(|v| v.value());
+                if let Some(due) = old {
+                    jobs.remove((due, job.id.as_str())).map_err(st)?;
+                }
+                ids.insert(job.id.as_str(), job.due_at).map_err(st)?;
+                jobs.insert((job.due_at, job.id.as_str()), to_json(&job)?.as_slice())
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>> {
+        let txn = self.read()?;
+        let jobs = txn.open_table(JOBS).map_err(st)?;
+        let mut out = Vec::new();
+        for row in jobs.range(..=(now, "\u{10FFFF}")).map_err(st)? {
+            let (k, v) = row.map_err(st)?;
+            if k.value().0 > now || out.len() >= limit {
+                break;
+            }
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |txn| {
+                let mut ids = txn.open_table(JOB_IDS).map_err(st)?;
+                let due = ids.remove(id.as_str()).map_err(st)?.map(|v| v.value());
+                if let Some(due) = due {
+                    txn.open_table(JOBS)
+                        .map_err(st)?
+                        .remove((due, id.as_str()))
+                        .map_err(st)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Kv for RedbStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        let t = txn.open_table(KV).map_err(st)?;
+        Ok(t.get(key).map_err(st)?.map(|v| v.value().to_vec()))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let key = key.to_owned();
+        self.writer
+            .write(move |txn| {
+                txn.open_table(KV)
+                    .map_err(st)?
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = key.to_owned();
+        self.writer
+            .write(move |txn| {
+                txn.open_table(KV)
+                    .map_err(st)?
+                    .remove(key.as_str())
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl StoreBackend for RedbStore {
+    async fn ready(&self) -> bool {
+        let Ok(txn) = self.db.begin_read() else {
+            return false;
+        };
+        txn.open_table(KV).is_ok_and(|t| t.len().is_ok())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.writer.close();
+        Ok(())
+    }
+}

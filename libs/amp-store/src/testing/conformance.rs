@@ -1,0 +1,683 @@
+//! The store conformance suite: what every backend must do, asserted through the traits
+//! only. Each check uses its own tenants and agents, so all of them can share one store.
+//! A backend's tests call [`run_all`] and, where it can reopen its data, [`durable_across_reopen`].
+
+use std::collections::HashSet;
+
+use crate::testing::{agent, entry, key_hash, now_ms, unique};
+use crate::*;
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// Runs every check that needs only one open store.
+pub async fn run_all(store: &Store) {
+    registry_round_trip(store).await;
+    names_unique_per_tenant_and_held_after_deregistration(store).await;
+    api_key_rotation_grace_and_revocation(store).await;
+    list_agents_pages_searches_and_isolates_tenants(store).await;
+    owners_and_owned_agents(store).await;
+    mailbox_enqueue_is_idempotent(store).await;
+    mailbox_fifo_cursor_and_remaining(store).await;
+    mailbox_ack_is_one_idempotent_transition(store).await;
+    mailbox_quota_refuses_never_drops(store).await;
+    mailbox_expiry_and_bulk_purge(store).await;
+    mailboxes_are_isolated(store).await;
+    deregistration_deletes_mailbox_and_keys(store).await;
+    receipts_retained_until_dropped(store).await;
+    jobs_due_in_order_and_replaced(store).await;
+    kv_round_trip(store).await;
+    concurrent_writes_all_commit(store).await;
+}
+
+/// Create, read by id, name and key, update.
+pub async fn registry_round_trip(store: &Store) {
+    let now = now_ms();
+    let t = unique("t");
+    let a = agent(&t, "alice", now);
+    let k = key_hash(&a.id);
+    store.create_agent(a.clone(), k, now).await.expect("create");
+    assert_eq!(store.agent(&a.id).await.expect("get"), Some(a.clone()));
+    assert_eq!(
+        store.agent_by_name(&t, "alice").await.expect("by name"),
+        Some(a.clone())
+    );
+    let (found, key) = store
+        .agent_by_api_key(&k)
+        .await
+        .expect("by key")
+        .expect("key known");
+    assert_eq!(found.id, a.id);
+    assert!(key.is_valid_at(now));
+    assert!(
+        store
+            .agent_by_api_key(&key_hash("nope"))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    let mut b = a.clone();
+    b.alias = Some("New".into());
+    b.delivery.webhook_url = Some("https://hook.example.test/x".into());
+    store.update_agent(b.clone()).await.expect("update");
+    assert_eq!(store.agent(&a.id).await.expect("get"), Some(b));
+
+    let ghost = agent(&t, "ghost", now);
+    assert!(matches!(
+        store.update_agent(ghost).await,
+        Err(Error::NotFound)
+    ));
+}
+
+/// A (tenant, name) is taken once; held after deregistration; free in another tenant.
+pub async fn names_unique_per_tenant_and_held_after_deregistration(store: &Store) {
+    let now = now_ms();
+    let t = unique("t");
+    let a = agent(&t, "bob", now);
+    store
+        .create_agent(a.clone(), key_hash(&a.id), now)
+        .await
+        .expect("create");
+    let dup = agent(&t, "bob", now);
+    assert!(matches!(
+        store
+            .create_agent(dup.clone(), key_hash(&dup.id), now)
+            .await,
+        Err(Error::NameTaken)
+    ));
+    // The failed create wrote nothing.
+    assert!(store.agent(&dup.id).await.expect("get").is_none());
+    assert!(
+        store
+            .agent_by_api_key(&key_hash(&dup.id))
+            .await
+            .expect("key")
+            .is_none()
+    );
+
+    let other_tenant = agent(&unique("t"), "bob", now);
+    store
+        .create_agent(other_tenant.clone(), key_hash(&other_tenant.id), now)
+        .await
+        .expect("same name, other tenant");
+
+    let gone = store
+        .deregister_agent(&a.id, now, now + 30 * DAY)
+        .await
+        .expect("deregister");
+    assert!(!gone.is_active());
+    assert!(
+        store
+            .agent_by_name(&t, "bob")
+            .await
+            .expect("name")
+            .is_none()
+    );
+    let again = agent(&t, "bob", now);
+    assert!(matches!(
+        store
+            .create_agent(again.clone(), key_hash(&again.id), now + DAY)
+            .await,
+        Err(Error::NameTaken)
+    ));
+    store
+        .create_agent(again.clone(), key_hash(&again.id), now + 31 * DAY)
+        .await
+        .expect("free after the hold");
+    assert!(matches!(
+        store.deregister_agent(&a.id, now, now).await,
+        Err(Error::NotFound)
+    ));
+}
+
+/// The old key works until its grace ends; revocation removes every key at once.
+pub async fn api_key_rotation_grace_and_revocation(store: &Store) {
+    let now = now_ms();
+    let a = agent(&unique("t"), "carol", now);
+    let old = key_hash(&format!("{}-old", a.id));
+    let new = key_hash(&format!("{}-new", a.id));
+    store
+        .create_agent(a.clone(), old, now)
+        .await
+        .expect("create");
+    store
+        .rotate_api_key(&a.id, new, now, now + DAY)
+        .await
+        .expect("rotate");
+    let (_, old_rec) = store
+        .agent_by_api_key(&old)
+        .await
+        .expect("old")
+        .expect("still there");
+    assert!(old_rec.is_valid_at(now + DAY - 1));
+    assert!(!old_rec.is_valid_at(now + DAY));
+    let (_, new_rec) = store
+        .agent_by_api_key(&new)
+        .await
+        .expect("new")
+        .expect("there");
+    assert!(new_rec.is_valid_at(now + 365 * DAY));
+
+    store.revoke_api_keys(&a.id).await.expect("revoke");
+    assert!(store.agent_by_api_key(&old).await.expect("old").is_none());
+    assert!(store.agent_by_api_key(&new).await.expect("new").is_none());
+    assert!(matches!(
+        store.rotate_api_key("agt_missing", new, now, now).await,
+        Err(Error::NotFound)
+    ));
+}
+
+/// Listing is by name, paged, searchable, and never shows another tenant.
+pub async fn list_agents_pages_searches_and_isolates_tenants(store: &Store) {
+    let now = now_ms();
+    let t = unique("t");
+    for name in ["delta", "alpha", "charlie", "bravo", "echo"] {
+        let a = agent(&t, name, now);
+        store
+            .create_agent(a.clone(), key_hash(&a.id), now)
+            .await
+            .expect("create");
+    }
+    let other = unique("t");
+    let o = agent(&other, "alpha", now);
+    store
+        .create_agent(o.clone(), key_hash(&o.id), now)
+        .await
+        .expect("create");
+
+    let (page, total) = store.list_agents(&t, None, None, 2).await.expect("list");
+    assert_eq!(total, 5);
+    let names: Vec<_> = page.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "bravo"]);
+    let (page, _) = store
+        .list_agents(&t, None, Some("bravo"), 10)
+        .await
+        .expect("list");
+    let names: Vec<_> = page.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["charlie", "delta", "echo"]);
+    let (page, total) = store
+        .list_agents(&t, Some("ARL"), None, 10)
+        .await
+        .expect("search");
+    assert_eq!((page.len(), total), (1, 1));
+    assert!(page.iter().all(|a| a.tenant == t));
+    let (page, total) = store
+        .list_agents(&other, None, None, 10)
+        .await
+        .expect("other");
+    assert_eq!((page.len(), total), (1, 1));
+}
+
+/// Owners are found by user key; their agents are counted.
+pub async fn owners_and_owned_agents(store: &Store) {
+    let now = now_ms();
+    let owner = OwnerRecord {
+        id: unique("usr_"),
+        tenant: unique("t"),
+        agent_limit: 2,
+        suspended: false,
+    };
+    let uk = key_hash(&owner.id);
+    store.put_owner(owner.clone(), uk).await.expect("owner");
+    assert_eq!(
+        store.owner_by_user_key(&uk).await.expect("by key"),
+        Some(owner.clone())
+    );
+    assert!(
+        store
+            .owner_by_user_key(&key_hash("x"))
+            .await
+            .expect("by key")
+            .is_none()
+    );
+    let mut a = agent(&owner.tenant, "owned", now);
+    a.owner_id = Some(owner.id.clone());
+    store
+        .create_agent(a.clone(), key_hash(&a.id), now)
+        .await
+        .expect("create");
+    assert_eq!(store.count_owned_agents(&owner.id).await.expect("count"), 1);
+    store
+        .deregister_agent(&a.id, now, now)
+        .await
+        .expect("deregister");
+    assert_eq!(store.count_owned_agents(&owner.id).await.expect("count"), 0);
+}
+
+/// Same sender, id and signature: one entry; another signature: conflict.
+pub async fn mailbox_enqueue_is_idempotent(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    let e = entry(&agent_id, "msg_1_a", "s@t.example.test", now, DAY);
+    let first = store.enqueue(e.clone()).await.expect("enqueue");
+    let Enqueued::New { seq } = first else {
+        panic!("first enqueue is new: {first:?}");
+    };
+    assert_eq!(
+        store.enqueue(e.clone()).await.expect("again"),
+        Enqueued::Duplicate { seq }
+    );
+    let mut forged = e.clone();
+    forged.signature = "other".into();
+    assert_eq!(
+        store.enqueue(forged).await.expect("forged"),
+        Enqueued::Conflict
+    );
+    let page = store.fetch(&agent_id, None, 10, now).await.expect("fetch");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].data, e.data, "data kept byte for byte");
+}
+
+/// FIFO, `after` cursors, `remaining`, `head`.
+pub async fn mailbox_fifo_cursor_and_remaining(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    let mut seqs = Vec::new();
+    for i in 0..7 {
+        let r = store
+            .enqueue(entry(
+                &agent_id,
+                &format!("msg_{i}_b"),
+                "s@t.example.test",
+                now + i,
+                DAY,
+            ))
+            .await
+            .expect("enqueue");
+        let Enqueued::New { seq } = r else {
+            panic!("new: {r:?}");
+        };
+        seqs.push(seq);
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing: {seqs:?}");
+    let page = store.fetch(&agent_id, None, 3, now).await.expect("fetch");
+    let ids: Vec<_> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["msg_0_b", "msg_1_b", "msg_2_b"]);
+    assert_eq!(page.remaining, 4);
+    assert_eq!(page.head, seqs[6]);
+    let page2 = store
+        .fetch(&agent_id, Some(page.entries[2].seq), 3, now)
+        .await
+        .expect("fetch after");
+    let ids: Vec<_> = page2
+        .entries
+        .iter()
+        .map(|e| e.message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["msg_3_b", "msg_4_b", "msg_5_b"]);
+    assert_eq!(page2.remaining, 1);
+    let end = store
+        .fetch(&agent_id, Some(seqs[6]), 3, now)
+        .await
+        .expect("at head");
+    assert!(end.entries.is_empty());
+    assert_eq!(end.remaining, 0);
+    let c = store.count(&agent_id, now).await.expect("count");
+    assert_eq!(
+        (c.count, c.oldest_queued_at, c.head),
+        (7, Some(now), seqs[6])
+    );
+    let empty = store
+        .count(&unique("agt_"), now)
+        .await
+        .expect("empty count");
+    assert_eq!((empty.count, empty.oldest_queued_at), (0, None));
+}
+
+/// Acked once, already acked after, unknown ids not found; acked never served again.
+pub async fn mailbox_ack_is_one_idempotent_transition(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    for i in 0..3 {
+        store
+            .enqueue(entry(
+                &agent_id,
+                &format!("msg_{i}_c"),
+                "s@t.example.test",
+                now,
+                DAY,
+            ))
+            .await
+            .expect("enqueue");
+    }
+    let ids = vec![
+        "msg_0_c".to_owned(),
+        "msg_9_c".to_owned(),
+        "msg_0_c".to_owned(),
+    ];
+    let out = store.ack(&agent_id, &ids, now).await.expect("ack");
+    assert_eq!(
+        out,
+        [
+            AckOutcome::Acked,
+            AckOutcome::NotFound,
+            AckOutcome::AlreadyAcked
+        ]
+    );
+    let again = store
+        .ack(&agent_id, &ids[..1], now)
+        .await
+        .expect("ack again");
+    assert_eq!(again, [AckOutcome::AlreadyAcked]);
+    let page = store.fetch(&agent_id, None, 10, now).await.expect("fetch");
+    let left: Vec<_> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(left, ["msg_1_c", "msg_2_c"]);
+    assert_eq!(store.count(&agent_id, now).await.expect("count").count, 2);
+    assert!(matches!(
+        store.entry(&agent_id, "msg_0_c").await.expect("entry"),
+        Some(EntryState::Acked { .. })
+    ));
+    assert!(matches!(
+        store.entry(&agent_id, "msg_1_c").await.expect("entry"),
+        Some(EntryState::Queued(_))
+    ));
+    // An acked message re-sent by its sender is recognised, not queued again.
+    let resend = entry(&agent_id, "msg_0_c", "s@t.example.test", now, DAY);
+    assert!(matches!(
+        store.enqueue(resend).await.expect("resend"),
+        Enqueued::Duplicate { .. }
+    ));
+    assert_eq!(store.count(&agent_id, now).await.expect("count").count, 2);
+}
+
+/// A full mailbox refuses the new message and keeps the old ones; an ack makes room.
+pub async fn mailbox_quota_refuses_never_drops(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    let with_quota = |id: &str| NewMailboxEntry {
+        max_queued: Some(3),
+        ..entry(&agent_id, id, "s@t.example.test", now, DAY)
+    };
+    for i in 0..3 {
+        let r = store
+            .enqueue(with_quota(&format!("msg_{i}_q")))
+            .await
+            .expect("enqueue");
+        assert!(matches!(r, Enqueued::New { .. }), "{r:?}");
+    }
+    assert_eq!(
+        store.enqueue(with_quota("msg_3_q")).await.expect("full"),
+        Enqueued::Full
+    );
+    let page = store.fetch(&agent_id, None, 10, now).await.expect("fetch");
+    assert_eq!(page.entries.len(), 3);
+    assert_eq!(page.entries[0].message_id, "msg_0_q");
+    store
+        .ack(&agent_id, &["msg_0_q".into()], now)
+        .await
+        .expect("ack");
+    assert!(matches!(
+        store.enqueue(with_quota("msg_3_q")).await.expect("room"),
+        Enqueued::New { .. }
+    ));
+}
+
+/// Expired entries are never served and are purged in bulk, raising the floor.
+pub async fn mailbox_expiry_and_bulk_purge(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    store
+        .enqueue(entry(&agent_id, "msg_1_d", "s@t.example.test", now, 1_000))
+        .await
+        .expect("short");
+    store
+        .enqueue(entry(&agent_id, "msg_2_d", "s@t.example.test", now, DAY))
+        .await
+        .expect("long");
+    let later = now + 2_000;
+    let page = store
+        .fetch(&agent_id, None, 10, later)
+        .await
+        .expect("fetch");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].message_id, "msg_2_d");
+    assert_eq!(store.count(&agent_id, later).await.expect("count").count, 1);
+    assert_eq!(
+        store
+            .ack(&agent_id, &["msg_1_d".into()], later)
+            .await
+            .expect("ack"),
+        [AckOutcome::NotFound]
+    );
+    let purged = store.purge_expired(later, 100_000).await.expect("purge");
+    assert!(purged >= 1);
+    assert!(
+        store
+            .entry(&agent_id, "msg_1_d")
+            .await
+            .expect("entry")
+            .is_none()
+    );
+    let c = store.count(&agent_id, later).await.expect("count");
+    assert_eq!(c.count, 1);
+    assert!(c.floor >= 1);
+}
+
+/// One agent's operations never touch another's mailbox.
+pub async fn mailboxes_are_isolated(store: &Store) {
+    let now = now_ms();
+    let a = unique("agt_");
+    let b = unique("agt_");
+    store
+        .enqueue(entry(&a, "msg_1_e", "s@t.example.test", now, DAY))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        store.ack(&b, &["msg_1_e".into()], now).await.expect("ack"),
+        [AckOutcome::NotFound]
+    );
+    assert!(store.entry(&b, "msg_1_e").await.expect("entry").is_none());
+    assert!(
+        store
+            .fetch(&b, None, 10, now)
+            .await
+            .expect("fetch")
+            .entries
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .fetch(&a, None, 10, now)
+            .await
+            .expect("fetch")
+            .entries
+            .len(),
+        1
+    );
+}
+
+/// Deregistration deletes the agent's pending messages and keys.
+pub async fn deregistration_deletes_mailbox_and_keys(store: &Store) {
+    let now = now_ms();
+    let a = agent(&unique("t"), "dave", now);
+    let k = key_hash(&a.id);
+    store.create_agent(a.clone(), k, now).await.expect("create");
+    store
+        .enqueue(entry(&a.id, "msg_1_f", "s@t.example.test", now, DAY))
+        .await
+        .expect("enqueue");
+    store
+        .deregister_agent(&a.id, now, now + DAY)
+        .await
+        .expect("deregister");
+    assert!(store.agent_by_api_key(&k).await.expect("key").is_none());
+    assert!(
+        store
+            .fetch(&a.id, None, 10, now)
+            .await
+            .expect("fetch")
+            .entries
+            .is_empty()
+    );
+    assert_eq!(store.count(&a.id, now).await.expect("count").count, 0);
+}
+
+/// Receipts come back in order until dropped or expired.
+pub async fn receipts_retained_until_dropped(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    let mk = |n: u32, exp: i64| Receipt {
+        seq: 0,
+        data: format!(r#"{{"type":"message.read","n":{n}}}"#),
+        created_at: now,
+        expires_at: exp,
+    };
+    let s1 = store
+        .put_receipt(&agent_id, mk(1, now + DAY))
+        .await
+        .expect("put");
+    let s2 = store
+        .put_receipt(&agent_id, mk(2, now + 1))
+        .await
+        .expect("put");
+    let s3 = store
+        .put_receipt(&agent_id, mk(3, now + DAY))
+        .await
+        .expect("put");
+    assert!(s1 < s2 && s2 < s3);
+    let got = store
+        .receipts(&agent_id, None, 10, now + 10)
+        .await
+        .expect("list");
+    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [s1, s3]);
+    store.drop_receipts(&agent_id, s1).await.expect("drop");
+    let got = store
+        .receipts(&agent_id, None, 10, now)
+        .await
+        .expect("list");
+    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [s2, s3]);
+    assert!(
+        store
+            .receipts(&unique("agt_"), None, 10, now)
+            .await
+            .expect("other")
+            .is_empty()
+    );
+}
+
+/// Jobs come due in time order; rescheduling replaces; completing removes.
+pub async fn jobs_due_in_order_and_replaced(store: &Store) {
+    let now = now_ms();
+    // Far in the past so other checks' jobs (due now) sort after these.
+    let base = 1_000_000;
+    let j = |id: &str, due: i64| Job {
+        id: id.to_owned(),
+        kind: "test".into(),
+        due_at: due,
+        attempt: 0,
+        data: "{}".into(),
+    };
+    let a = unique("job");
+    let b = unique("job");
+    store.schedule(j(&a, base + 20)).await.expect("a");
+    store.schedule(j(&b, base + 10)).await.expect("b");
+    let due: Vec<_> = store
+        .due_jobs(base + 30, 1000)
+        .await
+        .expect("due")
+        .into_iter()
+        .filter(|x| x.id == a || x.id == b)
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(due, [b.clone(), a.clone()]);
+    store.schedule(j(&a, now + DAY)).await.expect("reschedule");
+    let due: Vec<_> = store
+        .due_jobs(base + 30, 1000)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(due.contains(&b) && !due.contains(&a));
+    store.complete(&b).await.expect("complete");
+    store.complete(&a).await.expect("complete");
+    let due: Vec<_> = store
+        .due_jobs(now + 2 * DAY, 100_000)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(!due.contains(&a) && !due.contains(&b));
+}
+
+/// Small values round-trip.
+pub async fn kv_round_trip(store: &Store) {
+    let k = unique("kv/");
+    assert!(store.get(&k).await.expect("get").is_none());
+    store.put(&k, b"value".to_vec()).await.expect("put");
+    assert_eq!(
+        store.get(&k).await.expect("get").as_deref(),
+        Some(&b"value"[..])
+    );
+    store.delete(&k).await.expect("delete");
+    assert!(store.get(&k).await.expect("get").is_none());
+}
+
+/// Many concurrent writers: every write is committed once, sequence numbers unique.
+pub async fn concurrent_writes_all_commit(store: &Store) {
+    let now = now_ms();
+    let agent_id = unique("agt_");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = store.clone();
+        let e = entry(
+            &agent_id,
+            &format!("msg_{i}_g"),
+            "s@t.example.test",
+            now,
+            DAY,
+        );
+        tasks.push(tokio::spawn(async move { s.enqueue(e).await }));
+    }
+    let mut seqs = HashSet::new();
+    for t in tasks {
+        match t.await.expect("task").expect("enqueue") {
+            Enqueued::New { seq } => assert!(seqs.insert(seq), "duplicate seq {seq}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let page = store
+        .fetch(&agent_id, None, 1000, now)
+        .await
+        .expect("fetch");
+    assert_eq!(page.entries.len(), 200);
+}
+
+/// What was written before closing is there after reopening. `open` opens the same data.
+pub async fn durable_across_reopen(open: impl Fn() -> Store) {
+    let now = now_ms();
+    let a = agent(&unique("t"), "erin", now);
+    let agent_id = a.id.clone();
+    {
+        let store = open();
+        store
+            .create_agent(a.clone(), key_hash(&a.id), now)
+            .await
+            .expect("create");
+        store
+            .enqueue(entry(&agent_id, "msg_1_h", "s@t.example.test", now, DAY))
+            .await
+            .expect("enqueue");
+        store
+            .enqueue(entry(&agent_id, "msg_2_h", "s@t.example.test", now, DAY))
+            .await
+            .expect("enqueue");
+        store
+            .ack(&agent_id, &["msg_1_h".into()], now)
+            .await
+            .expect("ack");
+        store.close().await.expect("close");
+    }
+    let store = open();
+    assert_eq!(store.agent(&agent_id).await.expect("get"), Some(a.clone()));
+    let page = store.fetch(&agent_id, None, 10, now).await.expect("fetch");
+    let ids: Vec<_> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["msg_2_h"]);
+    let next = store
+        .enqueue(entry(&agent_id, "msg_3_h", "s@t.example.test", now, DAY))
+        .await
+        .expect("enqueue");
+    assert!(matches!(next, Enqueued::New { seq } if seq > page.entries[0].seq));
+    store.close().await.expect("close");
+}

@@ -1,0 +1,254 @@
+//! The records the store keeps. Only our own types: no backend type leaks out.
+//!
+//! Times are unix milliseconds (`i64`) so every backend stores them the same way.
+
+use serde::{Deserialize, Serialize};
+
+/// Unix milliseconds.
+pub type Millis = i64;
+
+/// A 32-byte keyed hash of an API key or user key (the store never sees the secret).
+pub type KeyHash = [u8; 32];
+
+/// An agent's delivery preferences.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryPrefs {
+    /// Webhook URL, if the agent has one.
+    pub webhook_url: Option<String>,
+    /// Webhook HMAC secret (only ever returned to the delivery service).
+    pub webhook_secret: Option<String>,
+    /// Try the WebSocket before the webhook (default true).
+    pub prefer_websocket: bool,
+}
+
+/// Whether an agent can still send and receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Registered and usable.
+    Active,
+    /// Deregistered at this time; its name is held for a while afterwards.
+    Deregistered {
+        /// When.
+        at: Millis,
+    },
+}
+
+/// A public key the agent used before a key rotation, kept so verification history stays
+/// explainable (`verified_at` of queued messages).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastKey {
+    /// Raw 32-byte Ed25519 key, hex.
+    pub public_key_hex: String,
+    /// When it stopped being the agent's key.
+    pub replaced_at: Millis,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// `agt_<hex>`.
+    pub id: String,
+    /// Full address, lowercase.
+    pub address: String,
+    /// The tenant (rightmost scope label).
+    pub tenant: String,
+    /// The agent name (local part).
+    pub name: String,
+    /// The full scope (`repo.platform.tenant`).
+    pub scope: String,
+    /// Display name.
+    pub alias: Option<String>,
+    /// Raw 32-byte Ed25519 public key, hex.
+    pub public_key_hex: String,
+    /// `Ed25519`.
+    pub key_algorithm: String,
+    /// `SHA256:…`.
+    pub fingerprint: String,
+    /// Keys replaced by rotation, oldest first.
+    #[serde(default)]
+    pub past_keys: Vec<PastKey>,
+    /// Delivery preferences.
+    pub delivery: DeliveryPrefs,
+    /// Arbitrary metadata as JSON text, unvalidated.
+    pub metadata: Option<String>,
+    /// The owner who registered it with a user key.
+    pub owner_id: Option<String>,
+    /// Registration time.
+    pub registered_at: Millis,
+    /// Last authenticated request, coarse.
+    pub last_seen_at: Option<Millis>,
+    /// Active or deregistered.
+    pub status: AgentStatus,
+}
+
+impl AgentRecord {
+    /// Whether the agent is active.
+    pub fn is_active(&self) -> bool {
+        self.status == AgentStatus::Active
+    }
+}
+
+/// What an API key hash maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The agent the key belongs to.
+    pub agent_id: String,
+    /// When the key was issued.
+    pub created_at: Millis,
+    /// `None` for the current key; the end of the grace period for a rotated-out key.
+    pub valid_until: Option<Millis>,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key is usable at `now`.
+    pub fn is_valid_at(&self, now: Millis) -> bool {
+        self.valid_until.is_none_or(|t| now < t)
+    }
+}
+
+/// An owner account (spec 03 owner authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    /// `usr_…`.
+    pub id: String,
+    /// The tenant the owner's agents go into.
+    pub tenant: String,
+    /// Most agents the owner may have.
+    pub agent_limit: u32,
+    /// A suspended owner's user keys stop working.
+    pub suspended: bool,
+}
+
+/// A message to add to a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMailboxEntry {
+    /// The recipient agent.
+    pub agent_id: String,
+    /// `envelope.id`.
+    pub message_id: String,
+    /// The sender's address: with `message_id`, the key that makes retries idempotent.
+    pub sender: String,
+    /// The sender's signature, to tell a retry from a different message with the same id.
+    pub signature: String,
+    /// The stored message (JSON: envelope, payload, annotations), opaque to the store.
+    pub data: String,
+    /// When it was accepted.
+    pub queued_at: Millis,
+    /// When it expires.
+    pub expires_at: Millis,
+    /// Refuse the message when the mailbox already holds this many queued entries.
+    #[serde(default)]
+    pub max_queued: Option<u64>,
+}
+
+/// A message in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxEntry {
+    /// Position in the agent's mailbox, increasing (the cursor).
+    pub seq: u64,
+    /// `envelope.id`.
+    pub message_id: String,
+    /// The sender's address.
+    pub sender: String,
+    /// The stored message, as given to [`NewMailboxEntry::data`].
+    pub data: String,
+    /// When it was accepted.
+    pub queued_at: Millis,
+    /// When it expires.
+    pub expires_at: Millis,
+}
+
+/// What [`crate::Mailboxes::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Added at this sequence number.
+    New {
+        /// The new entry's position.
+        seq: u64,
+    },
+    /// The same sender, id and signature were already accepted: nothing added.
+    Duplicate {
+        /// The earlier entry's position.
+        seq: u64,
+    },
+    /// The same sender and id were accepted with another signature: refused.
+    Conflict,
+    /// The mailbox holds `max_queued` entries already: refused, nothing dropped.
+    Full,
+}
+
+/// One page of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxPage {
+    /// Queued entries, oldest first.
+    pub entries: Vec<MailboxEntry>,
+    /// Queued entries after the last one returned.
+    pub remaining: u64,
+    /// The newest position assigned so far (the cursor of "now").
+    pub head: u64,
+}
+
+/// Counts of a mailbox without bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxCount {
+    /// Queued, unexpired entries.
+    pub count: u64,
+    /// When the oldest of them was queued.
+    pub oldest_queued_at: Option<Millis>,
+    /// The newest position assigned so far.
+    pub head: u64,
+    /// Positions at or below this were purged; a cursor below it is no longer recognised.
+    pub floor: u64,
+}
+
+/// The outcome of acknowledging one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Moved from queued to acknowledged now.
+    Acked,
+    /// Was already acknowledged.
+    AlreadyAcked,
+    /// Not in this agent's mailbox (never was, expired and purged, or another agent's).
+    NotFound,
+}
+
+/// The state of one message in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    /// Waiting for pickup.
+    Queued(MailboxEntry),
+    /// Acknowledged by the recipient.
+    Acked {
+        /// The sender's address.
+        sender: String,
+    },
+}
+
+/// A receipt retained for a sender (spec 12.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Position in the sender's receipt queue (set by the store).
+    pub seq: u64,
+    /// The frame as it will be sent (`{"type":"message.read","data":{…}}`), opaque.
+    pub data: String,
+    /// When it was retained.
+    pub created_at: Millis,
+    /// When it may be dropped.
+    pub expires_at: Millis,
+}
+
+/// A durable timer: work due at a time (webhook retries, federation retries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique id; scheduling the same id again replaces the job.
+    pub id: String,
+    /// What kind of work (`webhook`, `federation`).
+    pub kind: String,
+    /// When it is due.
+    pub due_at: Millis,
+    /// Attempts made so far.
+    pub attempt: u32,
+    /// The work, opaque.
+    pub data: String,
+}

@@ -1,0 +1,37 @@
+//! The embedded (redb) backend against the conformance suite, across reopen, and across a
+//! kill -9 of a process that was writing.
+
+mod crash;
+
+use amp_store::Store;
+use amp_store::redb::{RedbConfig, RedbStore};
+use amp_store::testing::conformance;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::new(RedbStore::open(&RedbConfig::in_dir(dir)).expect("open redb"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redb_passes_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::run_all(&store).await;
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redb_without_group_commit_passes_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = RedbConfig {
+        group_commit: false,
+        ..RedbConfig::in_dir(dir.path())
+    };
+    let store = Store::new(RedbStore::open(&cfg).expect("open"));
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_durable_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::durable_across_reopen(|| open(dir.path())).await;
+}
