@@ -11,12 +11,15 @@
 //!   with the documented fallbacks.
 //! - [`keys`]: Ed25519 public and secret keys, PEM and hex forms, fingerprints.
 //! - [`error`]: the spec's error codes and error body.
+//! - [`relay`]: the internal hand-off records between services (accepted message, router
+//!   outcome, stored message).
 
 pub mod address;
 pub mod error;
 pub mod json;
 pub mod keys;
 pub mod message;
+pub mod relay;
 pub mod signing;
 
 pub use address::{Address, AddressContext, AddressError, AddressParts};

@@ -323,6 +323,11 @@ impl RawPayload {
         self.0.get()
     }
 
+    /// As a raw JSON value, for embedding unchanged in a serialised answer.
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
     /// Checks the payload's shape and limits (spec 04 as decided in SPEC-CHECKLIST §4.22):
     /// an object with a non-empty string `type` and a string `message` of at most 64 KiB,
     /// `context` (any JSON, unvalidated) at most 256 KiB compact.

@@ -17,6 +17,7 @@
 //! - [`http`]: the spec error body for every failure — [`http::HttpError`], the
 //!   [`http::ApiJson`] / [`http::ApiQuery`] / [`http::ApiPath`] extractors, JSON 404/405/413/500
 //!   via [`http::harden`], and [`http::bearer_token`].
+//! - [`outbound`]: the SSRF guard for webhook and federation URLs.
 //! - [`ratelimit`]: a keyed, memory-bounded GCRA limiter whose [`ratelimit::Decision`]
 //!   renders the `X-RateLimit-*` headers and the 429 body.
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod outbound;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod telemetry;

@@ -64,10 +64,15 @@ pub trait Registry: Send + Sync {
     /// agents are gone.
     async fn agent_by_api_key(&self, key: &KeyHash) -> Result<Option<(AgentRecord, ApiKeyRecord)>>;
 
-    /// Replaces an agent's record (same id; name, tenant and address unchanged).
+    /// Replaces an active agent's record (same id; name, tenant and address unchanged).
     ///
-    /// Fails with [`Error::NotFound`] when no such agent exists.
+    /// Fails with [`Error::NotFound`] when no such agent exists or it was deregistered (a
+    /// deregistration is never undone by a write based on an older read).
     async fn update_agent(&self, agent: AgentRecord) -> Result<()>;
+
+    /// Sets `last_seen_at` of an active agent, atomically (no read-modify-write race with
+    /// other updates); does nothing for an unknown or deregistered agent.
+    async fn touch_agent(&self, id: &str, now: Millis) -> Result<()>;
 
     /// Issues `new_key` for the agent and limits every other key of it to `old_valid_until`.
     ///

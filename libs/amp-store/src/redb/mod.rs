@@ -276,11 +276,34 @@ impl Registry for RedbStore {
         self.writer
             .write(move |txn| {
                 let mut t = txn.open_table(AGENTS).map_err(st)?;
-                if t.get(agent.id.as_str()).map_err(st)?.is_none() {
+                let active = match t.get(agent.id.as_str()).map_err(st)? {
+                    Some(v) => from_json::<AgentRecord>(v.value())?.is_active(),
+                    None => false,
+                };
+                if !active {
                     return Err(Error::NotFound);
                 }
                 t.insert(agent.id.as_str(), to_json(&agent)?.as_slice())
                     .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn touch_agent(&self, id: &str, now: Millis) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |txn| {
+                let mut t = txn.open_table(AGENTS).map_err(st)?;
+                let current = match t.get(id.as_str()).map_err(st)? {
+                    Some(v) => from_json::<AgentRecord>(v.value())?,
+                    None => return Ok(()),
+                };
+                if current.is_active() {
+                    let mut a = current;
+                    a.last_seen_at = Some(now);
+                    t.insert(id.as_str(), to_json(&a)?.as_slice()).map_err(st)?;
+                }
                 Ok(())
             })
             .await

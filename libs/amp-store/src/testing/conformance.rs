@@ -106,6 +106,20 @@ pub async fn names_unique_per_tenant_and_held_after_deregistration(store: &Store
         .await
         .expect("deregister");
     assert!(!gone.is_active());
+    // A write based on a read from before the deregistration does not undo it.
+    assert!(matches!(
+        store.update_agent(a.clone()).await,
+        Err(Error::NotFound)
+    ));
+    store.touch_agent(&a.id, now).await.expect("touch");
+    assert!(
+        !store
+            .agent(&a.id)
+            .await
+            .expect("get")
+            .expect("kept")
+            .is_active()
+    );
     assert!(
         store
             .agent_by_name(&t, "bob")

@@ -1,0 +1,67 @@
+//! What services hand each other about a message: the accepted message on the ingress stream
+//! (ingest → router), the router's outcome, and the message as stored in a mailbox (router →
+//! pickup, delivery). Internal to the provider, never sent to agents as such; versioned so a
+//! rolling upgrade can tell old records from new.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::message::{Envelope, RawPayload, Timestamp};
+
+/// A message as stored in a recipient's mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The envelope as emitted to the recipient (server id and timestamp).
+    pub envelope: Envelope,
+    /// The payload exactly as the sender sent it.
+    pub payload: RawPayload,
+    /// The sender's public key (PEM) at acceptance, so recipients can verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_public_key: Option<String>,
+    /// The content-security decision (spec 07 `local.security`), opaque here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Box<RawValue>>,
+}
+
+/// An accepted message on the ingress stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Schema version, 1.
+    pub v: u32,
+    /// The message (without `security`: the router decides it).
+    pub message: StoredMessage,
+    /// The recipient agent's id, as resolved by ingest.
+    pub recipient_id: String,
+    /// The recipient's canonical address (`envelope.to` may be a short form of it).
+    pub recipient_address: String,
+    /// The sender's canonical address.
+    pub sender_address: String,
+    /// Whether the sender's signature verified.
+    pub signature_valid: bool,
+    /// When it was verified.
+    pub verified_at: Option<Timestamp>,
+    /// Refuse when the mailbox already holds this many messages.
+    pub max_queued: Option<u64>,
+}
+
+/// What the router did with an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum RouteOutcome {
+    /// Written to the recipient's mailbox at this position.
+    MailboxWritten {
+        /// Mailbox position.
+        seq: u64,
+    },
+    /// Already in the mailbox (same sender, id and signature): nothing written.
+    Duplicate {
+        /// Mailbox position of the earlier copy.
+        seq: u64,
+    },
+    /// The same sender and id were accepted earlier with another signature.
+    Conflict,
+    /// The mailbox is full; nothing written, nothing dropped.
+    MailboxFull,
+    /// The recipient no longer exists.
+    RecipientGone,
+}

@@ -1,0 +1,224 @@
+//! `ampd`'s configuration: its own `[server]`, `[store]` and `[provider]` sections, plus the
+//! `[log]` section of `amp-runtime` and each composed service's section (`[ingest]`).
+//!
+//! Every key has a default, so an empty file (or none) is a working single-node setup;
+//! `deploy/ampd.example.toml` lists them all.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use amp_runtime::telemetry::LogConfig;
+use serde::Deserialize;
+
+/// The whole configuration of `ampd`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where and as whom the server listens, where it keeps its data.
+    pub server: ServerConfig,
+    /// Log filter and format.
+    pub log: LogConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
+    /// The public API service: registration policy, owners, limits.
+    pub ingest: ingest::Config,
+    /// The router: consumers, prompt-injection pattern database.
+    pub router: router::Config,
+    /// Where the provider's identity (signing key, API-key pepper) is kept.
+    pub provider: ProviderConfig,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address to listen on (`127.0.0.1:8080`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The provider domain in agent addresses (`name@tenant.<domain>`); clients need at
+    /// least two labels, so not `localhost` (nor names under the reserved `.local`).
+    pub domain: String,
+    /// The base URL clients reach this server at, without a trailing slash; by default
+    /// `http://<listen>` (with `127.0.0.1` for an unspecified address such as `0.0.0.0`).
+    pub public_url: Option<String>,
+    /// The directory holding the database and, by default, the provider's identity files.
+    pub data_dir: PathBuf,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            domain: "amp.test".to_owned(),
+            public_url: None,
+            data_dir: PathBuf::from("./amp-data"),
+            shutdown_grace_secs: 10,
+            // The spec's 512 KiB message limit plus room for the envelope.
+            body_limit_bytes: 532_480,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The configured public URL (trailing slashes removed), or one derived from the address
+    /// actually bound (`bound` rather than `listen`, so that port 0 yields the real port).
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let ip = match bound.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, bound.port()))
+    }
+}
+
+/// The `[store]` section: the embedded redb database at `<data_dir>/amp.redb`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Share one fsync between all writes queued while the previous commit ran.
+    pub group_commit: bool,
+    /// Most write operations in one commit.
+    pub max_batch: usize,
+    /// Seconds between sweeps that delete expired mailbox entries.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            group_commit: true,
+            max_batch: 1024,
+            purge_interval_secs: 30,
+        }
+    }
+}
+
+/// The `[provider]` section: files holding the provider's identity, created on first start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// The provider's Ed25519 signing key, PKCS#8 PEM; `<data_dir>/provider-key.pem` by
+    /// default.
+    pub key_file: Option<PathBuf>,
+    /// The secret mixed into stored API-key hashes, hex; `<data_dir>/key-pepper` by
+    /// default. Losing it invalidates every issued API key.
+    pub pepper_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// The database file.
+    pub fn store_path(&self) -> PathBuf {
+        self.server.data_dir.join("amp.redb")
+    }
+
+    /// The provider key file, configured or defaulted.
+    pub fn key_file(&self) -> PathBuf {
+        self.provider
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("provider-key.pem"))
+    }
+
+    /// The pepper file, configured or defaulted.
+    pub fn pepper_file(&self) -> PathBuf {
+        self.provider
+            .pepper_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("key-pepper"))
+    }
+
+    /// Checks what serde cannot: the domain and the public URL.
+    ///
+    /// # Errors
+    /// A message naming the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let domain = &self.server.domain;
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+            return Err(format!(
+                "server.domain `{domain}` must have at least two non-empty labels (e.g. amp.test)"
+            ));
+        }
+        if let Some(url) = &self.server.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "server.public_url `{url}` must start with http:// or https://"
+                ));
+            }
+        }
+        if self.store.purge_interval_secs == 0 {
+            return Err("store.purge_interval_secs must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_url_is_derived_from_the_bound_address() {
+        let server = ServerConfig::default();
+        assert_eq!(
+            server.public_url("127.0.0.1:4000".parse().expect("addr")),
+            "http://127.0.0.1:4000"
+        );
+        assert_eq!(
+            server.public_url("0.0.0.0:8080".parse().expect("addr")),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            server.public_url("[::]:8080".parse().expect("addr")),
+            "http://[::1]:8080"
+        );
+        let server = ServerConfig {
+            public_url: Some("https://api.example.com/".into()),
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            server.public_url("0.0.0.0:8080".parse().expect("addr")),
+            "https://api.example.com"
+        );
+    }
+
+    #[test]
+    fn identity_files_default_to_the_data_dir() {
+        let mut cfg = Config::default();
+        cfg.server.data_dir = PathBuf::from("/var/lib/amp");
+        assert_eq!(
+            cfg.key_file(),
+            PathBuf::from("/var/lib/amp/provider-key.pem")
+        );
+        assert_eq!(cfg.pepper_file(), PathBuf::from("/var/lib/amp/key-pepper"));
+        assert_eq!(cfg.store_path(), PathBuf::from("/var/lib/amp/amp.redb"));
+        cfg.provider.key_file = Some(PathBuf::from("/run/secrets/key.pem"));
+        assert_eq!(cfg.key_file(), PathBuf::from("/run/secrets/key.pem"));
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Config::default().validate().is_ok());
+        let mut cfg = Config::default();
+        cfg.server.domain = "localhost".into();
+        assert!(
+            cfg.validate()
+                .expect_err("one label")
+                .contains("server.domain")
+        );
+        cfg.server.domain = "amp.test".into();
+        cfg.server.public_url = Some("api.example.com".into());
+        assert!(
+            cfg.validate()
+                .expect_err("no scheme")
+                .contains("server.public_url")
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! `ampd`, the all-in-one AMP provider: every service in one process, on one port, with the
+//! embedded store (redb) and the in-process bus, and nothing to set up.
+//!
+//! It holds no business logic; it composes the service crates. [`run`] does everything
+//! after the listener is bound, so tests run the whole provider in-process on `127.0.0.1:0`;
+//! `main.rs` only parses flags, loads the [`Config`], starts telemetry and binds.
+//!
+//! - [`config`]: [`Config`] and its sections.
+//! - [`identity`]: the provider key and API-key pepper files, created on first start.
+
+pub mod config;
+pub mod identity;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use amp_bus::{Bus, InProcessConfig};
+use amp_runtime::Shutdown;
+use amp_runtime::http::harden;
+use amp_runtime::ops::{Readiness, ops_router};
+use amp_store::Store;
+use amp_store::redb::{RedbConfig, RedbStore};
+use anyhow::Context;
+use axum::Router;
+use futures::FutureExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+/// The capability tokens advertised in `/v1/info`: only what the composed services really
+/// do today. Later issues add `"websockets"`, `"webhooks"`, `"notify:v1"`, … here as the
+/// services providing them are composed into `ampd`.
+const CAPABILITIES: &[&str] = &[];
+
+/// Most expired mailbox entries removed per purge sweep (bounds one write transaction).
+const PURGE_BATCH: usize = 10_000;
+
+/// Runs the provider on `listener` until `shutdown` triggers: opens the store, loads or
+/// creates the provider identity, builds the services, serves, then drains in-flight
+/// requests for at most `server.shutdown_grace_secs` and closes the bus and the store.
+///
+/// # Errors
+/// When the configuration is invalid, the store cannot be opened (bad file, or already
+/// open in another process), the identity files are unreadable or invalid, the services
+/// cannot be built, or serving fails.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let local_addr = listener
+        .local_addr()
+        .context("cannot read the listener's address")?;
+
+    // The store first: its file lock keeps a second ampd off the same data directory, and so
+    // also off the identity files created next to it.
+    let store_path = config.store_path();
+    let store = Store::new(
+        RedbStore::open(&RedbConfig {
+            path: store_path.clone(),
+            group_commit: config.store.group_commit,
+            max_batch: config.store.max_batch,
+        })
+        .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
+    );
+
+    let result = serve_with(&config, listener, local_addr, store.clone(), shutdown).await;
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "store did not close cleanly");
+    }
+    result
+}
+
+/// Everything between opening and closing the store.
+async fn serve_with(
+    config: &Config,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let identity = ingest::Identity {
+        domain: config.server.domain.clone(),
+        public_url: config.server.public_url(local_addr),
+        provider_key: identity::load_or_create_key(&config.key_file())?,
+        key_pepper: identity::load_or_create_pepper(&config.pepper_file())?,
+        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let public_url = identity.public_url.clone();
+    let domain = identity.domain.clone();
+    let fingerprint = identity.provider_key.public().fingerprint();
+
+    let bus = Bus::in_process(InProcessConfig::default());
+    let ingest = match ingest::Ingest::new(
+        config.ingest.clone(),
+        identity,
+        store.clone(),
+        bus.clone(),
+    )
+    .await
+    {
+        Ok(ingest) => ingest,
+        Err(e) => {
+            bus.shutdown().await;
+            return Err(e).context("cannot start the ingest service");
+        }
+    };
+
+    let router = match router::RouterService::new(
+        config.router.clone(),
+        &domain,
+        store.clone(),
+        bus.clone(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            bus.shutdown().await;
+            return Err(e).context("cannot start the router service");
+        }
+    };
+    let router_task = tokio::spawn(router.run(shutdown.clone()));
+
+    let readiness = Readiness::new();
+    let ready_store = store.clone();
+    readiness.add("store", move || {
+        let store = ready_store.clone();
+        async move { store.ready().await }.boxed()
+    });
+    readiness.follow(&shutdown);
+
+    let app: Router = harden(
+        ingest.router().merge(ops_router(readiness)),
+        config.server.body_limit_bytes,
+    );
+
+    let purge = spawn_purge(
+        store,
+        Duration::from_secs(config.store.purge_interval_secs),
+        shutdown.clone(),
+    );
+
+    tracing::info!(
+        addr = %local_addr,
+        public_url = %public_url,
+        domain = %domain,
+        fingerprint = %fingerprint,
+        "ampd listening"
+    );
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let served = amp_runtime::shutdown::serve(listener, app, shutdown.clone(), grace).await;
+
+    // Serving can also end on its own (an I/O error); stop everything else either way.
+    shutdown.trigger();
+    if let Err(e) = purge.await {
+        tracing::warn!(error = %e, "purge task failed");
+    }
+    if let Err(e) = router_task.await {
+        tracing::warn!(error = %e, "router task failed");
+    }
+    bus.shutdown().await;
+    tracing::info!("ampd stopped");
+    served.context("serving HTTP failed")
+}
+
+/// Deletes expired mailbox entries every `interval` until `shutdown` triggers.
+fn spawn_purge(store: Store, interval: Duration, shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; skip it so start-up does not wait on a sweep.
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                _ = ticks.tick() => {}
+            }
+            let now = amp_proto::Timestamp::now().unix_millis();
+            // A sweep is one bounded write; cancelling it midway on shutdown would only
+            // waste it, so it runs to completion.
+            match store.purge_expired(now, PURGE_BATCH).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "purged expired mailbox entries"),
+                Err(e) => tracing::warn!(error = %e, "purging expired mailbox entries failed"),
+            }
+        }
+    })
+}

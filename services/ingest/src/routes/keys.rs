@@ -1,0 +1,134 @@
+//! Key management (spec 03/08): rotate the API key (old one valid 24 h), rotate the keypair
+//! (proof signed by the old key), revoke the API key (immediately).
+
+use std::sync::Arc;
+
+use amp_proto::{ApiError, PublicKey, Timestamp};
+use amp_runtime::{ApiJson, ApiResult};
+use amp_store::{AgentRecord, PastKey};
+use axum::Json;
+use axum::extract::{Extension, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::register::parse_key;
+use super::{Caller, store_error};
+use crate::auth::{hash_key, new_api_key};
+use crate::state::Inner;
+
+/// How long a rotated-out API key keeps working.
+const ROTATION_GRACE_MS: i64 = 24 * 3600 * 1000;
+
+pub(super) async fn rotate_key(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    let now = Timestamp::now();
+    let key = new_api_key();
+    let until = now.plus_secs(ROTATION_GRACE_MS / 1000);
+    inner
+        .store
+        .rotate_api_key(
+            &agent.id,
+            hash_key(&inner.identity.key_pepper, &key),
+            now.unix_millis(),
+            until.unix_millis(),
+        )
+        .await
+        .map_err(store_error)?;
+    tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api key rotated");
+    Ok(Json(json!({
+        "api_key": key,
+        "expires_at": null,
+        "previous_key_valid_until": until.to_rfc3339(),
+    })))
+}
+
+pub(super) async fn revoke_key(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    inner
+        .store
+        .revoke_api_keys(&agent.id)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api keys revoked");
+    Ok(Json(
+        json!({ "revoked": true, "revoked_at": Timestamp::now().to_rfc3339() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateKeysBody {
+    new_public_key: Option<String>,
+    key_algorithm: Option<String>,
+    proof: Option<String>,
+}
+
+pub(super) async fn rotate_keys(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiJson(body): ApiJson<RotateKeysBody>,
+) -> ApiResult<Json<Value>> {
+    let text = body
+        .new_public_key
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("new_public_key"))?;
+    let proof = body
+        .proof
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("proof"))?;
+    let algorithm = body.key_algorithm.as_deref().unwrap_or("Ed25519");
+    let new_key = parse_key(algorithm, text).map_err(|mut e| {
+        if e.0.field.as_deref() == Some("public_key") {
+            e.0.field = Some("new_public_key".into());
+        }
+        e
+    })?;
+    let mut old_raw = [0u8; 32];
+    hex::decode_to_slice(&agent.public_key_hex, &mut old_raw)
+        .map_err(|_| amp_runtime::HttpError::internal("stored key is not hex"))?;
+    let old = PublicKey::from_bytes(&old_raw)
+        .map_err(|_| amp_runtime::HttpError::internal("stored key is invalid"))?;
+    // SPEC-CHECKLIST §4.20: the proof signs the new key exactly as sent; its DER SPKI and
+    // its raw 32 bytes are accepted too.
+    let signed_forms: [Vec<u8>; 3] = [
+        text.as_bytes().to_vec(),
+        new_key.to_spki_der(),
+        new_key.to_bytes().to_vec(),
+    ];
+    if !signed_forms
+        .iter()
+        .any(|m| old.verify_b64(m, proof).is_ok())
+    {
+        return Err(ApiError::invalid(
+            "proof",
+            "proof must be the new public key signed with the current private key",
+        )
+        .into());
+    }
+    let now = Timestamp::now().unix_millis();
+    let mut current: AgentRecord = inner
+        .store
+        .agent(&agent.id)
+        .await
+        .map_err(store_error)?
+        .filter(AgentRecord::is_active)
+        .ok_or_else(ApiError::unauthorized)?;
+    current.past_keys.push(PastKey {
+        public_key_hex: current.public_key_hex.clone(),
+        replaced_at: now,
+    });
+    current.public_key_hex = hex::encode(new_key.to_bytes());
+    current.fingerprint = new_key.fingerprint();
+    let fingerprint = current.fingerprint.clone();
+    inner
+        .store
+        .update_agent(current)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(tenant = %agent.tenant, agent = %agent.id, "keypair rotated");
+    Ok(Json(json!({ "rotated": true, "fingerprint": fingerprint })))
+}

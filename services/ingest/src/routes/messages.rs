@@ -1,0 +1,429 @@
+//! The mailbox as the recipient sees it (spec 05, 08, 12): pickup with cursors and
+//! long-poll, the count, acknowledgements in every path form clients use (one idempotent
+//! transition), read receipts, and the receipts retained for senders.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::subjects;
+use amp_proto::relay::StoredMessage;
+use amp_proto::{ApiError, Envelope, ErrorCode, Timestamp};
+use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult, HttpError};
+use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage, Receipt};
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::{Caller, store_error};
+use crate::state::Inner;
+
+/// Page size when the client names none (SPEC-CHECKLIST §4.25; the shell client sends none).
+const DEFAULT_LIMIT: usize = 100;
+/// Largest page.
+const MAX_LIMIT: usize = 1000;
+/// Longest long-poll (spec 12.3).
+const MAX_WAIT_SECS: u64 = 30;
+/// Most ids in one batch ack.
+const MAX_BATCH: usize = 1000;
+/// Longest id accepted by the ack endpoints (SPEC-CHECKLIST §4.15).
+const MAX_ID_LEN: usize = 128;
+/// How long a receipt is retained for its sender.
+const RECEIPT_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PendingQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    wait: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Item<'a> {
+    id: &'a str,
+    envelope: &'a Envelope,
+    payload: &'a RawValue,
+    queued_at: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_public_key: Option<&'a str>,
+    cursor: String,
+    local: Local<'a>,
+}
+
+#[derive(Serialize)]
+struct Local<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    messages: Vec<Item<'a>>,
+    count: usize,
+    remaining: u64,
+    next_cursor: String,
+}
+
+fn cursor(seq: u64) -> String {
+    format!("c_{seq}")
+}
+
+fn ts(ms: i64) -> String {
+    Timestamp::from_unix_millis(ms).map_or_else(String::new, Timestamp::to_rfc3339)
+}
+
+fn cursor_expired() -> HttpError {
+    ApiError::new(
+        ErrorCode::CursorExpired,
+        "cursor is not recognised or has expired; restart without `after`",
+    )
+    .into()
+}
+
+pub(super) async fn pending(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiQuery(q): ApiQuery<PendingQuery>,
+) -> ApiResult<Response> {
+    let limit_decision = inner.pending_limiter.check(&agent.id);
+    if !limit_decision.allowed {
+        return Err(limit_decision.into_error());
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let now = || Timestamp::now().unix_millis();
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(c) => {
+            let seq = c
+                .strip_prefix("c_")
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(cursor_expired)?;
+            let state = inner
+                .store
+                .count(&agent.id, now())
+                .await
+                .map_err(store_error)?;
+            if seq > state.head || seq < state.floor {
+                return Err(cursor_expired());
+            }
+            Some(seq)
+        }
+    };
+    // Subscribe before reading, so a message committed in between still wakes us.
+    let mut wake = if wait.is_zero() {
+        None
+    } else {
+        inner
+            .bus
+            .subscribe(&subjects::notify_subject(&agent.tenant, &agent.id))
+            .await
+            .ok()
+    };
+    let mut page = inner
+        .store
+        .fetch(&agent.id, after, limit, now())
+        .await
+        .map_err(store_error)?;
+    if page.entries.is_empty() {
+        if let Some(sub) = wake.as_mut() {
+            let deadline = tokio::time::Instant::now() + wait;
+            while page.entries.is_empty() {
+                match tokio::time::timeout_at(deadline, sub.next()).await {
+                    Ok(Some(_)) => {
+                        page = inner
+                            .store
+                            .fetch(&agent.id, after, limit, now())
+                            .await
+                            .map_err(store_error)?;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+    let mut resp = render_page(&page, after)?.into_response();
+    limit_decision.apply_headers(resp.headers_mut());
+    Ok(resp)
+}
+
+fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Json<Value>> {
+    let stored: Vec<(&MailboxEntry, StoredMessage)> = page
+        .entries
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<StoredMessage>(&e.data)
+                .map(|m| (e, m))
+                .map_err(HttpError::internal)
+        })
+        .collect::<Result<_, _>>()?;
+    let messages: Vec<Item<'_>> = stored
+        .iter()
+        .map(|(e, m)| Item {
+            id: m.envelope.id.as_str(),
+            envelope: &m.envelope,
+            payload: m.payload.as_raw(),
+            queued_at: ts(e.queued_at),
+            expires_at: ts(e.expires_at),
+            sender_public_key: m.sender_public_key.as_deref(),
+            cursor: cursor(e.seq),
+            local: Local {
+                security: m.security.as_deref(),
+            },
+        })
+        .collect();
+    let next = page
+        .entries
+        .last()
+        .map(|e| e.seq)
+        .or(after)
+        .unwrap_or(page.head);
+    let body = Page {
+        count: messages.len(),
+        messages,
+        remaining: page.remaining,
+        next_cursor: cursor(next),
+    };
+    serde_json::to_value(&body)
+        .map(Json)
+        .map_err(HttpError::internal)
+}
+
+pub(super) async fn count(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    let c = inner
+        .store
+        .count(&agent.id, Timestamp::now().unix_millis())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({
+        "count": c.count,
+        "oldest_queued_at": c.oldest_queued_at.map(ts),
+        "cursor": cursor(c.head),
+    })))
+}
+
+fn check_id(id: &str) -> Result<(), HttpError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(ApiError::invalid("id", "message id must be 1-128 characters").into());
+    }
+    Ok(())
+}
+
+async fn ack_one(inner: &Inner, agent: &AgentRecord, id: &str) -> ApiResult<Json<Value>> {
+    check_id(id)?;
+    let out = inner
+        .store
+        .ack(&agent.id, &[id.to_owned()], Timestamp::now().unix_millis())
+        .await
+        .map_err(store_error)?;
+    match out.first() {
+        Some(AckOutcome::Acked) => Ok(Json(
+            json!({ "acknowledged": true, "already_acked": false }),
+        )),
+        Some(AckOutcome::AlreadyAcked) => {
+            Ok(Json(json!({ "acknowledged": true, "already_acked": true })))
+        }
+        _ => Err(ApiError::not_found("no such message in this mailbox").into()),
+    }
+}
+
+pub(super) async fn ack_path(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    ack_one(&inner, &agent, &id).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdQuery {
+    id: Option<String>,
+}
+
+pub(super) async fn ack_query(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiQuery(q): ApiQuery<IdQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = q.id.ok_or_else(|| ApiError::missing("id"))?;
+    ack_one(&inner, &agent, &id).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct BatchBody {
+    ids: Option<Vec<String>>,
+}
+
+pub(super) async fn ack_batch(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> ApiResult<Json<Value>> {
+    let ids = body.ids.ok_or_else(|| ApiError::missing("ids"))?;
+    if ids.len() > MAX_BATCH {
+        return Err(
+            ApiError::invalid("ids", format!("at most {MAX_BATCH} ids per request")).into(),
+        );
+    }
+    for id in &ids {
+        check_id(id).map_err(|_| ApiError::invalid("ids", "every id must be 1-128 characters"))?;
+    }
+    let out = inner
+        .store
+        .ack(&agent.id, &ids, Timestamp::now().unix_millis())
+        .await
+        .map_err(store_error)?;
+    let mut acked = 0;
+    let mut already = Vec::new();
+    let mut missing = Vec::new();
+    for (id, o) in ids.iter().zip(out) {
+        match o {
+            AckOutcome::Acked => acked += 1,
+            AckOutcome::AlreadyAcked => already.push(id.clone()),
+            AckOutcome::NotFound => missing.push(id.clone()),
+        }
+    }
+    Ok(Json(json!({
+        "acknowledged": acked,
+        "already_acked": already,
+        "not_found": missing,
+    })))
+}
+
+/// `POST /v1/messages/{id}/read`: a receipt to the sender, retained for it; never an ack.
+/// Only the recipient may send it (anyone else gets 404); repeating it sends nothing new.
+pub(super) async fn read(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    check_id(&id)?;
+    let sender_address = match inner
+        .store
+        .entry(&agent.id, &id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(EntryState::Queued(e)) => e.sender,
+        Some(EntryState::Acked { sender }) => sender,
+        None => return Err(ApiError::not_found("no such message in this mailbox").into()),
+    };
+    let marker = format!("read/{}/{}", agent.id, id);
+    if inner
+        .store
+        .get(&marker)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Ok(Json(json!({ "read_receipt_sent": true })));
+    }
+    let Some(sender) = local_agent(&inner, &sender_address).await? else {
+        // The sender is gone (or, later, on another provider): nothing retains the receipt.
+        return Ok(Json(json!({ "read_receipt_sent": false })));
+    };
+    let now = Timestamp::now();
+    let frame = json!({
+        "type": "message.read",
+        "data": { "id": id, "read_at": now.to_rfc3339(), "by": agent.address },
+    });
+    inner
+        .store
+        .put_receipt(
+            &sender.id,
+            Receipt {
+                seq: 0,
+                data: frame.to_string(),
+                created_at: now.unix_millis(),
+                expires_at: now.unix_millis() + RECEIPT_TTL_MS,
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    inner
+        .store
+        .put(&marker, now.unix_millis().to_string().into_bytes())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({ "read_receipt_sent": true })))
+}
+
+async fn local_agent(inner: &Inner, address: &str) -> ApiResult<Option<AgentRecord>> {
+    let Ok(a) = amp_proto::Address::parse_full(address, &inner.identity.domain) else {
+        return Ok(None);
+    };
+    if a.provider() != inner.identity.domain {
+        return Ok(None);
+    }
+    Ok(inner
+        .store
+        .agent_by_name(a.tenant(), a.name())
+        .await
+        .map_err(store_error)?
+        .filter(|x| x.address == a.as_str()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReceiptsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/messages/receipts`: receipts retained for the caller as sender, oldest first,
+/// each the frame a WebSocket would have carried plus its `seq`.
+pub(super) async fn receipts(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ReceiptsQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let list = inner
+        .store
+        .receipts(&agent.id, q.after, limit, Timestamp::now().unix_millis())
+        .await
+        .map_err(store_error)?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|r| {
+            let mut v: Value = serde_json::from_str(&r.data).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("seq".into(), json!(r.seq));
+            }
+            v
+        })
+        .collect();
+    let next = list.last().map(|r| r.seq).or(q.after);
+    Ok(Json(
+        json!({ "receipts": items, "count": items.len(), "next_after": next }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReceiptsAck {
+    upto: Option<u64>,
+}
+
+/// `POST /v1/messages/receipts/ack {upto}`: drops the caller's receipts up to `upto`.
+pub(super) async fn receipts_ack(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    ApiJson(body): ApiJson<ReceiptsAck>,
+) -> ApiResult<Json<Value>> {
+    let upto = body.upto.ok_or_else(|| ApiError::missing("upto"))?;
+    inner
+        .store
+        .drop_receipts(&agent.id, upto)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({ "acknowledged": true, "upto": upto })))
+}

@@ -1,0 +1,61 @@
+//! Discovery: `/v1/health`, `/v1/info`, `/.well-known/agent-messaging.json` (spec 06, 08, 09).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::config::RegistrationMode;
+use crate::state::Inner;
+
+pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json<Value>) {
+    let ready = inner.store.ready().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "healthy" } else { "unhealthy" },
+        "version": inner.identity.version,
+        "provider": inner.identity.domain,
+        "federation": inner.identity.capabilities.iter().any(|c| c == "federation"),
+        "agents_online": 0,
+        "uptime_seconds": inner.started.elapsed().as_secs(),
+    });
+    (status, Json(body))
+}
+
+pub(super) async fn info(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let modes = match inner.config.registration.mode {
+        RegistrationMode::Open => vec!["open", "owner"],
+        RegistrationMode::Owner => vec!["owner"],
+    };
+    Json(json!({
+        "provider": inner.identity.domain,
+        "version": "amp/0.1",
+        "server_version": inner.identity.version,
+        "endpoint": format!("{}/v1", inner.identity.public_url),
+        "public_key": inner.public_pem,
+        "fingerprint": inner.fingerprint,
+        "capabilities": inner.identity.capabilities,
+        "registration_modes": modes,
+        "rate_limits": {
+            "messages_per_minute": inner.config.limits.messages_per_minute,
+            "api_requests_per_minute": inner.config.limits.api_requests_per_minute,
+        },
+    }))
+}
+
+pub(super) async fn well_known(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    Json(json!({
+        "version": "AMP1",
+        "provider": inner.identity.domain,
+        "endpoint": format!("{}/v1", inner.identity.public_url),
+        "public_key": inner.public_pem,
+        "fingerprint": inner.fingerprint,
+        "capabilities": inner.identity.capabilities,
+    }))
+}

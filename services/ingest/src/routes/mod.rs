@@ -1,0 +1,130 @@
+//! The HTTP routes: one module per group of endpoints, all mounted under `/v1` and `/api/v1`.
+
+mod agents;
+mod keys;
+mod messages;
+mod meta;
+mod register;
+mod route;
+
+use std::sync::Arc;
+
+use amp_proto::{ApiError, ErrorCode};
+use amp_runtime::HttpError;
+use amp_runtime::http::bearer_token;
+use amp_store::AgentRecord;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+
+use crate::auth::hash_key;
+use crate::state::Inner;
+
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    let open = Router::new()
+        .route("/health", get(meta::health))
+        .route("/info", get(meta::info))
+        .route("/register", post(register::register));
+    let authed = Router::new()
+        .route(
+            "/agents/me",
+            get(agents::me)
+                .patch(agents::update_me)
+                .delete(agents::delete_me),
+        )
+        .route("/agents", get(agents::list))
+        .route("/agents/resolve/{address}", get(agents::resolve))
+        .route("/agents/{address}", get(agents::resolve))
+        .route("/auth/rotate-key", post(keys::rotate_key))
+        .route("/auth/rotate-keys", post(keys::rotate_keys))
+        .route("/auth/revoke-key", delete(keys::revoke_key))
+        .route("/route", post(route::route))
+        .route(
+            "/messages/pending",
+            get(messages::pending)
+                .delete(messages::ack_query)
+                .post(messages::ack_batch),
+        )
+        .route("/messages/pending/count", get(messages::count))
+        .route("/messages/pending/ack", post(messages::ack_batch))
+        .route("/messages/pending/{id}", delete(messages::ack_path))
+        .route("/messages/receipts", get(messages::receipts))
+        .route("/messages/receipts/ack", post(messages::receipts_ack))
+        .route("/messages/{id}/read", post(messages::read))
+        .route("/inbox", get(messages::pending))
+        .route("/inbox/{id}/ack", post(messages::ack_path))
+        .route_layer(middleware::from_fn_with_state(inner.clone(), authenticate));
+    let api = open.merge(authed).with_state(inner.clone());
+    Router::new()
+        .nest("/v1", api.clone())
+        .nest("/api/v1", api)
+        .route("/.well-known/agent-messaging.json", get(meta::well_known))
+        .with_state(inner)
+}
+
+/// The authenticated agent, put in the request's extensions by [`authenticate`].
+#[derive(Clone)]
+pub(crate) struct Caller(pub(crate) AgentRecord);
+
+/// A store failure as an HTTP error: 503 with `Retry-After` when the store is unavailable,
+/// 500 (logged) when data is corrupt or an invariant broke.
+pub(crate) fn store_error(e: amp_store::Error) -> HttpError {
+    match e {
+        amp_store::Error::Unavailable(cause) => HttpError::unavailable(cause, 1),
+        other => HttpError::internal(other),
+    }
+}
+
+/// Resolves `Authorization: Bearer amp_…` to an active agent with a valid key, applies the
+/// per-agent and per-tenant rate limits, and adds the rate-limit headers to the answer.
+/// User keys (`uk_…`) never authenticate anything but registration (spec 03).
+async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: Next) -> Response {
+    let unauthorized =
+        |msg: &str| HttpError::from(ApiError::new(ErrorCode::Unauthorized, msg)).into_response();
+    let Some(token) = bearer_token(req.headers()) else {
+        return unauthorized("missing API key: send Authorization: Bearer <api_key>");
+    };
+    if token.starts_with("uk_") {
+        return unauthorized("user keys only authorise registration; use the agent's API key");
+    }
+    if !token.starts_with("amp_") || token.len() > 256 {
+        return unauthorized("invalid API key");
+    }
+    let hash = hash_key(&inner.identity.key_pepper, token);
+    let now = Inner::now_ms();
+    let agent = match inner.store.agent_by_api_key(&hash).await {
+        Ok(Some((agent, key))) if key.is_valid_at(now) => agent,
+        Ok(_) => return unauthorized("invalid or expired API key"),
+        Err(e) => return store_error(e).into_response(),
+    };
+    let decision = inner.agent_limiter.check(&agent.id);
+    if !decision.allowed {
+        return decision.into_error().into_response();
+    }
+    let tenant = inner.tenant_limiter.check(&agent.tenant);
+    if !tenant.allowed {
+        return tenant.into_error().into_response();
+    }
+    touch_last_seen(&inner, &agent, now);
+    req.extensions_mut().insert(Caller(agent));
+    let mut resp = next.run(req).await;
+    decision.apply_headers(resp.headers_mut());
+    resp
+}
+
+/// Records `last_seen_at`, at most once a minute per agent, off the request path. The store
+/// does it atomically, so it can never undo a concurrent update or deregistration.
+fn touch_last_seen(inner: &Arc<Inner>, agent: &AgentRecord, now: i64) {
+    if agent.last_seen_at.is_some_and(|t| now - t < 60_000) {
+        return;
+    }
+    let inner = inner.clone();
+    let id = agent.id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = inner.store.touch_agent(&id, now).await {
+            tracing::debug!(error = %e, "last_seen_at not recorded");
+        }
+    });
+}

@@ -1,0 +1,485 @@
+//! `POST /v1/register` (spec 03): open mode, rate limited per source address, and owner mode
+//! with a user key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use amp_proto::address::{is_valid_label, is_valid_name};
+use amp_proto::keys::KeyError;
+use amp_proto::{Address, ApiError, ErrorCode, PublicKey, Timestamp};
+use amp_runtime::http::bearer_token;
+use amp_runtime::{ApiJson, ApiResult, HttpError};
+use amp_store::{AgentRecord, AgentStatus, DeliveryPrefs, OwnerRecord};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{OriginalUri, State};
+use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::store_error;
+use crate::auth::{hash_key, new_api_key};
+use crate::config::RegistrationMode;
+use crate::state::Inner;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegisterBody {
+    tenant: Option<String>,
+    name: Option<String>,
+    public_key: Option<String>,
+    key_algorithm: Option<String>,
+    alias: Option<String>,
+    scope: Option<ScopeBody>,
+    pub(super) delivery: Option<DeliveryBody>,
+    metadata: Option<Box<RawValue>>,
+    #[allow(dead_code)]
+    invite_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeBody {
+    platform: Option<String>,
+    repo: Option<String>,
+}
+
+/// `delivery` in registration and `PATCH /v1/agents/me`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeliveryBody {
+    /// `None`: unchanged; `Some(None)`: removed.
+    #[serde(default, deserialize_with = "some")]
+    pub(crate) webhook_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    pub(crate) webhook_secret: Option<Option<String>>,
+    pub(crate) prefer_websocket: Option<bool>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn some<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Longest alias accepted.
+const MAX_ALIAS: usize = 128;
+/// Largest metadata object accepted, in bytes.
+pub(crate) const MAX_METADATA: usize = 16 * 1024;
+
+pub(super) async fn register(
+    State(inner): State<Arc<Inner>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    ext: Extensions,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> ApiResult<Response> {
+    let peer = ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let limit = inner.register_limiter.check(&peer);
+    if !limit.allowed {
+        return Err(limit.into_error());
+    }
+
+    // Owner authentication, when a user key is presented.
+    let owner = match bearer_token(&headers) {
+        Some(t) if t.starts_with("uk_") => {
+            let hash = hash_key(&inner.identity.key_pepper, t);
+            match inner
+                .store
+                .owner_by_user_key(&hash)
+                .await
+                .map_err(store_error)?
+            {
+                Some(o) if !o.suspended => Some(o),
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "unknown or suspended user key",
+                    )
+                    .into());
+                }
+            }
+        }
+        _ => None,
+    };
+    if owner.is_none() && inner.config.registration.mode == RegistrationMode::Owner {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "this provider registers agents only with a user key (Authorization: Bearer uk_…)",
+        )
+        .into());
+    }
+
+    let name = required(body.name.as_deref(), "name")?.to_ascii_lowercase();
+    let public_key_text = required(body.public_key.as_deref(), "public_key")?;
+    let algorithm = required(body.key_algorithm.as_deref(), "key_algorithm")?;
+    let tenant = match (&owner, body.tenant.as_deref()) {
+        (Some(o), None) => o.tenant.clone(),
+        (Some(o), Some(t)) if t.eq_ignore_ascii_case(&o.tenant) => o.tenant.clone(),
+        (Some(o), Some(t)) => {
+            return Err(ApiError::new(
+                ErrorCode::TenantAccessDenied,
+                format!(
+                    "this user key registers into tenant '{}', not '{}'",
+                    o.tenant,
+                    truncate(t, 64)
+                ),
+            )
+            .into());
+        }
+        (None, t) => required(t, "tenant")?.to_ascii_lowercase(),
+    };
+
+    if !is_valid_name(&name) {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be 1-63 characters of a-z, 0-9, '-' and '_'",
+        )
+        .into());
+    }
+    if !is_valid_label(&tenant) {
+        return Err(ApiError::invalid(
+            "tenant",
+            "tenant must be 1-63 characters of a-z, 0-9 and '-'",
+        )
+        .into());
+    }
+    let key = parse_key(algorithm, public_key_text)?;
+
+    let mut scope = Vec::new();
+    if let Some(s) = &body.scope {
+        for (field, v) in [("scope.repo", &s.repo), ("scope.platform", &s.platform)] {
+            if let Some(v) = v {
+                let v = v.to_ascii_lowercase();
+                if !is_valid_label(&v) {
+                    return Err(ApiError::invalid(
+                        field,
+                        format!("{field} must be 1-63 characters of a-z, 0-9 and '-'"),
+                    )
+                    .into());
+                }
+                scope.push(v);
+            }
+        }
+    }
+    scope.push(tenant.clone());
+    let address = Address::build(&name, &scope, &inner.identity.domain)
+        .map_err(|e| ApiError::invalid("name", format!("address is invalid: {e}")))?;
+
+    let alias = check_alias(body.alias)?;
+    let metadata = check_metadata(body.metadata)?;
+    let delivery = delivery_prefs(
+        body.delivery.unwrap_or_default(),
+        DeliveryPrefs {
+            prefer_websocket: true,
+            ..DeliveryPrefs::default()
+        },
+        inner.config.outbound,
+    )?;
+
+    if let Some(o) = &owner {
+        let count = inner
+            .store
+            .count_owned_agents(&o.id)
+            .await
+            .map_err(store_error)?;
+        if count >= u64::from(o.agent_limit) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("agent limit reached ({} agents)", o.agent_limit),
+            )
+            .into());
+        }
+    }
+
+    let now = Timestamp::now();
+    let api_key = new_api_key();
+    let agent = AgentRecord {
+        id: format!("agt_{:016x}", rand::random::<u64>()),
+        address: address.to_string(),
+        tenant: tenant.clone(),
+        name: name.clone(),
+        scope: address.scope().to_owned(),
+        alias,
+        public_key_hex: hex::encode(key.to_bytes()),
+        key_algorithm: "Ed25519".into(),
+        fingerprint: key.fingerprint(),
+        past_keys: Vec::new(),
+        delivery,
+        metadata,
+        owner_id: owner.as_ref().map(|o: &OwnerRecord| o.id.clone()),
+        registered_at: now.unix_millis(),
+        last_seen_at: None,
+        status: AgentStatus::Active,
+    };
+    match inner
+        .store
+        .create_agent(
+            agent.clone(),
+            hash_key(&inner.identity.key_pepper, &api_key),
+            now.unix_millis(),
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(amp_store::Error::NameTaken) if owner.is_some() => {
+            // SPEC-CHECKLIST §4.21: the owner may re-key its own agent (after a revocation)
+            // by registering the same name with the same public key.
+            let o = owner.as_ref().map(|o| o.id.clone());
+            if let Some(existing) = inner
+                .store
+                .agent_by_name(&tenant, &name)
+                .await
+                .map_err(store_error)?
+            {
+                if existing.owner_id == o && existing.public_key_hex == agent.public_key_hex {
+                    inner
+                        .store
+                        .rotate_api_key(
+                            &existing.id,
+                            hash_key(&inner.identity.key_pepper, &api_key),
+                            now.unix_millis(),
+                            now.unix_millis(),
+                        )
+                        .await
+                        .map_err(store_error)?;
+                    tracing::info!(tenant = %tenant, agent = %existing.id, "agent re-keyed by its owner");
+                    return Ok(registered(
+                        &inner,
+                        &uri,
+                        &existing,
+                        &api_key,
+                        owner.as_ref(),
+                        limit,
+                    ));
+                }
+            }
+            return Err(name_taken(&inner, &tenant, &name).await);
+        }
+        Err(amp_store::Error::NameTaken) => return Err(name_taken(&inner, &tenant, &name).await),
+        Err(e) => return Err(store_error(e)),
+    }
+    tracing::info!(tenant = %tenant, agent = %agent.id, address = %agent.address, "agent registered");
+    metrics::counter!("amp_registrations_total").increment(1);
+    Ok(registered(
+        &inner,
+        &uri,
+        &agent,
+        &api_key,
+        owner.as_ref(),
+        limit,
+    ))
+}
+
+async fn name_taken(inner: &Inner, tenant: &str, name: &str) -> HttpError {
+    let suggestions = suggestions(inner, tenant, name).await;
+    ApiError::new(
+        ErrorCode::NameTaken,
+        format!("agent name '{name}' is already registered in tenant '{tenant}'"),
+    )
+    .with_extra("suggestions", json!(suggestions))
+    .into()
+}
+
+/// The 201 answer of spec 03, with the aliases clients read.
+fn registered(
+    inner: &Inner,
+    uri: &axum::http::Uri,
+    agent: &AgentRecord,
+    api_key: &str,
+    owner: Option<&OwnerRecord>,
+    limit: amp_runtime::ratelimit::Decision,
+) -> Response {
+    let short_address = format!("{}@{}.{}", agent.name, agent.tenant, inner.identity.domain);
+    let tenant = &agent.tenant;
+    let prefix = if uri.path().starts_with("/api/v1") {
+        "/api/v1"
+    } else {
+        "/v1"
+    };
+    let endpoint = format!("{}{prefix}", inner.identity.public_url);
+    let mut out = json!({
+        "address": agent.address,
+        "short_address": short_address,
+        "local_name": agent.name,
+        "agent_id": agent.id,
+        "agentId": agent.id,
+        "tenant": tenant,
+        "tenant_id": tenant,
+        "api_key": api_key,
+        "apiKey": api_key,
+        "provider": {
+            "name": inner.identity.domain,
+            "endpoint": endpoint,
+            "route_url": format!("{endpoint}/route"),
+        },
+        "fingerprint": agent.fingerprint,
+        "key_algorithm": "Ed25519",
+        "registered_at": Timestamp::from_unix_millis(agent.registered_at).map(Timestamp::to_rfc3339),
+    });
+    if let Some(o) = owner {
+        out["owner_id"] = json!(o.id);
+    }
+    let mut resp = (StatusCode::CREATED, axum::Json(out)).into_response();
+    limit.apply_headers(resp.headers_mut());
+    resp
+}
+
+fn required<'a>(v: Option<&'a str>, field: &str) -> Result<&'a str, HttpError> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s.trim()),
+        _ => Err(ApiError::missing(field).into()),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// Parses a public key of the declared algorithm (Ed25519 only, SPEC-CHECKLIST §4.2).
+pub(crate) fn parse_key(algorithm: &str, text: &str) -> Result<PublicKey, HttpError> {
+    match algorithm.to_ascii_lowercase().as_str() {
+        "ed25519" => {}
+        "rsa" | "ecdsa" => {
+            return Err(ApiError::invalid(
+                "key_algorithm",
+                "only Ed25519 keys are supported by this provider",
+            )
+            .into());
+        }
+        _ => {
+            return Err(ApiError::invalid("key_algorithm", "key_algorithm must be Ed25519").into());
+        }
+    }
+    PublicKey::parse(text).map_err(|e| {
+        let msg = match e {
+            KeyError::UnsupportedAlgorithm(a) => {
+                format!("public_key is an {a} key, but key_algorithm says Ed25519")
+            }
+            other => other.to_string(),
+        };
+        ApiError::invalid("public_key", msg).into()
+    })
+}
+
+pub(crate) fn check_alias(alias: Option<String>) -> Result<Option<String>, HttpError> {
+    match alias {
+        Some(a) if a.chars().count() > MAX_ALIAS || a.chars().any(char::is_control) => {
+            Err(ApiError::invalid(
+                "alias",
+                format!("alias must be at most {MAX_ALIAS} printable characters"),
+            )
+            .into())
+        }
+        Some(a) if a.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+pub(crate) fn check_metadata(m: Option<Box<RawValue>>) -> Result<Option<String>, HttpError> {
+    let Some(raw) = m else { return Ok(None) };
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    if text.len() > MAX_METADATA || !text.trim_start().starts_with('{') {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!("metadata must be a JSON object of at most {MAX_METADATA} bytes"),
+        )
+        .into());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Applies a `delivery` body to existing preferences; a webhook URL needs a secret and must be
+/// an absolute http(s) URL. (Outbound safety checks of the URL come with webhook delivery.)
+pub(crate) fn delivery_prefs(
+    body: DeliveryBody,
+    mut prefs: DeliveryPrefs,
+    policy: amp_runtime::outbound::OutboundPolicy,
+) -> Result<DeliveryPrefs, HttpError> {
+    if let Some(url) = body.webhook_url {
+        prefs.webhook_url = url.filter(|u| !u.trim().is_empty());
+    }
+    if let Some(secret) = body.webhook_secret {
+        prefs.webhook_secret = secret.filter(|s| !s.is_empty());
+    }
+    if let Some(p) = body.prefer_websocket {
+        prefs.prefer_websocket = p;
+    }
+    if let Some(url) = &prefs.webhook_url {
+        if let Err(why) = amp_runtime::outbound::check_url(url, policy) {
+            return Err(ApiError::invalid(
+                "delivery.webhook_url",
+                format!("webhook_url is not allowed: {why}"),
+            )
+            .into());
+        }
+        if prefs.webhook_secret.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::MissingField,
+                "a webhook_url needs a webhook_secret to sign deliveries",
+            )
+            .with_field("delivery.webhook_secret")
+            .into());
+        }
+    }
+    if let Some(s) = &prefs.webhook_secret {
+        if s.len() > 256 {
+            return Err(
+                ApiError::invalid("delivery.webhook_secret", "webhook_secret is too long").into(),
+            );
+        }
+    }
+    Ok(prefs)
+}
+
+const ADJECTIVES: [&str; 12] = [
+    "cosmic", "stellar", "quantum", "crystal", "neon", "amber", "swift", "silent", "lunar",
+    "solar", "brave", "clever",
+];
+const NOUNS: [&str; 12] = [
+    "panda", "falcon", "phoenix", "wolf", "dragon", "otter", "heron", "lynx", "comet", "maple",
+    "badger", "orca",
+];
+
+/// Up to three free names close to `name` (spec 02: human-memorable suffixes).
+async fn suggestions(inner: &Inner, tenant: &str, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut candidates = Vec::new();
+    for _ in 0..6 {
+        let adj = ADJECTIVES[rand::random::<usize>() % ADJECTIVES.len()];
+        let noun = NOUNS[rand::random::<usize>() % NOUNS.len()];
+        candidates.push((adj, noun));
+    }
+    let mut names: Vec<String> = candidates
+        .into_iter()
+        .map(|(a, n)| {
+            let suffix = format!("-{a}-{n}");
+            let base: String = name.chars().take(63 - suffix.len()).collect();
+            format!("{base}{suffix}")
+        })
+        .collect();
+    for i in 2..5 {
+        let suffix = format!("-{i}");
+        let base: String = name.chars().take(63 - suffix.len()).collect();
+        names.push(format!("{base}{suffix}"));
+    }
+    for n in names {
+        if out.len() >= 3 || out.contains(&n) {
+            continue;
+        }
+        if matches!(inner.store.agent_by_name(tenant, &n).await, Ok(None)) {
+            out.push(n);
+        }
+    }
+    out
+}

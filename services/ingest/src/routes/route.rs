@@ -1,0 +1,388 @@
+//! `POST /v1/route` (spec 04, 05, 07, 08; SPEC-CHECKLIST groups C, D, G): the flat body of
+//! the spec and the `{envelope, payload}` body of real clients, verified against the sender's
+//! registered key over the payload as received, handed to the router over the bus, and
+//! answered only once the router's mailbox write is durable (or refused).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
+use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
+use amp_proto::signing::{SignedFields, VerifyError, verify_message};
+use amp_proto::{
+    Address, AddressContext, ApiError, Envelope, ErrorCode, MessageId, Priority, PublicKey,
+    RawPayload, Timestamp,
+};
+use amp_runtime::{ApiJson, ApiResult, HttpError};
+use amp_store::{AgentRecord, EntryState};
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::{Caller, store_error};
+use crate::state::Inner;
+
+/// Both body forms: flat fields, or `envelope` + `payload`. Unknown members (`_forwarded`,
+/// …) are ignored (spec 06a).
+#[derive(Deserialize, Default)]
+pub(super) struct RouteBody {
+    envelope: Option<EnvelopeBody>,
+    payload: Option<Box<RawValue>>,
+    to: Option<String>,
+    from: Option<String>,
+    subject: Option<String>,
+    priority: Option<String>,
+    #[serde(default)]
+    in_reply_to: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
+    id: Option<String>,
+    expires_at: Option<String>,
+    signature: Option<String>,
+    options: Option<RouteOptions>,
+}
+
+#[derive(Deserialize, Default)]
+struct EnvelopeBody {
+    id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    subject: Option<String>,
+    priority: Option<String>,
+    #[serde(default)]
+    in_reply_to: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
+    expires_at: Option<String>,
+    signature: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RouteOptions {
+    receipt: Option<bool>,
+}
+
+/// Longest `in_reply_to` / `thread_id` accepted.
+const MAX_REF: usize = 128;
+
+pub(super) async fn route(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(sender)): Extension<Caller>,
+    ApiJson(body): ApiJson<RouteBody>,
+) -> ApiResult<Response> {
+    let limit = inner.route_limiter.check(&sender.id);
+    if !limit.allowed {
+        return Err(limit.into_error());
+    }
+    let answer = accept(&inner, &sender, body).await?;
+    let mut resp = Json(answer).into_response();
+    limit.apply_headers(resp.headers_mut());
+    Ok(resp)
+}
+
+/// The validated, verified message, before the hand-off.
+async fn accept(inner: &Arc<Inner>, sender: &AgentRecord, body: RouteBody) -> ApiResult<Value> {
+    let env = body.envelope.unwrap_or_default();
+    let pick = |a: Option<String>, b: Option<String>| a.or(b);
+    let to_text = pick(env.to, body.to).ok_or_else(|| ApiError::missing("to"))?;
+    let subject = pick(env.subject, body.subject).ok_or_else(|| ApiError::missing("subject"))?;
+    let priority_text = pick(env.priority, body.priority);
+    let from_text = pick(env.from, body.from);
+    let in_reply_to = pick(env.in_reply_to, body.in_reply_to).filter(|s| !s.is_empty());
+    let thread_id = pick(env.thread_id, body.thread_id).filter(|s| !s.is_empty());
+    let client_id = pick(env.id, body.id);
+    let expires_text = pick(env.expires_at, body.expires_at);
+    let signature = pick(env.signature, body.signature).filter(|s| !s.is_empty());
+    let want_receipt = body.options.and_then(|o| o.receipt).unwrap_or(false);
+
+    let payload_raw = body.payload.ok_or_else(|| ApiError::missing("payload"))?;
+    let payload = RawPayload::from_json(payload_raw.get().to_owned())
+        .map_err(|_| ApiError::invalid("payload", "payload is not valid JSON"))?;
+    payload.validate()?;
+    amp_proto::message::validate_subject(&subject)?;
+    let priority = match priority_text.as_deref() {
+        None => Priority::Normal,
+        Some(p) => Priority::parse(p).ok_or_else(|| {
+            ApiError::invalid(
+                "priority",
+                "priority must be one of urgent, high, normal, low",
+            )
+        })?,
+    };
+    for (field, v) in [("in_reply_to", &in_reply_to), ("thread_id", &thread_id)] {
+        if v.as_ref()
+            .is_some_and(|s| s.len() > MAX_REF || s.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(field, format!("{field} must be a message id")).into());
+        }
+    }
+
+    // Sender: `from`, when given, must be the authenticated agent (spec 04, 07).
+    if let Some(f) = &from_text {
+        if !f.trim().eq_ignore_ascii_case(&sender.address) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "from does not match the authenticated agent's address",
+            )
+            .with_field("from")
+            .into());
+        }
+    }
+
+    // Recipient.
+    if to_text.chars().count() > amp_proto::address::MAX_ADDRESS_LEN {
+        return Err(
+            ApiError::invalid("to", "recipient address is longer than 254 characters").into(),
+        );
+    }
+    let ctx = AddressContext {
+        local_domain: &inner.identity.domain,
+        default_tenant: Some(&sender.tenant),
+    };
+    let to = Address::parse(&to_text, ctx)
+        .map_err(|e| ApiError::invalid("to", format!("invalid recipient address: {e}")))?;
+    if to.provider() != inner.identity.domain {
+        if to.is_local_network() {
+            return Err(ApiError::invalid(
+                "to",
+                "local-network addresses (*.local, *.internal, *.localhost) are not routable from this provider",
+            )
+            .into());
+        }
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            format!(
+                "federation to other providers ({}) is not enabled on this provider; the message was not accepted",
+                to.provider()
+            ),
+        )
+        .with_field("to")
+        .into());
+    }
+    let recipient = inner
+        .store
+        .agent_by_name(to.tenant(), to.name())
+        .await
+        .map_err(store_error)?
+        .filter(|a| a.address == to.as_str() || !to.is_scoped())
+        .ok_or_else(|| {
+            ApiError::not_found("recipient not found on this provider").with_field("to")
+        })?;
+
+    // Expiry.
+    let now = Timestamp::now();
+    let expires_at = match expires_text.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(Timestamp::parse(s).ok_or_else(|| {
+            ApiError::invalid("expires_at", "expires_at must be an RFC 3339 timestamp")
+        })?),
+    };
+    let expires_at = amp_proto::message::effective_expiry(now, expires_at)?;
+
+    // Signature, over the fields as the sender sent them and the payload as received.
+    let sender_key = stored_key(sender)?;
+    let from_signed = from_text
+        .as_deref()
+        .map_or(sender.address.as_str(), str::trim);
+    let (signature, verified) = match signature {
+        Some(sig) => {
+            let fields = SignedFields {
+                from: from_signed,
+                to: &to_text,
+                subject: &subject,
+                priority: priority_text.as_deref().unwrap_or("normal"),
+                in_reply_to: in_reply_to.as_deref().unwrap_or(""),
+            };
+            match verify_message(&sender_key, &fields, payload.get(), &sig) {
+                Ok(v) => {
+                    metrics::counter!("amp_signatures_verified_total", "form" => v.hash_form.as_str())
+                        .increment(1);
+                    (sig, true)
+                }
+                Err(e) => {
+                    metrics::counter!("amp_signatures_rejected_total").increment(1);
+                    let msg = match e {
+                        VerifyError::Malformed => "signature is not base64 of 64 bytes",
+                        VerifyError::Invalid => {
+                            "signature does not verify against the sender's registered key"
+                        }
+                        VerifyError::PayloadNotJson => "payload is not valid JSON",
+                    };
+                    return Err(ApiError::new(ErrorCode::SignatureInvalid, msg)
+                        .with_field("signature")
+                        .into());
+                }
+            }
+        }
+        None if inner.config.messaging.allow_unsigned_local => (String::new(), false),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::SignatureMissing,
+                "messages must be signed by the sender (spec 04)",
+            )
+            .with_field("signature")
+            .into());
+        }
+    };
+
+    // Id: a well-formed client id is kept (retries are idempotent); another sender's
+    // colliding id for this recipient gets a fresh one (ids are not signed).
+    let mut id = client_id
+        .as_deref()
+        .and_then(MessageId::parse)
+        .unwrap_or_else(|| MessageId::generate(now));
+    if let Some(state) = inner
+        .store
+        .entry(&recipient.id, id.as_str())
+        .await
+        .map_err(store_error)?
+    {
+        let owner = match state {
+            EntryState::Queued(e) => e.sender,
+            EntryState::Acked { sender } => sender,
+        };
+        if owner != sender.address {
+            id = MessageId::generate(now);
+        }
+    }
+    let thread_id = match (thread_id, &in_reply_to) {
+        (Some(t), _) => t,
+        (None, Some(parent)) => parent_thread(inner, sender, parent)
+            .await
+            .unwrap_or_else(|| id.to_string()),
+        (None, None) => id.to_string(),
+    };
+
+    let envelope = Envelope {
+        version: amp_proto::message::PROTOCOL_VERSION.to_owned(),
+        id: id.clone(),
+        from: sender.address.clone(),
+        to: to_text.trim().to_owned(),
+        subject,
+        priority,
+        timestamp: now,
+        expires_at: Some(expires_at),
+        signature,
+        in_reply_to,
+        thread_id,
+    };
+    let accepted = Accepted {
+        v: 1,
+        message: StoredMessage {
+            envelope,
+            payload,
+            sender_public_key: Some(sender_key.to_pem()),
+            security: None,
+        },
+        recipient_id: recipient.id.clone(),
+        recipient_address: recipient.address.clone(),
+        sender_address: sender.address.clone(),
+        signature_valid: verified,
+        verified_at: verified.then_some(now),
+        max_queued: Some(inner.config.limits.mailbox_quota),
+    };
+    let outcome = hand_off(inner, &recipient, &accepted).await?;
+    match outcome {
+        Some(RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. }) | None => {}
+        Some(RouteOutcome::Conflict) => {
+            return Err(ApiError::new(
+                ErrorCode::DuplicateMessage,
+                "a different message with this id was already sent",
+            )
+            .with_field("id")
+            .into());
+        }
+        Some(RouteOutcome::MailboxFull) => {
+            return Err(ApiError::new(
+                ErrorCode::MailboxFull,
+                "the recipient's mailbox is full; retry later",
+            )
+            .with_extra("retry_after", json!(60))
+            .into());
+        }
+        Some(RouteOutcome::RecipientGone) => {
+            return Err(ApiError::not_found("recipient not found on this provider")
+                .with_field("to")
+                .into());
+        }
+    }
+    // What was proven: the router's mailbox commit (in-process), or only the broker's
+    // durable acceptance (cluster).
+    let basis = if outcome.is_some() {
+        "mailbox_written"
+    } else {
+        "queued"
+    };
+    let mut answer = json!({
+        "id": id,
+        "status": "queued",
+        "method": "relay",
+        "basis": basis,
+        "thread_id": accepted.message.envelope.thread_id,
+        "queued_at": now.to_rfc3339(),
+        "expires_at": expires_at.to_rfc3339(),
+    });
+    if want_receipt {
+        // Receipts are retained for the sender until fetched (GET /v1/receipts).
+        answer["receipt"] = json!("retained");
+    }
+    tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
+    Ok(answer)
+}
+
+/// Publishes to the ingress stream and waits for the durable outcome. `None`: the bus
+/// persisted it but did not report the router's result (a broker-backed bus).
+async fn hand_off(
+    inner: &Arc<Inner>,
+    recipient: &AgentRecord,
+    accepted: &Accepted,
+) -> Result<Option<RouteOutcome>, HttpError> {
+    let payload = serde_json::to_vec(accepted).map_err(HttpError::internal)?;
+    let msg = BusMessage::new(
+        subjects::ingress_subject(&recipient.tenant),
+        Bytes::from(payload),
+    );
+    let dedup = format!(
+        "{}:{}",
+        accepted.sender_address, accepted.message.envelope.id
+    );
+    let timeout = Duration::from_millis(inner.config.messaging.route_timeout_ms);
+    let ack =
+        match tokio::time::timeout(timeout, inner.bus.publish(StreamName::Ingress, &dedup, msg))
+            .await
+        {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => return Err(HttpError::unavailable(e, 1)),
+            Err(_) => return Err(HttpError::unavailable("router did not answer in time", 1)),
+        };
+    match (ack.acceptance, ack.reply) {
+        (Acceptance::Processed, Some(reply)) => serde_json::from_slice(&reply)
+            .map(Some)
+            .map_err(HttpError::internal),
+        (Acceptance::Processed, None) => {
+            Err(HttpError::internal("router acked without an outcome"))
+        }
+        (Acceptance::Persisted, _) => Ok(None),
+    }
+}
+
+/// The thread of the message `parent`, when the sender received it and it is still queued.
+async fn parent_thread(inner: &Inner, sender: &AgentRecord, parent: &str) -> Option<String> {
+    match inner.store.entry(&sender.id, parent).await.ok()?? {
+        EntryState::Queued(e) => serde_json::from_str::<StoredMessage>(&e.data)
+            .ok()
+            .map(|m| m.envelope.thread_id),
+        EntryState::Acked { .. } => None,
+    }
+}
+
+fn stored_key(agent: &AgentRecord) -> Result<PublicKey, HttpError> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(&agent.public_key_hex, &mut raw)
+        .map_err(|_| HttpError::internal("stored public key is not hex"))?;
+    PublicKey::from_bytes(&raw).map_err(|_| HttpError::internal("stored public key is invalid"))
+}

@@ -1,0 +1,92 @@
+//! Shared state: identity, configuration, store, bus, limiters.
+
+use std::time::{Duration, Instant};
+
+use amp_bus::Bus;
+use amp_proto::SecretKey;
+use amp_runtime::ratelimit::{RateLimit, RateLimiter};
+use amp_store::{OwnerRecord, Store};
+
+use crate::auth::hash_key;
+use crate::config::Config;
+
+/// Who this provider is and what it offers, as decided by the composing binary.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The provider domain (`crabmail.ai`); clients need two labels (COMPAT.md).
+    pub domain: String,
+    /// The public base URL clients call, without a trailing slash (`https://api.crabmail.ai`).
+    pub public_url: String,
+    /// The provider's Ed25519 key (advertised in `/v1/info`; signs federation requests).
+    pub provider_key: SecretKey,
+    /// The server-side secret keyed into API-key and user-key hashes (stable across restarts).
+    pub key_pepper: Vec<u8>,
+    /// Capability tokens of what the composed services really do today.
+    pub capabilities: Vec<String>,
+    /// The server's version (`/v1/health`).
+    pub version: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    pub(crate) started: Instant,
+    pub(crate) public_pem: String,
+    pub(crate) fingerprint: String,
+    pub(crate) register_limiter: RateLimiter,
+    pub(crate) agent_limiter: RateLimiter,
+    pub(crate) tenant_limiter: RateLimiter,
+    pub(crate) route_limiter: RateLimiter,
+    pub(crate) pending_limiter: RateLimiter,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl Inner {
+    pub(crate) async fn new(
+        config: Config,
+        identity: Identity,
+        store: Store,
+        bus: Bus,
+    ) -> Result<Self, amp_store::Error> {
+        for o in &config.owners {
+            let owner = OwnerRecord {
+                id: o.id.clone(),
+                tenant: o.tenant.to_ascii_lowercase(),
+                agent_limit: o.agent_limit,
+                suspended: o.suspended,
+            };
+            store
+                .put_owner(owner, hash_key(&identity.key_pepper, o.user_key.expose()))
+                .await?;
+        }
+        let limit = |n: u32| {
+            RateLimiter::new(RateLimit {
+                limit: n,
+                window: MINUTE,
+            })
+        };
+        let public = identity.provider_key.public();
+        Ok(Self {
+            register_limiter: limit(config.registration.per_ip_per_minute),
+            agent_limiter: limit(config.limits.api_requests_per_minute),
+            tenant_limiter: limit(config.limits.tenant_requests_per_minute),
+            route_limiter: limit(config.limits.messages_per_minute),
+            pending_limiter: limit(config.limits.pending_per_minute),
+            public_pem: public.to_pem(),
+            fingerprint: public.fingerprint(),
+            started: Instant::now(),
+            config,
+            identity,
+            store,
+            bus,
+        })
+    }
+
+    /// Unix milliseconds now.
+    pub(crate) fn now_ms() -> i64 {
+        amp_proto::Timestamp::now().unix_millis()
+    }
+}

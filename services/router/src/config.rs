@@ -1,0 +1,28 @@
+//! The router's configuration.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Router settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Durable consumer name shared by every router replica.
+    pub consumer_name: String,
+    /// Concurrent consumers in this process.
+    pub workers: usize,
+    /// A TOML prompt-injection pattern database replacing the built-in one (spec 07,
+    /// appendix A; updatable without a new release).
+    pub injection_patterns_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            consumer_name: "router".into(),
+            workers: 8,
+            injection_patterns_file: None,
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The router's work loop: one accepted message at a time from the ingress stream, acked
+//! only once its effect is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::{Bus, Delivery, StreamName, subjects};
+use amp_proto::json::{self, Value as Json};
+use amp_proto::relay::{Accepted, RouteOutcome};
+use amp_proto::{Address, Timestamp};
+use amp_runtime::Shutdown;
+use amp_store::{Enqueued, NewMailboxEntry, Store};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::config::Config;
+use crate::security::{InjectionScanner, assess};
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The injection pattern database is invalid or unreadable.
+    #[error("injection patterns: {0}")]
+    Patterns(String),
+}
+
+/// The router service.
+#[derive(Clone)]
+pub struct RouterService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    domain: String,
+    store: Store,
+    bus: Bus,
+    scanner: InjectionScanner,
+}
+
+impl RouterService {
+    /// Builds the service for the provider `domain`, loading the injection pattern database.
+    ///
+    /// Fails when a configured pattern file cannot be read or compiled.
+    pub fn new(config: Config, domain: &str, store: Store, bus: Bus) -> Result<Self, StartError> {
+        let scanner = match &config.injection_patterns_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| StartError::Patterns(format!("{}: {e}", path.display())))?;
+                InjectionScanner::from_toml(&text)
+                    .map_err(|e| StartError::Patterns(format!("{}: {e}", path.display())))?
+            }
+            None => InjectionScanner::builtin().map_err(|e| StartError::Patterns(e.to_string()))?,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                domain: domain.to_ascii_lowercase(),
+                store,
+                bus,
+                scanner,
+            }),
+        })
+    }
+
+    /// Consumes the ingress stream with `workers` concurrent consumers until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut tasks = Vec::new();
+        for _ in 0..self.inner.config.workers.max(1) {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move { this.consume(shutdown).await }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn consume(&self, shutdown: Shutdown) {
+        let mut consumer = match self
+            .inner
+            .bus
+            .consume(StreamName::Ingress, &self.inner.config.consumer_name)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "router cannot consume the ingress stream");
+                return;
+            }
+        };
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.wait() => return,
+                d = consumer.next() => d,
+            };
+            match delivery {
+                Ok(d) => self.handle_delivery(d).await,
+                Err(amp_bus::Error::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingress consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle_delivery(&self, d: Delivery) {
+        let accepted: Accepted = match serde_json::from_slice(&d.message().payload) {
+            Ok(a) => a,
+            Err(e) => {
+                // Poison: it can never succeed. Dead-lettered, logged and counted by the bus.
+                let _ = d.term(&format!("undecodable accepted message: {e}")).await;
+                return;
+            }
+        };
+        match self.route(accepted).await {
+            Ok(outcome) => {
+                let reply = serde_json::to_vec(&outcome).unwrap_or_default();
+                if let Err(e) = d.ack_with(Bytes::from(reply)).await {
+                    tracing::warn!(error = %e, "ack of a routed message failed");
+                }
+            }
+            Err(e) => {
+                // Transient (store unavailable): try again shortly; the bus dead-letters after
+                // its bounded redeliveries.
+                let attempt = d.attempt();
+                tracing::warn!(error = %e, attempt, "routing failed, will retry");
+                let _ = d.nak(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+        }
+    }
+
+    /// Routes one accepted message: re-checks the recipient, classifies the content, writes
+    /// the mailbox and emits the notify event.
+    ///
+    /// Fails only on store errors (the caller retries).
+    pub async fn route(&self, accepted: Accepted) -> Result<RouteOutcome, amp_store::Error> {
+        let inner = &self.inner;
+        let Some(recipient) = inner
+            .store
+            .agent(&accepted.recipient_id)
+            .await?
+            .filter(amp_store::AgentRecord::is_active)
+        else {
+            return Ok(RouteOutcome::RecipientGone);
+        };
+        let security = security_of(inner, &accepted, &recipient.address);
+        let mut message = accepted.message;
+        message.security = security;
+
+        let now = Timestamp::now();
+        let expires_at = message
+            .envelope
+            .expires_at
+            .unwrap_or_else(|| now.plus_secs(amp_proto::message::limits::DEFAULT_TTL_SECS));
+        let data = serde_json::to_string(&message)
+            .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
+        let entry = NewMailboxEntry {
+            agent_id: recipient.id.clone(),
+            message_id: message.envelope.id.to_string(),
+            sender: accepted.sender_address.clone(),
+            signature: message.envelope.signature.clone(),
+            data,
+            queued_at: now.unix_millis(),
+            expires_at: expires_at.unix_millis(),
+            max_queued: accepted.max_queued,
+        };
+        let outcome = match inner.store.enqueue(entry).await? {
+            Enqueued::New { seq } => {
+                let hint = serde_json::json!({ "id": message.envelope.id, "seq": seq });
+                let subject = subjects::notify_subject(&recipient.tenant, &recipient.id);
+                if let Err(e) = inner
+                    .bus
+                    .notify(&subject, Bytes::from(hint.to_string()))
+                    .await
+                {
+                    // A hint only: the mailbox is the truth, replay and polling still find it.
+                    tracing::debug!(error = %e, "notify hint not sent");
+                }
+                metrics::counter!("amp_router_messages_total", "outcome" => "written").increment(1);
+                tracing::debug!(
+                    tenant = %recipient.tenant, agent = %recipient.id, id = %message.envelope.id, seq,
+                    "message written to mailbox"
+                );
+                RouteOutcome::MailboxWritten { seq }
+            }
+            Enqueued::Duplicate { seq } => RouteOutcome::Duplicate { seq },
+            Enqueued::Conflict => RouteOutcome::Conflict,
+            Enqueued::Full => {
+                metrics::counter!("amp_router_messages_total", "outcome" => "mailbox_full")
+                    .increment(1);
+                RouteOutcome::MailboxFull
+            }
+        };
+        Ok(outcome)
+    }
+}
+
+/// The `local.security` annotation (spec 07, SPEC-CHECKLIST §4.5) as raw JSON.
+fn security_of(
+    inner: &Inner,
+    accepted: &Accepted,
+    recipient_address: &str,
+) -> Option<Box<RawValue>> {
+    let message = &accepted.message;
+    let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok()?;
+    let recipient = Address::parse_full(recipient_address, &inner.domain).ok()?;
+    let scanner = &inner.scanner;
+    let (text, context) = payload_texts(message.payload.get());
+    let meta = assess(
+        scanner,
+        &sender,
+        &recipient,
+        accepted.signature_valid,
+        accepted.verified_at.map(|t| t.to_rfc3339()),
+        &text,
+        context.as_deref(),
+    );
+    serde_json::to_string(&meta)
+        .ok()
+        .and_then(|s| RawValue::from_string(s).ok())
+}
+
+/// Longest context text scanned for injection patterns.
+const MAX_SCANNED_CONTEXT: usize = 256 * 1024;
+
+/// `payload.message`, and the string values of `payload.context` joined by newlines.
+fn payload_texts(raw: &str) -> (String, Option<String>) {
+    let Ok(Json::Object(members)) = json::parse(raw) else {
+        return (String::new(), None);
+    };
+    let mut message = String::new();
+    let mut context = None;
+    for (k, v) in &members {
+        match (k.as_ref(), v) {
+            ("message", Json::String(s)) => message = s.to_string(),
+            ("context", v) => {
+                let mut out = String::new();
+                collect_strings(v, &mut out);
+                if !out.is_empty() {
+                    context = Some(out);
+                }
+            }
+            _ => {}
+        }
+    }
+    (message, context)
+}
+
+fn collect_strings(v: &Json<'_>, out: &mut String) {
+    if out.len() >= MAX_SCANNED_CONTEXT {
+        return;
+    }
+    match v {
+        Json::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Json::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Json::Object(members) => members.iter().for_each(|(_, i)| collect_strings(i, out)),
+        _ => {}
+    }
+}
