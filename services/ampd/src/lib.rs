@@ -29,9 +29,10 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 
 /// The capability tokens advertised in `/v1/info`: only what the composed services really
-/// do today. Later issues add `"websockets"`, `"webhooks"`, `"notify:v1"`, … here as the
-/// services providing them are composed into `ampd`.
-const CAPABILITIES: &[&str] = &[];
+/// do today (spec 09's `registration` and `relay-queue`). `notify:longpoll` needs
+/// `notify:v1` (spec 12.7), which needs WebSocket replay; the delivery service adds
+/// `"websockets"`, `"webhooks"`, `"notify:v1"`, `"notify:longpoll"` here when it is composed.
+const CAPABILITIES: &[&str] = &["registration", "relay-queue"];
 
 /// Most expired mailbox entries removed per purge sweep (bounds one write transaction).
 const PURGE_BATCH: usize = 10_000;

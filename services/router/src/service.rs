@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amp_bus::{Bus, Delivery, StreamName, subjects};
+use amp_proto::Address;
 use amp_proto::json::{self, Value as Json};
 use amp_proto::relay::{Accepted, RouteOutcome};
-use amp_proto::{Address, Timestamp};
 use amp_runtime::Shutdown;
 use amp_store::{Enqueued, NewMailboxEntry, Store};
 use bytes::Bytes;
@@ -149,11 +149,13 @@ impl RouterService {
         let mut message = accepted.message;
         message.security = security;
 
-        let now = Timestamp::now();
+        // Queued at acceptance (the envelope's timestamp), so ingest's answer and the mailbox
+        // agree on it, also for a retry answered from the mailbox.
+        let accepted_at = message.envelope.timestamp;
         let expires_at = message
             .envelope
             .expires_at
-            .unwrap_or_else(|| now.plus_secs(amp_proto::message::limits::DEFAULT_TTL_SECS));
+            .unwrap_or_else(|| accepted_at.plus_secs(amp_proto::message::limits::DEFAULT_TTL_SECS));
         let data = serde_json::to_string(&message)
             .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
         let entry = NewMailboxEntry {
@@ -162,7 +164,7 @@ impl RouterService {
             sender: accepted.sender_address.clone(),
             signature: message.envelope.signature.clone(),
             data,
-            queued_at: now.unix_millis(),
+            queued_at: accepted_at.unix_millis(),
             expires_at: expires_at.unix_millis(),
             max_queued: accepted.max_queued,
         };

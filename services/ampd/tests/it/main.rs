@@ -2,4 +2,7 @@
 
 mod binary;
 mod config;
+mod crash;
 mod in_process;
+mod messaging;
+mod shell_client;

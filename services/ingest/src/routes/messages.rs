@@ -146,12 +146,14 @@ pub(super) async fn pending(
             }
         }
     }
-    let mut resp = render_page(&page, after)?.into_response();
+    let mut resp = render_page(&page, after)?;
     limit_decision.apply_headers(resp.headers_mut());
     Ok(resp)
 }
 
-fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Json<Value>> {
+/// Serialises the page straight from the stored text: payloads (and their number literals)
+/// are copied byte for byte, never re-parsed into a `serde_json::Value`.
+fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Response> {
     let stored: Vec<(&MailboxEntry, StoredMessage)> = page
         .entries
         .iter()
@@ -188,9 +190,12 @@ fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Json<Value>>
         remaining: page.remaining,
         next_cursor: cursor(next),
     };
-    serde_json::to_value(&body)
-        .map(Json)
-        .map_err(HttpError::internal)
+    let bytes = serde_json::to_vec(&body).map_err(HttpError::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 pub(super) async fn count(

@@ -110,7 +110,10 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
     touch_last_seen(&inner, &agent, now);
     req.extensions_mut().insert(Caller(agent));
     let mut resp = next.run(req).await;
-    decision.apply_headers(resp.headers_mut());
+    // A handler with its own, narrower limit (route, pickup) has set the headers already.
+    if !resp.headers().contains_key("x-ratelimit-limit") {
+        decision.apply_headers(resp.headers_mut());
+    }
     resp
 }
 

@@ -285,7 +285,7 @@ async fn accept(inner: &Arc<Inner>, sender: &AgentRecord, body: RouteBody) -> Ap
         verified_at: verified.then_some(now),
         max_queued: Some(inner.config.limits.mailbox_quota),
     };
-    let outcome = hand_off(inner, &recipient, &accepted).await?;
+    let (outcome, retried) = hand_off(inner, &recipient, &accepted).await?;
     match outcome {
         Some(RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. }) | None => {}
         Some(RouteOutcome::Conflict) => {
@@ -317,17 +317,31 @@ async fn accept(inner: &Arc<Inner>, sender: &AgentRecord, body: RouteBody) -> Ap
     } else {
         "queued"
     };
+    // A retry gets the first answer again: the times of the copy already in the mailbox.
+    let (mut queued_at, mut expires) = (now.unix_millis(), expires_at.unix_millis());
+    let mut thread = accepted.message.envelope.thread_id.clone();
+    if retried || matches!(outcome, Some(RouteOutcome::Duplicate { .. })) {
+        if let Ok(Some(EntryState::Queued(e))) = inner.store.entry(&recipient.id, id.as_str()).await
+        {
+            queued_at = e.queued_at;
+            expires = e.expires_at;
+            if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
+                thread = m.envelope.thread_id;
+            }
+        }
+    }
+    let ts = |ms: i64| Timestamp::from_unix_millis(ms).map(Timestamp::to_rfc3339);
     let mut answer = json!({
         "id": id,
         "status": "queued",
         "method": "relay",
         "basis": basis,
-        "thread_id": accepted.message.envelope.thread_id,
-        "queued_at": now.to_rfc3339(),
-        "expires_at": expires_at.to_rfc3339(),
+        "thread_id": thread,
+        "queued_at": ts(queued_at),
+        "expires_at": ts(expires),
     });
     if want_receipt {
-        // Receipts are retained for the sender until fetched (GET /v1/receipts).
+        // Receipts are retained for the sender until fetched (GET /v1/messages/receipts).
         answer["receipt"] = json!("retained");
     }
     tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
@@ -335,20 +349,26 @@ async fn accept(inner: &Arc<Inner>, sender: &AgentRecord, body: RouteBody) -> Ap
 }
 
 /// Publishes to the ingress stream and waits for the durable outcome. `None`: the bus
-/// persisted it but did not report the router's result (a broker-backed bus).
+/// persisted it but did not report the router's result (a broker-backed bus). The flag says
+/// the bus recognised the publish as a retry of an earlier one.
 async fn hand_off(
     inner: &Arc<Inner>,
     recipient: &AgentRecord,
     accepted: &Accepted,
-) -> Result<Option<RouteOutcome>, HttpError> {
+) -> Result<(Option<RouteOutcome>, bool), HttpError> {
     let payload = serde_json::to_vec(accepted).map_err(HttpError::internal)?;
     let msg = BusMessage::new(
         subjects::ingress_subject(&recipient.tenant),
         Bytes::from(payload),
     );
+    // Same sender, id and signature is a retry; another signature is another message, which
+    // must reach the router to be refused as a conflict (409), never answered as the first.
+    let sig_digest = amp_proto::signing::sha256_b64(accepted.message.envelope.signature.as_bytes());
     let dedup = format!(
-        "{}:{}",
-        accepted.sender_address, accepted.message.envelope.id
+        "{}:{}:{}",
+        accepted.sender_address,
+        accepted.message.envelope.id,
+        &sig_digest[..16]
     );
     let timeout = Duration::from_millis(inner.config.messaging.route_timeout_ms);
     let ack =
@@ -359,15 +379,16 @@ async fn hand_off(
             Ok(Err(e)) => return Err(HttpError::unavailable(e, 1)),
             Err(_) => return Err(HttpError::unavailable("router did not answer in time", 1)),
         };
-    match (ack.acceptance, ack.reply) {
-        (Acceptance::Processed, Some(reply)) => serde_json::from_slice(&reply)
-            .map(Some)
-            .map_err(HttpError::internal),
-        (Acceptance::Processed, None) => {
-            Err(HttpError::internal("router acked without an outcome"))
+    let outcome = match (ack.acceptance, ack.reply) {
+        (Acceptance::Processed, Some(reply)) => {
+            Some(serde_json::from_slice(&reply).map_err(HttpError::internal)?)
         }
-        (Acceptance::Persisted, _) => Ok(None),
-    }
+        (Acceptance::Processed, None) => {
+            return Err(HttpError::internal("router acked without an outcome"));
+        }
+        (Acceptance::Persisted, _) => None,
+    };
+    Ok((outcome, ack.duplicate))
 }
 
 /// The thread of the message `parent`, when the sender received it and it is still queued.
