@@ -21,7 +21,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             consumer_name: "router".into(),
-            workers: 8,
+            workers: 256,
             injection_patterns_file: None,
         }
     }

@@ -629,31 +629,47 @@ impl Mailboxes for RedbStore {
         limit: usize,
         now: Millis,
     ) -> Result<MailboxPage> {
+        // O(page), not O(mailbox): `remaining` comes from the mailbox's queued count, less what
+        // lies at or before the page's end (rows behind a cursor are counted by key only, and
+        // are few when the client acknowledges as it goes). Expired rows not yet purged are
+        // skipped, and counted out where the scan meets them.
         let txn = self.read()?;
         let meta = read_meta(&txn.open_table(MBOX_META).map_err(st)?, agent_id)?;
         let mailbox = txn.open_table(MAILBOX).map_err(st)?;
+        let mut behind = 0u64;
+        if let Some(a) = after {
+            for row in mailbox.range((agent_id, 0)..=(agent_id, a)).map_err(st)? {
+                row.map_err(st)?;
+                behind += 1;
+            }
+        }
         let start = after.unwrap_or(0).saturating_add(1);
         let mut entries = Vec::new();
-        let mut remaining = 0u64;
+        let mut expired = 0u64;
+        let mut more = false;
         for row in mailbox
             .range((agent_id, start)..=(agent_id, u64::MAX))
             .map_err(st)?
         {
             let (_, v) = row.map_err(st)?;
-            if entries.len() < limit {
-                let e: MailboxEntry = from_json(v.value())?;
-                if e.expires_at > now {
-                    entries.push(e);
-                }
+            if entries.len() >= limit {
+                more = true;
+                break;
+            }
+            let e: MailboxEntry = from_json(v.value())?;
+            if e.expires_at > now {
+                entries.push(e);
             } else {
-                // Only the expiry is needed to count the rest; still a JSON parse, bounded
-                // by the mailbox quota.
-                let e: MailboxEntry = from_json(v.value())?;
-                if e.expires_at > now {
-                    remaining += 1;
-                }
+                expired += 1;
             }
         }
+        let remaining = if more {
+            meta.count
+                .saturating_sub(behind + entries.len() as u64 + expired)
+                .max(1)
+        } else {
+            0
+        };
         Ok(MailboxPage {
             entries,
             remaining,
@@ -662,10 +678,12 @@ impl Mailboxes for RedbStore {
     }
 
     async fn count(&self, agent_id: &str, now: Millis) -> Result<MailboxCount> {
+        // O(1) in the common case: the queued count, less expired rows at the front (with the
+        // default TTL, expiry follows queue order) until the first live one.
         let txn = self.read()?;
         let meta = read_meta(&txn.open_table(MBOX_META).map_err(st)?, agent_id)?;
         let mailbox = txn.open_table(MAILBOX).map_err(st)?;
-        let mut count = 0;
+        let mut expired = 0u64;
         let mut oldest = None;
         for row in mailbox
             .range((agent_id, 0)..=(agent_id, u64::MAX))
@@ -674,12 +692,17 @@ impl Mailboxes for RedbStore {
             let (_, v) = row.map_err(st)?;
             let e: MailboxEntry = from_json(v.value())?;
             if e.expires_at > now {
-                count += 1;
-                oldest = Some(oldest.map_or(e.queued_at, |o: Millis| o.min(e.queued_at)));
+                oldest = Some(e.queued_at);
+                break;
             }
+            expired += 1;
         }
         Ok(MailboxCount {
-            count,
+            count: if oldest.is_some() {
+                meta.count.saturating_sub(expired)
+            } else {
+                0
+            },
             oldest_queued_at: oldest,
             head: meta.head,
             floor: meta.floor,
