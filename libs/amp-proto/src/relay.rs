@@ -42,6 +42,10 @@ pub struct Accepted {
     pub verified_at: Option<Timestamp>,
     /// Refuse when the mailbox already holds this many messages.
     pub max_queued: Option<u64>,
+    /// Set when the recipient is on another provider: the router hands the message to the
+    /// federation stream instead of a mailbox (`recipient_id` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_provider: Option<String>,
 }
 
 /// What the router did with an accepted message.
@@ -64,4 +68,6 @@ pub enum RouteOutcome {
     MailboxFull,
     /// The recipient no longer exists.
     RecipientGone,
+    /// The recipient is on another provider; the message is on the federation stream.
+    Forwarded,
 }

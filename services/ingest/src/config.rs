@@ -3,6 +3,8 @@
 use amp_runtime::config::Secret;
 use serde::Deserialize;
 
+pub use amp_messaging::MessagingConfig;
+
 /// Everything ingest needs to know beyond its identity and its store and bus.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,26 +19,6 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
     pub outbound: amp_runtime::outbound::OutboundPolicy,
-}
-
-/// Message acceptance policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MessagingConfig {
-    /// Accept unsigned messages from this provider's own agents (spec 04 MAY), delivered as
-    /// `untrusted` with the warning wrapper. Off: a missing signature is `signature_missing`.
-    pub allow_unsigned_local: bool,
-    /// How long `POST /v1/route` waits for the router's durable write before answering 503.
-    pub route_timeout_ms: u64,
-}
-
-impl Default for MessagingConfig {
-    fn default() -> Self {
-        Self {
-            allow_unsigned_local: false,
-            route_timeout_ms: 10_000,
-        }
-    }
 }
 
 /// Registration policy.

@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) tenant_limiter: RateLimiter,
     pub(crate) route_limiter: RateLimiter,
     pub(crate) pending_limiter: RateLimiter,
+    pub(crate) acceptor: amp_messaging::Acceptor,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -69,6 +70,16 @@ impl Inner {
             })
         };
         let public = identity.provider_key.public();
+        let acceptor = amp_messaging::Acceptor::new(
+            store.clone(),
+            bus.clone(),
+            &identity.domain,
+            amp_messaging::MessagingConfig {
+                mailbox_quota: config.limits.mailbox_quota,
+                ..config.messaging.clone()
+            },
+            identity.capabilities.iter().any(|c| c == "federation"),
+        );
         Ok(Self {
             register_limiter: limit(config.registration.per_ip_per_minute),
             agent_limiter: limit(config.limits.api_requests_per_minute),
@@ -78,6 +89,7 @@ impl Inner {
             public_pem: public.to_pem(),
             fingerprint: public.fingerprint(),
             started: Instant::now(),
+            acceptor,
             config,
             identity,
             store,

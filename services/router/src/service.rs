@@ -137,6 +137,9 @@ impl RouterService {
     /// Fails only on store errors (the caller retries).
     pub async fn route(&self, accepted: Accepted) -> Result<RouteOutcome, amp_store::Error> {
         let inner = &self.inner;
+        if let Some(provider) = &accepted.remote_provider {
+            return self.forward(provider, &accepted).await;
+        }
         let Some(recipient) = inner
             .store
             .agent(&accepted.recipient_id)
@@ -196,6 +199,32 @@ impl RouterService {
             }
         };
         Ok(outcome)
+    }
+}
+
+impl RouterService {
+    /// Hands a message for another provider to the federation stream (durable there before
+    /// the ingress message is acked).
+    async fn forward(
+        &self,
+        provider: &str,
+        accepted: &Accepted,
+    ) -> Result<RouteOutcome, amp_store::Error> {
+        let payload =
+            serde_json::to_vec(accepted).map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
+        let msg =
+            amp_bus::BusMessage::new(subjects::federation_subject(provider), Bytes::from(payload));
+        let dedup = format!(
+            "{}:{}:{}",
+            accepted.sender_address, accepted.message.envelope.id, accepted.recipient_address
+        );
+        self.inner
+            .bus
+            .publish(StreamName::Federation, &dedup, msg)
+            .await
+            .map_err(|e| amp_store::Error::Unavailable(format!("federation stream: {e}")))?;
+        metrics::counter!("amp_router_messages_total", "outcome" => "forwarded").increment(1);
+        Ok(RouteOutcome::Forwarded)
     }
 }
 

@@ -1,0 +1,412 @@
+//! Accepting a message from an authenticated local agent: the one implementation behind
+//! `POST /v1/route` (ingest) and the WebSocket `route` frame (delivery).
+//!
+//! The flat body of the spec and the `{envelope, payload}` body of real clients are both
+//! accepted; the sender's signature is verified against its registered key over the payload
+//! as received; the message is handed to the router over the bus and the answer is given only
+//! once the router's durable outcome is known (or the broker persisted it).
+
+use std::time::Duration;
+
+use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
+use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
+use amp_proto::signing::{SignedFields, VerifyError, verify_message};
+use amp_proto::{
+    Address, AddressContext, ApiError, Envelope, ErrorCode, MessageId, Priority, PublicKey,
+    RawPayload, Timestamp,
+};
+use amp_store::{AgentRecord, EntryState};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::{Acceptor, internal, store_err, unavailable};
+
+/// Both body forms: flat fields, or `envelope` + `payload`. Unknown members (`_forwarded`,
+/// …) are ignored (spec 06a).
+#[derive(Deserialize, Default)]
+pub struct RouteRequest {
+    envelope: Option<EnvelopeBody>,
+    payload: Option<Box<RawValue>>,
+    to: Option<String>,
+    from: Option<String>,
+    subject: Option<String>,
+    priority: Option<String>,
+    #[serde(default)]
+    in_reply_to: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
+    id: Option<String>,
+    expires_at: Option<String>,
+    signature: Option<String>,
+    options: Option<RouteOptions>,
+}
+
+#[derive(Deserialize, Default)]
+struct EnvelopeBody {
+    id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    subject: Option<String>,
+    priority: Option<String>,
+    #[serde(default)]
+    in_reply_to: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
+    expires_at: Option<String>,
+    signature: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RouteOptions {
+    receipt: Option<bool>,
+}
+
+/// Longest `in_reply_to` / `thread_id` accepted.
+const MAX_REF: usize = 128;
+
+/// The validated, verified message, before the hand-off.
+pub(crate) async fn accept(
+    acc: &Acceptor,
+    sender: &AgentRecord,
+    body: RouteRequest,
+) -> Result<Value, ApiError> {
+    let env = body.envelope.unwrap_or_default();
+    let pick = |a: Option<String>, b: Option<String>| a.or(b);
+    let to_text = pick(env.to, body.to).ok_or_else(|| ApiError::missing("to"))?;
+    let subject = pick(env.subject, body.subject).ok_or_else(|| ApiError::missing("subject"))?;
+    let priority_text = pick(env.priority, body.priority);
+    let from_text = pick(env.from, body.from);
+    let in_reply_to = pick(env.in_reply_to, body.in_reply_to).filter(|s| !s.is_empty());
+    let thread_id = pick(env.thread_id, body.thread_id).filter(|s| !s.is_empty());
+    let client_id = pick(env.id, body.id);
+    let expires_text = pick(env.expires_at, body.expires_at);
+    let signature = pick(env.signature, body.signature).filter(|s| !s.is_empty());
+    let want_receipt = body.options.and_then(|o| o.receipt).unwrap_or(false);
+
+    let payload_raw = body.payload.ok_or_else(|| ApiError::missing("payload"))?;
+    let payload = RawPayload::from_json(payload_raw.get().to_owned())
+        .map_err(|_| ApiError::invalid("payload", "payload is not valid JSON"))?;
+    payload.validate()?;
+    amp_proto::message::validate_subject(&subject)?;
+    let priority = match priority_text.as_deref() {
+        None => Priority::Normal,
+        Some(p) => Priority::parse(p).ok_or_else(|| {
+            ApiError::invalid(
+                "priority",
+                "priority must be one of urgent, high, normal, low",
+            )
+        })?,
+    };
+    for (field, v) in [("in_reply_to", &in_reply_to), ("thread_id", &thread_id)] {
+        if v.as_ref()
+            .is_some_and(|s| s.len() > MAX_REF || s.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("{field} must be a message id"),
+            ));
+        }
+    }
+
+    // Sender: `from`, when given, must be the authenticated agent (spec 04, 07).
+    if let Some(f) = &from_text {
+        if !f.trim().eq_ignore_ascii_case(&sender.address) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "from does not match the authenticated agent's address",
+            )
+            .with_field("from"));
+        }
+    }
+
+    // Recipient.
+    if to_text.chars().count() > amp_proto::address::MAX_ADDRESS_LEN {
+        return Err(ApiError::invalid(
+            "to",
+            "recipient address is longer than 254 characters",
+        ));
+    }
+    let ctx = AddressContext {
+        local_domain: &acc.domain,
+        default_tenant: Some(&sender.tenant),
+    };
+    let to = Address::parse(&to_text, ctx)
+        .map_err(|e| ApiError::invalid("to", format!("invalid recipient address: {e}")))?;
+    if to.provider() != acc.domain {
+        if to.is_local_network() {
+            return Err(ApiError::invalid(
+                "to",
+                "local-network addresses (*.local, *.internal, *.localhost) are not routable from this provider",
+            ));
+        }
+        if !acc.federation {
+            return Err(ApiError::new(
+                ErrorCode::NotImplemented,
+                format!(
+                    "federation to other providers ({}) is not enabled on this provider; the message was not accepted",
+                    to.provider()
+                ),
+            )
+            .with_field("to"));
+        }
+    }
+    let recipient = if to.provider() == acc.domain {
+        Some(
+            acc.store
+                .agent_by_name(to.tenant(), to.name())
+                .await
+                .map_err(store_err)?
+                .filter(|a| a.address == to.as_str() || !to.is_scoped())
+                .ok_or_else(|| {
+                    ApiError::not_found("recipient not found on this provider").with_field("to")
+                })?,
+        )
+    } else {
+        // On another provider: handed to federation; a signature is required (spec 04).
+        None
+    };
+
+    // Expiry.
+    let now = Timestamp::now();
+    let expires_at = match expires_text.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(Timestamp::parse(s).ok_or_else(|| {
+            ApiError::invalid("expires_at", "expires_at must be an RFC 3339 timestamp")
+        })?),
+    };
+    let expires_at = amp_proto::message::effective_expiry(now, expires_at)?;
+
+    // Signature, over the fields as the sender sent them and the payload as received.
+    let sender_key = stored_key(sender)?;
+    let from_signed = from_text
+        .as_deref()
+        .map_or(sender.address.as_str(), str::trim);
+    let (signature, verified) = match signature {
+        Some(sig) => {
+            let fields = SignedFields {
+                from: from_signed,
+                to: &to_text,
+                subject: &subject,
+                priority: priority_text.as_deref().unwrap_or("normal"),
+                in_reply_to: in_reply_to.as_deref().unwrap_or(""),
+            };
+            match verify_message(&sender_key, &fields, payload.get(), &sig) {
+                Ok(v) => {
+                    metrics::counter!("amp_signatures_verified_total", "form" => v.hash_form.as_str())
+                        .increment(1);
+                    (sig, true)
+                }
+                Err(e) => {
+                    metrics::counter!("amp_signatures_rejected_total").increment(1);
+                    let msg = match e {
+                        VerifyError::Malformed => "signature is not base64 of 64 bytes",
+                        VerifyError::Invalid => {
+                            "signature does not verify against the sender's registered key"
+                        }
+                        VerifyError::PayloadNotJson => "payload is not valid JSON",
+                    };
+                    return Err(
+                        ApiError::new(ErrorCode::SignatureInvalid, msg).with_field("signature")
+                    );
+                }
+            }
+        }
+        None if acc.config.allow_unsigned_local && recipient.is_some() => (String::new(), false),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::SignatureMissing,
+                "messages must be signed by the sender (spec 04)",
+            )
+            .with_field("signature"));
+        }
+    };
+
+    // Id: a well-formed client id is kept (retries are idempotent); another sender's
+    // colliding id for this recipient gets a fresh one (ids are not signed).
+    let mut id = client_id
+        .as_deref()
+        .and_then(MessageId::parse)
+        .unwrap_or_else(|| MessageId::generate(now));
+    let existing = match &recipient {
+        Some(r) => acc
+            .store
+            .entry(&r.id, id.as_str())
+            .await
+            .map_err(store_err)?,
+        None => None,
+    };
+    if let Some(state) = existing {
+        let owner = match state {
+            EntryState::Queued(e) => e.sender,
+            EntryState::Acked { sender } => sender,
+        };
+        if owner != sender.address {
+            id = MessageId::generate(now);
+        }
+    }
+    let thread_id = match (thread_id, &in_reply_to) {
+        (Some(t), _) => t,
+        (None, Some(parent)) => parent_thread(acc, sender, parent)
+            .await
+            .unwrap_or_else(|| id.to_string()),
+        (None, None) => id.to_string(),
+    };
+
+    let envelope = Envelope {
+        version: amp_proto::message::PROTOCOL_VERSION.to_owned(),
+        id: id.clone(),
+        from: sender.address.clone(),
+        to: to_text.trim().to_owned(),
+        subject,
+        priority,
+        timestamp: now,
+        expires_at: Some(expires_at),
+        signature,
+        in_reply_to,
+        thread_id,
+    };
+    let accepted = Accepted {
+        v: 1,
+        message: StoredMessage {
+            envelope,
+            payload,
+            sender_public_key: Some(sender_key.to_pem()),
+            security: None,
+        },
+        recipient_id: recipient.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+        recipient_address: recipient
+            .as_ref()
+            .map_or_else(|| to.to_string(), |r| r.address.clone()),
+        sender_address: sender.address.clone(),
+        signature_valid: verified,
+        verified_at: verified.then_some(now),
+        max_queued: recipient.as_ref().map(|_| acc.config.mailbox_quota),
+        remote_provider: recipient.is_none().then(|| to.provider().to_owned()),
+    };
+    let subject_tenant = recipient
+        .as_ref()
+        .map_or(sender.tenant.as_str(), |r| r.tenant.as_str());
+    let (outcome, retried) = hand_off(acc, subject_tenant, &accepted).await?;
+    match outcome {
+        Some(
+            RouteOutcome::MailboxWritten { .. }
+            | RouteOutcome::Duplicate { .. }
+            | RouteOutcome::Forwarded,
+        )
+        | None => {}
+        Some(RouteOutcome::Conflict) => {
+            return Err(ApiError::new(
+                ErrorCode::DuplicateMessage,
+                "a different message with this id was already sent",
+            )
+            .with_field("id"));
+        }
+        Some(RouteOutcome::MailboxFull) => {
+            return Err(ApiError::new(
+                ErrorCode::MailboxFull,
+                "the recipient's mailbox is full; retry later",
+            )
+            .with_extra("retry_after", json!(60)));
+        }
+        Some(RouteOutcome::RecipientGone) => {
+            return Err(
+                ApiError::not_found("recipient not found on this provider").with_field("to")
+            );
+        }
+    }
+    // What was proven: the router's mailbox commit (in-process), or only the broker's
+    // durable acceptance (cluster).
+    let basis = match outcome {
+        Some(RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. }) => {
+            "mailbox_written"
+        }
+        _ => "queued",
+    };
+    // A retry gets the first answer again: the times of the copy already in the mailbox.
+    let (mut queued_at, mut expires) = (now.unix_millis(), expires_at.unix_millis());
+    let mut thread = accepted.message.envelope.thread_id.clone();
+    let is_retry = retried || matches!(outcome, Some(RouteOutcome::Duplicate { .. }));
+    if let (true, Some(r)) = (is_retry, &recipient) {
+        if let Ok(Some(EntryState::Queued(e))) = acc.store.entry(&r.id, id.as_str()).await {
+            queued_at = e.queued_at;
+            expires = e.expires_at;
+            if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
+                thread = m.envelope.thread_id;
+            }
+        }
+    }
+    let ts = |ms: i64| Timestamp::from_unix_millis(ms).map(Timestamp::to_rfc3339);
+    let mut answer = json!({
+        "id": id,
+        "status": "queued",
+        "method": "relay",
+        "basis": basis,
+        "thread_id": thread,
+        "queued_at": ts(queued_at),
+        "expires_at": ts(expires),
+    });
+    if want_receipt {
+        // Receipts are retained for the sender until fetched (GET /v1/messages/receipts).
+        answer["receipt"] = json!("retained");
+    }
+    tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
+    Ok(answer)
+}
+
+/// Publishes to the ingress stream and waits for the durable outcome. `None`: the bus
+/// persisted it but did not report the router's result (a broker-backed bus). The flag says
+/// the bus recognised the publish as a retry of an earlier one.
+async fn hand_off(
+    acc: &Acceptor,
+    tenant: &str,
+    accepted: &Accepted,
+) -> Result<(Option<RouteOutcome>, bool), ApiError> {
+    let payload = serde_json::to_vec(accepted).map_err(internal)?;
+    let msg = BusMessage::new(subjects::ingress_subject(tenant), Bytes::from(payload));
+    // Same sender, id and signature is a retry; another signature is another message, which
+    // must reach the router to be refused as a conflict (409), never answered as the first.
+    let sig_digest = amp_proto::signing::sha256_b64(accepted.message.envelope.signature.as_bytes());
+    let dedup = format!(
+        "{}:{}:{}",
+        accepted.sender_address,
+        accepted.message.envelope.id,
+        &sig_digest[..16]
+    );
+    let timeout = Duration::from_millis(acc.config.route_timeout_ms);
+    let ack = match tokio::time::timeout(timeout, acc.bus.publish(StreamName::Ingress, &dedup, msg))
+        .await
+    {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Err(_) => return Err(unavailable("router did not answer in time")),
+    };
+    let outcome = match (ack.acceptance, ack.reply) {
+        (Acceptance::Processed, Some(reply)) => {
+            Some(serde_json::from_slice(&reply).map_err(internal)?)
+        }
+        (Acceptance::Processed, None) => {
+            return Err(internal("router acked without an outcome"));
+        }
+        (Acceptance::Persisted, _) => None,
+    };
+    Ok((outcome, ack.duplicate))
+}
+
+/// The thread of the message `parent`, when the sender received it and it is still queued.
+async fn parent_thread(acc: &Acceptor, sender: &AgentRecord, parent: &str) -> Option<String> {
+    match acc.store.entry(&sender.id, parent).await.ok()?? {
+        EntryState::Queued(e) => serde_json::from_str::<StoredMessage>(&e.data)
+            .ok()
+            .map(|m| m.envelope.thread_id),
+        EntryState::Acked { .. } => None,
+    }
+}
+
+pub(crate) fn stored_key(agent: &AgentRecord) -> Result<PublicKey, ApiError> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(&agent.public_key_hex, &mut raw)
+        .map_err(|_| internal("stored public key is not hex"))?;
+    PublicKey::from_bytes(&raw).map_err(|_| internal("stored public key is invalid"))
+}

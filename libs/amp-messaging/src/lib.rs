@@ -1,0 +1,108 @@
+//! Message acceptance, shared by every service that takes a message from an agent: ingest's
+//! `POST /v1/route` and delivery's WebSocket `route` frame run exactly the same checks, so
+//! they live here rather than in either service.
+//!
+//! - [`accept`]: [`RouteRequest`] (both body forms) and the acceptance pipeline.
+//! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
+
+pub mod accept;
+
+use amp_bus::Bus;
+use amp_proto::{ApiError, ErrorCode};
+use amp_store::{AgentRecord, Store};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use accept::RouteRequest;
+
+/// Message acceptance policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    /// Accept unsigned messages from this provider's own agents (spec 04 MAY), delivered as
+    /// `untrusted` with the warning wrapper. Off: a missing signature is `signature_missing`.
+    pub allow_unsigned_local: bool,
+    /// How long acceptance waits for the router's durable write before answering 503.
+    pub route_timeout_ms: u64,
+    /// Messages a mailbox holds before it refuses new ones (spec 05).
+    #[serde(skip)]
+    pub mailbox_quota: u64,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            allow_unsigned_local: false,
+            route_timeout_ms: 10_000,
+            mailbox_quota: 1000,
+        }
+    }
+}
+
+/// Accepts messages from authenticated local agents.
+#[derive(Clone)]
+pub struct Acceptor {
+    store: Store,
+    bus: Bus,
+    domain: String,
+    config: MessagingConfig,
+    federation: bool,
+}
+
+impl Acceptor {
+    /// An acceptor for the provider `domain`. With `federation` off, a recipient on another
+    /// provider is refused with `501 not_implemented` (never silently dropped).
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        domain: &str,
+        config: MessagingConfig,
+        federation: bool,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            domain: domain.to_ascii_lowercase(),
+            config,
+            federation,
+        }
+    }
+
+    /// Validates, verifies and hands off a message from `sender`; the answer is the body of
+    /// spec 05's route response (`id`, `status`, `method`, `basis`, …).
+    ///
+    /// Fails with the spec error for the first problem found, or `503` when the store or the
+    /// router does not answer in time.
+    pub async fn accept(
+        &self,
+        sender: &AgentRecord,
+        request: RouteRequest,
+    ) -> Result<Value, ApiError> {
+        accept::accept(self, sender, request).await
+    }
+}
+
+/// A store failure as an API error: `503` (with `retry_after`) when unavailable, `500`
+/// (logged) otherwise.
+pub(crate) fn store_err(e: amp_store::Error) -> ApiError {
+    match e {
+        amp_store::Error::Unavailable(cause) => unavailable(cause),
+        other => internal(other),
+    }
+}
+
+/// `503` with `retry_after`, the cause logged.
+pub(crate) fn unavailable(cause: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(cause = %cause, "message acceptance unavailable");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "service temporarily unavailable, retry shortly",
+    )
+    .with_extra("retry_after", Value::from(1))
+}
+
+/// `500`, the cause logged at error level and never shown.
+pub(crate) fn internal(cause: impl std::fmt::Display) -> ApiError {
+    tracing::error!(cause = %cause, "internal error while accepting a message");
+    ApiError::internal()
+}
