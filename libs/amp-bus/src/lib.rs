@@ -21,6 +21,7 @@
 //! - [`bus`]: [`Bus`], the cheap-clone handle services hold.
 //! - [`subjects`]: subject names and token sanitising, and NATS-style wildcard matching.
 //! - [`in_process`] (feature `in-process`, default): the in-memory backend.
+//! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend.
 //! - [`testing`] (feature `testing`): the conformance suite every backend runs.
 
 pub mod backend;
@@ -28,6 +29,8 @@ pub mod bus;
 pub mod error;
 #[cfg(feature = "in-process")]
 pub mod in_process;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod message;
 pub mod subjects;
 #[cfg(any(test, feature = "testing"))]
@@ -38,4 +41,6 @@ pub use bus::Bus;
 pub use error::{Error, Result};
 #[cfg(feature = "in-process")]
 pub use in_process::{InProcessBus, InProcessConfig};
+#[cfg(feature = "jetstream")]
+pub use jetstream::{JetStreamBus, JetStreamConfig};
 pub use message::{Acceptance, BusMessage, PublishAck, StreamName};

@@ -274,6 +274,7 @@ pub(crate) async fn accept(
             payload,
             sender_public_key: Some(sender_key.to_pem()),
             security: None,
+            receipt: want_receipt,
         },
         recipient_id: recipient.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
         recipient_address: recipient
@@ -288,6 +289,11 @@ pub(crate) async fn accept(
     let subject_tenant = recipient
         .as_ref()
         .map_or(sender.tenant.as_str(), |r| r.tenant.as_str());
+    // A push can only be reported if we listen for it before the message can be pushed.
+    let mut watch = match &recipient {
+        Some(r) => watch_pushes(acc, r, now).await,
+        None => None,
+    };
     let (outcome, retried) = hand_off(acc, subject_tenant, &accepted).await?;
     match outcome {
         Some(
@@ -338,6 +344,12 @@ pub(crate) async fn accept(
         }
     }
     let ts = |ms: i64| Timestamp::from_unix_millis(ms).map(Timestamp::to_rfc3339);
+    let pushed = match (&mut watch, outcome) {
+        (Some((sub, wait)), Some(RouteOutcome::MailboxWritten { .. })) => {
+            wait_for_push(sub.as_mut(), *wait, id.as_str()).await
+        }
+        _ => None,
+    };
     let mut answer = json!({
         "id": id,
         "status": "queued",
@@ -347,9 +359,21 @@ pub(crate) async fn accept(
         "queued_at": ts(queued_at),
         "expires_at": ts(expires),
     });
+    if let Some(p) = pushed {
+        answer["status"] = json!("delivered");
+        answer["method"] = json!(p.method);
+        answer["basis"] = json!(p.basis);
+        answer["delivered_at"] = json!(p.at);
+    }
     if want_receipt {
-        // Receipts are retained for the sender until fetched (GET /v1/messages/receipts).
-        answer["receipt"] = json!("retained");
+        // Pushed on the sender's sockets, and retained until fetched or pushed
+        // (GET /v1/messages/receipts, or the next WebSocket `connected`).
+        let online = acc
+            .store
+            .presence_count(&sender.id, now.unix_millis())
+            .await
+            .unwrap_or(0);
+        answer["receipt"] = json!(if online > 0 { "websocket" } else { "retained" });
     }
     tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
     Ok(answer)
@@ -392,6 +416,48 @@ async fn hand_off(
         (Acceptance::Persisted, _) => None,
     };
     Ok((outcome, ack.duplicate))
+}
+
+/// Subscribes to push confirmations for `recipient` when one can happen: it has a live
+/// WebSocket session or a webhook. Returns the subscription and how long to wait.
+async fn watch_pushes(
+    acc: &Acceptor,
+    recipient: &AgentRecord,
+    now: Timestamp,
+) -> Option<(Box<dyn amp_bus::Subscription>, Duration)> {
+    let online = acc
+        .store
+        .presence_count(&recipient.id, now.unix_millis())
+        .await
+        .unwrap_or(0)
+        > 0;
+    let webhook = recipient.delivery.webhook_url.is_some();
+    let wait = match (online, webhook) {
+        (false, false) => return None,
+        (true, false) => acc.config.push_wait_ms,
+        (true, true) if recipient.delivery.prefer_websocket => acc.config.push_wait_ms,
+        _ => acc.config.webhook_wait_ms,
+    };
+    let subject = crate::events::delivered_subject(&recipient.tenant, &recipient.id);
+    let sub = acc.bus.subscribe(&subject).await.ok()?;
+    Some((sub, Duration::from_millis(wait)))
+}
+
+/// Waits up to `wait` for the confirmation that message `id` was pushed.
+async fn wait_for_push(
+    sub: &mut dyn amp_bus::Subscription,
+    wait: Duration,
+    id: &str,
+) -> Option<crate::events::Pushed> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, sub.next()).await.ok()??;
+        if let Ok(p) = serde_json::from_slice::<crate::events::Pushed>(&msg.payload) {
+            if p.id == id {
+                return Some(p);
+            }
+        }
+    }
 }
 
 /// The thread of the message `parent`, when the sender received it and it is still queued.

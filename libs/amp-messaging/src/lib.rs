@@ -3,9 +3,18 @@
 //! they live here rather than in either service.
 //!
 //! - [`accept`]: [`RouteRequest`] (both body forms) and the acceptance pipeline.
+//! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
+//!   changed) and receipt retention.
+//! - [`auth`]: API-key hashing and lookup.
+//! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
+//! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
+pub mod auth;
+pub mod events;
+pub mod mailbox;
+pub mod render;
 
 use amp_bus::Bus;
 use amp_proto::{ApiError, ErrorCode};
@@ -24,6 +33,11 @@ pub struct MessagingConfig {
     pub allow_unsigned_local: bool,
     /// How long acceptance waits for the router's durable write before answering 503.
     pub route_timeout_ms: u64,
+    /// How long a route answer waits, after the mailbox write, for a WebSocket push to an
+    /// online recipient to be confirmed (`socket_written`); then it says `mailbox_written`.
+    pub push_wait_ms: u64,
+    /// The same for a webhook's 2xx (`webhook_2xx`); the delivery goes on afterwards.
+    pub webhook_wait_ms: u64,
     /// Messages a mailbox holds before it refuses new ones (spec 05).
     #[serde(skip)]
     pub mailbox_quota: u64,
@@ -34,6 +48,8 @@ impl Default for MessagingConfig {
         Self {
             allow_unsigned_local: false,
             route_timeout_ms: 10_000,
+            push_wait_ms: 1_000,
+            webhook_wait_ms: 3_000,
             mailbox_quota: 1000,
         }
     }

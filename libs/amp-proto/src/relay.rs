@@ -21,6 +21,9 @@ pub struct StoredMessage {
     /// The content-security decision (spec 07 `local.security`), opaque here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Box<RawValue>>,
+    /// The sender asked for a delivery receipt (`options.receipt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub receipt: bool,
 }
 
 /// An accepted message on the ingress stream.

@@ -4,7 +4,8 @@
 //! - [`types`]: the records (agents, API keys, owners, mailbox entries, receipts, jobs).
 //! - The traits: [`Registry`] (agents, names, keys, owners), [`Mailboxes`] (durable per-agent
 //!   mailboxes with idempotent enqueue, cursors, acks, expiry), [`Receipts`] (retained for
-//!   senders), [`Jobs`] (durable timers for retries), [`Kv`] (small provider state). A backend
+//!   senders), [`Jobs`] (durable timers for retries), [`Presence`] (live sessions with
+//!   leases), [`Kv`] (small provider state). A backend
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
 //! - [`testing`] (feature `testing`): `testing::conformance`, the suite every backend passes.
@@ -191,6 +192,20 @@ pub trait Jobs: Send + Sync {
     async fn complete(&self, id: &str) -> Result<()>;
 }
 
+/// Who is connected: WebSocket sessions per agent, each with a lease the session renews, so
+/// a session of a crashed process expires on its own.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Records or renews a session of `agent_id` until `until`.
+    async fn presence_set(&self, agent_id: &str, session: &str, until: Millis) -> Result<()>;
+    /// Removes a session.
+    async fn presence_clear(&self, agent_id: &str, session: &str) -> Result<()>;
+    /// Live sessions of an agent at `now`.
+    async fn presence_count(&self, agent_id: &str, now: Millis) -> Result<u32>;
+    /// Agents with at least one live session at `now`.
+    async fn agents_online(&self, now: Millis) -> Result<u64>;
+}
+
 /// Small named values (provider state, pinned peer keys).
 #[async_trait]
 pub trait Kv: Send + Sync {
@@ -204,7 +219,7 @@ pub trait Kv: Send + Sync {
 
 /// A whole backend.
 #[async_trait]
-pub trait StoreBackend: Registry + Mailboxes + Receipts + Jobs + Kv + 'static {
+pub trait StoreBackend: Registry + Mailboxes + Receipts + Jobs + Kv + Presence + 'static {
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> bool;
     /// Finishes pending writes and releases resources (graceful shutdown).

@@ -24,6 +24,9 @@ pub struct Config {
     pub ingest: ingest::Config,
     /// The router: consumers, prompt-injection pattern database.
     pub router: router::Config,
+    /// The delivery service: WebSocket sessions and webhooks. Its `outbound` policy and its
+    /// `route` frame rate are taken from `[ingest.outbound]` and `[ingest.limits]`.
+    pub delivery: delivery::Config,
     /// Where the provider's identity (signing key, API-key pepper) is kept.
     pub provider: ProviderConfig,
 }

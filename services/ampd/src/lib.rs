@@ -29,10 +29,16 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 
 /// The capability tokens advertised in `/v1/info`: only what the composed services really
-/// do today (spec 09's `registration` and `relay-queue`). `notify:longpoll` needs
-/// `notify:v1` (spec 12.7), which needs WebSocket replay; the delivery service adds
-/// `"websockets"`, `"webhooks"`, `"notify:v1"`, `"notify:longpoll"` here when it is composed.
-const CAPABILITIES: &[&str] = &["registration", "relay-queue"];
+/// do (spec 09's `registration` and `relay-queue`; the delivery service's WebSockets,
+/// webhooks and spec 12's `notify:v1` with long-poll).
+const CAPABILITIES: &[&str] = &[
+    "registration",
+    "relay-queue",
+    "websockets",
+    "webhooks",
+    "notify:v1",
+    "notify:longpoll",
+];
 
 /// Most expired mailbox entries removed per purge sweep (bounds one write transaction).
 const PURGE_BATCH: usize = 10_000;
@@ -78,11 +84,12 @@ async fn serve_with(
     store: Store,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let pepper = identity::load_or_create_pepper(&config.pepper_file())?;
     let identity = ingest::Identity {
         domain: config.server.domain.clone(),
         public_url: config.server.public_url(local_addr),
         provider_key: identity::load_or_create_key(&config.key_file())?,
-        key_pepper: identity::load_or_create_pepper(&config.pepper_file())?,
+        key_pepper: pepper.clone(),
         capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -120,6 +127,23 @@ async fn serve_with(
     };
     let router_task = tokio::spawn(router.run(shutdown.clone()));
 
+    // WebSocket route frames are accepted exactly as POST /v1/route: same acceptor.
+    let mut delivery_config = config.delivery.clone();
+    delivery_config.outbound = config.ingest.outbound;
+    delivery_config.messages_per_minute = config.ingest.limits.messages_per_minute;
+    let delivery = delivery::DeliveryService::new(
+        delivery_config,
+        delivery::Identity {
+            domain: domain.clone(),
+            key_pepper: pepper,
+        },
+        store.clone(),
+        bus.clone(),
+        ingest.acceptor(),
+        shutdown.clone(),
+    );
+    let delivery_task = tokio::spawn(delivery.clone().run());
+
     let readiness = Readiness::new();
     let ready_store = store.clone();
     readiness.add("store", move || {
@@ -129,7 +153,10 @@ async fn serve_with(
     readiness.follow(&shutdown);
 
     let app: Router = harden(
-        ingest.router().merge(ops_router(readiness)),
+        ingest
+            .router()
+            .merge(delivery.router())
+            .merge(ops_router(readiness)),
         config.server.body_limit_bytes,
     );
 
@@ -156,6 +183,9 @@ async fn serve_with(
     }
     if let Err(e) = router_task.await {
         tracing::warn!(error = %e, "router task failed");
+    }
+    if let Err(e) = delivery_task.await {
+        tracing::warn!(error = %e, "delivery task failed");
     }
     bus.shutdown().await;
     tracing::info!("ampd stopped");

@@ -5,17 +5,8 @@
 //! never logged, and never accepted in URLs.
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
-/// The keyed hash the store indexes credentials by.
-pub(crate) fn hash_key(pepper: &[u8], token: &str) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper).unwrap_or_else(|_| {
-        <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).expect("HMAC takes any key length")
-    });
-    mac.update(token.as_bytes());
-    mac.finalize().into_bytes().into()
-}
+pub(crate) use amp_messaging::auth::hash_key;
 
 /// A fresh API key: `amp_live_sk_` + 43 base64url characters (256 random bits).
 pub(crate) fn new_api_key() -> String {

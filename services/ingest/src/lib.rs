@@ -53,6 +53,12 @@ impl Ingest {
         routes::router(self.inner.clone())
     }
 
+    /// The message acceptance pipeline, for other services that accept messages the same
+    /// way (the WebSocket `route` frame).
+    pub fn acceptor(&self) -> amp_messaging::Acceptor {
+        self.inner.acceptor.clone()
+    }
+
     /// The provider key this service signs and advertises with.
     pub fn provider_key(&self) -> &SecretKey {
         &self.inner.identity.provider_key

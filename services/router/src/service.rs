@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amp_bus::{Bus, Delivery, StreamName, subjects};
+use amp_messaging::events::{self, Hint};
 use amp_proto::Address;
 use amp_proto::json::{self, Value as Json};
 use amp_proto::relay::{Accepted, RouteOutcome};
 use amp_runtime::Shutdown;
-use amp_store::{Enqueued, NewMailboxEntry, Store};
+use amp_store::{Enqueued, Job, NewMailboxEntry, Store};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -173,16 +174,30 @@ impl RouterService {
         };
         let outcome = match inner.store.enqueue(entry).await? {
             Enqueued::New { seq } => {
-                let hint = serde_json::json!({ "id": message.envelope.id, "seq": seq });
-                let subject = subjects::notify_subject(&recipient.tenant, &recipient.id);
-                if let Err(e) = inner
-                    .bus
-                    .notify(&subject, Bytes::from(hint.to_string()))
-                    .await
-                {
-                    // A hint only: the mailbox is the truth, replay and polling still find it.
-                    tracing::debug!(error = %e, "notify hint not sent");
+                if recipient.delivery.webhook_url.is_some() {
+                    // Durable, so webhook attempts and their retries survive a restart; the
+                    // delivery service re-reads the mailbox before every attempt.
+                    let job = Job {
+                        id: webhook_job_id(&recipient.id, message.envelope.id.as_str()),
+                        kind: "webhook".into(),
+                        due_at: accepted_at.unix_millis(),
+                        attempt: 0,
+                        data: serde_json::json!({
+                            "agent_id": recipient.id,
+                            "message_id": message.envelope.id,
+                        })
+                        .to_string(),
+                    };
+                    if let Err(e) = inner.store.schedule(job).await {
+                        tracing::warn!(error = %e, "webhook job not scheduled; the message stays in the mailbox");
+                    }
                 }
+                // A hint only: the mailbox is the truth, replay and polling still find it.
+                let hint = Hint::Message {
+                    id: message.envelope.id.to_string(),
+                    seq,
+                };
+                events::hint(&inner.bus, &recipient.tenant, &recipient.id, &hint).await;
                 metrics::counter!("amp_router_messages_total", "outcome" => "written").increment(1);
                 tracing::debug!(
                     tenant = %recipient.tenant, agent = %recipient.id, id = %message.envelope.id, seq,
@@ -226,6 +241,11 @@ impl RouterService {
         metrics::counter!("amp_router_messages_total", "outcome" => "forwarded").increment(1);
         Ok(RouteOutcome::Forwarded)
     }
+}
+
+/// The id of the webhook job for one message (one job per recipient and message).
+pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
+    format!("webhook/{agent_id}/{message_id}")
 }
 
 /// The `local.security` annotation (spec 07, SPEC-CHECKLIST §4.5) as raw JSON.

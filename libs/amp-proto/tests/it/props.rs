@@ -128,9 +128,18 @@ proptest! {
         }
         // A changed payload that no longer parses, or that parses to the same JSON value
         // (whitespace), is not a tampering we can or need to detect by signature.
+        // Likewise a change the primary canonical form cannot see: jq 1.6 prints numbers
+        // through f64, so integers beyond 2^53 that round to the same double hash alike
+        // (that is what the sender's `jq -cS` signed; see README, "Payload hash").
         if field == 4 {
             match (parse(&t.payload), parse(&m.payload)) {
-                (Ok(a), Ok(b)) if a == b => return Ok(()),
+                (Ok(a), Ok(b))
+                    if a == b
+                        || a.to_canonical(CanonicalForm::SORTED)
+                            == b.to_canonical(CanonicalForm::SORTED) =>
+                {
+                    return Ok(());
+                }
                 (Err(_), _) => return Ok(()),
                 _ => {}
             }

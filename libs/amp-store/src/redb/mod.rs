@@ -47,6 +47,7 @@ const RECEIPT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("receipt_h
 const JOBS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("jobs");
 const JOB_IDS: TableDefinition<&str, i64> = TableDefinition::new("job_ids");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const PRESENCE: TableDefinition<(&str, &str), i64> = TableDefinition::new("presence");
 
 /// Options of the embedded store.
 #[derive(Debug, Clone)]
@@ -145,6 +146,7 @@ impl RedbStore {
             txn.open_table(JOBS).map_err(st)?;
             txn.open_table(JOB_IDS).map_err(st)?;
             txn.open_table(KV).map_err(st)?;
+            txn.open_table(PRESENCE).map_err(st)?;
         }
         txn.commit().map_err(st)?;
         let db = Arc::new(db);
@@ -955,6 +957,67 @@ impl Kv for RedbStore {
                 Ok(())
             })
             .await
+    }
+}
+
+#[async_trait]
+impl Presence for RedbStore {
+    async fn presence_set(&self, agent_id: &str, session: &str, until: Millis) -> Result<()> {
+        let (agent_id, session) = (agent_id.to_owned(), session.to_owned());
+        self.writer
+            .write(move |txn| {
+                txn.open_table(PRESENCE)
+                    .map_err(st)?
+                    .insert((agent_id.as_str(), session.as_str()), until)
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn presence_clear(&self, agent_id: &str, session: &str) -> Result<()> {
+        let (agent_id, session) = (agent_id.to_owned(), session.to_owned());
+        self.writer
+            .write(move |txn| {
+                txn.open_table(PRESENCE)
+                    .map_err(st)?
+                    .remove((agent_id.as_str(), session.as_str()))
+                    .map_err(st)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn presence_count(&self, agent_id: &str, now: Millis) -> Result<u32> {
+        let txn = self.read()?;
+        let t = txn.open_table(PRESENCE).map_err(st)?;
+        let mut n = 0;
+        for row in t.range((agent_id, "")..).map_err(st)? {
+            let (k, v) = row.map_err(st)?;
+            if k.value().0 != agent_id {
+                break;
+            }
+            if v.value() > now {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn agents_online(&self, now: Millis) -> Result<u64> {
+        let txn = self.read()?;
+        let t = txn.open_table(PRESENCE).map_err(st)?;
+        let mut n = 0;
+        let mut last: Option<String> = None;
+        for row in t.iter().map_err(st)? {
+            let (k, v) = row.map_err(st)?;
+            let agent = k.value().0;
+            if v.value() > now && last.as_deref() != Some(agent) {
+                n += 1;
+                last = Some(agent.to_owned());
+            }
+        }
+        Ok(n)
     }
 }
 

@@ -26,6 +26,7 @@ pub async fn run_all(store: &Store) {
     receipts_retained_until_dropped(store).await;
     jobs_due_in_order_and_replaced(store).await;
     kv_round_trip(store).await;
+    presence_leases(store).await;
     concurrent_writes_all_commit(store).await;
 }
 
@@ -626,6 +627,47 @@ pub async fn kv_round_trip(store: &Store) {
     );
     store.delete(&k).await.expect("delete");
     assert!(store.get(&k).await.expect("get").is_none());
+}
+
+/// Sessions count while their lease lasts; cleared or expired ones do not.
+pub async fn presence_leases(store: &Store) {
+    let now = now_ms();
+    let a = unique("agt_");
+    let b = unique("agt_");
+    let before = store.agents_online(now).await.expect("online");
+    store
+        .presence_set(&a, "s1", now + 1_000)
+        .await
+        .expect("set");
+    store.presence_set(&a, "s2", now + 50).await.expect("set");
+    store
+        .presence_set(&b, "s1", now + 1_000)
+        .await
+        .expect("set");
+    assert_eq!(store.presence_count(&a, now).await.expect("count"), 2);
+    assert_eq!(
+        store.presence_count(&a, now + 100).await.expect("count"),
+        1,
+        "s2 expired"
+    );
+    assert_eq!(store.agents_online(now).await.expect("online"), before + 2);
+    store.presence_clear(&a, "s1").await.expect("clear");
+    assert_eq!(store.presence_count(&a, now + 100).await.expect("count"), 0);
+    store
+        .presence_set(&a, "s1", now + 5_000)
+        .await
+        .expect("renew");
+    assert_eq!(
+        store.presence_count(&a, now + 2_000).await.expect("count"),
+        1
+    );
+    assert_eq!(
+        store
+            .presence_count(&unique("agt_"), now)
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 /// Many concurrent writers: every write is committed once, sequence numbers unique.

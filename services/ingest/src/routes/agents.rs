@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::register::{DeliveryBody, check_alias, check_metadata, delivery_prefs};
 use super::{Caller, store_error};
 use crate::state::Inner;
+use amp_messaging::events::ChangeKind;
 
 fn ts(ms: i64) -> Value {
     Timestamp::from_unix_millis(ms).map_or(Value::Null, |t| json!(t.to_rfc3339()))
@@ -119,6 +120,7 @@ pub(super) async fn update_me(
         .update_agent(current)
         .await
         .map_err(store_error)?;
+    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Updated).await;
     Ok(Json(json!({ "updated": true, "address": agent.address })))
 }
 
@@ -136,6 +138,7 @@ pub(super) async fn delete_me(
         Ok(_) | Err(amp_store::Error::NotFound) => {}
         Err(e) => return Err(store_error(e)),
     }
+    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Deregistered).await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "agent deregistered");
     Ok(Json(json!({
         "deregistered": true,
@@ -209,10 +212,17 @@ pub(super) async fn list(
     } else {
         None
     };
-    let agents: Vec<Value> = page
-        .iter()
-        .map(|a| json!({ "address": a.address, "alias": a.alias, "online": false }))
-        .collect();
+    let now = Timestamp::now().unix_millis();
+    let mut agents = Vec::with_capacity(page.len());
+    for a in page {
+        let online = inner
+            .store
+            .presence_count(&a.id, now)
+            .await
+            .map_err(store_error)?
+            > 0;
+        agents.push(json!({ "address": a.address, "alias": a.alias, "online": online }));
+    }
     Ok(Json(json!({
         "agents": agents,
         "total": total,
@@ -242,12 +252,18 @@ pub(super) async fn resolve(
         .map_err(store_error)?
         .filter(|a| a.address == addr.as_str() || !addr.is_scoped())
         .ok_or_else(not_found)?;
+    let online = inner
+        .store
+        .presence_count(&agent.id, Timestamp::now().unix_millis())
+        .await
+        .map_err(store_error)?
+        > 0;
     Ok(Json(json!({
         "address": agent.address,
         "alias": agent.alias,
         "public_key": pem_of(&agent),
         "key_algorithm": agent.key_algorithm,
         "fingerprint": agent.fingerprint,
-        "online": false,
+        "online": online,
     })))
 }

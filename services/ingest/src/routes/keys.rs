@@ -15,6 +15,7 @@ use super::register::parse_key;
 use super::{Caller, store_error};
 use crate::auth::{hash_key, new_api_key};
 use crate::state::Inner;
+use amp_messaging::events::ChangeKind;
 
 /// How long a rotated-out API key keeps working.
 const ROTATION_GRACE_MS: i64 = 24 * 3600 * 1000;
@@ -53,6 +54,7 @@ pub(super) async fn revoke_key(
         .revoke_api_keys(&agent.id)
         .await
         .map_err(store_error)?;
+    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Revoked).await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api keys revoked");
     Ok(Json(
         json!({ "revoked": true, "revoked_at": Timestamp::now().to_rfc3339() }),
@@ -129,6 +131,7 @@ pub(super) async fn rotate_keys(
         .update_agent(current)
         .await
         .map_err(store_error)?;
+    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Rotated).await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "keypair rotated");
     Ok(Json(json!({ "rotated": true, "fingerprint": fingerprint })))
 }

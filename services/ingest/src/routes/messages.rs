@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amp_bus::subjects;
+use amp_messaging::events;
+use amp_messaging::render::{Item, cursor, rfc3339 as ts};
 use amp_proto::relay::StoredMessage;
-use amp_proto::{ApiError, Envelope, ErrorCode, Timestamp};
+use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult, HttpError};
-use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage, Receipt};
+use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Caller, store_error};
@@ -30,8 +31,6 @@ const MAX_WAIT_SECS: u64 = 30;
 const MAX_BATCH: usize = 1000;
 /// Longest id accepted by the ack endpoints (SPEC-CHECKLIST §4.15).
 const MAX_ID_LEN: usize = 128;
-/// How long a receipt is retained for its sender.
-const RECEIPT_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,38 +41,11 @@ pub(super) struct PendingQuery {
 }
 
 #[derive(Serialize)]
-struct Item<'a> {
-    id: &'a str,
-    envelope: &'a Envelope,
-    payload: &'a RawValue,
-    queued_at: String,
-    expires_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sender_public_key: Option<&'a str>,
-    cursor: String,
-    local: Local<'a>,
-}
-
-#[derive(Serialize)]
-struct Local<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    security: Option<&'a RawValue>,
-}
-
-#[derive(Serialize)]
 struct Page<'a> {
     messages: Vec<Item<'a>>,
     count: usize,
     remaining: u64,
     next_cursor: String,
-}
-
-fn cursor(seq: u64) -> String {
-    format!("c_{seq}")
-}
-
-fn ts(ms: i64) -> String {
-    Timestamp::from_unix_millis(ms).map_or_else(String::new, Timestamp::to_rfc3339)
 }
 
 fn cursor_expired() -> HttpError {
@@ -163,21 +135,7 @@ fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Response> {
                 .map_err(HttpError::internal)
         })
         .collect::<Result<_, _>>()?;
-    let messages: Vec<Item<'_>> = stored
-        .iter()
-        .map(|(e, m)| Item {
-            id: m.envelope.id.as_str(),
-            envelope: &m.envelope,
-            payload: m.payload.as_raw(),
-            queued_at: ts(e.queued_at),
-            expires_at: ts(e.expires_at),
-            sender_public_key: m.sender_public_key.as_deref(),
-            cursor: cursor(e.seq),
-            local: Local {
-                security: m.security.as_deref(),
-            },
-        })
-        .collect();
+    let messages: Vec<Item<'_>> = stored.iter().map(|(e, m)| Item::new(e, m, None)).collect();
     let next = page
         .entries
         .last()
@@ -223,11 +181,16 @@ fn check_id(id: &str) -> Result<(), HttpError> {
 
 async fn ack_one(inner: &Inner, agent: &AgentRecord, id: &str) -> ApiResult<Json<Value>> {
     check_id(id)?;
-    let out = inner
-        .store
-        .ack(&agent.id, &[id.to_owned()], Timestamp::now().unix_millis())
-        .await
-        .map_err(store_error)?;
+    let out = amp_messaging::mailbox::ack(
+        &inner.store,
+        &inner.bus,
+        &inner.identity.domain,
+        agent,
+        &[id.to_owned()],
+        Timestamp::now().unix_millis(),
+    )
+    .await
+    .map_err(store_error)?;
     match out.first() {
         Some(AckOutcome::Acked) => Ok(Json(
             json!({ "acknowledged": true, "already_acked": false }),
@@ -281,11 +244,16 @@ pub(super) async fn ack_batch(
     for id in &ids {
         check_id(id).map_err(|_| ApiError::invalid("ids", "every id must be 1-128 characters"))?;
     }
-    let out = inner
-        .store
-        .ack(&agent.id, &ids, Timestamp::now().unix_millis())
-        .await
-        .map_err(store_error)?;
+    let out = amp_messaging::mailbox::ack(
+        &inner.store,
+        &inner.bus,
+        &inner.identity.domain,
+        &agent,
+        &ids,
+        Timestamp::now().unix_millis(),
+    )
+    .await
+    .map_err(store_error)?;
     let mut acked = 0;
     let mut already = Vec::new();
     let mut missing = Vec::new();
@@ -331,7 +299,10 @@ pub(super) async fn read(
     {
         return Ok(Json(json!({ "read_receipt_sent": true })));
     }
-    let Some(sender) = local_agent(&inner, &sender_address).await? else {
+    let Some(sender) = events::local_agent(&inner.store, &inner.identity.domain, &sender_address)
+        .await
+        .map_err(store_error)?
+    else {
         // The sender is gone (or, later, on another provider): nothing retains the receipt.
         return Ok(Json(json!({ "read_receipt_sent": false })));
     };
@@ -340,17 +311,7 @@ pub(super) async fn read(
         "type": "message.read",
         "data": { "id": id, "read_at": now.to_rfc3339(), "by": agent.address },
     });
-    inner
-        .store
-        .put_receipt(
-            &sender.id,
-            Receipt {
-                seq: 0,
-                data: frame.to_string(),
-                created_at: now.unix_millis(),
-                expires_at: now.unix_millis() + RECEIPT_TTL_MS,
-            },
-        )
+    events::send_receipt(&inner.store, &inner.bus, &sender, &frame)
         .await
         .map_err(store_error)?;
     inner
@@ -359,21 +320,6 @@ pub(super) async fn read(
         .await
         .map_err(store_error)?;
     Ok(Json(json!({ "read_receipt_sent": true })))
-}
-
-async fn local_agent(inner: &Inner, address: &str) -> ApiResult<Option<AgentRecord>> {
-    let Ok(a) = amp_proto::Address::parse_full(address, &inner.identity.domain) else {
-        return Ok(None);
-    };
-    if a.provider() != inner.identity.domain {
-        return Ok(None);
-    }
-    Ok(inner
-        .store
-        .agent_by_name(a.tenant(), a.name())
-        .await
-        .map_err(store_error)?
-        .filter(|x| x.address == a.as_str()))
 }
 
 #[derive(Deserialize)]

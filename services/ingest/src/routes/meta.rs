@@ -12,6 +12,11 @@ use crate::state::Inner;
 
 pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json<Value>) {
     let ready = inner.store.ready().await;
+    let online = inner
+        .store
+        .agents_online(amp_proto::Timestamp::now().unix_millis())
+        .await
+        .unwrap_or(0);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -22,7 +27,7 @@ pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json
         "version": inner.identity.version,
         "provider": inner.identity.domain,
         "federation": inner.identity.capabilities.iter().any(|c| c == "federation"),
-        "agents_online": 0,
+        "agents_online": online,
         "uptime_seconds": inner.started.elapsed().as_secs(),
     });
     (status, Json(body))

@@ -1,0 +1,153 @@
+//! [`JetStreamConfig`]: the settings of the JetStream backend, with their defaults.
+
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// The shortest dedup window allowed: a publisher retrying within it never enqueues twice.
+pub const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(120);
+
+/// Settings of [`super::JetStreamBus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// NATS server URLs (`nats://host:port`); the client picks one and fails over to the
+    /// others. Default `["nats://127.0.0.1:4222"]`.
+    pub urls: Vec<String>,
+    /// Stream replicas: 3 in production (across failure domains), 1 in tests and on a single
+    /// node. Default 1.
+    pub replicas: usize,
+    /// The streams' `duplicate_window`: a publish whose `Nats-Msg-Id` was seen within it is
+    /// not stored again. At least [`MIN_DEDUP_WINDOW`]. Default 2 min.
+    pub dedup_window: Duration,
+    /// How long a delivery may stay unsettled before JetStream redelivers it to any consumer
+    /// of the same name. Default 30 s.
+    pub ack_wait: Duration,
+    /// Deliveries (first included) before a message is dead-lettered. At least 1. Default 5.
+    pub max_deliveries: i64,
+    /// Max age of `AMP_FEDERATION` messages (a remote provider unreachable that long is given
+    /// up on). Default 7 days.
+    pub federation_max_age: Duration,
+    /// Max age of dead letters in `AMP_DEAD_LETTER`. Default 7 days.
+    pub dead_letter_max_age: Duration,
+    /// Namespace for isolation (parallel tests, several deployments on one NATS): when not
+    /// empty, stream names become `<prefix>_AMP_INGRESS` and every subject (streams, dead
+    /// letters, notify) `<prefix>.<subject>`. Letters, digits, `-` and `_` only. Callers
+    /// always see unprefixed subjects. Default empty.
+    pub prefix: String,
+    /// Messages requested per pull. 1 (the default) keeps the contract that a message is
+    /// never held by a consumer that is not asking for one; more raises throughput, but up to
+    /// that many messages wait in a busy consumer (for at most `ack_wait`) instead of going
+    /// to an idle one.
+    pub fetch_batch: usize,
+    /// How long `publish` waits for the stream's ack before failing with
+    /// [`Error::Timeout`] (republishing with the same dedup id is then safe). Default 5 s.
+    pub publish_timeout: Duration,
+    /// How long `connect` waits for a server. Default 5 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            replicas: 1,
+            dedup_window: MIN_DEDUP_WINDOW,
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: 5,
+            federation_max_age: Duration::from_secs(7 * 24 * 3600),
+            dead_letter_max_age: Duration::from_secs(7 * 24 * 3600),
+            prefix: String::new(),
+            fetch_batch: 1,
+            publish_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl JetStreamConfig {
+    /// The production values: [`Default`] with 3 replicas.
+    pub fn production(urls: Vec<String>) -> Self {
+        Self {
+            urls,
+            replicas: 3,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings; fails with [`Error::Backend`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Backend(format!("invalid JetStream config: {what}")));
+        if self.urls.is_empty() {
+            return bad("urls is empty");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("replicas must be 1 to 5");
+        }
+        if self.dedup_window < MIN_DEDUP_WINDOW {
+            return bad("dedup_window must be at least 2 minutes");
+        }
+        if self.ack_wait.is_zero() {
+            return bad("ack_wait must not be zero");
+        }
+        if self.max_deliveries < 1 || self.max_deliveries > i64::from(u32::MAX) - 2 {
+            return bad("max_deliveries must be at least 1");
+        }
+        if self.federation_max_age < self.dedup_window
+            || self.dead_letter_max_age < self.dedup_window
+        {
+            return bad("max ages must be at least dedup_window");
+        }
+        let token_ok = self
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !token_ok {
+            return bad("prefix may hold only letters, digits, '-' and '_'");
+        }
+        if self.fetch_batch == 0 {
+            return bad("fetch_batch must be at least 1");
+        }
+        if self.publish_timeout.is_zero() {
+            return bad("publish_timeout must not be zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_production_has_three_replicas() {
+        assert!(JetStreamConfig::default().validate().is_ok());
+        let prod = JetStreamConfig::production(vec!["nats://a:4222".into()]);
+        assert_eq!(prod.replicas, 3);
+        assert!(prod.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let bad = [
+            JetStreamConfig {
+                dedup_window: Duration::from_secs(60),
+                ..JetStreamConfig::default()
+            },
+            JetStreamConfig {
+                max_deliveries: 0,
+                ..JetStreamConfig::default()
+            },
+            JetStreamConfig {
+                prefix: "a.b".into(),
+                ..JetStreamConfig::default()
+            },
+            JetStreamConfig {
+                urls: vec![],
+                ..JetStreamConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+}

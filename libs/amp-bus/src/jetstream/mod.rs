@@ -1,0 +1,261 @@
+//! The NATS JetStream backend: the bus of the cluster binaries.
+//!
+//! - `publish` is a JetStream publish with `Nats-Msg-Id = dedup_id` to a work-queue stream
+//!   (`AMP_INGRESS`, `AMP_FEDERATION`: file storage, `duplicate_window`, configurable
+//!   replicas); it returns once the stream acked it, as [`Acceptance::Persisted`]. With the
+//!   server's `sync_interval: always` (see `deploy/nats/nats-server.conf`) that ack survives
+//!   a kill -9 or power loss.
+//! - `consume` binds one durable pull consumer per (stream, name), shared by every replica
+//!   (explicit ack, `ack_wait`, `max_deliver`). Acks are double acks: `ack` returns once the
+//!   server recorded it. Nak with a delay is JetStream's; term and exhausted deliveries
+//!   dead-letter (see `consumer`).
+//! - `notify` / `subscribe` are core NATS publish / subscribe: fan-out, lossy, native
+//!   wildcards.
+//! - Streams (and `AMP_DEAD_LETTER`) are created or updated idempotently at
+//!   [`JetStreamBus::connect`]; the same definitions are in `deploy/nats/`.
+//!
+//! Modules: `config` ([`JetStreamConfig`]), `streams` (definitions and prefixed names),
+//! `headers` (header mapping), `consumer` (pull consumer, acker, dead letters),
+//! `subscription` (notify fan-out).
+//!
+//! [`Acceptance::Persisted`]: crate::Acceptance::Persisted
+
+mod config;
+mod consumer;
+mod headers;
+mod streams;
+mod subscription;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use self::config::{JetStreamConfig, MIN_DEDUP_WINDOW};
+use self::consumer::{Dropped, JetStreamConsumer};
+use self::streams::Names;
+use self::subscription::JetStreamSubscription;
+use crate::subjects::{matches, validate_pattern, validate_subject};
+use crate::{
+    Acceptance, Bus, BusBackend, BusMessage, Consumer, Error, PublishAck, Result, StreamName,
+    Subscription,
+};
+
+/// How long `close` waits for the connection to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The JetStream bus. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    shared: Arc<Shared>,
+}
+
+/// What every consumer, acker and subscription of one bus shares.
+pub(crate) struct Shared {
+    pub(crate) config: JetStreamConfig,
+    pub(crate) names: Names,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) closed: CancellationToken,
+    /// Deliveries dropped unsettled, settled by a background task (drop cannot await).
+    pub(crate) dropped: mpsc::UnboundedSender<Dropped>,
+}
+
+impl Shared {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The error to report for a failed NATS call: `Closed` once the bus is shut down.
+    pub(crate) fn error(&self, what: &str, err: impl std::fmt::Display) -> Error {
+        if self.closed.is_cancelled() {
+            Error::Closed
+        } else {
+            Error::Backend(format!("{what}: {err}"))
+        }
+    }
+
+    pub(crate) fn max_deliveries(&self) -> u32 {
+        u32::try_from(self.config.max_deliveries).unwrap_or(u32::MAX)
+    }
+}
+
+impl JetStreamBus {
+    /// Connects, and creates or updates the streams `AMP_INGRESS`, `AMP_FEDERATION` and
+    /// `AMP_DEAD_LETTER` (under the prefix). Must be called within a tokio runtime.
+    ///
+    /// Fails with [`Error::Backend`] when the config is invalid, no server answers within
+    /// `connect_timeout`, or a stream cannot be created or updated (e.g. JetStream is off, or
+    /// an existing stream has a retention or storage that cannot be changed in place).
+    pub async fn connect(config: JetStreamConfig) -> Result<Self> {
+        config.validate()?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(config.connect_timeout)
+            .name("amp-bus")
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
+            })
+            .connect(config.urls.as_slice())
+            .await
+            .map_err(|e| Error::Backend(format!("connect to {:?}: {e}", config.urls)))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .build(client.clone());
+
+        for stream in streams::stream_configs(&config) {
+            let name = stream.name.clone();
+            js.create_or_update_stream(stream)
+                .await
+                .map_err(|e| Error::Backend(format!("create or update stream {name}: {e}")))?;
+            tracing::debug!(stream = %name, "stream ready");
+        }
+
+        let (dropped_tx, dropped_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            names: Names::new(&config.prefix),
+            config,
+            client,
+            js,
+            closed: CancellationToken::new(),
+            dropped: dropped_tx,
+        });
+        tokio::spawn(consumer::settle_dropped(
+            Arc::downgrade(&shared),
+            dropped_rx,
+        ));
+        tracing::info!(
+            urls = ?shared.config.urls,
+            prefix = %shared.config.prefix,
+            replicas = shared.config.replicas,
+            "JetStream bus connected"
+        );
+        Ok(Self { shared })
+    }
+
+    /// [`connect`](Self::connect), wrapped as a [`Bus`].
+    ///
+    /// Fails like [`connect`](Self::connect).
+    pub async fn connect_bus(config: JetStreamConfig) -> Result<Bus> {
+        Ok(Bus::new(Self::connect(config).await?))
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.shared.config
+    }
+}
+
+impl std::fmt::Debug for JetStreamBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamBus")
+            .field("config", &self.shared.config)
+            .field("closed", &self.shared.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl BusBackend for JetStreamBus {
+    async fn publish(
+        &self,
+        stream: StreamName,
+        dedup_id: &str,
+        msg: BusMessage,
+    ) -> Result<PublishAck> {
+        let shared = &self.shared;
+        shared.ensure_open()?;
+        validate_subject(&msg.subject)?;
+        // In NATS the subject picks the stream; refuse one that would land elsewhere.
+        if !matches(stream.subject_filter(), &msg.subject) {
+            return Err(Error::InvalidSubject(format!(
+                "{} is not a subject of {stream}",
+                msg.subject
+            )));
+        }
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(msg.payload)
+            .headers(headers::to_nats(&msg.headers)?);
+        if !dedup_id.is_empty() {
+            publish = publish.message_id(dedup_id);
+        }
+        let subject = shared.names.subject(&msg.subject);
+        let ack = async {
+            let pending = shared.js.send_publish(subject, publish).await?;
+            pending.await
+        };
+        let ack = tokio::select! {
+            biased;
+            () = shared.closed.cancelled() => return Err(Error::Closed),
+            ack = ack => ack,
+        };
+        match ack {
+            Ok(ack) => Ok(PublishAck {
+                duplicate: ack.duplicate,
+                acceptance: Acceptance::Persisted,
+                reply: None,
+            }),
+            Err(e)
+                if e.kind() == jetstream::context::PublishErrorKind::TimedOut
+                    && !shared.closed.is_cancelled() =>
+            {
+                tracing::warn!(%stream, dedup_id, "JetStream publish not acked in time");
+                Err(Error::Timeout)
+            }
+            Err(e) => Err(shared.error("JetStream publish", e)),
+        }
+    }
+
+    async fn consume(&self, stream: StreamName, name: &str) -> Result<Box<dyn Consumer>> {
+        self.shared.ensure_open()?;
+        let consumer = JetStreamConsumer::bind(Arc::clone(&self.shared), stream, name).await?;
+        Ok(Box::new(consumer))
+    }
+
+    async fn notify(&self, subject: &str, payload: Bytes) -> Result<()> {
+        let shared = &self.shared;
+        shared.ensure_open()?;
+        validate_subject(subject)?;
+        shared
+            .client
+            .publish(shared.names.subject(subject), payload)
+            .await
+            .map_err(|e| shared.error("notify", e))
+    }
+
+    async fn subscribe(&self, subject: &str) -> Result<Box<dyn Subscription>> {
+        self.shared.ensure_open()?;
+        validate_pattern(subject)?;
+        let subscription = JetStreamSubscription::new(Arc::clone(&self.shared), subject).await?;
+        Ok(Box::new(subscription))
+    }
+
+    fn max_deliveries(&self) -> u32 {
+        self.shared.max_deliveries()
+    }
+
+    async fn close(&self) {
+        let shared = &self.shared;
+        if shared.closed.is_cancelled() {
+            return;
+        }
+        tracing::info!("JetStream bus shutting down");
+        shared.closed.cancel();
+        // Drain: unsubscribe, deliver what is in flight, flush pending acks, close.
+        match tokio::time::timeout(DRAIN_TIMEOUT, shared.client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "NATS drain failed"),
+            Err(_) => tracing::warn!("NATS drain timed out"),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Stream and consumer definitions (the same as `deploy/nats/`), and prefixed names.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+
+use super::JetStreamConfig;
+use crate::StreamName;
+
+/// The dead-letter stream's name.
+pub(crate) const DEAD_LETTER_STREAM: &str = "AMP_DEAD_LETTER";
+/// The dead-letter stream's subjects.
+pub(crate) const DEAD_LETTER_FILTER: &str = "amp.dlq.>";
+
+/// Stream names and subjects under the configured prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// `AMP_INGRESS`, or `<prefix>_AMP_INGRESS`.
+    pub(crate) fn stream(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}_{name}", self.prefix)
+        }
+    }
+
+    /// A subject as sent to NATS: `<prefix>.<subject>`.
+    pub(crate) fn subject(&self, subject: &str) -> String {
+        if self.prefix.is_empty() {
+            subject.to_owned()
+        } else {
+            format!("{}.{subject}", self.prefix)
+        }
+    }
+
+    /// A subject as callers see it: the prefix removed.
+    pub(crate) fn unprefixed(&self, subject: &str) -> String {
+        if self.prefix.is_empty() {
+            return subject.to_owned();
+        }
+        subject
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(subject)
+            .to_owned()
+    }
+
+    /// Where a dead letter of a message on `subject` (unprefixed) goes:
+    /// `amp.dlq.<subject without "amp.">`, e.g. `amp.dlq.ingress.acme`.
+    pub(crate) fn dead_letter_subject(&self, subject: &str) -> String {
+        let rest = subject.strip_prefix("amp.").unwrap_or(subject);
+        self.subject(&format!("amp.dlq.{rest}"))
+    }
+}
+
+/// The three streams: `AMP_INGRESS`, `AMP_FEDERATION` (work queues) and `AMP_DEAD_LETTER`.
+pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
+    let names = Names::new(&config.prefix);
+    let work_queue = |stream: StreamName, max_age: Duration, description: &str| stream::Config {
+        name: names.stream(stream.as_str()),
+        description: Some(description.to_owned()),
+        subjects: vec![names.subject(stream.subject_filter())],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.dedup_window,
+        max_age,
+        discard: stream::DiscardPolicy::Old,
+        ..unlimited()
+    };
+    vec![
+        work_queue(
+            StreamName::Ingress,
+            Duration::ZERO,
+            "Accepted messages on their way to the router",
+        ),
+        work_queue(
+            StreamName::Federation,
+            config.federation_max_age,
+            "Messages on their way to other providers",
+        ),
+        stream::Config {
+            name: names.stream(DEAD_LETTER_STREAM),
+            description: Some(
+                "Messages terminated by a consumer or out of delivery attempts".to_owned(),
+            ),
+            subjects: vec![names.subject(DEAD_LETTER_FILTER)],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: config.dedup_window,
+            max_age: config.dead_letter_max_age,
+            discard: stream::DiscardPolicy::Old,
+            ..unlimited()
+        },
+    ]
+}
+
+/// No count or size limits, spelled out (-1) as the server reports them and as
+/// `deploy/nats/` has them.
+fn unlimited() -> stream::Config {
+    stream::Config {
+        max_bytes: -1,
+        max_messages: -1,
+        max_messages_per_subject: -1,
+        max_consumers: -1,
+        max_message_size: -1,
+        ..Default::default()
+    }
+}
+
+/// JetStream's own `max_deliver`: two more than ours. The bus dead-letters a message itself
+/// when it is nak'ed or dropped on its last delivery, or when it comes back once more after
+/// its last delivery timed out (`ack_wait`, e.g. the consumer died); the spare delivery lets
+/// that last step be retried once before JetStream would stop delivering it for good.
+pub(crate) fn server_max_deliver(max_deliveries: i64) -> i64 {
+    max_deliveries + 2
+}
+
+/// The durable pull consumer `name`, shared by every replica that consumes the stream.
+pub(crate) fn consumer_config(config: &JetStreamConfig, name: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_owned()),
+        name: Some(name.to_owned()),
+        description: Some("AMP bus consumer, shared by all replicas".to_owned()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_deliver: server_max_deliver(config.max_deliveries),
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+        num_replicas: 0,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_names_and_subjects() {
+        let names = Names::new("t1");
+        assert_eq!(names.stream("AMP_INGRESS"), "t1_AMP_INGRESS");
+        assert_eq!(names.subject("amp.ingress.acme"), "t1.amp.ingress.acme");
+        assert_eq!(names.unprefixed("t1.amp.ingress.acme"), "amp.ingress.acme");
+        assert_eq!(
+            names.dead_letter_subject("amp.ingress.acme"),
+            "t1.amp.dlq.ingress.acme"
+        );
+        let plain = Names::new("");
+        assert_eq!(plain.stream("AMP_INGRESS"), "AMP_INGRESS");
+        assert_eq!(plain.unprefixed("amp.x"), "amp.x");
+    }
+
+    /// The operator definitions in `deploy/nats/` are the ones the code creates in
+    /// production.
+    #[test]
+    fn deploy_definitions_match_the_code() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats");
+        let production = JetStreamConfig::production(vec!["nats://127.0.0.1:4222".into()]);
+        for expected in stream_configs(&production) {
+            let path = deploy.join(format!("streams/{}.json", expected.name));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let got: stream::Config =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(got, expected, "{}", path.display());
+        }
+        let path = deploy.join("consumers/AMP_INGRESS-router.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let got: pull::Config =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(got, consumer_config(&production, "router"));
+    }
+}

@@ -1,0 +1,402 @@
+//! The JetStream backend against real `nats-server` processes (from `amp-testkit`): the
+//! conformance suite, and what only a broker can show: acks survive kill -9, dedup survives a
+//! reconnect, replicas on separate connections compete, and ack_wait redelivers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use amp_bus::subjects::ingress_subject;
+use amp_bus::testing::conformance;
+use amp_bus::{Acceptance, Bus, BusMessage, JetStreamBus, JetStreamConfig, StreamName};
+use amp_testkit::NatsServer;
+use futures::StreamExt;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A prefix no other bus in this test binary uses, so each bus has its own empty streams.
+fn fresh_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn config(url: &str, prefix: &str) -> JetStreamConfig {
+    JetStreamConfig {
+        urls: vec![url.to_owned()],
+        ack_wait: Duration::from_secs(5),
+        max_deliveries: 3,
+        prefix: prefix.to_owned(),
+        ..JetStreamConfig::default()
+    }
+}
+
+async fn connect(config: JetStreamConfig) -> Bus {
+    JetStreamBus::connect_bus(config)
+        .await
+        .expect("connect the JetStream bus")
+}
+
+fn message(tenant: &str, id: &str) -> BusMessage {
+    BusMessage::new(ingress_subject(tenant), id.to_owned()).with_header("Amp-Id", id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_run_all() {
+    let server = NatsServer::start();
+    let url = server.url();
+    conformance::run_all(|| {
+        let config = config(&url, &fresh_prefix());
+        async move { connect(config).await }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_acked_before_kill_9_is_consumed_after_restart() {
+    let mut server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let bus = connect(config(&server.url(), &prefix)).await;
+    for i in 0..20 {
+        let id = format!("kill-{i}");
+        let ack = bus
+            .publish(StreamName::Ingress, &id, message("t-kill", &id))
+            .await
+            .expect("publish");
+        assert_eq!(ack.acceptance, Acceptance::Persisted);
+    }
+    bus.shutdown().await;
+
+    server.kill();
+    server.restart();
+
+    let bus = connect(config(&server.url(), &prefix)).await;
+    let mut consumer = bus
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    for i in 0..20 {
+        let delivery = timeout(WAIT, consumer.next())
+            .await
+            .expect("a message acked before the kill")
+            .expect("delivery");
+        assert_eq!(
+            delivery.message().header("Amp-Id"),
+            Some(&*format!("kill-{i}"))
+        );
+        delivery.ack().await.expect("ack");
+    }
+    bus.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_holds_across_a_reconnect() {
+    let mut server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let first = connect(config(&server.url(), &prefix)).await;
+    let ack = first
+        .publish(StreamName::Ingress, "dup-1", message("t-dup", "dup-1"))
+        .await
+        .expect("publish");
+    assert!(!ack.duplicate);
+
+    // The same bus after the server died and came back (the client reconnects) ...
+    server.kill();
+    server.restart();
+    let again = timeout(WAIT, async {
+        loop {
+            match first
+                .publish(StreamName::Ingress, "dup-1", message("t-dup", "dup-1"))
+                .await
+            {
+                Ok(ack) => return ack,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("republish after reconnect");
+    assert!(again.duplicate, "a retry after reconnect was stored twice");
+
+    // ... and a fresh connection (another replica).
+    let second = connect(config(&server.url(), &prefix)).await;
+    let ack = second
+        .publish(StreamName::Ingress, "dup-1", message("t-dup", "dup-1"))
+        .await
+        .expect("publish");
+    assert!(ack.duplicate, "another connection's retry was stored twice");
+
+    let mut consumer = second
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    let delivery = timeout(WAIT, consumer.next())
+        .await
+        .expect("the message")
+        .expect("delivery");
+    delivery.ack().await.expect("ack");
+    assert!(
+        timeout(Duration::from_millis(500), consumer.next())
+            .await
+            .is_err(),
+        "a duplicate was delivered"
+    );
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_separate_connections_compete() {
+    const MESSAGES: usize = 200;
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let replicas = [
+        connect(config(&server.url(), &prefix)).await,
+        connect(config(&server.url(), &prefix)).await,
+    ];
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    let mut workers = Vec::new();
+    for (replica, bus) in replicas.iter().enumerate() {
+        let mut consumer = bus
+            .consume(StreamName::Ingress, "router")
+            .await
+            .expect("consume");
+        let seen_tx = seen_tx.clone();
+        workers.push(tokio::spawn(async move {
+            while let Ok(delivery) = consumer.next().await {
+                let id = delivery.message().header("Amp-Id").unwrap_or("").to_owned();
+                if delivery.ack().await.is_err() || seen_tx.send((replica, id)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(seen_tx);
+    let publisher = &replicas[0];
+    for i in 0..MESSAGES {
+        let id = format!("compete-{i}");
+        publisher
+            .publish(StreamName::Ingress, &id, message("t-compete", &id))
+            .await
+            .expect("publish");
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_replica = [0_usize; 2];
+    while seen.len() < MESSAGES {
+        let (replica, id) = timeout(WAIT, seen_rx.recv())
+            .await
+            .expect("all messages consumed")
+            .expect("workers alive");
+        per_replica[replica] += 1;
+        *seen.entry(id).or_default() += 1;
+    }
+    while let Ok(Some((replica, id))) = timeout(Duration::from_millis(500), seen_rx.recv()).await {
+        per_replica[replica] += 1;
+        *seen.entry(id).or_default() += 1;
+    }
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "delivered twice: {repeated:?}");
+    assert_eq!(per_replica.iter().sum::<usize>(), MESSAGES);
+    assert!(
+        per_replica.iter().all(|n| *n > 0),
+        "one replica did all the work: {per_replica:?}"
+    );
+    for bus in &replicas {
+        bus.shutdown().await;
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_message_goes_to_the_other_replica_after_ack_wait() {
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let ack_wait = Duration::from_secs(1);
+    let short = |prefix: &str| JetStreamConfig {
+        ack_wait,
+        ..config(&server.url(), prefix)
+    };
+    let stalled = connect(short(&prefix)).await;
+    let healthy = connect(short(&prefix)).await;
+    let mut stalled_consumer = stalled
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    healthy
+        .publish(
+            StreamName::Ingress,
+            "stall-1",
+            message("t-stall", "stall-1"),
+        )
+        .await
+        .expect("publish");
+    // The stalled replica takes the message and never settles it (as if SIGSTOPped).
+    let held = timeout(WAIT, stalled_consumer.next())
+        .await
+        .expect("first delivery")
+        .expect("delivery");
+    assert_eq!(held.attempt(), 1);
+    let taken_at = tokio::time::Instant::now();
+
+    let mut healthy_consumer = healthy
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    let redelivered = timeout(WAIT, healthy_consumer.next())
+        .await
+        .expect("redelivery to the other replica")
+        .expect("delivery");
+    assert!(
+        taken_at.elapsed() >= ack_wait,
+        "redelivered before ack_wait"
+    );
+    assert_eq!(redelivered.attempt(), 2);
+    assert_eq!(redelivered.message().header("Amp-Id"), Some("stall-1"));
+    redelivered.ack().await.expect("ack");
+    // The stalled replica wakes up and is gone before it settles; nothing comes back.
+    stalled.shutdown().await;
+    drop(held);
+    assert!(
+        timeout(Duration::from_secs(2), healthy_consumer.next())
+            .await
+            .is_err(),
+        "an acked message came back"
+    );
+    healthy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_and_terminated_messages_reach_the_dead_letter_stream() {
+    crate::recorder::install();
+    let labels = [("stream", "AMP_INGRESS")];
+    let before = crate::recorder::counter("amp_bus_dead_letters_total", &labels);
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let bus = connect(JetStreamConfig {
+        ack_wait: Duration::from_millis(500),
+        max_deliveries: 2,
+        ..config(&server.url(), &prefix)
+    })
+    .await;
+    let mut consumer = bus
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    bus.publish(
+        StreamName::Ingress,
+        "dl-timeout",
+        message("t-dl", "dl-timeout"),
+    )
+    .await
+    .expect("publish");
+    // Both deliveries time out unsettled (the consumer "crashes" each time); the third
+    // comes back to the bus, which dead-letters it instead of handing it out.
+    let mut held = Vec::new();
+    for attempt in 1..=2 {
+        let delivery = timeout(WAIT, consumer.next())
+            .await
+            .expect("delivery")
+            .expect("delivery");
+        assert_eq!(delivery.attempt(), attempt);
+        held.push(delivery);
+    }
+    bus.publish(StreamName::Ingress, "dl-term", message("t-dl", "dl-term"))
+        .await
+        .expect("publish");
+    let poison = timeout(WAIT, consumer.next())
+        .await
+        .expect("delivery")
+        .expect("delivery");
+    assert_eq!(poison.message().header("Amp-Id"), Some("dl-term"));
+    poison.term("bad signature").await.expect("term");
+    // The bus dead-letters the timed-out message on its third delivery while pulling; it is
+    // never handed out.
+    assert!(
+        timeout(Duration::from_secs(2), consumer.next())
+            .await
+            .is_err(),
+        "a message past max_deliveries was handed out"
+    );
+
+    // Read the dead-letter stream directly.
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(format!("{prefix}_AMP_DEAD_LETTER"))
+        .await
+        .expect("dead-letter stream");
+    let dlq = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ..Default::default()
+        })
+        .await
+        .expect("dlq consumer");
+    let mut reasons = BTreeMap::new();
+    let mut messages = dlq
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(3))
+        .messages()
+        .await
+        .expect("fetch");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reasons.len() < 2 && tokio::time::Instant::now() < deadline {
+        match timeout(WAIT, messages.next()).await {
+            Ok(Some(Ok(m))) => {
+                let headers = m.headers.clone().unwrap_or_default();
+                assert_eq!(m.subject.as_str(), format!("{prefix}.amp.dlq.ingress.t-dl"));
+                let id = headers
+                    .get("Amp-Id")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let reason = headers
+                    .get("Amp-Dead-Letter-Reason")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                reasons.insert(id, reason);
+            }
+            _ => {
+                messages = dlq
+                    .fetch()
+                    .max_messages(10)
+                    .expires(Duration::from_secs(3))
+                    .messages()
+                    .await
+                    .expect("fetch");
+            }
+        }
+    }
+    assert!(
+        reasons.get("dl-term").is_some_and(|r| r == "bad signature"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .get("dl-timeout")
+            .is_some_and(|r| r.contains("2 deliveries")),
+        "{reasons:?}"
+    );
+    // Other tests dead-letter on AMP_INGRESS concurrently, hence at least.
+    let after = crate::recorder::counter("amp_bus_dead_letters_total", &labels);
+    assert!(after - before >= 2, "dead letters not counted");
+    // Nothing is left in the work queue.
+    let mut ingress = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    let left = timeout(WAIT, async {
+        loop {
+            let n = ingress.info().await.expect("info").state.messages;
+            if n == 0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(left.ok(), Some(0), "dead letters left in the work queue");
+    bus.shutdown().await;
+    drop(held);
+}

