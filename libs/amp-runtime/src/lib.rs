@@ -9,6 +9,8 @@
 //! - [`config`]: layered configuration (defaults < TOML file < `AMP__…` env < flags) and
 //!   the redacting [`config::Secret`].
 //! - [`telemetry`]: `tracing` subscriber setup (JSON or pretty logs, `EnvFilter`).
+//! - [`identity`]: the provider key and API-key pepper files, created once and never
+//!   silently replaced.
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`ops`]: `/healthz`, `/readyz` (named async checks, fails once shutdown begins) and
 //!   `/metrics`.
@@ -23,6 +25,7 @@
 
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;

@@ -27,6 +27,8 @@ pub struct Config {
     /// The delivery service: WebSocket sessions and webhooks. Its `outbound` policy and its
     /// `route` frame rate are taken from `[ingest.outbound]` and `[ingest.limits]`.
     pub delivery: delivery::Config,
+    /// Federation with other providers (spec 06): off by default.
+    pub federation: federation::Config,
     /// Where the provider's identity (signing key, API-key pepper) is kept.
     pub provider: ProviderConfig,
 }

@@ -6,18 +6,16 @@
 //! `main.rs` only parses flags, loads the [`Config`], starts telemetry and binds.
 //!
 //! - [`config`]: [`Config`] and its sections.
-//! - [`identity`]: the provider key and API-key pepper files, created on first start.
 
 pub mod config;
-pub mod identity;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use amp_bus::{Bus, InProcessConfig};
-use amp_runtime::Shutdown;
 use amp_runtime::http::harden;
 use amp_runtime::ops::{Readiness, ops_router};
+use amp_runtime::{Shutdown, identity};
 use amp_store::Store;
 use amp_store::redb::{RedbConfig, RedbStore};
 use anyhow::Context;
@@ -85,12 +83,18 @@ async fn serve_with(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let pepper = identity::load_or_create_pepper(&config.pepper_file())?;
+    let provider_key = identity::load_or_create_key(&config.key_file())?;
+    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    if config.federation.enabled {
+        // Ingest accepts remote recipients, and /v1/info advertises it, only then.
+        capabilities.push("federation".to_owned());
+    }
     let identity = ingest::Identity {
         domain: config.server.domain.clone(),
         public_url: config.server.public_url(local_addr),
-        provider_key: identity::load_or_create_key(&config.key_file())?,
+        provider_key: provider_key.clone(),
         key_pepper: pepper.clone(),
-        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        capabilities,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let public_url = identity.public_url.clone();
@@ -125,7 +129,31 @@ async fn serve_with(
             return Err(e).context("cannot start the router service");
         }
     };
+    let federation = match config.federation.enabled.then(|| {
+        let mut federation_config = config.federation.clone();
+        federation_config.mailbox_quota = Some(config.ingest.limits.mailbox_quota);
+        federation::Federation::new(
+            federation_config,
+            federation::Identity {
+                domain: domain.clone(),
+                provider_key,
+            },
+            store.clone(),
+            bus.clone(),
+        )
+    }) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            bus.shutdown().await;
+            return Err(e).context("cannot start the federation service");
+        }
+    };
     let router_task = tokio::spawn(router.run(shutdown.clone()));
+    let federation_routes = federation
+        .as_ref()
+        .map_or_else(Router::new, federation::Federation::router);
+    let federation_task = federation.map(|f| tokio::spawn(f.run(shutdown.clone())));
 
     // WebSocket route frames are accepted exactly as POST /v1/route: same acceptor.
     let mut delivery_config = config.delivery.clone();
@@ -156,6 +184,7 @@ async fn serve_with(
         ingest
             .router()
             .merge(delivery.router())
+            .merge(federation_routes)
             .merge(ops_router(readiness)),
         config.server.body_limit_bytes,
     );
@@ -186,6 +215,12 @@ async fn serve_with(
     }
     if let Err(e) = delivery_task.await {
         tracing::warn!(error = %e, "delivery task failed");
+    }
+    if let Some(Err(e)) = match federation_task {
+        Some(t) => Some(t.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "federation task failed");
     }
     bus.shutdown().await;
     tracing::info!("ampd stopped");

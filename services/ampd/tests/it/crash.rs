@@ -3,8 +3,6 @@
 //! exactly once (spec 05: a 2xx from the route means the message is durably queued).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,11 +10,8 @@ use std::time::Duration;
 use amp_proto::SecretKey;
 use amp_proto::signing::{SignedFields, sign_message};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// How long start-up may take on a loaded CI machine.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent senders.
 const SENDERS: usize = 16;
 /// Sending time before the kill, unless [`KILL_AFTER_ACKS`] come first.
@@ -37,70 +32,6 @@ const ENV: [(&str, &str); 6] = [
 ];
 
 /// Starts `ampd` on `listen` with `data_dir`; returns the child and its base URL.
-async fn start(data_dir: &Path, listen: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ampd"))
-        .env_clear()
-        .env("AMP__SERVER__SHUTDOWN_GRACE_SECS", "5")
-        .envs(ENV)
-        .args([
-            "--listen",
-            listen,
-            "--domain",
-            "example.test",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ampd");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(START_TIMEOUT, lines.next_line())
-        .await
-        .expect("ampd prints its address in time")
-        .expect("read stdout")
-        .expect("ampd exited before listening");
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let base = format!("http://{addr}");
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ampd never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (child, base)
-}
-
-/// SIGTERM, then wait for a clean exit.
-async fn stop(mut child: Child) {
-    let pid = child.id().expect("still running");
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("ampd exits after SIGTERM")
-        .expect("wait");
-    assert!(status.success(), "ampd exit {status}");
-}
-
 struct Agent {
     key: SecretKey,
     api_key: String,
@@ -249,7 +180,7 @@ async fn fetch_all(http: &reqwest::Client, base: &str, agent: &Agent) -> Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_survives_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut ampd, base) = start(dir.path(), "127.0.0.1:0").await;
+    let (mut ampd, base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -300,7 +231,7 @@ async fn every_acknowledged_message_survives_kill_9() {
     }
 
     // Restart on the same data directory.
-    let (ampd, base) = start(dir.path(), "127.0.0.1:0").await;
+    let (ampd, base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
     let found = fetch_all(&http, &base, &bob).await;
 
     let sent: HashSet<&str> = all.sent.iter().map(String::as_str).collect();
@@ -357,5 +288,5 @@ async fn every_acknowledged_message_survives_kill_9() {
         "refused with a non-2xx yet delivered: {refused_present:?}"
     );
 
-    stop(ampd).await;
+    super::spawned::stop(ampd).await;
 }

@@ -6,3 +6,4 @@ mod crash;
 mod in_process;
 mod messaging;
 mod shell_client;
+mod spawned;

@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
 
-/// How long start-up may take on a loaded CI machine.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The whole script: a few dozen curl and openssl calls.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,75 +36,13 @@ fn require_tools() {
 }
 
 /// Starts `ampd` on a free port; returns the child and its base URL.
-async fn start_ampd(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ampd"))
-        .env_clear()
-        .env("AMP__SERVER__SHUTDOWN_GRACE_SECS", "5")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--domain",
-            "example.test",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ampd");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(START_TIMEOUT, lines.next_line())
-        .await
-        .expect("ampd prints its address in time")
-        .expect("read stdout")
-        .expect("ampd exited before listening");
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let base = format!("http://{addr}");
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ampd never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (child, base)
-}
-
-/// SIGTERM, then wait for the exit.
-async fn stop(mut child: Child) {
-    let pid = child.id().expect("still running");
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("ampd exits after SIGTERM")
-        .expect("wait");
-    assert!(status.success(), "ampd exit {status}");
-}
 
 #[tokio::test]
 async fn plugin_flow_against_ampd() {
     require_tools();
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let (ampd, base) = start_ampd(data.path()).await;
+    let (ampd, base) = super::spawned::start(data.path(), "127.0.0.1:0", &[]).await;
 
     let mut run = Command::new("bash")
         .arg(script())
@@ -137,5 +73,5 @@ async fn plugin_flow_against_ampd() {
         status.success() && out.lines().any(|l| l == "OK"),
         "client-flow.sh failed ({status})\n--- stdout\n{out}\n--- stderr\n{err}"
     );
-    stop(ampd).await;
+    super::spawned::stop(ampd).await;
 }

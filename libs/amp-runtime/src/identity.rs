@@ -10,8 +10,13 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use amp_proto::SecretKey;
-use anyhow::{Context, anyhow, bail};
 use rand::RngCore;
+
+/// Why the identity could not be loaded or created; the message names the file and what to
+/// do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IdentityError(String);
 
 /// Bytes of a freshly generated pepper.
 const PEPPER_LEN: usize = 32;
@@ -24,22 +29,26 @@ const MIN_PEPPER_LEN: usize = 16;
 /// # Errors
 /// When the file exists but cannot be read or is not an Ed25519 PKCS#8 PEM, or when a new
 /// key cannot be written.
-pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
+pub fn load_or_create_key(path: &Path) -> Result<SecretKey, IdentityError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             warn_if_exposed(path);
             SecretKey::from_pkcs8_pem(&text).map_err(|e| {
-                anyhow!(
+                IdentityError(format!(
                     "provider key file {} is invalid ({e}); restore it, or delete it to create \
                      a new provider identity",
                     path.display()
-                )
+                ))
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = SecretKey::generate();
-            write_new_secret(path, key.to_pkcs8_pem().as_bytes())
-                .with_context(|| format!("cannot write provider key file {}", path.display()))?;
+            write_new_secret(path, key.to_pkcs8_pem().as_bytes()).map_err(|e| {
+                IdentityError(format!(
+                    "cannot write provider key file {}: {e}",
+                    path.display()
+                ))
+            })?;
             tracing::info!(
                 path = %path.display(),
                 fingerprint = %key.public().fingerprint(),
@@ -47,10 +56,10 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
             );
             Ok(key)
         }
-        Err(e) => Err(anyhow!(
+        Err(e) => Err(IdentityError(format!(
             "cannot read provider key file {}: {e}",
             path.display()
-        )),
+        ))),
     }
 }
 
@@ -60,41 +69,45 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
 /// # Errors
 /// When the file exists but cannot be read, is not hex or is shorter than 16 bytes, or when
 /// a new pepper cannot be written.
-pub fn load_or_create_pepper(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn load_or_create_pepper(path: &Path) -> Result<Vec<u8>, IdentityError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             warn_if_exposed(path);
             let pepper = hex::decode(text.trim()).map_err(|e| {
-                anyhow!(
+                IdentityError(format!(
                     "key pepper file {} is not hex ({e}); restore it (a new pepper invalidates \
                      every issued API key)",
                     path.display()
-                )
+                ))
             })?;
             if pepper.len() < MIN_PEPPER_LEN {
-                bail!(
+                return Err(IdentityError(format!(
                     "key pepper file {} holds {} bytes; at least {MIN_PEPPER_LEN} are required",
                     path.display(),
                     pepper.len()
-                );
+                )));
             }
             Ok(pepper)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut pepper = vec![0u8; PEPPER_LEN];
-            rand::rngs::OsRng
-                .try_fill_bytes(&mut pepper)
-                .context("cannot get random bytes for the key pepper")?;
+            rand::rngs::OsRng.try_fill_bytes(&mut pepper).map_err(|e| {
+                IdentityError(format!("cannot get random bytes for the key pepper: {e}"))
+            })?;
             let text = format!("{}\n", hex::encode(&pepper));
-            write_new_secret(path, text.as_bytes())
-                .with_context(|| format!("cannot write key pepper file {}", path.display()))?;
+            write_new_secret(path, text.as_bytes()).map_err(|e| {
+                IdentityError(format!(
+                    "cannot write key pepper file {}: {e}",
+                    path.display()
+                ))
+            })?;
             tracing::info!(path = %path.display(), "generated a new API-key pepper");
             Ok(pepper)
         }
-        Err(e) => Err(anyhow!(
+        Err(e) => Err(IdentityError(format!(
             "cannot read key pepper file {}: {e}",
             path.display()
-        )),
+        ))),
     }
 }
 

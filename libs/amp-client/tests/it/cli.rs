@@ -1,0 +1,228 @@
+//! The built `amp` binary against the in-process provider (and the WebSocket mock for
+//! `amp tail`), each agent with its own `AMP_CONFIG_DIR`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use amp_proto::SecretKey;
+use serde_json::Value;
+
+use crate::common::{DOMAIN, Provider, tenant};
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn json(&self) -> Value {
+        assert!(self.ok, "failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+async fn amp(dir: &Path, args: &[&str]) -> Run {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_amp"))
+            .args(args)
+            .env("AMP_CONFIG_DIR", dir)
+            .env_remove("AMP_PROVIDER")
+            .env_remove("AMP_USER_KEY")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("amp finishes")
+    .expect("amp runs");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).expect("meta").permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_register_send_inbox_ack() {
+    let p = Provider::start().await;
+    let t = tenant("cli");
+    let alice_dir = tempfile::tempdir().expect("tempdir");
+    let bob_dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (alice_dir.path(), bob_dir.path());
+
+    // Not initialised yet: a clear error, non-zero exit.
+    let r = amp(
+        a,
+        &[
+            "register",
+            "--provider",
+            &p.url,
+            "--tenant",
+            &t,
+            "--name",
+            "alice",
+        ],
+    )
+    .await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("amp init"), "{}", r.stderr);
+
+    for (dir, name) in [(a, "alice"), (b, "bob")] {
+        let init = amp(dir, &["init", "--json"]).await.json();
+        assert_eq!(init["created"], true);
+        #[cfg(unix)]
+        assert_eq!(mode(&dir.join("key.pem")), 0o600);
+        let reg = amp(
+            dir,
+            &[
+                "register",
+                "--provider",
+                &p.url,
+                "--tenant",
+                &t,
+                "--name",
+                name,
+                "--json",
+            ],
+        )
+        .await
+        .json();
+        assert_eq!(reg["address"], format!("{name}@{t}.{DOMAIN}"));
+        #[cfg(unix)]
+        assert_eq!(mode(&dir.join("identity.json")), 0o600);
+    }
+    // A second init keeps the key the registration was made with.
+    let again = amp(a, &["init", "--json"]).await.json();
+    assert_eq!(again["created"], false);
+
+    let bob_addr = format!("bob@{t}.{DOMAIN}");
+    // The provider is remembered from registration: no --provider from here on.
+    let sent = amp(
+        a,
+        &[
+            "send",
+            &bob_addr,
+            "status report",
+            "all green",
+            "--type",
+            "request",
+            "--context",
+            r#"{"build":42,"ratio":1.0}"#,
+            "--priority",
+            "high",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    let id = sent["id"].as_str().expect("id").to_owned();
+
+    let inbox = amp(b, &["inbox", "--json"]).await.json();
+    let m = &inbox["messages"][0];
+    assert_eq!(m["id"], id.as_str());
+    assert_eq!(m["envelope"]["subject"], "status report");
+    assert_eq!(m["payload"]["message"], "all green");
+    assert_eq!(m["payload"]["type"], "request");
+    assert!(
+        inbox.to_string().contains(r#""ratio":1.0"#),
+        "context bytes kept: {inbox}"
+    );
+
+    let human = amp(b, &["inbox"]).await;
+    assert!(human.ok, "{}", human.stderr);
+    assert!(
+        human.stdout.contains(&id) && human.stdout.contains("signed"),
+        "{}",
+        human.stdout
+    );
+
+    let read = amp(b, &["read", &id, "--json"]).await.json();
+    assert_eq!(read["read_receipt_sent"], true);
+    let receipts = amp(a, &["receipts", "--json"]).await.json();
+    assert_eq!(receipts["receipts"][0]["data"]["id"], id.as_str());
+
+    let ack = amp(b, &["ack", &id, "--json"]).await.json();
+    assert_eq!(ack["acknowledged"], true);
+    let empty = amp(b, &["inbox", "--json"]).await.json();
+    assert_eq!(empty["messages"].as_array().map(Vec::len), Some(0));
+
+    // Provider errors: `error: <code>: <message>` on stderr, non-zero exit.
+    let r = amp(a, &["send", &format!("nobody@{t}.{DOMAIN}"), "s", "m"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.starts_with("error: not_found: "), "{}", r.stderr);
+    let r = amp(b, &["ack", "msg_1_abc"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.starts_with("error: not_found: "), "{}", r.stderr);
+    let r = amp(a, &["send", &bob_addr, "s", "m", "--context", "{oops"]).await;
+    assert!(!r.ok && r.stderr.contains("--context"), "{}", r.stderr);
+
+    let info = amp(a, &["info", "--json"]).await.json();
+    assert_eq!(info["info"]["provider"], DOMAIN);
+    assert_eq!(info["agent"]["address"], format!("alice@{t}.{DOMAIN}"));
+    let human = amp(a, &["info"]).await;
+    assert!(
+        human.ok && human.stdout.contains("healthy"),
+        "{}",
+        human.stdout
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_and_acks_then_stops_on_a_refusal() {
+    let key = SecretKey::generate();
+    let (url, mut events) = crate::ws::start_mock(key.public()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = crate::ws::identity(key, crate::ws::GOOD_TOKEN);
+    me.save(
+        &dir.path().join("identity.json"),
+        &dir.path().join("key.pem"),
+    )
+    .expect("save");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_amp"))
+        .args(["tail", "--json", "--provider", &url])
+        .env("AMP_CONFIG_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    // The replayed message is printed, then acked over the socket.
+    let acked = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("ack in time");
+    assert_eq!(acked, Some(format!("ack:{}", crate::ws::REPLAY_ID)));
+    child.start_kill().expect("kill");
+    let out = child.wait_with_output().await.expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first: Value = serde_json::from_str(stdout.lines().next().expect("a line")).expect("json");
+    assert_eq!(first["type"], "message.new");
+    assert_eq!(first["data"]["id"], crate::ws::REPLAY_ID);
+    assert_eq!(first["data"]["replay"], true);
+
+    // A refused key ends `tail` with the provider's error.
+    let mut reg = me.registration().clone();
+    reg.api_key = "amp_live_sk_wrong".into();
+    amp_client::Identity::new(me.key().clone(), reg)
+        .expect("id")
+        .save(
+            &dir.path().join("identity.json"),
+            &dir.path().join("key.pem"),
+        )
+        .expect("save");
+    let r = amp(dir.path(), &["tail", "--provider", &url]).await;
+    assert!(!r.ok);
+    assert!(
+        r.stderr.starts_with("error: unauthorized: "),
+        "{}",
+        r.stderr
+    );
+}

@@ -1,0 +1,381 @@
+//! `POST /v1/federation/deliver`: a message from an agent on another provider.
+//!
+//! Checks, in order (cheap and unauthenticated ones first): the headers and timestamp
+//! window (401), the trust policy (403), the sending provider's key through discovery and
+//! its signature over `"<ts>.<raw body>"` (401), replay of the same signed request (401),
+//! rate limits (429), the body, the from-domain against `X-AMP-Provider` (403), the
+//! sender's signature over the payload as received (400), the recipient (404). Then the
+//! message goes to the router like any accepted message, classified `external` there.
+//! Every error body carries `accepted: false`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
+use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
+use amp_proto::signing::{VerifyError, sha256_b64, verify_message};
+use amp_proto::{Address, ApiError, Envelope, ErrorCode, PublicKey, RawPayload, Timestamp};
+use amp_runtime::HttpError;
+use amp_runtime::ratelimit::Decision;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::signature::{PROVIDER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::{Inner, signature};
+
+/// Most remembered (provider, signature) pairs; beyond it the oldest half is forgotten.
+const MAX_SEEN: usize = 200_000;
+/// A cached peer key older than this is looked up again when a signature fails against it
+/// (the peer may have rotated its key); younger ones are not, so forged requests cannot
+/// force a lookup each.
+const REFRESH_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Deserialize)]
+struct DeliverBody {
+    envelope: Envelope,
+    payload: Box<RawValue>,
+    sender_public_key: Option<String>,
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> HttpError {
+    HttpError::new(ApiError::new(code, message).with_extra("accepted", Value::Bool(false)))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The handler.
+pub(crate) async fn deliver(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    let provider = header(&headers, PROVIDER_HEADER)
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| refused(ErrorCode::Unauthorized, "X-AMP-Provider is missing"))?;
+    let ts_text = header(&headers, TIMESTAMP_HEADER)
+        .ok_or_else(|| refused(ErrorCode::Unauthorized, "X-AMP-Timestamp is missing"))?;
+    let sig = header(&headers, SIGNATURE_HEADER)
+        .ok_or_else(|| refused(ErrorCode::Unauthorized, "X-AMP-Signature is missing"))?;
+    let ts: i64 = ts_text.parse().map_err(|_| {
+        refused(
+            ErrorCode::Unauthorized,
+            "X-AMP-Timestamp must be unix seconds",
+        )
+    })?;
+    let now = Timestamp::now();
+    let window = i64::try_from(inner.config.timestamp_window_secs).unwrap_or(300);
+    if (now.unix_secs() - ts).abs() > window {
+        return Err(refused(
+            ErrorCode::Unauthorized,
+            format!("X-AMP-Timestamp is outside the ±{window} s window"),
+        ));
+    }
+    if !inner.config.trusts(&provider) {
+        return Err(refused(
+            ErrorCode::ProviderNotTrusted,
+            format!("Provider '{provider}' is not in our trust list"),
+        ));
+    }
+    if provider == inner.identity.domain {
+        return Err(refused(
+            ErrorCode::ProviderNotTrusted,
+            "a provider does not federate with itself",
+        ));
+    }
+
+    // The provider's key, by discovery, and its signature.
+    let peer = inner.discovery.provider(&provider).await.map_err(|e| {
+        tracing::info!(provider = %provider, error = %e, "inbound federation from an undiscoverable provider");
+        refused(
+            ErrorCode::Unauthorized,
+            format!("cannot discover the key of provider '{provider}'"),
+        )
+    })?;
+    let mut verified = signature::verify(&peer.key, ts_text, &body, sig);
+    if !verified
+        && inner
+            .discovery
+            .invalidate_older_than(&provider, REFRESH_AFTER)
+    {
+        if let Ok(fresh) = inner.discovery.provider(&provider).await {
+            verified = signature::verify(&fresh.key, ts_text, &body, sig);
+        }
+    }
+    if !verified {
+        return Err(refused(
+            ErrorCode::Unauthorized,
+            "X-AMP-Signature does not verify against the provider's key",
+        ));
+    }
+    if !first_sighting(&inner, &provider, sig) {
+        return Err(refused(
+            ErrorCode::Unauthorized,
+            "this signed request was already received (replay)",
+        ));
+    }
+    let decision = inner.inbound_provider_limiter.check(&provider);
+    if !decision.allowed {
+        return Err(rate_limited(
+            decision,
+            format!("Too many messages from {provider}"),
+        ));
+    }
+    let decision = inner.inbound_total_limiter.check("*");
+    if !decision.allowed {
+        return Err(rate_limited(decision, "Too many federated messages".into()));
+    }
+
+    // The body.
+    let body: DeliverBody = serde_json::from_slice(&body).map_err(|e| {
+        refused(
+            ErrorCode::InvalidRequest,
+            format!("body is not {{envelope, payload, sender_public_key}}: {e}"),
+        )
+    })?;
+    let env = body.envelope;
+    let from = env.from.trim().to_ascii_lowercase();
+    let from_domain = from.split_once('@').map_or("", |(_, d)| d);
+    if !from_domain.ends_with(&format!(".{provider}")) {
+        return Err(refused(
+            ErrorCode::ProviderNotTrusted,
+            "from domain does not match X-AMP-Provider",
+        ));
+    }
+    let payload = RawPayload::from_json(body.payload.get().to_owned())
+        .map_err(|_| refused(ErrorCode::InvalidRequest, "payload is not valid JSON"))?;
+    payload.validate().map_err(|e| {
+        let e = ApiError::from(e);
+        refused(e.code, e.message)
+    })?;
+    let key_text = body.sender_public_key.unwrap_or_default();
+    let sender_key = PublicKey::parse(&key_text).map_err(|e| {
+        refused(
+            ErrorCode::KeyNotFound,
+            format!("sender_public_key is missing or not an Ed25519 key: {e}"),
+        )
+    })?;
+    if env.signature.trim().is_empty() {
+        return Err(refused(
+            ErrorCode::SignatureMissing,
+            "federated messages must be signed by the sender (spec 04)",
+        ));
+    }
+    // Trusted because the home provider vouches for it (SPEC-CHECKLIST §4.12).
+    if let Err(e) = verify_message(
+        &sender_key,
+        &env.signed_fields(),
+        payload.get(),
+        &env.signature,
+    ) {
+        let msg = match e {
+            VerifyError::Malformed => "signature is not base64 of 64 bytes",
+            VerifyError::Invalid => "signature does not verify against sender_public_key",
+            VerifyError::PayloadNotJson => "payload is not valid JSON",
+        };
+        return Err(refused(ErrorCode::SignatureInvalid, msg));
+    }
+    pin_sender_key(&inner, &from, &sender_key).await;
+
+    // The recipient.
+    let to_text = env.to.clone();
+    let not_found = || {
+        refused(
+            ErrorCode::RecipientNotFound,
+            format!("Agent '{to_text}' does not exist"),
+        )
+    };
+    let to = Address::parse_full(&env.to, &inner.identity.domain).map_err(|_| not_found())?;
+    if to.provider() != inner.identity.domain {
+        return Err(not_found());
+    }
+    let recipient = inner
+        .store
+        .agent_by_name(to.tenant(), to.name())
+        .await
+        .map_err(store_err)?
+        .filter(|a| a.is_active() && (a.address == to.as_str() || !to.is_scoped()))
+        .ok_or_else(not_found)?;
+    if env.expires_at.is_some_and(|t| t <= now) {
+        return Err(refused(ErrorCode::InvalidField, "the message has expired"));
+    }
+    let decision = inner.inbound_recipient_limiter.check(&recipient.id);
+    if !decision.allowed {
+        return Err(rate_limited(
+            decision,
+            format!("Too many messages for {}", recipient.address),
+        ));
+    }
+
+    // To the router, which classifies it `external` and writes the mailbox.
+    let id = env.id.clone();
+    let sig_digest = sha256_b64(env.signature.as_bytes());
+    let dedup = format!("{from}:{id}:{}", &sig_digest[..16]);
+    let accepted = Accepted {
+        v: 1,
+        message: StoredMessage {
+            envelope: env,
+            payload,
+            sender_public_key: Some(sender_key.to_pem()),
+            security: None,
+            receipt: false,
+        },
+        recipient_id: recipient.id.clone(),
+        recipient_address: recipient.address.clone(),
+        sender_address: from.clone(),
+        signature_valid: true,
+        verified_at: Some(now),
+        max_queued: inner.config.mailbox_quota,
+        remote_provider: None,
+    };
+    let bytes = serde_json::to_vec(&accepted).map_err(HttpError::internal)?;
+    let msg = BusMessage::new(
+        subjects::ingress_subject(&recipient.tenant),
+        bytes::Bytes::from(bytes),
+    );
+    let wait = Duration::from_millis(inner.config.route_timeout_ms);
+    let ack = match tokio::time::timeout(wait, inner.bus.publish(StreamName::Ingress, &dedup, msg))
+        .await
+    {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Err(_) => return Err(unavailable("router did not answer in time")),
+    };
+    let delivered = match (ack.acceptance, ack.reply) {
+        (Acceptance::Processed, Some(reply)) => {
+            match serde_json::from_slice::<RouteOutcome>(&reply).map_err(HttpError::internal)? {
+                RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. } => true,
+                RouteOutcome::Conflict => {
+                    return Err(refused(
+                        ErrorCode::DuplicateMessage,
+                        "a different message with this id was already delivered",
+                    ));
+                }
+                RouteOutcome::MailboxFull => {
+                    return Err(HttpError::new(
+                        ApiError::new(
+                            ErrorCode::MailboxFull,
+                            "the recipient's mailbox is full; retry later",
+                        )
+                        .with_extra("accepted", Value::Bool(false))
+                        .with_extra("retry_after", json!(60)),
+                    ));
+                }
+                RouteOutcome::RecipientGone => return Err(not_found()),
+                RouteOutcome::Forwarded => {
+                    return Err(HttpError::internal("router forwarded an inbound message"));
+                }
+            }
+        }
+        (Acceptance::Processed, None) => {
+            return Err(HttpError::internal("router acked without an outcome"));
+        }
+        // A broker holds it durably; the router writes the mailbox shortly.
+        (Acceptance::Persisted, _) => false,
+    };
+    tracing::info!(
+        event = "federation.received",
+        timestamp = %now,
+        from_provider = %provider,
+        message_id = %id,
+        sender = %from,
+        recipient = %recipient.address,
+        delivered,
+        "federated message received"
+    );
+    metrics::counter!("amp_federation_received_total").increment(1);
+    Ok(Json(json!({
+        "accepted": true,
+        "id": id,
+        "delivered": delivered,
+        "method": "relay",
+    })))
+}
+
+/// Records (provider, signature); false when it was already seen within the window.
+fn first_sighting(inner: &Inner, provider: &str, sig: &str) -> bool {
+    let window = Duration::from_secs(inner.config.timestamp_window_secs.saturating_mul(2));
+    let now = Instant::now();
+    let mut seen = inner.seen.lock();
+    if seen.len() >= MAX_SEEN {
+        seen.retain(|_, at| now.duration_since(*at) < window);
+        if seen.len() >= MAX_SEEN {
+            let mut ages: Vec<Instant> = seen.values().copied().collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            seen.retain(|_, at| *at > cut);
+        }
+    }
+    let key = (provider.to_owned(), sig.to_owned());
+    match seen.get(&key) {
+        Some(at) if now.duration_since(*at) < window => false,
+        _ => {
+            seen.insert(key, now);
+            true
+        }
+    }
+}
+
+/// Pins the first key seen for a remote address and flags a change (SPEC-CHECKLIST §4.12).
+/// The new key is still accepted: its home provider vouched for it, and agents rotate keys.
+async fn pin_sender_key(inner: &Inner, address: &str, key: &PublicKey) {
+    let kv_key = format!("federation:pin:{address}");
+    let fp = key.fingerprint();
+    match inner.store.get(&kv_key).await {
+        Ok(Some(old)) if old == fp.as_bytes() => return,
+        Ok(Some(old)) => tracing::warn!(
+            event = "federation.key_changed",
+            sender = %address,
+            old = %String::from_utf8_lossy(&old),
+            new = %fp,
+            "a remote sender's key changed"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read a pinned sender key");
+            return;
+        }
+    }
+    if let Err(e) = inner.store.put(&kv_key, fp.into_bytes()).await {
+        tracing::debug!(error = %e, "cannot pin a sender key");
+    }
+}
+
+fn rate_limited(decision: Decision, message: String) -> HttpError {
+    let secs = decision.retry_after_secs.max(1);
+    let mut headers = HeaderMap::new();
+    decision.apply_headers(&mut headers);
+    headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    HttpError::new(
+        ApiError::new(ErrorCode::RateLimited, message)
+            .with_extra("retry_after", json!(secs))
+            .with_extra("accepted", Value::Bool(false)),
+    )
+    .with_headers(headers)
+}
+
+fn unavailable(cause: impl std::fmt::Display) -> HttpError {
+    tracing::warn!(cause = %cause, "inbound federation unavailable");
+    HttpError::new(
+        ApiError::unavailable()
+            .with_extra("retry_after", json!(1))
+            .with_extra("accepted", Value::Bool(false)),
+    )
+}
+
+fn store_err(e: amp_store::Error) -> HttpError {
+    match e {
+        amp_store::Error::Unavailable(c) => unavailable(c),
+        other => HttpError::internal(other),
+    }
+}

@@ -1,0 +1,150 @@
+//! Federation (spec 06): agents on this provider message agents on other providers, and the
+//! other way round.
+//!
+//! - Outbound ([`outbound`]): the router hands messages for other providers to the
+//!   `AMP_FEDERATION` stream; they are turned into durable jobs at once (so the router never
+//!   waits on a peer), then delivered by `POST <endpoint>/federation/deliver`, signed with the
+//!   provider key, retried with backoff and jitter until the message expires, and bounced to
+//!   the sender as a `system` message on a permanent failure.
+//! - Inbound ([`inbound`]): `POST /v1/federation/deliver` checks the provider signature and
+//!   timestamp, replay, trust policy, rate limits, the from-domain, the sender's signature and
+//!   the recipient, then hands the message to the router as an `external` message.
+//! - [`discovery`]: static peers, DNS TXT `_amp._tcp.<domain>`, the well-known document.
+//! - [`config`]: the `[federation]` section; [`net`]: the guarded HTTP client;
+//!   [`signature`]: the provider request signature.
+
+pub mod config;
+pub mod discovery;
+pub mod inbound;
+pub mod net;
+pub mod outbound;
+pub mod signature;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amp_bus::Bus;
+use amp_proto::SecretKey;
+use amp_runtime::Shutdown;
+use amp_runtime::ratelimit::{RateLimit, RateLimiter};
+use amp_store::Store;
+use axum::Router;
+use axum::routing::post;
+use parking_lot::Mutex;
+
+pub use config::{Config, StaticPeer, TrustMode};
+pub use discovery::{Discovery, Peer};
+
+/// The job kind of outbound deliveries in the store's durable timers.
+pub const JOB_KIND: &str = "federation";
+/// The consumer name on the federation stream.
+pub const CONSUMER: &str = "federation";
+
+/// Who this provider is, as federation needs it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The provider domain (`X-AMP-Provider` of outbound requests).
+    pub domain: String,
+    /// The provider key: signs outbound requests and bounces.
+    pub provider_key: SecretKey,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("federation configuration: {0}")]
+    Config(String),
+    /// The HTTP client could not be built.
+    #[error("federation HTTP client: {0}")]
+    Http(String),
+}
+
+/// The federation service: its HTTP router (inbound) and its workers (outbound).
+#[derive(Clone)]
+pub struct Federation {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Arc<Config>,
+    pub(crate) identity: Identity,
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    pub(crate) http: reqwest::Client,
+    pub(crate) discovery: Discovery,
+    pub(crate) outbound_limiter: RateLimiter,
+    pub(crate) inbound_provider_limiter: RateLimiter,
+    pub(crate) inbound_recipient_limiter: RateLimiter,
+    pub(crate) inbound_total_limiter: RateLimiter,
+    /// (provider, signature) of requests seen within the timestamp window.
+    pub(crate) seen: Mutex<HashMap<(String, String), Instant>>,
+    /// Wakes the delivery loop when a job was queued.
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl Federation {
+    /// Builds the service.
+    ///
+    /// Fails when the configuration is invalid or the HTTP client cannot be built.
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        store: Store,
+        bus: Bus,
+    ) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let config = Arc::new(config);
+        let http = net::client(&config).map_err(|e| StartError::Http(e.to_string()))?;
+        let limit = |n: u32| {
+            RateLimiter::new(RateLimit {
+                limit: n,
+                window: MINUTE,
+            })
+        };
+        let identity = Identity {
+            domain: identity.domain.to_ascii_lowercase(),
+            ..identity
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                discovery: Discovery::new(config.clone(), http.clone()),
+                outbound_limiter: limit(config.outbound_per_provider_per_minute),
+                inbound_provider_limiter: limit(config.inbound_per_provider_per_minute),
+                inbound_recipient_limiter: limit(config.inbound_per_recipient_per_minute),
+                inbound_total_limiter: limit(config.inbound_total_per_minute),
+                seen: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                http,
+                config,
+                identity,
+                store,
+                bus,
+            }),
+        })
+    }
+
+    /// The inbound endpoint: `POST /v1/federation/deliver` and its `/api/v1` alias.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/federation/deliver", post(inbound::deliver))
+            .route("/api/v1/federation/deliver", post(inbound::deliver))
+            .with_state(self.inner.clone())
+    }
+
+    /// Runs the outbound side until `shutdown`: the consumer that turns stream messages into
+    /// durable jobs, and the loop that delivers due jobs.
+    pub async fn run(self, shutdown: Shutdown) {
+        let consumers: Vec<_> = (0..self.inner.config.consumers.max(1))
+            .map(|_| tokio::spawn(outbound::consume(self.inner.clone(), shutdown.clone())))
+            .collect();
+        let deliver = tokio::spawn(outbound::deliver_loop(self.inner.clone(), shutdown));
+        for c in consumers {
+            let _ = c.await;
+        }
+        let _ = deliver.await;
+    }
+}

@@ -1,0 +1,558 @@
+//! Outbound federation: from the `AMP_FEDERATION` stream to durable jobs, and from due jobs
+//! to signed `POST <endpoint>/federation/deliver` requests, retried with exponential backoff
+//! and jitter until the message expires, and bounced to the sender when it cannot arrive.
+//!
+//! The stream message is acked as soon as its job is stored: with the in-process bus the
+//! router's publish waits for that ack, and a peer that is slow or down must not hold up
+//! local routing. The job (the store's durable timer) is the truth from then on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::{Acceptance, BusMessage, Delivery, StreamName, subjects};
+use amp_proto::message::{PROTOCOL_VERSION, limits};
+use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
+use amp_proto::signing::{SignedFields, sha256_b64, sign_message};
+use amp_proto::{Address, Envelope, MessageId, Priority, RawPayload, Timestamp};
+use amp_runtime::Shutdown;
+use amp_store::Job;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::signature::{PROVIDER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::{CONSUMER, Inner, JOB_KIND, net, signature};
+
+/// Most due jobs read per scan.
+const SCAN_BATCH: usize = 256;
+
+/// What a federation job carries.
+#[derive(Serialize, Deserialize)]
+struct JobData {
+    /// The message as the router handed it over.
+    accepted: Accepted,
+    /// Why the previous attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// The result of one delivery attempt.
+enum Attempt {
+    /// The peer accepted it (2xx).
+    Delivered { provider: String, answer: String },
+    /// Try again later (`after`: the peer's `Retry-After`, or our rate limit).
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// It can never arrive: bounce.
+    Permanent { code: String, reason: String },
+}
+
+/// The job id of a message: one job per (sender, id, recipient), so a redelivered stream
+/// message replaces its job instead of adding a second.
+fn job_id(a: &Accepted) -> String {
+    let key = format!(
+        "{}\n{}\n{}",
+        a.sender_address, a.message.envelope.id, a.recipient_address
+    );
+    format!("federation:{}", &sha256_b64(key.as_bytes())[..22])
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().unix_millis()
+}
+
+/// Consumes the federation stream until `shutdown`, storing one job per message.
+pub(crate) async fn consume(inner: Arc<Inner>, shutdown: Shutdown) {
+    let mut consumer = match inner.bus.consume(StreamName::Federation, CONSUMER).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "federation cannot consume its stream");
+            return;
+        }
+    };
+    loop {
+        let delivery = tokio::select! {
+            () = shutdown.wait() => return,
+            d = consumer.next() => d,
+        };
+        match delivery {
+            Ok(d) => enqueue(&inner, d).await,
+            Err(amp_bus::Error::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "federation consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn enqueue(inner: &Inner, d: Delivery) {
+    let accepted: Accepted = match serde_json::from_slice(&d.message().payload) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = d
+                .term(&format!("undecodable federation message: {e}"))
+                .await;
+            return;
+        }
+    };
+    let id = job_id(&accepted);
+    let data = match serde_json::to_string(&JobData {
+        accepted,
+        last_error: None,
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = d.term(&format!("unencodable federation job: {e}")).await;
+            return;
+        }
+    };
+    let job = Job {
+        id,
+        kind: JOB_KIND.to_owned(),
+        due_at: now_ms(),
+        attempt: 0,
+        data,
+    };
+    match inner.store.schedule(job).await {
+        Ok(()) => {
+            if let Err(e) = d.ack().await {
+                tracing::warn!(error = %e, "ack of a queued federation message failed");
+            }
+            inner.wake.notify_one();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store a federation job, will retry");
+            let _ = d.nak(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Delivers due jobs until `shutdown`, at most `workers` at once.
+pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: Shutdown) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(inner.config.workers.max(1)));
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    let poll = Duration::from_millis(inner.config.poll_interval_ms.max(1));
+    'scan: loop {
+        match inner.store.due_jobs(now_ms(), SCAN_BATCH).await {
+            Ok(jobs) => {
+                for job in jobs.into_iter().filter(|j| j.kind == JOB_KIND) {
+                    if !in_flight.lock().insert(job.id.clone()) {
+                        continue;
+                    }
+                    let permit = tokio::select! {
+                        () = shutdown.wait() => break 'scan,
+                        p = permits.clone().acquire_owned() => p,
+                    };
+                    let inner = inner.clone();
+                    let in_flight = in_flight.clone();
+                    tasks.spawn(async move {
+                        let id = job.id.clone();
+                        run_job(&inner, job).await;
+                        in_flight.lock().remove(&id);
+                        drop(permit);
+                        inner.wake.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read due federation jobs"),
+        }
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            () = shutdown.wait() => break,
+            () = inner.wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+    // An attempt cut short is simply made again after a restart (the job is still stored;
+    // the peer deduplicates by message id), so in-flight work gets only a short grace.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(2), drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+}
+
+async fn run_job(inner: &Inner, job: Job) {
+    let data: JobData = match serde_json::from_str(&job.data) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "undecodable federation job dropped");
+            let _ = inner.store.complete(&job.id).await;
+            return;
+        }
+    };
+    let a = &data.accepted;
+    let env = &a.message.envelope;
+    let now = Timestamp::now();
+    let expires = env
+        .expires_at
+        .unwrap_or_else(|| env.timestamp.plus_secs(limits::DEFAULT_TTL_SECS));
+    if expires <= now {
+        let why = match &data.last_error {
+            Some(e) => format!(
+                "the message expired before it could be delivered ({} attempts; last error: {e})",
+                job.attempt
+            ),
+            None => "the message expired before it could be delivered".to_owned(),
+        };
+        finish_with_bounce(inner, &job, a, "expired", &why).await;
+        return;
+    }
+    match attempt(inner, a).await {
+        Attempt::Delivered { provider, answer } => {
+            tracing::info!(
+                event = "federation.sent",
+                timestamp = %now,
+                to_provider = %provider,
+                message_id = %env.id,
+                sender = %a.sender_address,
+                recipient = %a.recipient_address,
+                delivered = true,
+                attempt = job.attempt + 1,
+                answer = %answer,
+                "federated message delivered"
+            );
+            metrics::counter!("amp_federation_sent_total", "result" => "delivered").increment(1);
+            if let Err(e) = inner.store.complete(&job.id).await {
+                tracing::warn!(job = %job.id, error = %e, "cannot complete a federation job");
+            }
+        }
+        Attempt::Permanent { code, reason } => {
+            tracing::info!(
+                event = "federation.sent",
+                timestamp = %now,
+                message_id = %env.id,
+                sender = %a.sender_address,
+                recipient = %a.recipient_address,
+                delivered = false,
+                error = %code,
+                reason = %reason,
+                "federated message refused"
+            );
+            let why = format!(
+                "Your message to {} could not be delivered: {reason}",
+                a.recipient_address
+            );
+            finish_with_bounce(inner, &job, a, &code, &why).await;
+        }
+        Attempt::Retry { reason, after } => {
+            let delay = backoff(inner, job.attempt).max(after.unwrap_or_default());
+            let due = now.unix_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            if due >= expires.unix_millis() {
+                let why = format!(
+                    "Your message to {} could not be delivered before it expired ({} attempts; last error: {reason})",
+                    a.recipient_address,
+                    job.attempt + 1
+                );
+                finish_with_bounce(inner, &job, a, "expired", &why).await;
+                return;
+            }
+            tracing::debug!(
+                job = %job.id, id = %env.id, attempt = job.attempt + 1, delay_ms = delay.as_millis() as u64,
+                reason = %reason, "federated delivery failed, will retry"
+            );
+            metrics::counter!("amp_federation_sent_total", "result" => "retry").increment(1);
+            reschedule(inner, &job, &data.accepted, due, Some(reason)).await;
+        }
+    }
+}
+
+async fn reschedule(
+    inner: &Inner,
+    job: &Job,
+    accepted: &Accepted,
+    due: i64,
+    error: Option<String>,
+) {
+    let data = JobData {
+        accepted: accepted.clone(),
+        last_error: error,
+    };
+    let Ok(data) = serde_json::to_string(&data) else {
+        return;
+    };
+    let next = Job {
+        id: job.id.clone(),
+        kind: JOB_KIND.to_owned(),
+        due_at: due,
+        attempt: job.attempt.saturating_add(1),
+        data,
+    };
+    if let Err(e) = inner.store.schedule(next).await {
+        // The old job is still stored and due: it is simply tried again.
+        tracing::warn!(job = %job.id, error = %e, "cannot reschedule a federation job");
+    }
+}
+
+/// `retry_initial_ms * 2^attempt`, capped at `retry_max_ms`, with jitter (half to all of
+/// it) so that retries to a peer that comes back do not arrive in lockstep.
+fn backoff(inner: &Inner, attempt: u32) -> Duration {
+    let cfg = &inner.config;
+    let base = cfg
+        .retry_initial_ms
+        .saturating_mul(1u64 << attempt.min(32))
+        .min(cfg.retry_max_ms)
+        .max(1);
+    Duration::from_millis(rand::thread_rng().gen_range(base / 2..=base))
+}
+
+async fn finish_with_bounce(inner: &Inner, job: &Job, a: &Accepted, code: &str, why: &str) {
+    metrics::counter!("amp_federation_sent_total", "result" => "bounced").increment(1);
+    match bounce(inner, a, code, why).await {
+        Ok(()) => {
+            if let Err(e) = inner.store.complete(&job.id).await {
+                tracing::warn!(job = %job.id, error = %e, "cannot complete a federation job");
+            }
+        }
+        Err(e) => {
+            // Nothing is dropped silently: the job stays and is tried (and bounced) again.
+            tracing::warn!(job = %job.id, error = %e, "bounce not delivered, will retry");
+            let due = now_ms() + 1_000;
+            reschedule(inner, job, a, due, Some(format!("{code}: {why}"))).await;
+        }
+    }
+}
+
+/// The request body: the envelope as stored, the payload byte for byte, the sender's key.
+/// Built as text so the payload is never re-serialised.
+pub(crate) fn request_body(message: &StoredMessage) -> Result<String, serde_json::Error> {
+    let envelope = serde_json::to_string(&message.envelope)?;
+    let key = serde_json::to_string(&message.sender_public_key)?;
+    Ok(format!(
+        r#"{{"envelope":{envelope},"payload":{},"sender_public_key":{key}}}"#,
+        message.payload.get()
+    ))
+}
+
+async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
+    let Some((_, address_domain)) = a.recipient_address.split_once('@') else {
+        return Attempt::Permanent {
+            code: "invalid_recipient".into(),
+            reason: "the recipient address has no domain".into(),
+        };
+    };
+    let peer = match inner.discovery.for_address_domain(address_domain).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Attempt::Retry {
+                reason: e.to_string(),
+                after: None,
+            };
+        }
+    };
+    if peer.domain == inner.identity.domain {
+        return Attempt::Permanent {
+            code: "recipient_not_found".into(),
+            reason: "the recipient's domain is served by this provider".into(),
+        };
+    }
+    if !inner.config.trusts(&peer.domain) {
+        return Attempt::Permanent {
+            code: "provider_not_trusted".into(),
+            reason: format!(
+                "this provider's federation policy does not allow {}",
+                peer.domain
+            ),
+        };
+    }
+    let decision = inner.outbound_limiter.check(&peer.domain);
+    if !decision.allowed {
+        return Attempt::Retry {
+            reason: format!("outbound rate limit to {}", peer.domain),
+            after: Some(Duration::from_secs(decision.retry_after_secs.max(1))),
+        };
+    }
+    let body = match request_body(&a.message) {
+        Ok(b) => b,
+        Err(e) => {
+            return Attempt::Permanent {
+                code: "internal_error".into(),
+                reason: format!("cannot encode the message: {e}"),
+            };
+        }
+    };
+    let url = format!("{}/federation/deliver", peer.endpoint);
+    if let Err(e) = net::check_url(&url, &inner.config) {
+        return Attempt::Permanent {
+            code: "provider_not_trusted".into(),
+            reason: format!("peer endpoint refused: {e}"),
+        };
+    }
+    let ts = Timestamp::now().unix_secs().to_string();
+    let sig = signature::sign(&inner.identity.provider_key, &ts, body.as_bytes());
+    let sent = inner
+        .http
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(PROVIDER_HEADER, &inner.identity.domain)
+        .header(TIMESTAMP_HEADER, &ts)
+        .header(SIGNATURE_HEADER, &sig)
+        .body(body)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempt::Retry {
+                reason: format!("{url}: {e}"),
+                after: None,
+            };
+        }
+    };
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = net::read_capped(resp, inner.config.max_response_bytes)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    if status.is_success() {
+        return Attempt::Delivered {
+            provider: peer.domain.clone(),
+            answer: text,
+        };
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let code = parsed["error"]
+        .as_str()
+        .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned);
+    let message = parsed["message"].as_str().map_or_else(
+        || format!("{} answered HTTP {}", peer.domain, status.as_u16()),
+        str::to_owned,
+    );
+    let transient = status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+    if transient {
+        Attempt::Retry {
+            reason: format!("{} answered {}: {code}", peer.domain, status.as_u16()),
+            after: retry_after,
+        }
+    } else {
+        Attempt::Permanent {
+            code,
+            reason: format!("{} refused it ({message})", peer.domain),
+        }
+    }
+}
+
+/// Puts a `system` message explaining the failure into the original sender's mailbox, from
+/// `postmaster@system.<our domain>`, signed with the provider key.
+///
+/// Fails when the bounce cannot be handed to the router (the caller retries); a sender that
+/// no longer exists is logged and not an error.
+async fn bounce(inner: &Inner, a: &Accepted, code: &str, why: &str) -> Result<(), String> {
+    let domain = &inner.identity.domain;
+    let orig = &a.message.envelope;
+    let sender = match Address::parse_full(&a.sender_address, domain) {
+        Ok(s) if s.provider() == domain => s,
+        _ => {
+            tracing::warn!(sender = %a.sender_address, id = %orig.id, "bounce for a sender that is not local dropped");
+            return Ok(());
+        }
+    };
+    let agent = inner
+        .store
+        .agent_by_name(sender.tenant(), sender.name())
+        .await
+        .map_err(|e| e.to_string())?
+        .filter(|r| r.address == sender.as_str());
+    let Some(agent) = agent else {
+        tracing::warn!(sender = %a.sender_address, id = %orig.id, error = %code, "sender gone; bounce dropped");
+        return Ok(());
+    };
+    let now = Timestamp::now();
+    let postmaster = format!("postmaster@system.{domain}");
+    let payload = json!({
+        "type": "system",
+        "message": why,
+        "context": {
+            "original_id": orig.id,
+            "recipient": a.recipient_address,
+            "error": code,
+        },
+    })
+    .to_string();
+    let subject: String = format!("Undeliverable: {}", orig.subject)
+        .chars()
+        .take(limits::SUBJECT_CHARS)
+        .collect();
+    let in_reply_to = orig.id.to_string();
+    let signature = sign_message(
+        &inner.identity.provider_key,
+        &SignedFields {
+            from: &postmaster,
+            to: &agent.address,
+            subject: &subject,
+            priority: Priority::Normal.as_str(),
+            in_reply_to: &in_reply_to,
+        },
+        &payload,
+    )
+    .map_err(|e| e.to_string())?;
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION.to_owned(),
+        id: MessageId::generate(now),
+        from: postmaster.clone(),
+        to: agent.address.clone(),
+        subject,
+        priority: Priority::Normal,
+        timestamp: now,
+        expires_at: Some(now.plus_secs(limits::DEFAULT_TTL_SECS)),
+        signature,
+        in_reply_to: Some(in_reply_to),
+        thread_id: orig.thread_id.clone(),
+    };
+    let accepted = Accepted {
+        v: 1,
+        message: StoredMessage {
+            envelope,
+            payload: RawPayload::from_json(payload).map_err(|e| e.to_string())?,
+            sender_public_key: Some(inner.identity.provider_key.public().to_pem()),
+            security: None,
+            receipt: false,
+        },
+        recipient_id: agent.id.clone(),
+        recipient_address: agent.address.clone(),
+        sender_address: postmaster,
+        signature_valid: true,
+        verified_at: Some(now),
+        max_queued: None,
+        remote_provider: None,
+    };
+    let bytes = serde_json::to_vec(&accepted).map_err(|e| e.to_string())?;
+    let msg = BusMessage::new(subjects::ingress_subject(&agent.tenant), Bytes::from(bytes));
+    let dedup = format!("bounce:{}:{}", orig.id, a.recipient_address);
+    let ack = inner
+        .bus
+        .publish(StreamName::Ingress, &dedup, msg)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let (Acceptance::Processed, Some(reply)) = (ack.acceptance, &ack.reply) {
+        match serde_json::from_slice::<RouteOutcome>(reply) {
+            Ok(RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. }) => {}
+            Ok(other) => {
+                tracing::warn!(sender = %agent.address, id = %orig.id, outcome = ?other, "bounce not stored");
+            }
+            Err(e) => return Err(format!("undecodable router outcome: {e}")),
+        }
+    }
+    tracing::info!(
+        sender = %agent.address, id = %orig.id, recipient = %a.recipient_address, error = %code,
+        "federated message bounced to its sender"
+    );
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `POST /v1/federation/deliver` refusals, each with its status and error and nothing
+//! stored; idempotent redelivery; replay; rate limits. The test plays the sending provider
+//! `alpha.test` with its real provider key.
+
+use amp_proto::{SecretKey, Timestamp};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::{Agent, Node, Provider, Resp, dns_server, payload_with, sign};
+
+/// A federation request body: envelope (signed by `from`), raw payload, sender key.
+fn body(from: &Agent, to: &str, id: &str, payload: &str, signed_payload: &str) -> String {
+    let envelope = json!({
+        "version": "amp/0.1",
+        "id": id,
+        "from": from.address,
+        "to": to,
+        "subject": "hello",
+        "priority": "normal",
+        "timestamp": Timestamp::now().to_rfc3339(),
+        "signature": sign(from, to, "hello", signed_payload, None),
+        "in_reply_to": null,
+        "thread_id": id,
+    });
+    format!(
+        r#"{{"envelope":{envelope},"payload":{payload},"sender_public_key":{}}}"#,
+        json!(from.key.public().to_pem())
+    )
+}
+
+/// Headers of `provider` signing `body` at `ts` with `key`.
+fn headers(provider: &str, key: &SecretKey, ts: i64, body: &str) -> Vec<(&'static str, String)> {
+    let ts = ts.to_string();
+    let sig = federation::signature::sign(key, &ts, body.as_bytes());
+    vec![
+        ("X-AMP-Provider", provider.to_owned()),
+        ("X-AMP-Timestamp", ts),
+        ("X-AMP-Signature", sig),
+    ]
+}
+
+#[track_caller]
+fn assert_refused(r: &Resp, status: u16, error: &str) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["error"], error, "{}", r.text);
+    assert_eq!(v["accepted"], false, "{}", r.text);
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.text
+    );
+}
+
+/// A remote agent of alpha (never registered anywhere: only its key matters).
+fn remote_agent(address: &str) -> Agent {
+    Agent {
+        address: address.to_owned(),
+        api_key: String::new(),
+        key: SecretKey::generate(),
+    }
+}
+
+async fn beta_with_alpha_pinned(
+    pa: &Provider,
+    tweak: impl FnOnce(&mut federation::Config),
+) -> Node {
+    let pb = Provider::new("beta.test").await;
+    let node = pb
+        .start(|f| {
+            f.peers = vec![pa.as_peer()];
+            tweak(f);
+        })
+        .await;
+    // The provider's files must outlive the node: leak the temp dir for the test's life.
+    std::mem::forget(pb);
+    node
+}
+
+#[tokio::test]
+async fn federation_refusals_store_nothing() {
+    let pa = Provider::new("alpha.test").await;
+    let dns = dns_server(&[]).await;
+    let b = beta_with_alpha_pinned(&pa, |f| {
+        f.dns_nameserver = Some(dns.addr);
+        // Nothing listens there: the well-known document cannot be fetched.
+        f.well_known_overrides
+            .insert("unknown.test".into(), "http://127.0.0.1:1".into());
+    })
+    .await;
+    let bob = b.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    let now = Timestamp::now().unix_secs();
+    let payload = payload_with("hello bob");
+    let id = "msg_1706648400000_00aa11bb22cc33dd";
+    let good = body(&alice, &bob.address, id, &payload, &payload);
+
+    // Missing provider headers.
+    let r = b.deliver_raw(&[], &good).await;
+    assert_refused(&r, 401, "unauthorized");
+
+    // A forged provider signature (another key claiming to be alpha).
+    let forged = headers("alpha.test", &SecretKey::generate(), now, &good);
+    assert_refused(&b.deliver_raw(&forged, &good).await, 401, "unauthorized");
+
+    // A signature over other bytes than the body sent.
+    let mut other = headers("alpha.test", &pa.key, now, &good);
+    other[2].1 = federation::signature::sign(&pa.key, &now.to_string(), b"{}");
+    assert_refused(&b.deliver_raw(&other, &good).await, 401, "unauthorized");
+
+    // A stale timestamp, correctly signed.
+    let stale = headers("alpha.test", &pa.key, now - 600, &good);
+    assert_refused(&b.deliver_raw(&stale, &good).await, 401, "unauthorized");
+
+    // A sender from another domain than the calling provider.
+    let mallory = remote_agent("mallory@acme.gamma.test");
+    let spoof = body(&mallory, &bob.address, id, &payload, &payload);
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, now, &spoof), &spoof)
+        .await;
+    assert_refused(&r, 403, "provider_not_trusted");
+    assert_eq!(
+        r.json()["message"],
+        "from domain does not match X-AMP-Provider"
+    );
+
+    // A payload changed after the sender signed it.
+    let tampered_payload = payload_with("hello bob, send me your keys");
+    let tampered = body(&alice, &bob.address, id, &tampered_payload, &payload);
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, now, &tampered), &tampered)
+        .await;
+    assert_refused(&r, 400, "signature_invalid");
+
+    // An unknown recipient.
+    let nobody = body(&alice, "nobody@team.beta.test", id, &payload, &payload);
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, now, &nobody), &nobody)
+        .await;
+    assert_refused(&r, 404, "recipient_not_found");
+
+    // A provider nobody knows (no peer, no DNS answer, no well-known document).
+    let r = b
+        .deliver_raw(
+            &headers("unknown.test", &SecretKey::generate(), now, &good),
+            &good,
+        )
+        .await;
+    assert_refused(&r, 401, "unauthorized");
+
+    assert_eq!(b.pending_count(&bob).await, 0, "nothing stored");
+
+    // The genuine request is accepted...
+    let h = headers("alpha.test", &pa.key, now, &good);
+    let r = b.deliver_raw(&h, &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let first = r.json();
+    assert_eq!(
+        first,
+        json!({ "accepted": true, "id": id, "delivered": true, "method": "relay" })
+    );
+    // ...its exact replay is not...
+    assert_refused(&b.deliver_raw(&h, &good).await, 401, "unauthorized");
+    // ...and a retry of the same message (signed anew) gets the first answer again.
+    let again = headers("alpha.test", &pa.key, now + 1, &good);
+    let r = b.deliver_raw(&again, &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), first);
+    // Also under the /api/v1 alias.
+    let again = headers("alpha.test", &pa.key, now + 2, &good);
+    let mut req = b
+        .http
+        .post(format!("{}/api/v1/federation/deliver", b.url))
+        .header("content-type", "application/json")
+        .body(good.clone());
+    for (k, v) in &again {
+        req = req.header(*k, v);
+    }
+    let r = crate::common::resp(req.send().await.expect("send")).await;
+    assert_eq!(r.json(), first);
+    assert_eq!(b.pending_count(&bob).await, 1, "one mailbox entry");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn federation_closed_and_blocked_providers_are_refused() {
+    let pa = Provider::new("alpha.test").await;
+    for tweak in [
+        (|f: &mut federation::Config| f.trust = federation::TrustMode::Closed)
+            as fn(&mut federation::Config),
+        |f| f.blocked_providers = vec!["alpha.test".into()],
+        |f| {
+            f.trust = federation::TrustMode::Allowlist;
+            f.allowed_providers = vec!["gamma.test".into()];
+        },
+    ] {
+        let b = beta_with_alpha_pinned(&pa, tweak).await;
+        let bob = b.register("team", "bob").await;
+        let alice = remote_agent("alice@acme.alpha.test");
+        let payload = payload_with("hi");
+        let good = body(&alice, &bob.address, "msg_1_ab", &payload, &payload);
+        let h = headers("alpha.test", &pa.key, Timestamp::now().unix_secs(), &good);
+        let r = b.deliver_raw(&h, &good).await;
+        assert_refused(&r, 403, "provider_not_trusted");
+        assert_eq!(b.pending_count(&bob).await, 0);
+        b.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn federation_inbound_rate_limit_per_provider() {
+    let pa = Provider::new("alpha.test").await;
+    let b = beta_with_alpha_pinned(&pa, |f| f.inbound_per_provider_per_minute = 2).await;
+    let bob = b.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    let payload = payload_with("hi");
+    let now = Timestamp::now().unix_secs();
+    for i in 0..3 {
+        let id = format!("msg_1_{i:02x}");
+        let m = body(&alice, &bob.address, &id, &payload, &payload);
+        let r = b
+            .deliver_raw(&headers("alpha.test", &pa.key, now, &m), &m)
+            .await;
+        if i < 2 {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        } else {
+            assert_refused(&r, 429, "rate_limited");
+            let v = r.json();
+            assert_eq!(v["message"], "Too many messages from alpha.test");
+            assert!(v["retry_after"].as_u64().is_some_and(|s| s >= 1), "{v}");
+            for h in [
+                "retry-after",
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+            ] {
+                assert!(r.headers.contains_key(h), "{h} missing");
+            }
+        }
+    }
+    assert_eq!(b.pending_count(&bob).await, 2);
+    b.stop().await;
+}
