@@ -8,6 +8,7 @@
 //!   leases), [`Kv`] (small provider state). A backend
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
+//! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend shared by cluster processes.
 //! - [`testing`] (feature `testing`): `testing::conformance`, the suite every backend passes.
 //!
 //! Every write returns only after it is durable (committed and fsynced, or acknowledged by a
@@ -19,6 +20,8 @@ use async_trait::async_trait;
 
 pub mod types;
 
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 #[cfg(feature = "redb")]
 pub mod redb;
 #[cfg(feature = "testing")]

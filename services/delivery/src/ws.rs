@@ -38,17 +38,29 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const REMEMBERED_PUSHES: usize = 10_000;
 /// Mailbox page size during replay.
 const REPLAY_PAGE: usize = 500;
+/// How long replay and receipts wait for room in the send queue before the client counts as
+/// a slow consumer (a reading client makes room continuously).
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// How long one frame may take to reach the socket before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Socket buffers: small, so idle sockets stay cheap (larger frames still work: the buffers
+/// grow for them).
+const SOCKET_BUFFER: usize = 4 * 1024;
 
 pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
     let max = inner.config.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| session(inner, socket))
 }
 
-/// What the session asks the writer task to do.
+/// A frame for the writer task; a pushed message carries its mailbox entry, which the
+/// writer hands back once the frame is really written (only then is it `socket_written`).
 enum Out {
     Text(String),
+    Push(String, Box<MailboxEntry>),
 }
 
 /// A frame to a client: `{"type":"error","error":code,"message":…}` (+ `ref`).
@@ -102,18 +114,27 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Out>(inner.config.send_queue_frames.max(1));
     let (close_tx, close_rx) = oneshot::channel::<(u16, String)>();
-    let writer = tokio::spawn(write_loop(sink, rx, close_rx));
+    let (written_tx, written_rx) = mpsc::unbounded_channel::<Box<MailboxEntry>>();
+    let writer = tokio::spawn(write_loop(sink, rx, close_rx, written_tx));
     let mut s = Session {
         inner: inner.clone(),
         agent,
         tx,
         pushed: BTreeSet::new(),
         session_id: format!("{:016x}", rand::random::<u64>()),
+        written: written_rx,
     };
     let reason = s.run(stream).await;
-    let _ = close_tx.send(reason);
-    let _ = writer.await;
+    // Offline first: the agent must not count as reachable while the close is flushed.
     let _ = inner.store.presence_clear(&s.agent.id, &s.session_id).await;
+    let _ = close_tx.send(reason);
+    let mut writer = writer;
+    if tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     metrics::gauge!("amp_ws_sessions").decrement(1.0);
 }
 
@@ -191,29 +212,57 @@ async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Out>,
     mut close_rx: oneshot::Receiver<(u16, String)>,
+    written: mpsc::UnboundedSender<Box<MailboxEntry>>,
 ) {
+    // One frame to the socket, bounded in time: a client that stops reading cannot hold the
+    // session (or its presence) forever.
+    async fn write(
+        sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+        frame: Message,
+    ) -> bool {
+        matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await,
+            Ok(Ok(()))
+        )
+    }
     loop {
         tokio::select! {
             biased;
             close = &mut close_rx => {
                 let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
-                // Frames already queued (an error frame explaining the close) go first.
-                while let Ok(Out::Text(t)) = rx.try_recv() {
-                    if code != CLOSE_POLICY && sink.send(Message::Text(t.into())).await.is_err() {
+                // Frames already queued (an error frame explaining the close) go first, except
+                // for a slow consumer, whose backlog is dropped (never confirmed as written).
+                while let Ok(out) = rx.try_recv() {
+                    if code == CLOSE_POLICY {
+                        continue;
+                    }
+                    let (frame, entry) = match out {
+                        Out::Text(t) => (t, None),
+                        Out::Push(t, e) => (t, Some(e)),
+                    };
+                    if !write(&mut sink, Message::Text(frame.into())).await {
                         return;
                     }
+                    if let Some(e) = entry {
+                        let _ = written.send(e);
+                    }
                 }
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) })))
-                    .await;
+                let reason = Utf8Bytes::from(reason);
+                let _ = write(&mut sink, Message::Close(Some(CloseFrame { code, reason }))).await;
                 let _ = sink.close().await;
                 return;
             }
             out = rx.recv() => match out {
                 Some(Out::Text(t)) => {
-                    if sink.send(Message::Text(t.into())).await.is_err() {
+                    if !write(&mut sink, Message::Text(t.into())).await {
                         return;
                     }
+                }
+                Some(Out::Push(t, entry)) => {
+                    if !write(&mut sink, Message::Text(t.into())).await {
+                        return;
+                    }
+                    let _ = written.send(entry);
                 }
                 None => return,
             }
@@ -228,6 +277,8 @@ struct Session {
     /// Mailbox positions pushed on this socket (bounded).
     pushed: BTreeSet<u64>,
     session_id: String,
+    /// Live pushes the writer has really written, to be confirmed.
+    written: mpsc::UnboundedReceiver<Box<MailboxEntry>>,
 }
 
 /// Why a session ended: the close code and reason sent.
@@ -236,7 +287,25 @@ type Ended = (u16, String);
 impl Session {
     /// Queues a frame; a full queue means a slow consumer, which is disconnected.
     fn send(&self, frame: String) -> Result<(), Ended> {
-        match self.tx.try_send(Out::Text(frame)) {
+        self.enqueue(Out::Text(frame))
+    }
+
+    /// Queues a frame, waiting (bounded) for room: for replay and receipts, which may be
+    /// larger than the queue; a client that reads makes room as they go.
+    async fn send_waiting(&self, out: Out) -> Result<(), Ended> {
+        match self.tx.send_timeout(out, QUEUE_WAIT).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                metrics::counter!("amp_ws_slow_consumer_closes_total").increment(1);
+                Err((CLOSE_POLICY, "slow consumer: send queue overflow".into()))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err((CLOSE_GOING_AWAY, String::new())),
+        }
+    }
+
+    /// Queues a frame without waiting; a full queue means a slow consumer.
+    fn enqueue(&self, out: Out) -> Result<(), Ended> {
+        match self.tx.try_send(out) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("amp_ws_slow_consumer_closes_total").increment(1);
@@ -321,7 +390,7 @@ impl Session {
                 .map_err(|_| (1011, "unavailable".to_owned()))?;
             let n = page.entries.len();
             for e in &page.entries {
-                self.push(e, true)?;
+                self.push(e, true).await?;
                 after = Some(e.seq);
             }
             if n < REPLAY_PAGE {
@@ -330,8 +399,9 @@ impl Session {
         }
     }
 
-    /// Pushes one entry unless this socket already had it.
-    fn push(&mut self, entry: &MailboxEntry, replay: bool) -> Result<bool, Ended> {
+    /// Pushes one entry unless this socket already had it: a replay waits for room in the
+    /// queue, a live push does not (overflow closes a slow consumer).
+    async fn push(&mut self, entry: &MailboxEntry, replay: bool) -> Result<bool, Ended> {
         if self.pushed.contains(&entry.seq) {
             return Ok(false);
         }
@@ -343,9 +413,12 @@ impl Session {
         let Ok(data) = serde_json::to_string(&item) else {
             return Ok(false);
         };
-        self.send(format!(
-            r#"{{"type":"message.new","replay":{replay},"data":{data}}}"#
-        ))?;
+        let frame = format!(r#"{{"type":"message.new","replay":{replay},"data":{data}}}"#);
+        if replay {
+            self.send_waiting(Out::Text(frame)).await?;
+        } else {
+            self.enqueue(Out::Push(frame, Box::new(entry.clone())))?;
+        }
         self.pushed.insert(entry.seq);
         while self.pushed.len() > REMEMBERED_PUSHES {
             self.pushed.pop_first();
@@ -367,7 +440,7 @@ impl Session {
         };
         let mut upto = None;
         for r in &list {
-            self.send(r.data.clone())?;
+            self.send_waiting(Out::Text(r.data.clone())).await?;
             upto = Some(r.seq);
         }
         if let Some(upto) = upto {
@@ -419,6 +492,9 @@ impl Session {
                         }
                     }
                 }
+                Some(entry) = self.written.recv() => {
+                    self.confirm_push(&entry).await;
+                }
                 hint = notify.next() => match hint {
                     Some(m) => self.on_hint(&m.payload).await?,
                     None => return Err((1011, "notify stream ended".into())),
@@ -443,9 +519,8 @@ impl Session {
                     Ok(Some(EntryState::Queued(e))) => e,
                     _ => return Ok(()),
                 };
-                if self.push(&entry, false)? {
-                    self.confirm_push(&entry).await;
-                }
+                // Confirmed (socket_written, receipts) once the writer has written it.
+                self.push(&entry, false).await?;
                 Ok(())
             }
             Ok(Hint::Receipts) => self.push_receipts().await,

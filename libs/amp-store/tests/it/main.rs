@@ -1,7 +1,9 @@
 //! The embedded (redb) backend against the conformance suite, across reopen, and across a
-//! kill -9 of a process that was writing.
+//! kill -9 of a process that was writing; the JetStream backend (`jetstream`) against a real
+//! nats-server.
 
 mod crash;
+mod jetstream;
 
 use amp_store::Store;
 use amp_store::redb::{RedbConfig, RedbStore};

@@ -3,6 +3,7 @@
 mod binary;
 mod config;
 mod crash;
+mod delivery;
 mod in_process;
 mod messaging;
 mod shell_client;

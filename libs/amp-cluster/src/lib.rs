@@ -1,0 +1,154 @@
+//! What every cluster binary (`ingest`, `router`, `delivery`) shares, so each `main.rs` stays
+//! a screenful: the NATS section and the connection to the JetStream bus and store, the
+//! server section, and serving a router with the ops endpoints until a signal.
+//!
+//! Every replica of every service is stateless apart from NATS: any may be killed at any
+//! moment (ARCHITECTURE §2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use amp_bus::Bus;
+use amp_bus::jetstream::{JetStreamBus, JetStreamConfig};
+use amp_runtime::Shutdown;
+use amp_runtime::http::harden;
+use amp_runtime::ops::{Readiness, ops_router};
+use amp_store::Store;
+use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
+use anyhow::Context;
+use axum::Router;
+use futures::FutureExt;
+use serde::Deserialize;
+
+/// Where NATS is and how its streams and buckets are laid out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://host:4222`), any of the cluster's nodes, comma-separated.
+    pub urls: String,
+    /// Stream and bucket replicas: 3 in production, 1 for a single node.
+    pub replicas: usize,
+    /// Prefix of every stream, bucket and subject (to run several deployments on one NATS).
+    pub prefix: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            urls: "nats://127.0.0.1:4222".into(),
+            replicas: 1,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// The HTTP side of a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The provider domain.
+    pub domain: String,
+    /// The public base URL clients call (required behind a load balancer).
+    pub public_url: Option<String>,
+    /// Seconds to drain in-flight requests after a signal.
+    pub shutdown_grace_secs: u64,
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// The provider key file (PKCS#8 PEM), shared by every replica (a mounted secret).
+    pub key_file: PathBuf,
+    /// The API-key pepper file (hex), shared by every replica (a mounted secret).
+    pub pepper_file: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            domain: "amp.test".into(),
+            public_url: None,
+            shutdown_grace_secs: 10,
+            body_limit_bytes: 532_480,
+            key_file: PathBuf::from("/var/lib/amp/provider-key.pem"),
+            pepper_file: PathBuf::from("/var/lib/amp/key-pepper"),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The public URL, or one derived from the bound address.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://{bound}"))
+    }
+}
+
+/// Connects the JetStream bus and store.
+///
+/// Fails when NATS cannot be reached or its streams and buckets cannot be created.
+pub async fn connect(nats: &NatsConfig) -> anyhow::Result<(Bus, Store)> {
+    let urls: Vec<String> = nats
+        .urls
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let bus = JetStreamBus::connect_bus(JetStreamConfig {
+        urls: urls.clone(),
+        replicas: nats.replicas,
+        prefix: nats.prefix.clone(),
+        ..JetStreamConfig::default()
+    })
+    .await
+    .context("cannot connect the JetStream bus")?;
+    let store = JetStreamStore::connect(JetStreamStoreConfig {
+        urls: urls.clone(),
+        replicas: nats.replicas,
+        prefix: nats.prefix.clone(),
+        ..JetStreamStoreConfig::default()
+    })
+    .await
+    .context("cannot connect the JetStream store")?;
+    Ok((bus, Store::new(store)))
+}
+
+/// Serves `app` (hardened, with `/healthz`, `/readyz` checking the store, `/metrics`) on
+/// `listener` until `shutdown`, then closes the bus.
+///
+/// Fails when serving fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    store: Store,
+    bus: Bus,
+    body_limit: usize,
+    grace: Duration,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let readiness = Readiness::new();
+    let ready_store = store.clone();
+    readiness.add("store", move || {
+        let store = ready_store.clone();
+        async move { store.ready().await }.boxed()
+    });
+    readiness.follow(&shutdown);
+    let app = harden(app.merge(ops_router(readiness)), body_limit);
+    let served = amp_runtime::shutdown::serve(listener, app, shutdown.clone(), grace).await;
+    shutdown.trigger();
+    bus.shutdown().await;
+    let _ = store.close().await;
+    served.context("serving HTTP failed")
+}
+
+/// The common start of a binary: logs, metrics, signals.
+pub fn start(log: &amp_runtime::telemetry::LogConfig) -> Shutdown {
+    amp_runtime::telemetry::init(log);
+    amp_runtime::metrics::install();
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    shutdown
+}

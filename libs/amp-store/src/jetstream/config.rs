@@ -1,0 +1,104 @@
+//! [`JetStreamStoreConfig`]: the settings of the JetStream store, with their defaults.
+
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// Settings of [`super::JetStreamStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamStoreConfig {
+    /// NATS server URLs (`nats://host:port`); the client picks one and fails over to the
+    /// others. Default `["nats://127.0.0.1:4222"]`.
+    pub urls: Vec<String>,
+    /// Replicas of every stream and bucket: 3 in production (across failure domains), 1 in
+    /// tests and on a single node. Default 1.
+    pub replicas: usize,
+    /// Namespace for isolation (parallel tests, several deployments on one NATS): when not
+    /// empty, every stream and bucket name starts with `<prefix>_` and every mailbox and
+    /// receipt subject with `<prefix>.`. Letters, digits, `-` and `_` only. Default empty.
+    pub prefix: String,
+    /// How long one NATS round trip (a publish ack, a get, an API call) may take before the
+    /// operation fails with [`Error::Unavailable`]. Default 5 s.
+    pub op_timeout: Duration,
+    /// How long `connect` waits for a server. Default 5 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for JetStreamStoreConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            replicas: 1,
+            prefix: String::new(),
+            op_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl JetStreamStoreConfig {
+    /// The production values: [`Default`] with 3 replicas.
+    pub fn production(urls: Vec<String>) -> Self {
+        Self {
+            urls,
+            replicas: 3,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings; fails with [`Error::Unavailable`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| {
+            Err(Error::Unavailable(format!(
+                "invalid JetStream store config: {what}"
+            )))
+        };
+        if self.urls.is_empty() {
+            return bad("urls is empty");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("replicas must be 1 to 5");
+        }
+        let token_ok = self
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !token_ok {
+            return bad("prefix may hold only letters, digits, '-' and '_'");
+        }
+        if self.op_timeout.is_zero() {
+            return bad("op_timeout must not be zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_refused() {
+        assert!(JetStreamStoreConfig::default().validate().is_ok());
+        assert_eq!(
+            JetStreamStoreConfig::production(vec!["x".into()]).replicas,
+            3
+        );
+        for bad in [
+            JetStreamStoreConfig {
+                prefix: "a.b".into(),
+                ..Default::default()
+            },
+            JetStreamStoreConfig {
+                urls: vec![],
+                ..Default::default()
+            },
+            JetStreamStoreConfig {
+                replicas: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The JetStream backend: the whole store in NATS, so a cluster needs nothing else and any
+//! number of processes share it. Every write returns once JetStream acknowledged it (a
+//! `PubAck` or KV revision), which with the server's `sync_interval: always` survives a kill
+//! -9 of the server; with `replicas: 3` it survives the loss of a node.
+//!
+//! # Layout (names under [`JetStreamStoreConfig::prefix`])
+//! - Stream `AMP_MAILBOX`, subjects `amp.mbox.<agent>`: one message per queued entry (body =
+//!   the stored data; headers `Amp-Msg-Id`, `Amp-Sender`, `Amp-Queued-At`, `Amp-Expires-At`,
+//!   and `Nats-TTL` so the server drops it after its expiry). The **stream sequence is the
+//!   entry's `seq`**: global, so increasing per agent too (gaps are fine for cursors).
+//! - Stream `AMP_RECEIPTS`, subjects `amp.rcpt.<agent>`: one message per receipt, `seq` = the
+//!   stream sequence, `Nats-TTL` from `expires_at`.
+//! - Bucket `amp_registry` (KV layout): `agent.<id>` → the agent with its API keys (the one
+//!   record every registry decision reads), `name.<tenant>.<name>` → holder, `key.<hash>` →
+//!   agent id (the O(1) lookup), `owner.<id>`, `ownerkey.<hash>` → owner id,
+//!   `owned.<owner>.<agent>`.
+//! - Bucket `amp_mailbox_index`: `idx.<agent>.<message id>` → seq, sender, signature, acked,
+//!   expiry (with `Nats-TTL`: kept as an ack tombstone until the message's expiry);
+//!   `meta.<agent>` → head and floor.
+//! - Bucket `amp_state`: `job.<id>`, `pres.<agent>.<session>` (TTL = lease), `kv.<key>`.
+//!
+//! Keys and subject tokens are the strings themselves when made of letters, digits, `-` and
+//! `_`, else `=` and their hex (see `conn::tok`).
+//!
+//! # Atomicity
+//! NATS has no multi-key transactions. Each trait method makes one write its **commit point**
+//! (a compare-and-set, `Nats-Expected-Last-Subject-Sequence`) and orders the others so a crash
+//! between any two leaves a state the readers already treat correctly; see `registry` and
+//! `mailboxes` for each method. Retrying a method whose call failed is always safe.
+//!
+//! # Modules
+//! `config` ([`JetStreamStoreConfig`]), `conn` (NATS primitives: buckets, compare-and-set,
+//! batched direct gets), `registry`, `mailboxes`, `state` (receipts, jobs, presence, kv).
+
+mod config;
+mod conn;
+mod mailboxes;
+mod registry;
+mod state;
+
+use async_trait::async_trait;
+
+pub use self::config::JetStreamStoreConfig;
+use self::conn::Conn;
+use crate::{Millis, Result, StoreBackend};
+
+/// Bucket and stream names (before the prefix).
+const REGISTRY: &str = "amp_registry";
+const INDEX: &str = "amp_mailbox_index";
+const STATE: &str = "amp_state";
+const MAILBOX: &str = "AMP_MAILBOX";
+const RECEIPTS: &str = "AMP_RECEIPTS";
+
+/// The JetStream store. Holds one NATS connection; wrap it in a [`crate::Store`] to share.
+pub struct JetStreamStore {
+    conn: Conn,
+    config: JetStreamStoreConfig,
+    registry: String,
+    index: String,
+    state: String,
+    mailbox: String,
+    receipts: String,
+}
+
+impl JetStreamStore {
+    /// Connects and creates or updates the streams and buckets (idempotent; every process
+    /// of a cluster does it at startup). Must be called within a tokio runtime.
+    ///
+    /// Fails with [`crate::Error::Unavailable`] when the config is invalid, no server
+    /// answers within `connect_timeout`, or a stream cannot be created or updated (JetStream
+    /// off, a server older than 2.11 without per-message TTL, or an incompatible existing
+    /// stream).
+    pub async fn connect(config: JetStreamStoreConfig) -> Result<Self> {
+        config.validate()?;
+        let conn = Conn::connect(&config).await?;
+        let store = Self {
+            registry: conn.name(REGISTRY),
+            index: conn.name(INDEX),
+            state: conn.name(STATE),
+            mailbox: conn.name(MAILBOX),
+            receipts: conn.name(RECEIPTS),
+            conn,
+            config,
+        };
+        let r = store.config.replicas;
+        let c = &store.conn;
+        c.ensure_bucket(&store.registry, r, "AMP agents, names, API keys, owners")
+            .await?;
+        c.ensure_bucket(&store.index, r, "AMP mailbox index (idempotency, acks)")
+            .await?;
+        c.ensure_bucket(&store.state, r, "AMP jobs, presence, small values")
+            .await?;
+        c.ensure_stream(
+            &store.mailbox,
+            &c.subject("amp.mbox.>"),
+            r,
+            "AMP mailboxes: one subject per agent",
+        )
+        .await?;
+        c.ensure_stream(
+            &store.receipts,
+            &c.subject("amp.rcpt.>"),
+            r,
+            "AMP read receipts retained for senders",
+        )
+        .await?;
+        tracing::info!(
+            urls = ?store.config.urls,
+            prefix = %store.config.prefix,
+            replicas = r,
+            "JetStream store connected"
+        );
+        Ok(store)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &JetStreamStoreConfig {
+        &self.config
+    }
+
+    /// `amp.mbox.<agent>` under the prefix.
+    fn mailbox_subject(&self, agent_id: &str) -> String {
+        self.conn
+            .subject(&format!("amp.mbox.{}", conn::tok(agent_id)))
+    }
+
+    /// `amp.rcpt.<agent>` under the prefix.
+    fn receipt_subject(&self, agent_id: &str) -> String {
+        self.conn
+            .subject(&format!("amp.rcpt.{}", conn::tok(agent_id)))
+    }
+}
+
+impl std::fmt::Debug for JetStreamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unix milliseconds by the wall clock (for TTLs only; decisions use the caller's `now`).
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl StoreBackend for JetStreamStore {
+    async fn ready(&self) -> bool {
+        self.conn.ping().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Nothing is buffered: every write already waited for its ack.
+        self.conn.close().await;
+        Ok(())
+    }
+}

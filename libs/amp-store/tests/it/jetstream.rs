@@ -1,0 +1,201 @@
+//! The JetStream backend against a real `nats-server` (test kit): the conformance suite, a
+//! reconnect, and a kill -9 of the server between writes.
+
+use std::time::{Duration, Instant};
+
+use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
+use amp_store::testing::{agent, conformance, entry, key_hash, now_ms, unique};
+use amp_store::{AckOutcome, Enqueued, EntryState, Store};
+use amp_testkit::NatsServer;
+
+fn config(url: &str, prefix: &str) -> JetStreamStoreConfig {
+    JetStreamStoreConfig {
+        urls: vec![url.to_owned()],
+        prefix: prefix.to_owned(),
+        op_timeout: Duration::from_secs(5),
+        ..JetStreamStoreConfig::default()
+    }
+}
+
+async fn connect(url: &str, prefix: &str) -> Store {
+    Store::new(
+        JetStreamStore::connect(config(url, prefix))
+            .await
+            .expect("connect the JetStream store"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_passes_conformance() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("c")).await;
+    assert!(store.ready().await);
+    conformance::run_all(&store).await;
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_durable_across_reopen() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let prefix = unique("r");
+    // `open` is synchronous: connect on a helper thread with its own runtime, then hand the
+    // store (whose connection lives on this test's runtime) back.
+    let handle = tokio::runtime::Handle::current();
+    conformance::durable_across_reopen(|| {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        let handle = handle.clone();
+        std::thread::spawn(move || handle.block_on(connect(&url, &prefix)))
+            .join()
+            .expect("connect thread")
+    })
+    .await;
+}
+
+/// Two stores on one prefix are one store (the cluster case: several processes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_processes_share_state() {
+    let server = NatsServer::start();
+    let prefix = unique("s");
+    let a = connect(&server.url(), &prefix).await;
+    let b = connect(&server.url(), &prefix).await;
+    let now = now_ms();
+    let x = agent(&unique("t"), "shared", now);
+    a.create_agent(x.clone(), key_hash(&x.id), now)
+        .await
+        .expect("create");
+    assert_eq!(
+        b.agent_by_name(&x.tenant, "shared").await.expect("by name"),
+        Some(x.clone())
+    );
+    // The same message enqueued through both (a redelivery to another router): one entry.
+    let e = entry(&x.id, "msg_1_s", "s@t.example.test", now, 3_600_000);
+    let (ra, rb) = tokio::join!(a.enqueue(e.clone()), b.enqueue(e.clone()));
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    let seqs: Vec<u64> = [ra, rb]
+        .iter()
+        .map(|r| match r {
+            Enqueued::New { seq } | Enqueued::Duplicate { seq } => *seq,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs[0], seqs[1]);
+    assert!(matches!(ra, Enqueued::New { .. }) || matches!(rb, Enqueued::New { .. }));
+    assert_eq!(
+        b.fetch(&x.id, None, 10, now)
+            .await
+            .expect("fetch")
+            .entries
+            .len(),
+        1
+    );
+    assert_eq!(
+        b.ack(&x.id, &["msg_1_s".into()], now).await.expect("ack"),
+        [AckOutcome::Acked]
+    );
+    assert!(matches!(
+        a.entry(&x.id, "msg_1_s").await.expect("entry"),
+        Some(EntryState::Acked { .. })
+    ));
+}
+
+/// kill -9 of the server between writes: everything acknowledged before is there after
+/// the restart, and the store (same connection, reconnecting) carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_acknowledged_writes_survive_server_kill() {
+    let mut server = NatsServer::start();
+    let prefix = unique("k");
+    let store = connect(&server.url(), &prefix).await;
+    let now = now_ms();
+    let a = agent(&unique("t"), "kill", now);
+    store
+        .create_agent(a.clone(), key_hash(&a.id), now)
+        .await
+        .expect("create");
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        for i in 0..50 {
+            let id = format!("msg_{round}_{i}_k");
+            let r = store
+                .enqueue(entry(&a.id, &id, "s@t.example.test", now, 3_600_000))
+                .await
+                .expect("enqueue");
+            assert!(matches!(r, Enqueued::New { .. }), "{r:?}");
+            acked.push(id);
+        }
+        store
+            .ack(&a.id, &[format!("msg_{round}_0_k")], now)
+            .await
+            .expect("ack");
+        server.kill();
+        server.restart();
+        // The client reconnects on its own; wait until the store answers again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.agent(&a.id).await.is_err() {
+            assert!(Instant::now() < deadline, "store did not come back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(store.agent(&a.id).await.expect("agent"), Some(a.clone()));
+    assert!(
+        store
+            .agent_by_api_key(&key_hash(&a.id))
+            .await
+            .expect("key")
+            .is_some()
+    );
+    let page = store.fetch(&a.id, None, 1000, now).await.expect("fetch");
+    let got: Vec<&str> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    let want: Vec<&str> = acked
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !matches!(*id, "msg_0_0_k" | "msg_1_0_k" | "msg_2_0_k"))
+        .collect();
+    assert_eq!(got, want);
+    // A fresh process sees the same.
+    let other = connect(&server.url(), &prefix).await;
+    assert_eq!(
+        other.count(&a.id, now).await.expect("count").count,
+        want.len() as u64
+    );
+}
+
+/// Enqueue throughput on one local server (not an assertion of speed: printed for the
+/// report). `cargo test -p amp-store jetstream_enqueue_rate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn jetstream_enqueue_rate() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("p")).await;
+    let now = now_ms();
+    let n = 5_000;
+    for quota in [None, Some(1_000_000)] {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                // 64 writers over 256 mailboxes.
+                for i in (w..n).step_by(64) {
+                    let mut e = entry(
+                        &format!("agt_rate{}", i % 256),
+                        &format!("msg_{i}_{quota:?}"),
+                        "s@t.example.test",
+                        now,
+                        3_600_000,
+                    );
+                    e.max_queued = quota;
+                    s.enqueue(e).await.expect("enqueue");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "quota {quota:?}: {n} enqueues in {secs:.2} s = {:.0}/s",
+            n as f64 / secs
+        );
+    }
+}

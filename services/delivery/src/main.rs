@@ -1,0 +1,88 @@
+//! `delivery`: WebSocket sessions and webhooks as one of N cluster replicas over NATS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use amp_cluster::{NatsConfig, ServerConfig};
+use amp_messaging::{Acceptor, MessagingConfig};
+use amp_runtime::identity;
+use amp_runtime::telemetry::LogConfig;
+use clap::Parser;
+use serde::Deserialize;
+
+/// AMP delivery: WebSocket sessions, signed webhooks with retries, receipts.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML config file (sections server, log, nats, delivery, messaging); env overrides it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.listen, AMP__SERVER__LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// NATS URLs, comma-separated (nats.urls, AMP__NATS__URLS).
+    #[arg(long, value_name = "URLS")]
+    nats: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    server: ServerConfig,
+    log: LogConfig,
+    nats: NatsConfig,
+    delivery: delivery::Config,
+    /// How `route` frames are accepted (as ingest's `[ingest.messaging]`).
+    messaging: MessagingConfig,
+    /// Whether the deployment has federation replicas (remote recipients accepted).
+    federation: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut overrides = Vec::new();
+    if let Some(v) = cli.listen {
+        overrides.push(("server.listen".to_owned(), v));
+    }
+    if let Some(v) = cli.nats {
+        overrides.push(("nats.urls".to_owned(), v));
+    }
+    let cfg: Config = amp_runtime::config::load(cli.config.as_deref(), "AMP", &overrides)?;
+    let shutdown = amp_cluster::start(&cfg.log);
+    let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
+    let domain = cfg.server.domain.clone();
+    let acceptor = Acceptor::new(
+        store.clone(),
+        bus.clone(),
+        &domain,
+        cfg.messaging.clone(),
+        cfg.federation,
+    );
+    let service = delivery::DeliveryService::new(
+        cfg.delivery,
+        delivery::Identity {
+            domain,
+            key_pepper: identity::load_or_create_pepper(&cfg.server.pepper_file)?,
+        },
+        store.clone(),
+        bus.clone(),
+        acceptor,
+        shutdown.clone(),
+    );
+    let worker = tokio::spawn(service.clone().run());
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let served = amp_cluster::serve(
+        listener,
+        service.router(),
+        store,
+        bus,
+        cfg.server.body_limit_bytes,
+        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        shutdown,
+    )
+    .await;
+    let _ = worker.await;
+    served
+}
