@@ -21,6 +21,41 @@ use axum::Router;
 use futures::FutureExt;
 use serde::Deserialize;
 
+/// The flags every cluster binary takes; anything else goes in the config file or `AMP__…`
+/// environment variables (defaults < file < environment < flags).
+#[derive(Debug, clap::Args)]
+pub struct Flags {
+    /// TOML config file; `AMP__SECTION__KEY` environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (server.listen, AMP__SERVER__LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// NATS URLs, comma-separated (nats.urls, AMP__NATS__URLS).
+    #[arg(long, value_name = "URLS")]
+    pub nats: Option<String>,
+}
+
+impl Flags {
+    /// Loads the binary's configuration, the flags given winning over everything else.
+    ///
+    /// Fails when the file cannot be read or a value does not fit its key.
+    pub fn load<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        let mut overrides = Vec::new();
+        if let Some(v) = &self.listen {
+            overrides.push(("server.listen".to_owned(), v.clone()));
+        }
+        if let Some(v) = &self.nats {
+            overrides.push(("nats.urls".to_owned(), v.clone()));
+        }
+        Ok(amp_runtime::config::load(
+            self.config.as_deref(),
+            "AMP",
+            &overrides,
+        )?)
+    }
+}
+
 /// Where NATS is and how its streams and buckets are laid out.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,6 +1,5 @@
 //! `delivery`: WebSocket sessions and webhooks as one of N cluster replicas over NATS.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use amp_cluster::{NatsConfig, ServerConfig};
@@ -14,15 +13,8 @@ use serde::Deserialize;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// TOML config file (sections server, log, nats, delivery, messaging); env overrides it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on (server.listen, AMP__SERVER__LISTEN).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// NATS URLs, comma-separated (nats.urls, AMP__NATS__URLS).
-    #[arg(long, value_name = "URLS")]
-    nats: Option<String>,
+    #[command(flatten)]
+    flags: amp_cluster::Flags,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,15 +32,7 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut overrides = Vec::new();
-    if let Some(v) = cli.listen {
-        overrides.push(("server.listen".to_owned(), v));
-    }
-    if let Some(v) = cli.nats {
-        overrides.push(("nats.urls".to_owned(), v));
-    }
-    let cfg: Config = amp_runtime::config::load(cli.config.as_deref(), "AMP", &overrides)?;
+    let cfg: Config = Cli::parse().flags.load()?;
     let shutdown = amp_cluster::start(&cfg.log);
     let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
     let domain = cfg.server.domain.clone();

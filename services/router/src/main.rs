@@ -1,6 +1,5 @@
 //! `router`: consumes the ingress stream as one of N cluster replicas over NATS JetStream.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use amp_cluster::{NatsConfig, ServerConfig};
@@ -12,15 +11,8 @@ use serde::Deserialize;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// TOML config file (sections server, log, nats, router); `AMP__…` env overrides it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address of the ops endpoints (/healthz, /readyz, /metrics) (server.listen).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// NATS URLs, comma-separated (nats.urls, AMP__NATS__URLS).
-    #[arg(long, value_name = "URLS")]
-    nats: Option<String>,
+    #[command(flatten)]
+    flags: amp_cluster::Flags,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,15 +26,7 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut overrides = Vec::new();
-    if let Some(v) = cli.listen {
-        overrides.push(("server.listen".to_owned(), v));
-    }
-    if let Some(v) = cli.nats {
-        overrides.push(("nats.urls".to_owned(), v));
-    }
-    let cfg: Config = amp_runtime::config::load(cli.config.as_deref(), "AMP", &overrides)?;
+    let cfg: Config = Cli::parse().flags.load()?;
     let shutdown = amp_cluster::start(&cfg.log);
     let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
     let service =
