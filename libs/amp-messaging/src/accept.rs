@@ -12,8 +12,8 @@ use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
 use amp_proto::signing::{SignedFields, VerifyError, verify_message};
 use amp_proto::{
-    Address, AddressContext, ApiError, Envelope, ErrorCode, MessageId, Priority, PublicKey,
-    RawPayload, Timestamp,
+    Address, AddressContext, ApiError, Envelope, ErrorCode, MessageId, Priority, RawPayload,
+    Timestamp,
 };
 use amp_store::{AgentRecord, EntryState};
 use bytes::Bytes;
@@ -179,7 +179,7 @@ pub(crate) async fn accept(
     let expires_at = amp_proto::message::effective_expiry(now, expires_at)?;
 
     // Signature, over the fields as the sender sent them and the payload as received.
-    let sender_key = stored_key(sender)?;
+    let sender_key = crate::auth::agent_key(sender)?;
     let from_signed = from_text
         .as_deref()
         .map_or(sender.address.as_str(), str::trim);
@@ -468,11 +468,4 @@ async fn parent_thread(acc: &Acceptor, sender: &AgentRecord, parent: &str) -> Op
             .map(|m| m.envelope.thread_id),
         EntryState::Acked { .. } => None,
     }
-}
-
-pub(crate) fn stored_key(agent: &AgentRecord) -> Result<PublicKey, ApiError> {
-    let mut raw = [0u8; 32];
-    hex::decode_to_slice(&agent.public_key_hex, &mut raw)
-        .map_err(|_| internal("stored public key is not hex"))?;
-    PublicKey::from_bytes(&raw).map_err(|_| internal("stored public key is invalid"))
 }

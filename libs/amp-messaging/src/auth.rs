@@ -7,6 +7,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use amp_proto::{ApiError, PublicKey};
 use amp_store::{AgentRecord, Store};
 
 /// The keyed hash the store indexes credentials by.
@@ -36,4 +37,14 @@ pub async fn agent_for_key(
         .await?
         .filter(|(_, key)| key.is_valid_at(now))
         .map(|(agent, _)| agent))
+}
+
+/// An agent's registered public key, from its stored form (hex of the raw 32 bytes).
+///
+/// Fails with a logged `500` when the stored record is broken (an invariant, never input).
+pub fn agent_key(agent: &AgentRecord) -> Result<PublicKey, ApiError> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(&agent.public_key_hex, &mut raw)
+        .map_err(|_| crate::internal("stored public key is not hex"))?;
+    PublicKey::from_bytes(&raw).map_err(|_| crate::internal("stored public key is invalid"))
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use amp_proto::{Address, AddressContext, ApiError, ErrorCode, PublicKey, Timestamp};
+use amp_proto::{Address, AddressContext, ApiError, ErrorCode, Timestamp};
 use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use amp_store::AgentRecord;
 use axum::Json;
@@ -24,9 +24,9 @@ fn ts(ms: i64) -> Value {
 }
 
 fn pem_of(agent: &AgentRecord) -> Option<String> {
-    let mut raw = [0u8; 32];
-    hex::decode_to_slice(&agent.public_key_hex, &mut raw).ok()?;
-    PublicKey::from_bytes(&raw).ok().map(|k| k.to_pem())
+    amp_messaging::auth::agent_key(agent)
+        .ok()
+        .map(|k| k.to_pem())
 }
 
 pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Value> {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use amp_proto::{ApiError, PublicKey, Timestamp};
+use amp_proto::{ApiError, Timestamp};
 use amp_runtime::{ApiJson, ApiResult};
 use amp_store::{AgentRecord, PastKey};
 use axum::Json;
@@ -89,11 +89,7 @@ pub(super) async fn rotate_keys(
         }
         e
     })?;
-    let mut old_raw = [0u8; 32];
-    hex::decode_to_slice(&agent.public_key_hex, &mut old_raw)
-        .map_err(|_| amp_runtime::HttpError::internal("stored key is not hex"))?;
-    let old = PublicKey::from_bytes(&old_raw)
-        .map_err(|_| amp_runtime::HttpError::internal("stored key is invalid"))?;
+    let old = amp_messaging::auth::agent_key(&agent)?;
     // SPEC-CHECKLIST §4.20: the proof signs the new key exactly as sent; its DER SPKI and
     // its raw 32 bytes are accepted too.
     let signed_forms: [Vec<u8>; 3] = [

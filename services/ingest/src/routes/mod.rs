@@ -19,7 +19,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
-use crate::auth::hash_key;
 use crate::state::Inner;
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
@@ -89,14 +88,17 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
     if token.starts_with("uk_") {
         return unauthorized("user keys only authorise registration; use the agent's API key");
     }
-    if !token.starts_with("amp_") || token.len() > 256 {
-        return unauthorized("invalid API key");
-    }
-    let hash = hash_key(&inner.identity.key_pepper, token);
     let now = Inner::now_ms();
-    let agent = match inner.store.agent_by_api_key(&hash).await {
-        Ok(Some((agent, key))) if key.is_valid_at(now) => agent,
-        Ok(_) => return unauthorized("invalid or expired API key"),
+    let agent = match amp_messaging::auth::agent_for_key(
+        &inner.store,
+        &inner.identity.key_pepper,
+        token,
+        now,
+    )
+    .await
+    {
+        Ok(Some(agent)) => agent,
+        Ok(None) => return unauthorized("invalid or expired API key"),
         Err(e) => return store_error(e).into_response(),
     };
     let decision = inner.agent_limiter.check(&agent.id);
