@@ -1,56 +1,26 @@
 //! Webhook retries survive `kill -9` (their state is in the store): the built `ampd` binary
 //! is killed after a failed first attempt and restarted on the same data directory.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::*;
 
 /// Starts the binary with `config` on a free port; returns the child and its base URL.
 async fn spawn_ampd(config: &Path, data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ampd"))
-        .env_clear()
-        .arg("--config")
-        .arg(config)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ampd");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("ampd prints its address in time")
-        .expect("read stdout")
-        .expect("ampd exited before listening");
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let base = format!("http://{addr}");
-    for _ in 0..300 {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status().is_success() {
-                return (child, base);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ampd never became ready");
+    let args: [&OsStr; 8] = [
+        "--config".as_ref(),
+        config.as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_ref(),
+    ];
+    crate::spawned::start_with_args(&args, &[]).await
 }
 
 /// NTF-14, issue: with a webhook answering 500 first and retries after 1.5 s and 3 s,
