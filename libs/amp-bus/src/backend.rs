@@ -35,7 +35,14 @@ pub trait BusBackend: Send + Sync + 'static {
     /// Best-effort fan-out (a hint; may be lost) to every current subscriber of `subject`.
     /// Fails with [`crate::Error::InvalidSubject`] if `subject` has wildcards or empty tokens,
     /// and with [`crate::Error::Closed`] after shutdown.
-    async fn notify(&self, subject: &str, payload: Bytes) -> Result<()>;
+    async fn notify(&self, subject: &str, payload: Bytes) -> Result<()> {
+        self.notify_message(BusMessage::new(subject, payload)).await
+    }
+
+    /// [`notify`](Self::notify) with headers (e.g. trace context): subscribers receive
+    /// `msg` with its subject, headers and payload. Fails like `notify`, and with
+    /// [`crate::Error::Backend`] for headers the backend cannot carry.
+    async fn notify_message(&self, msg: BusMessage) -> Result<()>;
 
     /// Subscribe to a subject; NATS-style wildcards: `*` one token, `>` the rest (tokens split
     /// on '.'). Dropping the subscription unsubscribes. Fails with
@@ -45,6 +52,14 @@ pub trait BusBackend: Send + Sync + 'static {
 
     /// How many times a message is delivered before it is dead-lettered.
     fn max_deliveries(&self) -> u32;
+
+    /// A counter that moves whenever notify hints may have been lost wholesale (the
+    /// connection to the broker dropped and came back, or a subscription fell behind), so
+    /// subscribers re-read the state their hints point at. `None`: hints are never lost that
+    /// way (the in-process bus).
+    fn hint_gaps(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// Shuts the bus down: pending and later [`Consumer::next`] calls return
     /// [`crate::Error::Closed`], pending and later publishes fail with it, and subscriptions
@@ -97,6 +112,13 @@ pub trait Acker: Send {
     /// The delivery was dropped unsettled: treat it as a nak with zero delay. Must not block
     /// and must not need a runtime (drops happen anywhere).
     fn dropped(self: Box<Self>);
+
+    /// Whether the reply of [`Delivery::ack_with`] reaches the publisher (who then answers
+    /// for the outcome). `false` (the default): the publish was acknowledged when the
+    /// message was persisted, and nobody reads the reply.
+    fn reply_reaches_publisher(&self) -> bool {
+        false
+    }
 }
 
 /// One delivery of a message to a consumer. Settle it with [`ack`](Self::ack),
@@ -126,6 +148,16 @@ impl Delivery {
     /// The 1-based delivery count: 1 on first delivery, 2 on the first redelivery, ...
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether the reply of [`ack_with`](Self::ack_with) reaches the publisher: true on the
+    /// in-process bus (the publisher waits for the outcome), false on JetStream (the
+    /// publisher had its answer when the message was persisted). A consumer whose outcome
+    /// nobody will read must report a failure some other way (a bounce).
+    pub fn reply_reaches_publisher(&self) -> bool {
+        self.acker
+            .as_ref()
+            .is_some_and(|a| a.reply_reaches_publisher())
     }
 
     /// Acks: the effect is durable; never redeliver. Fails with [`crate::Error::Closed`] if

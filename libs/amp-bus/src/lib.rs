@@ -15,7 +15,8 @@
 //!
 //! # Modules
 //! - [`error`]: the crate's [`Error`] and [`Result`].
-//! - [`message`]: [`StreamName`], [`BusMessage`], [`PublishAck`], [`Acceptance`].
+//! - [`message`]: [`StreamName`], [`BusMessage`] (with its W3C trace-context headers),
+//!   [`PublishAck`], [`Acceptance`].
 //! - [`backend`]: the [`BusBackend`], [`Consumer`] and [`Subscription`] traits, and
 //!   [`Delivery`] with its [`Acker`].
 //! - [`bus`]: [`Bus`], the cheap-clone handle services hold.
@@ -43,4 +44,4 @@ pub use error::{Error, Result};
 pub use in_process::{InProcessBus, InProcessConfig};
 #[cfg(feature = "jetstream")]
 pub use jetstream::{JetStreamBus, JetStreamConfig};
-pub use message::{Acceptance, BusMessage, PublishAck, StreamName};
+pub use message::{Acceptance, BusMessage, PublishAck, StreamName, TRACE_CONTEXT_HEADERS};

@@ -40,6 +40,16 @@ impl fmt::Display for StreamName {
     }
 }
 
+/// The W3C Trace Context headers a message may carry (`traceparent`, `tracestate`), so one
+/// message is one trace across services. Both backends carry them like any other header.
+pub const TRACE_CONTEXT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+fn is_trace_header(name: &str) -> bool {
+    TRACE_CONTEXT_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// A message: a subject, ordered headers and an opaque payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusMessage {
@@ -66,6 +76,34 @@ impl BusMessage {
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Attaches trace context: the `traceparent` / `tracestate` pairs of `headers` replace
+    /// any the message had; other names are ignored. An empty `headers` (tracing off) leaves
+    /// the message as it was.
+    #[must_use]
+    pub fn with_trace_context(
+        mut self,
+        headers: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut headers = headers
+            .into_iter()
+            .filter(|(name, _)| is_trace_header(name))
+            .peekable();
+        if headers.peek().is_some() {
+            self.headers.retain(|(name, _)| !is_trace_header(name));
+            self.headers.extend(headers);
+        }
+        self
+    }
+
+    /// The message's trace-context headers (`traceparent`, `tracestate`), to make the
+    /// consumer's span a child of the publisher's.
+    pub fn trace_context(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter(|(name, _)| is_trace_header(name))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     /// The first value of header `name` (names compare case-insensitively, as in NATS).
@@ -98,4 +136,32 @@ pub struct PublishAck {
     /// With [`Acceptance::Processed`], the bytes the consumer gave to
     /// [`crate::Delivery::ack_with`] (`None` after a plain ack). Brokers always give `None`.
     pub reply: Option<Bytes>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_replaces_and_filters() {
+        let msg = BusMessage::new("a.b", Bytes::new())
+            .with_header("Amp-Id", "1")
+            .with_header("Traceparent", "old")
+            .with_trace_context(Vec::new());
+        assert_eq!(
+            msg.trace_context().collect::<Vec<_>>(),
+            [("Traceparent", "old")]
+        );
+        let msg = msg.with_trace_context([
+            ("traceparent".to_owned(), "00-new".to_owned()),
+            ("tracestate".to_owned(), "k=v".to_owned()),
+            ("x-other".to_owned(), "dropped".to_owned()),
+        ]);
+        assert_eq!(
+            msg.trace_context().collect::<Vec<_>>(),
+            [("traceparent", "00-new"), ("tracestate", "k=v")]
+        );
+        assert_eq!(msg.header("amp-id"), Some("1"));
+        assert_eq!(msg.header("x-other"), None);
+    }
 }

@@ -66,6 +66,9 @@ pub struct NatsConfig {
     pub replicas: usize,
     /// Prefix of every stream, bucket and subject (to run several deployments on one NATS).
     pub prefix: String,
+    /// How long a consumed message may stay unacknowledged before JetStream hands it to
+    /// another replica (a router that hangs), in milliseconds.
+    pub ack_wait_ms: u64,
 }
 
 impl Default for NatsConfig {
@@ -74,6 +77,7 @@ impl Default for NatsConfig {
             urls: "nats://127.0.0.1:4222".into(),
             replicas: 1,
             prefix: String::new(),
+            ack_wait_ms: 30_000,
         }
     }
 }
@@ -136,6 +140,7 @@ pub async fn connect(nats: &NatsConfig) -> anyhow::Result<(Bus, Store)> {
         urls: urls.clone(),
         replicas: nats.replicas,
         prefix: nats.prefix.clone(),
+        ack_wait: Duration::from_millis(nats.ack_wait_ms.max(100)),
         ..JetStreamConfig::default()
     })
     .await
@@ -152,7 +157,7 @@ pub async fn connect(nats: &NatsConfig) -> anyhow::Result<(Bus, Store)> {
 }
 
 /// Serves `app` (hardened, with `/healthz`, `/readyz` checking the store, `/metrics`) on
-/// `listener` until `shutdown`, then closes the bus.
+/// `listener` until `shutdown`, then closes the bus and the store and flushes traces.
 ///
 /// Fails when serving fails.
 pub async fn serve(
@@ -176,6 +181,8 @@ pub async fn serve(
     shutdown.trigger();
     bus.shutdown().await;
     let _ = store.close().await;
+    // The last spans, before the process exits (a no-op with tracing off).
+    amp_runtime::telemetry::flush().await;
     served.context("serving HTTP failed")
 }
 

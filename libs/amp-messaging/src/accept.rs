@@ -254,6 +254,7 @@ pub(crate) async fn accept(
         (None, None) => id.to_string(),
     };
 
+    tracing::Span::current().record("message.id", id.as_str());
     let envelope = Envelope {
         version: amp_proto::message::PROTOCOL_VERSION.to_owned(),
         id: id.clone(),
@@ -388,7 +389,10 @@ async fn hand_off(
     accepted: &Accepted,
 ) -> Result<(Option<RouteOutcome>, bool), ApiError> {
     let payload = serde_json::to_vec(accepted).map_err(internal)?;
-    let msg = BusMessage::new(subjects::ingress_subject(tenant), Bytes::from(payload));
+    let msg = BusMessage::new(subjects::ingress_subject(tenant), Bytes::from(payload))
+        .with_trace_context(amp_runtime::telemetry::trace_headers(
+            &tracing::Span::current(),
+        ));
     // Same sender, id and signature is a retry; another signature is another message, which
     // must reach the router to be refused as a conflict (409), never answered as the first.
     let sig_digest = amp_proto::signing::sha256_b64(accepted.message.envelope.signature.as_bytes());

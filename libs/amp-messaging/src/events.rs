@@ -8,7 +8,7 @@
 //! - [`RegistryChange`] on `amp.registry.changed`: an agent's keys or registration changed;
 //!   caches drop it and sockets re-check their credentials.
 
-use amp_bus::{Bus, subjects};
+use amp_bus::{Bus, BusMessage, subjects};
 use amp_proto::Timestamp;
 use amp_store::{AgentRecord, Receipt, Store};
 use bytes::Bytes;
@@ -80,8 +80,15 @@ pub fn delivered_subject(tenant: &str, agent_id: &str) -> String {
 /// Publishes a hint to an agent (best effort).
 pub async fn hint(bus: &Bus, tenant: &str, agent_id: &str, hint: &Hint) {
     if let Ok(body) = serde_json::to_vec(hint) {
-        let subject = subjects::notify_subject(tenant, agent_id);
-        if let Err(e) = bus.notify(&subject, Bytes::from(body)).await {
+        // Carries the trace context, so the push it causes continues the message's trace.
+        let msg = BusMessage::new(
+            subjects::notify_subject(tenant, agent_id),
+            Bytes::from(body),
+        )
+        .with_trace_context(amp_runtime::telemetry::trace_headers(
+            &tracing::Span::current(),
+        ));
+        if let Err(e) = bus.notify_message(msg).await {
             tracing::debug!(error = %e, "hint not sent");
         }
     }

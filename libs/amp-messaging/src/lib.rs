@@ -6,12 +6,14 @@
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
+//! - [`bounce`]: the `system` notice a sender gets when an accepted message cannot arrive.
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
 pub mod auth;
+pub mod bounce;
 pub mod events;
 pub mod mailbox;
 pub mod render;
@@ -21,6 +23,7 @@ use amp_proto::{ApiError, ErrorCode};
 use amp_store::{AgentRecord, Store};
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 pub use accept::RouteRequest;
 
@@ -94,7 +97,17 @@ impl Acceptor {
         sender: &AgentRecord,
         request: RouteRequest,
     ) -> Result<Value, ApiError> {
-        accept::accept(self, sender, request).await
+        // The message's trace starts here; the router, delivery and federation continue it
+        // from the bus headers. Never the payload, keys or signatures as attributes.
+        let span = tracing::debug_span!(
+            target: amp_runtime::telemetry::TRACE_TARGET,
+            "amp.route",
+            otel.kind = "server",
+            tenant = %sender.tenant,
+            agent = %sender.id,
+            message.id = tracing::field::Empty,
+        );
+        accept::accept(self, sender, request).instrument(span).await
     }
 }
 

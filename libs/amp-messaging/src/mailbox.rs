@@ -7,6 +7,7 @@ use amp_proto::relay::StoredMessage;
 use amp_store::{AckOutcome, AgentRecord, EntryState, Store};
 
 use crate::events;
+use crate::render::StoredView;
 
 /// Acknowledges `ids` in `agent`'s mailbox and sends a `message.delivered` receipt for each
 /// newly acknowledged message whose sender asked for one and has not had it yet.
@@ -21,11 +22,12 @@ pub async fn ack(
     now: i64,
 ) -> Result<Vec<AckOutcome>, amp_store::Error> {
     // Read first: the entry leaves the mailbox with the ack, and with it the receipt flag.
+    // Only the flag is read (a borrowed view); the few messages that want a receipt are parsed.
     let mut wanting = Vec::new();
     for id in ids {
         if let Some(EntryState::Queued(e)) = store.entry(&agent.id, id).await? {
-            if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
-                if m.receipt {
+            if StoredView::parse(&e.data).is_ok_and(|v| v.receipt) {
+                if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
                     wanting.push(m);
                 }
             }

@@ -8,7 +8,8 @@
 //! Modules:
 //! - [`config`]: layered configuration (defaults < TOML file < `AMP__…` env < flags) and
 //!   the redacting [`config::Secret`].
-//! - [`telemetry`]: `tracing` subscriber setup (JSON or pretty logs, `EnvFilter`).
+//! - [`telemetry`]: `tracing` subscriber setup (JSON or pretty logs, `EnvFilter`), and
+//!   OpenTelemetry traces over OTLP with W3C context in message headers.
 //! - [`identity`]: the provider key and API-key pepper files, created once and never
 //!   silently replaced.
 //! - [`metrics`]: the process-wide Prometheus recorder.

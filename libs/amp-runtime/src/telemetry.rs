@@ -1,4 +1,17 @@
-//! Logging setup: a `tracing` subscriber writing to stderr, JSON lines or human-readable.
+//! Logs and traces: a `tracing` subscriber writing to stderr (JSON lines or human-readable)
+//! and, when an OTLP endpoint is configured, OpenTelemetry traces exported to a collector.
+//!
+//! One message is one trace across services: ingest starts it (`amp.route`), every bus
+//! publish carries its W3C `traceparent`/`tracestate` ([`trace_headers`]), and the router,
+//! delivery and federation make their spans children of it ([`set_parent`]). Without an
+//! endpoint no OpenTelemetry layer is installed: no exporter, no background thread, and the
+//! message spans (level `DEBUG`, target [`TRACE_TARGET`]) are disabled callsites.
+//!
+//! - `otel`: the OTLP exporter, the tracer provider and the trace layer.
+//! - `propagation`: W3C Trace Context in and out of message headers.
+
+mod otel;
+mod propagation;
 
 use std::io::IsTerminal;
 use std::sync::Once;
@@ -6,6 +19,9 @@ use std::sync::Once;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+pub use otel::{TRACE_TARGET, flush, trace_layer};
+pub use propagation::{TRACEPARENT, TRACESTATE, set_parent, trace_headers};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -29,6 +45,13 @@ pub struct LogConfig {
     pub filter: String,
     /// The line format.
     pub format: LogFormat,
+    /// Base URL of an OTLP/HTTP trace collector, e.g. `http://otel-collector:4318` (traces
+    /// go to `<url>/v1/traces`). Unset: the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` env var if set, else tracing is off.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of exported spans. Unset: `OTEL_SERVICE_NAME` if set, else the
+    /// executable's name (`ampd`, `ingest`, `router`, ...).
+    pub service_name: Option<String>,
 }
 
 impl Default for LogConfig {
@@ -36,6 +59,8 @@ impl Default for LogConfig {
         Self {
             filter: "info".to_owned(),
             format: LogFormat::Auto,
+            otlp_endpoint: None,
+            service_name: None,
         }
     }
 }
@@ -53,28 +78,57 @@ impl LogFormat {
 
 static INIT: Once = Once::new();
 
-/// Installs the global log subscriber (stderr). Only the first call in a process does
-/// anything; later calls, or a subscriber installed by someone else, make it a no-op.
+/// Installs the global log subscriber (stderr) and, when an OTLP endpoint is configured
+/// (see [`LogConfig::otlp_endpoint`]), the OpenTelemetry trace layer with a batch exporter.
+/// Only the first call in a process does anything; later calls, or a subscriber installed by
+/// someone else, make it a no-op. Call [`flush`] before exiting to send the last spans.
 ///
-/// An invalid filter falls back to `info` with a warning rather than failing start-up.
+/// An invalid filter falls back to `info`, and an exporter that cannot be built leaves
+/// tracing off, each with a warning, rather than failing start-up.
 pub fn init(cfg: &LogConfig) {
     INIT.call_once(|| {
         let (filter, bad_filter) = filter(cfg);
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(BoxMakeWriter::new(std::io::stderr));
-        let installed = match cfg.format.resolve() {
-            LogFormat::Json => builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .try_init(),
-            _ => builder.try_init(),
+        let mut warnings = Vec::new();
+        if let Some((directive, error)) = bad_filter {
+            warnings.push(format!(
+                "invalid log filter {directive:?}, using info: {error}"
+            ));
+        }
+        let tracing = match otel::Endpoint::resolve(cfg.otlp_endpoint.as_deref()) {
+            Some(endpoint) => match otel::install(&endpoint, &otel::service_name(cfg)) {
+                Ok(provider) => Some(provider),
+                Err(e) => {
+                    warnings.push(format!("OTLP trace exporter not started: {e}"));
+                    None
+                }
+            },
+            None => None,
         };
-        if installed.is_ok() {
-            if let Some((directive, error)) = bad_filter {
-                tracing::warn!(filter = %directive, error = %error, "invalid log filter, using info");
+        let installed: bool = match tracing {
+            // Tracing off: the plain subscriber with one global filter, so the DEBUG-level
+            // message spans are disabled callsites and cost nothing.
+            None => {
+                let builder = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(BoxMakeWriter::new(std::io::stderr));
+                match cfg.format.resolve() {
+                    LogFormat::Json => builder
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false)
+                        .try_init()
+                        .is_ok(),
+                    _ => builder.try_init().is_ok(),
+                }
+            }
+            // Tracing on: per-layer filters, so the log filter does not decide which spans
+            // are exported.
+            Some(provider) => otel::init_with_traces(cfg.format.resolve(), filter, &provider),
+        };
+        if installed {
+            for warning in warnings {
+                tracing::warn!("{warning}");
             }
         }
     });
@@ -104,6 +158,12 @@ mod tests {
             serde_json::from_str(r#"{"format":"json","filter":"debug"}"#).expect("parse");
         assert_eq!(cfg.format, LogFormat::Json);
         assert!(serde_json::from_str::<LogConfig>(r#"{"level":"x"}"#).is_err());
+        let cfg: LogConfig = serde_json::from_str(
+            r#"{"otlp_endpoint":"http://collector:4318","service_name":"router"}"#,
+        )
+        .expect("parse");
+        assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(cfg.service_name.as_deref(), Some("router"));
         assert_ne!(LogFormat::Auto.resolve(), LogFormat::Auto);
     }
 
@@ -112,6 +172,7 @@ mod tests {
         let cfg = LogConfig {
             filter: "not a [valid filter".into(),
             format: LogFormat::Json,
+            ..LogConfig::default()
         };
         init(&cfg);
         init(&LogConfig::default());

@@ -188,8 +188,14 @@ pub trait Jobs: Send + Sync {
     /// Schedules a job, replacing any job with the same id.
     async fn schedule(&self, job: Job) -> Result<()>;
 
-    /// Jobs due at `now`, earliest first.
-    async fn due_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>>;
+    /// Jobs of `kind` due at `now`, earliest first.
+    async fn due_jobs(&self, kind: &str, now: Millis, limit: usize) -> Result<Vec<Job>>;
+
+    /// Leases a job read from [`due_jobs`](Self::due_jobs): moves it to `until` if it is still
+    /// stored exactly as read (same due time and attempt), so that of several replicas
+    /// scanning the same jobs one alone runs it. `false`: another replica claimed it first,
+    /// or it was completed or rescheduled meanwhile.
+    async fn claim(&self, job: &Job, until: Millis) -> Result<bool>;
 
     /// Removes a job (done or abandoned).
     async fn complete(&self, id: &str) -> Result<()>;

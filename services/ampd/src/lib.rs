@@ -120,6 +120,7 @@ async fn serve_with(
     let router = match router::RouterService::new(
         config.router.clone(),
         &domain,
+        provider_key.clone(),
         store.clone(),
         bus.clone(),
     ) {

@@ -75,7 +75,10 @@ async fn main() -> ExitCode {
     amp_runtime::telemetry::init(&config.log);
     amp_runtime::metrics::install();
     let log_format = config.log.format.resolve();
-    match start(config).await {
+    let result = start(config).await;
+    // The last spans, before the process exits (a no-op with tracing off).
+    amp_runtime::telemetry::flush().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Collectors get the failure as a JSON line; people always get one plain line.

@@ -17,6 +17,9 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Seconds a socket's presence lease lasts; renewed at a third of it.
     pub presence_lease_secs: u64,
+    /// Every this many seconds a socket re-reads its mailbox for messages whose push hint
+    /// was lost (a NATS node died with the hint in flight); 0: only after a reconnect.
+    pub resync_secs: u64,
     /// `route` frames per agent per minute.
     pub messages_per_minute: u32,
     /// Webhook delivery.
@@ -33,6 +36,7 @@ impl Default for Config {
             send_queue_frames: 1024,
             max_frame_bytes: 1024 * 1024,
             presence_lease_secs: 120,
+            resync_secs: 60,
             messages_per_minute: 60,
             webhook: WebhookConfig::default(),
             outbound: OutboundPolicy::default(),

@@ -69,22 +69,18 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             () = tokio::time::sleep(poll) => {}
         }
         let now = Timestamp::now().unix_millis();
-        let jobs = match inner.store.due_jobs(now, 256).await {
+        let jobs = match inner.store.due_jobs(KIND, now, 256).await {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due webhook jobs");
                 continue;
             }
         };
-        for job in jobs.into_iter().filter(|j| j.kind == KIND) {
+        for job in jobs {
             // Lease the job first: a later poll (or another replica) must not start it again
-            // while this attempt runs.
+            // while this attempt runs; losing the claim means another replica has it.
             let lease = inner.config.webhook.timeout_ms as i64 + 5_000;
-            let leased = Job {
-                due_at: now + lease,
-                ..job.clone()
-            };
-            if inner.store.schedule(leased).await.is_err() {
+            if !matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
                 continue;
             }
             let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -103,6 +99,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 struct JobData {
     agent_id: String,
     message_id: String,
+    /// The message's W3C trace context, written by the router when it was traced.
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
 }
 
 async fn run_job(inner: &Inner, job: Job) {
@@ -111,7 +112,28 @@ async fn run_job(inner: &Inner, job: Job) {
         return;
     };
     let attempt_no = job.attempt + 1;
-    let outcome = attempt(inner, &data.agent_id, &data.message_id, attempt_no).await;
+    let span = tracing::debug_span!(
+        target: amp_runtime::telemetry::TRACE_TARGET,
+        "amp.delivery.webhook",
+        otel.kind = "client",
+        message.id = %data.message_id,
+        attempt = attempt_no,
+    );
+    let trace = [
+        (amp_runtime::telemetry::TRACEPARENT, &data.traceparent),
+        (amp_runtime::telemetry::TRACESTATE, &data.tracestate),
+    ];
+    amp_runtime::telemetry::set_parent(
+        &span,
+        trace
+            .iter()
+            .filter_map(|(name, value)| Some((*name, value.as_deref()?))),
+    );
+    let outcome = tracing::Instrument::instrument(
+        attempt(inner, &data.agent_id, &data.message_id, attempt_no),
+        span,
+    )
+    .await;
     let delays = &inner.config.webhook.retry_delays_ms;
     match &outcome {
         Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use amp_bus::{Subscription, subjects};
 use amp_messaging::RouteRequest;
 use amp_messaging::events::{self, ChangeKind, Hint, Pushed, RegistryChange};
-use amp_messaging::render::Item;
+use amp_messaging::render::write_item;
 use amp_proto::relay::StoredMessage;
 use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry};
@@ -41,18 +41,36 @@ const REPLAY_PAGE: usize = 500;
 /// How long replay and receipts wait for room in the send queue before the client counts as
 /// a slow consumer (a reading client makes room continuously).
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// When the second sweep after a hint gap runs.
+const RESWEEP_AFTER: Duration = Duration::from_secs(2);
+/// When a sweep is tried again after the store did not answer.
+const RETRY_SWEEP: Duration = Duration::from_secs(1);
+
+/// Resolves when the bus reports that hints may have been lost; never on a bus that cannot
+/// lose them.
+async fn hint_gap(gaps: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = gaps {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
 /// How long one frame may take to reach the socket before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Socket buffers: small, so idle sockets stay cheap (larger frames still work: the buffers
-/// grow for them).
-const SOCKET_BUFFER: usize = 4 * 1024;
+/// grow for them). The read buffer is allocated up front and held for the socket's life
+/// (client frames are mostly small acks); the write buffer only fills while a frame is out.
+const READ_BUFFER: usize = 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
 
 pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
     let max = inner.config.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| session(inner, socket))
 }
 
@@ -107,7 +125,10 @@ struct ClientFrame {
 }
 
 async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
-    let Some(agent) = authenticate(&inner, &mut socket).await else {
+    // Boxed (here and below): an `.await` inlines the callee's state into the caller's
+    // future, and the session's future is held for every idle socket; one-off and per-frame
+    // work lives on the heap only while it runs.
+    let Some(agent) = Box::pin(authenticate(&inner, &mut socket)).await else {
         return;
     };
     metrics::gauge!("amp_ws_sessions").increment(1.0);
@@ -126,7 +147,7 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     };
     let reason = s.run(stream).await;
     // Offline first: the agent must not count as reachable while the close is flushed.
-    let _ = inner.store.presence_clear(&s.agent.id, &s.session_id).await;
+    let _ = Box::pin(inner.store.presence_clear(&s.agent.id, &s.session_id)).await;
     let _ = close_tx.send(reason);
     let mut writer = writer;
     if tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
@@ -220,8 +241,9 @@ async fn write_loop(
         sink: &mut futures::stream::SplitSink<WebSocket, Message>,
         frame: Message,
     ) -> bool {
+        // Boxed: the idle writer task then holds only its two receivers.
         matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await,
+            Box::pin(tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame))).await,
             Ok(Ok(()))
         )
     }
@@ -249,7 +271,7 @@ async fn write_loop(
                 }
                 let reason = Utf8Bytes::from(reason);
                 let _ = write(&mut sink, Message::Close(Some(CloseFrame { code, reason }))).await;
-                let _ = sink.close().await;
+                let _ = Box::pin(sink.close()).await;
                 return;
             }
             out = rx.recv() => match out {
@@ -317,7 +339,7 @@ impl Session {
     }
 
     async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> Ended {
-        match self.start().await {
+        match Box::pin(self.start()).await {
             Ok((notify, registry)) => self
                 .serve(&mut stream, notify, registry)
                 .await
@@ -399,22 +421,67 @@ impl Session {
         }
     }
 
+    /// After hints may have been lost (the bus reconnected, the store did not answer for a
+    /// hint): pushes, as live messages, what was queued since this socket's earliest
+    /// remembered push and never pushed here. `false` when the store could not be read (try
+    /// again later).
+    async fn sweep(&mut self) -> Result<bool, Ended> {
+        let mut after = self.pushed.first().map(|s| s.saturating_sub(1));
+        loop {
+            let page = self
+                .inner
+                .store
+                .fetch(
+                    &self.agent.id,
+                    after,
+                    REPLAY_PAGE,
+                    Timestamp::now().unix_millis(),
+                )
+                .await;
+            let Ok(page) = page else {
+                return Ok(false);
+            };
+            let n = page.entries.len();
+            for e in &page.entries {
+                self.push_as(e, false, true).await?;
+                after = Some(e.seq);
+            }
+            if n < REPLAY_PAGE {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Pushes one entry unless this socket already had it: a replay waits for room in the
     /// queue, a live push does not (overflow closes a slow consumer).
     async fn push(&mut self, entry: &MailboxEntry, replay: bool) -> Result<bool, Ended> {
+        self.push_as(entry, replay, replay).await
+    }
+
+    /// [`push`](Self::push), choosing separately whether to wait for room in the queue.
+    async fn push_as(
+        &mut self,
+        entry: &MailboxEntry,
+        replay: bool,
+        wait: bool,
+    ) -> Result<bool, Ended> {
         if self.pushed.contains(&entry.seq) {
             return Ok(false);
         }
-        let Ok(message) = serde_json::from_str::<StoredMessage>(&entry.data) else {
+        // The item is spliced from the stored text (see `write_item`), straight into the frame.
+        let mut frame = Vec::with_capacity(entry.data.len() + 256);
+        frame.extend_from_slice(br#"{"type":"message.new","replay":"#);
+        frame.extend_from_slice(if replay { b"true" } else { b"false" });
+        frame.extend_from_slice(br#","data":"#);
+        if write_item(&mut frame, entry, Some(replay)).is_err() {
             tracing::error!(agent = %self.agent.id, seq = entry.seq, "unreadable mailbox entry");
             return Ok(false);
-        };
-        let item = Item::new(entry, &message, Some(replay));
-        let Ok(data) = serde_json::to_string(&item) else {
+        }
+        frame.push(b'}');
+        let Ok(frame) = String::from_utf8(frame) else {
             return Ok(false);
         };
-        let frame = format!(r#"{{"type":"message.new","replay":{replay},"data":{data}}}"#);
-        if replay {
+        if wait {
             self.send_waiting(Out::Text(frame)).await?;
         } else {
             self.enqueue(Out::Push(frame, Box::new(entry.clone())))?;
@@ -461,19 +528,50 @@ impl Session {
         let idle = Duration::from_secs(inner.config.idle_timeout_secs);
         let mut idle_deadline = tokio::time::Instant::now() + idle;
         let lease = Duration::from_secs(inner.config.presence_lease_secs.max(3));
-        let mut renew = tokio::time::interval(lease / 3);
+        let resync = Duration::from_secs(inner.config.resync_secs);
+        // One ticker for both chores: the presence renewal and the periodic mailbox sweep.
+        let period = if resync.is_zero() {
+            lease / 3
+        } else {
+            (lease / 3).min(resync)
+        };
+        let mut renew = tokio::time::interval(period);
         renew.tick().await;
+        let started = tokio::time::Instant::now();
+        let (mut renew_at, mut sweep_at) = (started + lease / 3, started + resync);
+        let mut gaps = inner.bus.hint_gaps();
+        // A second sweep a little after a gap: interest in the notify subject takes a moment
+        // to reach every node of a NATS cluster after a reconnect.
+        let mut resweep: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
+                () = hint_gap(&mut gaps) => {
+                    let done = Box::pin(self.sweep()).await?;
+                    let after = if done { RESWEEP_AFTER } else { RETRY_SWEEP };
+                    resweep = Some(tokio::time::Instant::now() + after);
+                }
+                () = tokio::time::sleep_until(resweep.unwrap_or_else(tokio::time::Instant::now)), if resweep.is_some() => {
+                    resweep = None;
+                    if !Box::pin(self.sweep()).await? {
+                        resweep = Some(tokio::time::Instant::now() + RETRY_SWEEP);
+                    }
+                }
                 () = inner.shutdown.wait() => {
                     return Err((CLOSE_GOING_AWAY, "server shutting down".into()));
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     return Err((CLOSE_GOING_AWAY, "idle timeout".into()));
                 }
-                _ = renew.tick() => {
-                    let until = Timestamp::now().unix_millis() + lease.as_millis() as i64;
-                    let _ = inner.store.presence_set(&self.agent.id, &self.session_id, until).await;
+                now = renew.tick() => {
+                    if now >= renew_at {
+                        renew_at = now + lease / 3;
+                        let until = Timestamp::now().unix_millis() + lease.as_millis() as i64;
+                        let _ = Box::pin(inner.store.presence_set(&self.agent.id, &self.session_id, until)).await;
+                    }
+                    if !resync.is_zero() && now >= sweep_at {
+                        sweep_at = now + resync;
+                        let _ = Box::pin(self.sweep()).await?;
+                    }
                 }
                 frame = stream.next() => {
                     match frame {
@@ -488,43 +586,59 @@ impl Session {
                         }
                         Some(Ok(Message::Text(t))) => {
                             idle_deadline = tokio::time::Instant::now() + idle;
-                            self.client_frame(t.as_str()).await?;
+                            Box::pin(self.client_frame(t.as_str())).await?;
                         }
                     }
                 }
                 Some(entry) = self.written.recv() => {
-                    self.confirm_push(&entry).await;
+                    Box::pin(self.confirm_push(&entry)).await;
                 }
                 hint = notify.next() => match hint {
-                    Some(m) => self.on_hint(&m.payload).await?,
+                    Some(m) => {
+                        // The push continues the trace of the message the router hinted at.
+                        let span = tracing::debug_span!(
+                            target: amp_runtime::telemetry::TRACE_TARGET,
+                            "amp.delivery.push",
+                            otel.kind = "consumer",
+                            tenant = %self.agent.tenant,
+                            agent = %self.agent.id,
+                        );
+                        amp_runtime::telemetry::set_parent(&span, m.trace_context());
+                        if Box::pin(tracing::Instrument::instrument(self.on_hint(&m.payload), span)).await? {
+                            resweep.get_or_insert_with(|| tokio::time::Instant::now() + RETRY_SWEEP);
+                        }
+                    }
                     None => return Err((1011, "notify stream ended".into())),
                 },
                 change = registry.next() => {
                     if let Some(m) = change {
-                        self.on_registry_change(&m.payload).await?;
+                        Box::pin(self.on_registry_change(&m.payload)).await?;
                     }
                 }
             }
         }
     }
 
-    async fn on_hint(&mut self, payload: &Bytes) -> Result<(), Ended> {
+    /// Handles a hint; `true` when the store could not be read, so the mailbox must be swept
+    /// shortly (the hint itself is gone).
+    async fn on_hint(&mut self, payload: &Bytes) -> Result<bool, Ended> {
         match serde_json::from_slice::<Hint>(payload) {
             Ok(Hint::Message { id, seq }) => {
                 if self.pushed.contains(&seq) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 // The mailbox is the truth: push only what is still queued.
                 let entry = match self.inner.store.entry(&self.agent.id, &id).await {
                     Ok(Some(EntryState::Queued(e))) => e,
-                    _ => return Ok(()),
+                    Ok(_) => return Ok(false),
+                    Err(_) => return Ok(true),
                 };
                 // Confirmed (socket_written, receipts) once the writer has written it.
                 self.push(&entry, false).await?;
-                Ok(())
+                Ok(false)
             }
-            Ok(Hint::Receipts) => self.push_receipts().await,
-            Err(_) => Ok(()),
+            Ok(Hint::Receipts) => self.push_receipts().await.map(|()| false),
+            Err(_) => Ok(false),
         }
     }
 

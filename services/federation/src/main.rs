@@ -1,23 +1,61 @@
-//! `federation`, the cluster binary of the federation service. The cluster topology (NATS
-//! bus, shared store) is not composed yet, so this binary only documents itself; in a single
-//! node, `ampd` runs federation in-process (`[federation] enabled = true`).
+//! `federation`: provider-to-provider delivery as one of N cluster replicas over NATS
+//! JetStream. Consumes `AMP_FEDERATION` (outbound, durable jobs leased so one replica runs
+//! each) and serves `POST /v1/federation/deliver` (inbound; route `/v1/federation/*` here).
 
+use std::time::Duration;
+
+use amp_cluster::{NatsConfig, ServerConfig};
+use amp_runtime::identity;
+use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
+use serde::Deserialize;
 
-/// The AMP federation service (cluster mode).
-#[derive(Parser, Debug)]
-#[command(name = "federation", version, about)]
-struct Args {
-    /// The configuration file (TOML, with a `[federation]` section).
-    #[arg(long, env = "AMP_CONFIG")]
-    config: Option<std::path::PathBuf>,
+/// AMP federation: signed delivery to and from other providers.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    flags: amp_cluster::Flags,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    anyhow::bail!(
-        "the standalone federation service needs the cluster bus and store, which are not \
-         available in this build (config: {:?}); run ampd with [federation] enabled = true",
-        args.config
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    server: ServerConfig,
+    log: LogConfig,
+    nats: NatsConfig,
+    /// Trust policy, peers, discovery, retries and limits (`enabled` is implied here).
+    federation: federation::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cfg: Config = Cli::parse().flags.load()?;
+    cfg.federation.enabled = true;
+    let shutdown = amp_cluster::start(&cfg.log);
+    let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
+    let service = federation::Federation::new(
+        cfg.federation,
+        federation::Identity {
+            domain: cfg.server.domain.clone(),
+            provider_key: identity::load_or_create_key(&cfg.server.key_file)?,
+        },
+        store.clone(),
+        bus.clone(),
+    )?;
+    let worker = tokio::spawn(service.clone().run(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let served = amp_cluster::serve(
+        listener,
+        service.router(),
+        store,
+        bus,
+        cfg.server.body_limit_bytes,
+        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        shutdown,
     )
+    .await;
+    let _ = worker.await;
+    served
 }

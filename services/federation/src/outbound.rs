@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amp_bus::{Acceptance, BusMessage, Delivery, StreamName, subjects};
-use amp_proto::message::{PROTOCOL_VERSION, limits};
+use amp_proto::message::limits;
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
-use amp_proto::signing::{SignedFields, sha256_b64, sign_message};
-use amp_proto::{Address, Envelope, MessageId, Priority, RawPayload, Timestamp};
+use amp_proto::signing::sha256_b64;
+use amp_proto::{Address, Timestamp};
 use amp_runtime::Shutdown;
 use amp_store::Job;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::signature::{PROVIDER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::{CONSUMER, Inner, JOB_KIND, net, signature};
@@ -37,6 +37,17 @@ struct JobData {
     /// Why the previous attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// The message's W3C trace context from the bus headers, so every attempt continues
+    /// its trace (empty when tracing is off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    trace: Vec<(String, String)>,
+}
+
+/// Only the trace context of a stored [`JobData`].
+#[derive(Deserialize)]
+struct JobTrace {
+    #[serde(default)]
+    trace: Vec<(String, String)>,
 }
 
 /// The result of one delivery attempt.
@@ -102,9 +113,15 @@ async fn enqueue(inner: &Inner, d: Delivery) {
         }
     };
     let id = job_id(&accepted);
+    let trace = d
+        .message()
+        .trace_context()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
     let data = match serde_json::to_string(&JobData {
         accepted,
         last_error: None,
+        trace,
     }) {
         Ok(s) => s,
         Err(e) => {
@@ -139,13 +156,31 @@ pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: Shutdown) {
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let poll = Duration::from_millis(inner.config.poll_interval_ms.max(1));
+    // Longer than one attempt can take (connect, discovery, the request itself).
+    let lease_ms = i64::try_from(
+        inner.config.connect_timeout_ms + 2 * inner.config.request_timeout_ms + 5_000,
+    )
+    .unwrap_or(i64::MAX / 2);
     'scan: loop {
-        match inner.store.due_jobs(now_ms(), SCAN_BATCH).await {
+        let now = now_ms();
+        match inner.store.due_jobs(JOB_KIND, now, SCAN_BATCH).await {
             Ok(jobs) => {
-                for job in jobs.into_iter().filter(|j| j.kind == JOB_KIND) {
-                    if !in_flight.lock().insert(job.id.clone()) {
+                for job in jobs {
+                    if in_flight.lock().contains(&job.id) {
                         continue;
                     }
+                    // Lease the job: of several federation replicas scanning the same jobs,
+                    // the one whose claim wins runs it; a replica that dies mid-attempt
+                    // leaves it to come due again when the lease runs out.
+                    match inner.store.claim(&job, now + lease_ms).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(job = %job.id, error = %e, "cannot claim a federation job");
+                            continue;
+                        }
+                    }
+                    in_flight.lock().insert(job.id.clone());
                     let permit = tokio::select! {
                         () = shutdown.wait() => break 'scan,
                         p = permits.clone().acquire_owned() => p,
@@ -207,7 +242,19 @@ async fn run_job(inner: &Inner, job: Job) {
         finish_with_bounce(inner, &job, a, "expired", &why).await;
         return;
     }
-    match attempt(inner, a).await {
+    // Each attempt is a child of the message's trace, carried in the job from the bus.
+    let span = tracing::debug_span!(
+        target: amp_runtime::telemetry::TRACE_TARGET,
+        "amp.federation.send",
+        otel.kind = "client",
+        message.id = %env.id,
+        attempt = job.attempt + 1,
+    );
+    amp_runtime::telemetry::set_parent(
+        &span,
+        data.trace.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    match attempt(inner, a).instrument(span).await {
         Attempt::Delivered { provider, answer } => {
             tracing::info!(
                 event = "federation.sent",
@@ -276,6 +323,9 @@ async fn reschedule(
     let data = JobData {
         accepted: accepted.clone(),
         last_error: error,
+        trace: serde_json::from_str::<JobTrace>(&job.data)
+            .map(|t| t.trace)
+            .unwrap_or_default(),
     };
     let Ok(data) = serde_json::to_string(&data) else {
         return;
@@ -474,65 +524,8 @@ async fn bounce(inner: &Inner, a: &Accepted, code: &str, why: &str) -> Result<()
         tracing::warn!(sender = %a.sender_address, id = %orig.id, error = %code, "sender gone; bounce dropped");
         return Ok(());
     };
-    let now = Timestamp::now();
-    let postmaster = format!("postmaster@system.{domain}");
-    let payload = json!({
-        "type": "system",
-        "message": why,
-        "context": {
-            "original_id": orig.id,
-            "recipient": a.recipient_address,
-            "error": code,
-        },
-    })
-    .to_string();
-    let subject: String = format!("Undeliverable: {}", orig.subject)
-        .chars()
-        .take(limits::SUBJECT_CHARS)
-        .collect();
-    let in_reply_to = orig.id.to_string();
-    let signature = sign_message(
-        &inner.identity.provider_key,
-        &SignedFields {
-            from: &postmaster,
-            to: &agent.address,
-            subject: &subject,
-            priority: Priority::Normal.as_str(),
-            in_reply_to: &in_reply_to,
-        },
-        &payload,
-    )
-    .map_err(|e| e.to_string())?;
-    let envelope = Envelope {
-        version: PROTOCOL_VERSION.to_owned(),
-        id: MessageId::generate(now),
-        from: postmaster.clone(),
-        to: agent.address.clone(),
-        subject,
-        priority: Priority::Normal,
-        timestamp: now,
-        expires_at: Some(now.plus_secs(limits::DEFAULT_TTL_SECS)),
-        signature,
-        in_reply_to: Some(in_reply_to),
-        thread_id: orig.thread_id.clone(),
-    };
-    let accepted = Accepted {
-        v: 1,
-        message: StoredMessage {
-            envelope,
-            payload: RawPayload::from_json(payload).map_err(|e| e.to_string())?,
-            sender_public_key: Some(inner.identity.provider_key.public().to_pem()),
-            security: None,
-            receipt: false,
-        },
-        recipient_id: agent.id.clone(),
-        recipient_address: agent.address.clone(),
-        sender_address: postmaster,
-        signature_valid: true,
-        verified_at: Some(now),
-        max_queued: None,
-        remote_provider: None,
-    };
+    let accepted =
+        amp_messaging::bounce::notice(domain, &inner.identity.provider_key, &agent, a, code, why)?;
     let bytes = serde_json::to_vec(&accepted).map_err(|e| e.to_string())?;
     let msg = BusMessage::new(subjects::ingress_subject(&agent.tenant), Bytes::from(bytes));
     let dedup = format!("bounce:{}:{}", orig.id, a.recipient_address);

@@ -29,8 +29,13 @@ async fn main() -> anyhow::Result<()> {
     let cfg: Config = Cli::parse().flags.load()?;
     let shutdown = amp_cluster::start(&cfg.log);
     let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
-    let service =
-        router::RouterService::new(cfg.router, &cfg.server.domain, store.clone(), bus.clone())?;
+    let service = router::RouterService::new(
+        cfg.router,
+        &cfg.server.domain,
+        amp_runtime::identity::load_or_create_key(&cfg.server.key_file)?,
+        store.clone(),
+        bus.clone(),
+    )?;
     let worker = tokio::spawn(service.run(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
     println!("listening on {}", listener.local_addr()?);

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use amp_bus::{Bus, Delivery, StreamName, subjects};
 use amp_messaging::events::{self, Hint};
-use amp_proto::Address;
 use amp_proto::json::{self, Value as Json};
 use amp_proto::relay::{Accepted, RouteOutcome};
+use amp_proto::{Address, SecretKey};
 use amp_runtime::Shutdown;
 use amp_store::{Enqueued, Job, NewMailboxEntry, Store};
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::security::{InjectionScanner, assess};
@@ -37,13 +38,22 @@ struct Inner {
     store: Store,
     bus: Bus,
     scanner: InjectionScanner,
+    /// Signs bounces (`postmaster@system.<domain>`).
+    provider_key: SecretKey,
 }
 
 impl RouterService {
-    /// Builds the service for the provider `domain`, loading the injection pattern database.
+    /// Builds the service for the provider `domain` (whose key signs bounces), loading the
+    /// injection pattern database.
     ///
     /// Fails when a configured pattern file cannot be read or compiled.
-    pub fn new(config: Config, domain: &str, store: Store, bus: Bus) -> Result<Self, StartError> {
+    pub fn new(
+        config: Config,
+        domain: &str,
+        provider_key: SecretKey,
+        store: Store,
+        bus: Bus,
+    ) -> Result<Self, StartError> {
         let scanner = match &config.injection_patterns_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -60,6 +70,7 @@ impl RouterService {
                 store,
                 bus,
                 scanner,
+                provider_key,
             }),
         })
     }
@@ -115,8 +126,33 @@ impl RouterService {
                 return;
             }
         };
-        match self.route(accepted).await {
+        // A child of the message's trace, continued from the publisher's headers.
+        let span = tracing::debug_span!(
+            target: amp_runtime::telemetry::TRACE_TARGET,
+            "amp.router.route",
+            otel.kind = "consumer",
+            message.id = %accepted.message.envelope.id,
+            attempt = d.attempt(),
+        );
+        amp_runtime::telemetry::set_parent(&span, d.message().trace_context());
+        match self.route(accepted).instrument(span).await {
             Ok(outcome) => {
+                if matches!(
+                    outcome,
+                    RouteOutcome::MailboxFull | RouteOutcome::RecipientGone
+                ) && !d.reply_reaches_publisher()
+                {
+                    // The sender was answered `queued` when the message was persisted; it
+                    // must learn that it never arrived. Decoded again: rare, and the happy
+                    // path keeps no copy.
+                    if let Ok(original) = serde_json::from_slice::<Accepted>(&d.message().payload) {
+                        if let Err(e) = self.bounce(&original, &outcome).await {
+                            tracing::warn!(error = %e, "bounce not stored, will retry");
+                            let _ = d.nak(Duration::from_millis(500)).await;
+                            return;
+                        }
+                    }
+                }
                 let reply = serde_json::to_vec(&outcome).unwrap_or_default();
                 if let Err(e) = d.ack_with(Bytes::from(reply)).await {
                     tracing::warn!(error = %e, "ack of a routed message failed");
@@ -125,9 +161,12 @@ impl RouterService {
             Err(e) => {
                 // Transient (store unavailable): try again shortly; the bus dead-letters after
                 // its bounded redeliveries.
+                // Exponential, so a store failover of seconds (a NATS node restarting) is
+                // outlasted before the bounded redeliveries run out.
                 let attempt = d.attempt();
                 tracing::warn!(error = %e, attempt, "routing failed, will retry");
-                let _ = d.nak(Duration::from_millis(100 * u64::from(attempt))).await;
+                let delay = (200u64 << attempt.saturating_sub(1).min(5)).min(5_000);
+                let _ = d.nak(Duration::from_millis(delay)).await;
             }
         }
     }
@@ -177,16 +216,22 @@ impl RouterService {
                 if recipient.delivery.webhook_url.is_some() {
                     // Durable, so webhook attempts and their retries survive a restart; the
                     // delivery service re-reads the mailbox before every attempt.
+                    let mut data = serde_json::json!({
+                        "agent_id": recipient.id,
+                        "message_id": message.envelope.id,
+                    });
+                    // `traceparent` / `tracestate`: the attempts continue the message's trace.
+                    for (name, value) in
+                        amp_runtime::telemetry::trace_headers(&tracing::Span::current())
+                    {
+                        data[name] = serde_json::Value::String(value);
+                    }
                     let job = Job {
                         id: webhook_job_id(&recipient.id, message.envelope.id.as_str()),
                         kind: "webhook".into(),
                         due_at: accepted_at.unix_millis(),
                         attempt: 0,
-                        data: serde_json::json!({
-                            "agent_id": recipient.id,
-                            "message_id": message.envelope.id,
-                        })
-                        .to_string(),
+                        data: data.to_string(),
                     };
                     if let Err(e) = inner.store.schedule(job).await {
                         tracing::warn!(error = %e, "webhook job not scheduled; the message stays in the mailbox");
@@ -205,7 +250,17 @@ impl RouterService {
                 );
                 RouteOutcome::MailboxWritten { seq }
             }
-            Enqueued::Duplicate { seq } => RouteOutcome::Duplicate { seq },
+            Enqueued::Duplicate { seq } => {
+                // A redelivery: the router that wrote it may have died before its hint went
+                // out, and a socket would then only see the message on reconnect. Sessions
+                // never push one message twice, so hinting again is harmless.
+                let hint = Hint::Message {
+                    id: message.envelope.id.to_string(),
+                    seq,
+                };
+                events::hint(&inner.bus, &recipient.tenant, &recipient.id, &hint).await;
+                RouteOutcome::Duplicate { seq }
+            }
             Enqueued::Conflict => RouteOutcome::Conflict,
             Enqueued::Full => {
                 metrics::counter!("amp_router_messages_total", "outcome" => "mailbox_full")
@@ -218,6 +273,63 @@ impl RouterService {
 }
 
 impl RouterService {
+    /// Tells the local sender of `original` that it cannot arrive (`outcome`), with a
+    /// `system` message in the sender's mailbox. A bounce is never bounced, and a sender on
+    /// another provider cannot be reached from here (logged).
+    ///
+    /// Fails on store errors (the caller retries).
+    async fn bounce(
+        &self,
+        original: &Accepted,
+        outcome: &RouteOutcome,
+    ) -> Result<(), amp_store::Error> {
+        let inner = &self.inner;
+        let (code, why) = match outcome {
+            RouteOutcome::MailboxFull => (
+                "mailbox_full",
+                "the recipient's mailbox was full; the message was not delivered",
+            ),
+            RouteOutcome::RecipientGone => (
+                "recipient_not_found",
+                "the recipient no longer exists on this provider; the message was not delivered",
+            ),
+            _ => return Ok(()),
+        };
+        let id = &original.message.envelope.id;
+        metrics::counter!("amp_router_bounces_total", "reason" => code).increment(1);
+        let sender = match Address::parse_full(&original.sender_address, &inner.domain) {
+            Ok(a) if a.provider() == inner.domain && a.tenant() != "system" => a,
+            _ => {
+                tracing::warn!(sender = %original.sender_address, id = %id, error = code,
+                    "message not delivered; its sender is not a local agent, nobody to bounce to");
+                return Ok(());
+            }
+        };
+        let Some(agent) = inner
+            .store
+            .agent_by_name(sender.tenant(), sender.name())
+            .await?
+            .filter(|r| r.address == sender.as_str())
+        else {
+            tracing::warn!(sender = %original.sender_address, id = %id, error = code,
+                "message not delivered; its sender is gone too");
+            return Ok(());
+        };
+        let notice = amp_messaging::bounce::notice(
+            &inner.domain,
+            &inner.provider_key,
+            &agent,
+            original,
+            code,
+            why,
+        )
+        .map_err(amp_store::Error::Corrupt)?;
+        let written = Box::pin(self.route(notice)).await?;
+        tracing::info!(sender = %agent.address, id = %id, recipient = %original.recipient_address,
+            error = code, outcome = ?written, "message not delivered, bounced to its sender");
+        Ok(())
+    }
+
     /// Hands a message for another provider to the federation stream (durable there before
     /// the ingress message is acked).
     async fn forward(
@@ -228,7 +340,10 @@ impl RouterService {
         let payload =
             serde_json::to_vec(accepted).map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
         let msg =
-            amp_bus::BusMessage::new(subjects::federation_subject(provider), Bytes::from(payload));
+            amp_bus::BusMessage::new(subjects::federation_subject(provider), Bytes::from(payload))
+                .with_trace_context(amp_runtime::telemetry::trace_headers(
+                    &tracing::Span::current(),
+                ));
         let dedup = format!(
             "{}:{}:{}",
             accepted.sender_address, accepted.message.envelope.id, accepted.recipient_address

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -69,8 +68,8 @@ impl Fanout {
         }
     }
 
-    pub(super) fn notify(&self, subject: &str, payload: Bytes) {
-        let message = BusMessage::new(subject, payload);
+    pub(super) fn notify(&self, message: BusMessage) {
+        let subject = message.subject.as_str();
         let state = self.state.lock();
         let exact = state.exact.get(subject).into_iter().flatten();
         let wildcard = state

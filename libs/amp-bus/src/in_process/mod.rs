@@ -16,7 +16,6 @@ mod queue;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use self::fanout::Fanout;
@@ -32,7 +31,7 @@ pub struct InProcessConfig {
     /// than this are forgotten, so memory stays bounded by the publish rate times the window.
     pub dedup_window: Duration,
     /// Deliveries (first delivery included) before a message that keeps being nak'ed or
-    /// dropped is dead-lettered (default 5).
+    /// dropped is dead-lettered (default 8).
     pub max_deliveries: u32,
     /// How long `publish` waits for a consumer's ack before failing with
     /// [`Error::Timeout`] (default 10 s).
@@ -46,7 +45,7 @@ impl Default for InProcessConfig {
     fn default() -> Self {
         Self {
             dedup_window: Duration::from_secs(120),
-            max_deliveries: 5,
+            max_deliveries: 8,
             publish_timeout: Duration::from_secs(10),
             notify_buffer: 1024,
         }
@@ -149,10 +148,10 @@ impl BusBackend for InProcessBus {
         Ok(Box::new(consumer))
     }
 
-    async fn notify(&self, subject: &str, payload: Bytes) -> Result<()> {
+    async fn notify_message(&self, msg: BusMessage) -> Result<()> {
         self.ensure_open()?;
-        crate::subjects::validate_subject(subject)?;
-        self.inner.fanout.notify(subject, payload);
+        crate::subjects::validate_subject(&msg.subject)?;
+        self.inner.fanout.notify(msg);
         Ok(())
     }
 

@@ -316,6 +316,11 @@ impl Acker for InProcessAcker {
         Ok(())
     }
 
+    fn reply_reaches_publisher(&self) -> bool {
+        // The publisher waits for the outcome; a retry of it reads the same outcome.
+        true
+    }
+
     fn dropped(self: Box<Self>) {
         let InProcessAcker { queue, pending } = *self;
         if !queue.closed.is_cancelled() {

@@ -22,7 +22,7 @@ pub struct JetStreamConfig {
     /// How long a delivery may stay unsettled before JetStream redelivers it to any consumer
     /// of the same name. Default 30 s.
     pub ack_wait: Duration,
-    /// Deliveries (first included) before a message is dead-lettered. At least 1. Default 5.
+    /// Deliveries (first included) before a message is dead-lettered. At least 1. Default 8.
     pub max_deliveries: i64,
     /// Max age of `AMP_FEDERATION` messages (a remote provider unreachable that long is given
     /// up on). Default 7 days.
@@ -53,7 +53,7 @@ impl Default for JetStreamConfig {
             replicas: 1,
             dedup_window: MIN_DEDUP_WINDOW,
             ack_wait: Duration::from_secs(30),
-            max_deliveries: 5,
+            max_deliveries: 8,
             federation_max_age: Duration::from_secs(7 * 24 * 3600),
             dead_letter_max_age: Duration::from_secs(7 * 24 * 3600),
             prefix: String::new(),

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) closed: CancellationToken,
     /// Deliveries dropped unsettled, settled by a background task (drop cannot await).
     pub(crate) dropped: mpsc::UnboundedSender<Dropped>,
+    /// Moves on every reconnect and slow-consumer event (see `BusBackend::hint_gaps`).
+    pub(crate) gaps: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Shared {
@@ -96,14 +97,28 @@ impl JetStreamBus {
     /// an existing stream has a retention or storage that cannot be changed in place).
     pub async fn connect(config: JetStreamConfig) -> Result<Self> {
         config.validate()?;
+        let (gaps, _) = tokio::sync::watch::channel(0u64);
+        let gaps = Arc::new(gaps);
+        let gap = gaps.clone();
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(config.connect_timeout)
             .name("amp-bus")
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                    other => tracing::debug!(event = %other, "NATS client event"),
+            .event_callback(move |event| {
+                let gap = gap.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("NATS connected");
+                            // Hints sent while we were away are gone: subscribers re-read.
+                            gap.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                        async_nats::Event::SlowConsumer(_) => {
+                            tracing::warn!("NATS subscription fell behind; hints dropped");
+                            gap.send_modify(|n| *n += 1);
+                        }
+                        other => tracing::debug!(event = %other, "NATS client event"),
+                    }
                 }
             })
             .connect(config.urls.as_slice())
@@ -129,6 +144,7 @@ impl JetStreamBus {
             js,
             closed: CancellationToken::new(),
             dropped: dropped_tx,
+            gaps,
         });
         tokio::spawn(consumer::settle_dropped(
             Arc::downgrade(&shared),
@@ -222,15 +238,21 @@ impl BusBackend for JetStreamBus {
         Ok(Box::new(consumer))
     }
 
-    async fn notify(&self, subject: &str, payload: Bytes) -> Result<()> {
+    async fn notify_message(&self, msg: BusMessage) -> Result<()> {
         let shared = &self.shared;
         shared.ensure_open()?;
-        validate_subject(subject)?;
-        shared
-            .client
-            .publish(shared.names.subject(subject), payload)
-            .await
-            .map_err(|e| shared.error("notify", e))
+        validate_subject(&msg.subject)?;
+        let subject = shared.names.subject(&msg.subject);
+        let sent = if msg.headers.is_empty() {
+            shared.client.publish(subject, msg.payload).await
+        } else {
+            let headers = headers::to_nats(&msg.headers)?;
+            shared
+                .client
+                .publish_with_headers(subject, headers, msg.payload)
+                .await
+        };
+        sent.map_err(|e| shared.error("notify", e))
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Box<dyn Subscription>> {
@@ -242,6 +264,10 @@ impl BusBackend for JetStreamBus {
 
     fn max_deliveries(&self) -> u32 {
         self.shared.max_deliveries()
+    }
+
+    fn hint_gaps(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.shared.gaps.subscribe())
     }
 
     async fn close(&self) {

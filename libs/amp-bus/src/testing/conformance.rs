@@ -60,6 +60,7 @@ where
         dead_letter_after_max_deliveries,
         term_dead_letters,
         notify_fans_out_to_all_subscribers,
+        trace_context_round_trips,
         wildcard_subscriptions,
         unsubscribed_on_drop,
         invalid_subjects_rejected,
@@ -90,10 +91,15 @@ pub async fn publish_consume_ack(bus: Bus) {
             Acceptance::Persisted,
             "publish returned before the ack, so it cannot claim Processed"
         );
+        assert!(
+            !delivery.reply_reaches_publisher(),
+            "the publisher has its answer already: a reply cannot reach it"
+        );
         None
     } else {
         Some(publish)
     };
+    let replies = delivery.reply_reaches_publisher();
     delivery
         .ack_with(Bytes::from_static(b"committed"))
         .await
@@ -101,6 +107,11 @@ pub async fn publish_consume_ack(bus: Bus) {
     if let Some(publish) = early {
         let ack = join_publish(publish).await.expect("publish failed");
         check_accepted(&ack, false, Some(b"committed"));
+        assert_eq!(
+            replies,
+            ack.acceptance == Acceptance::Processed,
+            "reply_reaches_publisher must say whether the publisher gets the reply"
+        );
     }
 
     // A plain ack gives no reply.
@@ -406,6 +417,52 @@ pub async fn notify_fans_out_to_all_subscribers(bus: Bus) {
     assert_eq!(
         msg.payload, "sentinel",
         "a subscriber of another subject got the hint"
+    );
+}
+
+/// W3C trace context (`traceparent`, `tracestate`) reaches the consumer of a publish, and
+/// the subscribers of a notify, exactly as attached, beside the message's other headers.
+pub async fn trace_context_round_trips(bus: Bus) {
+    let trace = [
+        (
+            "traceparent".to_owned(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+        ),
+        ("tracestate".to_owned(), "amp=1,other=x".to_owned()),
+    ];
+    let mut consumer = consume(&bus, StreamName::Ingress).await;
+    let msg = BusMessage::new(ingress_subject("conf-trace"), "traced")
+        .with_header("Amp-Id", "conf-trace-1")
+        .with_trace_context(trace.clone());
+    let publish = spawn_publish(&bus, StreamName::Ingress, "conf-trace-1", msg.clone());
+    let delivery = next_delivery(&mut consumer, "the traced message").await;
+    assert_eq!(delivery.message(), &msg, "delivered message differs");
+    let got: Vec<(String, String)> = delivery
+        .message()
+        .trace_context()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(got, trace, "trace context lost on the stream");
+    assert_eq!(delivery.message().header("Amp-Id"), Some("conf-trace-1"));
+    delivery.ack().await.expect("ack failed");
+    join_publish(publish).await.expect("publish failed");
+
+    let subject = notify_subject("conf-trace", "agent-1");
+    let mut subscriber = subscribe(&bus, &subject).await;
+    let hint = BusMessage::new(subject.clone(), "hint").with_trace_context(trace.clone());
+    bus.notify_message(hint.clone())
+        .await
+        .expect("notify failed");
+    let got = next_message(subscriber.as_mut()).await;
+    assert_eq!(got, hint, "notified message differs");
+    // A plain notify still arrives with no headers.
+    notify(&bus, &subject, "plain").await;
+    let got = next_message(subscriber.as_mut()).await;
+    assert_eq!(got.payload, "plain");
+    assert!(
+        got.headers.is_empty(),
+        "unexpected headers {:?}",
+        got.headers
     );
 }
 

@@ -26,6 +26,7 @@ checks!(
     dead_letter_after_max_deliveries,
     term_dead_letters,
     notify_fans_out_to_all_subscribers,
+    trace_context_round_trips,
     wildcard_subscriptions,
     unsubscribed_on_drop,
     invalid_subjects_rejected,

@@ -52,7 +52,7 @@ async fn settle_tasks() {
 fn defaults_match_the_contract() {
     let config = InProcessConfig::default();
     assert_eq!(config.dedup_window, Duration::from_secs(120));
-    assert_eq!(config.max_deliveries, 5);
+    assert_eq!(config.max_deliveries, 8);
     assert_eq!(config.publish_timeout, Duration::from_secs(10));
     assert_eq!(StreamName::Ingress.as_str(), "AMP_INGRESS");
     assert_eq!(StreamName::Federation.to_string(), "AMP_FEDERATION");

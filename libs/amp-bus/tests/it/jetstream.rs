@@ -101,8 +101,13 @@ async fn dedup_holds_across_a_reconnect() {
     assert!(!ack.duplicate);
 
     // The same bus after the server died and came back (the client reconnects) ...
+    let mut gaps = first.hint_gaps().expect("JetStream hints can be lost");
     server.kill();
     server.restart();
+    timeout(WAIT, gaps.changed())
+        .await
+        .expect("a reconnect is reported as a hint gap")
+        .expect("the bus is open");
     let again = timeout(WAIT, async {
         loop {
             match first

@@ -6,3 +6,5 @@ mod in_process;
 #[cfg(feature = "jetstream")]
 mod jetstream;
 mod recorder;
+#[cfg(feature = "jetstream")]
+mod trace;

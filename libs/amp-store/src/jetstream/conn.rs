@@ -222,6 +222,9 @@ impl Conn {
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 Ok(Err(Conflict))
             }
+            // 10164: the same check as reported by clustered streams of recent servers
+            // ("wrong last sequence"), which the client does not classify.
+            Err(e) if e.to_string().contains("wrong last sequence") => Ok(Err(Conflict)),
             Err(e) => Err(unavailable("JetStream publish", e)),
         }
     }

@@ -160,6 +160,14 @@ impl JetStreamStore {
     }
 
     /// Publishes the entry (under the quota, if any); `None` when the mailbox is full.
+    /// The in-process lock of `agent_id`'s mailbox (a stripe shared with other agents).
+    fn mailbox_lock(&self, agent_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        agent_id.hash(&mut h);
+        &self.mailbox_locks[(h.finish() as usize) % self.mailbox_locks.len()]
+    }
+
     async fn publish_entry(
         &self,
         e: &NewMailboxEntry,
@@ -175,7 +183,14 @@ impl JetStreamStore {
         .map_err(|err| Error::Corrupt(err.to_string()))?;
         let msg_id = format!("{}/{}/{index_rev}", tok(&e.agent_id), tok(&e.message_id));
         let ttl = format!("{}s", ttl_until(e.expires_at).as_secs().max(1));
-        for _ in 0..MAX_RETRIES {
+        let _serial = match e.max_queued {
+            Some(_) => Some(self.mailbox_lock(&e.agent_id).lock().await),
+            None => None,
+        };
+        for attempt in 0..MAX_RETRIES {
+            if attempt > 0 {
+                super::backoff(attempt).await;
+            }
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());
             headers.insert(ENTRY_HEADER, header.as_str());
@@ -288,7 +303,10 @@ impl JetStreamStore {
 impl Mailboxes for JetStreamStore {
     async fn enqueue(&self, e: NewMailboxEntry) -> Result<Enqueued> {
         let key = idx_key(&e.agent_id, &e.message_id);
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
+            if attempt > 0 {
+                super::backoff(attempt).await;
+            }
             let (found, rev) = self
                 .conn
                 .kv_get_json::<IndexEntry>(&self.index, &key)

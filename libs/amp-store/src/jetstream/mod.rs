@@ -60,6 +60,10 @@ pub struct JetStreamStore {
     state: String,
     mailbox: String,
     receipts: String,
+    /// Enqueues to one mailbox with a quota are serialised in this process (by a stripe of
+    /// the agent id): the quota's compare-and-set then only races other processes, instead
+    /// of hundreds of router workers retrying against each other.
+    mailbox_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl JetStreamStore {
@@ -79,6 +83,9 @@ impl JetStreamStore {
             state: conn.name(STATE),
             mailbox: conn.name(MAILBOX),
             receipts: conn.name(RECEIPTS),
+            mailbox_locks: (0..MAILBOX_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             conn,
             config,
         };
@@ -137,6 +144,20 @@ impl std::fmt::Debug for JetStreamStore {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Stripes of the per-mailbox enqueue lock.
+const MAILBOX_LOCK_STRIPES: usize = 256;
+
+/// A short random pause before retrying a lost compare-and-set: 1 ms to `2 × attempt` ms
+/// (at most 50), so racing writers spread out instead of colliding again.
+async fn backoff(attempt: usize) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    let cap = (2 * attempt).clamp(1, 50);
+    let ms = 1 + nanos % cap;
+    tokio::time::sleep(std::time::Duration::from_millis(ms as u64)).await;
 }
 
 /// Unix milliseconds by the wall clock (for TTLs only; decisions use the caller's `now`).

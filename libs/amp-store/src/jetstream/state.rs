@@ -99,17 +99,35 @@ impl Jobs for JetStreamStore {
         Ok(())
     }
 
-    async fn due_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>> {
+    async fn due_jobs(&self, kind: &str, now: Millis, limit: usize) -> Result<Vec<Job>> {
         let mut due = Vec::new();
         for (_, value) in self.conn.kv_scan(&self.state, "job").await? {
             let job: Job = from_json(&value)?;
-            if job.due_at <= now {
+            if job.due_at <= now && job.kind == kind {
                 due.push(job);
             }
         }
         due.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
         due.truncate(limit);
         Ok(due)
+    }
+
+    async fn claim(&self, job: &Job, until: Millis) -> Result<bool> {
+        let key = job_key(&job.id);
+        let (stored, revision) = self.conn.kv_get_json::<Job>(&self.state, &key).await?;
+        let Some(stored) = stored.filter(|s| s.due_at == job.due_at && s.attempt == job.attempt)
+        else {
+            return Ok(false);
+        };
+        let leased = Job {
+            due_at: until,
+            ..stored
+        };
+        Ok(self
+            .conn
+            .kv_put_json(&self.state, &key, &leased, Expect::Revision(revision), None)
+            .await?
+            .is_ok())
     }
 
     async fn complete(&self, id: &str) -> Result<()> {

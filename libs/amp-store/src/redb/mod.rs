@@ -16,6 +16,7 @@
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
+mod mailbox_row;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -590,7 +591,10 @@ impl Mailboxes for RedbStore {
                 index.insert(key, to_json(&ie)?.as_slice()).map_err(st)?;
                 txn.open_table(MAILBOX)
                     .map_err(st)?
-                    .insert((e.agent_id.as_str(), seq), to_json(&entry)?.as_slice())
+                    .insert(
+                        (e.agent_id.as_str(), seq),
+                        mailbox_row::encode(&entry).as_slice(),
+                    )
                     .map_err(st)?;
                 txn.open_table(EXPIRY)
                     .map_err(st)?
@@ -619,7 +623,7 @@ impl Mailboxes for RedbStore {
         }
         let mailbox = txn.open_table(MAILBOX).map_err(st)?;
         match mailbox.get((agent_id, i.seq)).map_err(st)? {
-            Some(v) => Ok(Some(EntryState::Queued(from_json(v.value())?))),
+            Some(v) => Ok(Some(EntryState::Queued(mailbox_row::decode(v.value())?))),
             None => Ok(None),
         }
     }
@@ -646,7 +650,7 @@ impl Mailboxes for RedbStore {
             }
         }
         let start = after.unwrap_or(0).saturating_add(1);
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(limit.min(1024));
         let mut expired = 0u64;
         let mut more = false;
         for row in mailbox
@@ -658,9 +662,10 @@ impl Mailboxes for RedbStore {
                 more = true;
                 break;
             }
-            let e: MailboxEntry = from_json(v.value())?;
-            if e.expires_at > now {
-                entries.push(e);
+            // Expiry is read from the row's header: an expired row is never decoded.
+            let (_, expires_at) = mailbox_row::times(v.value())?;
+            if expires_at > now {
+                entries.push(mailbox_row::decode(v.value())?);
             } else {
                 expired += 1;
             }
@@ -692,9 +697,9 @@ impl Mailboxes for RedbStore {
             .map_err(st)?
         {
             let (_, v) = row.map_err(st)?;
-            let e: MailboxEntry = from_json(v.value())?;
-            if e.expires_at > now {
-                oldest = Some(e.queued_at);
+            let (queued_at, expires_at) = mailbox_row::times(v.value())?;
+            if expires_at > now {
+                oldest = Some(queued_at);
                 break;
             }
             expired += 1;
@@ -893,7 +898,7 @@ impl Jobs for RedbStore {
             .await
     }
 
-    async fn due_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>> {
+    async fn due_jobs(&self, kind: &str, now: Millis, limit: usize) -> Result<Vec<Job>> {
         let txn = self.read()?;
         let jobs = txn.open_table(JOBS).map_err(st)?;
         let mut out = Vec::new();
@@ -902,9 +907,41 @@ impl Jobs for RedbStore {
             if k.value().0 > now || out.len() >= limit {
                 break;
             }
-            out.push(from_json(v.value())?);
+            let job: Job = from_json(v.value())?;
+            if job.kind == kind {
+                out.push(job);
+            }
         }
         Ok(out)
+    }
+
+    async fn claim(&self, job: &Job, until: Millis) -> Result<bool> {
+        let job = job.clone();
+        self.writer
+            .write(move |txn| {
+                let mut ids = txn.open_table(JOB_IDS).map_err(st)?;
+                let mut jobs = txn.open_table(JOBS).map_err(st)?;
+                if ids.get(job.id.as_str()).map_err(st)?.map(|v| v.value()) != Some(job.due_at) {
+                    return Ok(false);
+                }
+                let stored: Option<Job> =
+                    match jobs.remove((job.due_at, job.id.as_str())).map_err(st)? {
+                        Some(v) => Some(from_json(v.value())?),
+                        None => None,
+                    };
+                let Some(stored) = stored.filter(|s| s.attempt == job.attempt) else {
+                    return Ok(false);
+                };
+                let leased = Job {
+                    due_at: until,
+                    ..stored
+                };
+                ids.insert(leased.id.as_str(), until).map_err(st)?;
+                jobs.insert((until, leased.id.as_str()), to_json(&leased)?.as_slice())
+                    .map_err(st)?;
+                Ok(true)
+            })
+            .await
     }
 
     async fn complete(&self, id: &str) -> Result<()> {

@@ -25,6 +25,7 @@ pub async fn run_all(store: &Store) {
     deregistration_deletes_mailbox_and_keys(store).await;
     receipts_retained_until_dropped(store).await;
     jobs_due_in_order_and_replaced(store).await;
+    jobs_by_kind_and_claimed_once(store).await;
     kv_round_trip(store).await;
     presence_leases(store).await;
     concurrent_writes_all_commit(store).await;
@@ -587,7 +588,7 @@ pub async fn jobs_due_in_order_and_replaced(store: &Store) {
     store.schedule(j(&a, base + 20)).await.expect("a");
     store.schedule(j(&b, base + 10)).await.expect("b");
     let due: Vec<_> = store
-        .due_jobs(base + 30, 1000)
+        .due_jobs("test", base + 30, 1000)
         .await
         .expect("due")
         .into_iter()
@@ -597,7 +598,7 @@ pub async fn jobs_due_in_order_and_replaced(store: &Store) {
     assert_eq!(due, [b.clone(), a.clone()]);
     store.schedule(j(&a, now + DAY)).await.expect("reschedule");
     let due: Vec<_> = store
-        .due_jobs(base + 30, 1000)
+        .due_jobs("test", base + 30, 1000)
         .await
         .expect("due")
         .into_iter()
@@ -607,13 +608,73 @@ pub async fn jobs_due_in_order_and_replaced(store: &Store) {
     store.complete(&b).await.expect("complete");
     store.complete(&a).await.expect("complete");
     let due: Vec<_> = store
-        .due_jobs(now + 2 * DAY, 100_000)
+        .due_jobs("test", now + 2 * DAY, 100_000)
         .await
         .expect("due")
         .into_iter()
         .map(|x| x.id)
         .collect();
     assert!(!due.contains(&a) && !due.contains(&b));
+}
+
+/// `due_jobs` returns one kind only; of racing claims on the same job exactly one wins, and
+/// a claim on a job changed since it was read fails.
+pub async fn jobs_by_kind_and_claimed_once(store: &Store) {
+    let now = now_ms();
+    let kind = unique("kind");
+    let job = |id: &str, kind: &str| Job {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        due_at: 2_000_000,
+        attempt: 3,
+        data: "{\"n\":1}".into(),
+    };
+    let mine = unique("job");
+    let other = unique("job");
+    store.schedule(job(&mine, &kind)).await.expect("mine");
+    store
+        .schedule(job(&other, "elsewhere"))
+        .await
+        .expect("other");
+    let due = store.due_jobs(&kind, now, 100_000).await.expect("due");
+    assert_eq!(
+        due.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [mine.as_str()]
+    );
+    let read = due.into_iter().next().expect("one job");
+
+    let until = now + DAY;
+    let mut claims = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (store, read) = (store.clone(), read.clone());
+        claims.spawn(async move { store.claim(&read, until).await });
+    }
+    let won = claims
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|c| matches!(c, Ok(true)))
+        .count();
+    assert_eq!(won, 1, "exactly one of 8 racing claims wins");
+    assert!(
+        !store.claim(&read, until).await.expect("late claim"),
+        "claimed twice"
+    );
+    let leased = store.due_jobs(&kind, until, 10).await.expect("leased");
+    assert_eq!(leased.len(), 1);
+    assert_eq!((leased[0].due_at, leased[0].attempt), (until, 3));
+    assert_eq!(leased[0].data, read.data, "a claim keeps the work");
+    assert!(
+        store
+            .due_jobs(&kind, now, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+
+    store.complete(&mine).await.expect("complete");
+    assert!(!store.claim(&leased[0], now).await.expect("claim gone"));
+    store.complete(&other).await.expect("complete");
 }
 
 /// Small values round-trip.

@@ -8,3 +8,4 @@ mod in_process;
 mod messaging;
 mod shell_client;
 mod spawned;
+mod traces;

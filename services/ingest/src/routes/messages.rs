@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use amp_bus::subjects;
 use amp_messaging::events;
-use amp_messaging::render::{Item, cursor, rfc3339 as ts};
-use amp_proto::relay::StoredMessage;
+use amp_messaging::render::{cursor, push_u64, rfc3339 as ts, write_item};
 use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult, HttpError};
-use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage};
+use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxPage};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Caller, store_error};
@@ -40,13 +39,8 @@ pub(super) struct PendingQuery {
     wait: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Page<'a> {
-    messages: Vec<Item<'a>>,
-    count: usize,
-    remaining: u64,
-    next_cursor: String,
-}
+/// Bytes of an item besides its stored text and id: keys, times, cursor (a capacity hint).
+const ITEM_OVERHEAD: usize = 160;
 
 fn cursor_expired() -> HttpError {
     ApiError::new(
@@ -123,35 +117,42 @@ pub(super) async fn pending(
     Ok(resp)
 }
 
-/// Serialises the page straight from the stored text: payloads (and their number literals)
-/// are copied byte for byte, never re-parsed into a `serde_json::Value`.
+/// Serialises the page straight from the stored text: envelopes and payloads (and their
+/// number literals) are spliced byte for byte, never re-parsed into types or a
+/// `serde_json::Value` (see [`write_item`]). The body is `{messages, count, remaining,
+/// next_cursor}` in that order, as `Page` would serialise it.
 fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Response> {
-    let stored: Vec<(&MailboxEntry, StoredMessage)> = page
-        .entries
-        .iter()
-        .map(|e| {
-            serde_json::from_str::<StoredMessage>(&e.data)
-                .map(|m| (e, m))
-                .map_err(HttpError::internal)
-        })
-        .collect::<Result<_, _>>()?;
-    let messages: Vec<Item<'_>> = stored.iter().map(|(e, m)| Item::new(e, m, None)).collect();
     let next = page
         .entries
         .last()
         .map(|e| e.seq)
         .or(after)
         .unwrap_or(page.head);
-    let body = Page {
-        count: messages.len(),
-        messages,
-        remaining: page.remaining,
-        next_cursor: cursor(next),
-    };
-    let bytes = serde_json::to_vec(&body).map_err(HttpError::internal)?;
+    // One allocation for the whole body: the stored text plus each item's fixed fields.
+    let size = page
+        .entries
+        .iter()
+        .map(|e| e.data.len() + e.message_id.len() + ITEM_OVERHEAD)
+        .sum::<usize>()
+        + 96;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(b"{\"messages\":[");
+    for (i, e) in page.entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_item(&mut out, e, None).map_err(HttpError::internal)?;
+    }
+    out.extend_from_slice(b"],\"count\":");
+    push_u64(&mut out, page.entries.len() as u64);
+    out.extend_from_slice(b",\"remaining\":");
+    push_u64(&mut out, page.remaining);
+    out.extend_from_slice(b",\"next_cursor\":\"c_");
+    push_u64(&mut out, next);
+    out.extend_from_slice(b"\"}");
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
+        out,
     )
         .into_response())
 }

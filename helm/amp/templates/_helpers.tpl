@@ -1,0 +1,208 @@
+{{/* Names and labels. */}}
+{{- define "amp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "amp.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "amp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels common to every object of the release. */}}
+{{- define "amp.labels" -}}
+helm.sh/chart: {{ include "amp.chart" . }}
+app.kubernetes.io/name: {{ include "amp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: amp
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "ingest"). */}}
+{{- define "amp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "amp.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "amp.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The identity Secret: the one given, or the chart's. */}}
+{{- define "amp.identitySecret" -}}
+{{- default (printf "%s-identity" (include "amp.fullname" .)) .Values.identity.existingSecret }}
+{{- end }}
+
+{{/* The public URL: publicUrl, or derived from the ingress host. */}}
+{{- define "amp.publicUrl" -}}
+{{- if .Values.publicUrl }}
+{{- .Values.publicUrl | trimSuffix "/" }}
+{{- else if .Values.ingress.enabled }}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host }}
+{{- end }}
+{{- end }}
+
+{{/* NATS URLs: the installed subchart's Service, or nats.urls. */}}
+{{- define "amp.natsUrls" -}}
+{{- if .Values.nats.enabled }}
+{{- $name := "nats" }}
+{{- if .Values.nats.fullnameOverride }}
+{{- $name = .Values.nats.fullnameOverride }}
+{{- else if contains "nats" .Release.Name }}
+{{- $name = .Release.Name }}
+{{- else }}
+{{- $name = printf "%s-nats" .Release.Name }}
+{{- end }}
+{{- printf "nats://%s:4222" ($name | trunc 63 | trimSuffix "-") }}
+{{- else }}
+{{- required "nats.urls is required when nats.enabled is false" .Values.nats.urls }}
+{{- end }}
+{{- end }}
+
+{{/*
+TOML rendering. Helm's toToml prints every number as a float (10 -> 10.0), which the
+binaries' integer keys refuse, so tables are written here: whole numbers as integers,
+strings as JSON strings (valid TOML basic strings), nil values left out.
+(dict "table" $map "path" "dotted.prefix")
+*/}}
+{{- define "amp.toml.key" -}}
+{{- if regexMatch "^[A-Za-z0-9_-]+$" . }}{{ . }}{{ else }}{{ toJson . }}{{ end }}
+{{- end }}
+
+{{- define "amp.toml.value" -}}
+{{- $v := . }}
+{{- if kindIs "string" $v }}{{ toJson $v }}
+{{- else if kindIs "bool" $v }}{{ ternary "true" "false" $v }}
+{{- else if kindIs "float64" $v }}{{ if eq $v (floor $v) }}{{ printf "%d" (int64 $v) }}{{ else }}{{ $v }}{{ end }}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) }}{{ $v }}
+{{- else if kindIs "slice" $v }}[{{ range $i, $e := $v }}{{ if $i }}, {{ end }}{{ include "amp.toml.value" $e }}{{ end }}]
+{{- else }}{{ fail (printf "cannot write %v (%s) as a TOML value" $v (kindOf $v)) }}
+{{- end }}
+{{- end }}
+
+{{- define "amp.toml.isTableArray" -}}
+{{- if and (kindIs "slice" .) (gt (len .) 0) (kindIs "map" (first .)) }}true{{ end }}
+{{- end }}
+
+{{- define "amp.toml" -}}
+{{- $path := .path }}
+{{- range $k, $v := .table }}
+{{- if and (not (kindIs "invalid" $v)) (not (kindIs "map" $v)) (not (include "amp.toml.isTableArray" $v)) }}
+{{ include "amp.toml.key" $k }} = {{ include "amp.toml.value" $v }}
+{{- end }}
+{{- end }}
+{{- range $k, $v := .table }}
+{{- $p := include "amp.toml.key" $k }}
+{{- if $path }}{{ $p = printf "%s.%s" $path $p }}{{ end }}
+{{- if kindIs "map" $v }}
+
+[{{ $p }}]
+{{- include "amp.toml" (dict "table" $v "path" $p) }}
+{{- else if include "amp.toml.isTableArray" $v }}
+{{- range $v }}
+
+[[{{ $p }}]]
+{{- include "amp.toml" (dict "table" . "path" $p) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the identity Secret is mounted. */}}
+{{- define "amp.secretsDir" -}}/etc/amp/secrets{{- end }}
+
+{{/* The [server], [log] and [nats] tables every cluster binary shares. */}}
+{{- define "amp.commonConfig" -}}
+{{- $server := dict "listen" "0.0.0.0:8080" "domain" .Values.domain "key_file" (printf "%s/provider-key.pem" (include "amp.secretsDir" .)) "pepper_file" (printf "%s/key-pepper" (include "amp.secretsDir" .)) }}
+{{- with (include "amp.publicUrl" .) }}{{ $_ := set $server "public_url" . }}{{ end }}
+{{- $nats := dict "urls" (include "amp.natsUrls" .) "replicas" .Values.nats.replicas "prefix" .Values.nats.prefix }}
+{{- toYaml (dict "server" $server "log" (dict "filter" .Values.log.filter "format" "json") "nats" $nats) }}
+{{- end }}
+
+{{/* The federation section as the binaries name its keys. */}}
+{{- define "amp.federationConfig" -}}
+{{- toYaml (dict "enabled" .Values.federation.enabled "trust" .Values.federation.trust "allowed_providers" .Values.federation.allowedProviders "blocked_providers" .Values.federation.blockedProviders "peers" .Values.federation.peers) }}
+{{- end }}
+
+{{/* One binary's whole config as YAML (then written as TOML): (dict "root" $ "component" "ingest"). */}}
+{{- define "amp.config" -}}
+{{- $root := .root }}
+{{- $c := dict }}
+{{- if eq .component "ampd" }}
+{{- $server := dict "listen" "0.0.0.0:8080" "domain" $root.Values.domain "data_dir" "/var/lib/amp" }}
+{{- with (include "amp.publicUrl" $root) }}{{ $_ := set $server "public_url" . }}{{ end }}
+{{- $dir := include "amp.secretsDir" $root }}
+{{- $c = dict "server" $server "log" (dict "filter" $root.Values.log.filter "format" "json") "provider" (dict "key_file" (printf "%s/provider-key.pem" $dir) "pepper_file" (printf "%s/key-pepper" $dir)) "federation" (fromYaml (include "amp.federationConfig" $root)) }}
+{{- else }}
+{{- $c = fromYaml (include "amp.commonConfig" $root) }}
+{{- if and (eq .component "ingest") $root.Values.federation.enabled }}
+{{- /* ingest's built-in capability list plus `federation` (ingest/src/main.rs). */}}
+{{- $_ := set $c "capabilities" (list "registration" "relay-queue" "websockets" "webhooks" "notify:v1" "notify:longpoll" "federation") }}
+{{- else if eq .component "delivery" }}
+{{- $_ := set $c "federation" $root.Values.federation.enabled }}
+{{- else if eq .component "federation" }}
+{{- $_ := set $c "federation" (fromYaml (include "amp.federationConfig" $root)) }}
+{{- end }}
+{{- end }}
+{{- $extra := get $root.Values.config .component | default dict }}
+{{- toYaml (mustMergeOverwrite $c (deepCopy $extra)) }}
+{{- end }}
+
+{{/* Pod environment: OTLP endpoint, extraEnv, the component's env. */}}
+{{- define "amp.env" -}}
+{{- $root := .root }}
+{{- with $root.Values.otlp.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations: config checksum (restart on change) and Prometheus scraping. */}}
+{{- define "amp.podAnnotations" -}}
+checksum/config: {{ include "amp.config" (dict "root" .root "component" .component) | sha256sum }}
+{{- if .root.Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: "8080"
+prometheus.io/path: /metrics
+{{- end }}
+{{- with .podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The container's probes: alive is /healthz, ready (NATS or the store reachable) /readyz. */}}
+{{- define "amp.probes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+{{- end }}

@@ -1,0 +1,444 @@
+//! The cluster topology under test: the `ingest`, `router`, `delivery` and `federation`
+//! binaries, built by cargo and started as separate processes over real `nats-server` nodes,
+//! each replica on its own loopback port, any of them killable with SIGKILL, stoppable with
+//! SIGSTOP and restartable on the same port.
+//!
+//! - [`binaries`]: builds the four binaries once per test run (a no-op when fresh) and says
+//!   where they are, so a test never runs a stale build.
+//! - [`Service`]: one process: start, wait until `/readyz`, kill -9, restart, pause, resume.
+//! - [`Deployment`]: N replicas of each service sharing one provider identity (key and
+//!   pepper files) and one NATS prefix; several deployments can share one NATS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a process may take to start and become ready on a loaded CI machine.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The four cluster services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The public HTTP API.
+    Ingest,
+    /// Consumes the ingress stream, writes mailboxes.
+    Router,
+    /// WebSockets and webhooks.
+    Delivery,
+    /// Provider-to-provider delivery.
+    Federation,
+}
+
+impl Kind {
+    /// The binary (and package) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Router => "router",
+            Self::Delivery => "delivery",
+            Self::Federation => "federation",
+        }
+    }
+}
+
+/// The directory holding the freshly built service binaries.
+///
+/// # Panics
+/// When cargo cannot build them.
+pub fn binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test runs from <target>/<profile>/deps/; the binaries live in <target>/<profile>.
+        let exe = std::env::current_exe().expect("the test's own path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test runs from <target>/<profile>/deps")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet"]);
+        for kind in [Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation] {
+            build.args(["-p", kind.name()]);
+        }
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the service binaries");
+        assert!(
+            status.success(),
+            "cargo build of the service binaries failed"
+        );
+        dir
+    })
+}
+
+/// One service process.
+pub struct Service {
+    /// What it is.
+    pub kind: Kind,
+    /// A name for messages (`ingest-1`).
+    pub name: String,
+    config: PathBuf,
+    log: PathBuf,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Service {
+    /// Starts `kind` with `config` (TOML), listening on `listen` (port 0: any), and waits
+    /// until it answers `/readyz`; its stderr goes to `log`.
+    ///
+    /// # Panics
+    /// When it does not start or become ready in time (the panic carries its log).
+    pub async fn start(
+        kind: Kind,
+        name: String,
+        config: PathBuf,
+        log: PathBuf,
+        listen: SocketAddr,
+    ) -> Self {
+        let mut service = Self {
+            kind,
+            name,
+            config,
+            log,
+            addr: listen,
+            child: None,
+        };
+        service.spawn().await;
+        service
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the service log");
+        let mut child = Command::new(binaries().join(self.kind.name()))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn a service binary");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let addr = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(addr) = addr else {
+            panic!("{} did not start; its log:\n{}", self.name, self.log());
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.addr = addr;
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Waits until `/readyz` answers 200.
+    ///
+    /// # Panics
+    /// When it does not in time.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let ok = http
+                .get(format!("{}/readyz", self.url()))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready in time; its log:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts it again on the same port and waits until it is ready.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        self.spawn().await;
+    }
+
+    /// Sends SIGSTOP (the process hangs: connections stay open, nothing is answered).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Sends SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the process runs");
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// The provider domain.
+    pub domain: String,
+    /// The NATS URLs, comma-separated.
+    pub nats_urls: String,
+    /// Stream and bucket replicas (the NATS node count, at most 3).
+    pub nats_replicas: usize,
+    /// Prefix of every stream and bucket (several deployments on one NATS).
+    pub prefix: String,
+    /// JetStream ack wait of the consumers, in milliseconds.
+    pub ack_wait_ms: u64,
+    /// Replicas of ingest, router, delivery, federation.
+    pub replicas: [usize; 4],
+    /// Extra TOML appended to the federation service's config (and `[federation]` ones
+    /// elsewhere), for peers and trust.
+    pub federation_toml: String,
+    /// A fixed port for each federation replica (0: any), so peers can be configured first.
+    pub federation_ports: Vec<u16>,
+    /// Messages a mailbox may hold.
+    pub mailbox_quota: u64,
+    /// The provider key to use (so peers can pin it before this deployment starts); a new
+    /// one when `None`.
+    pub provider_key: Option<amp_proto::SecretKey>,
+}
+
+impl Topology {
+    /// 2 ingest, 2 router, 2 delivery, no federation, on `nats_urls`.
+    pub fn new(domain: &str, nats_urls: String, nats_replicas: usize) -> Self {
+        Self {
+            domain: domain.to_owned(),
+            nats_urls,
+            nats_replicas,
+            prefix: String::new(),
+            ack_wait_ms: 30_000,
+            replicas: [2, 2, 2, 0],
+            federation_toml: String::new(),
+            federation_ports: Vec::new(),
+            mailbox_quota: 1_000_000,
+            provider_key: None,
+        }
+    }
+}
+
+/// Replicas of every service sharing one provider identity.
+pub struct Deployment {
+    /// Ingest replicas.
+    pub ingest: Vec<Service>,
+    /// Router replicas.
+    pub router: Vec<Service>,
+    /// Delivery replicas.
+    pub delivery: Vec<Service>,
+    /// Federation replicas.
+    pub federation: Vec<Service>,
+    /// The provider key (PKCS#8 PEM) every replica signs with.
+    pub provider_key: amp_proto::SecretKey,
+    /// The provider domain.
+    pub domain: String,
+    // Last: the processes are killed (on drop) before their files go.
+    dir: TempDir,
+}
+
+impl Deployment {
+    /// Writes the configs and the shared key and pepper, then starts every replica (routers
+    /// and delivery first, so ingest never publishes into a stream nobody consumes yet).
+    ///
+    /// # Panics
+    /// When a replica does not start.
+    pub async fn start(t: &Topology) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("amp-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let key_file = dir.path().join("provider-key.pem");
+        let pepper_file = dir.path().join("key-pepper");
+        if let Some(key) = &t.provider_key {
+            std::fs::write(&key_file, key.to_pkcs8_pem()).expect("write the provider key");
+        }
+        let provider_key =
+            amp_runtime::identity::load_or_create_key(&key_file).expect("provider key");
+        amp_runtime::identity::load_or_create_pepper(&pepper_file).expect("pepper");
+        let federation = t.replicas[3] > 0;
+        let common = format!(
+            "[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
+             shutdown_grace_secs = 2\n\n[log]\nfilter = \"info\"\n\n\
+             [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\n",
+            domain = t.domain,
+            key = key_file.display().to_string(),
+            pepper = pepper_file.display().to_string(),
+            urls = t.nats_urls,
+            replicas = t.nats_replicas,
+            prefix = t.prefix,
+            ack = t.ack_wait_ms,
+        );
+        let capabilities = if federation {
+            "capabilities = [\"registration\", \"relay-queue\", \"websockets\", \"webhooks\", \"federation\"]\n"
+        } else {
+            ""
+        };
+        let configs = [
+            (
+                Kind::Ingest,
+                // The tests are floods from one address: the abuse limits would be the test.
+                format!(
+                    "{capabilities}{common}[ingest.registration]\nper_ip_per_minute = 100000\n\n\
+                     [ingest.limits]\napi_requests_per_minute = 10000000\n\
+                     tenant_requests_per_minute = 10000000\nmessages_per_minute = 10000000\n\
+                     pending_per_minute = 10000000\nmailbox_quota = {}\n",
+                    t.mailbox_quota
+                ),
+            ),
+            (Kind::Router, common.clone()),
+            (
+                Kind::Delivery,
+                // A short resync: a hint lost with a killed NATS node reaches its socket in
+                // seconds, not the production minute.
+                format!("federation = {federation}\n{common}[delivery]\nresync_secs = 3\n"),
+            ),
+            (
+                Kind::Federation,
+                format!("{common}[federation]\n{}\n", t.federation_toml),
+            ),
+        ];
+        let mut paths = Vec::new();
+        for (kind, text) in configs {
+            let path = dir.path().join(format!("{}.toml", kind.name()));
+            std::fs::write(&path, text).expect("write a config");
+            paths.push((kind, path));
+        }
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let start = async |kind: Kind, n: usize, ports: &[u16]| {
+            let mut out = Vec::new();
+            let path = &paths.iter().find(|(k, _)| *k == kind).expect("config").1;
+            for i in 0..n {
+                let name = format!("{}-{}", kind.name(), i + 1);
+                let listen = ports
+                    .get(i)
+                    .map_or(any, |p| SocketAddr::from(([127, 0, 0, 1], *p)));
+                let log = dir.path().join(format!("{name}.log"));
+                out.push(Service::start(kind, name, path.clone(), log, listen).await);
+            }
+            out
+        };
+        let router = start(Kind::Router, t.replicas[1], &[]).await;
+        let federation = start(Kind::Federation, t.replicas[3], &t.federation_ports).await;
+        let delivery = start(Kind::Delivery, t.replicas[2], &[]).await;
+        let ingest = start(Kind::Ingest, t.replicas[0], &[]).await;
+        Self {
+            ingest,
+            router,
+            delivery,
+            federation,
+            provider_key,
+            domain: t.domain.clone(),
+            dir,
+        }
+    }
+
+    /// Every replica's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for s in self
+            .ingest
+            .iter()
+            .chain(&self.router)
+            .chain(&self.delivery)
+            .chain(&self.federation)
+        {
+            let log = s.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            out.push_str(&format!("==== {} (last lines)\n", s.name));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The directory holding configs, keys and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A free loopback port (bound then released: a tiny race, fine for tests).
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Serialises the heavy tests of this crate: each starts many processes, and two at once on
+/// a 2-core machine would measure the machine, not the cluster.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
