@@ -14,6 +14,8 @@
 #   BENCH_SOCKETS     idle WebSockets wanted for T4 (default 100000, capped by `ulimit -n`)
 #   BENCH_CONCURRENCY closed-loop concurrency of T1 (default 64)
 #   BENCH_SKIP_BUILD  set to 1 to use already built binaries
+#   BENCH_CLUSTER     set to 0 to skip T1 against the cluster (1 nats-server, 2 ingest,
+#                     2 router, 1 delivery; needs nats-server on PATH or NATS_SERVER_BIN)
 #
 # Needs: cargo, python3 (for the table), Linux /proc. Loopback only; every phase is bounded
 # by time or count, and every process this script starts is stopped by its pid.
@@ -46,7 +48,8 @@ log() { printf '\n== %s\n' "$*" >&2; }
 # --- Build -----------------------------------------------------------------------------
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries (ampd, amp, amp-bench-baseline) into $CARGO_TARGET_DIR"
-  (cd "$ROOT" && cargo build --release -p ampd -p amp-client -p amp-bench-baseline)
+  (cd "$ROOT" && cargo build --release -p ampd -p amp-client -p amp-bench-baseline \
+    -p ingest -p router -p delivery)
 fi
 for b in ampd amp amp-bench-baseline; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b" >&2; exit 1; }
@@ -143,6 +146,62 @@ log "T1: route throughput, closed loop $CONC, ${SECS}s"
   --concurrency "$CONC" --duration "$SECS" --quiet --json "$OUT/t1.json" | tee "$OUT/t1.txt"
 metrics > "$OUT/metrics_t1_after.txt"
 R1=$(python3 -c "import json;print(int(json.load(open('$OUT/t1.json'))['ops']['route']['per_second']))")
+
+# --- The cluster, right after ampd's T1, so the two rates share the machine's state --------
+NATS_BIN=${NATS_SERVER_BIN:-$(command -v nats-server || true)}
+if [ "${BENCH_CLUSTER:-1}" = 1 ] && [ -n "$NATS_BIN" ]; then
+  log "T1c: the same route load against the cluster (2 ingest, 2 router, 1 delivery, 1 NATS)"
+  NPORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  mkdir -p "$WORK/nats" "$WORK/cluster"
+  printf 'jetstream { sync_interval: always }\n' > "$WORK/nats/nats.conf"
+  "$NATS_BIN" -js -a 127.0.0.1 -p "$NPORT" -sd "$WORK/nats" -c "$WORK/nats/nats.conf" \
+    > "$WORK/nats.log" 2>&1 &
+  NATS_PID=$!
+  PIDS+=("$NATS_PID")
+  for _ in $(seq 1 500); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break
+    sleep 0.01
+  done
+  CPIDS=()
+  (
+    export AMP__NATS__URLS=nats://127.0.0.1:$NPORT AMP__SERVER__DOMAIN=bench.test
+    export AMP__SERVER__KEY_FILE=$WORK/cluster/provider-key.pem
+    export AMP__SERVER__PEPPER_FILE=$WORK/cluster/key-pepper
+    # The [ingest] limits exported for ampd are ingest's alone (the others refuse the keys).
+    mapfile -t NOT_INGEST < <(compgen -e | grep '^AMP__INGEST__' | sed 's/^/-u/')
+    for svc in router router delivery ingest ingest; do
+      if [ "$svc" = ingest ]; then unset_env=(); else unset_env=("${NOT_INGEST[@]}"); fi
+      env "${unset_env[@]}" "$BIN/$svc" --listen 127.0.0.1:0 \
+        > "$WORK/cluster/$svc.$RANDOM.out" 2>> "$WORK/cluster/$svc.err" &
+      echo $! >> "$WORK/cluster/pids"
+      sleep 0.3
+    done
+    wait
+  ) &
+  PIDS+=("$!")
+  INGEST=()
+  for _ in $(seq 1 1000); do
+    mapfile -t INGEST < <(sed -n 's/^listening on //p' "$WORK"/cluster/ingest.*.out 2>/dev/null)
+    [ "${#INGEST[@]}" -ge 2 ] && break
+    sleep 0.01
+  done
+  for a in "${INGEST[@]}"; do
+    until curl -fsS -o /dev/null "http://$a/readyz" 2>/dev/null; do sleep 0.05; done
+  done
+  # One generator per ingest replica, half the concurrency each; their rates add up.
+  "$BIN/amp" load --provider "http://${INGEST[0]}" --agents 64 --tenants 4 \
+    --reuse "$WORK/cluster-agents.json" --mix route --concurrency 1 --count 64 --quiet > /dev/null
+  "$BIN/amp" load --provider "http://${INGEST[0]}" --agents 64 --reuse "$WORK/cluster-agents.json" \
+    --mix route --concurrency $(( CONC / 2 )) --duration "$SECS" --quiet --json "$OUT/t1c_a.json" \
+    > "$OUT/t1c_a.txt" &
+  GA=$!
+  "$BIN/amp" load --provider "http://${INGEST[1]}" --agents 64 --reuse "$WORK/cluster-agents.json" \
+    --mix route --concurrency $(( CONC / 2 )) --duration "$SECS" --quiet --json "$OUT/t1c_b.json" \
+    > "$OUT/t1c_b.txt"
+  wait "$GA"
+  while read -r p; do kill "$p" 2>/dev/null || true; done < "$WORK/cluster/pids"
+  stop_server "$NATS_PID"
+fi
 
 HALF=$(( R1 / 2 > 1 ? R1 / 2 : 1 ))
 log "T2: route latency at half of T1 ($HALF/s), ${SECS}s"

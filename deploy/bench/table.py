@@ -17,6 +17,10 @@ push = t34["ops"].get("push", {}).get("latency") or {}
 sock = t34.get("sockets") or {}
 pages = t5a["ops"]["page"]["per_second"]
 acks = t5b["rates"].get("acked_messages_per_second", 0.0)
+try:
+    r1c = sum(j(n)["ops"]["route"]["per_second"] for n in ("t1c_a", "t1c_b"))
+except (OSError, KeyError):
+    r1c = 0.0
 
 def metric(text, name):
     tot = 0.0
@@ -39,6 +43,7 @@ rows = [
     ("B_store raw redb single-insert commits/s", f"{bs:,.0f}", "", "", ""),
     ("B_http no-op axum route/s (same generator)", f"{bh:,.0f}", "", "", ""),
     ("T1 route msgs/s (closed loop)", f"{r1:,.0f}", ">= 15,000", f"{r1/bv:.2f} x B_verify(1 core); {r1/(bv*max(cores-1,1)):.2f} x verify of {max(cores-1,1)} core(s) left; {r1/bh:.2f} x B_http", ok(r1 >= 15000)),
+    *([("T1c cluster route msgs/s (2 ingest, 2 router, 1 NATS; same load)", f"{r1c:,.0f}", "", f"{r1c/r1:.2f} x ampd T1; basis queued (JetStream ack), not mailbox_written", "")] if r1c else []),
     ("T1 write ops per commit (group commit)", f"{per_commit:.1f}", ">= 32", f"{r1/bs:.1f} x B_store; {r1/bf:.1f} msgs per B_fsync", ok(per_commit >= 32)),
     ("T2 p99 at half T1 (ms)", f"{l2.get('p99_ms', float('nan')):.2f}", "<= 10", f"{l2.get('p99_ms', float('nan'))/fsync_ms:.1f} x fdatasync", ok(l2.get('p99_ms', 1e9) <= 10)),
     ("T2 p99.9 at half T1 (ms)", f"{l2.get('p99_9_ms', float('nan')):.2f}", "<= 25", f"{l2.get('p99_9_ms', float('nan'))/fsync_ms:.1f} x fdatasync", ok(l2.get('p99_9_ms', 1e9) <= 25)),

@@ -93,6 +93,9 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Seconds between sweeps that delete expired mailbox entries.
     pub purge_interval_secs: u64,
+    /// Keep the allocator state in every commit, so a restart after a crash is near instant
+    /// whatever the size of the store (a second fsync per commit, shared by group commit).
+    pub quick_repair: bool,
 }
 
 impl Default for StoreConfig {
@@ -101,6 +104,7 @@ impl Default for StoreConfig {
             group_commit: true,
             max_batch: 1024,
             purge_interval_secs: 30,
+            quick_repair: true,
         }
     }
 }

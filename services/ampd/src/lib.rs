@@ -63,6 +63,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             path: store_path.clone(),
             group_commit: config.store.group_commit,
             max_batch: config.store.max_batch,
+            quick_repair: config.store.quick_repair,
         })
         .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
     );

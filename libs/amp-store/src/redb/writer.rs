@@ -24,12 +24,17 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer thread. With `group_commit` off every operation gets its own
     /// transaction and fsync (for comparison in benchmarks).
-    pub(crate) fn start(db: Arc<Database>, group_commit: bool, max_batch: usize) -> Self {
+    pub(crate) fn start(
+        db: Arc<Database>,
+        group_commit: bool,
+        max_batch: usize,
+        quick_repair: bool,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Op>();
         let max_batch = if group_commit { max_batch.max(1) } else { 1 };
         let thread = std::thread::Builder::new()
             .name("amp-store-writer".into())
-            .spawn(move || run(&db, &rx, max_batch))
+            .spawn(move || run(&db, &rx, max_batch, quick_repair))
             .ok();
         Self {
             tx: parking_lot::Mutex::new(Some(tx)),
@@ -83,7 +88,7 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Op>, max_batch: usize) {
+fn run(db: &Database, rx: &mpsc::Receiver<Op>, max_batch: usize, quick_repair: bool) {
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::with_capacity(16);
         ops.push(first);
@@ -104,6 +109,7 @@ fn run(db: &Database, rx: &mpsc::Receiver<Op>, max_batch: usize) {
             }
         };
         txn.set_durability(Durability::Immediate);
+        txn.set_quick_repair(quick_repair);
         let mut completions = Vec::with_capacity(n);
         let mut fatal = false;
         for op in ops {
