@@ -35,6 +35,10 @@ mkdir -p "$DATA" "$OUT"
 PIDS=()
 
 cleanup() {
+  # The cluster's processes are started by a subshell: their pids are in a file.
+  if [ -f "$WORK/cluster/pids" ]; then
+    while read -r p; do kill "$p" 2>/dev/null || true; done < "$WORK/cluster/pids"
+  fi
   for p in "${PIDS[@]:-}"; do
     [ -n "$p" ] && kill "$p" 2>/dev/null || true
   done
@@ -188,14 +192,19 @@ if [ "${BENCH_CLUSTER:-1}" = 1 ] && [ -n "$NATS_BIN" ]; then
   for a in "${INGEST[@]}"; do
     until curl -fsS -o /dev/null "http://$a/readyz" 2>/dev/null; do sleep 0.05; done
   done
-  # One generator per ingest replica, half the concurrency each; their rates add up.
-  "$BIN/amp" load --provider "http://${INGEST[0]}" --agents 64 --tenants 4 \
-    --reuse "$WORK/cluster-agents.json" --mix route --concurrency 1 --count 64 --quiet > /dev/null
-  "$BIN/amp" load --provider "http://${INGEST[0]}" --agents 64 --reuse "$WORK/cluster-agents.json" \
+  # One generator per ingest replica (each registers its own 32 agents first), half the
+  # concurrency each; their rates add up.
+  for side in a b; do
+    i=$([ "$side" = a ] && echo 0 || echo 1)
+    "$BIN/amp" load --provider "http://${INGEST[$i]}" --agents 32 --tenants 4 \
+      --reuse "$WORK/cluster-agents-$side.json" --mix route --concurrency 1 --count 32 --quiet \
+      > /dev/null
+  done
+  "$BIN/amp" load --provider "http://${INGEST[0]}" --agents 32 --reuse "$WORK/cluster-agents-a.json" \
     --mix route --concurrency $(( CONC / 2 )) --duration "$SECS" --quiet --json "$OUT/t1c_a.json" \
     > "$OUT/t1c_a.txt" &
   GA=$!
-  "$BIN/amp" load --provider "http://${INGEST[1]}" --agents 64 --reuse "$WORK/cluster-agents.json" \
+  "$BIN/amp" load --provider "http://${INGEST[1]}" --agents 32 --reuse "$WORK/cluster-agents-b.json" \
     --mix route --concurrency $(( CONC / 2 )) --duration "$SECS" --quiet --json "$OUT/t1c_b.json" \
     > "$OUT/t1c_b.txt"
   wait "$GA"

@@ -105,6 +105,17 @@ impl Node {
     /// # Panics
     /// At the deadline, or if the process exits, with the server's log.
     pub(crate) fn wait_healthy(&mut self) {
+        if let Err(e) = self.try_wait_healthy() {
+            panic!("{e}");
+        }
+    }
+
+    /// [`wait_healthy`](Self::wait_healthy) that reports an early exit instead of panicking
+    /// (the caller may retry on other ports).
+    ///
+    /// # Panics
+    /// At the deadline, with the server's log.
+    pub(crate) fn try_wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
         let client: SocketAddr = ([127, 0, 0, 1], self.spec.port).into();
         loop {
@@ -112,15 +123,15 @@ impl Node {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
-                panic!(
+                return Err(format!(
                     "nats-server {} exited with {status} while starting; log:\n{}",
                     self.spec.name,
                     self.log()
-                );
+                ));
             }
             let port_open = TcpStream::connect_timeout(&client, Duration::from_millis(200)).is_ok();
             if port_open && self.healthz() {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 panic!(

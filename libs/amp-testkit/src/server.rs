@@ -27,11 +27,23 @@ impl NatsServer {
             .prefix("amp-nats-")
             .tempdir()
             .expect("create a temp dir");
-        let spec = node_spec(dir.path(), "n0", "?js-enabled-only=true");
-        spec.write_config(None);
-        let mut node = Node::new(nats_server_binary(), spec);
-        node.spawn();
-        node.wait_healthy();
+        // A free port can be taken by another test between our probe and the server's
+        // bind: a start that exits early is retried on fresh ports.
+        let mut attempt = 0;
+        let node = loop {
+            attempt += 1;
+            let spec = node_spec(dir.path(), "n0", "?js-enabled-only=true");
+            spec.write_config(None);
+            let mut node = Node::new(nats_server_binary(), spec);
+            node.spawn();
+            match node.try_wait_healthy() {
+                Ok(()) => break node,
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %e, "nats-server did not start; retrying on other ports");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         tracing::debug!(url = %format!("nats://127.0.0.1:{}", node.spec.port), "nats-server started");
         Self { node, dir }
     }

@@ -76,19 +76,19 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 continue;
             }
         };
+        let lease = inner.config.webhook.timeout_ms as i64 + 5_000;
         for job in jobs {
-            // Lease the job first: a later poll (or another replica) must not start it again
-            // while this attempt runs; losing the claim means another replica has it.
-            let lease = inner.config.webhook.timeout_ms as i64 + 5_000;
-            if !matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
-                continue;
-            }
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
             let inner = inner.clone();
             tokio::spawn(async move {
-                run_job(&inner, job).await;
+                // Lease the job first: a later poll (or another replica) must not start it
+                // again while this attempt runs; losing the claim means another task or
+                // replica has it. Claimed in the task, so the claims of a poll share commits.
+                if matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
+                    run_job(&inner, job).await;
+                }
                 drop(permit);
             });
         }

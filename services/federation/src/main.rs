@@ -2,6 +2,10 @@
 //! JetStream. Consumes `AMP_FEDERATION` (outbound, durable jobs leased so one replica runs
 //! each) and serves `POST /v1/federation/deliver` (inbound; route `/v1/federation/*` here).
 
+/// mimalloc, as in ampd: glibc malloc/free were a sixth of the CPU under route load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use amp_cluster::{NatsConfig, ServerConfig};

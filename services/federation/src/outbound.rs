@@ -166,21 +166,9 @@ pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: Shutdown) {
         match inner.store.due_jobs(JOB_KIND, now, SCAN_BATCH).await {
             Ok(jobs) => {
                 for job in jobs {
-                    if in_flight.lock().contains(&job.id) {
+                    if !in_flight.lock().insert(job.id.clone()) {
                         continue;
                     }
-                    // Lease the job: of several federation replicas scanning the same jobs,
-                    // the one whose claim wins runs it; a replica that dies mid-attempt
-                    // leaves it to come due again when the lease runs out.
-                    match inner.store.claim(&job, now + lease_ms).await {
-                        Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(e) => {
-                            tracing::warn!(job = %job.id, error = %e, "cannot claim a federation job");
-                            continue;
-                        }
-                    }
-                    in_flight.lock().insert(job.id.clone());
                     let permit = tokio::select! {
                         () = shutdown.wait() => break 'scan,
                         p = permits.clone().acquire_owned() => p,
@@ -189,7 +177,17 @@ pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: Shutdown) {
                     let in_flight = in_flight.clone();
                     tasks.spawn(async move {
                         let id = job.id.clone();
-                        run_job(&inner, job).await;
+                        // Lease the job: of several federation replicas scanning the same
+                        // jobs, the one whose claim wins runs it; a replica that dies
+                        // mid-attempt leaves it to come due again when the lease runs out.
+                        // Claimed in the task, so the claims of a scan share commits.
+                        match inner.store.claim(&job, now + lease_ms).await {
+                            Ok(true) => run_job(&inner, job).await,
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(job = %id, error = %e, "cannot claim a federation job");
+                            }
+                        }
                         in_flight.lock().remove(&id);
                         drop(permit);
                         inner.wake.notify_one();
