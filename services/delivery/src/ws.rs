@@ -397,27 +397,10 @@ impl Session {
 
     /// Every unacknowledged message, oldest first, marked `replay: true` (spec 12.5).
     async fn replay(&mut self) -> Result<(), Ended> {
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .fetch(
-                    &self.agent.id,
-                    after,
-                    REPLAY_PAGE,
-                    Timestamp::now().unix_millis(),
-                )
-                .await
-                .map_err(|_| (1011, "unavailable".to_owned()))?;
-            let n = page.entries.len();
-            for e in &page.entries {
-                self.push(e, true).await?;
-                after = Some(e.seq);
-            }
-            if n < REPLAY_PAGE {
-                return Ok(());
-            }
+        if self.push_mailbox(None, true).await? {
+            Ok(())
+        } else {
+            Err((1011, "unavailable".to_owned()))
         }
     }
 
@@ -426,7 +409,13 @@ impl Session {
     /// remembered push and never pushed here. `false` when the store could not be read (try
     /// again later).
     async fn sweep(&mut self) -> Result<bool, Ended> {
-        let mut after = self.pushed.first().map(|s| s.saturating_sub(1));
+        let floor = self.pushed.first().map(|s| s.saturating_sub(1));
+        self.push_mailbox(floor, false).await
+    }
+
+    /// Pushes the mailbox after `after`, page by page, waiting for room in the queue, each
+    /// message marked `replay` or not. `false` when the store could not be read.
+    async fn push_mailbox(&mut self, mut after: Option<u64>, replay: bool) -> Result<bool, Ended> {
         loop {
             let page = self
                 .inner
@@ -443,7 +432,7 @@ impl Session {
             };
             let n = page.entries.len();
             for e in &page.entries {
-                self.push_as(e, false, true).await?;
+                self.push_as(e, replay, true).await?;
                 after = Some(e.seq);
             }
             if n < REPLAY_PAGE {
