@@ -156,19 +156,27 @@ pub async fn connect(nats: &NatsConfig) -> anyhow::Result<(Bus, Store)> {
     Ok((bus, Store::new(store)))
 }
 
-/// Serves `app` (hardened, with `/healthz`, `/readyz` checking the store, `/metrics`) on
-/// `listener` until `shutdown`, then closes the bus and the store and flushes traces.
+/// Prints `listening on <addr>` (the first stdout line, which scripts and tests read), then
+/// serves `app` (hardened, with `/healthz`, `/readyz` checking the store, `/metrics`) on
+/// `listener` until `shutdown`. Then, in this order: the service's `workers` finish their
+/// current work (at most the grace period), the bus and store close, the last spans are
+/// flushed — so no worker writes to a closed store and no span of it is lost.
 ///
-/// Fails when serving fails.
+/// Fails when the address cannot be read or serving fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     store: Store,
     bus: Bus,
-    body_limit: usize,
-    grace: Duration,
+    server: &ServerConfig,
     shutdown: Shutdown,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listener's address")?;
+    println!("listening on {addr}");
+    tracing::info!(addr = %addr, "listening");
     let readiness = Readiness::new();
     let ready_store = store.clone();
     readiness.add("store", move || {
@@ -176,9 +184,14 @@ pub async fn serve(
         async move { store.ready().await }.boxed()
     });
     readiness.follow(&shutdown);
-    let app = harden(app.merge(ops_router(readiness)), body_limit);
+    let app = harden(app.merge(ops_router(readiness)), server.body_limit_bytes);
+    let grace = Duration::from_secs(server.shutdown_grace_secs);
     let served = amp_runtime::shutdown::serve(listener, app, shutdown.clone(), grace).await;
     shutdown.trigger();
+    let drained = tokio::time::timeout(grace, futures::future::join_all(workers)).await;
+    if drained.is_err() {
+        tracing::warn!("workers still busy after the grace period; closing anyway");
+    }
     bus.shutdown().await;
     let _ = store.close().await;
     // The last spans, before the process exits (a no-op with tracing off).

@@ -6,16 +6,44 @@
 use amp_proto::message::{PROTOCOL_VERSION, limits};
 use amp_proto::relay::{Accepted, StoredMessage};
 use amp_proto::signing::{SignedFields, sign_message};
-use amp_proto::{Envelope, MessageId, Priority, RawPayload, SecretKey, Timestamp};
-use amp_store::AgentRecord;
+use amp_proto::{Address, Envelope, MessageId, Priority, RawPayload, SecretKey, Timestamp};
+use amp_store::{AgentRecord, Store};
 use serde_json::json;
 
-/// The bounce of `original` to its (local) sender `sender`: an [`Accepted`] ready to be
-/// routed to the sender's mailbox. `code` is the error code (`mailbox_full`,
-/// `recipient_not_found`, …), `why` a sentence for humans.
+/// The bounce of `original` to its sender, ready to be routed to the sender's mailbox, with
+/// the sender's record, when the sender is an agent of this provider (`domain`) that still
+/// exists; `None` otherwise
+/// (a sender on another provider, a system address, a deleted agent: nobody to tell here).
+/// `code` is the error code (`mailbox_full`, `recipient_not_found`, …), `why` a sentence
+/// for humans.
 ///
-/// Fails only when the notice cannot be signed or encoded.
-pub fn notice(
+/// Fails when the store cannot be read or the notice cannot be signed or encoded.
+pub async fn to_sender(
+    store: &Store,
+    domain: &str,
+    provider_key: &SecretKey,
+    original: &Accepted,
+    code: &str,
+    why: &str,
+) -> amp_store::Result<Option<(AgentRecord, Accepted)>> {
+    let sender = match Address::parse_full(&original.sender_address, domain) {
+        Ok(a) if a.provider() == domain && a.tenant() != "system" => a,
+        _ => return Ok(None),
+    };
+    let Some(agent) = store
+        .agent_by_name(sender.tenant(), sender.name())
+        .await?
+        .filter(|r| r.address == sender.as_str())
+    else {
+        return Ok(None);
+    };
+    let notice = notice(domain, provider_key, &agent, original, code, why)
+        .map_err(amp_store::Error::Corrupt)?;
+    Ok(Some((agent, notice)))
+}
+
+/// The bounce of `original` to its (local) sender `sender`.
+fn notice(
     domain: &str,
     provider_key: &SecretKey,
     sender: &AgentRecord,

@@ -26,18 +26,6 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 
-/// The capability tokens advertised in `/v1/info`: only what the composed services really
-/// do (spec 09's `registration` and `relay-queue`; the delivery service's WebSockets,
-/// webhooks and spec 12's `notify:v1` with long-poll).
-const CAPABILITIES: &[&str] = &[
-    "registration",
-    "relay-queue",
-    "websockets",
-    "webhooks",
-    "notify:v1",
-    "notify:longpoll",
-];
-
 /// Most expired mailbox entries removed per purge sweep (bounds one write transaction).
 const PURGE_BATCH: usize = 10_000;
 
@@ -85,7 +73,10 @@ async fn serve_with(
 ) -> anyhow::Result<()> {
     let pepper = identity::load_or_create_pepper(&config.pepper_file())?;
     let provider_key = identity::load_or_create_key(&config.key_file())?;
-    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    let mut capabilities: Vec<String> = ingest::CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
     if config.federation.enabled {
         // Ingest accepts remote recipients, and /v1/info advertises it, only then.
         capabilities.push("federation".to_owned());

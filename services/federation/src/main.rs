@@ -6,8 +6,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::time::Duration;
-
 use amp_cluster::{NatsConfig, ServerConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
@@ -49,17 +47,15 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let worker = tokio::spawn(service.clone().run(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
-    println!("listening on {}", listener.local_addr()?);
-    let served = amp_cluster::serve(
+    let app = service.router();
+    amp_cluster::serve(
         listener,
-        service.router(),
+        app,
         store,
         bus,
-        cfg.server.body_limit_bytes,
-        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        &cfg.server,
         shutdown,
+        vec![worker],
     )
-    .await;
-    let _ = worker.await;
-    served
+    .await
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amp_bus::{Acceptance, BusMessage, Delivery, StreamName, subjects};
+use amp_proto::Timestamp;
 use amp_proto::message::limits;
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
 use amp_proto::signing::sha256_b64;
-use amp_proto::{Address, Timestamp};
 use amp_runtime::Shutdown;
 use amp_store::Job;
 use bytes::Bytes;
@@ -505,25 +505,21 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
 async fn bounce(inner: &Inner, a: &Accepted, code: &str, why: &str) -> Result<(), String> {
     let domain = &inner.identity.domain;
     let orig = &a.message.envelope;
-    let sender = match Address::parse_full(&a.sender_address, domain) {
-        Ok(s) if s.provider() == domain => s,
-        _ => {
-            tracing::warn!(sender = %a.sender_address, id = %orig.id, "bounce for a sender that is not local dropped");
-            return Ok(());
-        }
-    };
-    let agent = inner
-        .store
-        .agent_by_name(sender.tenant(), sender.name())
-        .await
-        .map_err(|e| e.to_string())?
-        .filter(|r| r.address == sender.as_str());
-    let Some(agent) = agent else {
-        tracing::warn!(sender = %a.sender_address, id = %orig.id, error = %code, "sender gone; bounce dropped");
+    let bounce = amp_messaging::bounce::to_sender(
+        &inner.store,
+        domain,
+        &inner.identity.provider_key,
+        a,
+        code,
+        why,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let Some((agent, accepted)) = bounce else {
+        tracing::warn!(sender = %a.sender_address, id = %orig.id, error = %code,
+            "sender is not a local agent (or is gone); bounce dropped");
         return Ok(());
     };
-    let accepted =
-        amp_messaging::bounce::notice(domain, &inner.identity.provider_key, &agent, a, code, why)?;
     let bytes = serde_json::to_vec(&accepted).map_err(|e| e.to_string())?;
     let msg = BusMessage::new(subjects::ingress_subject(&agent.tenant), Bytes::from(bytes));
     let dedup = format!("bounce:{}:{}", orig.id, a.recipient_address);

@@ -26,6 +26,19 @@ use axum::Router;
 pub use config::Config;
 pub use state::Identity;
 
+/// The capability tokens advertised in `/v1/info` by every deployment: only what the
+/// services really do (spec 09's `registration` and `relay-queue`; the delivery service's
+/// WebSockets, webhooks and spec 12's `notify:v1` with long-poll). `federation` is added
+/// where federation runs.
+pub const CAPABILITIES: &[&str] = &[
+    "registration",
+    "relay-queue",
+    "websockets",
+    "webhooks",
+    "notify:v1",
+    "notify:longpoll",
+];
+
 /// The ingest service: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Ingest {

@@ -4,8 +4,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::time::Duration;
-
 use amp_cluster::{NatsConfig, ServerConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
@@ -44,30 +42,22 @@ async fn main() -> anyhow::Result<()> {
         provider_key: identity::load_or_create_key(&cfg.server.key_file)?,
         key_pepper: identity::load_or_create_pepper(&cfg.server.pepper_file)?,
         capabilities: cfg.capabilities.clone().unwrap_or_else(|| {
-            [
-                "registration",
-                "relay-queue",
-                "websockets",
-                "webhooks",
-                "notify:v1",
-                "notify:longpoll",
-            ]
-            .map(String::from)
-            .to_vec()
+            ingest::CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect()
         }),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let ingest = ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone()).await?;
-    println!("listening on {addr}");
-    tracing::info!(addr = %addr, "ingest listening");
     amp_cluster::serve(
         listener,
         ingest.router(),
         store,
         bus,
-        cfg.server.body_limit_bytes,
-        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        &cfg.server,
         shutdown,
+        Vec::new(),
     )
     .await
 }

@@ -297,35 +297,22 @@ impl RouterService {
         };
         let id = &original.message.envelope.id;
         metrics::counter!("amp_router_bounces_total", "reason" => code).increment(1);
-        let sender = match Address::parse_full(&original.sender_address, &inner.domain) {
-            Ok(a) if a.provider() == inner.domain && a.tenant() != "system" => a,
-            _ => {
-                tracing::warn!(sender = %original.sender_address, id = %id, error = code,
-                    "message not delivered; its sender is not a local agent, nobody to bounce to");
-                return Ok(());
-            }
-        };
-        let Some(agent) = inner
-            .store
-            .agent_by_name(sender.tenant(), sender.name())
-            .await?
-            .filter(|r| r.address == sender.as_str())
-        else {
-            tracing::warn!(sender = %original.sender_address, id = %id, error = code,
-                "message not delivered; its sender is gone too");
-            return Ok(());
-        };
-        let notice = amp_messaging::bounce::notice(
+        let Some((sender, notice)) = amp_messaging::bounce::to_sender(
+            &inner.store,
             &inner.domain,
             &inner.provider_key,
-            &agent,
             original,
             code,
             why,
         )
-        .map_err(amp_store::Error::Corrupt)?;
+        .await?
+        else {
+            tracing::warn!(sender = %original.sender_address, id = %id, error = code,
+                "message not delivered; its sender is not a local agent (or is gone), nobody to bounce to");
+            return Ok(());
+        };
         let written = Box::pin(self.route(notice)).await?;
-        tracing::info!(sender = %agent.address, id = %id, recipient = %original.recipient_address,
+        tracing::info!(sender = %sender.address, id = %id, recipient = %original.recipient_address,
             error = code, outcome = ?written, "message not delivered, bounced to its sender");
         Ok(())
     }
