@@ -26,6 +26,8 @@ const SENDERS: usize = 4;
 const RELAY: usize = 2;
 const SOCKETS: usize = 2;
 const CONCURRENCY: usize = 16;
+/// Attempts of one message answered 503 `service_unavailable`.
+const RETRIES_503: usize = 8;
 
 struct Agents {
     senders: Vec<Identity>,
@@ -88,14 +90,24 @@ async fn load(
                 let r = (i / SENDERS) % agents.recipients.len();
                 let id = message_id();
                 sent.lock().expect("lock").to.insert(id.clone(), r);
-                let outcome = send(
-                    &clients[i % clients.len()],
-                    from,
-                    agents.recipients[r].address(),
-                    &id,
-                    "chaos",
-                )
-                .await;
+                // A client retries a 503 (the provider said it could not take the message
+                // now, e.g. while NATS fails over) with the same id, on the other ingest;
+                // a transport error stays an unknown outcome.
+                let mut outcome = Err(String::new());
+                for attempt in 0..RETRIES_503 {
+                    outcome = send(
+                        &clients[(i + attempt) % clients.len()],
+                        from,
+                        agents.recipients[r].address(),
+                        &id,
+                        "chaos",
+                    )
+                    .await;
+                    if !matches!(&outcome, Err(code) if code == "service_unavailable") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
                 {
                     let mut s = sent.lock().expect("lock");
                     match outcome {
