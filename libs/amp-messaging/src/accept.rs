@@ -111,14 +111,14 @@ pub(crate) async fn accept(
     }
 
     // Sender: `from`, when given, must be the authenticated agent (spec 04, 07).
-    if let Some(f) = &from_text {
-        if !f.trim().eq_ignore_ascii_case(&sender.address) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "from does not match the authenticated agent's address",
-            )
-            .with_field("from"));
-        }
+    if let Some(f) = &from_text
+        && !f.trim().eq_ignore_ascii_case(&sender.address)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "from does not match the authenticated agent's address",
+        )
+        .with_field("from"));
     }
 
     // Recipient.
@@ -230,9 +230,10 @@ pub(crate) async fn accept(
         .and_then(MessageId::parse)
         .unwrap_or_else(|| MessageId::generate(now));
     let existing = match &recipient {
+        // Expired entries count too (`Millis::MIN`): their ids stay taken until purged.
         Some(r) => acc
             .store
-            .entry(&r.id, id.as_str())
+            .entry(&r.id, id.as_str(), amp_store::Millis::MIN)
             .await
             .map_err(store_err)?,
         None => None,
@@ -335,13 +336,14 @@ pub(crate) async fn accept(
     let (mut queued_at, mut expires) = (now.unix_millis(), expires_at.unix_millis());
     let mut thread = accepted.message.envelope.thread_id.clone();
     let is_retry = retried || matches!(outcome, Some(RouteOutcome::Duplicate { .. }));
-    if let (true, Some(r)) = (is_retry, &recipient) {
-        if let Ok(Some(EntryState::Queued(e))) = acc.store.entry(&r.id, id.as_str()).await {
-            queued_at = e.queued_at;
-            expires = e.expires_at;
-            if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
-                thread = m.envelope.thread_id;
-            }
+    if let (true, Some(r)) = (is_retry, &recipient)
+        && let Ok(Some(EntryState::Queued(e))) =
+            acc.store.entry(&r.id, id.as_str(), now.unix_millis()).await
+    {
+        queued_at = e.queued_at;
+        expires = e.expires_at;
+        if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
+            thread = m.envelope.thread_id;
         }
     }
     let ts = |ms: i64| Timestamp::from_unix_millis(ms).map(Timestamp::to_rfc3339);
@@ -456,17 +458,18 @@ async fn wait_for_push(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let msg = tokio::time::timeout_at(deadline, sub.next()).await.ok()??;
-        if let Ok(p) = serde_json::from_slice::<crate::events::Pushed>(&msg.payload) {
-            if p.id == id {
-                return Some(p);
-            }
+        if let Ok(p) = serde_json::from_slice::<crate::events::Pushed>(&msg.payload)
+            && p.id == id
+        {
+            return Some(p);
         }
     }
 }
 
 /// The thread of the message `parent`, when the sender received it and it is still queued.
 async fn parent_thread(acc: &Acceptor, sender: &AgentRecord, parent: &str) -> Option<String> {
-    match acc.store.entry(&sender.id, parent).await.ok()?? {
+    let now = amp_proto::Timestamp::now().unix_millis();
+    match acc.store.entry(&sender.id, parent, now).await.ok()?? {
         EntryState::Queued(e) => serde_json::from_str::<StoredMessage>(&e.data)
             .ok()
             .map(|m| m.envelope.thread_id),

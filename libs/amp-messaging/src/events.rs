@@ -100,13 +100,12 @@ pub async fn registry_changed(bus: &Bus, agent_id: &str, change: ChangeKind) {
         agent_id: agent_id.to_owned(),
         change,
     };
-    if let Ok(body) = serde_json::to_vec(&event) {
-        if let Err(e) = bus
+    if let Ok(body) = serde_json::to_vec(&event)
+        && let Err(e) = bus
             .notify(subjects::REGISTRY_CHANGED, Bytes::from(body))
             .await
-        {
-            tracing::debug!(error = %e, "registry change not broadcast");
-        }
+    {
+        tracing::debug!(error = %e, "registry change not broadcast");
     }
 }
 

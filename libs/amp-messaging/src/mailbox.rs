@@ -25,12 +25,11 @@ pub async fn ack(
     // Only the flag is read (a borrowed view); the few messages that want a receipt are parsed.
     let mut wanting = Vec::new();
     for id in ids {
-        if let Some(EntryState::Queued(e)) = store.entry(&agent.id, id).await? {
-            if StoredView::parse(&e.data).is_ok_and(|v| v.receipt) {
-                if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
-                    wanting.push(m);
-                }
-            }
+        if let Some(EntryState::Queued(e)) = store.entry(&agent.id, id, now).await?
+            && StoredView::parse(&e.data).is_ok_and(|v| v.receipt)
+            && let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data)
+        {
+            wanting.push(m);
         }
     }
     let out = store.ack(&agent.id, ids, now).await?;
@@ -39,13 +38,12 @@ pub async fn ack(
             .iter()
             .zip(&out)
             .any(|(id, o)| *id == m.envelope.id.as_str() && *o == AckOutcome::Acked);
-        if newly {
-            if let Err(e) =
+        if newly
+            && let Err(e) =
                 events::delivered_receipt(store, bus, domain, agent, &m, "relay", "mailbox_written")
                     .await
-            {
-                tracing::warn!(error = %e, "delivery receipt not retained");
-            }
+        {
+            tracing::warn!(error = %e, "delivery receipt not retained");
         }
     }
     Ok(out)

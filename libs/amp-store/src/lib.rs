@@ -9,6 +9,8 @@
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
 //! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend shared by cluster processes.
+//! - [`cql`] (feature `cql`, default): the CQL backend (ScyllaDB; Apache Cassandra in tests),
+//!   the cluster's store at scale.
 //! - [`testing`] (feature `testing`): `testing::conformance`, the suite every backend passes.
 //!
 //! Every write returns only after it is durable (committed and fsynced, or acknowledged by a
@@ -20,6 +22,8 @@ use async_trait::async_trait;
 
 pub mod types;
 
+#[cfg(feature = "cql")]
+pub mod cql;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 #[cfg(feature = "redb")]
@@ -132,8 +136,14 @@ pub trait Mailboxes: Send + Sync {
     /// recipient is also a conflict; the caller assigns a fresh id to avoid it.)
     async fn enqueue(&self, entry: NewMailboxEntry) -> Result<Enqueued>;
 
-    /// The state of one message, if the agent's mailbox has (or had, acknowledged) it.
-    async fn entry(&self, agent_id: &str, message_id: &str) -> Result<Option<EntryState>>;
+    /// The state of one message at `now`, if the agent's mailbox has it queued and
+    /// unexpired, or had it and it was acknowledged.
+    async fn entry(
+        &self,
+        agent_id: &str,
+        message_id: &str,
+        now: Millis,
+    ) -> Result<Option<EntryState>>;
 
     /// Queued, unexpired entries with `seq > after`, oldest first, at most `limit`.
     async fn fetch(
@@ -156,7 +166,9 @@ pub trait Mailboxes: Send + Sync {
     ) -> Result<Vec<AckOutcome>>;
 
     /// Purges up to `max` expired entries and acknowledgement tombstones across all
-    /// mailboxes, in bulk; returns how many were removed.
+    /// mailboxes, in bulk; returns how many were removed. A backend whose rows expire by
+    /// themselves (TTL) has nothing to do and returns 0; either way, expired entries are
+    /// never served, counted or acknowledged.
     async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize>;
 
     /// Deletes a whole mailbox.

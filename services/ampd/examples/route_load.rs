@@ -159,10 +159,11 @@ async fn main() -> anyhow::Result<()> {
                     .bearer_auth(&key)
                     .send()
                     .await;
-                if let Ok(r) = r {
-                    if r.status().is_success() && r.bytes().await.is_ok() {
-                        pages.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Ok(r) = r
+                    && r.status().is_success()
+                    && r.bytes().await.is_ok()
+                {
+                    pages.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));

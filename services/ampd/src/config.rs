@@ -155,12 +155,12 @@ impl Config {
                 "server.domain `{domain}` must have at least two non-empty labels (e.g. amp.test)"
             ));
         }
-        if let Some(url) = &self.server.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "server.public_url `{url}` must start with http:// or https://"
-                ));
-            }
+        if let Some(url) = &self.server.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "server.public_url `{url}` must start with http:// or https://"
+            ));
         }
         if self.store.purge_interval_secs == 0 {
             return Err("store.purge_interval_secs must be at least 1".to_owned());

@@ -184,7 +184,11 @@ async fn attempt(inner: &Inner, agent_id: &str, message_id: &str, attempt_no: u3
         // Spec 05's order: the open WebSocket has it.
         return Attempt::Moot;
     }
-    let entry = match inner.store.entry(agent_id, message_id).await {
+    let entry = match inner
+        .store
+        .entry(agent_id, message_id, now.unix_millis())
+        .await
+    {
         Ok(Some(EntryState::Queued(e))) => e,
         Ok(_) => return Attempt::Moot,
         Err(e) => return Attempt::Failed(format!("store: {e}")),

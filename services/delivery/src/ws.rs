@@ -49,10 +49,10 @@ const RETRY_SWEEP: Duration = Duration::from_secs(1);
 /// Resolves when the bus reports that hints may have been lost; never on a bus that cannot
 /// lose them.
 async fn hint_gap(gaps: &mut Option<tokio::sync::watch::Receiver<u64>>) {
-    if let Some(rx) = gaps {
-        if rx.changed().await.is_ok() {
-            return;
-        }
+    if let Some(rx) = gaps
+        && rx.changed().await.is_ok()
+    {
+        return;
     }
     std::future::pending::<()>().await;
 }
@@ -617,7 +617,12 @@ impl Session {
                     return Ok(false);
                 }
                 // The mailbox is the truth: push only what is still queued.
-                let entry = match self.inner.store.entry(&self.agent.id, &id).await {
+                let entry = match self
+                    .inner
+                    .store
+                    .entry(&self.agent.id, &id, Timestamp::now().unix_millis())
+                    .await
+                {
                     Ok(Some(EntryState::Queued(e))) => e,
                     Ok(_) => return Ok(false),
                     Err(_) => return Ok(true),
@@ -645,8 +650,8 @@ impl Session {
             let subject = events::delivered_subject(&self.agent.tenant, &self.agent.id);
             let _ = inner.bus.notify(&subject, Bytes::from(body)).await;
         }
-        if let Ok(message) = serde_json::from_str::<StoredMessage>(&entry.data) {
-            if let Err(e) = events::delivered_receipt(
+        if let Ok(message) = serde_json::from_str::<StoredMessage>(&entry.data)
+            && let Err(e) = events::delivered_receipt(
                 &inner.store,
                 &inner.bus,
                 &inner.identity.domain,
@@ -656,9 +661,8 @@ impl Session {
                 "socket_written",
             )
             .await
-            {
-                tracing::warn!(error = %e, "delivery receipt not retained");
-            }
+        {
+            tracing::warn!(error = %e, "delivery receipt not retained");
         }
     }
 

@@ -194,13 +194,13 @@ impl Discovery {
     /// Fails when no method finds it or what is found is inconsistent.
     pub async fn provider(&self, domain: &str) -> Result<Arc<Peer>, DiscoveryError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(e) = self.cache.lock().get(&domain) {
-            if e.until > Instant::now() {
-                return match &e.value {
-                    Cached::Found(p) => Ok(p.clone()),
-                    Cached::Failed(err) => Err(err.clone()),
-                };
-            }
+        if let Some(e) = self.cache.lock().get(&domain)
+            && e.until > Instant::now()
+        {
+            return match &e.value {
+                Cached::Found(p) => Ok(p.clone()),
+                Cached::Failed(err) => Err(err.clone()),
+            };
         }
         let (value, ttl) = match self.discover(&domain).await {
             Ok((peer, ttl)) => (Cached::Found(Arc::new(peer)), ttl),
@@ -263,10 +263,10 @@ impl Discovery {
                     self.fetch_key(domain, &endpoint, &fp).await?
                 }
             };
-            if let Some(fp) = &p.fingerprint {
-                if !same_fingerprint(fp, &key.fingerprint()) {
-                    return Err(invalid("configured key and fingerprint differ".into()));
-                }
+            if let Some(fp) = &p.fingerprint
+                && !same_fingerprint(fp, &key.fingerprint())
+            {
+                return Err(invalid("configured key and fingerprint differ".into()));
             }
             let peer = Peer {
                 domain: domain.to_owned(),
@@ -401,15 +401,15 @@ fn doc_key(doc: &Document, expected: Option<&str>) -> Result<PublicKey, String> 
     let pem = doc.public_key.as_deref().ok_or("no public_key")?;
     let key = PublicKey::parse(pem).map_err(|e| format!("public_key: {e}"))?;
     let actual = key.fingerprint();
-    if let Some(fp) = &doc.fingerprint {
-        if !same_fingerprint(fp, &actual) {
-            return Err("public_key does not match its fingerprint".into());
-        }
+    if let Some(fp) = &doc.fingerprint
+        && !same_fingerprint(fp, &actual)
+    {
+        return Err("public_key does not match its fingerprint".into());
     }
-    if let Some(fp) = expected {
-        if !same_fingerprint(fp, &actual) {
-            return Err(format!("key {actual} does not match the pinned {fp}"));
-        }
+    if let Some(fp) = expected
+        && !same_fingerprint(fp, &actual)
+    {
+        return Err(format!("key {actual} does not match the pinned {fp}"));
     }
     Ok(key)
 }

@@ -107,10 +107,9 @@ pub(crate) async fn deliver(
         && inner
             .discovery
             .invalidate_older_than(&provider, REFRESH_AFTER)
+        && let Ok(fresh) = inner.discovery.provider(&provider).await
     {
-        if let Ok(fresh) = inner.discovery.provider(&provider).await {
-            verified = signature::verify(&fresh.key, ts_text, &body, sig);
-        }
+        verified = signature::verify(&fresh.key, ts_text, &body, sig);
     }
     if !verified {
         return Err(refused(

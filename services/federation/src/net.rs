@@ -48,10 +48,10 @@ pub fn check_url(text: &str, config: &Config) -> Result<Url, UrlRefusal> {
         Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
         Some(url::Host::Domain(_)) => None,
     };
-    if let Some(ip) = literal {
-        if !address_allowed(ip, config) {
-            return Err(UrlRefusal::Internal);
-        }
+    if let Some(ip) = literal
+        && !address_allowed(ip, config)
+    {
+        return Err(UrlRefusal::Internal);
     }
     Ok(url)
 }

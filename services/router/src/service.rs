@@ -145,12 +145,12 @@ impl RouterService {
                     // The sender was answered `queued` when the message was persisted; it
                     // must learn that it never arrived. Decoded again: rare, and the happy
                     // path keeps no copy.
-                    if let Ok(original) = serde_json::from_slice::<Accepted>(&d.message().payload) {
-                        if let Err(e) = self.bounce(&original, &outcome).await {
-                            tracing::warn!(error = %e, "bounce not stored, will retry");
-                            let _ = d.nak(Duration::from_millis(500)).await;
-                            return;
-                        }
+                    if let Ok(original) = serde_json::from_slice::<Accepted>(&d.message().payload)
+                        && let Err(e) = self.bounce(&original, &outcome).await
+                    {
+                        tracing::warn!(error = %e, "bounce not stored, will retry");
+                        let _ = d.nak(Duration::from_millis(500)).await;
+                        return;
                     }
                 }
                 let reply = serde_json::to_vec(&outcome).unwrap_or_default();

@@ -43,10 +43,10 @@ impl Provider {
         };
         let http = reqwest::Client::new();
         for _ in 0..100 {
-            if let Ok(r) = http.get(format!("{}/readyz", provider.url)).send().await {
-                if r.status() == 200 {
-                    return provider;
-                }
+            if let Ok(r) = http.get(format!("{}/readyz", provider.url)).send().await
+                && r.status() == 200
+            {
+                return provider;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -345,7 +345,12 @@ impl Mailboxes for JetStreamStore {
         Err(contention("mailbox enqueue"))
     }
 
-    async fn entry(&self, agent_id: &str, message_id: &str) -> Result<Option<EntryState>> {
+    async fn entry(
+        &self,
+        agent_id: &str,
+        message_id: &str,
+        now: Millis,
+    ) -> Result<Option<EntryState>> {
         let (found, _) = self
             .conn
             .kv_get_json::<IndexEntry>(&self.index, &idx_key(agent_id, message_id))
@@ -365,7 +370,10 @@ impl Mailboxes for JetStreamStore {
             .direct_get(&self.mailbox, json!({ "seq": seq }))
             .await?
         {
-            Some(raw) if raw.subject == subject => Ok(Some(EntryState::Queued(parse_entry(raw)?))),
+            Some(raw) if raw.subject == subject => {
+                let e = parse_entry(raw)?;
+                Ok((e.expires_at > now).then_some(EntryState::Queued(e)))
+            }
             // Gone but not marked: an ack deleted it and stopped before marking, or it expired.
             _ if i.expires_at > super::wall_ms() => {
                 Ok(Some(EntryState::Acked { sender: i.sender }))

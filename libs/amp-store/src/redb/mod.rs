@@ -622,7 +622,12 @@ impl Mailboxes for RedbStore {
             .await
     }
 
-    async fn entry(&self, agent_id: &str, message_id: &str) -> Result<Option<EntryState>> {
+    async fn entry(
+        &self,
+        agent_id: &str,
+        message_id: &str,
+        now: Millis,
+    ) -> Result<Option<EntryState>> {
         let txn = self.read()?;
         let index = txn.open_table(MSG_INDEX).map_err(st)?;
         let Some(v) = index.get((agent_id, message_id)).map_err(st)? else {
@@ -634,7 +639,10 @@ impl Mailboxes for RedbStore {
         }
         let mailbox = txn.open_table(MAILBOX).map_err(st)?;
         match mailbox.get((agent_id, i.seq)).map_err(st)? {
-            Some(v) => Ok(Some(EntryState::Queued(mailbox_row::decode(v.value())?))),
+            Some(v) => {
+                let e = mailbox_row::decode(v.value())?;
+                Ok((e.expires_at > now).then_some(EntryState::Queued(e)))
+            }
             None => Ok(None),
         }
     }

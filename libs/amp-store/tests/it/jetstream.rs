@@ -52,6 +52,16 @@ async fn jetstream_durable_across_reopen() {
     .await;
 }
 
+/// Two connections are two cluster processes: two routers writing one mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_passes_two_writer_conformance() {
+    let server = NatsServer::start();
+    let prefix = unique("w");
+    let a = connect(&server.url(), &prefix).await;
+    let b = connect(&server.url(), &prefix).await;
+    conformance::run_two_writers(&a, &b).await;
+}
+
 /// Two stores on one prefix are one store (the cluster case: several processes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jetstream_processes_share_state() {
@@ -94,7 +104,7 @@ async fn jetstream_processes_share_state() {
         [AckOutcome::Acked]
     );
     assert!(matches!(
-        a.entry(&x.id, "msg_1_s").await.expect("entry"),
+        a.entry(&x.id, "msg_1_s", now).await.expect("entry"),
         Some(EntryState::Acked { .. })
     ));
 }

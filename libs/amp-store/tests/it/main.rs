@@ -2,6 +2,7 @@
 //! kill -9 of a process that was writing; the JetStream backend (`jetstream`) against a real
 //! nats-server.
 
+mod cql;
 mod crash;
 mod jetstream;
 
@@ -30,6 +31,14 @@ async fn redb_without_group_commit_passes_conformance() {
     };
     let store = Store::new(RedbStore::open(&cfg).expect("open"));
     conformance::run_all(&store).await;
+}
+
+/// redb serialises every write in one process: the same store twice is the two-writer case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redb_passes_two_writer_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::run_two_writers(&store, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

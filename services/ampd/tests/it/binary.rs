@@ -90,10 +90,10 @@ impl Running {
     async fn wait_healthy(&self) {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(r) = reqwest::get(self.url("/healthz")).await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(self.url("/healthz")).await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

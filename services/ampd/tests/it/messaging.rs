@@ -109,10 +109,9 @@ async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Server {
             .get(format!("{}/readyz", server.url))
             .send()
             .await
+            && r.status() == StatusCode::OK
         {
-            if r.status() == StatusCode::OK {
-                return server;
-            }
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -58,10 +58,10 @@ pub(crate) async fn start_with_args(args: &[&OsStr], env: &[(&str, &str)]) -> (C
     let base = format!("http://{addr}");
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            && r.status().is_success()
+        {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

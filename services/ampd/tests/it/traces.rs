@@ -65,11 +65,11 @@ async fn a_routed_message_is_one_trace_from_ingest_to_router() {
     let http = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                ready = true;
-                break;
-            }
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            ready = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -113,10 +113,10 @@ impl Provider {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(r) = node.http.get(format!("{}/readyz", node.url)).send().await {
-                if r.status() == StatusCode::OK {
-                    return node;
-                }
+            if let Ok(r) = node.http.get(format!("{}/readyz", node.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return node;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

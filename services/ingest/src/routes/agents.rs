@@ -164,14 +164,14 @@ pub(super) async fn list(
     Extension(Caller(agent)): Extension<Caller>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    if let Some(t) = &q.tenant {
-        if !t.eq_ignore_ascii_case(&agent.tenant) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "agents may only list their own tenant",
-            )
-            .into());
-        }
+    if let Some(t) = &q.tenant
+        && !t.eq_ignore_ascii_case(&agent.tenant)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "agents may only list their own tenant",
+        )
+        .into());
     }
     let limit = q
         .limit

@@ -95,20 +95,20 @@ pub(super) async fn pending(
         .fetch(&agent.id, after, limit, now())
         .await
         .map_err(store_error)?;
-    if page.entries.is_empty() {
-        if let Some(sub) = wake.as_mut() {
-            let deadline = tokio::time::Instant::now() + wait;
-            while page.entries.is_empty() {
-                match tokio::time::timeout_at(deadline, sub.next()).await {
-                    Ok(Some(_)) => {
-                        page = inner
-                            .store
-                            .fetch(&agent.id, after, limit, now())
-                            .await
-                            .map_err(store_error)?;
-                    }
-                    Ok(None) | Err(_) => break,
+    if page.entries.is_empty()
+        && let Some(sub) = wake.as_mut()
+    {
+        let deadline = tokio::time::Instant::now() + wait;
+        while page.entries.is_empty() {
+            match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(_)) => {
+                    page = inner
+                        .store
+                        .fetch(&agent.id, after, limit, now())
+                        .await
+                        .map_err(store_error)?;
                 }
+                Ok(None) | Err(_) => break,
             }
         }
     }
@@ -282,7 +282,7 @@ pub(super) async fn read(
     check_id(&id)?;
     let sender_address = match inner
         .store
-        .entry(&agent.id, &id)
+        .entry(&agent.id, &id, Timestamp::now().unix_millis())
         .await
         .map_err(store_error)?
     {

@@ -238,28 +238,28 @@ pub(super) async fn register(
                 .agent_by_name(&tenant, &name)
                 .await
                 .map_err(store_error)?
+                && existing.owner_id == o
+                && existing.public_key_hex == agent.public_key_hex
             {
-                if existing.owner_id == o && existing.public_key_hex == agent.public_key_hex {
-                    inner
-                        .store
-                        .rotate_api_key(
-                            &existing.id,
-                            hash_key(&inner.identity.key_pepper, &api_key),
-                            now.unix_millis(),
-                            now.unix_millis(),
-                        )
-                        .await
-                        .map_err(store_error)?;
-                    tracing::info!(tenant = %tenant, agent = %existing.id, "agent re-keyed by its owner");
-                    return Ok(registered(
-                        &inner,
-                        &uri,
-                        &existing,
-                        &api_key,
-                        owner.as_ref(),
-                        limit,
-                    ));
-                }
+                inner
+                    .store
+                    .rotate_api_key(
+                        &existing.id,
+                        hash_key(&inner.identity.key_pepper, &api_key),
+                        now.unix_millis(),
+                        now.unix_millis(),
+                    )
+                    .await
+                    .map_err(store_error)?;
+                tracing::info!(tenant = %tenant, agent = %existing.id, "agent re-keyed by its owner");
+                return Ok(registered(
+                    &inner,
+                    &uri,
+                    &existing,
+                    &api_key,
+                    owner.as_ref(),
+                    limit,
+                ));
             }
             return Err(name_taken(&inner, &tenant, &name).await);
         }
@@ -432,12 +432,12 @@ pub(crate) fn delivery_prefs(
             .into());
         }
     }
-    if let Some(s) = &prefs.webhook_secret {
-        if s.len() > 256 {
-            return Err(
-                ApiError::invalid("delivery.webhook_secret", "webhook_secret is too long").into(),
-            );
-        }
+    if let Some(s) = &prefs.webhook_secret
+        && s.len() > 256
+    {
+        return Err(
+            ApiError::invalid("delivery.webhook_secret", "webhook_secret is too long").into(),
+        );
     }
     Ok(prefs)
 }

@@ -107,10 +107,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}  {}  {at}", rc.kind, rc.message_id().unwrap_or("?"));
                 }
             }
-            if clear {
-                if let Some(upto) = r.next_after {
-                    client.ack_receipts(&me, upto).await?;
-                }
+            if clear && let Some(upto) = r.next_after {
+                client.ack_receipts(&me, upto).await?;
             }
             Ok(())
         }

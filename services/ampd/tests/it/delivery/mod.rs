@@ -134,10 +134,10 @@ async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Server {
 impl Server {
     async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

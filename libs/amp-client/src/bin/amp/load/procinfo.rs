@@ -32,10 +32,10 @@ pub(crate) fn pid_listening_on(port: u16) -> Option<u32> {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path()) {
-                if targets.iter().any(|t| Path::new(t) == link) {
-                    return Some(pid);
-                }
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && targets.iter().any(|t| Path::new(t) == link)
+            {
+                return Some(pid);
             }
         }
     }

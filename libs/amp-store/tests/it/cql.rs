@@ -1,0 +1,561 @@
+//! The CQL backend against a real node (Apache Cassandra started by the test kit, or
+//! `AMP_TEST_CQL=host:port`): the conformance suite with one and with two writers, and what
+//! is particular to CQL — TTL expiry on the server, bucket rollover, out-of-order acks, the
+//! floor that keeps pickups off acknowledged rows, migrations, clear errors, and a kill -9
+//! of the node during writes. Every test's name contains `cql`: `cargo test --workspace cql`.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use amp_store::cql::{CqlStore, CqlStoreConfig};
+use amp_store::testing::{agent, conformance, entry, key_hash, now_ms, unique};
+use amp_store::{AckOutcome, Enqueued, EntryState, Error, Store};
+use amp_testkit::cql::{CqlNode, cql_target, unique_keyspace};
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// The keyspace most tests share (each check uses its own agents); migrated by the first.
+fn shared_keyspace() -> &'static str {
+    static KS: OnceLock<String> = OnceLock::new();
+    KS.get_or_init(|| unique_keyspace("amp_it"))
+}
+
+async fn connect(target: &str, keyspace: &str) -> Store {
+    Store::new(
+        CqlStore::connect(CqlStoreConfig::for_test(target, keyspace))
+            .await
+            .expect("connect the CQL store"),
+    )
+}
+
+/// The node's contact point, or `None` (and a loud skip line) where no node can run here;
+/// with `AMP_REQUIRE_CQL=1` a missing node panics inside `cql_target`.
+fn target() -> Option<String> {
+    cql_target()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_passes_conformance() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    assert!(store.ready().await);
+    conformance::run_all(&store).await;
+    store.close().await.expect("close");
+}
+
+/// Two sessions are two cluster processes: two routers writing one mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_passes_two_writer_conformance() {
+    let Some(t) = target() else { return };
+    let a = connect(&t, shared_keyspace()).await;
+    let b = connect(&t, shared_keyspace()).await;
+    conformance::run_two_writers(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_durable_across_reopen() {
+    let Some(t) = target() else { return };
+    let ks = shared_keyspace();
+    conformance::durable_across_reopen(|| {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(connect(&t, ks)))
+    })
+    .await;
+}
+
+/// Expiry needs no purge: once an entry's expiry has passed, nothing of it is served,
+/// counted, acknowledged or found; and a few seconds later the cluster has dropped its rows
+/// by TTL (checked with a raw query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_rows_expire_by_ttl_on_the_server() {
+    let Some(t) = target() else { return };
+    let ks = shared_keyspace();
+    let store = connect(&t, ks).await;
+    let agent_id = unique("agt_");
+    let now = now_ms();
+    store
+        .enqueue(entry(
+            &agent_id,
+            "msg_1_ttl",
+            "s@t.example.test",
+            now,
+            1_000,
+        ))
+        .await
+        .expect("short");
+    store
+        .enqueue(entry(&agent_id, "msg_2_ttl", "s@t.example.test", now, DAY))
+        .await
+        .expect("long");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = now_ms();
+    let page = store
+        .fetch(&agent_id, None, 10, later)
+        .await
+        .expect("fetch");
+    let ids: Vec<_> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["msg_2_ttl"]);
+    assert_eq!(store.count(&agent_id, later).await.expect("count").count, 1);
+    // Even a caller whose clock is behind does not find or acknowledge it.
+    assert!(
+        store
+            .entry(&agent_id, "msg_1_ttl", now)
+            .await
+            .expect("entry")
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .ack(&agent_id, &["msg_1_ttl".into()], now)
+            .await
+            .expect("ack"),
+        [AckOutcome::NotFound]
+    );
+    assert_eq!(store.purge_expired(later, 1000).await.expect("purge"), 0);
+    // The TTL (expiry plus a 5 s grace) removes the rows themselves.
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    let session = scylla_session(&t).await;
+    let rows = session
+        .query_unpaged(
+            format!("SELECT seq FROM {ks}.mailbox_entries WHERE agent = ? AND bucket = 0"),
+            (&agent_id,),
+        )
+        .await
+        .expect("raw read")
+        .into_rows_result()
+        .expect("rows");
+    assert_eq!(rows.rows_num(), 1, "only the unexpired entry is left");
+    // The id is remembered one hour past the expiry (a late retry is a duplicate), no more.
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT TTL(sender) FROM {ks}.mailbox_ids WHERE agent = ? AND message_id = 'msg_1_ttl'"
+            ),
+            (&agent_id,),
+        )
+        .await
+        .expect("raw read")
+        .into_rows_result()
+        .expect("rows");
+    let (ttl,) = rows.single_row::<(Option<i32>,)>().expect("one id row");
+    assert!(ttl.is_some_and(|t| t <= 3_600 + 5), "id TTL {ttl:?}");
+}
+
+/// More than one bucket (1024 positions) of messages: pages and cursors cross the bucket
+/// boundary, acknowledging everything moves the floor past whole buckets, and appends go
+/// on in the next bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_bucket_rollover_pages_and_floor() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    let agent_id = unique("agt_");
+    let now = now_ms();
+    let n = 1_100;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = store.clone();
+        let agent_id = agent_id.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(8) {
+                s.enqueue(entry(
+                    &agent_id,
+                    &format!("msg_{i}_roll"),
+                    "s@t.example.test",
+                    now,
+                    DAY,
+                ))
+                .await
+                .expect("enqueue");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .fetch(&agent_id, cursor, 300, now)
+            .await
+            .expect("fetch");
+        if page.entries.is_empty() {
+            break;
+        }
+        assert_eq!(page.remaining as usize, n - seen.len() - page.entries.len());
+        cursor = page.entries.last().map(|e| e.seq);
+        seen.extend(page.entries.iter().map(|e| (e.seq, e.message_id.clone())));
+    }
+    assert_eq!(seen.len(), n);
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(
+        seen.last().is_some_and(|(seq, _)| *seq > 1024),
+        "{:?}",
+        seen.last()
+    );
+    let ids: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    for chunk in ids.chunks(250) {
+        store.ack(&agent_id, chunk, now).await.expect("ack");
+    }
+    let c = store.count(&agent_id, now).await.expect("count");
+    assert_eq!(c.count, 0);
+    assert_eq!(
+        c.floor,
+        seen.last().map_or(0, |s| s.0),
+        "floor past everything"
+    );
+    let r = store
+        .enqueue(entry(
+            &agent_id,
+            "msg_after_roll",
+            "s@t.example.test",
+            now,
+            DAY,
+        ))
+        .await
+        .expect("enqueue after");
+    assert!(matches!(r, Enqueued::New { seq } if seq > c.head), "{r:?}");
+    let page = store.fetch(&agent_id, None, 10, now).await.expect("fetch");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].message_id, "msg_after_roll");
+}
+
+/// Acknowledging out of order: the acknowledged ones are never served again, the floor
+/// stops at the first one still queued, and jumps once it is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_out_of_order_acks_and_the_floor() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    let agent_id = unique("agt_");
+    let now = now_ms();
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        match store
+            .enqueue(entry(
+                &agent_id,
+                &format!("msg_{i}_ooo"),
+                "s@t.example.test",
+                now,
+                DAY,
+            ))
+            .await
+            .expect("enqueue")
+        {
+            Enqueued::New { seq } => seqs.push(seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    let odd: Vec<String> = (1..10).step_by(2).map(|i| format!("msg_{i}_ooo")).collect();
+    store.ack(&agent_id, &odd, now).await.expect("ack odd");
+    let page = store.fetch(&agent_id, None, 100, now).await.expect("fetch");
+    let ids: Vec<_> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "msg_0_ooo",
+            "msg_2_ooo",
+            "msg_4_ooo",
+            "msg_6_ooo",
+            "msg_8_ooo"
+        ]
+    );
+    assert_eq!(store.count(&agent_id, now).await.expect("count").floor, 0);
+    store
+        .ack(&agent_id, &["msg_0_ooo".into()], now)
+        .await
+        .expect("ack first");
+    let c = store.count(&agent_id, now).await.expect("count");
+    assert_eq!((c.count, c.floor), (4, seqs[1]), "floor past 0 and 1");
+    assert!(matches!(
+        store
+            .entry(&agent_id, "msg_1_ooo", now)
+            .await
+            .expect("entry"),
+        Some(EntryState::Acked { .. })
+    ));
+}
+
+/// The queue-on-Cassandra trap, checked by structure rather than by a timing: after many
+/// messages were acknowledged, the floor sits past all of them, so a pickup starts reading
+/// above them (and `count` reports the floor where reading starts). The latency figure for
+/// 100,000 acknowledged messages comes from `cql_pickup_latency_after_acks` (by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_pickup_reads_above_acknowledged_rows() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    let agent_id = unique("agt_");
+    let now = now_ms();
+    let floor = churn(&store, &agent_id, 2_000, now).await;
+    assert!(floor >= 2_000, "floor {floor}");
+    store
+        .enqueue(entry(&agent_id, "msg_live_t", "s@t.example.test", now, DAY))
+        .await
+        .expect("live");
+    let page = store.fetch(&agent_id, None, 100, now).await.expect("fetch");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(
+        store.count(&agent_id, now).await.expect("count").floor,
+        floor
+    );
+}
+
+/// Sends `n` messages through one mailbox, picking up and acknowledging as a client does;
+/// returns the floor.
+async fn churn(store: &Store, agent_id: &str, n: usize, now: i64) -> u64 {
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let s = store.clone();
+        let agent_id = agent_id.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(16) {
+                s.enqueue(entry(
+                    &agent_id,
+                    &format!("msg_{i}_churn"),
+                    "s@t.example.test",
+                    now,
+                    DAY,
+                ))
+                .await
+                .expect("enqueue");
+            }
+        }));
+        // A consumer keeps the mailbox small, as a real agent does.
+    }
+    let consumer = {
+        let s = store.clone();
+        let agent_id = agent_id.to_owned();
+        tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < n {
+                let page = s.fetch(&agent_id, None, 200, now).await.expect("fetch");
+                if page.entries.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let ids: Vec<String> = page.entries.iter().map(|e| e.message_id.clone()).collect();
+                s.ack(&agent_id, &ids, now).await.expect("ack");
+                acked += ids.len();
+            }
+        })
+    };
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    consumer.await.expect("consumer");
+    store.count(agent_id, now).await.expect("count").floor
+}
+
+/// Pickup latency of a fresh mailbox and of one through which 100,000 messages were
+/// acknowledged. A measurement, printed for the report:
+/// `cargo test -p amp-store cql_pickup_latency_after_acks -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn cql_pickup_latency_after_acks() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    let now = now_ms();
+    let n: usize = std::env::var("AMP_CHURN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let fresh = unique("agt_");
+    let used = unique("agt_");
+    let started = Instant::now();
+    churn(&store, &used, n, now).await;
+    println!(
+        "churned {n} messages in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for agent_id in [&fresh, &used] {
+        for i in 0..100 {
+            store
+                .enqueue(entry(
+                    agent_id,
+                    &format!("msg_{i}_lat"),
+                    "s@t.example.test",
+                    now,
+                    DAY,
+                ))
+                .await
+                .expect("enqueue");
+        }
+    }
+    let mut median = Vec::new();
+    for agent_id in [&fresh, &used] {
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let t0 = Instant::now();
+            let page = store.fetch(agent_id, None, 100, now).await.expect("fetch");
+            times.push(t0.elapsed());
+            assert_eq!(page.entries.len(), 100);
+        }
+        times.sort();
+        median.push(times[times.len() / 2]);
+    }
+    println!(
+        "pickup of 100: fresh mailbox p50 {:?}, after {n} acknowledged p50 {:?} ({:.2}x)",
+        median[0],
+        median[1],
+        median[1].as_secs_f64() / median[0].as_secs_f64()
+    );
+}
+
+/// Migrations: a new keyspace gets every migration; running them again changes nothing; a
+/// migration interrupted half-way is completed; a store that may not migrate refuses an
+/// old schema with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_migrations_apply_once_and_resume() {
+    let Some(t) = target() else { return };
+    let ks = unique_keyspace("amp_mig");
+    let no_migrate = CqlStoreConfig {
+        migrate_on_start: false,
+        ..CqlStoreConfig::for_test(&t, &ks)
+    };
+    let err = CqlStore::connect(no_migrate.clone())
+        .await
+        .err()
+        .expect("a missing keyspace is refused")
+        .to_string();
+    assert!(err.contains(&ks), "{err}");
+
+    let cfg = CqlStoreConfig::for_test(&t, &ks);
+    let latest = amp_store::cql::MIGRATIONS.last().map_or(0, |m| m.0);
+    assert_eq!(CqlStore::migrate(&cfg).await.expect("migrate"), latest);
+    assert_eq!(CqlStore::migrate(&cfg).await.expect("again"), latest);
+    let store = CqlStore::connect(no_migrate).await.expect("migrated");
+    assert_eq!(store.schema_version().await.expect("version"), latest);
+
+    // An upgrade from an interrupted run: the keyspace and half of migration 1's tables
+    // exist, no version is recorded. `migrate` completes it.
+    let ks2 = unique_keyspace("amp_mig");
+    let session = scylla_session(&t).await;
+    session
+        .query_unpaged(
+            format!("CREATE KEYSPACE {ks2} WITH replication = {{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}}"),
+            (),
+        )
+        .await
+        .expect("keyspace");
+    session.use_keyspace(&ks2, false).await.expect("use");
+    let first = amp_store::cql::statements(amp_store::cql::MIGRATIONS[0].1);
+    for stmt in &first[..first.len() / 2] {
+        session
+            .query_unpaged(stmt.as_str(), ())
+            .await
+            .expect("half a migration");
+    }
+    let cfg2 = CqlStoreConfig::for_test(&t, &ks2);
+    assert_eq!(CqlStore::migrate(&cfg2).await.expect("resume"), latest);
+    let store = Store::new(CqlStore::connect(cfg2).await.expect("connect"));
+    conformance::registry_round_trip(&store).await;
+    conformance::mailbox_fifo_cursor_and_remaining(&store).await;
+}
+
+async fn scylla_session(target: &str) -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_node(target)
+        .build()
+        .await
+        .expect("session")
+}
+
+/// Errors name what is wrong: an address nobody listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_unreachable_cluster_is_named_in_the_error() {
+    let cfg = CqlStoreConfig {
+        connect_timeout_ms: 2_000,
+        ..CqlStoreConfig::for_test("127.0.0.1:1", "amp_none")
+    };
+    let err = CqlStore::connect(cfg).await.err().expect("refused");
+    assert!(matches!(err, Error::Unavailable(_)));
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+/// kill -9 of the node while writers run: requests fail with clear errors (and the store is
+/// not ready) while it is down, every write acknowledged before the kill is there after the
+/// restart, and the same store carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_node_kill_during_writes_loses_no_acknowledged_write() {
+    if target().is_none() {
+        return;
+    }
+    // A node of its own: the others' tests must not see it die.
+    let Some(mut node) = CqlNode::start_or_skip() else {
+        return;
+    };
+    let cp = node.contact_point();
+    let ks = unique_keyspace("amp_kill");
+    let store = Store::new(
+        CqlStore::connect(CqlStoreConfig {
+            request_timeout_ms: 2_000,
+            ..CqlStoreConfig::for_test(&cp, &ks)
+        })
+        .await
+        .expect("connect"),
+    );
+    let now = now_ms();
+    let a = agent(&unique("t"), "kill", now);
+    store
+        .create_agent(a.clone(), key_hash(&a.id), now)
+        .await
+        .expect("create");
+    let acknowledged = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let errors = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (s, agent_id) = (store.clone(), a.id.clone());
+        let (acked, errs, stop) = (acknowledged.clone(), errors.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("msg_{w}_{i}_k");
+                i += 1;
+                match s
+                    .enqueue(entry(&agent_id, &id, "s@t.example.test", now, DAY))
+                    .await
+                {
+                    Ok(Enqueued::New { .. }) => acked.lock().push(id),
+                    Ok(other) => panic!("{other:?}"),
+                    Err(e) => {
+                        errs.lock().push(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.kill();
+    let killed_at = acknowledged.lock().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!store.ready().await, "not ready while the node is down");
+    node.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store.ready().await {
+        assert!(Instant::now() < deadline, "store did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let errs = errors.lock().clone();
+    assert!(!errs.is_empty(), "writes failed while the node was down");
+    assert!(
+        errs.iter().all(|e| e.contains("CQL store")),
+        "errors name the store: {:?}",
+        &errs[..errs.len().min(3)]
+    );
+    let want = acknowledged.lock().clone();
+    assert!(want.len() > killed_at, "writes went on after the restart");
+    let page = store.fetch(&a.id, None, 100_000, now).await.expect("fetch");
+    let got: std::collections::HashSet<&str> =
+        page.entries.iter().map(|e| e.message_id.as_str()).collect();
+    let lost: Vec<&String> = want
+        .iter()
+        .filter(|id| !got.contains(id.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(store.agent(&a.id).await.expect("agent"), Some(a));
+}
