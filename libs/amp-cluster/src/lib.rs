@@ -15,6 +15,7 @@ use amp_runtime::Shutdown;
 use amp_runtime::http::harden;
 use amp_runtime::ops::{Readiness, ops_router};
 use amp_store::Store;
+use amp_store::cql::{CqlStore, CqlStoreConfig};
 use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
 use anyhow::Context;
 use axum::Router;
@@ -34,6 +35,9 @@ pub struct Flags {
     /// NATS URLs, comma-separated (nats.urls, AMP__NATS__URLS).
     #[arg(long, value_name = "URLS")]
     pub nats: Option<String>,
+    /// Apply the store's schema migrations (the CQL store) and exit, without serving.
+    #[arg(long)]
+    pub migrate: bool,
 }
 
 impl Flags {
@@ -82,6 +86,29 @@ impl Default for NatsConfig {
     }
 }
 
+/// Which store the cluster keeps its state in (`[store] backend`, `AMP__STORE__BACKEND`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// NATS JetStream (streams and KV buckets): nothing to run but NATS. The default.
+    #[default]
+    Jetstream,
+    /// ScyllaDB (or Cassandra) over CQL: mailboxes at scale (`[store.cql]`).
+    Cql,
+    /// The embedded single-process store: only `ampd` can use it.
+    Redb,
+}
+
+/// The `[store]` section of every cluster binary.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `jetstream` (default) or `cql`.
+    pub backend: StoreBackend,
+    /// The CQL cluster, when `backend = "cql"`.
+    pub cql: CqlStoreConfig,
+}
+
 /// The HTTP side of a service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,16 +153,12 @@ impl ServerConfig {
     }
 }
 
-/// Connects the JetStream bus and store.
+/// Connects the JetStream bus and the configured store.
 ///
-/// Fails when NATS cannot be reached or its streams and buckets cannot be created.
-pub async fn connect(nats: &NatsConfig) -> anyhow::Result<(Bus, Store)> {
-    let urls: Vec<String> = nats
-        .urls
-        .split(',')
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-        .collect();
+/// Fails when NATS or the store cannot be reached, their streams, buckets or schema cannot
+/// be created, or the backend is one a cluster cannot share (`redb`).
+pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<(Bus, Store)> {
+    let urls = nats_urls(nats);
     let bus = JetStreamBus::connect_bus(JetStreamConfig {
         urls: urls.clone(),
         replicas: nats.replicas,
@@ -145,15 +168,56 @@ pub async fn connect(nats: &NatsConfig) -> anyhow::Result<(Bus, Store)> {
     })
     .await
     .context("cannot connect the JetStream bus")?;
-    let store = JetStreamStore::connect(JetStreamStoreConfig {
-        urls: urls.clone(),
-        replicas: nats.replicas,
-        prefix: nats.prefix.clone(),
-        ..JetStreamStoreConfig::default()
-    })
-    .await
-    .context("cannot connect the JetStream store")?;
-    Ok((bus, Store::new(store)))
+    let store = match config.backend {
+        StoreBackend::Jetstream => Store::new(
+            JetStreamStore::connect(JetStreamStoreConfig {
+                urls,
+                replicas: nats.replicas,
+                prefix: nats.prefix.clone(),
+                ..JetStreamStoreConfig::default()
+            })
+            .await
+            .context("cannot connect the JetStream store")?,
+        ),
+        StoreBackend::Cql => Store::new(
+            CqlStore::connect(config.cql.clone())
+                .await
+                .context("cannot connect the CQL store")?,
+        ),
+        StoreBackend::Redb => anyhow::bail!(
+            "store.backend = \"redb\" is the single-process store of ampd; a cluster needs \"jetstream\" or \"cql\""
+        ),
+    };
+    tracing::info!(backend = ?config.backend, "store connected");
+    Ok((bus, store))
+}
+
+fn nats_urls(nats: &NatsConfig) -> Vec<String> {
+    nats.urls
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// What `--migrate` does: applies the store's schema migrations and returns. Only the CQL
+/// store has a schema; for JetStream the streams and buckets are created at start-up.
+///
+/// Fails when the store cannot be reached or a migration is refused.
+pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
+    match store.backend {
+        StoreBackend::Cql => {
+            let version = CqlStore::migrate(&store.cql)
+                .await
+                .context("cannot migrate the CQL store")?;
+            println!(
+                "CQL schema of keyspace {} is at version {version}",
+                store.cql.keyspace
+            );
+        }
+        other => println!("the {other:?} store has no schema to migrate"),
+    }
+    Ok(())
 }
 
 /// Prints `listening on <addr>` (the first stdout line, which scripts and tests read), then

@@ -83,10 +83,52 @@ impl ServerConfig {
     }
 }
 
-/// The `[store]` section: the embedded redb database at `<data_dir>/amp.redb`.
+/// Which store `ampd` keeps its state in (`[store] backend`, `AMP__STORE__BACKEND`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded database at `<data_dir>/amp.redb`: zero setup (the default).
+    #[default]
+    Redb,
+    /// NATS JetStream (`[store.jetstream]`).
+    Jetstream,
+    /// ScyllaDB or Cassandra over CQL (`[store.cql]`).
+    Cql,
+}
+
+/// The `[store.jetstream]` section: where NATS is, when `backend = "jetstream"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamSection {
+    /// Server URLs, comma-separated.
+    pub urls: String,
+    /// Stream and bucket replicas.
+    pub replicas: usize,
+    /// Prefix of every stream and bucket name.
+    pub prefix: String,
+}
+
+impl Default for JetStreamSection {
+    fn default() -> Self {
+        Self {
+            urls: "nats://127.0.0.1:4222".into(),
+            replicas: 1,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// The `[store]` section: by default the embedded redb database at `<data_dir>/amp.redb`
+/// (the redb keys below); `backend` picks JetStream or CQL instead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `redb` (default), `jetstream` or `cql`.
+    pub backend: StoreBackend,
+    /// The NATS servers, when `backend = "jetstream"`.
+    pub jetstream: JetStreamSection,
+    /// The CQL cluster, when `backend = "cql"`.
+    pub cql: amp_store::cql::CqlStoreConfig,
     /// Share one fsync between all writes queued while the previous commit ran.
     pub group_commit: bool,
     /// Most write operations in one commit.
@@ -101,6 +143,9 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Redb,
+            jetstream: JetStreamSection::default(),
+            cql: amp_store::cql::CqlStoreConfig::default(),
             group_commit: true,
             max_batch: 1024,
             purge_interval_secs: 30,

@@ -17,6 +17,8 @@ use amp_runtime::http::harden;
 use amp_runtime::ops::{Readiness, ops_router};
 use amp_runtime::{Shutdown, identity};
 use amp_store::Store;
+use amp_store::cql::CqlStore;
+use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
 use amp_store::redb::{RedbConfig, RedbStore};
 use anyhow::Context;
 use axum::Router;
@@ -24,7 +26,7 @@ use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use config::Config;
+pub use config::{Config, StoreBackend};
 
 /// Most expired mailbox entries removed per purge sweep (bounds one write transaction).
 const PURGE_BATCH: usize = 10_000;
@@ -43,24 +45,55 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         .local_addr()
         .context("cannot read the listener's address")?;
 
-    // The store first: its file lock keeps a second ampd off the same data directory, and so
-    // also off the identity files created next to it.
-    let store_path = config.store_path();
-    let store = Store::new(
-        RedbStore::open(&RedbConfig {
-            path: store_path.clone(),
-            group_commit: config.store.group_commit,
-            max_batch: config.store.max_batch,
-            quick_repair: config.store.quick_repair,
-        })
-        .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
-    );
+    let store = open_store(&config).await?;
 
     let result = serve_with(&config, listener, local_addr, store.clone(), shutdown).await;
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "store did not close cleanly");
     }
     result
+}
+
+/// Opens the configured store. The embedded one first of all: its file lock keeps a second
+/// ampd off the same data directory, and so also off the identity files created next to it.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(match config.store.backend {
+        StoreBackend::Redb => {
+            let store_path = config.store_path();
+            Store::new(
+                RedbStore::open(&RedbConfig {
+                    path: store_path.clone(),
+                    group_commit: config.store.group_commit,
+                    max_batch: config.store.max_batch,
+                    quick_repair: config.store.quick_repair,
+                })
+                .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
+            )
+        }
+        StoreBackend::Jetstream => {
+            let js = &config.store.jetstream;
+            Store::new(
+                JetStreamStore::connect(JetStreamStoreConfig {
+                    urls: js
+                        .urls
+                        .split(',')
+                        .map(|u| u.trim().to_owned())
+                        .filter(|u| !u.is_empty())
+                        .collect(),
+                    replicas: js.replicas,
+                    prefix: js.prefix.clone(),
+                    ..JetStreamStoreConfig::default()
+                })
+                .await
+                .context("cannot connect the JetStream store")?,
+            )
+        }
+        StoreBackend::Cql => Store::new(
+            CqlStore::connect(config.store.cql.clone())
+                .await
+                .context("cannot connect the CQL store")?,
+        ),
+    })
 }
 
 /// Everything between opening and closing the store.

@@ -4,7 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig};
+use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
 use amp_messaging::{Acceptor, MessagingConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
@@ -25,6 +25,7 @@ struct Config {
     server: ServerConfig,
     log: LogConfig,
     nats: NatsConfig,
+    store: StoreConfig,
     delivery: delivery::Config,
     /// How `route` frames are accepted (as ingest's `[ingest.messaging]`).
     messaging: MessagingConfig,
@@ -34,9 +35,13 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg: Config = Cli::parse().flags.load()?;
+    let cli = Cli::parse();
+    let cfg: Config = cli.flags.load()?;
+    if cli.flags.migrate {
+        return amp_cluster::migrate(&cfg.store).await;
+    }
     let shutdown = amp_cluster::start(&cfg.log);
-    let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
+    let (bus, store) = amp_cluster::connect(&cfg.nats, &cfg.store).await?;
     let domain = cfg.server.domain.clone();
     let acceptor = Acceptor::new(
         store.clone(),

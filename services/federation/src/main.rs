@@ -6,7 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig};
+use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
@@ -26,16 +26,21 @@ struct Config {
     server: ServerConfig,
     log: LogConfig,
     nats: NatsConfig,
+    store: StoreConfig,
     /// Trust policy, peers, discovery, retries and limits (`enabled` is implied here).
     federation: federation::Config,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut cfg: Config = Cli::parse().flags.load()?;
+    let cli = Cli::parse();
+    let mut cfg: Config = cli.flags.load()?;
+    if cli.flags.migrate {
+        return amp_cluster::migrate(&cfg.store).await;
+    }
     cfg.federation.enabled = true;
     let shutdown = amp_cluster::start(&cfg.log);
-    let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
+    let (bus, store) = amp_cluster::connect(&cfg.nats, &cfg.store).await?;
     let service = federation::Federation::new(
         cfg.federation,
         federation::Identity {

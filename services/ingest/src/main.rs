@@ -4,7 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig};
+use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
@@ -24,6 +24,7 @@ struct Config {
     server: ServerConfig,
     log: LogConfig,
     nats: NatsConfig,
+    store: StoreConfig,
     ingest: ingest::Config,
     /// Capability tokens of the deployment (what its delivery and federation replicas offer).
     capabilities: Option<Vec<String>>,
@@ -31,9 +32,13 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg: Config = Cli::parse().flags.load()?;
+    let cli = Cli::parse();
+    let cfg: Config = cli.flags.load()?;
+    if cli.flags.migrate {
+        return amp_cluster::migrate(&cfg.store).await;
+    }
     let shutdown = amp_cluster::start(&cfg.log);
-    let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
+    let (bus, store) = amp_cluster::connect(&cfg.nats, &cfg.store).await?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
     let addr = listener.local_addr()?;
     let identity = ingest::Identity {

@@ -4,7 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig};
+use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
 use serde::Deserialize;
@@ -23,14 +23,19 @@ struct Config {
     server: ServerConfig,
     log: LogConfig,
     nats: NatsConfig,
+    store: StoreConfig,
     router: router::Config,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg: Config = Cli::parse().flags.load()?;
+    let cli = Cli::parse();
+    let cfg: Config = cli.flags.load()?;
+    if cli.flags.migrate {
+        return amp_cluster::migrate(&cfg.store).await;
+    }
     let shutdown = amp_cluster::start(&cfg.log);
-    let (bus, store) = amp_cluster::connect(&cfg.nats).await?;
+    let (bus, store) = amp_cluster::connect(&cfg.nats, &cfg.store).await?;
     let service = router::RouterService::new(
         cfg.router,
         &cfg.server.domain,

@@ -267,6 +267,8 @@ pub struct Topology {
     /// The provider key to use (so peers can pin it before this deployment starts); a new
     /// one when `None`.
     pub provider_key: Option<amp_proto::SecretKey>,
+    /// The `[store]` section of every service (empty: the JetStream store on `nats_urls`).
+    pub store_toml: String,
 }
 
 impl Topology {
@@ -283,7 +285,17 @@ impl Topology {
             federation_ports: Vec::new(),
             mailbox_quota: 1_000_000,
             provider_key: None,
+            store_toml: String::new(),
         }
+    }
+
+    /// Every service on the CQL store at `contact_point`, in `keyspace` (created at start).
+    pub fn with_cql_store(mut self, contact_point: &str, keyspace: &str) -> Self {
+        self.store_toml = format!(
+            "[store]\nbackend = \"cql\"\n\n[store.cql]\ncontact_points = [{contact_point:?}]\n\
+             keyspace = {keyspace:?}\nreplication_factor = 1\n\n"
+        );
+        self
     }
 }
 
@@ -328,7 +340,8 @@ impl Deployment {
         let common = format!(
             "[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
              shutdown_grace_secs = 2\n\n[log]\nfilter = \"info\"\n\n\
-             [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\n",
+             [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\n\
+             {store}",
             domain = t.domain,
             key = key_file.display().to_string(),
             pepper = pepper_file.display().to_string(),
@@ -336,6 +349,7 @@ impl Deployment {
             replicas = t.nats_replicas,
             prefix = t.prefix,
             ack = t.ack_wait_ms,
+            store = t.store_toml,
         );
         let capabilities = if federation {
             "capabilities = [\"registration\", \"relay-queue\", \"websockets\", \"webhooks\", \"federation\"]\n"

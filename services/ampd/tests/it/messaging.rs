@@ -1683,3 +1683,62 @@ async fn route_rate_limit() {
         .await;
     s.stop().await;
 }
+
+/// ampd on the CQL store (`[store] backend = "cql"`, a real Cassandra node): the same
+/// services, unchanged, over the third backend — registration, routing with its answers,
+/// idempotent retries and conflicts, pickup with cursors, acks and count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_store_serves_ampd_unchanged() {
+    let Some(cql) = amp_testkit::cql::cql_target() else {
+        return;
+    };
+    let keyspace = amp_testkit::cql::unique_keyspace("amp_ampd");
+    let s = start_with(|c| {
+        c.store.backend = ampd::StoreBackend::Cql;
+        c.store.cql = amp_store::cql::CqlStoreConfig::for_test(&cql, &keyspace);
+    })
+    .await;
+    let alice = s.register("acme", "alice").await;
+    let bob = s.register("acme", "bob").await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(
+            s.send_text(&alice, &bob.address, &format!("hello {i}"))
+                .await,
+        );
+    }
+    assert_eq!(s.pending_ids(&bob).await, sent, "FIFO");
+    let (page, _) = s.pending(&bob, "?limit=2").await;
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let (rest, _) = s.pending(&bob, &format!("?after={cursor}")).await;
+    assert_eq!(ids_of(&rest), sent[2..]);
+
+    // A retry is the same message; the same id re-signed with other content is a 409.
+    let id = "msg_1700000000000_c0ffee00";
+    let m = Msg::new(&bob.address, "once").id(id);
+    let body = m.envelope(&alice.address, Some(&m.sign(&alice)));
+    let first = s.route(&alice, body.clone()).await.assert_ok();
+    let again = s.route(&alice, body).await.assert_ok();
+    assert_eq!(again["queued_at"], first["queued_at"], "{first} vs {again}");
+    let mut other = m.clone();
+    other.subject = "twice".into();
+    s.route(
+        &alice,
+        other.envelope(&alice.address, Some(&other.sign(&alice))),
+    )
+    .await
+    .assert_error(409, "duplicate_message", None);
+
+    let acked = s
+        .delete(&bob, &format!("/v1/messages/pending/{}", sent[0]))
+        .await
+        .assert_ok();
+    assert_eq!(
+        acked,
+        json!({ "acknowledged": true, "already_acked": false })
+    );
+    let count = s.get(&bob, "/v1/messages/pending/count").await.assert_ok();
+    assert_eq!(count["count"], 5, "{count}");
+    assert!(!s.pending_ids(&bob).await.contains(&sent[0]));
+    s.stop().await;
+}

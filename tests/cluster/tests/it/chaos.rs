@@ -440,6 +440,28 @@ async fn chaos_kill9_ingest_router_delivery_under_load() {
     .await;
 }
 
+/// The same kill -9 of every service under load, with the mailboxes in the CQL store (a
+/// real Cassandra node): nothing acknowledged is lost, nothing appears twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill9_on_the_cql_store() {
+    let Some(cql) = amp_testkit::cql::cql_target() else {
+        return;
+    };
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("chaos.test", nats.url(), 1)
+        .with_cql_store(&cql, &amp_testkit::cql::unique_keyspace("amp_chaos"));
+    topology.ack_wait_ms = 3_000;
+    let mut d = Deployment::start(&topology).await;
+    let total = 1_500;
+    run_chaos("chaos, CQL store", &mut d, total, async |d, done| {
+        kill_each_service(d, &done, total).await;
+    })
+    .await
+    .verify_again("chaos, CQL store, settled", &d)
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kill9_with_a_three_node_nats_cluster() {
     let _heavy = HEAVY.lock().await;
