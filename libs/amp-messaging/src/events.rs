@@ -171,9 +171,17 @@ pub async fn delivered_receipt(
     });
     send_receipt(store, bus, &sender, &frame).await?;
     store
-        .put(&marker, now.unix_millis().to_string().into_bytes())
+        .put(
+            &marker,
+            now.unix_millis().to_string().into_bytes(),
+            Some(now.unix_millis() + MARKER_LIFETIME_MS),
+        )
         .await
 }
+
+/// How long a per-message marker ("receipt sent") is kept: past the longest a message can
+/// live (7 days) and be delivered or read again, so the marker outlives every retry of it.
+pub const MARKER_LIFETIME_MS: i64 = 8 * 24 * 3600 * 1000;
 
 /// The active local agent with this exact address, if any.
 ///

@@ -223,17 +223,20 @@ pub trait Presence: Send + Sync {
     async fn presence_clear(&self, agent_id: &str, session: &str) -> Result<()>;
     /// Live sessions of an agent at `now`.
     async fn presence_count(&self, agent_id: &str, now: Millis) -> Result<u32>;
-    /// Agents with at least one live session at `now`.
+    /// Agents with at least one live session at `now`. May read every live session (a scan
+    /// on the cluster's stores): callers on a request path cache it (`/v1/health` reads it at
+    /// most once a second).
     async fn agents_online(&self, now: Millis) -> Result<u64>;
 }
 
 /// Small named values (provider state, pinned peer keys).
 #[async_trait]
 pub trait Kv: Send + Sync {
-    /// The value under `key`.
+    /// The value under `key`, unless it expired.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
-    /// Sets `key`.
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()>;
+    /// Sets `key`, until `expires_at` (wall-clock unix milliseconds) or for good (`None`).
+    /// Per-message markers always pass an expiry, so nothing per message outlives it.
+    async fn put(&self, key: &str, value: Vec<u8>, expires_at: Option<Millis>) -> Result<()>;
     /// Deletes `key`.
     async fn delete(&self, key: &str) -> Result<()>;
 }

@@ -345,7 +345,7 @@ async fn pin_sender_key(inner: &Inner, address: &str, key: &PublicKey) {
             return;
         }
     }
-    if let Err(e) = inner.store.put(&kv_key, fp.into_bytes()).await {
+    if let Err(e) = inner.store.put(&kv_key, fp.into_bytes(), None).await {
         tracing::debug!(error = %e, "cannot pin a sender key");
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct Inner {
     pub(crate) route_limiter: RateLimiter,
     pub(crate) pending_limiter: RateLimiter,
     pub(crate) acceptor: amp_messaging::Acceptor,
+    /// What `/v1/health` last read from the store (it is unauthenticated: at most one store
+    /// read per second, whatever the request rate).
+    pub(crate) health: crate::routes::HealthCache,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -89,6 +92,7 @@ impl Inner {
             public_pem: public.to_pem(),
             fingerprint: public.fingerprint(),
             started: Instant::now(),
+            health: Default::default(),
             acceptor,
             config,
             identity,

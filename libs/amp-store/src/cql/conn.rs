@@ -267,8 +267,9 @@ statements! {
     online_scan [true] = "SELECT until FROM presence_online WHERE shard = ?";
 
     // Small values.
-    kv_get [true] = "SELECT value FROM kv WHERE key = ?";
-    kv_put [true] = "INSERT INTO kv (key, value) VALUES (?, ?)";
+    kv_get [true] = "SELECT value, expires_at FROM kv WHERE key = ?";
+    kv_put [true] = "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, null)";
+    kv_put_ttl [true] = "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) USING TTL ?";
     kv_delete [true] = "DELETE FROM kv WHERE key = ?";
 }
 
@@ -293,7 +294,7 @@ impl Conn {
             let want = super::schema::MIGRATIONS.last().map_or(0, |m| m.0);
             if have < want {
                 return Err(Error::Unavailable(format!(
-                    "CQL schema version {have} is older than this build's {want}: run `migrate` first"
+                    "CQL schema version {have} is older than this build's {want}: run the binary with --migrate first"
                 )));
             }
         }

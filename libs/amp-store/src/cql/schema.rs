@@ -15,7 +15,10 @@ use super::conn::unavailable;
 use crate::{Error, Result};
 
 /// The migrations, in order: `(version, CQL)`.
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/0001_initial.cql"))];
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.cql")),
+    (2, include_str!("migrations/0002_kv_expiry.cql")),
+];
 
 /// Table options that only ScyllaDB has: applied after the migrations when the server is
 /// one (`tombstone_gc` in repair mode drops tombstones as soon as a repair has covered them,
@@ -164,14 +167,23 @@ pub(super) async fn migrate(session: &Session, config: &CqlStoreConfig) -> Resul
     }
 }
 
+/// Whether a refused `ALTER TABLE … ADD` says the column exists already.
+fn already_there(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("already exist") || e.contains("conflicts with an existing column")
+}
+
 async fn apply(session: &Session, current: u32, scylla: bool) -> Result<u32> {
     let mut version = current;
     for (v, cql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         for stmt in statements(cql) {
-            session
-                .query_unpaged(stmt.as_str(), ())
-                .await
-                .map_err(|e| unavailable(&format!("apply migration {v}"), e))?;
+            match session.query_unpaged(stmt.as_str(), ()).await {
+                Ok(_) => {}
+                // `ALTER TABLE … ADD` has no IF NOT EXISTS on every server: a column that is
+                // there already is a migration interrupted after that statement.
+                Err(e) if stmt.starts_with("ALTER TABLE") && already_there(&e.to_string()) => {}
+                Err(e) => return Err(unavailable(&format!("apply migration {v}"), e)),
+            }
         }
         session
             .query_unpaged(

@@ -374,15 +374,32 @@ impl Kv for CqlStore {
             .query("read a value", &self.conn.st.kv_get, (key,))
             .await?;
         Ok(rows
-            .maybe_first_row::<(Option<Vec<u8>>,)>()
+            .maybe_first_row::<(Option<Vec<u8>>, Option<i64>)>()
             .map_err(corrupt)?
-            .and_then(|(v,)| v))
+            .and_then(|(v, expires_at)| match expires_at {
+                Some(t) if t <= wall_ms() => None,
+                _ => v,
+            }))
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
-        self.conn
-            .exec("write a value", &self.conn.st.kv_put, (key, value))
-            .await?;
+    async fn put(&self, key: &str, value: Vec<u8>, expires_at: Option<Millis>) -> Result<()> {
+        let st = &self.conn.st;
+        match expires_at {
+            Some(t) => {
+                self.conn
+                    .exec(
+                        "write a value",
+                        &st.kv_put_ttl,
+                        (key, value, t, ttl_until(t, wall_ms())),
+                    )
+                    .await?
+            }
+            None => {
+                self.conn
+                    .exec("write a value", &st.kv_put, (key, value))
+                    .await?
+            }
+        };
         Ok(())
     }
 

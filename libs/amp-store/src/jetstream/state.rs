@@ -190,25 +190,62 @@ fn kv_key(key: &str) -> String {
     format!("kv.{}", tok(key))
 }
 
+/// Where a value with an expiry lives (a separate key keeps the layout of values without).
+fn kv_expiring_key(key: &str) -> String {
+    format!("kvx.{}", tok(key))
+}
+
 #[async_trait]
 impl Kv for JetStreamStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
+        if let Some(v) = self.conn.kv_get(&self.state, &kv_key(key)).await?.value {
+            return Ok(Some(v.to_vec()));
+        }
+        // An expiring value: `<expires_at>\n<value>` under its own key.
+        let Some(v) = self
             .conn
-            .kv_get(&self.state, &kv_key(key))
+            .kv_get(&self.state, &kv_expiring_key(key))
             .await?
             .value
-            .map(|b| b.to_vec()))
+        else {
+            return Ok(None);
+        };
+        let Some(nl) = v.iter().position(|b| *b == b'\n') else {
+            return Err(Error::Corrupt(format!(
+                "kv value of {key} without its expiry"
+            )));
+        };
+        let expires_at: Millis = std::str::from_utf8(&v[..nl])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Corrupt(format!("kv expiry of {key}")))?;
+        Ok((expires_at > super::wall_ms()).then(|| v[nl + 1..].to_vec()))
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+    async fn put(&self, key: &str, value: Vec<u8>, expires_at: Option<Millis>) -> Result<()> {
+        // The server drops it after its expiry (plus the usual margin); `get` hides it from
+        // the expiry on, by the value's own record of it.
+        let stored = match expires_at {
+            Some(t) => {
+                let mut v = format!("{t}\n").into_bytes();
+                v.extend_from_slice(&value);
+                v
+            }
+            None => value,
+        };
+        let (key, other) = match expires_at {
+            Some(_) => (kv_expiring_key(key), kv_key(key)),
+            None => (kv_key(key), kv_expiring_key(key)),
+        };
+        // A value lives under one of the two keys: drop the other form first.
+        self.conn.kv_delete(&self.state, &other).await?;
         self.conn
             .kv_put(
                 &self.state,
-                &kv_key(key),
-                Bytes::from(value),
+                &key,
+                Bytes::from(stored),
                 Expect::Any,
-                None,
+                expires_at.map(super::conn::ttl_until),
             )
             .await?
             .map_err(refused)?;
@@ -216,6 +253,9 @@ impl Kv for JetStreamStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.conn.kv_delete(&self.state, &kv_key(key)).await
+        self.conn.kv_delete(&self.state, &kv_key(key)).await?;
+        self.conn
+            .kv_delete(&self.state, &kv_expiring_key(key))
+            .await
     }
 }

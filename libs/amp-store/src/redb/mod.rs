@@ -48,6 +48,9 @@ const RECEIPT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("receipt_h
 const JOBS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("jobs");
 const JOB_IDS: TableDefinition<&str, i64> = TableDefinition::new("job_ids");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// Expiry of the kv entries that have one, and the same by time for the purge.
+const KV_EXPIRES: TableDefinition<&str, i64> = TableDefinition::new("kv_expires");
+const KV_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("kv_expiry");
 const PRESENCE: TableDefinition<(&str, &str), i64> = TableDefinition::new("presence");
 
 /// Options of the embedded store.
@@ -153,6 +156,8 @@ impl RedbStore {
             txn.open_table(JOBS).map_err(st)?;
             txn.open_table(JOB_IDS).map_err(st)?;
             txn.open_table(KV).map_err(st)?;
+            txn.open_table(KV_EXPIRES).map_err(st)?;
+            txn.open_table(KV_EXPIRY).map_err(st)?;
             txn.open_table(PRESENCE).map_err(st)?;
         }
         txn.commit().map_err(st)?;
@@ -814,7 +819,28 @@ impl Mailboxes for RedbStore {
                         .insert(agent.as_str(), to_json(&meta)?.as_slice())
                         .map_err(st)?;
                 }
-                Ok(due.len())
+                // Expired kv entries (per-message markers), in the same bounded sweep.
+                let mut kv_due = Vec::new();
+                {
+                    let by_time = txn.open_table(KV_EXPIRY).map_err(st)?;
+                    for row in by_time.range(..=(now, "\u{10FFFF}")).map_err(st)? {
+                        let (k, _) = row.map_err(st)?;
+                        let (t, key) = k.value();
+                        if t > now || due.len() + kv_due.len() >= max {
+                            break;
+                        }
+                        kv_due.push((t, key.to_owned()));
+                    }
+                }
+                let mut by_time = txn.open_table(KV_EXPIRY).map_err(st)?;
+                let mut expires = txn.open_table(KV_EXPIRES).map_err(st)?;
+                let mut kv = txn.open_table(KV).map_err(st)?;
+                for (t, key) in &kv_due {
+                    by_time.remove((*t, key.as_str())).map_err(st)?;
+                    expires.remove(key.as_str()).map_err(st)?;
+                    kv.remove(key.as_str()).map_err(st)?;
+                }
+                Ok(due.len() + kv_due.len())
             })
             .await
     }
@@ -985,11 +1011,17 @@ impl Jobs for RedbStore {
 impl Kv for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.read()?;
+        let expires = txn.open_table(KV_EXPIRES).map_err(st)?;
+        if let Some(t) = expires.get(key).map_err(st)?
+            && t.value() <= wall_ms()
+        {
+            return Ok(None);
+        }
         let t = txn.open_table(KV).map_err(st)?;
         Ok(t.get(key).map_err(st)?.map(|v| v.value().to_vec()))
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+    async fn put(&self, key: &str, value: Vec<u8>, expires_at: Option<Millis>) -> Result<()> {
         let key = key.to_owned();
         self.writer
             .write(move |txn| {
@@ -997,6 +1029,16 @@ impl Kv for RedbStore {
                     .map_err(st)?
                     .insert(key.as_str(), value.as_slice())
                     .map_err(st)?;
+                let mut expires = txn.open_table(KV_EXPIRES).map_err(st)?;
+                let mut by_time = txn.open_table(KV_EXPIRY).map_err(st)?;
+                let old = expires.remove(key.as_str()).map_err(st)?.map(|t| t.value());
+                if let Some(t) = old {
+                    by_time.remove((t, key.as_str())).map_err(st)?;
+                }
+                if let Some(t) = expires_at {
+                    expires.insert(key.as_str(), t).map_err(st)?;
+                    by_time.insert((t, key.as_str()), ()).map_err(st)?;
+                }
                 Ok(())
             })
             .await
@@ -1010,10 +1052,30 @@ impl Kv for RedbStore {
                     .map_err(st)?
                     .remove(key.as_str())
                     .map_err(st)?;
+                let old = txn
+                    .open_table(KV_EXPIRES)
+                    .map_err(st)?
+                    .remove(key.as_str())
+                    .map_err(st)?
+                    .map(|t| t.value());
+                if let Some(t) = old {
+                    txn.open_table(KV_EXPIRY)
+                        .map_err(st)?
+                        .remove((t, key.as_str()))
+                        .map_err(st)?;
+                }
                 Ok(())
             })
             .await
     }
+}
+
+/// The wall clock in unix milliseconds (kv expiry is wall-clock time).
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
 }
 
 #[async_trait]

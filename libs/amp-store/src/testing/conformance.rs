@@ -691,17 +691,49 @@ pub async fn jobs_by_kind_and_claimed_once(store: &Store) {
     store.complete(&other).await.expect("complete");
 }
 
-/// Small values round-trip.
+/// Small values round-trip; one with an expiry is gone once it has passed, and a purge
+/// removes it from a backend that keeps expired rows.
 pub async fn kv_round_trip(store: &Store) {
     let k = unique("kv/");
     assert!(store.get(&k).await.expect("get").is_none());
-    store.put(&k, b"value".to_vec()).await.expect("put");
+    store.put(&k, b"value".to_vec(), None).await.expect("put");
     assert_eq!(
         store.get(&k).await.expect("get").as_deref(),
         Some(&b"value"[..])
     );
     store.delete(&k).await.expect("delete");
     assert!(store.get(&k).await.expect("get").is_none());
+
+    let live = unique("kv/");
+    let gone = unique("kv/");
+    store
+        .put(&live, b"later".to_vec(), Some(now_ms() + DAY))
+        .await
+        .expect("put");
+    store
+        .put(&gone, b"past".to_vec(), Some(now_ms() - 1))
+        .await
+        .expect("put");
+    assert_eq!(
+        store.get(&live).await.expect("get").as_deref(),
+        Some(&b"later"[..])
+    );
+    assert!(store.get(&gone).await.expect("get").is_none(), "expired");
+    store.purge_expired(now_ms(), 100_000).await.expect("purge");
+    assert!(store.get(&gone).await.expect("get").is_none());
+    assert!(store.get(&live).await.expect("get").is_some());
+    // Written again without an expiry, it is kept for good.
+    store
+        .put(&gone, b"again".to_vec(), None)
+        .await
+        .expect("put");
+    assert_eq!(
+        store.get(&gone).await.expect("get").as_deref(),
+        Some(&b"again"[..])
+    );
+    store.delete(&live).await.expect("delete");
+    store.delete(&gone).await.expect("delete");
+    assert!(store.get(&gone).await.expect("get").is_none());
 }
 
 /// Sessions count while their lease lasts; cleared or expired ones do not.

@@ -448,6 +448,56 @@ async fn cql_migrations_apply_once_and_resume() {
     let store = Store::new(CqlStore::connect(cfg2).await.expect("connect"));
     conformance::registry_round_trip(&store).await;
     conformance::mailbox_fifo_cursor_and_remaining(&store).await;
+
+    // An upgrade from the previous release: a keyspace at version 1 holding data. The
+    // upgraded store keeps the data and has what version 2 added (values that expire).
+    let ks3 = unique_keyspace("amp_mig");
+    session
+        .query_unpaged(
+            format!("CREATE KEYSPACE {ks3} WITH replication = {{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}}"),
+            (),
+        )
+        .await
+        .expect("keyspace");
+    session.use_keyspace(&ks3, false).await.expect("use");
+    session
+        .query_unpaged(
+            "CREATE TABLE schema_version (id text PRIMARY KEY, version int, applied_at bigint, holder text)",
+            (),
+        )
+        .await
+        .expect("version table");
+    for stmt in amp_store::cql::statements(amp_store::cql::MIGRATIONS[0].1) {
+        session.query_unpaged(stmt, ()).await.expect("migration 1");
+    }
+    session
+        .query_unpaged(
+            "INSERT INTO schema_version (id, version) VALUES ('amp', 1)",
+            (),
+        )
+        .await
+        .expect("version 1");
+    session
+        .query_unpaged("INSERT INTO kv (key, value) VALUES ('old', 0x01)", ())
+        .await
+        .expect("old data");
+    let cfg3 = CqlStoreConfig::for_test(&t, &ks3);
+    let old_build = CqlStore::connect(CqlStoreConfig {
+        migrate_on_start: false,
+        ..cfg3.clone()
+    })
+    .await
+    .err()
+    .expect("a build newer than the schema refuses to start unmigrated")
+    .to_string();
+    assert!(old_build.contains("--migrate"), "{old_build}");
+    assert_eq!(CqlStore::migrate(&cfg3).await.expect("upgrade"), latest);
+    let store = Store::new(CqlStore::connect(cfg3).await.expect("connect"));
+    assert_eq!(
+        store.get("old").await.expect("old").as_deref(),
+        Some(&[1u8][..])
+    );
+    conformance::kv_round_trip(&store).await;
 }
 
 async fn scylla_session(target: &str) -> scylla::client::session::Session {

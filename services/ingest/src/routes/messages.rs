@@ -317,7 +317,11 @@ pub(super) async fn read(
         .map_err(store_error)?;
     inner
         .store
-        .put(&marker, now.unix_millis().to_string().into_bytes())
+        .put(
+            &marker,
+            now.unix_millis().to_string().into_bytes(),
+            Some(now.unix_millis() + events::MARKER_LIFETIME_MS),
+        )
         .await
         .map_err(store_error)?;
     Ok(Json(json!({ "read_receipt_sent": true })))

@@ -10,13 +10,35 @@ use serde_json::{Value, json};
 use crate::config::RegistrationMode;
 use crate::state::Inner;
 
+/// How long `/v1/health` reuses what it read: counting agents online is a scan on the
+/// cluster's stores, and the endpoint takes no credentials.
+const HEALTH_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last readiness and online count `/v1/health` read, and when. One request at a time
+/// refreshes it; the others wait for that read instead of starting their own.
+#[derive(Default)]
+pub(crate) struct HealthCache(tokio::sync::Mutex<Option<(std::time::Instant, bool, u64)>>);
+
+impl HealthCache {
+    async fn get(&self, store: &amp_store::Store) -> (bool, u64) {
+        let mut cached = self.0.lock().await;
+        if let Some((at, ready, online)) = *cached
+            && at.elapsed() < HEALTH_TTL
+        {
+            return (ready, online);
+        }
+        let ready = store.ready().await;
+        let online = store
+            .agents_online(amp_proto::Timestamp::now().unix_millis())
+            .await
+            .unwrap_or(0);
+        *cached = Some((std::time::Instant::now(), ready, online));
+        (ready, online)
+    }
+}
+
 pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json<Value>) {
-    let ready = inner.store.ready().await;
-    let online = inner
-        .store
-        .agents_online(amp_proto::Timestamp::now().unix_millis())
-        .await
-        .unwrap_or(0);
+    let (ready, online) = inner.health.get(&inner.store).await;
     let status = if ready {
         StatusCode::OK
     } else {

@@ -4,6 +4,8 @@ mod agents;
 mod keys;
 mod messages;
 mod meta;
+
+pub(crate) use meta::HealthCache;
 mod register;
 mod route;
 
