@@ -7,6 +7,8 @@
 //!   senders), [`Jobs`] (durable timers for retries), [`Presence`] (live sessions with
 //!   leases), [`Kv`] (small provider state). A backend
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
+//! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
+//!   ScyllaDB, presence in JetStream, …).
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
 //! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend shared by cluster processes.
 //! - [`cql`] (feature `cql`, default): the CQL backend (ScyllaDB; Apache Cassandra in tests),
@@ -20,6 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod composed;
 pub mod types;
 
 #[cfg(feature = "cql")]
@@ -31,6 +34,7 @@ pub mod redb;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use composed::Composed;
 pub use types::*;
 
 /// What can go wrong in a store.

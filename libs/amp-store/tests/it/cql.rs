@@ -609,3 +609,33 @@ async fn cql_node_kill_during_writes_loses_no_acknowledged_write() {
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert_eq!(store.agent(&a.id).await.expect("agent"), Some(a));
 }
+
+/// The deployment the composition is for: mailboxes, registry and receipts in the CQL
+/// store, presence, jobs and small values (short-lived, TTL-native) in JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_mailboxes_with_jetstream_presence_compose() {
+    let Some(t) = target() else { return };
+    let nats = amp_testkit::NatsServer::start();
+    let cql: std::sync::Arc<dyn amp_store::StoreBackend> = std::sync::Arc::new(
+        CqlStore::connect(CqlStoreConfig::for_test(&t, shared_keyspace()))
+            .await
+            .expect("cql"),
+    );
+    let js: std::sync::Arc<dyn amp_store::StoreBackend> = std::sync::Arc::new(
+        amp_store::jetstream::JetStreamStore::connect(amp_store::jetstream::JetStreamStoreConfig {
+            urls: vec![nats.url()],
+            prefix: unique("m"),
+            ..Default::default()
+        })
+        .await
+        .expect("jetstream"),
+    );
+    let store = Store::new(
+        amp_store::Composed::new(cql)
+            .with_presence(js.clone())
+            .with_jobs(js.clone())
+            .with_kv(js),
+    );
+    assert!(store.ready().await);
+    conformance::run_all(&store).await;
+}

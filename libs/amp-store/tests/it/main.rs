@@ -46,3 +46,21 @@ async fn redb_durable_across_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     conformance::durable_across_reopen(|| open(dir.path())).await;
 }
+
+/// One backend per concern: the registry in one database, everything else in another. The
+/// whole suite passes, deregistration included (it must delete the mailbox in the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn composed_store_passes_conformance() {
+    let (a, b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let registry: std::sync::Arc<dyn amp_store::StoreBackend> =
+        std::sync::Arc::new(RedbStore::open(&RedbConfig::in_dir(a.path())).expect("open a"));
+    let rest: std::sync::Arc<dyn amp_store::StoreBackend> =
+        std::sync::Arc::new(RedbStore::open(&RedbConfig::in_dir(b.path())).expect("open b"));
+    let store = Store::new(amp_store::Composed::new(rest).with_registry(registry));
+    conformance::run_all(&store).await;
+    conformance::run_two_writers(&store, &store).await;
+    store.close().await.expect("close");
+}
