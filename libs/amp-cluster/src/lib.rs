@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use amp_bus::Bus;
@@ -14,9 +15,9 @@ use amp_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use amp_runtime::Shutdown;
 use amp_runtime::http::harden;
 use amp_runtime::ops::{Readiness, ops_router};
-use amp_store::Store;
 use amp_store::cql::{CqlStore, CqlStoreConfig};
 use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
+use amp_store::{Composed, Store};
 use anyhow::Context;
 use axum::Router;
 use futures::FutureExt;
@@ -105,8 +106,21 @@ pub enum StoreBackend {
 pub struct StoreConfig {
     /// `jetstream` (default) or `cql`.
     pub backend: StoreBackend,
-    /// The CQL cluster, when `backend = "cql"`.
+    /// The CQL cluster, when a concern is on `cql`.
     pub cql: CqlStoreConfig,
+    /// Another backend for one concern (`presence = "jetstream"` keeps the short-lived
+    /// session leases in NATS while mailboxes are in ScyllaDB); unset: `backend`.
+    pub registry: Option<StoreBackend>,
+    /// See `registry`.
+    pub mailboxes: Option<StoreBackend>,
+    /// See `registry`.
+    pub receipts: Option<StoreBackend>,
+    /// See `registry`.
+    pub jobs: Option<StoreBackend>,
+    /// See `registry`.
+    pub presence: Option<StoreBackend>,
+    /// See `registry`.
+    pub kv: Option<StoreBackend>,
 }
 
 /// The HTTP side of a service.
@@ -168,26 +182,45 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
     })
     .await
     .context("cannot connect the JetStream bus")?;
-    let store = match config.backend {
-        StoreBackend::Jetstream => Store::new(
-            JetStreamStore::connect(JetStreamStoreConfig {
-                urls,
-                replicas: nats.replicas,
-                prefix: nats.prefix.clone(),
-                ..JetStreamStoreConfig::default()
-            })
-            .await
-            .context("cannot connect the JetStream store")?,
-        ),
-        StoreBackend::Cql => Store::new(
-            CqlStore::connect(config.cql.clone())
+    // Each backend a concern names is connected once and shared by its concerns.
+    let mut opened: Vec<(StoreBackend, Arc<dyn amp_store::StoreBackend>)> = Vec::new();
+    let mut open = async |kind: StoreBackend| -> anyhow::Result<Arc<dyn amp_store::StoreBackend>> {
+        if let Some((_, b)) = opened.iter().find(|(k, _)| *k == kind) {
+            return Ok(b.clone());
+        }
+        let backend: Arc<dyn amp_store::StoreBackend> = match kind {
+            StoreBackend::Jetstream => Arc::new(
+                JetStreamStore::connect(JetStreamStoreConfig {
+                    urls: urls.clone(),
+                    replicas: nats.replicas,
+                    prefix: nats.prefix.clone(),
+                    ..JetStreamStoreConfig::default()
+                })
                 .await
-                .context("cannot connect the CQL store")?,
-        ),
-        StoreBackend::Redb => anyhow::bail!(
-            "store.backend = \"redb\" is the single-process store of ampd; a cluster needs \"jetstream\" or \"cql\""
-        ),
+                .context("cannot connect the JetStream store")?,
+            ),
+            StoreBackend::Cql => Arc::new(
+                CqlStore::connect(config.cql.clone())
+                    .await
+                    .context("cannot connect the CQL store")?,
+            ),
+            StoreBackend::Redb => anyhow::bail!(
+                "store backend \"redb\" is the single-process store of ampd; a cluster needs \"jetstream\" or \"cql\""
+            ),
+        };
+        opened.push((kind, backend.clone()));
+        Ok(backend)
     };
+    let pick = |c: Option<StoreBackend>| c.unwrap_or(config.backend);
+    let store = Store::new(
+        Composed::new(open(config.backend).await?)
+            .with_registry(open(pick(config.registry)).await?)
+            .with_mailboxes(open(pick(config.mailboxes)).await?)
+            .with_receipts(open(pick(config.receipts)).await?)
+            .with_jobs(open(pick(config.jobs)).await?)
+            .with_presence(open(pick(config.presence)).await?)
+            .with_kv(open(pick(config.kv)).await?),
+    );
     tracing::info!(backend = ?config.backend, "store connected");
     Ok((bus, store))
 }
@@ -270,4 +303,23 @@ pub fn start(log: &amp_runtime::telemetry::LogConfig) -> Shutdown {
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
     shutdown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_section_names_a_backend_per_concern() {
+        let c: StoreConfig = toml::from_str(
+            "backend = \"cql\"\npresence = \"jetstream\"\n[cql]\ncontact_points = \"a:9042,b:9042\"\n",
+        )
+        .expect("parse");
+        assert_eq!(c.backend, StoreBackend::Cql);
+        assert_eq!(c.presence, Some(StoreBackend::Jetstream));
+        assert_eq!(c.mailboxes, None);
+        assert_eq!(c.cql.contact_points, ["a:9042", "b:9042"]);
+        assert!(toml::from_str::<StoreConfig>("backend = \"sqlite\"").is_err());
+        assert!(toml::from_str::<StoreConfig>("mailbox = \"cql\"").is_err());
+    }
 }
