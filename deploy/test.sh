@@ -26,7 +26,12 @@ else
 fi
 
 echo "== Rust workspace"
-cargo test --workspace --locked "$@"
+rust_log="$(mktemp)"
+cargo test --workspace --locked "$@" 2>&1 | tee "$rust_log"
+# The CQL store's tests and the rest, counted (the CQL ones run on the real node).
+echo "CQL tests passed: $(grep -cE '^test .*cql.* \.\.\. ok$' "$rust_log" || true);" \
+  "skipped for want of a node: $(grep -c 'CQL TEST SKIPPED' "$rust_log" || true)"
+rm -f "$rust_log"
 
 if [ "$#" -gt 0 ]; then
   exit 0
