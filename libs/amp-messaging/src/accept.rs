@@ -63,9 +63,6 @@ struct RouteOptions {
     receipt: Option<bool>,
 }
 
-/// Longest `in_reply_to` / `thread_id` accepted.
-const MAX_REF: usize = 128;
-
 /// The validated, verified message, before the hand-off.
 pub(crate) async fn accept(
     acc: &Acceptor,
@@ -100,13 +97,8 @@ pub(crate) async fn accept(
         })?,
     };
     for (field, v) in [("in_reply_to", &in_reply_to), ("thread_id", &thread_id)] {
-        if v.as_ref()
-            .is_some_and(|s| s.len() > MAX_REF || s.chars().any(char::is_control))
-        {
-            return Err(ApiError::invalid(
-                field,
-                format!("{field} must be a message id"),
-            ));
+        if let Some(v) = v {
+            amp_proto::message::validate_reference(field, v)?;
         }
     }
 
@@ -269,6 +261,9 @@ pub(crate) async fn accept(
         in_reply_to,
         thread_id,
     };
+    // Every field is within its limit by now; the whole may still not be (a short `message`
+    // beside a large member of its own). The same check as federation's inbound path.
+    amp_proto::message::validate_total(&envelope, &payload)?;
     let accepted = Accepted {
         v: 1,
         message: StoredMessage {

@@ -1,10 +1,11 @@
 //! The recipient's side of a mailbox that several services share: the acknowledgement (one
 //! idempotent transition, whether it comes from REST or a WebSocket frame), with the delivery
-//! receipts it triggers.
+//! receipts it triggers; and reading the mailbox a page at a time within a byte budget
+//! (pickup, WebSocket replay and sweeps).
 
 use amp_bus::Bus;
 use amp_proto::relay::StoredMessage;
-use amp_store::{AckOutcome, AgentRecord, EntryState, Store};
+use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage, Store};
 
 use crate::events;
 use crate::render::StoredView;
@@ -47,4 +48,84 @@ pub async fn ack(
         }
     }
     Ok(out)
+}
+
+/// How much one page of a mailbox may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageBudget {
+    /// Most entries.
+    pub entries: usize,
+    /// Most bytes of entries (their stored text and id, plus a fixed allowance each for the
+    /// fields a rendered item adds). A page holds at least one entry whatever its size.
+    pub bytes: usize,
+}
+
+/// Bytes an entry counts for in a [`PageBudget`]: its stored text, its id and the fixed
+/// fields (times, cursor, keys) a rendered item adds.
+pub fn entry_cost(entry: &MailboxEntry) -> usize {
+    /// Keys, times and cursor of a rendered item.
+    const ITEM_OVERHEAD: usize = 160;
+    entry.data.len() + entry.message_id.len() + ITEM_OVERHEAD
+}
+
+/// The most bytes one stored entry can take: the message at its bound, plus the security
+/// annotation beside it (whose wrapped copy of `payload.message` may be longer than the
+/// original once JSON-escaped), the sender's key and the record's keys.
+const WORST_ENTRY: usize = 2 * amp_proto::message::limits::TOTAL_BYTES;
+/// Entries one store read may load however little of the budget is left: fewer would make a
+/// page of small messages take many reads (round trips, on a networked store).
+const READ_FLOOR: usize = 16;
+
+/// Queued, unexpired entries after `after`, oldest first, within `budget`: a page that ends
+/// early when its bytes run out, with `remaining` still exact (everything queued after the
+/// page's last entry), so the next page continues at its last cursor.
+///
+/// Memory is bounded whatever the mailbox holds: the store is read in slices of at most
+/// `max(READ_FLOOR, bytes left / WORST_ENTRY)` entries, so a page loads at most
+/// `budget.bytes` plus one slice (16 MiB) — never a thousand large messages at once — and
+/// sizes observed so far are never trusted to predict the next ones (a sender could put small
+/// messages in front of large ones).
+///
+/// Fails on store errors.
+pub async fn fetch_page(
+    store: &Store,
+    agent_id: &str,
+    after: Option<u64>,
+    budget: PageBudget,
+    now: i64,
+) -> Result<MailboxPage, amp_store::Error> {
+    let max_entries = budget.entries.max(1);
+    let mut entries: Vec<MailboxEntry> = Vec::new();
+    let mut bytes = 0usize;
+    let mut cursor = after;
+    loop {
+        let want = max_entries - entries.len();
+        let read = (budget.bytes.saturating_sub(bytes) / WORST_ENTRY)
+            .max(READ_FLOOR)
+            .min(want);
+        let slice = store.fetch(agent_id, cursor, read, now).await?;
+        let got = slice.entries.len();
+        let mut taken = 0usize;
+        let mut full = false;
+        for e in slice.entries {
+            let cost = entry_cost(&e);
+            if !entries.is_empty() && bytes + cost > budget.bytes {
+                full = true;
+                break;
+            }
+            bytes += cost;
+            cursor = Some(e.seq);
+            entries.push(e);
+            taken += 1;
+        }
+        // What this slice read but the page did not take is still queued after its end.
+        let remaining = slice.remaining + (got - taken) as u64;
+        if full || got < read || entries.len() >= max_entries || remaining == 0 {
+            return Ok(MailboxPage {
+                entries,
+                remaining,
+                head: slice.head,
+            });
+        }
+    }
 }

@@ -281,6 +281,8 @@ impl From<crate::message::ValidationError> for ApiError {
         let code = match e {
             V::Missing(_) => ErrorCode::MissingField,
             V::Invalid { .. } | V::TooLarge { .. } => ErrorCode::InvalidField,
+            // The message as a whole, like a body over its limit: 413 (SPEC-CHECKLIST §4.22).
+            V::MessageTooLarge { .. } => ErrorCode::PayloadTooLarge,
         };
         ApiError::new(code, e.to_string()).with_field(e.field())
     }

@@ -15,6 +15,7 @@
 //!   Python's `ensure_ascii` escaping (`json.dumps(payload, separators=(',', ':'))`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// A JSON value that borrows from the text it was parsed from where it can.
@@ -136,15 +137,37 @@ impl CanonicalForm {
 }
 
 /// Parses JSON text; trailing whitespace is allowed, anything else after the value is not.
+/// A key repeated in an object keeps its first position and its last value.
 ///
 /// Fails on anything that is not a single well-formed JSON value, or nested deeper than
 /// [`MAX_DEPTH`].
 pub fn parse(text: &str) -> Result<Value<'_>, ParseError> {
+    parse_with(text, false)
+}
+
+/// [`parse`], refusing any object that repeats a key (at any depth).
+///
+/// Parsers disagree on which of two equal keys wins (first, last, or an error), so a payload
+/// with one could show our validation one `message` and a client another; the spec's wire
+/// format forbids them. Fails as [`parse`] does, and with [`DUPLICATE_KEY`] as the reason.
+pub fn parse_strict(text: &str) -> Result<Value<'_>, ParseError> {
+    parse_with(text, true)
+}
+
+/// The [`ParseError::reason`] of a repeated object key in [`parse_strict`].
+pub const DUPLICATE_KEY: &str = "duplicate object key";
+
+/// Members an object may have before its keys are looked up through a hash map rather than
+/// by a scan (a scan per member is quadratic in a hostile object of many keys).
+const SCAN_MEMBERS: usize = 16;
+
+fn parse_with(text: &str, unique_keys: bool) -> Result<Value<'_>, ParseError> {
     let mut p = Parser {
         src: text,
         bytes: text.as_bytes(),
         pos: 0,
         depth: 0,
+        unique_keys,
     };
     p.skip_ws();
     let v = p.value()?;
@@ -164,6 +187,7 @@ struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
+    unique_keys: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -241,6 +265,7 @@ impl<'a> Parser<'a> {
         self.enter()?;
         self.pos += 1;
         let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
+        let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
         self.skip_ws();
         if self.bytes.get(self.pos) == Some(&b'}') {
             self.pos += 1;
@@ -260,9 +285,28 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             self.skip_ws();
             let value = self.value()?;
-            match members.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => members.push((key, value)),
+            let found = match &index {
+                Some(map) => map.get(&key).copied(),
+                None => members.iter().position(|(k, _)| *k == key),
+            };
+            match found {
+                Some(_) if self.unique_keys => return Err(self.err(DUPLICATE_KEY)),
+                Some(i) => members[i].1 = value,
+                None => {
+                    if let Some(map) = &mut index {
+                        map.insert(key.clone(), members.len());
+                    }
+                    members.push((key, value));
+                    if index.is_none() && members.len() > SCAN_MEMBERS {
+                        index = Some(
+                            members
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.clone(), i))
+                                .collect(),
+                        );
+                    }
+                }
             }
             self.skip_ws();
             match self.bytes.get(self.pos) {
@@ -662,6 +706,38 @@ mod tests {
         assert_eq!(
             v.to_canonical(CanonicalForm::SORTED),
             r#"{"01":5,"10":2,"2":3,"a":4,"b":1}"#
+        );
+    }
+
+    #[test]
+    fn strict_parsing_refuses_repeated_keys_at_any_depth() {
+        for text in [
+            r#"{"message":"a","message":"b"}"#,
+            r#"{"context":{"x":1,"y":2,"x":3}}"#,
+            r#"[{"k":1,"k":1}]"#,
+        ] {
+            assert_eq!(
+                parse_strict(text).map_err(|e| e.reason),
+                Err(DUPLICATE_KEY),
+                "{text}"
+            );
+            assert!(parse(text).is_ok(), "{text}");
+        }
+        // Past the scan threshold the keys are looked up in a map: same answers.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let unique = format!("{{{}}}", many.join(","));
+        assert!(parse_strict(&unique).is_ok());
+        let repeated = format!(r#"{{{},"k3":0}}"#, many.join(","));
+        assert_eq!(
+            parse_strict(&repeated).map_err(|e| e.reason),
+            Err(DUPLICATE_KEY)
+        );
+        assert_eq!(
+            jq(&repeated),
+            jq(&format!(
+                "{{{}}}",
+                many.join(",").replace(r#""k3":3"#, r#""k3":0"#)
+            ))
         );
     }
 

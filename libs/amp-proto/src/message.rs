@@ -24,8 +24,14 @@ pub mod limits {
     pub const MESSAGE_BYTES: usize = 64 * 1024;
     /// `payload.context`: bytes of its compact serialisation.
     pub const CONTEXT_BYTES: usize = 256 * 1024;
-    /// A whole message (envelope and payload): bytes.
+    /// A whole message (envelope and payload, as the one JSON document
+    /// `{"envelope":…,"payload":…}`): bytes. Enforced on every path a message arrives by
+    /// ([`super::validate_total`]), so nothing downstream (mailbox, pickup pages, pushes,
+    /// webhooks) ever holds a larger one.
     pub const TOTAL_BYTES: usize = 512 * 1024;
+    /// A message id, `in_reply_to` and `thread_id`: bytes, so ids stay usable as store keys
+    /// (and acknowledgeable: the ack endpoints take ids of at most this length).
+    pub const ID_BYTES: usize = 128;
     /// A whole request body: the message plus slack for the envelope and JSON framing.
     pub const BODY_BYTES: usize = TOTAL_BYTES + 8 * 1024;
     /// Default and longest relay lifetime: 7 days, in seconds.
@@ -46,7 +52,7 @@ impl MessageId {
     }
 
     /// Whether `s` matches `^msg_[0-9]+_[a-f0-9]+$` (the test vectors' validator), with a
-    /// length cap of 128 so ids stay usable as keys.
+    /// length cap of [`limits::ID_BYTES`] so ids stay usable as keys.
     pub fn is_valid(s: &str) -> bool {
         let Some(rest) = s.strip_prefix("msg_") else {
             return false;
@@ -54,7 +60,7 @@ impl MessageId {
         let Some((digits, hex)) = rest.split_once('_') else {
             return false;
         };
-        s.len() <= 128
+        s.len() <= limits::ID_BYTES
             && !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !hex.is_empty()
@@ -334,9 +340,20 @@ impl RawPayload {
     ///
     /// Fails with the first problem found.
     pub fn validate(&self) -> Result<PayloadInfo, ValidationError> {
-        let v = json::parse(self.get()).map_err(|_| ValidationError::Invalid {
+        // The payload alone over the whole message's bound can never fit: refused before it
+        // is parsed. The exact bound, envelope included, is [`validate_total`].
+        if self.get().len() > limits::TOTAL_BYTES {
+            return Err(ValidationError::MessageTooLarge {
+                limit: limits::TOTAL_BYTES,
+            });
+        }
+        let v = json::parse_strict(self.get()).map_err(|e| ValidationError::Invalid {
             field: "payload",
-            reason: "payload is not valid JSON".into(),
+            reason: if e.reason == json::DUPLICATE_KEY {
+                "payload repeats a key in one of its objects (spec 04: no duplicate keys)".into()
+            } else {
+                "payload is not valid JSON".into()
+            },
         })?;
         let json::Value::Object(members) = &v else {
             return Err(ValidationError::Invalid {
@@ -415,6 +432,12 @@ pub enum ValidationError {
         /// What is wrong.
         reason: String,
     },
+    /// The whole message (envelope and payload) is over [`limits::TOTAL_BYTES`].
+    #[error("the message (envelope and payload) exceeds {limit} bytes")]
+    MessageTooLarge {
+        /// The limit.
+        limit: usize,
+    },
     /// A field is over its size limit.
     #[error("{field} exceeds {limit} {unit}")]
     TooLarge {
@@ -432,6 +455,7 @@ impl ValidationError {
     pub fn field(&self) -> &'static str {
         match self {
             Self::Missing(f) => f,
+            Self::MessageTooLarge { .. } => "payload",
             Self::Invalid { field, .. } | Self::TooLarge { field, .. } => field,
         }
     }
@@ -446,6 +470,80 @@ pub fn validate_subject(subject: &str) -> Result<(), ValidationError> {
             field: "subject",
             limit: limits::SUBJECT_CHARS,
             unit: "characters",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a reference to another message (`in_reply_to`, `thread_id`): at most
+/// [`limits::ID_BYTES`] bytes and no control characters. Not necessarily one of our ids: other
+/// providers and clients make their own.
+///
+/// Fails with [`ValidationError::Invalid`] naming `field`.
+pub fn validate_reference(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.len() > limits::ID_BYTES || value.chars().any(char::is_control) {
+        return Err(ValidationError::Invalid {
+            field,
+            reason: format!(
+                "{field} must be a message id of at most {} characters",
+                limits::ID_BYTES
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the envelope fields a sender or another provider chose: a well-formed id, the
+/// subject, and the references. The same rules whichever way the message arrived.
+///
+/// Fails with the first problem found.
+pub fn validate_envelope(envelope: &Envelope) -> Result<(), ValidationError> {
+    if !MessageId::is_valid(envelope.id.as_str()) {
+        return Err(ValidationError::Invalid {
+            field: "id",
+            reason: format!(
+                "id must be msg_<digits>_<lowercase hex> of at most {} characters",
+                limits::ID_BYTES
+            ),
+        });
+    }
+    validate_subject(&envelope.subject)?;
+    if let Some(r) = &envelope.in_reply_to {
+        validate_reference("in_reply_to", r)?;
+    }
+    validate_reference("thread_id", &envelope.thread_id)
+}
+
+/// Bytes of the message as the one JSON document `{"envelope":…,"payload":…}`: what the
+/// spec's total bound counts.
+pub fn message_bytes(envelope: &Envelope, payload: &RawPayload) -> usize {
+    /// Counts what serde writes without keeping it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Serialising an envelope (strings, a timestamp) cannot fail; if it did, the message
+    // counts as too large rather than as small.
+    if serde_json::to_writer(&mut n, envelope).is_err() {
+        return usize::MAX;
+    }
+    n.0 + payload.get().len() + r#"{"envelope":,"payload":}"#.len()
+}
+
+/// Checks the spec's bound on a whole message ([`limits::TOTAL_BYTES`]).
+///
+/// Fails with [`ValidationError::MessageTooLarge`].
+pub fn validate_total(envelope: &Envelope, payload: &RawPayload) -> Result<(), ValidationError> {
+    if message_bytes(envelope, payload) > limits::TOTAL_BYTES {
+        return Err(ValidationError::MessageTooLarge {
+            limit: limits::TOTAL_BYTES,
         });
     }
     Ok(())
@@ -539,6 +637,78 @@ mod tests {
         assert_eq!(check(r#"{"type":"t"}"#), Err("payload.message"));
         assert_eq!(check(r#"{"type":"t","message":5}"#), Err("payload.message"));
         assert_eq!(check(r#"[1]"#), Err("payload"));
+    }
+
+    fn envelope(id: &str) -> Envelope {
+        let now = Timestamp::now();
+        Envelope {
+            version: PROTOCOL_VERSION.into(),
+            id: MessageId::from_trusted(id.into()),
+            from: "a@t.x.test".into(),
+            to: "b@t.x.test".into(),
+            subject: "s".into(),
+            priority: Priority::Normal,
+            timestamp: now,
+            expires_at: None,
+            signature: String::new(),
+            in_reply_to: None,
+            thread_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn the_whole_message_is_bounded_not_only_its_fields() {
+        // A short message beside a large unknown member: every field within its limit.
+        let big = |n: usize| {
+            RawPayload::from_json(format!(
+                r#"{{"type":"t","message":"m","blob":"{}"}}"#,
+                "x".repeat(n)
+            ))
+            .expect("json")
+        };
+        let env = envelope("msg_1_ab");
+        let fixed = message_bytes(&env, &big(0));
+        let at = big(limits::TOTAL_BYTES - fixed);
+        assert_eq!(message_bytes(&env, &at), limits::TOTAL_BYTES);
+        assert!(at.validate().is_ok());
+        assert!(validate_total(&env, &at).is_ok());
+        let over = big(limits::TOTAL_BYTES - fixed + 1);
+        assert_eq!(
+            validate_total(&env, &over),
+            Err(ValidationError::MessageTooLarge {
+                limit: limits::TOTAL_BYTES
+            })
+        );
+        // A payload that alone exceeds the bound is refused before it is parsed.
+        assert!(matches!(
+            big(limits::TOTAL_BYTES).validate(),
+            Err(ValidationError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn payload_keys_may_not_repeat() {
+        let p = RawPayload::from_json(r#"{"type":"t","message":"hi","message":"evil"}"#.into())
+            .expect("json");
+        assert_eq!(p.validate().map_err(|e| e.field()), Err("payload"));
+    }
+
+    #[test]
+    fn envelope_fields_from_anyone_are_checked() {
+        assert!(validate_envelope(&envelope("msg_1_ab")).is_ok());
+        let long = format!("msg_1_{}", "a".repeat(200));
+        let field = |e: Envelope| validate_envelope(&e).map_err(|e| e.field());
+        assert_eq!(field(envelope(&long)), Err("id"));
+        assert_eq!(field(envelope("not-an-id")), Err("id"));
+        let mut e = envelope("msg_1_ab");
+        e.subject = "s".repeat(257);
+        assert_eq!(field(e), Err("subject"));
+        let mut e = envelope("msg_1_ab");
+        e.in_reply_to = Some("r".repeat(129));
+        assert_eq!(field(e), Err("in_reply_to"));
+        let mut e = envelope("msg_1_ab");
+        e.thread_id = "t\nx".into();
+        assert_eq!(field(e), Err("thread_id"));
     }
 
     #[test]

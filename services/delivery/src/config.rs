@@ -13,6 +13,10 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     /// Frames queued for one socket before it counts as a slow consumer and is closed.
     pub send_queue_frames: usize,
+    /// Bytes of frames queued for one socket before it counts as a slow consumer and is
+    /// closed (live pushes), or before replay waits for the client to read; also the most
+    /// bytes of a mailbox page read for replay. A frame larger than this still goes, alone.
+    pub send_queue_bytes: usize,
     /// Largest client frame accepted, in bytes.
     pub max_frame_bytes: usize,
     /// Seconds a socket's presence lease lasts; renewed at a third of it.
@@ -34,6 +38,7 @@ impl Default for Config {
             auth_timeout_secs: 10,
             idle_timeout_secs: 300,
             send_queue_frames: 1024,
+            send_queue_bytes: 4 * 1024 * 1024,
             max_frame_bytes: 1024 * 1024,
             presence_lease_secs: 120,
             resync_secs: 60,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use amp_bus::{Subscription, subjects};
 use amp_messaging::RouteRequest;
 use amp_messaging::events::{self, ChangeKind, Hint, Pushed, RegistryChange};
+use amp_messaging::mailbox::{PageBudget, fetch_page};
 use amp_messaging::render::write_item;
 use amp_proto::relay::StoredMessage;
 use amp_proto::{ApiError, ErrorCode, Timestamp};
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
 use crate::Inner;
 
@@ -36,7 +37,7 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Pushed positions remembered per socket to avoid pushing a message twice.
 const REMEMBERED_PUSHES: usize = 10_000;
-/// Mailbox page size during replay.
+/// Mailbox page size during replay, in messages (its bytes are bounded by the send queue's).
 const REPLAY_PAGE: usize = 500;
 /// How long replay and receipts wait for room in the send queue before the client counts as
 /// a slow consumer (a reading client makes room continuously).
@@ -79,6 +80,21 @@ pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrad
 enum Out {
     Text(String),
     Push(String, Box<MailboxEntry>),
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Text(t) | Out::Push(t, _) => t.len(),
+        }
+    }
+}
+
+/// A queued frame with its share of the socket's byte budget, given back when the writer is
+/// done with it (written or dropped).
+struct Queued {
+    out: Out,
+    _room: OwnedSemaphorePermit,
 }
 
 /// A frame to a client: `{"type":"error","error":code,"message":…}` (+ `ref`).
@@ -133,7 +149,11 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     };
     metrics::gauge!("amp_ws_sessions").increment(1.0);
     let (sink, stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Out>(inner.config.send_queue_frames.max(1));
+    let (tx, rx) = mpsc::channel::<Queued>(inner.config.send_queue_frames.max(1));
+    // The queue is bounded in bytes as well as frames: a frame may be a whole 512 KiB
+    // message, and a thousand of them queued for a socket that does not read would be half a
+    // gigabyte.
+    let queue_bytes = inner.config.send_queue_bytes.clamp(1, u32::MAX as usize);
     let (close_tx, close_rx) = oneshot::channel::<(u16, String)>();
     let (written_tx, written_rx) = mpsc::unbounded_channel::<Box<MailboxEntry>>();
     let writer = tokio::spawn(write_loop(sink, rx, close_rx, written_tx));
@@ -141,6 +161,8 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         inner: inner.clone(),
         agent,
         tx,
+        room: Arc::new(Semaphore::new(queue_bytes)),
+        queue_bytes,
         pushed: BTreeSet::new(),
         session_id: format!("{:016x}", rand::random::<u64>()),
         written: written_rx,
@@ -231,7 +253,7 @@ async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<AgentReco
 /// Drains the session's queue into the socket; a close request wins over queued frames.
 async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: mpsc::Receiver<Queued>,
     mut close_rx: oneshot::Receiver<(u16, String)>,
     written: mpsc::UnboundedSender<Box<MailboxEntry>>,
 ) {
@@ -254,11 +276,11 @@ async fn write_loop(
                 let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
                 // Frames already queued (an error frame explaining the close) go first, except
                 // for a slow consumer, whose backlog is dropped (never confirmed as written).
-                while let Ok(out) = rx.try_recv() {
+                while let Ok(queued) = rx.try_recv() {
                     if code == CLOSE_POLICY {
                         continue;
                     }
-                    let (frame, entry) = match out {
+                    let (frame, entry) = match queued.out {
                         Out::Text(t) => (t, None),
                         Out::Push(t, e) => (t, Some(e)),
                     };
@@ -274,7 +296,7 @@ async fn write_loop(
                 let _ = Box::pin(sink.close()).await;
                 return;
             }
-            out = rx.recv() => match out {
+            queued = rx.recv() => match queued.map(|q| q.out) {
                 Some(Out::Text(t)) => {
                     if !write(&mut sink, Message::Text(t.into())).await {
                         return;
@@ -295,7 +317,11 @@ async fn write_loop(
 struct Session {
     inner: Arc<Inner>,
     agent: AgentRecord,
-    tx: mpsc::Sender<Out>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes the send queue may still take.
+    room: Arc<Semaphore>,
+    /// The send queue's byte budget.
+    queue_bytes: usize,
     /// Mailbox positions pushed on this socket (bounded).
     pushed: BTreeSet<u64>,
     session_id: String,
@@ -312,30 +338,49 @@ impl Session {
         self.enqueue(Out::Text(frame))
     }
 
+    /// The share of the byte budget a frame takes (a frame larger than the whole budget
+    /// takes all of it, so it still goes, alone).
+    fn cost(&self, out: &Out) -> u32 {
+        u32::try_from(out.len().clamp(1, self.queue_bytes)).unwrap_or(u32::MAX)
+    }
+
     /// Queues a frame, waiting (bounded) for room: for replay and receipts, which may be
     /// larger than the queue; a client that reads makes room as they go.
     async fn send_waiting(&self, out: Out) -> Result<(), Ended> {
-        match self.tx.send_timeout(out, QUEUE_WAIT).await {
+        let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+        let room = self.room.clone().acquire_many_owned(self.cost(&out));
+        let queued = match tokio::time::timeout_at(deadline, room).await {
+            Ok(Ok(permit)) => Queued { out, _room: permit },
+            Ok(Err(_)) => return Err((CLOSE_GOING_AWAY, String::new())),
+            Err(_) => return Err(self.slow_consumer()),
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.tx.send_timeout(queued, left).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                metrics::counter!("amp_ws_slow_consumer_closes_total").increment(1);
-                Err((CLOSE_POLICY, "slow consumer: send queue overflow".into()))
-            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(self.slow_consumer()),
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err((CLOSE_GOING_AWAY, String::new())),
         }
     }
 
-    /// Queues a frame without waiting; a full queue means a slow consumer.
+    /// Queues a frame without waiting; a full queue (in frames or bytes) means a slow
+    /// consumer.
     fn enqueue(&self, out: Out) -> Result<(), Ended> {
-        match self.tx.try_send(out) {
+        let queued = match self.room.clone().try_acquire_many_owned(self.cost(&out)) {
+            Ok(permit) => Queued { out, _room: permit },
+            Err(TryAcquireError::NoPermits) => return Err(self.slow_consumer()),
+            Err(TryAcquireError::Closed) => return Err((CLOSE_GOING_AWAY, String::new())),
+        };
+        match self.tx.try_send(queued) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("amp_ws_slow_consumer_closes_total").increment(1);
-                tracing::info!(agent = %self.agent.id, "closing a slow websocket consumer");
-                Err((CLOSE_POLICY, "slow consumer: send queue overflow".into()))
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.slow_consumer()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err((CLOSE_GOING_AWAY, String::new())),
         }
+    }
+
+    fn slow_consumer(&self) -> Ended {
+        metrics::counter!("amp_ws_slow_consumer_closes_total").increment(1);
+        tracing::info!(agent = %self.agent.id, "closing a slow websocket consumer");
+        (CLOSE_POLICY, "slow consumer: send queue overflow".into())
     }
 
     async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> Ended {
@@ -416,26 +461,29 @@ impl Session {
     /// Pushes the mailbox after `after`, page by page, waiting for room in the queue, each
     /// message marked `replay` or not. `false` when the store could not be read.
     async fn push_mailbox(&mut self, mut after: Option<u64>, replay: bool) -> Result<bool, Ended> {
+        // A page holds no more than the send queue can: together they bound what one socket
+        // keeps in memory however large its mailbox.
+        let budget = PageBudget {
+            entries: REPLAY_PAGE,
+            bytes: self.queue_bytes,
+        };
         loop {
-            let page = self
-                .inner
-                .store
-                .fetch(
-                    &self.agent.id,
-                    after,
-                    REPLAY_PAGE,
-                    Timestamp::now().unix_millis(),
-                )
-                .await;
+            let page = fetch_page(
+                &self.inner.store,
+                &self.agent.id,
+                after,
+                budget,
+                Timestamp::now().unix_millis(),
+            )
+            .await;
             let Ok(page) = page else {
                 return Ok(false);
             };
-            let n = page.entries.len();
             for e in &page.entries {
                 self.push_as(e, replay, true).await?;
                 after = Some(e.seq);
             }
-            if n < REPLAY_PAGE {
+            if page.remaining == 0 || page.entries.is_empty() {
                 return Ok(true);
             }
         }

@@ -157,6 +157,10 @@ pub(crate) async fn deliver(
         let e = ApiError::from(e);
         refused(e.code, e.message)
     })?;
+    amp_proto::message::validate_total(&env, &payload).map_err(|e| {
+        let e = ApiError::from(e);
+        refused(e.code, e.message)
+    })?;
     let key_text = body.sender_public_key.unwrap_or_default();
     let sender_key = PublicKey::parse(&key_text).map_err(|e| {
         refused(

@@ -21,30 +21,96 @@ pub struct Config {
     pub outbound: amp_runtime::outbound::OutboundPolicy,
 }
 
-/// Registration policy.
+/// Registration policy (spec 03 "Tenant Access"), decided per tenant, in this order:
+///
+/// 1. a tenant in `reserved_tenants`, or a name in `reserved_names`: refused to everyone;
+/// 2. a tenant that has an owner (`[[ingest.owners]]`): only with that owner's user key;
+/// 3. a tenant in `open_tenants`: anyone (rate limited per source address);
+/// 4. any other tenant: as `mode` says.
+///
+/// A stranger registered into a tenant becomes a same-tenant sender there (delivered as
+/// `verified`, never wrapped) and can list it: a hosted provider sets `mode = "owner"` and
+/// lists the few tenants it opens to the public.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
-    /// `open`: anyone may register into any tenant (rate limited per source address);
-    /// `owner`: a user key (`Authorization: Bearer uk_…`) is required.
+    /// The policy of a tenant that is neither reserved, owned nor listed in `open_tenants`:
+    /// `open` (anyone, rate limited per source address; the default, for development and
+    /// closed networks) or `owner` (a user key, `Authorization: Bearer uk_…`, is required).
     pub mode: RegistrationMode,
+    /// Tenants anyone may register into, whatever `mode` says (unless reserved or owned).
+    pub open_tenants: Vec<String>,
+    /// Tenants nobody may register into: the provider's own (`system`, whose `postmaster`
+    /// sends bounces) and names people take for the provider's staff.
+    pub reserved_tenants: Vec<String>,
+    /// Agent names nobody may register, in any tenant.
+    pub reserved_names: Vec<String>,
     /// Registrations per source address per minute (spec 07's alternative control).
     pub per_ip_per_minute: u32,
     /// Days a deregistered agent's name stays taken.
     pub name_hold_days: u32,
 }
 
+/// Names of the provider and its staff: as tenants and as agent names.
+const RESERVED: [&str; 16] = [
+    "system",
+    "postmaster",
+    "admin",
+    "administrator",
+    "root",
+    "abuse",
+    "security",
+    "support",
+    "hostmaster",
+    "webmaster",
+    "mailer-daemon",
+    "noreply",
+    "no-reply",
+    "provider",
+    "federation",
+    "amp",
+];
+
 impl Default for RegistrationConfig {
     fn default() -> Self {
         Self {
             mode: RegistrationMode::Open,
+            open_tenants: Vec::new(),
+            reserved_tenants: RESERVED.iter().map(|s| (*s).to_owned()).collect(),
+            reserved_names: RESERVED.iter().map(|s| (*s).to_owned()).collect(),
             per_ip_per_minute: 10,
             name_hold_days: 30,
         }
     }
 }
 
-/// Who may register.
+impl RegistrationConfig {
+    /// Whether nobody may register into `tenant` (already lowercased).
+    pub fn is_reserved_tenant(&self, tenant: &str) -> bool {
+        self.reserved_tenants
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(tenant))
+    }
+
+    /// Whether nobody may register an agent called `name` (already lowercased).
+    pub fn is_reserved_name(&self, name: &str) -> bool {
+        self.reserved_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether anyone may register into `tenant` (neither reserved nor owned) without a user
+    /// key.
+    pub fn is_open(&self, tenant: &str) -> bool {
+        self.mode == RegistrationMode::Open
+            || self
+                .open_tenants
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(tenant))
+    }
+}
+
+/// The registration policy of a tenant that is neither reserved, owned nor listed open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegistrationMode {
@@ -90,6 +156,21 @@ pub struct Limits {
     pub pending_per_minute: u32,
     /// Messages a mailbox holds before it refuses new ones (spec 05).
     pub mailbox_quota: u64,
+    /// Most bytes of messages in one pickup page (`GET /v1/messages/pending`): a page ends at
+    /// its `limit` or here, whichever comes first (always at least one message), with
+    /// `remaining` and `next_cursor` exact. Bounds a request's memory, whatever the mailbox
+    /// holds.
+    pub pickup_page_bytes: usize,
+}
+
+impl Config {
+    /// Whether `tenant` has an owner: then only the owner's user key registers into it
+    /// (a suspended owner's tenant stays closed to everyone else).
+    pub fn is_owned_tenant(&self, tenant: &str) -> bool {
+        self.owners
+            .iter()
+            .any(|o| o.tenant.eq_ignore_ascii_case(tenant))
+    }
 }
 
 impl Default for Limits {
@@ -100,6 +181,7 @@ impl Default for Limits {
             messages_per_minute: 60,
             pending_per_minute: 30,
             mailbox_quota: 1000,
+            pickup_page_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! Every message is signed exactly as a client signs it, and every payload is sent as raw
 //! JSON text so that the bytes fetched back can be compared with the bytes sent.
 
+mod security;
+
 use std::time::{Duration, Instant};
 
 use amp_proto::signing::{SignedFields, canonical_string, payload_hash, sha256_b64, sign_message};

@@ -5,3 +5,4 @@ mod common;
 mod federation_delivery;
 mod federation_loopback_perf;
 mod federation_refusals;
+mod federation_security;

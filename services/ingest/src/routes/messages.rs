@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use amp_bus::subjects;
 use amp_messaging::events;
+use amp_messaging::mailbox::{PageBudget, entry_cost, fetch_page};
 use amp_messaging::render::{cursor, push_u64, rfc3339 as ts, write_item};
 use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult, HttpError};
@@ -39,9 +40,6 @@ pub(super) struct PendingQuery {
     wait: Option<u64>,
 }
 
-/// Bytes of an item besides its stored text and id: keys, times, cursor (a capacity hint).
-const ITEM_OVERHEAD: usize = 160;
-
 fn cursor_expired() -> HttpError {
     ApiError::new(
         ErrorCode::CursorExpired,
@@ -60,6 +58,13 @@ pub(super) async fn pending(
         return Err(limit_decision.into_error());
     }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    // A page ends at `limit` messages or at the byte budget, whichever comes first: a
+    // thousand messages at the spec's 512 KiB would otherwise be half a gigabyte in memory
+    // for one request. `remaining` and `next_cursor` stay exact; the client reads on.
+    let budget = PageBudget {
+        entries: limit,
+        bytes: inner.config.limits.pickup_page_bytes,
+    };
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let now = || Timestamp::now().unix_millis();
     let after = match q.after.as_deref() {
@@ -90,9 +95,7 @@ pub(super) async fn pending(
             .await
             .ok()
     };
-    let mut page = inner
-        .store
-        .fetch(&agent.id, after, limit, now())
+    let mut page = fetch_page(&inner.store, &agent.id, after, budget, now())
         .await
         .map_err(store_error)?;
     if page.entries.is_empty()
@@ -102,9 +105,7 @@ pub(super) async fn pending(
         while page.entries.is_empty() {
             match tokio::time::timeout_at(deadline, sub.next()).await {
                 Ok(Some(_)) => {
-                    page = inner
-                        .store
-                        .fetch(&agent.id, after, limit, now())
+                    page = fetch_page(&inner.store, &agent.id, after, budget, now())
                         .await
                         .map_err(store_error)?;
                 }
@@ -129,12 +130,7 @@ fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Response> {
         .or(after)
         .unwrap_or(page.head);
     // One allocation for the whole body: the stored text plus each item's fixed fields.
-    let size = page
-        .entries
-        .iter()
-        .map(|e| e.data.len() + e.message_id.len() + ITEM_OVERHEAD)
-        .sum::<usize>()
-        + 96;
+    let size = page.entries.iter().map(entry_cost).sum::<usize>() + 96;
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(b"{\"messages\":[");
     for (i, e) in page.entries.iter().enumerate() {

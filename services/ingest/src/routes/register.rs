@@ -20,7 +20,6 @@ use serde_json::value::RawValue;
 
 use super::store_error;
 use crate::auth::{hash_key, new_api_key};
-use crate::config::RegistrationMode;
 use crate::state::Inner;
 
 #[derive(Deserialize)]
@@ -109,14 +108,6 @@ pub(super) async fn register(
         }
         _ => None,
     };
-    if owner.is_none() && inner.config.registration.mode == RegistrationMode::Owner {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "this provider registers agents only with a user key (Authorization: Bearer uk_…)",
-        )
-        .into());
-    }
-
     let name = required(body.name.as_deref(), "name")?.to_ascii_lowercase();
     let public_key_text = required(body.public_key.as_deref(), "public_key")?;
     let algorithm = required(body.key_algorithm.as_deref(), "key_algorithm")?;
@@ -151,6 +142,7 @@ pub(super) async fn register(
         )
         .into());
     }
+    check_policy(&inner.config, &tenant, &name, owner.is_some())?;
     let key = parse_key(algorithm, public_key_text)?;
 
     let mut scope = Vec::new();
@@ -330,6 +322,59 @@ fn registered(
     let mut resp = (StatusCode::CREATED, axum::Json(out)).into_response();
     limit.apply_headers(resp.headers_mut());
     resp
+}
+
+/// The tenant's registration policy (see [`RegistrationConfig`]); `with_owner_key`: the
+/// request carries a valid user key of this tenant's owner.
+///
+/// [`RegistrationConfig`]: crate::config::RegistrationConfig
+fn check_policy(
+    config: &crate::Config,
+    tenant: &str,
+    name: &str,
+    with_owner_key: bool,
+) -> Result<(), HttpError> {
+    let policy = &config.registration;
+    if policy.is_reserved_tenant(tenant) {
+        return Err(ApiError::new(
+            ErrorCode::TenantAccessDenied,
+            format!("tenant '{tenant}' is reserved by this provider"),
+        )
+        .with_field("tenant")
+        .into());
+    }
+    if policy.is_reserved_name(name) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("agent name '{name}' is reserved by this provider"),
+        )
+        .with_field("name")
+        .into());
+    }
+    if with_owner_key {
+        return Ok(());
+    }
+    // No credentials for a tenant that needs them: 401, so the client knows to present a user
+    // key (a key for another tenant is 403 `tenant_access_denied`, above).
+    if config.is_owned_tenant(tenant) {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "tenant '{tenant}' has an owner: its agents register only with the owner's user key (Authorization: Bearer uk_…)"
+            ),
+        )
+        .into());
+    }
+    if !policy.is_open(tenant) {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "this provider registers agents into tenant '{tenant}' only with a user key (Authorization: Bearer uk_…)"
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn required<'a>(v: Option<&'a str>, field: &str) -> Result<&'a str, HttpError> {

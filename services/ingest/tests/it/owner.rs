@@ -141,13 +141,13 @@ async fn revoked_agent_gets_a_new_key_only_through_its_owner() {
         .await
         .expect_status(200);
 
-    // Without the user key the name stays taken.
+    // Without the user key nobody registers into the owner's tenant at all.
     let mut anon = body.clone();
     anon["tenant"] = Value::from(tenant.as_str());
     server
         .register_raw(&anon, None)
         .await
-        .expect_error(409, "name_taken");
+        .expect_error(401, "unauthorized");
 
     let res = server.register_raw(&body, Some(USER_KEY)).await;
     res.expect_status(201);

@@ -10,6 +10,7 @@
 mod measure;
 mod receipts;
 mod restart;
+mod security;
 mod webhook;
 mod ws;
 

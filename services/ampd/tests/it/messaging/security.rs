@@ -1,0 +1,380 @@
+//! Issue 16, against a whole `ampd`: what a hostile agent or stranger could do with messages
+//! and registrations. Every test name starts with `security_`, so `cargo test --workspace
+//! security` runs them.
+
+use std::time::Duration;
+
+use amp_proto::message::limits;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Agent, Msg, Resp, Server, ids_of, start_with};
+use crate::spawned;
+
+/// A payload of about `total` bytes that respects every per-field limit: a short `message`
+/// beside a large member of the payload's own (what the issue's attacker sent).
+fn padded_payload(total: usize) -> String {
+    let head = r#"{"type":"notification","message":"short","blob":""}"#;
+    format!(
+        r#"{{"type":"notification","message":"short","blob":"{}"}}"#,
+        "x".repeat(total.saturating_sub(head.len()))
+    )
+}
+
+/// Generous limits, as the other messaging tests use.
+fn high_limits(config: &mut ampd::Config) {
+    config.ingest.registration.per_ip_per_minute = 100_000;
+    let limits = &mut config.ingest.limits;
+    limits.messages_per_minute = 100_000;
+    limits.pending_per_minute = 100_000;
+    limits.api_requests_per_minute = 100_000;
+    limits.tenant_requests_per_minute = 100_000;
+}
+
+/// The spec's 512 KiB bound on a whole message holds on `POST /v1/route` and on the
+/// WebSocket `route` frame, although every field of the message is within its own limit.
+#[tokio::test]
+async fn security_total_message_bound_on_rest_and_websocket() {
+    let s = start_with(high_limits).await;
+    let alice = s.register("sec-total", "alice").await;
+    let bob = s.register("sec-total", "bob").await;
+
+    // Under the bound: accepted.
+    let ok = Msg::new(&bob.address, "fits").payload(&padded_payload(500_000));
+    s.route(&alice, ok.flat(Some(&ok.sign(&alice))))
+        .await
+        .assert_ok();
+
+    // The payload alone is under 512 KiB, the request body under its own limit; the whole
+    // message is not.
+    let over = Msg::new(&bob.address, "too big").payload(&padded_payload(limits::TOTAL_BYTES - 64));
+    let body = over.flat(Some(&over.sign(&alice)));
+    assert!(body.len() < 532_480, "under the body limit");
+    s.route(&alice, body)
+        .await
+        .assert_error(413, "invalid_request", Some("payload"));
+
+    // The same message as a WebSocket `route` frame (the frame limit is 1 MiB).
+    let ws_url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("connect");
+    let auth = json!({"type": "auth", "token": alice.api_key});
+    ws.send(Message::text(auth.to_string()))
+        .await
+        .expect("auth");
+    let data: Value = serde_json::from_str(&over.flat(Some(&over.sign(&alice)))).expect("json");
+    let frame = json!({"type": "route", "id": "r1", "data": data});
+    assert!(frame.to_string().len() > limits::TOTAL_BYTES);
+    ws.send(Message::text(frame.to_string()))
+        .await
+        .expect("route");
+    let answer = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+        if v["type"] == "error" || v["type"] == "route.result" {
+            break v;
+        }
+    };
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["error"], "invalid_request", "{answer}");
+    assert_eq!(answer["field"], "payload", "{answer}");
+    assert_eq!(answer["ref"], "r1", "{answer}");
+
+    // Only the message within the bound reached the mailbox.
+    assert_eq!(s.pending_ids(&bob).await.len(), 1);
+    s.stop().await;
+}
+
+/// A pickup page ends at the byte budget as well as at `limit`; `remaining` and the cursor
+/// stay exact, so paging on collects every message once, in order.
+#[tokio::test]
+async fn security_pickup_pages_end_at_the_byte_budget_with_exact_remaining() {
+    let s = start_with(|c| {
+        high_limits(c);
+        c.ingest.limits.pickup_page_bytes = 100_000;
+    })
+    .await;
+    let alice = s.register("sec-page", "alice").await;
+    let bob = s.register("sec-page", "bob").await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let m = Msg::new(&bob.address, &format!("m{i}")).payload(&padded_payload(30_000));
+        sent.push(
+            s.send(&alice, &m).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let mut got = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let (page, text) = s.pending(&bob, &format!("?limit=1000{after}")).await;
+        let ids = ids_of(&page);
+        pages += 1;
+        assert!(!ids.is_empty(), "{page}");
+        // About three 30 KB messages fit in 100 000 bytes; a page is never far over.
+        assert!(ids.len() <= 4, "{} items in one page", ids.len());
+        assert!(
+            text.len() < 100_000 + 40_000,
+            "page of {} bytes",
+            text.len()
+        );
+        assert_eq!(page["count"], ids.len(), "{page}");
+        got.extend(ids);
+        assert_eq!(
+            page["remaining"].as_u64(),
+            Some((sent.len() - got.len()) as u64),
+            "remaining is exact"
+        );
+        let cursor = page["next_cursor"].as_str().expect("cursor");
+        assert_eq!(
+            page["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .map(|m| m["cursor"].clone()),
+            Some(Value::from(cursor)),
+            "the cursor is the last item's"
+        );
+        if page["remaining"] == 0 {
+            break;
+        }
+        after = format!("&after={cursor}");
+    }
+    assert!(pages >= 3, "{pages} pages");
+    assert_eq!(got, sent, "every message once, in order");
+    s.stop().await;
+}
+
+/// The issue's confirmed memory blow-up, against the built binary: a mailbox of large
+/// messages (each within the spec's bound), then one `GET /v1/messages/pending?limit=1000`.
+/// The process's peak resident memory during the pickup stays far below the mailbox's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_big_payload_pickup_keeps_peak_memory_bounded() {
+    const MESSAGES: usize = 120;
+    const PAYLOAD: usize = 500_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, url) = spawned::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            ("AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE", "1000"),
+            ("AMP__INGEST__LIMITS__MESSAGES_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__API_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__TENANT_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__PENDING_PER_MINUTE", "100000"),
+        ],
+    )
+    .await;
+    let pid = child.id().expect("running");
+    let http = reqwest::Client::new();
+    let alice = register(&http, &url, "sec-mem", "alice").await;
+    let bob = register(&http, &url, "sec-mem", "bob").await;
+
+    // The mailbox: 120 messages of ~500 KB (60 MB), sent a few at a time.
+    let payload = padded_payload(PAYLOAD);
+    let bodies: Vec<String> = (0..MESSAGES)
+        .map(|i| {
+            let m = Msg::new(&bob.address, &format!("big {i}")).payload(&payload);
+            m.flat(Some(&m.sign(&alice)))
+        })
+        .collect();
+    for chunk in bodies.chunks(4) {
+        let sends = chunk.iter().map(|b| {
+            http.post(format!("{url}/v1/route"))
+                .bearer_auth(&alice.api_key)
+                .header("content-type", "application/json")
+                .body(b.clone())
+                .send()
+        });
+        for r in futures::future::join_all(sends).await {
+            let r = r.expect("route");
+            assert_eq!(
+                r.status(),
+                StatusCode::OK,
+                "{}",
+                r.text().await.unwrap_or_default()
+            );
+        }
+    }
+    drop(bodies);
+
+    // The peak from here on: reset to the current resident size where the kernel allows it
+    // (`clear_refs` 5), else measured from the peak so far.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let before = if reset {
+        status_kib(pid, "VmRSS")
+    } else {
+        status_kib(pid, "VmHWM")
+    };
+
+    let r = http
+        .get(format!("{url}/v1/messages/pending?limit=1000"))
+        .bearer_auth(&bob.api_key)
+        .send()
+        .await
+        .expect("pending");
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.expect("body");
+    let page: Value = serde_json::from_str(&text).expect("json");
+    let count = ids_of(&page).len();
+    let peak = status_kib(pid, "VmHWM");
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "pickup of {count} messages ({} bytes): peak RSS {} MiB, {grew_mib} MiB above {} MiB",
+        text.len(),
+        peak / 1024,
+        before / 1024
+    );
+    assert!(
+        (1..MESSAGES).contains(&count),
+        "the page ends at its byte budget: {count}"
+    );
+    assert_eq!(page["remaining"], (MESSAGES - count) as u64);
+    assert!(text.len() < 6 * 1024 * 1024, "page of {} bytes", text.len());
+    // The mailbox holds 60 MB; a page is about 4 MiB. Before the byte budget, this pickup
+    // read and rendered all of it (well over 120 MiB above the baseline).
+    assert!(
+        grew_mib < 48,
+        "peak RSS grew by {grew_mib} MiB during one pickup"
+    );
+    spawned::stop(child).await;
+}
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing from /proc/{pid}/status"))
+}
+
+/// Registers `name` in `tenant` on the server at `url`.
+async fn register(http: &reqwest::Client, url: &str, tenant: &str, name: &str) -> Agent {
+    let key = amp_proto::SecretKey::generate();
+    let r = http
+        .post(format!("{url}/v1/register"))
+        .json(&json!({
+            "tenant": tenant,
+            "name": name,
+            "public_key": key.public().to_pem(),
+            "key_algorithm": "Ed25519",
+        }))
+        .send()
+        .await
+        .expect("register");
+    let status = r.status();
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    Agent {
+        address: v["address"].as_str().expect("address").to_owned(),
+        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
+        key,
+    }
+}
+
+/// `POST /v1/register` of a fresh key as `name` in `tenant`, with a user key when given.
+async fn register_raw(s: &Server, tenant: &str, name: &str, user_key: Option<&str>) -> Resp {
+    let body = json!({
+        "tenant": tenant,
+        "name": name,
+        "public_key": amp_proto::SecretKey::generate().public().to_pem(),
+        "key_algorithm": "Ed25519",
+    });
+    s.call(
+        Method::POST,
+        "/v1/register",
+        user_key,
+        Some(body.to_string()),
+    )
+    .await
+}
+
+const OWNER_KEY: &str = "uk_sec_b3duZXI_0123456789abcdef0123456789";
+
+/// Reserved tenants and names are refused to everyone; a tenant with an owner takes
+/// registrations only with the owner's user key; other tenants follow the default policy
+/// (`open` here).
+#[tokio::test]
+async fn security_registration_reserved_and_owned_tenants() {
+    let s = start_with(|c| {
+        c.ingest.owners = vec![ingest::config::OwnerConfig {
+            id: "usr_sec".into(),
+            tenant: "sec-owned".into(),
+            user_key: amp_runtime::config::Secret::new(OWNER_KEY),
+            agent_limit: 10,
+            suspended: false,
+        }];
+    })
+    .await;
+    // The issue's case: the address the provider's own bounces come from.
+    register_raw(&s, "system", "postmaster", None)
+        .await
+        .assert_error(403, "tenant_access_denied", Some("tenant"));
+    for tenant in ["system", "admin", "root", "abuse", "POSTMASTER"] {
+        register_raw(&s, tenant, "someone", None)
+            .await
+            .assert_error(403, "tenant_access_denied", Some("tenant"));
+    }
+    for name in ["postmaster", "admin", "root", "abuse", "mailer-daemon"] {
+        register_raw(&s, "sec-free", name, None)
+            .await
+            .assert_error(403, "forbidden", Some("name"));
+    }
+    // An owned tenant: not without the owner's key, not with a wrong one.
+    register_raw(&s, "sec-owned", "intruder", None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    register_raw(
+        &s,
+        "sec-owned",
+        "intruder",
+        Some("uk_sec_wrong_key_000000000000"),
+    )
+    .await
+    .assert_error(401, "unauthorized", None);
+    let r = register_raw(&s, "sec-owned", "member", Some(OWNER_KEY)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Nor may the owner take a reserved name.
+    register_raw(&s, "sec-owned", "admin", Some(OWNER_KEY))
+        .await
+        .assert_error(403, "forbidden", Some("name"));
+    // Any other tenant: the default policy, open.
+    let r = register_raw(&s, "sec-free", "visitor", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    s.stop().await;
+}
+
+/// With `mode = "owner"`, only the tenants listed in `open_tenants` take registrations
+/// without a user key.
+#[tokio::test]
+async fn security_registration_open_only_into_tenants_configured_open() {
+    let s = start_with(|c| {
+        c.ingest.registration.mode = ingest::config::RegistrationMode::Owner;
+        c.ingest.registration.open_tenants = vec!["sec-public".into()];
+    })
+    .await;
+    let r = register_raw(&s, "sec-public", "visitor", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    register_raw(&s, "sec-private", "visitor", None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    // A reserved name stays reserved in an open tenant.
+    register_raw(&s, "sec-public", "root", None)
+        .await
+        .assert_error(403, "forbidden", Some("name"));
+    s.stop().await;
+}
