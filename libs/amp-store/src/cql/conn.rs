@@ -234,6 +234,7 @@ statements! {
     bucket_head [true] = "SELECT head FROM mailbox_entries WHERE agent = ? AND bucket = ? LIMIT 1";
     entries_scan [true] = "SELECT seq, message_id, sender, queued_at, expires_at, acked FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ?";
     entries_data [true] = "SELECT seq, message_id, sender, data, queued_at, expires_at, acked FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ? AND seq <= ?";
+    entries_bodies [true] = "SELECT seq, data FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ? AND seq <= ?";
     entries_find [true] = "SELECT seq, message_id FROM mailbox_entries WHERE agent = ? AND bucket = ?";
     entry_ack [true] = "UPDATE mailbox_entries USING TTL ? SET acked = true WHERE agent = ? AND bucket = ? AND seq = ?";
     bucket_delete [true] = "DELETE FROM mailbox_entries WHERE agent = ? AND bucket = ?";

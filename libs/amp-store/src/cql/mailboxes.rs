@@ -662,7 +662,7 @@ impl Mailboxes for CqlStore {
                     .conn
                     .query(
                         "read a mailbox page",
-                        &self.conn.st.entries_data,
+                        &self.conn.st.entries_bodies,
                         (
                             agent_id,
                             b,
@@ -671,17 +671,8 @@ impl Mailboxes for CqlStore {
                         ),
                     )
                     .await?;
-                type R = (
-                    i64,
-                    Option<String>,
-                    Option<String>,
-                    Option<String>,
-                    Option<i64>,
-                    Option<i64>,
-                    Option<bool>,
-                );
-                for row in rows.rows::<R>().map_err(corrupt)? {
-                    let (seq, _, _, data, _, _, _) = row.map_err(corrupt)?;
+                for row in rows.rows::<(i64, Option<String>)>().map_err(corrupt)? {
+                    let (seq, data) = row.map_err(corrupt)?;
                     if let Some(d) = data {
                         bodies.insert(seq, d);
                     }
