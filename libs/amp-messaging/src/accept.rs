@@ -282,6 +282,8 @@ pub(crate) async fn accept(
         verified_at: verified.then_some(now),
         max_queued: recipient.as_ref().map(|_| acc.config.mailbox_quota),
         remote_provider: recipient.is_none().then(|| to.provider().to_owned()),
+        via_provider: None,
+        accepted_at: Some(now),
     };
     let subject_tenant = recipient
         .as_ref()

@@ -110,5 +110,7 @@ fn notice(
         verified_at: Some(now),
         max_queued: None,
         remote_provider: None,
+        via_provider: None,
+        accepted_at: Some(now),
     })
 }

@@ -49,6 +49,16 @@ pub struct Accepted {
     /// federation stream instead of a mailbox (`recipient_id` is then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_provider: Option<String>,
+    /// The peer provider that delivered the message (federation inbound); `None` for a
+    /// sender on this provider. The router never classifies such a message above
+    /// `external`, whatever its addresses look like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_provider: Option<String>,
+    /// When this provider accepted the message: the mailbox's `queued_at`, from which the
+    /// relay lifetime runs. Absent in records written before it existed (all local, whose
+    /// envelope timestamp was ours); a peer's envelope timestamp is never used for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<Timestamp>,
 }
 
 /// What the router did with an accepted message.

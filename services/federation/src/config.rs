@@ -99,6 +99,14 @@ pub struct Config {
     pub well_known_ttl_secs: u64,
     /// Seconds a failed discovery is remembered before it is tried again.
     pub negative_ttl_secs: u64,
+    /// Discoveries (DNS and HTTPS lookups of a provider not in the cache) per minute, all
+    /// providers together: inbound requests name the provider themselves, so without a bound
+    /// anyone could make this provider query any domain at their rate. Over it, inbound gets
+    /// 429 and outbound retries later.
+    pub discoveries_per_minute: u32,
+    /// Providers the discovery cache holds (found and failed); past it, expired and then the
+    /// oldest entries make room.
+    pub discovery_cache_entries: usize,
     /// Messages a local mailbox holds before inbound deliveries to it are refused; set by
     /// the composing binary from the ingest limits.
     #[serde(skip)]
@@ -135,6 +143,8 @@ impl Default for Config {
             dns_min_ttl_secs: 300,
             well_known_ttl_secs: 3_600,
             negative_ttl_secs: 60,
+            discoveries_per_minute: 120,
+            discovery_cache_entries: 10_000,
             mailbox_quota: None,
         }
     }
@@ -172,9 +182,17 @@ impl Config {
         Ok(())
     }
 
-    /// Whether the trust policy lets `provider` federate with us (either direction).
+    /// Whether the trust policy lets `provider` federate with us (either direction). Names
+    /// are compared normalised ([`normalize_domain`]), so `evil.test.` is `evil.test`; a name
+    /// that is not a domain is trusted by no policy.
     pub fn trusts(&self, provider: &str) -> bool {
-        let listed = |l: &[String]| l.iter().any(|p| p.eq_ignore_ascii_case(provider));
+        let Some(provider) = normalize_domain(provider) else {
+            return false;
+        };
+        let listed = |l: &[String]| {
+            l.iter()
+                .any(|p| normalize_domain(p).as_deref() == Some(provider.as_str()))
+        };
         if listed(&self.blocked_providers) {
             return false;
         }
@@ -184,6 +202,15 @@ impl Config {
             TrustMode::Closed => false,
         }
     }
+}
+
+/// A provider domain in its one canonical spelling: trimmed, lowercase, without the root's
+/// trailing dot, at least two labels of `a-z`, `0-9` and `-`. `None` for anything else.
+pub fn normalize_domain(name: &str) -> Option<String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels = name.split('.').count();
+    (name.len() <= 253 && labels >= 2 && name.split('.').all(amp_proto::address::is_valid_label))
+        .then_some(name)
 }
 
 #[cfg(test)]
@@ -198,6 +225,10 @@ mod tests {
         };
         assert!(c.trusts("good.test"));
         assert!(!c.trusts("EVIL.test"));
+        // One spelling per name: the root's trailing dot and spacing change nothing.
+        assert!(!c.trusts("evil.test."));
+        assert!(!c.trusts(" evil.test.. "));
+        assert!(!c.trusts("not a domain"));
         c.trust = TrustMode::Allowlist;
         c.allowed_providers = vec!["good.test".into()];
         assert!(c.trusts("good.test"));

@@ -5,6 +5,11 @@
 //!
 //! A key learnt from a document must match the fingerprint pinned by the configuration or
 //! published in DNS, when there is one.
+//!
+//! Inbound requests name the provider to look up themselves, so lookups are bounded: one at
+//! a time per domain (concurrent requests for it wait for that one answer), at most
+//! `discoveries_per_minute` cache misses in all, and at most `discovery_cache_entries`
+//! answers kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +21,8 @@ use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOp
 use hickory_resolver::name_server::TokioConnectionProvider;
 use parking_lot::Mutex;
 use serde::Deserialize;
+
+use amp_runtime::ratelimit::{RateLimit, RateLimiter};
 
 use crate::config::Config;
 use crate::net;
@@ -47,6 +54,12 @@ pub enum DiscoveryError {
         /// What was wrong.
         reason: String,
     },
+    /// Too many discoveries this minute: not looked up (and not remembered as failed).
+    #[error("too many provider discoveries; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a discovery is allowed again.
+        retry_after_secs: u64,
+    },
 }
 
 enum Cached {
@@ -66,6 +79,11 @@ pub struct Discovery {
     http: reqwest::Client,
     dns: Option<TokioResolver>,
     cache: Mutex<HashMap<String, Entry>>,
+    /// One lock per domain being discovered now: a second request for it waits for the
+    /// first one's answer instead of looking it up again.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Cache misses allowed, all domains together.
+    limiter: RateLimiter,
 }
 
 /// The record `_amp._tcp.<domain>` TXT `v=AMP1; endpoint=…; pubkey=…`.
@@ -164,12 +182,27 @@ impl Discovery {
                 }
             },
         };
+        let limiter = RateLimiter::new(RateLimit {
+            limit: config.discoveries_per_minute.max(1),
+            window: Duration::from_secs(60),
+        });
         Self {
             config,
             http,
             dns,
             cache: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            limiter,
         }
+    }
+
+    fn cached(&self, domain: &str) -> Option<Result<Arc<Peer>, DiscoveryError>> {
+        let cache = self.cache.lock();
+        let e = cache.get(domain).filter(|e| e.until > Instant::now())?;
+        Some(match &e.value {
+            Cached::Found(p) => Ok(p.clone()),
+            Cached::Failed(err) => Err(err.clone()),
+        })
     }
 
     /// The provider an address's domain belongs to: the first candidate (§4.7) found.
@@ -194,14 +227,44 @@ impl Discovery {
     /// Fails when no method finds it or what is found is inconsistent.
     pub async fn provider(&self, domain: &str) -> Result<Arc<Peer>, DiscoveryError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(e) = self.cache.lock().get(&domain)
-            && e.until > Instant::now()
-        {
-            return match &e.value {
-                Cached::Found(p) => Ok(p.clone()),
-                Cached::Failed(err) => Err(err.clone()),
-            };
+        if let Some(answer) = self.cached(&domain) {
+            return answer;
         }
+        // Single flight: whoever holds the domain's lock looks it up; the others find the
+        // answer in the cache once they get the lock.
+        let lock = self
+            .in_flight
+            .lock()
+            .entry(domain.clone())
+            .or_default()
+            .clone();
+        let answer = {
+            let _turn = lock.lock().await;
+            match self.cached(&domain) {
+                Some(answer) => answer,
+                None => self.discover_and_cache(&domain).await,
+            }
+        };
+        {
+            // The last one out removes the lock (the map holds one reference, `lock` another).
+            let mut in_flight = self.in_flight.lock();
+            if Arc::strong_count(&lock) <= 2 {
+                in_flight.remove(&domain);
+            }
+        }
+        answer
+    }
+
+    /// A cache miss: looks `domain` up (if the rate allows) and remembers the answer.
+    async fn discover_and_cache(&self, domain: &str) -> Result<Arc<Peer>, DiscoveryError> {
+        let decision = self.limiter.check("*");
+        if !decision.allowed {
+            tracing::warn!(provider = %domain, "provider discovery rate limit reached");
+            return Err(DiscoveryError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            });
+        }
+        let domain = domain.to_owned();
         let (value, ttl) = match self.discover(&domain).await {
             Ok((peer, ttl)) => (Cached::Found(Arc::new(peer)), ttl),
             Err(e) => (
@@ -221,7 +284,19 @@ impl Discovery {
             ),
             Err(e) => tracing::warn!(provider = %domain, error = %e, "federation discovery failed"),
         }
-        self.cache.lock().insert(
+        let mut cache = self.cache.lock();
+        let max = self.config.discovery_cache_entries.max(1);
+        if cache.len() >= max && !cache.contains_key(&domain) {
+            cache.retain(|_, e| e.until > now);
+            if cache.len() >= max {
+                // Still full of live answers: the older half goes (O(n), once per half).
+                let mut ages: Vec<Instant> = cache.values().map(|e| e.at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                cache.retain(|_, e| e.at > cut);
+            }
+        }
+        cache.insert(
             domain,
             Entry {
                 value,
@@ -230,6 +305,11 @@ impl Discovery {
             },
         );
         out
+    }
+
+    /// Answers held in the cache (found and failed).
+    pub fn cached_count(&self) -> usize {
+        self.cache.lock().len()
     }
 
     /// Forgets a cached answer older than `min_age` (a peer's key may have changed), and
@@ -445,6 +525,30 @@ mod tests {
         );
         assert_eq!(provider_candidates("acme.beta.test"), vec!["beta.test"]);
         assert!(provider_candidates("beta.test").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded() {
+        let peers = (0..5)
+            .map(|i| crate::config::StaticPeer {
+                domain: format!("p{i}.test"),
+                endpoint: format!("https://p{i}.test/v1"),
+                public_key: Some(amp_proto::SecretKey::generate().public().to_pem()),
+                fingerprint: None,
+            })
+            .collect();
+        let config = Arc::new(Config {
+            peers,
+            discovery_cache_entries: 2,
+            ..Config::default()
+        });
+        let d = Discovery::new(config, reqwest::Client::new());
+        for i in 0..5 {
+            assert!(d.provider(&format!("p{i}.test")).await.is_ok());
+            assert!(d.cached_count() <= 2, "{} cached", d.cached_count());
+        }
+        // What was evicted is looked up again.
+        assert!(d.provider("p0.test").await.is_ok());
     }
 
     #[test]

@@ -1,17 +1,22 @@
 //! `POST /v1/federation/deliver`: a message from an agent on another provider.
 //!
-//! Checks, in order (cheap and unauthenticated ones first): the headers and timestamp
-//! window (401), the trust policy (403), the sending provider's key through discovery and
-//! its signature over `"<ts>.<raw body>"` (401), replay of the same signed request (401),
-//! rate limits (429), the body, the from-domain against `X-AMP-Provider` (403), the
-//! sender's signature over the payload as received (400), the recipient (404). Then the
-//! message goes to the router like any accepted message, classified `external` there.
-//! Every error body carries `accepted: false`.
+//! Checks, in order (cheap and unauthenticated ones first, nothing on the network before the
+//! request could be valid): the headers and timestamp window (401; `X-AMP-Provider`
+//! normalised, so `evil.com.` is `evil.com`), the trust policy (403), the body (400/413:
+//! the same envelope and payload rules as a local sender's, the peer's timestamp bounded, the
+//! expiry capped, the sender an agent under the calling provider's own domain and never one
+//! of ours, 403), the sending provider's key through discovery (rate limited, single-flight,
+//! bounded cache) and its signature over `"<ts>.<raw body>"` (401), replay of the same signed
+//! request (401), rate limits (429), the sender's signature over the payload as received
+//! (400), the recipient (404). Then the message goes to the router marked as delivered by
+//! the peer, so it is classified `external` at best. Every error body carries
+//! `accepted: false`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
+use amp_proto::message::{self, ValidationError};
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
 use amp_proto::signing::{VerifyError, sha256_b64, verify_message};
 use amp_proto::{Address, ApiError, Envelope, ErrorCode, PublicKey, RawPayload, Timestamp};
@@ -25,6 +30,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::config::normalize_domain;
+use crate::discovery::DiscoveryError;
 use crate::signature::{PROVIDER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::{Inner, signature};
 
@@ -54,15 +61,31 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// A request body that passed every check needing no network: the envelope as validated
+/// (expiry capped, thread filled in), the payload, the sender's key and canonical address.
+struct Checked {
+    envelope: Envelope,
+    payload: RawPayload,
+    sender_key: PublicKey,
+    from: Address,
+}
+
 /// The handler.
 pub(crate) async fn deliver(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
+    // 1. The headers: no I/O.
     let provider = header(&headers, PROVIDER_HEADER)
-        .map(str::to_ascii_lowercase)
         .ok_or_else(|| refused(ErrorCode::Unauthorized, "X-AMP-Provider is missing"))?;
+    // One spelling per provider (`evil.com.` is `evil.com`), before any policy looks at it.
+    let provider = normalize_domain(provider).ok_or_else(|| {
+        refused(
+            ErrorCode::Unauthorized,
+            "X-AMP-Provider is not a provider domain name",
+        )
+    })?;
     let ts_text = header(&headers, TIMESTAMP_HEADER)
         .ok_or_else(|| refused(ErrorCode::Unauthorized, "X-AMP-Timestamp is missing"))?;
     let sig = header(&headers, SIGNATURE_HEADER)
@@ -94,14 +117,39 @@ pub(crate) async fn deliver(
         ));
     }
 
-    // The provider's key, by discovery, and its signature.
-    let peer = inner.discovery.provider(&provider).await.map_err(|e| {
-        tracing::info!(provider = %provider, error = %e, "inbound federation from an undiscoverable provider");
-        refused(
-            ErrorCode::Unauthorized,
-            format!("cannot discover the key of provider '{provider}'"),
-        )
-    })?;
+    // 2. The body, before any network lookup: a request refused anyway costs no DNS or HTTPS
+    // query on its behalf.
+    let checked = check_body(&inner, &provider, &body, now)?;
+
+    // 3. The provider's key, by discovery (cached, single-flight, rate limited), and its
+    // signature.
+    let peer = inner
+        .discovery
+        .provider(&provider)
+        .await
+        .map_err(|e| match e {
+            DiscoveryError::RateLimited { retry_after_secs } => {
+                let secs = retry_after_secs.max(1);
+                let mut headers = HeaderMap::new();
+                headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+                HttpError::new(
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "Too many providers not seen before; retry later",
+                    )
+                    .with_extra("retry_after", json!(secs))
+                    .with_extra("accepted", Value::Bool(false)),
+                )
+                .with_headers(headers)
+            }
+            e => {
+                tracing::info!(provider = %provider, error = %e, "inbound federation from an undiscoverable provider");
+                refused(
+                    ErrorCode::Unauthorized,
+                    format!("cannot discover the key of provider '{provider}'"),
+                )
+            }
+        })?;
     let mut verified = signature::verify(&peer.key, ts_text, &body, sig);
     if !verified
         && inner
@@ -135,46 +183,14 @@ pub(crate) async fn deliver(
         return Err(rate_limited(decision, "Too many federated messages".into()));
     }
 
-    // The body.
-    let body: DeliverBody = serde_json::from_slice(&body).map_err(|e| {
-        refused(
-            ErrorCode::InvalidRequest,
-            format!("body is not {{envelope, payload, sender_public_key}}: {e}"),
-        )
-    })?;
-    let env = body.envelope;
-    let from = env.from.trim().to_ascii_lowercase();
-    let from_domain = from.split_once('@').map_or("", |(_, d)| d);
-    if !from_domain.ends_with(&format!(".{provider}")) {
-        return Err(refused(
-            ErrorCode::ProviderNotTrusted,
-            "from domain does not match X-AMP-Provider",
-        ));
-    }
-    let payload = RawPayload::from_json(body.payload.get().to_owned())
-        .map_err(|_| refused(ErrorCode::InvalidRequest, "payload is not valid JSON"))?;
-    payload.validate().map_err(|e| {
-        let e = ApiError::from(e);
-        refused(e.code, e.message)
-    })?;
-    amp_proto::message::validate_total(&env, &payload).map_err(|e| {
-        let e = ApiError::from(e);
-        refused(e.code, e.message)
-    })?;
-    let key_text = body.sender_public_key.unwrap_or_default();
-    let sender_key = PublicKey::parse(&key_text).map_err(|e| {
-        refused(
-            ErrorCode::KeyNotFound,
-            format!("sender_public_key is missing or not an Ed25519 key: {e}"),
-        )
-    })?;
-    if env.signature.trim().is_empty() {
-        return Err(refused(
-            ErrorCode::SignatureMissing,
-            "federated messages must be signed by the sender (spec 04)",
-        ));
-    }
-    // Trusted because the home provider vouches for it (SPEC-CHECKLIST §4.12).
+    // 4. The sender's signature: trusted because the home provider vouches for the key
+    // (SPEC-CHECKLIST §4.12).
+    let Checked {
+        envelope: env,
+        payload,
+        sender_key,
+        from,
+    } = checked;
     if let Err(e) = verify_message(
         &sender_key,
         &env.signed_fields(),
@@ -188,9 +204,10 @@ pub(crate) async fn deliver(
         };
         return Err(refused(ErrorCode::SignatureInvalid, msg));
     }
+    let from = from.as_str().to_owned();
     pin_sender_key(&inner, &from, &sender_key).await;
 
-    // The recipient.
+    // 5. The recipient.
     let to_text = env.to.clone();
     let not_found = || {
         refused(
@@ -209,9 +226,6 @@ pub(crate) async fn deliver(
         .map_err(store_err)?
         .filter(|a| a.is_active() && (a.address == to.as_str() || !to.is_scoped()))
         .ok_or_else(not_found)?;
-    if env.expires_at.is_some_and(|t| t <= now) {
-        return Err(refused(ErrorCode::InvalidField, "the message has expired"));
-    }
     let decision = inner.inbound_recipient_limiter.check(&recipient.id);
     if !decision.allowed {
         return Err(rate_limited(
@@ -220,7 +234,8 @@ pub(crate) async fn deliver(
         ));
     }
 
-    // To the router, which classifies it `external` and writes the mailbox.
+    // To the router, which classifies it (`external` at best: it came from a peer) and
+    // writes the mailbox.
     let id = env.id.clone();
     let sig_digest = sha256_b64(env.signature.as_bytes());
     let dedup = format!("{from}:{id}:{}", &sig_digest[..16]);
@@ -240,6 +255,8 @@ pub(crate) async fn deliver(
         verified_at: Some(now),
         max_queued: inner.config.mailbox_quota,
         remote_provider: None,
+        via_provider: Some(provider.clone()),
+        accepted_at: Some(now),
     };
     let bytes = serde_json::to_vec(&accepted).map_err(HttpError::internal)?;
     let msg = BusMessage::new(
@@ -303,6 +320,107 @@ pub(crate) async fn deliver(
         "delivered": delivered,
         "method": "relay",
     })))
+}
+
+/// The checks of a request body that need no network: its shape, the envelope's fields (the
+/// same rules as a local sender's, with the peer's timestamp bounded and the expiry capped),
+/// the sender under the calling provider's own domain, the payload and the whole message's
+/// size, and the sender's key.
+fn check_body(
+    inner: &Inner,
+    provider: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Checked, HttpError> {
+    let invalid = |e: ValidationError| {
+        let e = ApiError::from(e);
+        refused(e.code, e.message)
+    };
+    let body: DeliverBody = serde_json::from_slice(body).map_err(|e| {
+        refused(
+            ErrorCode::InvalidRequest,
+            format!("body is not {{envelope, payload, sender_public_key}}: {e}"),
+        )
+    })?;
+    let mut env = body.envelope;
+    let from = sender_of(&env.from, provider, &inner.identity.domain)?;
+    message::validate_envelope(&env).map_err(invalid)?;
+    // The peer's clock says when its agent sent it: shown to the recipient, never trusted
+    // for our own times (queued_at, expiry), and bounded so it cannot claim the far future
+    // or a message older than any relay keeps one.
+    let window = i64::try_from(inner.config.timestamp_window_secs).unwrap_or(300);
+    if env.timestamp > now.plus_secs(window) {
+        return Err(refused(
+            ErrorCode::InvalidField,
+            "envelope.timestamp is in the future",
+        ));
+    }
+    if env.timestamp < now.plus_secs(-(message::limits::DEFAULT_TTL_SECS + window)) {
+        return Err(refused(
+            ErrorCode::InvalidField,
+            "envelope.timestamp is older than the relay lifetime (7 days)",
+        ));
+    }
+    env.expires_at = Some(
+        message::effective_expiry(now, env.expires_at)
+            .map_err(|_| refused(ErrorCode::InvalidField, "the message has expired"))?,
+    );
+    if env.in_reply_to.as_deref().is_some_and(str::is_empty) {
+        env.in_reply_to = None;
+    }
+    if env.thread_id.is_empty() {
+        env.thread_id = env.id.to_string();
+    }
+    let payload = RawPayload::from_json(body.payload.get().to_owned())
+        .map_err(|_| refused(ErrorCode::InvalidRequest, "payload is not valid JSON"))?;
+    payload.validate().map_err(invalid)?;
+    message::validate_total(&env, &payload).map_err(invalid)?;
+    let key_text = body.sender_public_key.unwrap_or_default();
+    let sender_key = PublicKey::parse(&key_text).map_err(|e| {
+        refused(
+            ErrorCode::KeyNotFound,
+            format!("sender_public_key is missing or not an Ed25519 key: {e}"),
+        )
+    })?;
+    if env.signature.trim().is_empty() {
+        return Err(refused(
+            ErrorCode::SignatureMissing,
+            "federated messages must be signed by the sender (spec 04)",
+        ));
+    }
+    Ok(Checked {
+        envelope: env,
+        payload,
+        sender_key,
+        from,
+    })
+}
+
+/// The sender of a federated message: an agent address under the calling provider's own
+/// domain, cut at a label boundary (`a@t.alpha.test` for `alpha.test`, never
+/// `a@t.evilalpha.test`), and never one of ours, even when the peer's domain is a parent of
+/// ours (`example.com` sending for `x@t.amp.example.com`).
+fn sender_of(from: &str, provider: &str, ours: &str) -> Result<Address, HttpError> {
+    let from = Address::parse_full(from.trim(), provider).map_err(|e| {
+        refused(
+            ErrorCode::InvalidField,
+            format!("envelope.from is not an agent address: {e}"),
+        )
+    })?;
+    if from.provider() != provider {
+        return Err(refused(
+            ErrorCode::ProviderNotTrusted,
+            "from domain does not match X-AMP-Provider",
+        ));
+    }
+    let domain = &from.as_str()[from.name().len() + 1..];
+    if domain == ours || domain.ends_with(&format!(".{ours}")) {
+        return Err(refused(
+            ErrorCode::ProviderNotTrusted,
+            "a peer cannot send as an agent of this provider",
+        ));
+    }
+    Ok(from)
 }
 
 /// Records (provider, signature); false when it was already seen within the window.

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
 use crate::config::Config;
-use crate::security::{InjectionScanner, assess};
+use crate::security::{Delivered, InjectionScanner, Origin, assess};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -188,17 +188,23 @@ impl RouterService {
         else {
             return Ok(RouteOutcome::RecipientGone);
         };
-        let security = security_of(inner, &accepted, &recipient.address);
+        let recipient_address = Address::parse_full(&recipient.address, &inner.domain)
+            .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
+        let security = security_of(inner, &accepted, &recipient_address)
+            .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
         let mut message = accepted.message;
-        message.security = security;
+        message.security = Some(security);
 
-        // Queued at acceptance (the envelope's timestamp), so ingest's answer and the mailbox
-        // agree on it, also for a retry answered from the mailbox.
-        let accepted_at = message.envelope.timestamp;
+        // Queued at acceptance, so ingest's answer and the mailbox agree on it, also for a
+        // retry answered from the mailbox. Records from before `accepted_at` existed were
+        // all local: their envelope's timestamp is ours. A peer's timestamp never is.
+        let accepted_at = accepted.accepted_at.unwrap_or(message.envelope.timestamp);
+        // Never longer than the relay lifetime after our acceptance, whatever the record says.
+        let longest = accepted_at.plus_secs(amp_proto::message::limits::DEFAULT_TTL_SECS);
         let expires_at = message
             .envelope
             .expires_at
-            .unwrap_or_else(|| accepted_at.plus_secs(amp_proto::message::limits::DEFAULT_TTL_SECS));
+            .map_or(longest, |t| t.min(longest));
         let data = serde_json::to_string(&message)
             .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
         let entry = NewMailboxEntry {
@@ -350,29 +356,40 @@ pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
     format!("webhook/{agent_id}/{message_id}")
 }
 
-/// The `local.security` annotation (spec 07, SPEC-CHECKLIST §4.5) as raw JSON.
+/// The `local.security` annotation (spec 07, SPEC-CHECKLIST §4.5) as raw JSON. Every
+/// delivered message has one: what cannot be classified (a sender address that does not
+/// parse) is `untrusted`, never left without a decision.
+///
+/// Fails only if the annotation cannot be serialised (then the message is not written
+/// without one).
 fn security_of(
     inner: &Inner,
     accepted: &Accepted,
-    recipient_address: &str,
-) -> Option<Box<RawValue>> {
+    recipient: &Address,
+) -> serde_json::Result<Box<RawValue>> {
     let message = &accepted.message;
-    let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok()?;
-    let recipient = Address::parse_full(recipient_address, &inner.domain).ok()?;
-    let scanner = &inner.scanner;
+    let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok();
+    let origin = if accepted.via_provider.is_some() {
+        Origin::Peer
+    } else {
+        Origin::Local
+    };
     let (text, context) = payload_texts(message.payload.get());
+    let verified_at = accepted.verified_at.map(|t| t.to_rfc3339());
     let meta = assess(
-        scanner,
-        &sender,
-        &recipient,
-        accepted.signature_valid,
-        accepted.verified_at.map(|t| t.to_rfc3339()),
-        &text,
-        context.as_deref(),
+        &inner.scanner,
+        &Delivered {
+            sender: sender.as_ref(),
+            recipient,
+            origin,
+            signature_valid: accepted.signature_valid,
+            verified_at: verified_at.as_deref(),
+            subject: &message.envelope.subject,
+            message: &text,
+            context: context.as_deref(),
+        },
     );
-    serde_json::to_string(&meta)
-        .ok()
-        .and_then(|s| RawValue::from_string(s).ok())
+    serde_json::value::to_raw_value(&meta)
 }
 
 /// Longest context text scanned for injection patterns.

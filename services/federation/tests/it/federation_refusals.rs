@@ -139,11 +139,14 @@ async fn federation_refusals_store_nothing() {
         .await;
     assert_refused(&r, 404, "recipient_not_found");
 
-    // A provider nobody knows (no peer, no DNS answer, no well-known document).
+    // A provider nobody knows (no peer, no DNS answer, no well-known document), sending for
+    // one of its own agents.
+    let stranger = remote_agent("eve@acme.unknown.test");
+    let from_stranger = body(&stranger, &bob.address, id, &payload, &payload);
     let r = b
         .deliver_raw(
-            &headers("unknown.test", &SecretKey::generate(), now, &good),
-            &good,
+            &headers("unknown.test", &SecretKey::generate(), now, &from_stranger),
+            &from_stranger,
         )
         .await;
     assert_refused(&r, 401, "unauthorized");

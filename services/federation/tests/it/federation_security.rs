@@ -7,7 +7,7 @@ use amp_proto::message::limits;
 use amp_proto::{SecretKey, Timestamp};
 use serde_json::{Value, json};
 
-use crate::common::{Agent, Node, Provider, Resp, sign};
+use crate::common::{Agent, Node, Provider, Resp, dns_server, payload_with, sign};
 
 /// A remote agent (only its key matters).
 fn remote_agent(address: &str) -> Agent {
@@ -104,4 +104,360 @@ async fn federation_security_total_message_bound_inbound() {
     assert_eq!(r.status.as_u16(), 200, "{}", r.text);
     assert_eq!(b.pending_count(&bob).await, 1);
     b.stop().await;
+}
+
+/// An envelope to send, signed by its sender over whatever fields it ends up with.
+struct Env {
+    id: String,
+    from: String,
+    to: String,
+    subject: String,
+    in_reply_to: Option<String>,
+    thread_id: Option<String>,
+    timestamp: String,
+    expires_at: Option<String>,
+}
+
+impl Env {
+    fn new(from: &Agent, to: &str) -> Self {
+        Self {
+            id: format!("msg_{}_{:016x}", Timestamp::now().unix_millis(), rand_u64()),
+            from: from.address.clone(),
+            to: to.to_owned(),
+            subject: "hello".into(),
+            in_reply_to: None,
+            thread_id: None,
+            timestamp: Timestamp::now().to_rfc3339(),
+            expires_at: None,
+        }
+    }
+
+    /// The request body, the envelope signed by `signer`'s key.
+    fn body(&self, signer: &Agent, payload: &str) -> String {
+        let signature = amp_proto::signing::sign_message(
+            &signer.key,
+            &amp_proto::SignedFields {
+                from: &self.from,
+                to: &self.to,
+                subject: &self.subject,
+                priority: "normal",
+                in_reply_to: self.in_reply_to.as_deref().unwrap_or(""),
+            },
+            payload,
+        )
+        .expect("payload is JSON");
+        let envelope = json!({
+            "version": "amp/0.1",
+            "id": self.id,
+            "from": self.from,
+            "to": self.to,
+            "subject": self.subject,
+            "priority": "normal",
+            "timestamp": self.timestamp,
+            "expires_at": self.expires_at,
+            "signature": signature,
+            "in_reply_to": self.in_reply_to,
+            "thread_id": self.thread_id.clone().unwrap_or_else(|| self.id.clone()),
+        });
+        format!(
+            r#"{{"envelope":{envelope},"payload":{payload},"sender_public_key":{}}}"#,
+            json!(signer.key.public().to_pem())
+        )
+    }
+}
+
+/// A sender address that does not parse (here: `+` in the name) is refused; before, the
+/// router could not classify it and delivered the message with an empty `local` block (no
+/// trust level, no wrapping).
+#[tokio::test]
+async fn federation_security_unparsable_from_is_refused() {
+    let pa = Provider::new("alpha.test").await;
+    let b = beta_with_alpha(&pa).await;
+    let bob = b.register("team", "bob").await;
+    let payload = payload_with("hello");
+    for from in ["mallory+x@acme.alpha.test", "Mallory Q@acme.alpha.test"] {
+        let sender = remote_agent(from);
+        let body = Env::new(&sender, &bob.address).body(&sender, &payload);
+        let r = deliver_as(&b, "alpha.test", &pa.key, &body).await;
+        assert_refused(&r, 400, "invalid_field");
+    }
+    assert_eq!(b.pending_count(&bob).await, 0, "nothing delivered");
+    b.stop().await;
+}
+
+/// A peer whose domain is a parent of ours (`beta.test` for `amp.beta.test`) cannot send as
+/// one of our agents (which would be a same-tenant, `verified` sender); its own senders are
+/// `external`, wrapped.
+#[tokio::test]
+async fn federation_security_parent_domain_peer_cannot_make_senders_local() {
+    let parent = Provider::new("beta.test").await;
+    let ours = Provider::new("amp.beta.test").await;
+    let node = ours.start(|f| f.peers = vec![parent.as_peer()]).await;
+    let bob = node.register("team", "bob").await;
+    let payload = payload_with("hello from next door");
+
+    // A sender under our own domain, in bob's tenant.
+    let fake = remote_agent("alice@team.amp.beta.test");
+    let body = Env::new(&fake, &bob.address).body(&fake, &payload);
+    let r = deliver_as(&node, "beta.test", &parent.key, &body).await;
+    assert_refused(&r, 403, "provider_not_trusted");
+    assert_eq!(node.pending_count(&bob).await, 0);
+
+    // A sender of the peer's own: accepted, external at best.
+    let carol = remote_agent("carol@team.beta.test");
+    let body = Env::new(&carol, &bob.address).body(&carol, &payload);
+    let r = deliver_as(&node, "beta.test", &parent.key, &body).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    let (page, _) = node.wait_pending(&bob, 1).await;
+    let sec = &page["messages"][0]["local"]["security"];
+    assert_eq!(sec["trust"], "external", "{page}");
+    assert_eq!(sec["wrapped"], true, "{page}");
+    node.stop().await;
+    std::mem::forget(ours);
+}
+
+/// The sender must be under the peer's domain at a label boundary.
+#[tokio::test]
+async fn federation_security_sender_domain_by_label_boundary() {
+    let pa = Provider::new("alpha.test").await;
+    let b = beta_with_alpha(&pa).await;
+    let bob = b.register("team", "bob").await;
+    let payload = payload_with("hi");
+    for from in [
+        "eve@acme.evilalpha.test",
+        "eve@alpha.test",
+        "eve@acme.alpha.test.evil.test",
+    ] {
+        let eve = remote_agent(from);
+        let body = Env::new(&eve, &bob.address).body(&eve, &payload);
+        let r = deliver_as(&b, "alpha.test", &pa.key, &body).await;
+        assert_eq!(r.status.as_u16() / 100, 4, "{from}: {}", r.text);
+        assert_eq!(r.json()["accepted"], false, "{from}");
+    }
+    assert_eq!(b.pending_count(&bob).await, 0);
+    b.stop().await;
+}
+
+/// A change to an envelope before it is signed.
+type Tweak = Box<dyn Fn(&mut Env)>;
+
+/// Inbound envelopes pass the same checks as local ones: id, subject, thread and reply ids;
+/// `expires_at` is capped at 7 days; the peer's timestamp is bounded and never becomes the
+/// mailbox's `queued_at`.
+#[tokio::test]
+async fn federation_security_inbound_envelopes_are_validated() {
+    let pa = Provider::new("alpha.test").await;
+    let b = beta_with_alpha(&pa).await;
+    let bob = b.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    let payload = payload_with("hi");
+    let now = Timestamp::now();
+    let refused_cases: Vec<(&str, Tweak)> = vec![
+        // An id no client can acknowledge (the ack endpoints take at most 128 characters).
+        (
+            "long id",
+            Box::new(|e: &mut Env| e.id = format!("msg_1_{}", "a".repeat(200))),
+        ),
+        ("odd id", Box::new(|e: &mut Env| e.id = "../../etc".into())),
+        (
+            "subject",
+            Box::new(|e: &mut Env| e.subject = "s".repeat(300)),
+        ),
+        (
+            "in_reply_to",
+            Box::new(|e: &mut Env| e.in_reply_to = Some("r".repeat(200))),
+        ),
+        (
+            "thread_id",
+            Box::new(|e: &mut Env| e.thread_id = Some("t\u{7}x".into())),
+        ),
+        (
+            "future timestamp",
+            Box::new(move |e: &mut Env| e.timestamp = now.plus_secs(3600).to_rfc3339()),
+        ),
+        (
+            "ancient timestamp",
+            Box::new(move |e: &mut Env| e.timestamp = now.plus_secs(-30 * 86_400).to_rfc3339()),
+        ),
+    ];
+    for (what, tweak) in &refused_cases {
+        let mut env = Env::new(&alice, &bob.address);
+        tweak(&mut env);
+        let r = deliver_as(&b, "alpha.test", &pa.key, &env.body(&alice, &payload)).await;
+        assert_eq!(r.status.as_u16(), 400, "{what}: {}", r.text);
+        assert_eq!(r.json()["accepted"], false, "{what}");
+    }
+    assert_eq!(b.pending_count(&bob).await, 0, "nothing stored");
+
+    // Accepted: an expiry far in the future (capped), a timestamp an hour old (shown, but
+    // not our queued_at).
+    let mut env = Env::new(&alice, &bob.address);
+    env.expires_at = Some(now.plus_secs(365 * 86_400).to_rfc3339());
+    env.timestamp = now.plus_secs(-3600).to_rfc3339();
+    let r = deliver_as(&b, "alpha.test", &pa.key, &env.body(&alice, &payload)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    let (page, _) = b.wait_pending(&bob, 1).await;
+    let item = &page["messages"][0];
+    let ts = |v: &Value| Timestamp::parse(v.as_str().expect("time")).expect("rfc3339");
+    let queued = ts(&item["queued_at"]);
+    assert!(
+        (queued.unix_secs() - now.unix_secs()).abs() < 60,
+        "queued_at is our acceptance time: {item}"
+    );
+    let expires = ts(&item["expires_at"]);
+    assert!(
+        expires <= Timestamp::now().plus_secs(7 * 86_400),
+        "expiry capped at 7 days: {item}"
+    );
+    assert_eq!(
+        ts(&item["envelope"]["timestamp"]).unix_secs(),
+        now.unix_secs() - 3600
+    );
+    b.stop().await;
+}
+
+/// `X-AMP-Provider: alpha.test.` (the root's trailing dot) is `alpha.test`: the block list
+/// catches it.
+#[tokio::test]
+async fn federation_security_trailing_dot_provider_is_blocked() {
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let b = pb
+        .start(|f| {
+            f.peers = vec![pa.as_peer()];
+            f.blocked_providers = vec!["alpha.test".into()];
+        })
+        .await;
+    let bob = b.register("team", "bob").await;
+    let payload = payload_with("hi");
+    for (provider, from) in [
+        ("alpha.test.", "alice@acme.alpha.test."),
+        ("alpha.test.", "alice@acme.alpha.test"),
+        ("ALPHA.test..", "alice@acme.alpha.test"),
+    ] {
+        let alice = remote_agent(from);
+        let body = Env::new(&alice, &bob.address).body(&alice, &payload);
+        let r = deliver_as(&b, provider, &pa.key, &body).await;
+        assert_refused(&r, 403, "provider_not_trusted");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("trust list")),
+            "{provider}: {}",
+            r.text
+        );
+    }
+    assert_eq!(b.pending_count(&bob).await, 0);
+    b.stop().await;
+    std::mem::forget(pb);
+}
+
+/// Discovery runs only for a request that passed every check needing no network, and at a
+/// bounded rate: malformed requests naming unknown providers cost no lookup, and past the
+/// rate, well-formed ones get 429 instead of a DNS and HTTPS query each.
+#[tokio::test]
+async fn federation_security_discovery_after_cheap_checks_and_rate_limited() {
+    let dns = dns_server(&[]).await;
+    let pb = Provider::new("beta.test").await;
+    let b = pb
+        .start(|f| {
+            f.dns_nameserver = Some(dns.addr);
+            f.discoveries_per_minute = 2;
+            for i in 0..10 {
+                // Nothing listens there: each lookup fails fast.
+                f.well_known_overrides
+                    .insert(format!("unknown{i}.test"), "http://127.0.0.1:1".into());
+            }
+        })
+        .await;
+    let bob = b.register("team", "bob").await;
+    let payload = payload_with("hi");
+    // Refused before any lookup: senders outside the provider each request names.
+    for i in 0..5 {
+        let eve = remote_agent(&format!("eve@acme.elsewhere{i}.test"));
+        let body = Env::new(&eve, &bob.address).body(&eve, &payload);
+        let r = deliver_as(
+            &b,
+            &format!("unknown{i}.test"),
+            &SecretKey::generate(),
+            &body,
+        )
+        .await;
+        assert_refused(&r, 403, "provider_not_trusted");
+    }
+    // Well-formed: two lookups (both fail: nobody is there), then the rate is spent.
+    for i in 5..7 {
+        let eve = remote_agent(&format!("eve@acme.unknown{i}.test"));
+        let body = Env::new(&eve, &bob.address).body(&eve, &payload);
+        let r = deliver_as(
+            &b,
+            &format!("unknown{i}.test"),
+            &SecretKey::generate(),
+            &body,
+        )
+        .await;
+        assert_refused(&r, 401, "unauthorized");
+    }
+    let eve = remote_agent("eve@acme.unknown7.test");
+    let body = Env::new(&eve, &bob.address).body(&eve, &payload);
+    let r = deliver_as(&b, "unknown7.test", &SecretKey::generate(), &body).await;
+    assert_refused(&r, 429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    // A provider already looked up answers from the cache, whatever the rate.
+    let eve = remote_agent("eve@acme.unknown5.test");
+    let body = Env::new(&eve, &bob.address).body(&eve, &payload);
+    let r = deliver_as(&b, "unknown5.test", &SecretKey::generate(), &body).await;
+    assert_refused(&r, 401, "unauthorized");
+    b.stop().await;
+    std::mem::forget(pb);
+}
+
+/// Concurrent requests naming the same unknown provider share one lookup: with one discovery
+/// allowed per minute, none of them is rate limited.
+#[tokio::test]
+async fn federation_security_discovery_is_single_flight() {
+    let dns = dns_server(&[]).await;
+    // A well-known server that accepts connections and never answers: each lookup takes the
+    // whole request timeout.
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let tarpit_url = format!("http://{}", tarpit.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = tarpit.accept().await {
+            open.push(socket);
+        }
+    });
+    let pb = Provider::new("beta.test").await;
+    let b = pb
+        .start(|f| {
+            f.dns_nameserver = Some(dns.addr);
+            f.discoveries_per_minute = 1;
+            f.request_timeout_ms = 700;
+            f.well_known_overrides
+                .insert("slow.test".into(), tarpit_url);
+        })
+        .await;
+    let bob = b.register("team", "bob").await;
+    let payload = payload_with("hi");
+    let bodies: Vec<String> = (0..4)
+        .map(|_| {
+            let eve = remote_agent("eve@acme.slow.test");
+            Env::new(&eve, &bob.address).body(&eve, &payload)
+        })
+        .collect();
+    let key = SecretKey::generate();
+    let (r0, r1, r2, r3) = tokio::join!(
+        deliver_as(&b, "slow.test", &key, &bodies[0]),
+        deliver_as(&b, "slow.test", &key, &bodies[1]),
+        deliver_as(&b, "slow.test", &key, &bodies[2]),
+        deliver_as(&b, "slow.test", &key, &bodies[3]),
+    );
+    for r in [r0, r1, r2, r3] {
+        assert_refused(&r, 401, "unauthorized");
+    }
+    held.abort();
+    b.stop().await;
+    std::mem::forget(pb);
 }

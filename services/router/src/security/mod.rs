@@ -34,16 +34,38 @@ pub enum Trust {
     Untrusted,
 }
 
-/// The spec 07 trust algorithm: an invalid or missing signature gives
-/// [`Trust::Untrusted`]; a valid one gives [`Trust::Verified`] when sender and recipient share
-/// tenant and provider, and [`Trust::External`] otherwise.
-pub fn classify(sender: &Address, recipient: &Address, signature_valid: bool) -> Trust {
-    if !signature_valid {
-        Trust::Untrusted
-    } else if sender.tenant() == recipient.tenant() && sender.provider() == recipient.provider() {
-        Trust::Verified
-    } else {
-        Trust::External
+/// How a message reached this provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From one of this provider's own agents, authenticated by its API key.
+    Local,
+    /// From another provider (federation): its addresses are the peer's word, so the message
+    /// is never more than [`Trust::External`], whatever they look like.
+    Peer,
+}
+
+/// The spec 07 trust algorithm, failing closed: an invalid or missing signature, or a sender
+/// address that does not parse, gives [`Trust::Untrusted`]; a valid one gives
+/// [`Trust::Verified`] only for a local sender in the recipient's tenant on this provider, and
+/// [`Trust::External`] otherwise (another tenant, another provider, or anything a peer
+/// delivered).
+pub fn classify(
+    sender: Option<&Address>,
+    recipient: &Address,
+    signature_valid: bool,
+    origin: Origin,
+) -> Trust {
+    match sender {
+        _ if !signature_valid => Trust::Untrusted,
+        None => Trust::Untrusted,
+        Some(s)
+            if origin == Origin::Local
+                && s.tenant() == recipient.tenant()
+                && s.provider() == recipient.provider() =>
+        {
+            Trust::Verified
+        }
+        Some(_) => Trust::External,
     }
 }
 
@@ -114,11 +136,15 @@ const TAG_SKELETON: &str = "externalcontent";
 
 /// Replaces the `<` of every `external-content` tag (opening or closing) in `content` with
 /// `&lt;`. Content without such a tag comes back unchanged.
+///
+/// Any amount of spacing, separators or invisible characters may sit between the `<` and the
+/// name (a reader's parser skips them all). The look-ahead is still linear overall: it stops
+/// at the first character that is neither skipped nor the name's next letter, and a `<` is
+/// never skipped, so every character is looked at from one `<` at most.
 fn neutralize_tags(content: &str) -> std::borrow::Cow<'_, str> {
     let opens_tag = |rest: &str| {
         let mut skeleton = rest
             .chars()
-            .take(96)
             .filter(|c| !is_invisible(*c))
             .nfkc()
             .map(|c| fold_homoglyph(c).unwrap_or(c))
@@ -161,38 +187,63 @@ pub struct SecurityMeta {
     /// messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapped_content: Option<String>,
+    /// The envelope's subject in the same wrapping: it is sender-written text too, and
+    /// agents show it. Absent for verified messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_subject: Option<String>,
 }
 
-/// Classifies, wraps and scans one message for one recipient.
-///
-/// `payload_message` is the payload's message text, `context_strings` a flattened text of the
-/// context's string values (see [`flatten_strings`]); together they are scanned up to
-/// [`MAX_SCAN_BYTES`]. `verified_at` is passed through as given.
-pub fn assess(
-    scanner: &InjectionScanner,
-    sender: &Address,
-    recipient: &Address,
-    signature_valid: bool,
-    verified_at: Option<String>,
-    payload_message: &str,
-    context_strings: Option<&str>,
-) -> SecurityMeta {
-    let trust = classify(sender, recipient, signature_valid);
-    let wrapped_content = wrap(trust, sender.as_str(), payload_message);
-    let message = scanner::truncate(payload_message, MAX_SCAN_BYTES);
-    let injection_flags = match context_strings {
-        Some(context) if message.len() + 1 < MAX_SCAN_BYTES => {
-            let context = scanner::truncate(context, MAX_SCAN_BYTES - message.len() - 1);
-            scanner.scan(&format!("{message}\n{context}"))
-        }
-        _ => scanner.scan(message),
-    };
+/// What [`assess`] looks at in one delivered message.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered<'a> {
+    /// The sender's address; `None` when it does not parse (the message is then untrusted).
+    pub sender: Option<&'a Address>,
+    /// The recipient's address.
+    pub recipient: &'a Address,
+    /// How the message reached this provider.
+    pub origin: Origin,
+    /// Whether the sender's signature verified.
+    pub signature_valid: bool,
+    /// When it was verified (RFC 3339), passed through.
+    pub verified_at: Option<&'a str>,
+    /// The envelope's subject.
+    pub subject: &'a str,
+    /// `payload.message`.
+    pub message: &'a str,
+    /// A flattened text of the context's string values (see [`flatten_strings`]).
+    pub context: Option<&'a str>,
+}
+
+/// Classifies, wraps and scans one message for one recipient: its subject, message and
+/// context are scanned together up to [`MAX_SCAN_BYTES`]; subject and message are wrapped
+/// unless the message is verified.
+pub fn assess(scanner: &InjectionScanner, m: &Delivered<'_>) -> SecurityMeta {
+    let trust = classify(m.sender, m.recipient, m.signature_valid, m.origin);
+    // Untrusted wrapping never repeats the claimed sender; an unparsable one has no name.
+    let sender = m.sender.map_or("unknown@unverified", Address::as_str);
+    let wrapped_content = wrap(trust, sender, m.message);
+    let wrapped_subject = wrap(trust, sender, m.subject);
+    let mut text = String::with_capacity(m.subject.len() + m.message.len() + 2);
+    text.push_str(scanner::truncate(m.subject, MAX_SCAN_BYTES));
+    text.push('\n');
+    text.push_str(scanner::truncate(
+        m.message,
+        MAX_SCAN_BYTES.saturating_sub(text.len()),
+    ));
+    if let Some(context) = m.context
+        && text.len() + 1 < MAX_SCAN_BYTES
+    {
+        text.push('\n');
+        text.push_str(scanner::truncate(context, MAX_SCAN_BYTES - text.len()));
+    }
+    let injection_flags = scanner.scan(&text);
     SecurityMeta {
         trust,
         injection_flags: injection_flags.into_iter().map(str::to_owned).collect(),
         wrapped: wrapped_content.is_some(),
-        verified_at,
+        verified_at: m.verified_at.map(str::to_owned),
         wrapped_content,
+        wrapped_subject,
     }
 }
 
