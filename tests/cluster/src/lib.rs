@@ -269,6 +269,9 @@ pub struct Topology {
     pub provider_key: Option<amp_proto::SecretKey>,
     /// The `[store]` section of every service (empty: the JetStream store on `nats_urls`).
     pub store_toml: String,
+    /// How long a test may wait for the routers to store what was accepted (a CQL store on
+    /// one local Cassandra node stores far slower than JetStream).
+    pub drain_timeout: Duration,
 }
 
 impl Topology {
@@ -286,6 +289,7 @@ impl Topology {
             mailbox_quota: 1_000_000,
             provider_key: None,
             store_toml: String::new(),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 
@@ -295,6 +299,7 @@ impl Topology {
             "[store]\nbackend = \"cql\"\n\n[store.cql]\ncontact_points = [{contact_point:?}]\n\
              keyspace = {keyspace:?}\nreplication_factor = 1\n\n"
         );
+        self.drain_timeout = Duration::from_secs(180);
         self
     }
 }
@@ -313,6 +318,8 @@ pub struct Deployment {
     pub provider_key: amp_proto::SecretKey,
     /// The provider domain.
     pub domain: String,
+    /// [`Topology::drain_timeout`].
+    pub drain_timeout: Duration,
     // Last: the processes are killed (on drop) before their files go.
     dir: TempDir,
 }
@@ -411,6 +418,7 @@ impl Deployment {
             federation,
             provider_key,
             domain: t.domain.clone(),
+            drain_timeout: t.drain_timeout,
             dir,
         }
     }

@@ -235,7 +235,7 @@ statements! {
     entries_scan [true] = "SELECT seq, message_id, sender, queued_at, expires_at, acked FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ?";
     entries_data [true] = "SELECT seq, message_id, sender, data, queued_at, expires_at, acked FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ? AND seq <= ?";
     entries_bodies [true] = "SELECT seq, data FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ? AND seq <= ?";
-    entries_find [true] = "SELECT seq, message_id FROM mailbox_entries WHERE agent = ? AND bucket = ?";
+    entries_find_serial [true] = "SELECT seq, message_id FROM mailbox_entries WHERE agent = ? AND bucket = ?";
     entry_ack [true] = "UPDATE mailbox_entries USING TTL ? SET acked = true WHERE agent = ? AND bucket = ? AND seq = ?";
     bucket_delete [true] = "DELETE FROM mailbox_entries WHERE agent = ? AND bucket = ?";
     meta_get [true] = "SELECT head, bucket, floor FROM mailbox_meta WHERE agent = ?";
@@ -299,7 +299,13 @@ impl Conn {
                 )));
             }
         }
-        let st = Stmts::prepare(&session).await?;
+        let mut st = Stmts::prepare(&session).await?;
+        // Reads that must see (and complete) appends still in flight: serial consistency.
+        let serial = match config.consistency {
+            CqlConsistency::Quorum => Consistency::Serial,
+            _ => Consistency::LocalSerial,
+        };
+        st.entries_find_serial.set_consistency(serial);
         Ok(Self { session, st })
     }
 

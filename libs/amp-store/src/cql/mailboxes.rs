@@ -12,9 +12,11 @@
 //!   moment exactly one claims it; the other answers `Duplicate` (same signature) or
 //!   `Conflict` — never a second accept. A claim whose writer died before recording the
 //!   position is taken over after [`CLAIM_LEASE_MS`] (compare-and-set on the claim token),
-//!   and the taker first looks for the entry in the buckets written since the claim. The
-//!   documented bound: a writer stalled for longer than the lease between its claim and its
-//!   append can store a second copy of the same message (same id, same signature).
+//!   and the taker first looks for the entry in the buckets written since the claim (a
+//!   serial read, which completes an append still in flight). A writer never starts an
+//!   append with less than [`APPEND_MARGIN_MS`] of its lease left. The documented bound: a
+//!   writer stalled for longer than that margin between the check and sending its append can
+//!   store a second copy of the same message (same id, same signature).
 //! - **Acknowledgement** sets `acked` on the entry and its id (updates, no tombstones).
 //!   `mailbox_meta.floor` moves past the leading run of acknowledged or expired positions
 //!   whenever a pickup or count reads from the floor, and every read starts above it: the
@@ -37,7 +39,12 @@ use crate::*;
 /// Positions per partition.
 const BUCKET: i64 = 1024;
 /// How long a claim may stay without a position before another writer takes it over.
-const CLAIM_LEASE_MS: Millis = 30_000;
+/// Shorter than the bus's redelivery budget (8 deliveries over about 16 s of backoff), so a
+/// message whose writer died mid-way is stored by a redelivery, never dead-lettered.
+const CLAIM_LEASE_MS: Millis = 10_000;
+/// A writer does not start an append with less than this left of its claim's lease: a
+/// taker-over then never races an append its owner is still starting.
+const APPEND_MARGIN_MS: Millis = 3_000;
 /// How long a writer waits for another's claim of the same message to get its position.
 const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The static `head` outlives every entry of its bucket written with a TTL up to this.
@@ -336,13 +343,19 @@ impl CqlStore {
     }
 
     /// Looks for an entry of `message_id` written since bucket `from` (a taken-over claim).
+    /// A serial read: it completes any append still in flight on those partitions first, so
+    /// an append its dead writer had started is found, not written twice.
     async fn find_entry(&self, agent: &str, message_id: &str, from: i64) -> Result<Option<i64>> {
         let meta = self.meta(agent).await?;
         let to = meta.bucket.max(bucket_of(meta.head)) + 1;
         for b in from..=to {
             let rows = self
                 .conn
-                .query("look for an entry", &self.conn.st.entries_find, (agent, b))
+                .query(
+                    "look for an entry",
+                    &self.conn.st.entries_find_serial,
+                    (agent, b),
+                )
                 .await?;
             for row in rows.rows::<(i64, Option<String>)>().map_err(corrupt)? {
                 let (seq, id) = row.map_err(corrupt)?;
@@ -381,7 +394,7 @@ impl CqlStore {
 
     /// Appends one entry at the next position; returns it, or `None` when the quota is
     /// reached.
-    async fn append(&self, e: &NewMailboxEntry) -> Result<Option<i64>> {
+    async fn append(&self, e: &NewMailboxEntry, claimed_at: Millis) -> Result<Option<i64>> {
         let st = &self.conn.st;
         let now = wall_ms();
         let ttl = ttl_until(e.expires_at, now);
@@ -400,6 +413,13 @@ impl CqlStore {
                         return Ok(None);
                     }
                 }
+            }
+            if wall_ms().saturating_sub(claimed_at) > CLAIM_LEASE_MS - APPEND_MARGIN_MS {
+                // Too late to append under this claim: the redelivery takes it over.
+                return Err(Error::Unavailable(format!(
+                    "mailbox of {} too slow: the claim of {} ran out before its append",
+                    e.agent_id, e.message_id
+                )));
             }
             let mut batch = Batch::new(BatchType::Unlogged);
             batch.append_statement(st.entry_insert.clone());
@@ -557,7 +577,7 @@ impl Mailboxes for CqlStore {
             }
             claim_token = token;
         }
-        let seq = match self.append(&e).await {
+        let seq = match self.append(&e, now).await {
             Ok(Some(seq)) => seq,
             Ok(None) => {
                 // Full: give the id back so the sender may retry once there is room.

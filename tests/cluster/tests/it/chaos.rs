@@ -192,7 +192,7 @@ async fn verify(d: &Deployment, agents: &Agents, sent: &Sent, sockets: &[Receive
             .collect()
     };
     // Wait for the routers to drain (a redelivery after a kill waits out the ack wait).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + d.drain_timeout;
     loop {
         let mut missing = 0;
         let mut where_missing = Vec::new();
@@ -453,7 +453,7 @@ async fn chaos_kill9_on_the_cql_store() {
         .with_cql_store(&cql, &amp_testkit::cql::unique_keyspace("amp_chaos"));
     topology.ack_wait_ms = 3_000;
     let mut d = Deployment::start(&topology).await;
-    let total = 1_500;
+    let total = 1_000;
     run_chaos("chaos, CQL store", &mut d, total, async |d, done| {
         kill_each_service(d, &done, total).await;
     })
