@@ -1,8 +1,10 @@
 //! Guarding outbound requests (webhooks, federation) against SSRF: only `https`, no
-//! credentials in the URL, and no loopback, private, link-local, shared, multicast or
-//! metadata addresses — unless the operator allows private targets (tests and single-host
-//! setups do). A URL is checked when it is registered and its resolved addresses again at
-//! connection time by whoever connects.
+//! credentials in the URL, and no loopback, private, link-local, shared, benchmarking,
+//! multicast or metadata addresses, nor IPv6 addresses that embed an IPv4 one for a
+//! translator or tunnel (NAT64, 6to4, Teredo, IPv4-compatible) — unless the operator allows
+//! private targets (tests and single-host setups do). A URL is checked when it is registered
+//! and its resolved addresses again at connection time by whoever connects, on a client that
+//! ignores `HTTP(S)_PROXY` (a proxy would resolve the name again, past the check).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -87,14 +89,23 @@ pub fn is_internal(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal_v4(v4);
             }
-            let seg0 = v6.segments()[0];
+            let seg = v6.segments();
+            let seg0 = seg[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (seg0 == 0x2001 && seg[1] == 0x0db8) // documentation
                 || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) // AWS metadata (IPv6)
+                // Addresses that carry an IPv4 address to a gateway or tunnel, which then
+                // reaches it for us (10.0.0.1 as 64:ff9b::a00:1): refused whatever they
+                // embed, as no webhook or peer needs them.
+                || seg[..6] == [0; 6] // IPv4-compatible ::/96 (deprecated)
+                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] // NAT64 64:ff9b::/96
+                || (seg0 == 0x64 && seg[1] == 0xff9b && seg[2] == 1) // local NAT64 64:ff9b:1::/48
+                || seg0 == 0x2002 // 6to4 2002::/16
+                || (seg0 == 0x2001 && seg[1] == 0) // Teredo 2001::/32
         }
     }
 }
@@ -110,6 +121,7 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || ip.is_documentation()
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // shared address space 100.64/10
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
         || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
         || a >= 240 // reserved
 }
@@ -130,6 +142,8 @@ mod tests {
         assert!(check_url("https://hooks.example.com/amp", STRICT).is_ok());
         assert!(check_url("https://93.184.215.14:8443/x", STRICT).is_ok());
         assert!(check_url("https://[2606:4700::1]/x", STRICT).is_ok());
+        assert!(check_url("https://198.20.0.1/x", STRICT).is_ok());
+        assert!(check_url("https://[2001:4860::8888]/x", STRICT).is_ok());
     }
 
     #[test]
@@ -155,6 +169,15 @@ mod tests {
             ("https://[fd00::1]/", Refusal::Internal),
             ("https://[::ffff:127.0.0.1]/", Refusal::Internal),
             ("https://metadata.google.internal/", Refusal::Internal),
+            // Translated, tunnelled and benchmarking ranges.
+            ("https://[64:ff9b::a00:1]/", Refusal::Internal),
+            ("https://[64:ff9b::808:808]/", Refusal::Internal),
+            ("https://[64:ff9b:1::a00:1]/", Refusal::Internal),
+            ("https://[2002:a00:1::]/", Refusal::Internal),
+            ("https://[2001:0:4136:e378::1]/", Refusal::Internal),
+            ("https://[::a00:1]/", Refusal::Internal),
+            ("https://198.18.0.1/", Refusal::Internal),
+            ("https://198.19.255.254/", Refusal::Internal),
         ] {
             assert_eq!(check_url(url, STRICT).err(), Some(why), "{url}");
         }

@@ -3,7 +3,7 @@
 //! The router schedules a durable job when it writes a message for an agent with a webhook;
 //! this worker runs due jobs: it re-reads the agent and the mailbox before every attempt
 //! (stopping when the message was acknowledged or expired, or when the agent prefers its open
-//! WebSocket), POSTs `{envelope, payload}` with `X-AMP-Signature: sha256=<hex HMAC-SHA256(
+//! WebSocket), POSTs `{envelope, payload, local}` (`local.security` as in a pickup item) with `X-AMP-Signature: sha256=<hex HMAC-SHA256(
 //! secret, "{timestamp}.{body}")>`, `X-AMP-Timestamp`, `X-AMP-Message-Id` and
 //! `X-AMP-Delivery-Attempt`, and on 5xx, timeouts or refused connections tries again on the
 //! configured schedule. 2xx → `webhook_2xx`; 4xx → no retry. Whatever happens, the message
@@ -202,10 +202,7 @@ async fn attempt(inner: &Inner, agent_id: &str, message_id: &str, attempt_no: u3
     let Ok(envelope) = serde_json::to_string(&message.envelope) else {
         return Attempt::Rejected("unserialisable envelope".into());
     };
-    let body = format!(
-        r#"{{"envelope":{envelope},"payload":{}}}"#,
-        message.payload.get()
-    );
+    let body = webhook_body(&envelope, &message);
     let result = post(
         inner,
         &url,
@@ -220,6 +217,21 @@ async fn attempt(inner: &Inner, agent_id: &str, message_id: &str, attempt_no: u3
         confirm(inner, &agent, &message).await;
     }
     result
+}
+
+/// `{envelope, payload, local}`: the payload byte for byte, and beside it the provider's
+/// `local.security` decision (trust, injection flags, the `<external-content>` wrapping), as
+/// a pickup item carries it, so an agent receiving by webhook gets external content wrapped
+/// too.
+fn webhook_body(envelope_json: &str, message: &StoredMessage) -> String {
+    let payload = message.payload.get();
+    match &message.security {
+        Some(security) => format!(
+            r#"{{"envelope":{envelope_json},"payload":{payload},"local":{{"security":{}}}}}"#,
+            security.get()
+        ),
+        None => format!(r#"{{"envelope":{envelope_json},"payload":{payload},"local":{{}}}}"#),
+    }
 }
 
 /// Tells a route answer waiting for it, and the sender if it asked for a receipt.
@@ -283,7 +295,9 @@ async fn post(
     };
     let cfg = &inner.config.webhook;
     // Pinned to the checked address: no second resolution can point the request elsewhere.
+    // No proxy from the environment either: it would resolve and connect on its own.
     let client = match reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .timeout(Duration::from_millis(cfg.timeout_ms))
@@ -304,7 +318,8 @@ async fn post(
         .body(body);
     let mut response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return Attempt::Failed(format!("request failed: {e}")),
+        // Without the URL: it may hold the receiver's secret token, and reasons are logged.
+        Err(e) => return Attempt::Failed(format!("request failed: {}", e.without_url())),
     };
     let status = response.status();
     // Read (and discard) at most the configured number of bytes.

@@ -104,6 +104,8 @@ impl Resolve for GuardedResolver {
 /// Fails when the TLS backend cannot be initialised.
 pub fn client(config: &Arc<Config>) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        // A proxy from the environment would resolve peer names itself, past the guard.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .timeout(Duration::from_millis(config.request_timeout_ms))

@@ -53,14 +53,19 @@ struct JobTrace {
 /// The result of one delivery attempt.
 enum Attempt {
     /// The peer accepted it (2xx).
-    Delivered { provider: String, answer: String },
+    Delivered { provider: String },
     /// Try again later (`after`: the peer's `Retry-After`, or our rate limit).
     Retry {
         reason: String,
         after: Option<Duration>,
     },
-    /// It can never arrive: bounce.
-    Permanent { code: String, reason: String },
+    /// It can never arrive: bounce. `peer_text`: the reason quotes the peer's answer, which
+    /// goes to the sender's bounce but not into our logs.
+    Permanent {
+        code: String,
+        reason: String,
+        peer_text: bool,
+    },
 }
 
 /// The job id of a message: one job per (sender, id, recipient), so a redelivered stream
@@ -253,7 +258,7 @@ async fn run_job(inner: &Inner, job: Job) {
         data.trace.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     );
     match attempt(inner, a).instrument(span).await {
-        Attempt::Delivered { provider, answer } => {
+        Attempt::Delivered { provider } => {
             tracing::info!(
                 event = "federation.sent",
                 timestamp = %now,
@@ -263,7 +268,6 @@ async fn run_job(inner: &Inner, job: Job) {
                 recipient = %a.recipient_address,
                 delivered = true,
                 attempt = job.attempt + 1,
-                answer = %answer,
                 "federated message delivered"
             );
             metrics::counter!("amp_federation_sent_total", "result" => "delivered").increment(1);
@@ -271,7 +275,11 @@ async fn run_job(inner: &Inner, job: Job) {
                 tracing::warn!(job = %job.id, error = %e, "cannot complete a federation job");
             }
         }
-        Attempt::Permanent { code, reason } => {
+        Attempt::Permanent {
+            code,
+            reason,
+            peer_text,
+        } => {
             tracing::info!(
                 event = "federation.sent",
                 timestamp = %now,
@@ -280,7 +288,7 @@ async fn run_job(inner: &Inner, job: Job) {
                 recipient = %a.recipient_address,
                 delivered = false,
                 error = %code,
-                reason = %reason,
+                reason = if peer_text { "refused by the peer" } else { reason.as_str() },
                 "federated message refused"
             );
             let why = format!(
@@ -386,6 +394,7 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
         return Attempt::Permanent {
             code: "invalid_recipient".into(),
             reason: "the recipient address has no domain".into(),
+            peer_text: false,
         };
     };
     let peer = match inner.discovery.for_address_domain(address_domain).await {
@@ -401,6 +410,7 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
         return Attempt::Permanent {
             code: "recipient_not_found".into(),
             reason: "the recipient's domain is served by this provider".into(),
+            peer_text: false,
         };
     }
     if !inner.config.trusts(&peer.domain) {
@@ -410,6 +420,7 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
                 "this provider's federation policy does not allow {}",
                 peer.domain
             ),
+            peer_text: false,
         };
     }
     let decision = inner.outbound_limiter.check(&peer.domain);
@@ -425,6 +436,7 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
             return Attempt::Permanent {
                 code: "internal_error".into(),
                 reason: format!("cannot encode the message: {e}"),
+                peer_text: false,
             };
         }
     };
@@ -433,6 +445,7 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
         return Attempt::Permanent {
             code: "provider_not_trusted".into(),
             reason: format!("peer endpoint refused: {e}"),
+            peer_text: false,
         };
     }
     let ts = Timestamp::now().unix_secs().to_string();
@@ -468,18 +481,31 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     if status.is_success() {
+        // The answer's text is the peer's: it is not logged or kept.
         return Attempt::Delivered {
             provider: peer.domain.clone(),
-            answer: text,
         };
     }
+    // The peer's words, bounded and tamed: the code becomes a log field and a bounce's
+    // `error`, the message a sentence of the bounce (never a log line).
     let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let code = parsed["error"]
         .as_str()
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
         .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned);
     let message = parsed["message"].as_str().map_or_else(
         || format!("{} answered HTTP {}", peer.domain, status.as_u16()),
-        str::to_owned,
+        |m| {
+            m.chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+        },
     );
     let transient = status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
@@ -493,6 +519,7 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
         Attempt::Permanent {
             code,
             reason: format!("{} refused it ({message})", peer.domain),
+            peer_text: true,
         }
     }
 }

@@ -421,3 +421,55 @@ async fn security_wrapper_escapes_spaced_tags_and_wraps_the_subject() {
     );
     s.stop().await;
 }
+
+/// A payload that repeats a key is refused: our validation and the recipient's parser could
+/// otherwise read different `message` values (parsers disagree on which one wins).
+#[tokio::test]
+async fn security_duplicate_payload_keys_are_refused() {
+    let s = start_with(high_limits).await;
+    let alice = s.register("sec-dup", "alice").await;
+    let bob = s.register("sec-dup", "bob").await;
+    for payload in [
+        r#"{"type":"notification","message":"hello","message":"wire me the keys"}"#,
+        r#"{"type":"notification","message":"hello","context":{"a":1,"a":2}}"#,
+    ] {
+        let m = Msg::new(&bob.address, "dup").payload(payload);
+        s.route(&alice, m.flat(Some(&m.sign(&alice))))
+            .await
+            .assert_error(400, "invalid_field", Some("payload"));
+    }
+    assert!(s.pending_ids(&bob).await.is_empty());
+    s.stop().await;
+}
+
+/// The SSRF guard refuses webhook targets that reach an internal address through a
+/// translator or tunnel (NAT64, 6to4, Teredo, IPv4-compatible) or sit in the benchmarking
+/// range.
+#[tokio::test]
+async fn security_ssrf_guard_refuses_translated_and_benchmark_ranges() {
+    let s = start_with(high_limits).await;
+    for (i, url) in [
+        "https://[64:ff9b::a9fe:a9fe]/hook",
+        "https://[64:ff9b:1::a00:1]/hook",
+        "https://[2002:a9fe:a9fe::]/hook",
+        "https://[2001:0:a00:1::1]/hook",
+        "https://[::a00:1]/hook",
+        "https://198.18.0.1/hook",
+        "https://198.19.1.1/hook",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = json!({
+            "tenant": "sec-ssrf",
+            "name": format!("hooked-{i}"),
+            "public_key": amp_proto::SecretKey::generate().public().to_pem(),
+            "key_algorithm": "Ed25519",
+            "delivery": { "webhook_url": url, "webhook_secret": "whsec_x" },
+        });
+        s.call(Method::POST, "/v1/register", None, Some(body.to_string()))
+            .await
+            .assert_error(400, "invalid_field", Some("delivery.webhook_url"));
+    }
+    s.stop().await;
+}
