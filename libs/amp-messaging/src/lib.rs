@@ -8,7 +8,8 @@
 //! - [`auth`]: API-key hashing and lookup.
 //! - [`bounce`]: the `system` notice a sender gets when an accepted message cannot arrive.
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
-//! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts.
+//! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
+//!   the byte-bounded mailbox page behind pickup and WebSocket replay.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;

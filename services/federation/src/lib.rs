@@ -6,9 +6,11 @@
 //!   waits on a peer), then delivered by `POST <endpoint>/federation/deliver`, signed with the
 //!   provider key, retried with backoff and jitter until the message expires, and bounced to
 //!   the sender as a `system` message on a permanent failure.
-//! - Inbound ([`inbound`]): `POST /v1/federation/deliver` checks the provider signature and
-//!   timestamp, replay, trust policy, rate limits, the from-domain, the sender's signature and
-//!   the recipient, then hands the message to the router as an `external` message.
+//! - Inbound ([`inbound`]): `POST /v1/federation/deliver` checks the headers, trust policy
+//!   and the body (the same rules as a local sender's, the sender under the peer's own
+//!   domain) before any network lookup, then the provider signature, replay, rate limits, the
+//!   sender's signature and the recipient, and hands the message to the router marked as the
+//!   peer's, so it is `external` at best.
 //! - [`discovery`]: static peers, DNS TXT `_amp._tcp.<domain>`, the well-known document.
 //! - [`config`]: the `[federation]` section; [`net`]: the guarded HTTP client;
 //!   [`signature`]: the provider request signature.

@@ -216,7 +216,9 @@ async fn federation_security_parent_domain_peer_cannot_make_senders_local() {
     std::mem::forget(ours);
 }
 
-/// The sender must be under the peer's domain at a label boundary.
+/// The sender must be an agent address under the peer's domain at a label boundary: a
+/// suffix match on the text let `eve@.alpha.test` through (and the router could then not
+/// classify it).
 #[tokio::test]
 async fn federation_security_sender_domain_by_label_boundary() {
     let pa = Provider::new("alpha.test").await;
@@ -227,6 +229,9 @@ async fn federation_security_sender_domain_by_label_boundary() {
         "eve@acme.evilalpha.test",
         "eve@alpha.test",
         "eve@acme.alpha.test.evil.test",
+        // Empty labels end with `.alpha.test` too; they are no address under it.
+        "eve@.alpha.test",
+        "eve@acme..alpha.test",
     ] {
         let eve = remote_agent(from);
         let body = Env::new(&eve, &bob.address).body(&eve, &payload);
