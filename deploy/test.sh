@@ -41,9 +41,10 @@ echo "== TypeScript SDK (libs/amp-sdk-ts): unit tests, then against the release 
 command -v npm >/dev/null 2>&1 || { echo "npm (Node >= 20.19) is required for the TypeScript SDK's tests" >&2; exit 1; }
 node --version
 cargo build --release -p ampd -p amp-client --locked
+target="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 (
   cd libs/amp-sdk-ts
-  export AMPD_BIN="$PWD/../../target/release/ampd" AMP_CLI_BIN="$PWD/../../target/release/amp"
+  export AMPD_BIN="$target/release/ampd" AMP_CLI_BIN="$target/release/amp"
   sdk_log="$(mktemp)"
   npm ci --no-audit --no-fund
   npm run build

@@ -354,7 +354,8 @@ export class Agent {
 
   /**
    * Classifies a message as spec 07's trust algorithm does, for messages that arrive without
-   * the provider's assessment (a webhook body): `untrusted` unless the sender's signature
+   * the provider's assessment (a webhook body from a provider that sends no
+   * `local.security`): `untrusted` unless the sender's signature
    * verifies (with `senderKey`, else the key the provider resolves for the sender), then
    * `verified` for a sender in this agent's tenant on this provider, `external` otherwise.
    */

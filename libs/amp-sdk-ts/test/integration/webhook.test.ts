@@ -47,7 +47,7 @@ test("a webhook delivery verifies with the SDK and carries the signed message", 
   assert.equal(d.message.id, r.id);
   assert.equal(d.message.from, alice.address);
   assert.ok(d.message.verify(alice.publicKey), "the sender's signature verifies");
-  assert.equal(d.message.trust, "untrusted", "a webhook body has no local.security: treated as untrusted");
+  assert.equal(d.message.trust, "verified", "the webhook body carries local.security: same tenant, signature checked");
   assert.equal(await carol.assessTrust(d.message), "verified", "until checked: same tenant, valid signature");
   const outsider = await amp.register({ tenant: "globex", name: uniqueName("out") });
   assert.equal(await outsider.assessTrust(d.message), "external");
