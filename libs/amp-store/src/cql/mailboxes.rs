@@ -80,6 +80,13 @@ struct Meta {
     floor: i64,
 }
 
+impl Meta {
+    /// The last bucket the hints know of (a later one may exist past a stale hint).
+    fn last_bucket(&self) -> i64 {
+        self.bucket.max(bucket_of(self.head))
+    }
+}
+
 /// Where the next append goes: the bucket, the head it is conditional on, the position.
 #[derive(Debug, Clone, Copy)]
 struct AppendPoint {
@@ -177,7 +184,7 @@ impl CqlStore {
 
     /// Finds where the next append goes, from the hints in `mailbox_meta`.
     async fn append_point(&self, agent: &str, meta: &Meta) -> Result<AppendPoint> {
-        let mut bucket = meta.bucket.max(bucket_of(meta.head));
+        let mut bucket = meta.last_bucket();
         let new_mailbox = meta.head == 0 && meta.bucket == 0;
         loop {
             match self.bucket_head(agent, bucket).await? {
@@ -241,7 +248,7 @@ impl CqlStore {
     async fn scan(&self, agent: &str, from: i64) -> Result<Scan> {
         let meta = self.meta(agent).await?;
         let start = from.max(meta.floor + 1);
-        let last_hint = meta.bucket.max(bucket_of(meta.head));
+        let last_hint = meta.last_bucket();
         let mut bucket = bucket_of(start);
         let mut rows = Vec::new();
         let mut head = meta.head;
@@ -347,7 +354,7 @@ impl CqlStore {
     /// an append its dead writer had started is found, not written twice.
     async fn find_entry(&self, agent: &str, message_id: &str, from: i64) -> Result<Option<i64>> {
         let meta = self.meta(agent).await?;
-        let to = meta.bucket.max(bucket_of(meta.head)) + 1;
+        let to = meta.last_bucket() + 1;
         for b in from..=to {
             let rows = self
                 .conn
@@ -484,7 +491,7 @@ impl Mailboxes for CqlStore {
         let id_ttl = ttl_until(e.expires_at + ID_MARGIN_MS, now);
         let token = claim_token();
         let meta = self.meta(&e.agent_id).await?;
-        let from_bucket = meta.bucket.max(bucket_of(meta.head));
+        let from_bucket = meta.last_bucket();
         let claim = self
             .conn
             .lwt(
@@ -819,7 +826,7 @@ impl Mailboxes for CqlStore {
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
         let st = &self.conn.st;
         let meta = self.meta(agent_id).await?;
-        let last = meta.bucket.max(bucket_of(meta.head)) + 1;
+        let last = meta.last_bucket() + 1;
         for b in bucket_of(meta.floor + 1)..=last {
             self.conn
                 .exec("delete a mailbox bucket", &st.bucket_delete, (agent_id, b))
