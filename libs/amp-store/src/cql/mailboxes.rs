@@ -401,13 +401,17 @@ impl CqlStore {
 
     /// Appends one entry at the next position; returns it, or `None` when the quota is
     /// reached.
-    async fn append(&self, e: &NewMailboxEntry, claimed_at: Millis) -> Result<Option<i64>> {
+    async fn append(
+        &self,
+        e: &NewMailboxEntry,
+        meta: &Meta,
+        claimed_at: Millis,
+    ) -> Result<Option<i64>> {
         let st = &self.conn.st;
         let now = wall_ms();
         let ttl = ttl_until(e.expires_at, now);
         let head_ttl = ttl.max(ttl_until(now + HEAD_MIN_TTL_MS, now));
-        let meta = self.meta(&e.agent_id).await?;
-        let mut at = self.append_point(&e.agent_id, &meta).await?;
+        let mut at = self.append_point(&e.agent_id, meta).await?;
         let mut floor = meta.floor;
         for _ in 0..MAX_APPEND_ROUNDS {
             if let Some(max) = e.max_queued {
@@ -584,7 +588,7 @@ impl Mailboxes for CqlStore {
             }
             claim_token = token;
         }
-        let seq = match self.append(&e, now).await {
+        let seq = match self.append(&e, &meta, now).await {
             Ok(Some(seq)) => seq,
             Ok(None) => {
                 // Full: give the id back so the sender may retry once there is room.
