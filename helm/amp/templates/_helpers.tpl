@@ -155,17 +155,19 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- $dir := include "amp.secretsDir" $root }}
 {{- $c = dict "server" $server "log" (dict "filter" $root.Values.log.filter "format" "json") "provider" (dict "key_file" (printf "%s/provider-key.pem" $dir) "pepper_file" (printf "%s/key-pepper" $dir)) "federation" (fromYaml (include "amp.federationConfig" $root)) }}
 {{- else }}
+{{- /* The cluster: one file for every binary (each reads its own sections). */}}
 {{- $c = fromYaml (include "amp.commonConfig" $root) }}
-{{- if and (eq .component "ingest") $root.Values.federation.enabled }}
-{{- /* ingest's built-in capability list plus `federation` (ingest/src/main.rs). */}}
+{{- if $root.Values.federation.enabled }}
+{{- /* ingest's built-in capability list plus `federation` (ingest/src/main.rs); delivery
+     reads it too (remote recipients accepted on route frames). */}}
 {{- $_ := set $c "capabilities" (list "registration" "relay-queue" "websockets" "webhooks" "notify:v1" "notify:longpoll" "federation") }}
-{{- else if eq .component "delivery" }}
-{{- $_ := set $c "federation" $root.Values.federation.enabled }}
-{{- else if eq .component "federation" }}
 {{- $_ := set $c "federation" (fromYaml (include "amp.federationConfig" $root)) }}
 {{- end }}
+{{- range (list "cluster" "ingest" "router" "delivery" "federation") }}
+{{- $c = mustMergeOverwrite $c (deepCopy (get $root.Values.config . | default dict)) }}
 {{- end }}
-{{- $extra := get $root.Values.config .component | default dict }}
+{{- end }}
+{{- $extra := ternary (get $root.Values.config "ampd" | default dict) dict (eq .component "ampd") }}
 {{- toYaml (mustMergeOverwrite $c (deepCopy $extra)) }}
 {{- end }}
 

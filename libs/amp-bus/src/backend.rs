@@ -26,6 +26,29 @@ pub trait BusBackend: Send + Sync + 'static {
         msg: BusMessage,
     ) -> Result<PublishAck>;
 
+    /// [`publish`](Self::publish), then wait up to `wait` for the consumer's outcome: the
+    /// reply it offers with [`Delivery::offer_reply`] (or gives to
+    /// [`Delivery::ack_with`]) comes back as [`Acceptance::Processed`] with that reply. Past
+    /// `wait` the answer is what `publish` proves ([`Acceptance::Persisted`] on a broker),
+    /// and the consumer learns, if it asks for confirmation, that nobody took its reply. A
+    /// duplicate publish (`duplicate: true`) gets no reply of its own.
+    ///
+    /// The default (a backend whose publish already waits for processing, like the
+    /// in-process bus) is `publish`. Fails like `publish`.
+    ///
+    /// [`Acceptance::Processed`]: crate::Acceptance::Processed
+    /// [`Acceptance::Persisted`]: crate::Acceptance::Persisted
+    async fn publish_for_reply(
+        &self,
+        stream: StreamName,
+        dedup_id: &str,
+        msg: BusMessage,
+        wait: Duration,
+    ) -> Result<PublishAck> {
+        let _ = wait;
+        self.publish(stream, dedup_id, msg).await
+    }
+
     /// A pull consumer; all consumers with the same (stream, name) share the work: each
     /// message goes to one of them. A work-queue stream has one consumer name; fails with
     /// [`crate::Error::Backend`] if another name is used on the same stream, and with
@@ -86,11 +109,9 @@ pub trait Subscription: Send {
 /// How a consumer settled a delivery; passed to the backend's [`Acker`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    /// Processed; never redeliver. `reply` goes back to the publisher where the backend can.
-    Ack {
-        /// The reply for the publisher, if any.
-        reply: Option<Bytes>,
-    },
+    /// Processed; never redeliver. (A reply for the publisher was offered before, with
+    /// [`Acker::offer_reply`].)
+    Ack,
     /// Transient failure: redeliver after `delay` (or dead-letter if out of attempts).
     Nak {
         /// How long to wait before redelivering.
@@ -113,10 +134,10 @@ pub trait Acker: Send {
     /// and must not need a runtime (drops happen anywhere).
     fn dropped(self: Box<Self>);
 
-    /// Whether the reply of [`Delivery::ack_with`] reaches the publisher (who then answers
-    /// for the outcome). `false` (the default): the publish was acknowledged when the
-    /// message was persisted, and nobody reads the reply.
-    fn reply_reaches_publisher(&self) -> bool {
+    /// Offers `reply` to the publisher (see [`Delivery::offer_reply`]). The default: nobody
+    /// waits for a reply (`false`).
+    async fn offer_reply(&mut self, reply: Bytes, confirm: bool) -> bool {
+        let _ = (reply, confirm);
         false
     }
 }
@@ -150,26 +171,30 @@ impl Delivery {
         self.attempt
     }
 
-    /// Whether the reply of [`ack_with`](Self::ack_with) reaches the publisher: true on the
-    /// in-process bus (the publisher waits for the outcome), false on JetStream (the
-    /// publisher had its answer when the message was persisted). A consumer whose outcome
-    /// nobody will read must report a failure some other way (a bounce).
-    pub fn reply_reaches_publisher(&self) -> bool {
-        self.acker
-            .as_ref()
-            .is_some_and(|a| a.reply_reaches_publisher())
+    /// Offers the outcome `reply` to the publisher, before settling. With `confirm`, returns
+    /// whether the publisher took it, i.e. it is still waiting (see
+    /// [`BusBackend::publish_for_reply`]) and will answer its caller with it; a consumer
+    /// whose failure nobody took must report it some other way (a bounce). Without
+    /// `confirm`, the reply is sent without waiting for that answer and the result says only
+    /// whether it could be sent. On the in-process bus the publisher always waits: `true`.
+    pub async fn offer_reply(&mut self, reply: Bytes, confirm: bool) -> bool {
+        match self.acker.as_mut() {
+            Some(acker) => acker.offer_reply(reply, confirm).await,
+            None => false,
+        }
     }
 
     /// Acks: the effect is durable; never redeliver. Fails with [`crate::Error::Closed`] if
     /// the bus is shut down (the message may then be redelivered by a durable backend).
     pub async fn ack(self) -> Result<()> {
-        self.settle(Settlement::Ack { reply: None }).await
+        self.settle(Settlement::Ack).await
     }
 
-    /// Acks with a reply. In-process, the publisher's [`PublishAck::reply`] gets it; brokers
-    /// may ignore it. Fails like [`ack`](Self::ack).
-    pub async fn ack_with(self, reply: Bytes) -> Result<()> {
-        self.settle(Settlement::Ack { reply: Some(reply) }).await
+    /// Acks with a reply: [`offer_reply`](Self::offer_reply) without confirmation, then
+    /// [`ack`](Self::ack). Fails like `ack`.
+    pub async fn ack_with(mut self, reply: Bytes) -> Result<()> {
+        self.offer_reply(reply, false).await;
+        self.ack().await
     }
 
     /// Transient failure: redeliver after `delay` with the attempt count incremented, or

@@ -26,6 +26,17 @@ pub fn ingress_subject(tenant: &str) -> String {
     format!("amp.ingress.{}", sanitise_token(tenant))
 }
 
+/// The subject of accepted messages for one mailbox (an agent id, or a remote address) on
+/// [`crate::StreamName::Ingress`]: `amp.ingress.<tenant>.<mailbox>`. A partitioned ingress
+/// keeps one subject, so one mailbox, on one partition.
+pub fn mailbox_ingress_subject(tenant: &str, mailbox: &str) -> String {
+    format!(
+        "amp.ingress.{}.{}",
+        sanitise_token(tenant),
+        sanitise_token(mailbox)
+    )
+}
+
 /// The subject of outbound messages on [`crate::StreamName::Federation`]:
 /// `amp.federation.<tenant>`.
 pub fn federation_subject(tenant: &str) -> String {
@@ -117,6 +128,10 @@ mod tests {
     fn builds_subjects() {
         assert_eq!(notify_subject("acme", "alice"), "amp.notify.acme.alice");
         assert_eq!(ingress_subject("acme"), "amp.ingress.acme");
+        assert_eq!(
+            mailbox_ingress_subject("acme", "a.b"),
+            "amp.ingress.acme.a%2Eb"
+        );
         assert_eq!(federation_subject("acme"), "amp.federation.acme");
         assert_eq!(REGISTRY_CHANGED, "amp.registry.changed");
     }

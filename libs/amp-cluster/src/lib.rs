@@ -61,6 +61,69 @@ impl Flags {
     }
 }
 
+/// Another service's section of the one configuration file every binary of a deployment
+/// reads (one ConfigMap): accepted whole and not looked at. The owner checks it, so a
+/// misspelt key inside still fails there, and a misspelt section name fails everywhere
+/// (every binary lists every section).
+pub type OtherSection = serde::de::IgnoredAny;
+
+/// What delivery (its WebSocket `route` frames) and federation (inbound messages) read of
+/// `[ingest]`: the acceptance policy and the mailbox quota, so a message is accepted the
+/// same way whichever service takes it. Ingest checks the whole section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct IngestView {
+    /// `[ingest.messaging]`.
+    pub messaging: amp_messaging::MessagingConfig,
+    /// `[ingest.limits]`, of which only the quota.
+    pub limits: LimitsView,
+}
+
+/// `[ingest.limits]` as other services see it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LimitsView {
+    /// Messages a mailbox holds (ingest's default: 1000).
+    pub mailbox_quota: u64,
+}
+
+impl Default for LimitsView {
+    fn default() -> Self {
+        Self {
+            mailbox_quota: 1000,
+        }
+    }
+}
+
+impl IngestView {
+    /// The acceptance policy with the quota in it.
+    pub fn messaging(&self) -> amp_messaging::MessagingConfig {
+        let mut m = self.messaging.clone();
+        m.mailbox_quota = self.limits.mailbox_quota;
+        m
+    }
+}
+
+/// Whether the deployment's `capabilities` (top level, as ingest advertises them) include
+/// `federation`: then remote recipients are accepted.
+pub fn federates(capabilities: Option<&[String]>) -> bool {
+    capabilities.is_some_and(|c| c.iter().any(|c| c == "federation"))
+}
+
+/// The end of a binary's `main`: `Ok` exits 0; an error prints one line, `error: ` and the
+/// chain of causes (never a backtrace, whatever `RUST_BACKTRACE` says), and exits 2 for a
+/// configuration error, 1 for any other.
+pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let config = e.is::<amp_runtime::config::ConfigError>();
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(if config { 2 } else { 1 })
+        }
+    }
+}
+
 /// Where NATS is and how its streams and buckets are laid out.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +137,14 @@ pub struct NatsConfig {
     /// How long a consumed message may stay unacknowledged before JetStream hands it to
     /// another replica (a router that hangs), in milliseconds.
     pub ack_wait_ms: u64,
+    /// Streams the ingress work is split into (`AMP_INGRESS`, `AMP_INGRESS_1`, …), each with
+    /// its own leader placed by JetStream across the NATS nodes, so routing grows past what
+    /// one stream leader can take. One mailbox's messages always share a partition. The
+    /// same value in every binary; lowering it drains the higher partitions first. 1 to 64.
+    pub ingress_partitions: usize,
+    /// Messages a router worker pulls at once from a stream (1: a message never waits in a
+    /// busy worker while another is idle).
+    pub fetch_batch: usize,
 }
 
 impl Default for NatsConfig {
@@ -83,6 +154,8 @@ impl Default for NatsConfig {
             replicas: 1,
             prefix: String::new(),
             ack_wait_ms: 30_000,
+            ingress_partitions: 1,
+            fetch_batch: 1,
         }
     }
 }
@@ -178,6 +251,8 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
         replicas: nats.replicas,
         prefix: nats.prefix.clone(),
         ack_wait: Duration::from_millis(nats.ack_wait_ms.max(100)),
+        ingress_partitions: nats.ingress_partitions,
+        fetch_batch: nats.fetch_batch,
         ..JetStreamConfig::default()
     })
     .await

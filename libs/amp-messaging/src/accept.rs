@@ -63,12 +63,23 @@ struct RouteOptions {
     receipt: Option<bool>,
 }
 
+/// The answer to a route: spec 05's body, and whether the router's outcome is in it.
+#[derive(Debug, Clone)]
+pub struct RouteAnswer {
+    /// `id`, `status`, `method`, `basis`, `thread_id`, `queued_at`, `expires_at`, …
+    pub body: Value,
+    /// `false` when a local recipient's outcome did not come within `outcome_wait_ms` (a
+    /// broker-backed bus under load): the message is durable, `basis` is `queued`, and REST
+    /// answers `202 Accepted` instead of `200`.
+    pub outcome_known: bool,
+}
+
 /// The validated, verified message, before the hand-off.
 pub(crate) async fn accept(
     acc: &Acceptor,
     sender: &AgentRecord,
     body: RouteRequest,
-) -> Result<Value, ApiError> {
+) -> Result<RouteAnswer, ApiError> {
     let env = body.envelope.unwrap_or_default();
     let pick = |a: Option<String>, b: Option<String>| a.or(b);
     let to_text = pick(env.to, body.to).ok_or_else(|| ApiError::missing("to"))?;
@@ -294,6 +305,30 @@ pub(crate) async fn accept(
         None => None,
     };
     let (outcome, retried) = hand_off(acc, subject_tenant, &accepted).await?;
+    // A retry the broker recognised (same sender, id and signature) gets no outcome of its
+    // own: the mailbox says what became of the first publish (`None`: still on its way).
+    let prior = match &recipient {
+        Some(r) if retried || matches!(outcome, Some(RouteOutcome::Duplicate { .. })) => acc
+            .store
+            .entry(&r.id, id.as_str(), amp_store::Millis::MIN)
+            .await
+            .map_err(store_err)?,
+        _ => None,
+    };
+    let outcome = match (&prior, outcome) {
+        (Some(EntryState::Queued(e)), None) => {
+            let ours = serde_json::from_str::<StoredMessage>(&e.data)
+                .is_ok_and(|m| m.envelope.signature == accepted.message.envelope.signature);
+            Some(if ours {
+                RouteOutcome::Duplicate { seq: e.seq }
+            } else {
+                RouteOutcome::Conflict
+            })
+        }
+        // Acknowledged already: the same sender's message with this id was delivered.
+        (Some(EntryState::Acked { .. }), None) => Some(RouteOutcome::Duplicate { seq: 0 }),
+        (_, outcome) => outcome,
+    };
     match outcome {
         Some(
             RouteOutcome::MailboxWritten { .. }
@@ -321,8 +356,8 @@ pub(crate) async fn accept(
             );
         }
     }
-    // What was proven: the router's mailbox commit (in-process), or only the broker's
-    // durable acceptance (cluster).
+    // What was proven: the router's mailbox commit, or (past the outcome wait on a broker,
+    // or a message for another provider) only the broker's durable acceptance.
     let basis = match outcome {
         Some(RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. }) => {
             "mailbox_written"
@@ -332,11 +367,7 @@ pub(crate) async fn accept(
     // A retry gets the first answer again: the times of the copy already in the mailbox.
     let (mut queued_at, mut expires) = (now.unix_millis(), expires_at.unix_millis());
     let mut thread = accepted.message.envelope.thread_id.clone();
-    let is_retry = retried || matches!(outcome, Some(RouteOutcome::Duplicate { .. }));
-    if let (true, Some(r)) = (is_retry, &recipient)
-        && let Ok(Some(EntryState::Queued(e))) =
-            acc.store.entry(&r.id, id.as_str(), now.unix_millis()).await
-    {
+    if let Some(EntryState::Queued(e)) = &prior {
         queued_at = e.queued_at;
         expires = e.expires_at;
         if let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data) {
@@ -376,22 +407,34 @@ pub(crate) async fn accept(
         answer["receipt"] = json!(if online > 0 { "websocket" } else { "retained" });
     }
     tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
-    Ok(answer)
+    Ok(RouteAnswer {
+        body: answer,
+        outcome_known: recipient.is_none() || outcome.is_some(),
+    })
 }
 
 /// Publishes to the ingress stream and waits for the durable outcome. `None`: the bus
-/// persisted it but did not report the router's result (a broker-backed bus). The flag says
-/// the bus recognised the publish as a retry of an earlier one.
+/// persisted it but the router's result did not come within `outcome_wait_ms` (a
+/// broker-backed bus). The flag says the bus recognised the publish as a retry of an earlier
+/// one (which then has no outcome of its own on a broker).
 async fn hand_off(
     acc: &Acceptor,
     tenant: &str,
     accepted: &Accepted,
 ) -> Result<(Option<RouteOutcome>, bool), ApiError> {
     let payload = serde_json::to_vec(accepted).map_err(internal)?;
-    let msg = BusMessage::new(subjects::ingress_subject(tenant), Bytes::from(payload))
-        .with_trace_context(amp_runtime::telemetry::trace_headers(
-            &tracing::Span::current(),
-        ));
+    let mailbox = if accepted.recipient_id.is_empty() {
+        accepted.recipient_address.as_str()
+    } else {
+        accepted.recipient_id.as_str()
+    };
+    let msg = BusMessage::new(
+        subjects::mailbox_ingress_subject(tenant, mailbox),
+        Bytes::from(payload),
+    )
+    .with_trace_context(amp_runtime::telemetry::trace_headers(
+        &tracing::Span::current(),
+    ));
     // Same sender, id and signature is a retry; another signature is another message, which
     // must reach the router to be refused as a conflict (409), never answered as the first.
     let sig_digest = amp_proto::signing::sha256_b64(accepted.message.envelope.signature.as_bytes());
@@ -401,10 +444,12 @@ async fn hand_off(
         accepted.message.envelope.id,
         &sig_digest[..16]
     );
-    let timeout = Duration::from_millis(acc.config.route_timeout_ms);
-    let ack = match tokio::time::timeout(timeout, acc.bus.publish(StreamName::Ingress, &dedup, msg))
-        .await
-    {
+    let wait = Duration::from_millis(acc.config.outcome_wait_ms);
+    let timeout = Duration::from_millis(acc.config.route_timeout_ms) + wait;
+    let publish = acc
+        .bus
+        .publish_for_reply(StreamName::Ingress, &dedup, msg, wait);
+    let ack = match tokio::time::timeout(timeout, publish).await {
         Ok(Ok(ack)) => ack,
         Ok(Err(e)) => return Err(unavailable(e)),
         Err(_) => return Err(unavailable("router did not answer in time")),

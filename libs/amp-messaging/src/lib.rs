@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument as _;
 
-pub use accept::RouteRequest;
+pub use accept::{RouteAnswer, RouteRequest};
 
 /// Message acceptance policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +37,12 @@ pub struct MessagingConfig {
     pub allow_unsigned_local: bool,
     /// How long acceptance waits for the router's durable write before answering 503.
     pub route_timeout_ms: u64,
+    /// On a broker-backed bus (the cluster): how long, once the broker has the message, the
+    /// answer waits for the router's outcome (`mailbox_written`, 409, 404, 507, …). Past it
+    /// the answer is `202` with `basis: "queued"`, and the outcome still takes effect (a
+    /// failure then reaches the sender as a bounce). 0: never wait. The in-process bus always
+    /// has the outcome.
+    pub outcome_wait_ms: u64,
     /// How long a route answer waits, after the mailbox write, for a WebSocket push to an
     /// online recipient to be confirmed (`socket_written`); then it says `mailbox_written`.
     pub push_wait_ms: u64,
@@ -52,6 +58,7 @@ impl Default for MessagingConfig {
         Self {
             allow_unsigned_local: false,
             route_timeout_ms: 10_000,
+            outcome_wait_ms: 2_000,
             push_wait_ms: 1_000,
             webhook_wait_ms: 3_000,
             mailbox_quota: 1000,
@@ -88,8 +95,8 @@ impl Acceptor {
         }
     }
 
-    /// Validates, verifies and hands off a message from `sender`; the answer is the body of
-    /// spec 05's route response (`id`, `status`, `method`, `basis`, …).
+    /// Validates, verifies and hands off a message from `sender`; the answer carries the body
+    /// of spec 05's route response (`id`, `status`, `method`, `basis`, …).
     ///
     /// Fails with the spec error for the first problem found, or `503` when the store or the
     /// router does not answer in time.
@@ -97,7 +104,7 @@ impl Acceptor {
         &self,
         sender: &AgentRecord,
         request: RouteRequest,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<RouteAnswer, ApiError> {
         // The message's trace starts here; the router, delivery and federation continue it
         // from the bus headers. Never the payload, keys or signatures as attributes.
         let span = tracing::debug_span!(

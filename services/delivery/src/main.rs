@@ -4,8 +4,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
-use amp_messaging::{Acceptor, MessagingConfig};
+use amp_cluster::{IngestView, NatsConfig, OtherSection, ServerConfig, StoreConfig};
+use amp_messaging::Acceptor;
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
@@ -27,14 +27,22 @@ struct Config {
     nats: NatsConfig,
     store: StoreConfig,
     delivery: delivery::Config,
-    /// How `route` frames are accepted (as ingest's `[ingest.messaging]`).
-    messaging: MessagingConfig,
-    /// Whether the deployment has federation replicas (remote recipients accepted).
-    federation: bool,
+    /// How `route` frames are accepted: ingest's `[ingest.messaging]` and quota.
+    ingest: IngestView,
+    /// Capability tokens of the deployment, as ingest advertises them: with `federation`,
+    /// remote recipients are accepted.
+    capabilities: Option<Vec<String>>,
+    // The other services' sections of the shared file.
+    router: OtherSection,
+    federation: OtherSection,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    amp_cluster::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg: Config = cli.flags.load()?;
     if cli.flags.migrate {
@@ -47,8 +55,8 @@ async fn main() -> anyhow::Result<()> {
         store.clone(),
         bus.clone(),
         &domain,
-        cfg.messaging.clone(),
-        cfg.federation,
+        cfg.ingest.messaging(),
+        amp_cluster::federates(cfg.capabilities.as_deref()),
     );
     let service = delivery::DeliveryService::new(
         cfg.delivery,

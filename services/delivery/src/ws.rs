@@ -843,7 +843,7 @@ impl Session {
         // through its queue, which is fine for a request the client is waiting on.
         let frame = match inner.acceptor.accept(&self.agent, request).await {
             Ok(answer) => {
-                let mut f = json!({ "type": "route.result", "data": answer });
+                let mut f = json!({ "type": "route.result", "data": answer.body });
                 if let Some(r) = reference {
                     f["ref"] = r.clone();
                 }

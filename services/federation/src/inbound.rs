@@ -260,7 +260,7 @@ pub(crate) async fn deliver(
     };
     let bytes = serde_json::to_vec(&accepted).map_err(HttpError::internal)?;
     let msg = BusMessage::new(
-        subjects::ingress_subject(&recipient.tenant),
+        subjects::mailbox_ingress_subject(&recipient.tenant, &recipient.id),
         bytes::Bytes::from(bytes),
     );
     let wait = Duration::from_millis(inner.config.route_timeout_ms);

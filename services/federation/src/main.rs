@@ -6,7 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
+use amp_cluster::{IngestView, NatsConfig, OtherSection, ServerConfig, StoreConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
@@ -29,16 +29,30 @@ struct Config {
     store: StoreConfig,
     /// Trust policy, peers, discovery, retries and limits (`enabled` is implied here).
     federation: federation::Config,
+    /// Inbound messages are held to ingest's mailbox quota.
+    ingest: IngestView,
+    /// Ingest's; not read here.
+    capabilities: OtherSection,
+    // The other services' sections of the shared file.
+    router: OtherSection,
+    delivery: OtherSection,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    amp_cluster::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut cfg: Config = cli.flags.load()?;
     if cli.flags.migrate {
         return amp_cluster::migrate(&cfg.store).await;
     }
     cfg.federation.enabled = true;
+    cfg.federation
+        .mailbox_quota
+        .get_or_insert(cfg.ingest.limits.mailbox_quota);
     let shutdown = amp_cluster::start(&cfg.log);
     let (bus, store) = amp_cluster::connect(&cfg.nats, &cfg.store).await?;
     let service = federation::Federation::new(

@@ -548,7 +548,10 @@ async fn bounce(inner: &Inner, a: &Accepted, code: &str, why: &str) -> Result<()
         return Ok(());
     };
     let bytes = serde_json::to_vec(&accepted).map_err(|e| e.to_string())?;
-    let msg = BusMessage::new(subjects::ingress_subject(&agent.tenant), Bytes::from(bytes));
+    let msg = BusMessage::new(
+        subjects::mailbox_ingress_subject(&agent.tenant, &agent.id),
+        Bytes::from(bytes),
+    );
     let dedup = format!("bounce:{}:{}", orig.id, a.recipient_address);
     let ack = inner
         .bus

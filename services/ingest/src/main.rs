@@ -4,7 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
+use amp_cluster::{NatsConfig, OtherSection, ServerConfig, StoreConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
@@ -28,10 +28,18 @@ struct Config {
     ingest: ingest::Config,
     /// Capability tokens of the deployment (what its delivery and federation replicas offer).
     capabilities: Option<Vec<String>>,
+    // The other services' sections of the shared file.
+    router: OtherSection,
+    delivery: OtherSection,
+    federation: OtherSection,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    amp_cluster::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg: Config = cli.flags.load()?;
     if cli.flags.migrate {

@@ -4,7 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use amp_cluster::{NatsConfig, ServerConfig, StoreConfig};
+use amp_cluster::{NatsConfig, OtherSection, ServerConfig, StoreConfig};
 use amp_runtime::telemetry::LogConfig;
 use clap::Parser;
 use serde::Deserialize;
@@ -25,10 +25,19 @@ struct Config {
     nats: NatsConfig,
     store: StoreConfig,
     router: router::Config,
+    // The other services' sections of the shared file.
+    ingest: OtherSection,
+    delivery: OtherSection,
+    federation: OtherSection,
+    capabilities: OtherSection,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    amp_cluster::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg: Config = cli.flags.load()?;
     if cli.flags.migrate {

@@ -137,24 +137,29 @@ impl RouterService {
         amp_runtime::telemetry::set_parent(&span, d.message().trace_context());
         match self.route(accepted).instrument(span).await {
             Ok(outcome) => {
-                if matches!(
-                    outcome,
-                    RouteOutcome::MailboxFull | RouteOutcome::RecipientGone
-                ) && !d.reply_reaches_publisher()
-                {
-                    // The sender was answered `queued` when the message was persisted; it
-                    // must learn that it never arrived. Decoded again: rare, and the happy
-                    // path keeps no copy.
-                    if let Ok(original) = serde_json::from_slice::<Accepted>(&d.message().payload)
-                        && let Err(e) = self.bounce(&original, &outcome).await
-                    {
-                        tracing::warn!(error = %e, "bounce not stored, will retry");
-                        let _ = d.nak(Duration::from_millis(500)).await;
-                        return;
-                    }
-                }
                 let reply = serde_json::to_vec(&outcome).unwrap_or_default();
-                if let Err(e) = d.ack_with(Bytes::from(reply)).await {
+                // A failure must reach the sender: in the answer to its route when the
+                // publisher still waits for it, as a bounce otherwise (it was answered
+                // `queued`). Decoded again for the bounce: rare, and the happy path keeps no
+                // copy.
+                let failed = matches!(
+                    outcome,
+                    RouteOutcome::MailboxFull
+                        | RouteOutcome::RecipientGone
+                        | RouteOutcome::Conflict
+                );
+                let mut d = d;
+                let taken = d.offer_reply(Bytes::from(reply), failed).await;
+                if failed
+                    && !taken
+                    && let Ok(original) = serde_json::from_slice::<Accepted>(&d.message().payload)
+                    && let Err(e) = self.bounce(&original, &outcome).await
+                {
+                    tracing::warn!(error = %e, "bounce not stored, will retry");
+                    let _ = d.nak(Duration::from_millis(500)).await;
+                    return;
+                }
+                if let Err(e) = d.ack().await {
                     tracing::warn!(error = %e, "ack of a routed message failed");
                 }
             }
@@ -298,6 +303,10 @@ impl RouterService {
             RouteOutcome::RecipientGone => (
                 "recipient_not_found",
                 "the recipient no longer exists on this provider; the message was not delivered",
+            ),
+            RouteOutcome::Conflict => (
+                "duplicate_message",
+                "a different message with this id had already been sent to the recipient; this one was not delivered",
             ),
             _ => return Ok(()),
         };

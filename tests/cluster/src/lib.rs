@@ -272,6 +272,9 @@ pub struct Topology {
     /// How long a test may wait for the routers to store what was accepted (a CQL store on
     /// one local Cassandra node stores far slower than JetStream).
     pub drain_timeout: Duration,
+    /// Ingest's `[ingest.messaging] outcome_wait_ms` (`None`: its default). 0 makes every
+    /// route answer `202 queued` at once, so what happens after is a bounce.
+    pub outcome_wait_ms: Option<u64>,
 }
 
 impl Topology {
@@ -287,6 +290,7 @@ impl Topology {
             federation_toml: String::new(),
             federation_ports: Vec::new(),
             mailbox_quota: 1_000_000,
+            outcome_wait_ms: None,
             provider_key: None,
             store_toml: String::new(),
             drain_timeout: Duration::from_secs(30),
@@ -344,11 +348,25 @@ impl Deployment {
             amp_runtime::identity::load_or_create_key(&key_file).expect("provider key");
         amp_runtime::identity::load_or_create_pepper(&pepper_file).expect("pepper");
         let federation = t.replicas[3] > 0;
-        let common = format!(
-            "[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
+        let capabilities = if federation {
+            "capabilities = [\"registration\", \"relay-queue\", \"websockets\", \"webhooks\", \"federation\"]\n"
+        } else {
+            ""
+        };
+        // One file for every binary, as one ConfigMap in Kubernetes: each reads its own
+        // sections. The tests are floods from one address: the abuse limits would be the
+        // test. A short resync: a hint lost with a killed NATS node reaches its socket in
+        // seconds, not the production minute.
+        let text = format!(
+            "{capabilities}\n[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
              shutdown_grace_secs = 2\n\n[log]\nfilter = \"info\"\n\n\
              [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\n\
-             {store}",
+             {store}\n\
+             [ingest.registration]\nper_ip_per_minute = 100000\n\n\
+             [ingest.limits]\napi_requests_per_minute = 10000000\n\
+             tenant_requests_per_minute = 10000000\nmessages_per_minute = 10000000\n\
+             pending_per_minute = 10000000\nmailbox_quota = {quota}\n{outcome}\n\
+             [delivery]\nresync_secs = 3\n\n[federation]\n{federation_toml}\n",
             domain = t.domain,
             key = key_file.display().to_string(),
             pepper = pepper_file.display().to_string(),
@@ -357,46 +375,18 @@ impl Deployment {
             prefix = t.prefix,
             ack = t.ack_wait_ms,
             store = t.store_toml,
+            quota = t.mailbox_quota,
+            outcome = t.outcome_wait_ms.map_or_else(String::new, |ms| format!(
+                "\n[ingest.messaging]\noutcome_wait_ms = {ms}\n"
+            )),
+            federation_toml = t.federation_toml,
         );
-        let capabilities = if federation {
-            "capabilities = [\"registration\", \"relay-queue\", \"websockets\", \"webhooks\", \"federation\"]\n"
-        } else {
-            ""
-        };
-        let configs = [
-            (
-                Kind::Ingest,
-                // The tests are floods from one address: the abuse limits would be the test.
-                format!(
-                    "{capabilities}{common}[ingest.registration]\nper_ip_per_minute = 100000\n\n\
-                     [ingest.limits]\napi_requests_per_minute = 10000000\n\
-                     tenant_requests_per_minute = 10000000\nmessages_per_minute = 10000000\n\
-                     pending_per_minute = 10000000\nmailbox_quota = {}\n",
-                    t.mailbox_quota
-                ),
-            ),
-            (Kind::Router, common.clone()),
-            (
-                Kind::Delivery,
-                // A short resync: a hint lost with a killed NATS node reaches its socket in
-                // seconds, not the production minute.
-                format!("federation = {federation}\n{common}[delivery]\nresync_secs = 3\n"),
-            ),
-            (
-                Kind::Federation,
-                format!("{common}[federation]\n{}\n", t.federation_toml),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (kind, text) in configs {
-            let path = dir.path().join(format!("{}.toml", kind.name()));
-            std::fs::write(&path, text).expect("write a config");
-            paths.push((kind, path));
-        }
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, text).expect("write the config");
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let start = async |kind: Kind, n: usize, ports: &[u16]| {
             let mut out = Vec::new();
-            let path = &paths.iter().find(|(k, _)| *k == kind).expect("config").1;
+            let path = &config_path;
             for i in 0..n {
                 let name = format!("{}-{}", kind.name(), i + 1);
                 let listen = ports

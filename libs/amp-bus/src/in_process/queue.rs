@@ -262,6 +262,7 @@ impl WorkQueue {
         let acker = InProcessAcker {
             queue: Arc::clone(self),
             pending,
+            reply: None,
         };
         Ok(Some(Delivery::new(message, attempt, Box::new(acker))))
     }
@@ -295,17 +296,23 @@ impl Consumer for InProcessConsumer {
 struct InProcessAcker {
     queue: Arc<WorkQueue>,
     pending: Pending,
+    /// The reply offered before the ack, handed to the publisher with it.
+    reply: Option<Bytes>,
 }
 
 #[async_trait::async_trait]
 impl Acker for InProcessAcker {
     async fn settle(self: Box<Self>, settlement: Settlement) -> Result<()> {
-        let InProcessAcker { queue, pending } = *self;
+        let InProcessAcker {
+            queue,
+            pending,
+            reply,
+        } = *self;
         if queue.closed.is_cancelled() {
             return Err(Error::Closed);
         }
         match settlement {
-            Settlement::Ack { reply } => {
+            Settlement::Ack => {
                 pending
                     .outcome
                     .send_replace(Some(Outcome::Processed(reply)));
@@ -316,13 +323,15 @@ impl Acker for InProcessAcker {
         Ok(())
     }
 
-    fn reply_reaches_publisher(&self) -> bool {
-        // The publisher waits for the outcome; a retry of it reads the same outcome.
+    async fn offer_reply(&mut self, reply: Bytes, _confirm: bool) -> bool {
+        // The publisher waits for the outcome, given with the ack; a retry of it reads the
+        // same outcome.
+        self.reply = Some(reply);
         true
     }
 
     fn dropped(self: Box<Self>) {
-        let InProcessAcker { queue, pending } = *self;
+        let InProcessAcker { queue, pending, .. } = *self;
         if !queue.closed.is_cancelled() {
             queue.retry(pending, Duration::ZERO);
         }

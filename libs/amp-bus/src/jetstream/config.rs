@@ -44,6 +44,12 @@ pub struct JetStreamConfig {
     pub publish_timeout: Duration,
     /// How long `connect` waits for a server. Default 5 s.
     pub connect_timeout: Duration,
+    /// Ingress partitions: the ingress stream is split into this many streams
+    /// (`AMP_INGRESS`, `AMP_INGRESS_1`, …), each with its own leader, so routing throughput
+    /// is not capped by one stream leader. A message's partition is a stable hash of its
+    /// subject (one mailbox, one partition). Every replica must use the same value; a
+    /// consumer also drains partitions above it that still exist. 1 to 64. Default 1.
+    pub ingress_partitions: usize,
 }
 
 impl Default for JetStreamConfig {
@@ -60,6 +66,7 @@ impl Default for JetStreamConfig {
             fetch_batch: 1,
             publish_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            ingress_partitions: 1,
         }
     }
 }
@@ -106,6 +113,9 @@ impl JetStreamConfig {
         }
         if self.fetch_batch == 0 {
             return bad("fetch_batch must be at least 1");
+        }
+        if !(1..=64).contains(&self.ingress_partitions) {
+            return bad("ingress_partitions must be 1 to 64");
         }
         if self.publish_timeout.is_zero() {
             return bad("publish_timeout must not be zero");

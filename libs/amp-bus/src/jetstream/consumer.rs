@@ -19,11 +19,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::streams::{self, DEAD_LETTER_STREAM};
-use super::{Shared, headers};
+use super::{Shared, headers, reply};
 use crate::{Acker, BusMessage, Consumer, Delivery, Error, Result, Settlement, StreamName};
 
 /// How long one pull request waits at the server for a message before it is renewed.
@@ -49,8 +50,14 @@ pub(crate) struct JetStreamConsumer {
 }
 
 impl JetStreamConsumer {
-    /// Creates (or updates, or binds to) the durable consumer `name` on `stream`.
-    pub(crate) async fn bind(shared: Arc<Shared>, stream: StreamName, name: &str) -> Result<Self> {
+    /// Creates (or updates, or binds to) the durable consumer `name` on the broker stream
+    /// `stream_name` (of kind `stream`).
+    pub(crate) async fn bind(
+        shared: Arc<Shared>,
+        stream: StreamName,
+        stream_name: String,
+        name: &str,
+    ) -> Result<Self> {
         let valid = !name.is_empty()
             && name
                 .chars()
@@ -60,7 +67,6 @@ impl JetStreamConsumer {
                 "consumer name {name:?} must be non-empty letters, digits, '-' or '_'"
             )));
         }
-        let stream_name = shared.names.stream(stream.as_str());
         let handle = shared
             .js
             .get_stream(&stream_name)
@@ -106,11 +112,17 @@ impl JetStreamConsumer {
             headers: headers::from_nats(message.headers.as_ref()),
             payload: message.payload.clone(),
         };
+        let reply_to = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(reply::REPLY_HEADER))
+            .map(|v| v.as_str().to_owned());
         let acker = JetStreamAcker {
             shared: Arc::clone(&self.shared),
             stream: self.stream,
             message,
             attempt,
+            reply_to,
         };
         Some(Delivery::new(bus_message, attempt, Box::new(acker)))
     }
@@ -170,12 +182,44 @@ impl Consumer for JetStreamConsumer {
     }
 }
 
+/// One consumer over every partition of the ingress stream: the next message of whichever
+/// partition has one, starting the search at a rotating partition so none is starved.
+/// Cancel-safe like each part.
+pub(crate) struct Partitioned {
+    parts: Vec<JetStreamConsumer>,
+    turn: usize,
+}
+
+impl Partitioned {
+    pub(crate) fn new(parts: Vec<JetStreamConsumer>) -> Self {
+        Self { parts, turn: 0 }
+    }
+}
+
+#[async_trait::async_trait]
+impl Consumer for Partitioned {
+    async fn next(&mut self) -> Result<Delivery> {
+        let n = self.parts.len();
+        let start = self.turn % n.max(1);
+        self.turn = self.turn.wrapping_add(1);
+        let (before, after) = self.parts.split_at_mut(start);
+        let waiting = after
+            .iter_mut()
+            .chain(before.iter_mut())
+            .map(|part| part.next());
+        let (first, _, _) = futures::future::select_all(waiting).await;
+        first
+    }
+}
+
 /// Settles one delivery with JetStream.
 struct JetStreamAcker {
     shared: Arc<Shared>,
     stream: StreamName,
     message: jetstream::Message,
     attempt: u32,
+    /// Where a publisher waits for the outcome (`Amp-Reply-To`), if one does.
+    reply_to: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -186,12 +230,13 @@ impl Acker for JetStreamAcker {
             stream,
             message,
             attempt,
+            ..
         } = *self;
         shared.ensure_open()?;
         match settlement {
             // A double ack: the server confirms it recorded the ack, so "acked" means the
             // message will not come back.
-            Settlement::Ack { .. } => message
+            Settlement::Ack => message
                 .double_ack()
                 .await
                 .map_err(|e| shared.error("ack", e)),
@@ -212,12 +257,38 @@ impl Acker for JetStreamAcker {
         }
     }
 
+    async fn offer_reply(&mut self, reply: Bytes, confirm: bool) -> bool {
+        let Some(to) = self.reply_to.take() else {
+            return false;
+        };
+        // Only into this bus's reply inboxes, whatever a publisher put in the header.
+        let root = self.shared.names.reply_root();
+        let inside = to
+            .strip_prefix(root.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| rest.split('.').count() == 2 && !rest.contains(['*', '>', ' ']));
+        if !inside {
+            tracing::warn!(stream = %self.stream, "reply subject outside the reply inbox; ignored");
+            return false;
+        }
+        let client = &self.shared.client;
+        if confirm {
+            match tokio::time::timeout(reply::CONFIRM_TIMEOUT, client.request(to, reply)).await {
+                Ok(Ok(answer)) => answer.payload.as_ref() == b"1",
+                _ => false,
+            }
+        } else {
+            client.publish(to, reply).await.is_ok()
+        }
+    }
+
     fn dropped(self: Box<Self>) {
         let JetStreamAcker {
             shared,
             stream,
             message,
             attempt,
+            ..
         } = *self;
         if shared.closed.is_cancelled() {
             // JetStream redelivers it after ack_wait.

@@ -18,6 +18,7 @@ pub(crate) const ORDER_HEADER: &str = "Amp-Header-Order";
 fn reserved(name: &str) -> bool {
     name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")
         || name.eq_ignore_ascii_case(ORDER_HEADER)
+        || name.eq_ignore_ascii_case(super::reply::REPLY_HEADER)
 }
 
 /// NATS headers for `headers`. Fails with [`Error::Backend`] for a reserved name, or a name

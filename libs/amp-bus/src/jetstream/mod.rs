@@ -23,6 +23,7 @@
 mod config;
 mod consumer;
 mod headers;
+mod reply;
 mod streams;
 mod subscription;
 
@@ -63,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) dropped: mpsc::UnboundedSender<Dropped>,
     /// Moves on every reconnect and slow-consumer event (see `BusBackend::hint_gaps`).
     pub(crate) gaps: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The reply inbox, made on the first `publish_for_reply`.
+    inbox: tokio::sync::OnceCell<Arc<reply::Inbox>>,
 }
 
 impl Shared {
@@ -145,6 +148,7 @@ impl JetStreamBus {
             closed: CancellationToken::new(),
             dropped: dropped_tx,
             gaps,
+            inbox: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(consumer::settle_dropped(
             Arc::downgrade(&shared),
@@ -170,24 +174,14 @@ impl JetStreamBus {
     pub fn config(&self) -> &JetStreamConfig {
         &self.shared.config
     }
-}
 
-impl std::fmt::Debug for JetStreamBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamBus")
-            .field("config", &self.shared.config)
-            .field("closed", &self.shared.closed.is_cancelled())
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-impl BusBackend for JetStreamBus {
-    async fn publish(
+    /// A JetStream publish, with the reply subject of a waiting publisher if any.
+    async fn publish_with(
         &self,
         stream: StreamName,
         dedup_id: &str,
         msg: BusMessage,
+        reply_to: Option<&str>,
     ) -> Result<PublishAck> {
         let shared = &self.shared;
         shared.ensure_open()?;
@@ -199,13 +193,20 @@ impl BusBackend for JetStreamBus {
                 msg.subject
             )));
         }
+        let mut nats_headers = headers::to_nats(&msg.headers)?;
+        if let Some(to) = reply_to {
+            nats_headers.insert(reply::REPLY_HEADER, to);
+        }
         let mut publish = jetstream::message::PublishMessage::build()
             .payload(msg.payload)
-            .headers(headers::to_nats(&msg.headers)?);
+            .headers(nats_headers);
         if !dedup_id.is_empty() {
             publish = publish.message_id(dedup_id);
         }
-        let subject = shared.names.subject(&msg.subject);
+        let subject =
+            shared
+                .names
+                .physical_subject(stream, &msg.subject, shared.config.ingress_partitions);
         let ack = async {
             let pending = shared.js.send_publish(subject, publish).await?;
             pending.await
@@ -231,11 +232,102 @@ impl BusBackend for JetStreamBus {
             Err(e) => Err(shared.error("JetStream publish", e)),
         }
     }
+}
+
+impl std::fmt::Debug for JetStreamBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamBus")
+            .field("config", &self.shared.config)
+            .field("closed", &self.shared.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl BusBackend for JetStreamBus {
+    async fn publish(
+        &self,
+        stream: StreamName,
+        dedup_id: &str,
+        msg: BusMessage,
+    ) -> Result<PublishAck> {
+        self.publish_with(stream, dedup_id, msg, None).await
+    }
+
+    async fn publish_for_reply(
+        &self,
+        stream: StreamName,
+        dedup_id: &str,
+        msg: BusMessage,
+        wait: Duration,
+    ) -> Result<PublishAck> {
+        if wait.is_zero() {
+            return self.publish(stream, dedup_id, msg).await;
+        }
+        let shared = &self.shared;
+        shared.ensure_open()?;
+        let inbox = shared
+            .inbox
+            .get_or_try_init(|| reply::Inbox::start(&shared.client, shared.names.reply_root()))
+            .await?;
+        let (reply_to, waiter) = inbox.register();
+        let ack = self
+            .publish_with(stream, dedup_id, msg, Some(&reply_to))
+            .await?;
+        if ack.duplicate {
+            // The first publish's consumer replies to the first publisher only.
+            return Ok(ack);
+        }
+        let reply = tokio::select! {
+            biased;
+            () = shared.closed.cancelled() => return Err(Error::Closed),
+            reply = waiter.wait(wait) => reply,
+        };
+        Ok(match reply {
+            Some(reply) => PublishAck {
+                duplicate: false,
+                acceptance: Acceptance::Processed,
+                reply: Some(reply),
+            },
+            None => ack,
+        })
+    }
 
     async fn consume(&self, stream: StreamName, name: &str) -> Result<Box<dyn Consumer>> {
         self.shared.ensure_open()?;
-        let consumer = JetStreamConsumer::bind(Arc::clone(&self.shared), stream, name).await?;
-        Ok(Box::new(consumer))
+        if stream != StreamName::Ingress {
+            let stream_name = self.shared.names.stream(stream.as_str());
+            let consumer =
+                JetStreamConsumer::bind(Arc::clone(&self.shared), stream, stream_name, name)
+                    .await?;
+            return Ok(Box::new(consumer));
+        }
+        // Every ingress partition: the configured ones, and any higher one left from a
+        // larger setting (drained, never stranded).
+        let mut partitions: Vec<usize> = (0..self.shared.config.ingress_partitions).collect();
+        let mut names = self.shared.js.stream_names();
+        while let Some(found) = futures::StreamExt::next(&mut names).await {
+            let found = found.map_err(|e| self.shared.error("list streams", e))?;
+            if let Some(k) = self.shared.names.ingress_partition_of(&found)
+                && !partitions.contains(&k)
+            {
+                partitions.push(k);
+            }
+        }
+        let mut parts = Vec::with_capacity(partitions.len());
+        for k in partitions {
+            let stream_name = self.shared.names.ingress_stream(k);
+            parts.push(
+                JetStreamConsumer::bind(Arc::clone(&self.shared), stream, stream_name, name)
+                    .await?,
+            );
+        }
+        if parts.len() == 1
+            && let Some(only) = parts.pop()
+        {
+            return Ok(Box::new(only));
+        }
+        Ok(Box::new(consumer::Partitioned::new(parts)))
     }
 
     async fn notify_message(&self, msg: BusMessage) -> Result<()> {

@@ -43,16 +43,73 @@ impl Names {
         }
     }
 
-    /// A subject as callers see it: the prefix removed.
+    /// A subject as callers see it: the prefix removed, and an ingress partition's
+    /// `amp.ingress-<k>.` back to `amp.ingress.`.
     pub(crate) fn unprefixed(&self, subject: &str) -> String {
-        if self.prefix.is_empty() {
-            return subject.to_owned();
+        let rest = if self.prefix.is_empty() {
+            subject
+        } else {
+            subject
+                .strip_prefix(&self.prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or(subject)
+        };
+        if let Some(tail) = rest.strip_prefix("amp.ingress-")
+            && let Some((k, after)) = tail.split_once('.')
+            && !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_digit())
+        {
+            return format!("amp.ingress.{after}");
         }
-        subject
-            .strip_prefix(&self.prefix)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or(subject)
-            .to_owned()
+        rest.to_owned()
+    }
+
+    /// The stream of ingress partition `k`: `AMP_INGRESS` for 0, `AMP_INGRESS_<k>` after.
+    pub(crate) fn ingress_stream(&self, k: usize) -> String {
+        if k == 0 {
+            self.stream(StreamName::Ingress.as_str())
+        } else {
+            self.stream(&format!("{}_{k}", StreamName::Ingress.as_str()))
+        }
+    }
+
+    /// The partition of a stream name made by [`ingress_stream`](Self::ingress_stream).
+    pub(crate) fn ingress_partition_of(&self, stream: &str) -> Option<usize> {
+        let base = self.stream(StreamName::Ingress.as_str());
+        if stream == base {
+            return Some(0);
+        }
+        stream
+            .strip_prefix(&base)?
+            .strip_prefix('_')?
+            .parse()
+            .ok()
+            .filter(|k| *k > 0)
+    }
+
+    /// The subject as sent to NATS of a message on `stream`: prefixed and, for the ingress
+    /// stream split into `partitions`, moved to its partition (`amp.ingress-<k>.…` for
+    /// k > 0), chosen by a stable hash of the subject, so one mailbox's messages (one
+    /// subject) always share a partition and its dedup window.
+    pub(crate) fn physical_subject(
+        &self,
+        stream: StreamName,
+        subject: &str,
+        partitions: usize,
+    ) -> String {
+        if stream != StreamName::Ingress || partitions <= 1 {
+            return self.subject(subject);
+        }
+        let k = partition(subject, partitions);
+        match (k, subject.strip_prefix("amp.ingress.")) {
+            (0, _) | (_, None) => self.subject(subject),
+            (k, Some(rest)) => self.subject(&format!("amp.ingress-{k}.{rest}")),
+        }
+    }
+
+    /// The root of every reply inbox: `<prefix>.amp.reply`.
+    pub(crate) fn reply_root(&self) -> String {
+        self.subject("amp.reply")
     }
 
     /// Where a dead letter of a message on `subject` (unprefixed) goes:
@@ -63,7 +120,19 @@ impl Names {
     }
 }
 
-/// The three streams: `AMP_INGRESS`, `AMP_FEDERATION` (work queues) and `AMP_DEAD_LETTER`.
+/// The partition of `subject` among `n`: FNV-1a, stable across processes and versions (every
+/// replica must agree).
+pub(crate) fn partition(subject: &str, n: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in subject.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    usize::try_from(hash % n.max(1) as u64).unwrap_or(0)
+}
+
+/// The streams: `AMP_INGRESS` (and `AMP_INGRESS_<k>` for each further ingress partition),
+/// `AMP_FEDERATION` (work queues) and `AMP_DEAD_LETTER`.
 pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
     let names = Names::new(&config.prefix);
     let work_queue = |stream: StreamName, max_age: Duration, description: &str| stream::Config {
@@ -78,7 +147,16 @@ pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
         discard: stream::DiscardPolicy::Old,
         ..unlimited()
     };
-    vec![
+    let partitions = (1..config.ingress_partitions).map(|k| stream::Config {
+        name: names.ingress_stream(k),
+        subjects: vec![names.subject(&format!("amp.ingress-{k}.>"))],
+        ..work_queue(
+            StreamName::Ingress,
+            Duration::ZERO,
+            "Accepted messages on their way to the router (one partition)",
+        )
+    });
+    let mut all = vec![
         work_queue(
             StreamName::Ingress,
             Duration::ZERO,
@@ -103,7 +181,9 @@ pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
             discard: stream::DiscardPolicy::Old,
             ..unlimited()
         },
-    ]
+    ];
+    all.extend(partitions);
+    all
 }
 
 /// No count or size limits, spelled out (-1) as the server reports them and as
@@ -160,6 +240,45 @@ mod tests {
         let plain = Names::new("");
         assert_eq!(plain.stream("AMP_INGRESS"), "AMP_INGRESS");
         assert_eq!(plain.unprefixed("amp.x"), "amp.x");
+    }
+
+    #[test]
+    fn ingress_partitions_round_trip() {
+        let names = Names::new("t1");
+        assert_eq!(names.ingress_stream(0), "t1_AMP_INGRESS");
+        assert_eq!(names.ingress_stream(3), "t1_AMP_INGRESS_3");
+        assert_eq!(names.ingress_partition_of("t1_AMP_INGRESS"), Some(0));
+        assert_eq!(names.ingress_partition_of("t1_AMP_INGRESS_3"), Some(3));
+        assert_eq!(names.ingress_partition_of("t1_AMP_INGRESS_0"), None);
+        assert_eq!(names.ingress_partition_of("t1_AMP_FEDERATION"), None);
+        assert_eq!(names.ingress_partition_of("AMP_INGRESS_3"), None);
+        let mut seen = [0usize; 4];
+        for i in 0..400 {
+            let subject = format!("amp.ingress.acme.agent-{i}");
+            let physical = names.physical_subject(StreamName::Ingress, &subject, 4);
+            let k = partition(&subject, 4);
+            seen[k] += 1;
+            if k == 0 {
+                assert_eq!(physical, format!("t1.{subject}"));
+            } else {
+                assert_eq!(physical, format!("t1.amp.ingress-{k}.acme.agent-{i}"));
+            }
+            assert_eq!(names.unprefixed(&physical), subject);
+            // Stable: the same subject, the same partition.
+            assert_eq!(
+                names.physical_subject(StreamName::Ingress, &subject, 4),
+                physical
+            );
+        }
+        assert!(seen.iter().all(|n| *n > 50), "spread: {seen:?}");
+        assert_eq!(
+            names.physical_subject(StreamName::Federation, "amp.federation.x", 4),
+            "t1.amp.federation.x"
+        );
+        assert_eq!(
+            names.physical_subject(StreamName::Ingress, "amp.ingress.x", 1),
+            "t1.amp.ingress.x"
+        );
     }
 
     /// The operator definitions in `deploy/nats/` are the ones the code creates in

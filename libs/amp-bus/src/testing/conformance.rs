@@ -52,6 +52,7 @@ where
     }
     run!(
         publish_consume_ack,
+        publish_for_reply_outcome,
         streams_are_independent,
         dedup_within_window,
         nak_redelivers_with_attempt_count,
@@ -91,15 +92,10 @@ pub async fn publish_consume_ack(bus: Bus) {
             Acceptance::Persisted,
             "publish returned before the ack, so it cannot claim Processed"
         );
-        assert!(
-            !delivery.reply_reaches_publisher(),
-            "the publisher has its answer already: a reply cannot reach it"
-        );
         None
     } else {
         Some(publish)
     };
-    let replies = delivery.reply_reaches_publisher();
     delivery
         .ack_with(Bytes::from_static(b"committed"))
         .await
@@ -107,11 +103,6 @@ pub async fn publish_consume_ack(bus: Bus) {
     if let Some(publish) = early {
         let ack = join_publish(publish).await.expect("publish failed");
         check_accepted(&ack, false, Some(b"committed"));
-        assert_eq!(
-            replies,
-            ack.acceptance == Acceptance::Processed,
-            "reply_reaches_publisher must say whether the publisher gets the reply"
-        );
     }
 
     // A plain ack gives no reply.
@@ -651,6 +642,74 @@ async fn notify(bus: &Bus, subject: &str, payload: &'static str) {
     bus.notify(subject, Bytes::from_static(payload.as_bytes()))
         .await
         .expect("notify failed");
+}
+
+/// [`publish_for_reply`](crate::BusBackend::publish_for_reply): a consumer that offers its
+/// reply while the publisher waits gets `true` for a confirmed offer, and the publish returns
+/// `Processed` with that reply; a consumer too late for the publisher's wait gets `false`,
+/// and the publish returned what the broker proved. Never both taken and untaken.
+pub async fn publish_for_reply_outcome(bus: Bus) {
+    let mut consumer = consume(&bus, StreamName::Ingress).await;
+    let subject = ingress_subject("conf-reply");
+
+    // In time: taken.
+    let msg = BusMessage::new(subject.clone(), "prompt").with_header("X-Kind", "prompt");
+    let publish = spawn_publish_for_reply(&bus, "conf-reply-1", msg.clone(), WAIT);
+    let mut delivery = next_delivery(&mut consumer, "the message waited for").await;
+    assert_eq!(
+        delivery.message(),
+        &msg,
+        "the reply subject must not show in the delivered headers"
+    );
+    let taken = delivery
+        .offer_reply(Bytes::from_static(b"outcome-1"), true)
+        .await;
+    delivery.ack().await.expect("ack failed");
+    let ack = join_publish(publish).await.expect("publish failed");
+    assert!(taken, "the publisher was waiting: the reply must be taken");
+    assert_eq!(ack.acceptance, Acceptance::Processed, "{ack:?}");
+    assert_eq!(ack.reply.as_deref(), Some(&b"outcome-1"[..]), "{ack:?}");
+    assert!(!ack.duplicate);
+
+    // Too late (a broker): not taken, and the publish said only what the broker proved.
+    let short = Duration::from_millis(200);
+    let msg = BusMessage::new(subject, "late");
+    let publish = spawn_publish_for_reply(&bus, "conf-reply-2", msg, short);
+    let mut delivery = next_delivery(&mut consumer, "the late message").await;
+    tokio::time::sleep(short * 3).await;
+    let finished_early = publish.is_finished();
+    let taken = delivery
+        .offer_reply(Bytes::from_static(b"outcome-2"), true)
+        .await;
+    delivery.ack().await.expect("ack failed");
+    let ack = join_publish(publish).await.expect("publish failed");
+    if finished_early {
+        assert!(
+            !taken,
+            "nobody waited any more: the reply must not count as taken"
+        );
+        assert_eq!(ack.acceptance, Acceptance::Persisted, "{ack:?}");
+        assert_eq!(ack.reply, None);
+    } else {
+        // A backend whose publish waits for processing whatever `wait` says.
+        assert!(taken);
+        assert_eq!(ack.acceptance, Acceptance::Processed, "{ack:?}");
+        assert_eq!(ack.reply.as_deref(), Some(&b"outcome-2"[..]), "{ack:?}");
+    }
+}
+
+fn spawn_publish_for_reply(
+    bus: &Bus,
+    dedup_id: &str,
+    msg: BusMessage,
+    wait: Duration,
+) -> JoinHandle<Result<PublishAck>> {
+    let bus = bus.clone();
+    let dedup_id = dedup_id.to_owned();
+    tokio::spawn(async move {
+        bus.publish_for_reply(StreamName::Ingress, &dedup_id, msg, wait)
+            .await
+    })
 }
 
 /// Publishes in a task: a backend that waits for processing returns only after the ack.

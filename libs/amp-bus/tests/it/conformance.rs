@@ -18,6 +18,7 @@ macro_rules! checks {
 
 checks!(
     publish_consume_ack,
+    publish_for_reply_outcome,
     streams_are_independent,
     dedup_within_window,
     nak_redelivers_with_attempt_count,

@@ -405,3 +405,89 @@ async fn exhausted_and_terminated_messages_reach_the_dead_letter_stream() {
     bus.shutdown().await;
     drop(held);
 }
+
+/// A partitioned ingress: messages spread over every partition stream, each one delivered
+/// once with its subject as published, one mailbox's messages in publish order on one
+/// partition, the conformance suite holds, and lowering the partition count drains what
+/// the higher partitions still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_ingress_spreads_delivers_and_drains() {
+    use amp_bus::subjects::mailbox_ingress_subject;
+    let server = NatsServer::start();
+    let url = server.url();
+    conformance::run_all(|| {
+        let config = JetStreamConfig {
+            ingress_partitions: 3,
+            ..config(&url, &fresh_prefix())
+        };
+        async move { connect(config).await }
+    })
+    .await;
+
+    let prefix = fresh_prefix();
+    let four = JetStreamConfig {
+        ingress_partitions: 4,
+        ..config(&url, &prefix)
+    };
+    let bus = connect(four).await;
+    const MAILBOXES: usize = 40;
+    const EACH: usize = 5;
+    for n in 0..EACH {
+        for m in 0..MAILBOXES {
+            let id = format!("m{m}-{n}");
+            let msg = BusMessage::new(
+                mailbox_ingress_subject("acme", &format!("agent-{m}")),
+                id.clone(),
+            )
+            .with_header("Amp-Id", id.as_str());
+            bus.publish(StreamName::Ingress, &id, msg)
+                .await
+                .expect("publish");
+        }
+    }
+    // Every partition stream holds some of them.
+    let client = async_nats::connect(url.as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    for k in 0..4 {
+        let name = if k == 0 {
+            format!("{prefix}_AMP_INGRESS")
+        } else {
+            format!("{prefix}_AMP_INGRESS_{k}")
+        };
+        let mut stream = js.get_stream(&name).await.expect("partition stream");
+        let info = stream.info().await.expect("stream info");
+        assert!(info.state.messages > 0, "{name} is empty");
+    }
+    // A consumer of a bus configured with ONE partition still gets everything (drain).
+    let one = connect(config(&url, &prefix)).await;
+    let mut consumer = one
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    let mut per_mailbox: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for _ in 0..MAILBOXES * EACH {
+        let delivery = timeout(WAIT, consumer.next())
+            .await
+            .expect("a message within the wait")
+            .expect("delivery");
+        let subject = delivery.message().subject.clone();
+        assert!(subject.starts_with("amp.ingress.acme.agent-"), "{subject}");
+        let id = delivery.message().header("Amp-Id").unwrap_or("").to_owned();
+        per_mailbox.entry(subject).or_default().push(id);
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(per_mailbox.len(), MAILBOXES);
+    for (subject, ids) in &per_mailbox {
+        let m = subject.rsplit('-').next().unwrap_or_default();
+        let expected: Vec<String> = (0..EACH).map(|n| format!("m{m}-{n}")).collect();
+        assert_eq!(ids, &expected, "{subject}: one mailbox, in publish order");
+    }
+    assert!(
+        timeout(Duration::from_millis(500), consumer.next())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+    bus.shutdown().await;
+    one.shutdown().await;
+}

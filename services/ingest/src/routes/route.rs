@@ -1,5 +1,7 @@
 //! `POST /v1/route`: the per-agent message rate limit, then the shared acceptance pipeline
-//! (`amp_messaging`), whose answer is only given once the message is durable.
+//! (`amp_messaging`), whose answer is only given once the message is durable: `200` with the
+//! router's outcome, or `202` (`basis: "queued"`) when a cluster's router did not report
+//! within `outcome_wait_ms`.
 
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use amp_messaging::RouteRequest;
 use amp_runtime::{ApiJson, ApiResult, HttpError};
 use axum::Json;
 use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::Caller;
@@ -26,7 +29,13 @@ pub(super) async fn route(
         .accept(&sender, body)
         .await
         .map_err(HttpError::from)?;
-    let mut resp = Json(answer).into_response();
+    // 202 only when the cluster's router did not report in time: durable, outcome pending.
+    let status = if answer.outcome_known {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut resp = (status, Json(answer.body)).into_response();
     limit.apply_headers(resp.headers_mut());
     Ok(resp)
 }

@@ -31,7 +31,14 @@ async fn cluster_messages_cross_every_replica() {
         .await
         .expect("route through ingest-2");
     assert_eq!(answer.id, id);
-    assert_eq!(answer.basis.as_deref(), Some("queued"), "{answer:?}");
+    // The router's outcome is in the answer (the push, or at least the mailbox write).
+    assert!(
+        matches!(
+            answer.basis.as_deref(),
+            Some("mailbox_written" | "socket_written")
+        ),
+        "{answer:?}"
+    );
     let frame = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match socket.next().await {
@@ -100,15 +107,65 @@ async fn cluster_messages_cross_every_replica() {
     }
 }
 
-/// In a cluster the sender is answered `queued` before the router writes; a message the
-/// router then cannot store (full mailbox) comes back to its sender as a `system` bounce.
+/// In a cluster the sender is answered with the router's outcome: a full mailbox is `507`
+/// at once, like `ampd`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_full_mailbox_bounces_to_the_sender() {
+async fn cluster_full_mailbox_is_answered_507() {
     let _heavy = HEAVY.lock().await;
     let nats = NatsServer::start();
     let mut topology = Topology::new("cluster.test", nats.url(), 1);
     topology.replicas = [1, 1, 1, 0];
     topology.mailbox_quota = 3;
+    let d = Deployment::start(&topology).await;
+    let url = d.ingest[0].url();
+    let alice = agent(&url, "acme", "alice").await;
+    let dave = agent(&url, "acme", "dave").await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let id = message_id();
+        let answer = send(&client(&url), &alice, dave.address(), &id, "fill")
+            .await
+            .expect("stored");
+        assert_eq!(
+            answer.basis.as_deref(),
+            Some("mailbox_written"),
+            "{answer:?}"
+        );
+        sent.push(id);
+    }
+    let err = send(
+        &client(&url),
+        &alice,
+        dave.address(),
+        &message_id(),
+        "one too many",
+    )
+    .await
+    .expect_err("the mailbox is full");
+    assert_eq!(err, "mailbox_full");
+    // Read your writes: the 200s are in the mailbox now, nothing else.
+    let mut stored = mailbox_ids(&url, &dave).await;
+    stored.sort();
+    sent.sort();
+    assert_eq!(stored, sent);
+    // Nothing was bounced: the sender learnt it from the answer.
+    let page = client(&url)
+        .pending(&alice, Some(100), None, None)
+        .await
+        .expect("alice's mailbox");
+    assert!(page.messages.is_empty(), "{:?}", page.messages);
+}
+
+/// Past the outcome wait (0 here) the sender is answered `202 queued`; a message the router
+/// then cannot store (full mailbox) comes back to its sender as a `system` bounce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_full_mailbox_bounces_to_the_sender_after_a_queued_answer() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("cluster.test", nats.url(), 1);
+    topology.replicas = [1, 1, 1, 0];
+    topology.mailbox_quota = 3;
+    topology.outcome_wait_ms = Some(0);
     let d = Deployment::start(&topology).await;
     let url = d.ingest[0].url();
     let alice = agent(&url, "acme", "alice").await;

@@ -3,5 +3,6 @@
 
 mod chaos;
 mod common;
+mod config;
 mod exchange;
 mod federation_cluster;
