@@ -275,6 +275,8 @@ pub struct Topology {
     /// Ingest's `[ingest.messaging] outcome_wait_ms` (`None`: its default). 0 makes every
     /// route answer `202 queued` at once, so what happens after is a bounce.
     pub outcome_wait_ms: Option<u64>,
+    /// `[nats] ingress_partitions`: streams the ingress work is split into.
+    pub ingress_partitions: usize,
 }
 
 impl Topology {
@@ -291,6 +293,7 @@ impl Topology {
             federation_ports: Vec::new(),
             mailbox_quota: 1_000_000,
             outcome_wait_ms: None,
+            ingress_partitions: 1,
             provider_key: None,
             store_toml: String::new(),
             drain_timeout: Duration::from_secs(30),
@@ -360,7 +363,8 @@ impl Deployment {
         let text = format!(
             "{capabilities}\n[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
              shutdown_grace_secs = 2\n\n[log]\nfilter = \"info\"\n\n\
-             [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\n\
+             [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\
+             ingress_partitions = {partitions}\n\n\
              {store}\n\
              [ingest.registration]\nper_ip_per_minute = 100000\n\n\
              [ingest.limits]\napi_requests_per_minute = 10000000\n\
@@ -374,6 +378,7 @@ impl Deployment {
             replicas = t.nats_replicas,
             prefix = t.prefix,
             ack = t.ack_wait_ms,
+            partitions = t.ingress_partitions,
             store = t.store_toml,
             quota = t.mailbox_quota,
             outcome = t.outcome_wait_ms.map_or_else(String::new, |ms| format!(
