@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
 use amp_proto::signing::{SignedFields, VerifyError, verify_message};
 use amp_proto::{
@@ -16,12 +15,11 @@ use amp_proto::{
     Timestamp,
 };
 use amp_store::{AgentRecord, EntryState};
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::{Acceptor, internal, store_err, unavailable};
+use crate::{Acceptor, store_err};
 
 /// Both body forms: flat fields, or `envelope` + `payload`. Unknown members (`_forwarded`,
 /// …) are ignored (spec 06a).
@@ -304,57 +302,16 @@ pub(crate) async fn accept(
         Some(r) => watch_pushes(acc, r, now).await,
         None => None,
     };
-    let (outcome, retried) = hand_off(acc, subject_tenant, &accepted).await?;
-    // A retry the broker recognised (same sender, id and signature) gets no outcome of its
-    // own: the mailbox says what became of the first publish (`None`: still on its way).
-    let prior = match &recipient {
-        Some(r) if retried || matches!(outcome, Some(RouteOutcome::Duplicate { .. })) => acc
-            .store
-            .entry(&r.id, id.as_str(), amp_store::Millis::MIN)
-            .await
-            .map_err(store_err)?,
-        _ => None,
+    let waits = crate::handoff::Waits {
+        route_timeout: Duration::from_millis(acc.config.route_timeout_ms),
+        outcome_wait: Duration::from_millis(acc.config.outcome_wait_ms),
     };
-    let outcome = match (&prior, outcome) {
-        (Some(EntryState::Queued(e)), None) => {
-            let ours = serde_json::from_str::<StoredMessage>(&e.data)
-                .is_ok_and(|m| m.envelope.signature == accepted.message.envelope.signature);
-            Some(if ours {
-                RouteOutcome::Duplicate { seq: e.seq }
-            } else {
-                RouteOutcome::Conflict
-            })
-        }
-        // Acknowledged already: the same sender's message with this id was delivered.
-        (Some(EntryState::Acked { .. }), None) => Some(RouteOutcome::Duplicate { seq: 0 }),
-        (_, outcome) => outcome,
-    };
-    match outcome {
-        Some(
-            RouteOutcome::MailboxWritten { .. }
-            | RouteOutcome::Duplicate { .. }
-            | RouteOutcome::Forwarded,
-        )
-        | None => {}
-        Some(RouteOutcome::Conflict) => {
-            return Err(ApiError::new(
-                ErrorCode::DuplicateMessage,
-                "a different message with this id was already sent",
-            )
-            .with_field("id"));
-        }
-        Some(RouteOutcome::MailboxFull) => {
-            return Err(ApiError::new(
-                ErrorCode::MailboxFull,
-                "the recipient's mailbox is full; retry later",
-            )
-            .with_extra("retry_after", json!(60)));
-        }
-        Some(RouteOutcome::RecipientGone) => {
-            return Err(
-                ApiError::not_found("recipient not found on this provider").with_field("to")
-            );
-        }
+    let handed = crate::handoff::hand_off(&acc.bus, subject_tenant, &accepted, waits).await?;
+    // A retry the broker recognised gets no outcome of its own: the mailbox says what became
+    // of the first publish (`None`: still on its way).
+    let (outcome, prior) = crate::handoff::settle_retry(&acc.store, &accepted, handed).await?;
+    if let Some(e) = outcome.and_then(crate::handoff::refusal) {
+        return Err(e);
     }
     // What was proven: the router's mailbox commit, or (past the outcome wait on a broker,
     // or a message for another provider) only the broker's durable acceptance.
@@ -411,59 +368,6 @@ pub(crate) async fn accept(
         body: answer,
         outcome_known: recipient.is_none() || outcome.is_some(),
     })
-}
-
-/// Publishes to the ingress stream and waits for the durable outcome. `None`: the bus
-/// persisted it but the router's result did not come within `outcome_wait_ms` (a
-/// broker-backed bus). The flag says the bus recognised the publish as a retry of an earlier
-/// one (which then has no outcome of its own on a broker).
-async fn hand_off(
-    acc: &Acceptor,
-    tenant: &str,
-    accepted: &Accepted,
-) -> Result<(Option<RouteOutcome>, bool), ApiError> {
-    let payload = serde_json::to_vec(accepted).map_err(internal)?;
-    let mailbox = if accepted.recipient_id.is_empty() {
-        accepted.recipient_address.as_str()
-    } else {
-        accepted.recipient_id.as_str()
-    };
-    let msg = BusMessage::new(
-        subjects::mailbox_ingress_subject(tenant, mailbox),
-        Bytes::from(payload),
-    )
-    .with_trace_context(amp_runtime::telemetry::trace_headers(
-        &tracing::Span::current(),
-    ));
-    // Same sender, id and signature is a retry; another signature is another message, which
-    // must reach the router to be refused as a conflict (409), never answered as the first.
-    let sig_digest = amp_proto::signing::sha256_b64(accepted.message.envelope.signature.as_bytes());
-    let dedup = format!(
-        "{}:{}:{}",
-        accepted.sender_address,
-        accepted.message.envelope.id,
-        &sig_digest[..16]
-    );
-    let wait = Duration::from_millis(acc.config.outcome_wait_ms);
-    let timeout = Duration::from_millis(acc.config.route_timeout_ms) + wait;
-    let publish = acc
-        .bus
-        .publish_for_reply(StreamName::Ingress, &dedup, msg, wait);
-    let ack = match tokio::time::timeout(timeout, publish).await {
-        Ok(Ok(ack)) => ack,
-        Ok(Err(e)) => return Err(unavailable(e)),
-        Err(_) => return Err(unavailable("router did not answer in time")),
-    };
-    let outcome = match (ack.acceptance, ack.reply) {
-        (Acceptance::Processed, Some(reply)) => {
-            Some(serde_json::from_slice(&reply).map_err(internal)?)
-        }
-        (Acceptance::Processed, None) => {
-            return Err(internal("router acked without an outcome"));
-        }
-        (Acceptance::Persisted, _) => None,
-    };
-    Ok((outcome, ack.duplicate))
 }
 
 /// Subscribes to push confirmations for `recipient` when one can happen: it has a live

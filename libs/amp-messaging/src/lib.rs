@@ -3,6 +3,9 @@
 //! they live here rather than in either service.
 //!
 //! - [`accept`]: [`RouteRequest`] (both body forms) and the acceptance pipeline.
+//! - [`handoff`]: the last stage of every acceptance path (REST, WebSocket, federation
+//!   inbound): the record to the router, its outcome back, what the sender is told, and the
+//!   one store-error mapping.
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
@@ -16,6 +19,7 @@ pub mod accept;
 pub mod auth;
 pub mod bounce;
 pub mod events;
+pub mod handoff;
 pub mod mailbox;
 pub mod render;
 
@@ -119,14 +123,7 @@ impl Acceptor {
     }
 }
 
-/// A store failure as an API error: `503` (with `retry_after`) when unavailable, `500`
-/// (logged) otherwise.
-pub(crate) fn store_err(e: amp_store::Error) -> ApiError {
-    match e {
-        amp_store::Error::Unavailable(cause) => unavailable(cause),
-        other => internal(other),
-    }
-}
+pub(crate) use handoff::store_error as store_err;
 
 /// `503` with `retry_after`, the cause logged.
 pub(crate) fn unavailable(cause: impl std::fmt::Display) -> ApiError {

@@ -111,6 +111,11 @@ pub struct Config {
     /// the composing binary from the ingest limits.
     #[serde(skip)]
     pub mailbox_quota: Option<u64>,
+    /// On a broker-backed bus, how long an inbound delivery waits for the router's outcome
+    /// once the broker has it (then `delivered: false`); set by the composing binary from
+    /// `[ingest.messaging] outcome_wait_ms`.
+    #[serde(skip)]
+    pub outcome_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -146,6 +151,7 @@ impl Default for Config {
             discoveries_per_minute: 120,
             discovery_cache_entries: 10_000,
             mailbox_quota: None,
+            outcome_wait_ms: 2_000,
         }
     }
 }

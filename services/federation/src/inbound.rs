@@ -15,10 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amp_bus::{Acceptance, BusMessage, StreamName, subjects};
+use amp_messaging::handoff;
 use amp_proto::message::{self, ValidationError};
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
-use amp_proto::signing::{VerifyError, sha256_b64, verify_message};
+use amp_proto::signing::{VerifyError, verify_message};
 use amp_proto::{Address, ApiError, Envelope, ErrorCode, PublicKey, RawPayload, Timestamp};
 use amp_runtime::HttpError;
 use amp_runtime::ratelimit::Decision;
@@ -235,10 +235,8 @@ pub(crate) async fn deliver(
     }
 
     // To the router, which classifies it (`external` at best: it came from a peer) and
-    // writes the mailbox.
+    // writes the mailbox: the same hand-off as a local sender's message.
     let id = env.id.clone();
-    let sig_digest = sha256_b64(env.signature.as_bytes());
-    let dedup = format!("{from}:{id}:{}", &sig_digest[..16]);
     let accepted = Accepted {
         v: 1,
         message: StoredMessage {
@@ -258,51 +256,37 @@ pub(crate) async fn deliver(
         via_provider: Some(provider.clone()),
         accepted_at: Some(now),
     };
-    let bytes = serde_json::to_vec(&accepted).map_err(HttpError::internal)?;
-    let msg = BusMessage::new(
-        subjects::mailbox_ingress_subject(&recipient.tenant, &recipient.id),
-        bytes::Bytes::from(bytes),
-    );
-    let wait = Duration::from_millis(inner.config.route_timeout_ms);
-    let ack = match tokio::time::timeout(wait, inner.bus.publish(StreamName::Ingress, &dedup, msg))
+    let waits = handoff::Waits {
+        route_timeout: Duration::from_millis(inner.config.route_timeout_ms),
+        outcome_wait: Duration::from_millis(inner.config.outcome_wait_ms),
+    };
+    let refused_by_peer_rules = |e: ApiError| {
+        // Every error body of this endpoint says `accepted: false`; an unknown recipient is
+        // spec 06's `recipient_not_found`.
+        let e = if e.code == ErrorCode::NotFound {
+            ApiError::new(
+                ErrorCode::RecipientNotFound,
+                format!("Agent '{to_text}' does not exist"),
+            )
+        } else {
+            e
+        };
+        HttpError::new(e.with_extra("accepted", Value::Bool(false)))
+    };
+    let handed = handoff::hand_off(&inner.bus, &recipient.tenant, &accepted, waits)
         .await
-    {
-        Ok(Ok(ack)) => ack,
-        Ok(Err(e)) => return Err(unavailable(e)),
-        Err(_) => return Err(unavailable("router did not answer in time")),
-    };
-    let delivered = match (ack.acceptance, ack.reply) {
-        (Acceptance::Processed, Some(reply)) => {
-            match serde_json::from_slice::<RouteOutcome>(&reply).map_err(HttpError::internal)? {
-                RouteOutcome::MailboxWritten { .. } | RouteOutcome::Duplicate { .. } => true,
-                RouteOutcome::Conflict => {
-                    return Err(refused(
-                        ErrorCode::DuplicateMessage,
-                        "a different message with this id was already delivered",
-                    ));
-                }
-                RouteOutcome::MailboxFull => {
-                    return Err(HttpError::new(
-                        ApiError::new(
-                            ErrorCode::MailboxFull,
-                            "the recipient's mailbox is full; retry later",
-                        )
-                        .with_extra("accepted", Value::Bool(false))
-                        .with_extra("retry_after", json!(60)),
-                    ));
-                }
-                RouteOutcome::RecipientGone => return Err(not_found()),
-                RouteOutcome::Forwarded => {
-                    return Err(HttpError::internal("router forwarded an inbound message"));
-                }
-            }
-        }
-        (Acceptance::Processed, None) => {
-            return Err(HttpError::internal("router acked without an outcome"));
-        }
-        // A broker holds it durably; the router writes the mailbox shortly.
-        (Acceptance::Persisted, _) => false,
-    };
+        .map_err(refused_by_peer_rules)?;
+    let (outcome, _) = handoff::settle_retry(&inner.store, &accepted, handed)
+        .await
+        .map_err(refused_by_peer_rules)?;
+    if let Some(RouteOutcome::Forwarded) = outcome {
+        return Err(HttpError::internal("router forwarded an inbound message"));
+    }
+    if let Some(e) = outcome.and_then(handoff::refusal) {
+        return Err(refused_by_peer_rules(e));
+    }
+    // `false`: a broker holds it durably and the router had not reported within the wait.
+    let delivered = outcome.is_some();
     tracing::info!(
         event = "federation.received",
         timestamp = %now,
@@ -485,18 +469,6 @@ fn rate_limited(decision: Decision, message: String) -> HttpError {
     .with_headers(headers)
 }
 
-fn unavailable(cause: impl std::fmt::Display) -> HttpError {
-    tracing::warn!(cause = %cause, "inbound federation unavailable");
-    HttpError::new(
-        ApiError::unavailable()
-            .with_extra("retry_after", json!(1))
-            .with_extra("accepted", Value::Bool(false)),
-    )
-}
-
 fn store_err(e: amp_store::Error) -> HttpError {
-    match e {
-        amp_store::Error::Unavailable(c) => unavailable(c),
-        other => HttpError::internal(other),
-    }
+    HttpError::new(handoff::store_error(e).with_extra("accepted", Value::Bool(false)))
 }

@@ -53,6 +53,7 @@ async fn run() -> anyhow::Result<()> {
     cfg.federation
         .mailbox_quota
         .get_or_insert(cfg.ingest.limits.mailbox_quota);
+    cfg.federation.outcome_wait_ms = cfg.ingest.messaging.outcome_wait_ms;
     let shutdown = amp_cluster::start(&cfg.log);
     let (bus, store) = amp_cluster::connect(&cfg.nats, &cfg.store).await?;
     let service = federation::Federation::new(

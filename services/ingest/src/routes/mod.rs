@@ -72,10 +72,7 @@ pub(crate) struct Caller(pub(crate) AgentRecord);
 /// A store failure as an HTTP error: 503 with `Retry-After` when the store is unavailable,
 /// 500 (logged) when data is corrupt or an invariant broke.
 pub(crate) fn store_error(e: amp_store::Error) -> HttpError {
-    match e {
-        amp_store::Error::Unavailable(cause) => HttpError::unavailable(cause, 1),
-        other => HttpError::internal(other),
-    }
+    HttpError::from(amp_messaging::handoff::store_error(e))
 }
 
 /// Resolves `Authorization: Bearer amp_…` to an active agent with a valid key, applies the
