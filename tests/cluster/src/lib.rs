@@ -8,6 +8,9 @@
 //! - [`Service`]: one process: start, wait until `/readyz`, kill -9, restart, pause, resume.
 //! - [`Deployment`]: N replicas of each service sharing one provider identity (key and
 //!   pepper files) and one NATS prefix; several deployments can share one NATS.
+//! - [`proxy`]: nginx in front of a provider, as a hosted deployment runs it.
+//! - [`parity`]: what the parity suite starts: the single binary `ampd` or the cluster, each
+//!   behind that nginx, seen by a client as one base URL.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,9 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+pub mod parity;
+pub mod proxy;
 
 /// How long a process may take to start and become ready on a loaded CI machine.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,6 +39,8 @@ pub enum Kind {
     Delivery,
     /// Provider-to-provider delivery.
     Federation,
+    /// The single binary: every service in one process (the parity suite's reference).
+    Ampd,
 }
 
 impl Kind {
@@ -43,6 +51,7 @@ impl Kind {
             Self::Router => "router",
             Self::Delivery => "delivery",
             Self::Federation => "federation",
+            Self::Ampd => "ampd",
         }
     }
 }
@@ -53,34 +62,48 @@ impl Kind {
 /// When cargo cannot build them.
 pub fn binaries() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // The test runs from <target>/<profile>/deps/; the binaries live in <target>/<profile>.
-        let exe = std::env::current_exe().expect("the test's own path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from <target>/<profile>/deps")
-            .to_path_buf();
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet"]);
-        for kind in [Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation] {
-            build.args(["-p", kind.name()]);
-        }
-        if release {
-            build.arg("--release");
-        }
-        let status = build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build for the service binaries");
-        assert!(
-            status.success(),
-            "cargo build of the service binaries failed"
-        );
-        dir
-    })
+    DIR.get_or_init(|| build(&[Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation]))
+}
+
+/// The path of `kind`'s freshly built binary; `ampd` is built only by the tests that run it.
+///
+/// # Panics
+/// When cargo cannot build it.
+pub fn binary(kind: Kind) -> PathBuf {
+    static AMPD: OnceLock<PathBuf> = OnceLock::new();
+    let dir = match kind {
+        Kind::Ampd => AMPD.get_or_init(|| build(&[Kind::Ampd])).as_path(),
+        _ => binaries(),
+    };
+    dir.join(kind.name())
+}
+
+/// Builds `kinds` in the test's own profile (a no-op when fresh) and returns the directory
+/// holding them.
+fn build(kinds: &[Kind]) -> PathBuf {
+    // The test runs from <target>/<profile>/deps/; the binaries live in <target>/<profile>.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps")
+        .to_path_buf();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet"]);
+    for kind in kinds {
+        build.args(["-p", kind.name()]);
+    }
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build for the service binaries");
+    assert!(status.success(), "cargo build of {kinds:?} failed");
+    dir
 }
 
 /// One service process.
@@ -126,7 +149,7 @@ impl Service {
             .append(true)
             .open(&self.log)
             .expect("open the service log");
-        let mut child = Command::new(binaries().join(self.kind.name()))
+        let mut child = Command::new(binary(self.kind))
             .arg("--config")
             .arg(&self.config)
             .arg("--listen")
@@ -255,6 +278,9 @@ pub struct Topology {
     pub prefix: String,
     /// JetStream ack wait of the consumers, in milliseconds.
     pub ack_wait_ms: u64,
+    /// The base URL clients reach the deployment at (a proxy in front), when not the
+    /// replica's own address.
+    pub public_url: Option<String>,
     /// Replicas of ingest, router, delivery, federation.
     pub replicas: [usize; 4],
     /// Extra TOML appended to the federation service's config (and `[federation]` ones
@@ -283,6 +309,7 @@ impl Topology {
             nats_replicas,
             prefix: String::new(),
             ack_wait_ms: 30_000,
+            public_url: None,
             replicas: [2, 2, 2, 0],
             federation_toml: String::new(),
             federation_ports: Vec::new(),
@@ -346,10 +373,15 @@ impl Deployment {
         let federation = t.replicas[3] > 0;
         let common = format!(
             "[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
-             shutdown_grace_secs = 2\n\n[log]\nfilter = \"info\"\n\n\
+             shutdown_grace_secs = 2\n{public_url}\n[log]\nfilter = \"info\"\n\n\
              [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\n\
              {store}",
             domain = t.domain,
+            public_url = t
+                .public_url
+                .as_ref()
+                .map(|u| format!("public_url = {u:?}\n"))
+                .unwrap_or_default(),
             key = key_file.display().to_string(),
             pepper = pepper_file.display().to_string(),
             urls = t.nats_urls,
