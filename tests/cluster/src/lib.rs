@@ -92,6 +92,21 @@ fn build(kinds: &[Kind]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = std::process::Command::new(cargo);
     build.args(["build", "--quiet"]);
+    // What `cargo test` sets for this test crate must not reach the inner build: `ring`'s
+    // build script reruns when CARGO_MANIFEST_DIR changes, and with it everything above
+    // `ring`, so every test run and every manual `cargo build` rebuilt half the workspace.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_CRATE_")
+            || name.starts_with("CARGO_BIN_")
+            || name == "CARGO_TARGET_TMPDIR"
+            || name == "CARGO_PRIMARY_PACKAGE"
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
     for kind in kinds {
         build.args(["-p", kind.name()]);
     }
