@@ -323,7 +323,7 @@ pub(crate) async fn duplicates(t: &Target) {
             .error(409, "duplicate_message", None);
     }
     let (page, _) = b.pending(&bob, "").await;
-    assert_eq!(ids_of(&page), [id.clone()], "one mailbox entry: {page}");
+    assert_eq!(ids_of(&page), [id], "one mailbox entry: {page}");
     assert_eq!(page["messages"][0]["envelope"]["subject"], "once", "{page}");
 }
 
@@ -392,11 +392,19 @@ pub(crate) async fn refusals(t: &Target) {
     h.route(&alice, r#"{"to": "bob", "subject": "#.to_owned())
         .await
         .error(400, "invalid_request", None);
-    assert!(h.pending_ids(&bob).await.is_empty());
-    assert!(h.pending_ids(&mallory).await.is_empty());
-    // The untampered message goes through.
-    assert_mailbox_written(&h.route(&alice, m.flat(Some(&sig))).await);
-    assert_eq!(h.pending_ids(&bob).await.len(), 1);
+    assert_eq!(
+        h.pending_ids(&bob).await,
+        Vec::<String>::new(),
+        "refused, not stored"
+    );
+    assert_eq!(h.pending_ids(&mallory).await, Vec::<String>::new());
+    // The untampered message goes through, and is there at once.
+    let v = assert_mailbox_written(&h.route(&alice, m.flat(Some(&sig))).await);
+    assert_eq!(
+        h.pending_ids(&bob).await,
+        [v["id"].as_str().expect("id")],
+        "the one message answered 2xx, in the pickup right after"
+    );
 }
 
 /// Size limits: a field one byte over, and a whole body over the limit (which the proxy
@@ -407,7 +415,8 @@ pub(crate) async fn size_limits(t: &Target) {
     let alice = h.register(&tn, "alice").await;
     let bob = h.register(&tn, "bob").await;
     let m = Msg::new(&bob.address, "big").payload(&payload_with(&"a".repeat(65_536)));
-    assert_mailbox_written(&h.send_msg(&alice, &m).await);
+    let v = assert_mailbox_written(&h.send_msg(&alice, &m).await);
+    let accepted = v["id"].as_str().expect("id").to_owned();
     let m = Msg::new(&bob.address, "big").payload(&payload_with(&"a".repeat(65_537)));
     h.send_msg(&alice, &m)
         .await
@@ -422,7 +431,11 @@ pub(crate) async fn size_limits(t: &Target) {
     h.route(&alice, body)
         .await
         .error(413, "invalid_request", None);
-    assert_eq!(h.pending_ids(&bob).await.len(), 1);
+    assert_eq!(
+        h.pending_ids(&bob).await,
+        [accepted],
+        "only the message at the limit, in the pickup right after"
+    );
 }
 
 /// Read your writes: each 2xx route through the proxy is followed at once by a pickup
@@ -588,7 +601,8 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
     assert_eq!(v["fingerprint"], new_key.public().fingerprint(), "{v}");
     let old_key = std::mem::replace(&mut alice.key, new_key);
     let m = Msg::new(&bob.address, "new key");
-    assert_mailbox_written(&b.send_msg(&alice, &m).await);
+    let v = assert_mailbox_written(&b.send_msg(&alice, &m).await);
+    let signed_new = v["id"].as_str().expect("id").to_owned();
     let stale = Msg::new(&bob.address, "old key");
     b.route(
         &alice,
@@ -612,7 +626,11 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
         let m = Msg::new(&bob.address, "after revocation");
         b.send_msg(who, &m).await.error(401, "unauthorized", None);
     }
-    assert_eq!(b.pending_ids(&bob).await.len(), 1);
+    assert_eq!(
+        a.pending_ids(&bob).await,
+        [signed_new],
+        "only the message signed with the new key, in the pickup right after"
+    );
 }
 
 /// A WebSocket through the proxy: upgrade, auth, a replay of what was queued, then a live
