@@ -633,6 +633,86 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
     );
 }
 
+/// A long-poll on replica A is answered with a message routed on replica B: whether the
+/// poll was waiting when the route landed or came after it, it returns the message, promptly.
+/// An empty long-poll answers after its `wait`.
+pub(crate) async fn long_poll_across_replicas(t: &Target) {
+    let (a, b) = (Http::new(&t.ingest[0]), Http::new(&t.ingest[1]));
+    let tn = tenant("poll");
+    let alice = a.register(&tn, "alice").await;
+    let bob = a.register(&tn, "bob").await;
+    let started = std::time::Instant::now();
+    let (page, _) = a.pending(&bob, "?wait=1").await;
+    let took = started.elapsed();
+    assert_eq!(page["count"], 0, "{page}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "an empty long-poll of 1 s took {took:?}"
+    );
+    let poll = {
+        let (a, bob) = (a.clone(), bob.clone());
+        tokio::spawn(async move { a.pending(&bob, "?wait=10").await.0 })
+    };
+    let v = assert_mailbox_written(&b.send_msg(&alice, &Msg::new(&bob.address, "wake")).await);
+    let answered = std::time::Instant::now();
+    let page = poll.await.expect("the poll");
+    assert_eq!(ids_of(&page), [v["id"].as_str().expect("id")], "{page}");
+    assert!(
+        answered.elapsed() < Duration::from_secs(3),
+        "the poll on A answered {:?} after the route on B",
+        answered.elapsed()
+    );
+}
+
+/// A read receipt sent on replica B is in the sender's receipts on replica A at once, once
+/// however often `/read` is called; reading is not acknowledging.
+pub(crate) async fn read_receipts_across_replicas(t: &Target) {
+    let (a, b) = (Http::new(&t.ingest[0]), Http::new(&t.ingest[1]));
+    let tn = tenant("receipt");
+    let alice = a.register(&tn, "alice").await;
+    let bob = a.register(&tn, "bob").await;
+    let v = assert_mailbox_written(&a.send_msg(&alice, &Msg::new(&bob.address, "read me")).await);
+    let id = v["id"].as_str().expect("id").to_owned();
+    let v = a.get(&alice, "/v1/messages/receipts").await.ok(200);
+    assert_eq!(v["receipts"], json!([]), "{v}");
+    let path = format!("/v1/messages/{id}/read");
+    for h in [&b, &a] {
+        let v = h.post(&bob, &path, None).await.ok(200);
+        assert_eq!(v, json!({ "read_receipt_sent": true }));
+    }
+    assert_eq!(
+        b.pending_ids(&bob).await,
+        std::slice::from_ref(&id),
+        "read is not an ack"
+    );
+    a.post(&alice, &path, None)
+        .await
+        .error(404, "not_found", None);
+    let v = a.get(&alice, "/v1/messages/receipts").await.ok(200);
+    let list = v["receipts"].as_array().expect("receipts");
+    assert_eq!(
+        list.len(),
+        1,
+        "one receipt however often /read is called: {v}"
+    );
+    assert_eq!(list[0]["type"], "message.read", "{v}");
+    assert_eq!(list[0]["data"]["id"], id.as_str(), "{v}");
+    let seq = list[0]["seq"].as_u64().expect("seq");
+    b.post(
+        &alice,
+        "/v1/messages/receipts/ack",
+        Some(json!({ "upto": seq }).to_string()),
+    )
+    .await
+    .ok(200);
+    let v = a.get(&alice, "/v1/messages/receipts").await.ok(200);
+    assert_eq!(
+        v["receipts"],
+        json!([]),
+        "acknowledged on B, gone on A: {v}"
+    );
+}
+
 /// A WebSocket through the proxy: upgrade, auth, a replay of what was queued, then a live
 /// push of a message routed through the proxy, answered as delivered over the socket.
 pub(crate) async fn websocket_push(t: &Target) {
@@ -708,6 +788,12 @@ pub(crate) fn all() -> Vec<(&'static str, Check)> {
         ("cursors_count_ack", |t| Box::pin(cursors_count_ack(t))),
         ("keys_across_replicas", |t| {
             Box::pin(keys_across_replicas(t))
+        }),
+        ("long_poll_across_replicas", |t| {
+            Box::pin(long_poll_across_replicas(t))
+        }),
+        ("read_receipts_across_replicas", |t| {
+            Box::pin(read_receipts_across_replicas(t))
         }),
         ("websocket_push", |t| Box::pin(websocket_push(t))),
     ]
