@@ -3,8 +3,9 @@
 //! each replica on its own loopback port, any of them killable with SIGKILL, stoppable with
 //! SIGSTOP and restartable on the same port.
 //!
-//! - [`binaries`]: builds the four binaries once per test run (a no-op when fresh) and says
-//!   where they are, so a test never runs a stale build.
+//! - [`binaries`] and [`binary`] (module `build`): build the four binaries (and `ampd` for
+//!   the tests that run it) once per test run, a no-op when fresh, and say where they are, so
+//!   a test never runs a stale build.
 //! - [`Service`]: one process: start, wait until `/readyz`, kill -9, restart, pause, resume.
 //! - [`Deployment`]: N replicas of each service sharing one provider identity (key and
 //!   pepper files) and one NATS prefix; several deployments can share one NATS.
@@ -15,15 +16,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod build;
 pub mod parity;
 pub mod proxy;
+
+pub use build::{binaries, binary};
 
 /// How long a process may take to start and become ready on a loaded CI machine.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,71 +57,6 @@ impl Kind {
             Self::Ampd => "ampd",
         }
     }
-}
-
-/// The directory holding the freshly built service binaries.
-///
-/// # Panics
-/// When cargo cannot build them.
-pub fn binaries() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build(&[Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation]))
-}
-
-/// The path of `kind`'s freshly built binary; `ampd` is built only by the tests that run it.
-///
-/// # Panics
-/// When cargo cannot build it.
-pub fn binary(kind: Kind) -> PathBuf {
-    static AMPD: OnceLock<PathBuf> = OnceLock::new();
-    let dir = match kind {
-        Kind::Ampd => AMPD.get_or_init(|| build(&[Kind::Ampd])).as_path(),
-        _ => binaries(),
-    };
-    dir.join(kind.name())
-}
-
-/// Builds `kinds` in the test's own profile (a no-op when fresh) and returns the directory
-/// holding them.
-fn build(kinds: &[Kind]) -> PathBuf {
-    // The test runs from <target>/<profile>/deps/; the binaries live in <target>/<profile>.
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from <target>/<profile>/deps")
-        .to_path_buf();
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = std::process::Command::new(cargo);
-    build.args(["build", "--quiet"]);
-    // What `cargo test` sets for this test crate must not reach the inner build: `ring`'s
-    // build script reruns when CARGO_MANIFEST_DIR changes, and with it everything above
-    // `ring`, so every test run and every manual `cargo build` rebuilt half the workspace.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || name.starts_with("CARGO_CRATE_")
-            || name.starts_with("CARGO_BIN_")
-            || name == "CARGO_TARGET_TMPDIR"
-            || name == "CARGO_PRIMARY_PACKAGE"
-        {
-            build.env_remove(name.as_ref());
-        }
-    }
-    for kind in kinds {
-        build.args(["-p", kind.name()]);
-    }
-    if release {
-        build.arg("--release");
-    }
-    let status = build
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build for the service binaries");
-    assert!(status.success(), "cargo build of {kinds:?} failed");
-    dir
 }
 
 /// One service process.
