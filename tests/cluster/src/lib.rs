@@ -3,21 +3,30 @@
 //! each replica on its own loopback port, any of them killable with SIGKILL, stoppable with
 //! SIGSTOP and restartable on the same port.
 //!
-//! - [`binaries`]: builds the four binaries once per test run (a no-op when fresh) and says
-//!   where they are, so a test never runs a stale build.
+//! - [`binaries`] and [`binary`] (module `build`): build the four binaries (and `ampd` for
+//!   the tests that run it) once per test run, a no-op when fresh, and say where they are, so
+//!   a test never runs a stale build.
 //! - [`Service`]: one process: start, wait until `/readyz`, kill -9, restart, pause, resume.
 //! - [`Deployment`]: N replicas of each service sharing one provider identity (key and
 //!   pepper files) and one NATS prefix; several deployments can share one NATS.
+//! - [`proxy`]: nginx in front of a provider, as a hosted deployment runs it.
+//! - [`parity`]: what the parity suite starts: the single binary `ampd` or the cluster, each
+//!   behind that nginx, seen by a client as one base URL.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+mod build;
+pub mod parity;
+pub mod proxy;
+
+pub use build::{binaries, binary};
 
 /// How long a process may take to start and become ready on a loaded CI machine.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,6 +42,8 @@ pub enum Kind {
     Delivery,
     /// Provider-to-provider delivery.
     Federation,
+    /// The single binary: every service in one process (the parity suite's reference).
+    Ampd,
 }
 
 impl Kind {
@@ -43,44 +54,9 @@ impl Kind {
             Self::Router => "router",
             Self::Delivery => "delivery",
             Self::Federation => "federation",
+            Self::Ampd => "ampd",
         }
     }
-}
-
-/// The directory holding the freshly built service binaries.
-///
-/// # Panics
-/// When cargo cannot build them.
-pub fn binaries() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // The test runs from <target>/<profile>/deps/; the binaries live in <target>/<profile>.
-        let exe = std::env::current_exe().expect("the test's own path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from <target>/<profile>/deps")
-            .to_path_buf();
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet"]);
-        for kind in [Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation] {
-            build.args(["-p", kind.name()]);
-        }
-        if release {
-            build.arg("--release");
-        }
-        let status = build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build for the service binaries");
-        assert!(
-            status.success(),
-            "cargo build of the service binaries failed"
-        );
-        dir
-    })
 }
 
 /// One service process.
@@ -126,7 +102,7 @@ impl Service {
             .append(true)
             .open(&self.log)
             .expect("open the service log");
-        let mut child = Command::new(binaries().join(self.kind.name()))
+        let mut child = Command::new(binary(self.kind))
             .arg("--config")
             .arg(&self.config)
             .arg("--listen")
@@ -255,6 +231,9 @@ pub struct Topology {
     pub prefix: String,
     /// JetStream ack wait of the consumers, in milliseconds.
     pub ack_wait_ms: u64,
+    /// The base URL clients reach the deployment at (a proxy in front), when not the
+    /// replica's own address.
+    pub public_url: Option<String>,
     /// Replicas of ingest, router, delivery, federation.
     pub replicas: [usize; 4],
     /// Extra TOML appended to the federation service's config (and `[federation]` ones
@@ -288,6 +267,7 @@ impl Topology {
             nats_replicas,
             prefix: String::new(),
             ack_wait_ms: 30_000,
+            public_url: None,
             replicas: [2, 2, 2, 0],
             federation_toml: String::new(),
             federation_ports: Vec::new(),
@@ -362,7 +342,7 @@ impl Deployment {
         // seconds, not the production minute.
         let text = format!(
             "{capabilities}\n[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
-             shutdown_grace_secs = 2\n\n[log]\nfilter = \"info\"\n\n\
+             shutdown_grace_secs = 2\n{public_url}\n[log]\nfilter = \"info\"\n\n\
              [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\
              ingress_partitions = {partitions}\n\n\
              {store}\n\
@@ -372,6 +352,11 @@ impl Deployment {
              pending_per_minute = 10000000\nmailbox_quota = {quota}\n{outcome}\n\
              [delivery]\nresync_secs = 3\n\n[federation]\n{federation_toml}\n",
             domain = t.domain,
+            public_url = t
+                .public_url
+                .as_ref()
+                .map(|u| format!("public_url = {u:?}\n"))
+                .unwrap_or_default(),
             key = key_file.display().to_string(),
             pepper = pepper_file.display().to_string(),
             urls = t.nats_urls,

@@ -1,0 +1,98 @@
+//! The duplicate rule and read-your-writes under concurrency, across the two ingest replicas
+//! (on `ampd`, twice the same process): the outcome is in the answer, with no waiting.
+
+use cluster_tests::parity::Target;
+use serde_json::Value;
+
+use super::http::{Http, Msg, assert_mailbox_written, fresh_id, tenant};
+
+/// Rounds of the simultaneous duplicate.
+const DUPLICATE_ROUNDS: usize = 20;
+/// Route-then-pickup pairs.
+const RYW_ROUNDS: usize = 50;
+
+/// Two sends of the same id with different content at the same moment, one through each
+/// ingest replica: exactly one 200 and one 409 `duplicate_message`, every round, and the
+/// mailbox holds each id once, with the content of the send that got the 200.
+pub(crate) async fn simultaneous_duplicates(t: &Target) {
+    let (a, b) = (Http::new(&t.ingest[0]), Http::new(&t.ingest[1]));
+    let tn = tenant("race");
+    let alice = a.register(&tn, "alice").await;
+    let bob = a.register(&tn, "bob").await;
+    let mut winners = Vec::new();
+    for round in 0..DUPLICATE_ROUNDS {
+        let id = fresh_id();
+        let ma = Msg::new(&bob.address, &format!("via A {round}")).id(&id);
+        let mb = Msg::new(&bob.address, &format!("via B {round}")).id(&id);
+        let body_a = ma.envelope(&alice.address, Some(&ma.sign(&alice)));
+        let body_b = mb.envelope(&alice.address, Some(&mb.sign(&alice)));
+        // Two tasks, so that on a multi-thread runtime the requests really leave together.
+        let (ha, hb, sender) = (a.clone(), b.clone(), alice.clone());
+        let ta = tokio::spawn(async move { ha.route(&sender, body_a).await });
+        let sender = alice.clone();
+        let tb = tokio::spawn(async move { hb.route(&sender, body_b).await });
+        let (ra, rb) = (ta.await.expect("join"), tb.await.expect("join"));
+        let statuses = [ra.status, rb.status];
+        let (won, lost, subject) = match statuses {
+            [200, 409] => (&ra, &rb, ma.subject.clone()),
+            [409, 200] => (&rb, &ra, mb.subject.clone()),
+            _ => panic!(
+                "round {round}: expected one 200 and one 409, got A {} {} and B {} {}",
+                ra.status, ra.text, rb.status, rb.text
+            ),
+        };
+        let v = assert_mailbox_written(won);
+        assert_eq!(v["id"], id.as_str(), "round {round}: {v}");
+        lost.error(409, "duplicate_message", None);
+        winners.push((id, subject));
+    }
+    let (page, _) = b.pending(&bob, "?limit=1000").await;
+    let got: Vec<(String, String)> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m: &Value| {
+            (
+                m["id"].as_str().expect("id").to_owned(),
+                m["envelope"]["subject"]
+                    .as_str()
+                    .expect("subject")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, winners, "each id once, with the accepted content");
+}
+
+/// A route on replica A answered 2xx, then at once a pickup on replica B: the message is
+/// there, every time.
+pub(crate) async fn route_then_pickup_elsewhere(t: &Target) {
+    let (a, b) = (Http::new(&t.ingest[0]), Http::new(&t.ingest[1]));
+    let tn = tenant("ryw50");
+    let alice = a.register(&tn, "alice").await;
+    let bob = a.register(&tn, "bob").await;
+    let mut missing = Vec::new();
+    for round in 0..RYW_ROUNDS {
+        let m = Msg::new(&bob.address, &format!("ryw {round}"));
+        let v = assert_mailbox_written(&a.send_msg(&alice, &m).await);
+        let id = v["id"].as_str().expect("id").to_owned();
+        // Acknowledge on B what B sees, so each pickup is one small page.
+        let seen = b.pending_ids(&bob).await;
+        if !seen.contains(&id) {
+            missing.push(round);
+        }
+        for s in &seen {
+            b.delete(&bob, &format!("/v1/messages/pending/{s}"))
+                .await
+                .ok(200);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {RYW_ROUNDS} messages answered 2xx on {} were not in the pickup on {} right \
+         after: rounds {missing:?}",
+        missing.len(),
+        t.ingest[0],
+        t.ingest[1]
+    );
+}
