@@ -55,6 +55,27 @@ pub trait BusBackend: Send + Sync + 'static {
     /// [`crate::Error::Closed`] after shutdown.
     async fn consume(&self, stream: StreamName, name: &str) -> Result<Box<dyn Consumer>>;
 
+    /// How many shards the work of `stream` is split into (a partitioned JetStream ingress:
+    /// its partitions, including higher ones left from a larger setting). 1 for unsplit
+    /// streams and backends. Fails like `consume`.
+    async fn shards(&self, stream: StreamName) -> Result<usize> {
+        let _ = stream;
+        Ok(1)
+    }
+
+    /// A pull consumer that takes only shard `shard` (modulo [`shards`](Self::shards)) of
+    /// `stream`'s work, so N workers cover N shards with one outstanding request each rather
+    /// than N. The default (one shard) is [`consume`](Self::consume). Fails like `consume`.
+    async fn consume_shard(
+        &self,
+        stream: StreamName,
+        name: &str,
+        shard: usize,
+    ) -> Result<Box<dyn Consumer>> {
+        let _ = shard;
+        self.consume(stream, name).await
+    }
+
     /// Best-effort fan-out (a hint; may be lost) to every current subscriber of `subject`.
     /// Fails with [`crate::Error::InvalidSubject`] if `subject` has wildcards or empty tokens,
     /// and with [`crate::Error::Closed`] after shutdown.

@@ -75,26 +75,39 @@ impl RouterService {
         })
     }
 
-    /// Consumes the ingress stream with `workers` concurrent consumers until `shutdown`.
+    /// Consumes the ingress stream with `workers` concurrent consumers until `shutdown`;
+    /// with a partitioned ingress, each worker takes one partition (round robin, at least
+    /// one worker per partition).
     pub async fn run(self, shutdown: Shutdown) {
+        let shards = match self.inner.bus.shards(StreamName::Ingress).await {
+            Ok(n) => n.max(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the ingress partitions; consuming them all in every worker");
+                0
+            }
+        };
         let mut tasks = Vec::new();
-        for _ in 0..self.inner.config.workers.max(1) {
+        for i in 0..self.inner.config.workers.max(shards).max(1) {
             let this = self.clone();
             let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move { this.consume(shutdown).await }));
+            let shard = (shards > 0).then_some(i);
+            tasks.push(tokio::spawn(
+                async move { this.consume(shard, shutdown).await },
+            ));
         }
         for t in tasks {
             let _ = t.await;
         }
     }
 
-    async fn consume(&self, shutdown: Shutdown) {
-        let mut consumer = match self
-            .inner
-            .bus
-            .consume(StreamName::Ingress, &self.inner.config.consumer_name)
-            .await
-        {
+    async fn consume(&self, shard: Option<usize>, shutdown: Shutdown) {
+        let bus = &self.inner.bus;
+        let name = &self.inner.config.consumer_name;
+        let consumer = match shard {
+            Some(k) => bus.consume_shard(StreamName::Ingress, name, k).await,
+            None => bus.consume(StreamName::Ingress, name).await,
+        };
+        let mut consumer = match consumer {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "router cannot consume the ingress stream");

@@ -175,6 +175,24 @@ impl JetStreamBus {
         &self.shared.config
     }
 
+    /// Every ingress partition, in order: the configured ones, and any higher one left from a
+    /// larger setting (drained, never stranded).
+    async fn ingress_partitions_present(&self) -> Result<Vec<usize>> {
+        let shared = &self.shared;
+        let mut partitions: Vec<usize> = (0..shared.config.ingress_partitions).collect();
+        let mut names = shared.js.stream_names();
+        while let Some(found) = futures::StreamExt::next(&mut names).await {
+            let found = found.map_err(|e| shared.error("list streams", e))?;
+            if let Some(k) = shared.names.ingress_partition_of(&found)
+                && !partitions.contains(&k)
+            {
+                partitions.push(k);
+            }
+        }
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
     /// A JetStream publish, with the reply subject of a waiting publisher if any.
     async fn publish_with(
         &self,
@@ -302,18 +320,7 @@ impl BusBackend for JetStreamBus {
                     .await?;
             return Ok(Box::new(consumer));
         }
-        // Every ingress partition: the configured ones, and any higher one left from a
-        // larger setting (drained, never stranded).
-        let mut partitions: Vec<usize> = (0..self.shared.config.ingress_partitions).collect();
-        let mut names = self.shared.js.stream_names();
-        while let Some(found) = futures::StreamExt::next(&mut names).await {
-            let found = found.map_err(|e| self.shared.error("list streams", e))?;
-            if let Some(k) = self.shared.names.ingress_partition_of(&found)
-                && !partitions.contains(&k)
-            {
-                partitions.push(k);
-            }
-        }
+        let partitions = self.ingress_partitions_present().await?;
         let mut parts = Vec::with_capacity(partitions.len());
         for k in partitions {
             let stream_name = self.shared.names.ingress_stream(k);
@@ -328,6 +335,35 @@ impl BusBackend for JetStreamBus {
             return Ok(Box::new(only));
         }
         Ok(Box::new(consumer::Partitioned::new(parts)))
+    }
+
+    async fn shards(&self, stream: StreamName) -> Result<usize> {
+        self.shared.ensure_open()?;
+        if stream != StreamName::Ingress {
+            return Ok(1);
+        }
+        Ok(self.ingress_partitions_present().await?.len())
+    }
+
+    async fn consume_shard(
+        &self,
+        stream: StreamName,
+        name: &str,
+        shard: usize,
+    ) -> Result<Box<dyn Consumer>> {
+        self.shared.ensure_open()?;
+        if stream != StreamName::Ingress {
+            return self.consume(stream, name).await;
+        }
+        let partitions = self.ingress_partitions_present().await?;
+        let k = partitions
+            .get(shard % partitions.len().max(1))
+            .copied()
+            .unwrap_or(0);
+        let stream_name = self.shared.names.ingress_stream(k);
+        let consumer =
+            JetStreamConsumer::bind(Arc::clone(&self.shared), stream, stream_name, name).await?;
+        Ok(Box::new(consumer))
     }
 
     async fn notify_message(&self, msg: BusMessage) -> Result<()> {

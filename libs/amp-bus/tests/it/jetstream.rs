@@ -491,3 +491,49 @@ async fn partitioned_ingress_spreads_delivers_and_drains() {
     bus.shutdown().await;
     one.shutdown().await;
 }
+
+/// One consumer per shard of a partitioned ingress: `shards` counts the partitions, and the
+/// consumer of shard k takes exactly the messages of partition k; together they take all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_ingress_one_consumer_per_shard() {
+    use amp_bus::subjects::mailbox_ingress_subject;
+    let server = NatsServer::start();
+    let config = JetStreamConfig {
+        ingress_partitions: 3,
+        ..config(&server.url(), &fresh_prefix())
+    };
+    let bus = connect(config).await;
+    assert_eq!(bus.shards(StreamName::Ingress).await.expect("shards"), 3);
+    assert_eq!(bus.shards(StreamName::Federation).await.expect("shards"), 1);
+    const N: usize = 60;
+    for m in 0..N {
+        let id = format!("s{m}");
+        let msg = BusMessage::new(
+            mailbox_ingress_subject("acme", &format!("agent-{m}")),
+            id.clone(),
+        )
+        .with_header("Amp-Id", id.as_str());
+        bus.publish(StreamName::Ingress, &id, msg)
+            .await
+            .expect("publish");
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_shard = [0usize; 3];
+    for (k, count) in per_shard.iter_mut().enumerate() {
+        let mut consumer = bus
+            .consume_shard(StreamName::Ingress, "router", k)
+            .await
+            .expect("consume a shard");
+        while let Ok(next) = timeout(Duration::from_millis(700), consumer.next()).await {
+            let delivery = next.expect("delivery");
+            let id = delivery.message().header("Amp-Id").unwrap_or("").to_owned();
+            *seen.entry(id).or_default() += 1;
+            *count += 1;
+            delivery.ack().await.expect("ack");
+        }
+    }
+    assert_eq!(seen.len(), N, "every message, once: {per_shard:?}");
+    assert!(seen.values().all(|n| *n == 1));
+    assert!(per_shard.iter().all(|n| *n > 0), "spread: {per_shard:?}");
+    bus.shutdown().await;
+}
