@@ -1,6 +1,6 @@
 //! What services hand each other about a message: the accepted message on the ingress stream
-//! (ingest → router), the router's outcome, and the message as stored in a mailbox (router →
-//! pickup, delivery). Internal to the provider, never sent to agents as such; versioned so a
+//! (ingest → router), the router's outcome, the message as stored in a mailbox (router →
+//! pickup, delivery), and the webhook job (router → delivery). Internal to the provider, never sent to agents as such; versioned so a
 //! rolling upgrade can tell old records from new.
 
 use serde::{Deserialize, Serialize};
@@ -83,4 +83,26 @@ pub enum RouteOutcome {
     RecipientGone,
     /// The recipient is on another provider; the message is on the federation stream.
     Forwarded,
+}
+
+/// The data of a durable `webhook` job: which mailbox entry to deliver (delivery re-reads it
+/// before every attempt), and the message's W3C trace context so the attempts continue its
+/// trace. Written by the router, read by delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    /// The recipient agent's id.
+    pub agent_id: String,
+    /// The message's id.
+    pub message_id: String,
+    /// `traceparent`, when the message was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// `tracestate`, when the message was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl WebhookJob {
+    /// The job kind in the store.
+    pub const KIND: &'static str = "webhook";
 }

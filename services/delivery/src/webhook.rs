@@ -31,8 +31,8 @@ use tokio::sync::Semaphore;
 
 use crate::Inner;
 
-/// The job kind the router schedules.
-pub const KIND: &str = "webhook";
+/// The job kind the router schedules ([`amp_proto::relay::WebhookJob`]).
+pub const KIND: &str = amp_proto::relay::WebhookJob::KIND;
 
 /// How a single attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,19 +95,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct JobData {
-    agent_id: String,
-    message_id: String,
-    /// The message's W3C trace context, written by the router when it was traced.
-    #[serde(default)]
-    traceparent: Option<String>,
-    #[serde(default)]
-    tracestate: Option<String>,
-}
-
 async fn run_job(inner: &Inner, job: Job) {
-    let Ok(data) = serde_json::from_str::<JobData>(&job.data) else {
+    let Ok(data) = serde_json::from_str::<amp_proto::relay::WebhookJob>(&job.data) else {
         let _ = inner.store.complete(&job.id).await;
         return;
     };

@@ -240,22 +240,28 @@ impl RouterService {
                 if recipient.delivery.webhook_url.is_some() {
                     // Durable, so webhook attempts and their retries survive a restart; the
                     // delivery service re-reads the mailbox before every attempt.
-                    let mut data = serde_json::json!({
-                        "agent_id": recipient.id,
-                        "message_id": message.envelope.id,
-                    });
+                    let mut data = amp_proto::relay::WebhookJob {
+                        agent_id: recipient.id.clone(),
+                        message_id: message.envelope.id.to_string(),
+                        ..Default::default()
+                    };
                     // `traceparent` / `tracestate`: the attempts continue the message's trace.
                     for (name, value) in
                         amp_runtime::telemetry::trace_headers(&tracing::Span::current())
                     {
-                        data[name] = serde_json::Value::String(value);
+                        match name.as_str() {
+                            amp_runtime::telemetry::TRACEPARENT => data.traceparent = Some(value),
+                            amp_runtime::telemetry::TRACESTATE => data.tracestate = Some(value),
+                            _ => {}
+                        }
                     }
                     let job = Job {
                         id: webhook_job_id(&recipient.id, message.envelope.id.as_str()),
-                        kind: "webhook".into(),
+                        kind: amp_proto::relay::WebhookJob::KIND.into(),
                         due_at: accepted_at.unix_millis(),
                         attempt: 0,
-                        data: data.to_string(),
+                        data: serde_json::to_string(&data)
+                            .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?,
                     };
                     if let Err(e) = inner.store.schedule(job).await {
                         tracing::warn!(error = %e, "webhook job not scheduled; the message stays in the mailbox");
