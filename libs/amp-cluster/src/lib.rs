@@ -145,6 +145,23 @@ pub struct NatsConfig {
     /// Messages a router worker pulls at once from a stream (1: a message never waits in a
     /// busy worker while another is idle).
     pub fetch_batch: usize,
+    /// `[nats.auth]`: this service's NATS user: `user` and `password_file`, or
+    /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
+    /// no credentials.
+    pub auth: amp_nats::NatsAuth,
+    /// `[nats.tls]`: `ca_file` (the CA the servers' certificates chain to), `cert_file` and
+    /// `key_file` (a client certificate), `required`. Any of them makes TLS required.
+    pub tls: amp_nats::NatsTls,
+}
+
+impl NatsConfig {
+    /// The credentials and TLS settings, as the bus and store take them.
+    pub fn security(&self) -> amp_nats::NatsSecurity {
+        amp_nats::NatsSecurity {
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
+        }
+    }
 }
 
 impl Default for NatsConfig {
@@ -156,6 +173,8 @@ impl Default for NatsConfig {
             ack_wait_ms: 30_000,
             ingress_partitions: 1,
             fetch_batch: 1,
+            auth: amp_nats::NatsAuth::default(),
+            tls: amp_nats::NatsTls::default(),
         }
     }
 }
@@ -253,6 +272,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
         ack_wait: Duration::from_millis(nats.ack_wait_ms.max(100)),
         ingress_partitions: nats.ingress_partitions,
         fetch_batch: nats.fetch_batch,
+        security: nats.security(),
         ..JetStreamConfig::default()
     })
     .await
@@ -269,6 +289,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
                     urls: urls.clone(),
                     replicas: nats.replicas,
                     prefix: nats.prefix.clone(),
+                    security: nats.security(),
                     ..JetStreamStoreConfig::default()
                 })
                 .await
