@@ -19,7 +19,7 @@ fn password(service: &str) -> String {
 }
 
 /// The server config of `deploy/nats/auth.conf` with each service's password defined before
-/// it (as compose's included secret file does).
+/// it (in production they come from nats-server's environment).
 fn auth_config() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/auth.conf");
     let auth =
