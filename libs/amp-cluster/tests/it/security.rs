@@ -210,6 +210,40 @@ async fn security_nats_url_with_credentials_is_refused() {
     assert!(!error.contains("hunter2secret"), "{error}");
 }
 
+#[tokio::test]
+async fn security_nats_nkey_user_connects_with_its_seed_file() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with(&format!(
+        "authorization {{\n  users = [ {{ nkey: {} }} ]\n}}\n",
+        user.public_key()
+    ));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed = user.seed().expect("seed");
+    let seed_file = password_file(dir.path(), "seed", &seed);
+    let mut cfg = nats(server.url());
+    cfg.auth.nkey_seed_file = Some(seed_file);
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let (bus, store) = connect(&cfg, &StoreConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("connects with the nkey: {e:#}\n{}", server.log()));
+    assert!(store.ready().await);
+    bus.shutdown().await;
+    let _ = store.close().await;
+    // Another key is refused.
+    let other = nkeys::KeyPair::new_user().seed().expect("seed");
+    cfg.auth.nkey_seed_file = Some(password_file(dir.path(), "other", &other));
+    let error = refused(&cfg).await;
+    assert!(error.contains("refused the credentials"), "{error}");
+    let logs = logs.text();
+    for text in [&error, &logs] {
+        assert!(
+            !text.contains(&seed) && !text.contains(&other),
+            "a seed leaked"
+        );
+    }
+}
+
 /// The server `tls { .. }` of `pki`, with the users of auth.conf.
 fn tls_config(pki: &TestPki, verify: bool) -> String {
     auth_config() + &pki.server_block(verify)
