@@ -1,5 +1,6 @@
 //! What every cluster binary (`ingest`, `router`, `delivery`) shares, so each `main.rs` stays
-//! a screenful: the NATS section and the connection to the JetStream bus and store, the
+//! a screenful: the NATS section (with its credentials and TLS, `[nats.auth]` and
+//! `[nats.tls]`, see `amp-nats`) and the connection to the JetStream bus and store, the
 //! server section, and serving a router with the ops endpoints until a signal.
 //!
 //! Every replica of every service is stateless apart from NATS: any may be killed at any
@@ -417,5 +418,46 @@ mod tests {
         assert_eq!(c.cql.contact_points, ["a:9042", "b:9042"]);
         assert!(toml::from_str::<StoreConfig>("backend = \"sqlite\"").is_err());
         assert!(toml::from_str::<StoreConfig>("mailbox = \"cql\"").is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithNats {
+        #[serde(default)]
+        nats: NatsConfig,
+    }
+
+    #[test]
+    fn security_nats_login_comes_from_the_file_and_env_as_deployments_set_it() {
+        // The chart puts [nats.tls] in the shared file and each service's login in its env.
+        let dir = std::env::temp_dir().join(format!("amp-cluster-nats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("cluster.toml");
+        std::fs::write(
+            &file,
+            "[nats]\nurls = \"tls://n:4222\"\n[nats.tls]\nca_file = \"/ca.crt\"\n",
+        )
+        .expect("write");
+        let env = [
+            ("AMP__NATS__AUTH__USER", "router"),
+            (
+                "AMP__NATS__AUTH__PASSWORD_FILE",
+                "/run/amp/nats-auth/credential",
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c: WithNats =
+            amp_runtime::config::load_with_env(Some(&file), "AMP", env, &[]).expect("load");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = c.nats.security();
+        assert_eq!(s.auth.user.as_deref(), Some("router"));
+        assert_eq!(
+            s.auth.password_file.as_deref(),
+            Some(std::path::Path::new("/run/amp/nats-auth/credential"))
+        );
+        assert!(s.tls.is_required());
+        assert!(s.validate().is_ok());
+        // A password inline is not a key: secrets come from files.
+        assert!(toml::from_str::<WithNats>("[nats.auth]\npassword = \"x\"").is_err());
+        assert!(NatsConfig::default().security() == amp_nats::NatsSecurity::default());
     }
 }
