@@ -124,11 +124,58 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{/* Where the identity Secret is mounted. */}}
 {{- define "amp.secretsDir" -}}/etc/amp/secrets{{- end }}
 
+{{/* Where a service's NATS credential (its own key of nats.auth.existingSecret) is mounted. */}}
+{{- define "amp.natsAuthDir" -}}/run/amp/nats-auth{{- end }}
+
+{{/* Where the NATS CA (ca/) and client certificate (client/) are mounted. */}}
+{{- define "amp.natsTlsDir" -}}/run/amp/nats-tls{{- end }}
+
+{{/* Whether the services log in to NATS (mode cluster). */}}
+{{- define "amp.natsAuth" -}}
+{{- $mode := .Values.nats.auth.mode }}
+{{- if not (has $mode (list "none" "password" "nkey" "credentials")) }}
+{{- fail (printf "nats.auth.mode must be none, password, nkey or credentials, not %q" $mode) }}
+{{- end }}
+{{- if ne $mode "none" }}
+{{- $_ := required "nats.auth.existingSecret is required when nats.auth.mode is not none" .Values.nats.auth.existingSecret }}true
+{{- end }}
+{{- end }}
+
+{{/* One service's NATS login, as AMP__NATS__AUTH__* variables: (dict "root" $ "component" "ingest"). */}}
+{{- define "amp.natsAuthEnv" -}}
+{{- $root := .root }}
+{{- if include "amp.natsAuth" $root }}
+{{- $file := printf "%s/credential" (include "amp.natsAuthDir" $root) }}
+{{- $mode := $root.Values.nats.auth.mode }}
+{{- if eq $mode "password" }}
+- name: AMP__NATS__AUTH__USER
+  value: {{ required (printf "nats.auth.users.%s is required" .component) (get $root.Values.nats.auth.users .component) | quote }}
+- name: AMP__NATS__AUTH__PASSWORD_FILE
+  value: {{ $file | quote }}
+{{- else if eq $mode "nkey" }}
+- name: AMP__NATS__AUTH__NKEY_SEED_FILE
+  value: {{ $file | quote }}
+{{- else }}
+- name: AMP__NATS__AUTH__CREDENTIALS_FILE
+  value: {{ $file | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The [server], [log] and [nats] tables every cluster binary shares. */}}
 {{- define "amp.commonConfig" -}}
 {{- $server := dict "listen" "0.0.0.0:8080" "domain" .Values.domain "key_file" (printf "%s/provider-key.pem" (include "amp.secretsDir" .)) "pepper_file" (printf "%s/key-pepper" (include "amp.secretsDir" .)) }}
 {{- with (include "amp.publicUrl" .) }}{{ $_ := set $server "public_url" . }}{{ end }}
 {{- $nats := dict "urls" (include "amp.natsUrls" .) "replicas" .Values.nats.replicas "prefix" .Values.nats.prefix }}
+{{- if .Values.nats.tls.enabled }}
+{{- $tls := dict "required" true }}
+{{- if .Values.nats.tls.caSecret }}{{ $_ := set $tls "ca_file" (printf "%s/ca/ca.crt" (include "amp.natsTlsDir" .)) }}{{ end }}
+{{- if .Values.nats.tls.clientSecret }}
+{{- $_ := set $tls "cert_file" (printf "%s/client/tls.crt" (include "amp.natsTlsDir" .)) }}
+{{- $_ := set $tls "key_file" (printf "%s/client/tls.key" (include "amp.natsTlsDir" .)) }}
+{{- end }}
+{{- $_ := set $nats "tls" $tls }}
+{{- end }}
 {{- $store := dict "backend" .Values.store.backend }}
 {{- if eq .Values.store.backend "cql" }}
 {{- $c := .Values.store.cql }}
@@ -174,6 +221,9 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{/* Pod environment: OTLP endpoint, extraEnv, the component's env. */}}
 {{- define "amp.env" -}}
 {{- $root := .root }}
+{{- with .component }}
+{{- include "amp.natsAuthEnv" (dict "root" $root "component" .) }}
+{{- end }}
 {{- with $root.Values.otlp.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}

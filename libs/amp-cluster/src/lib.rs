@@ -1,5 +1,6 @@
 //! What every cluster binary (`ingest`, `router`, `delivery`) shares, so each `main.rs` stays
-//! a screenful: the NATS section and the connection to the JetStream bus and store, the
+//! a screenful: the NATS section (with its credentials and TLS, `[nats.auth]` and
+//! `[nats.tls]`, see `amp-nats`) and the connection to the JetStream bus and store, the
 //! server section, and serving a router with the ops endpoints until a signal.
 //!
 //! Every replica of every service is stateless apart from NATS: any may be killed at any
@@ -145,6 +146,23 @@ pub struct NatsConfig {
     /// Messages a router worker pulls at once from a stream (1: a message never waits in a
     /// busy worker while another is idle).
     pub fetch_batch: usize,
+    /// `[nats.auth]`: this service's NATS user: `user` and `password_file`, or
+    /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
+    /// no credentials.
+    pub auth: amp_nats::NatsAuth,
+    /// `[nats.tls]`: `ca_file` (the CA the servers' certificates chain to), `cert_file` and
+    /// `key_file` (a client certificate), `required`. Any of them makes TLS required.
+    pub tls: amp_nats::NatsTls,
+}
+
+impl NatsConfig {
+    /// The credentials and TLS settings, as the bus and store take them.
+    pub fn security(&self) -> amp_nats::NatsSecurity {
+        amp_nats::NatsSecurity {
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
+        }
+    }
 }
 
 impl Default for NatsConfig {
@@ -156,6 +174,8 @@ impl Default for NatsConfig {
             ack_wait_ms: 30_000,
             ingress_partitions: 1,
             fetch_batch: 1,
+            auth: amp_nats::NatsAuth::default(),
+            tls: amp_nats::NatsTls::default(),
         }
     }
 }
@@ -253,6 +273,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
         ack_wait: Duration::from_millis(nats.ack_wait_ms.max(100)),
         ingress_partitions: nats.ingress_partitions,
         fetch_batch: nats.fetch_batch,
+        security: nats.security(),
         ..JetStreamConfig::default()
     })
     .await
@@ -269,6 +290,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
                     urls: urls.clone(),
                     replicas: nats.replicas,
                     prefix: nats.prefix.clone(),
+                    security: nats.security(),
                     ..JetStreamStoreConfig::default()
                 })
                 .await
@@ -396,5 +418,46 @@ mod tests {
         assert_eq!(c.cql.contact_points, ["a:9042", "b:9042"]);
         assert!(toml::from_str::<StoreConfig>("backend = \"sqlite\"").is_err());
         assert!(toml::from_str::<StoreConfig>("mailbox = \"cql\"").is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithNats {
+        #[serde(default)]
+        nats: NatsConfig,
+    }
+
+    #[test]
+    fn security_nats_login_comes_from_the_file_and_env_as_deployments_set_it() {
+        // The chart puts [nats.tls] in the shared file and each service's login in its env.
+        let dir = std::env::temp_dir().join(format!("amp-cluster-nats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("cluster.toml");
+        std::fs::write(
+            &file,
+            "[nats]\nurls = \"tls://n:4222\"\n[nats.tls]\nca_file = \"/ca.crt\"\n",
+        )
+        .expect("write");
+        let env = [
+            ("AMP__NATS__AUTH__USER", "router"),
+            (
+                "AMP__NATS__AUTH__PASSWORD_FILE",
+                "/run/amp/nats-auth/credential",
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c: WithNats =
+            amp_runtime::config::load_with_env(Some(&file), "AMP", env, &[]).expect("load");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = c.nats.security();
+        assert_eq!(s.auth.user.as_deref(), Some("router"));
+        assert_eq!(
+            s.auth.password_file.as_deref(),
+            Some(std::path::Path::new("/run/amp/nats-auth/credential"))
+        );
+        assert!(s.tls.is_required());
+        assert!(s.validate().is_ok());
+        // A password inline is not a key: secrets come from files.
+        assert!(toml::from_str::<WithNats>("[nats.auth]\npassword = \"x\"").is_err());
+        assert!(NatsConfig::default().security() == amp_nats::NatsSecurity::default());
     }
 }

@@ -135,15 +135,30 @@ pub fn init(cfg: &LogConfig) {
 }
 
 /// The filter from `RUST_LOG` if set, else `cfg.filter`; `info` if that does not parse.
+/// Always [`without_secrets`].
 fn filter(cfg: &LogConfig) -> (EnvFilter, Option<(String, String)>) {
     let directive = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| cfg.filter.clone());
     match EnvFilter::try_new(&directive) {
-        Ok(f) => (f, None),
-        Err(e) => (EnvFilter::new("info"), Some((directive, e.to_string()))),
+        Ok(f) => (without_secrets(f), None),
+        Err(e) => (
+            without_secrets(EnvFilter::new("info")),
+            Some((directive, e.to_string())),
+        ),
     }
+}
+
+/// `filter` capped where a dependency logs secrets: async-nats traces the whole `CONNECT`
+/// line, password included, at `TRACE` in `async_nats::connection`, so that target is held
+/// at `DEBUG` whatever `RUST_LOG` says. Public so tests log exactly as the binaries do.
+pub fn without_secrets(filter: EnvFilter) -> EnvFilter {
+    filter.add_directive(
+        "async_nats::connection=debug"
+            .parse()
+            .expect("a constant, valid directive"),
+    )
 }
 
 #[cfg(test)]

@@ -19,14 +19,19 @@
 //! # Modules
 //! - `binary`: locating the `nats-server` executable.
 //! - `process`: one server process (config file, spawn, health wait, kill, restart).
-//! - [`NatsServer`] and [`NatsCluster`], re-exported here.
+//! - [`NatsServer`] and [`NatsCluster`], re-exported here; [`NatsServer::start_with`] adds
+//!   users (`authorization`) or TLS to the generated config.
+//! - `pki`: [`TestPki`], a CA with a server and a client certificate made by `openssl` at
+//!   test time, for TLS servers.
 //! - [`cql`]: a Cassandra node (`deploy/cassandra/node.sh`) for the CQL store's tests, and the
 //!   contact point every CQL test uses.
 
 mod binary;
 pub mod cql;
+mod pki;
 mod process;
 mod server;
 
 pub use binary::nats_server_binary;
+pub use pki::TestPki;
 pub use server::{NatsCluster, NatsServer};

@@ -35,8 +35,9 @@ pub(crate) struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Writes the config file. `cluster` is the `cluster { .. }` block, if any.
-    pub(crate) fn write_config(&self, cluster: Option<&str>) {
+    /// Writes the config file. `extra` is appended: a `cluster { .. }` block, or
+    /// `authorization { .. }` and `tls { .. }`.
+    pub(crate) fn write_config(&self, extra: Option<&str>) {
         fs::create_dir_all(&self.store_dir).expect("create the store dir");
         // The store dir comes from `-sd` on the command line (the server refuses it twice).
         // sync_interval: always fsyncs every write before the ack: the default (every 2 min)
@@ -46,11 +47,11 @@ impl NodeSpec {
              listen: 127.0.0.1:{port}\n\
              http: 127.0.0.1:{monitor}\n\
              jetstream {{\n  sync_interval: always\n}}\n\
-             {cluster}\n",
+             {extra}\n",
             name = self.name,
             port = self.port,
             monitor = self.monitor_port,
-            cluster = cluster.unwrap_or(""),
+            extra = extra.unwrap_or(""),
         );
         fs::write(&self.config_path, config).expect("write the nats-server config");
     }

@@ -23,6 +23,17 @@ impl NatsServer {
     /// When no `nats-server` is found (see [`nats_server_binary`]) or it is not healthy in
     /// time (the panic carries its log).
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`start`](Self::start) with `config` appended to the generated server config: an
+    /// `authorization { users = [..] }` block, a `tls { .. }` block (see
+    /// [`TestPki`](crate::TestPki)), or both. Health is checked on the monitoring port, so
+    /// neither gets in the way of the wait.
+    ///
+    /// # Panics
+    /// Like [`start`](Self::start), and when the server refuses the config.
+    pub fn start_with(config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("amp-nats-")
             .tempdir()
@@ -33,7 +44,7 @@ impl NatsServer {
         let node = loop {
             attempt += 1;
             let spec = node_spec(dir.path(), "n0", "?js-enabled-only=true");
-            spec.write_config(None);
+            spec.write_config(Some(config));
             let mut node = Node::new(nats_server_binary(), spec);
             node.spawn();
             match node.try_wait_healthy() {

@@ -106,6 +106,11 @@ pub struct JetStreamSection {
     pub replicas: usize,
     /// Prefix of every stream and bucket name.
     pub prefix: String,
+    /// `[store.jetstream.auth]`: `user` and `password_file`, `nkey_seed_file` or
+    /// `credentials_file` (secrets in files). Unset: no credentials.
+    pub auth: amp_nats::NatsAuth,
+    /// `[store.jetstream.tls]`: `ca_file`, `cert_file` and `key_file`, `required`.
+    pub tls: amp_nats::NatsTls,
 }
 
 impl Default for JetStreamSection {
@@ -114,6 +119,8 @@ impl Default for JetStreamSection {
             urls: "nats://127.0.0.1:4222".into(),
             replicas: 1,
             prefix: String::new(),
+            auth: amp_nats::NatsAuth::default(),
+            tls: amp_nats::NatsTls::default(),
         }
     }
 }

@@ -82,6 +82,10 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                         .collect(),
                     replicas: js.replicas,
                     prefix: js.prefix.clone(),
+                    security: amp_nats::NatsSecurity {
+                        auth: js.auth.clone(),
+                        tls: js.tls.clone(),
+                    },
                     ..JetStreamStoreConfig::default()
                 })
                 .await

@@ -68,6 +68,8 @@ pub struct Service {
     config: PathBuf,
     log: PathBuf,
     addr: SocketAddr,
+    /// Extra environment (`AMP__…` overrides of the shared file, as a Deployment's env).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -84,12 +86,28 @@ impl Service {
         log: PathBuf,
         listen: SocketAddr,
     ) -> Self {
+        Self::start_with_env(kind, name, config, log, listen, Vec::new()).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables (kept across restarts).
+    ///
+    /// # Panics
+    /// Like [`start`](Self::start).
+    pub async fn start_with_env(
+        kind: Kind,
+        name: String,
+        config: PathBuf,
+        log: PathBuf,
+        listen: SocketAddr,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let mut service = Self {
             kind,
             name,
             config,
             log,
             addr: listen,
+            env,
             child: None,
         };
         service.spawn().await;
@@ -108,6 +126,7 @@ impl Service {
             .arg("--listen")
             .arg(self.addr.to_string())
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -256,6 +275,10 @@ pub struct Topology {
     pub outcome_wait_ms: Option<u64>,
     /// `[nats] ingress_partitions`: streams the ingress work is split into.
     pub ingress_partitions: usize,
+    /// A directory holding `<service>.password` files: each service then logs in to NATS as
+    /// the user named like it, through `AMP__NATS__AUTH__USER` and
+    /// `AMP__NATS__AUTH__PASSWORD_FILE` (as the chart sets them). `None`: no credentials.
+    pub nats_passwords: Option<PathBuf>,
 }
 
 impl Topology {
@@ -277,6 +300,7 @@ impl Topology {
             provider_key: None,
             store_toml: String::new(),
             drain_timeout: Duration::from_secs(30),
+            nats_passwords: None,
         }
     }
 
@@ -383,7 +407,21 @@ impl Deployment {
                     .get(i)
                     .map_or(any, |p| SocketAddr::from(([127, 0, 0, 1], *p)));
                 let log = dir.path().join(format!("{name}.log"));
-                out.push(Service::start(kind, name, path.clone(), log, listen).await);
+                let env = t
+                    .nats_passwords
+                    .as_ref()
+                    .map(|dir| {
+                        let file = dir.join(format!("{}.password", kind.name()));
+                        vec![
+                            ("AMP__NATS__AUTH__USER".to_owned(), kind.name().to_owned()),
+                            (
+                                "AMP__NATS__AUTH__PASSWORD_FILE".to_owned(),
+                                file.display().to_string(),
+                            ),
+                        ]
+                    })
+                    .unwrap_or_default();
+                out.push(Service::start_with_env(kind, name, path.clone(), log, listen, env).await);
             }
             out
         };

@@ -50,6 +50,8 @@ pub struct JetStreamConfig {
     /// subject (one mailbox, one partition). Every replica must use the same value; a
     /// consumer also drains partitions above it that still exist. 1 to 64. Default 1.
     pub ingress_partitions: usize,
+    /// Credentials and TLS (files read at connect). Default: none, plain TCP.
+    pub security: amp_nats::NatsSecurity,
 }
 
 impl Default for JetStreamConfig {
@@ -67,6 +69,7 @@ impl Default for JetStreamConfig {
             publish_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             ingress_partitions: 1,
+            security: amp_nats::NatsSecurity::default(),
         }
     }
 }
@@ -120,6 +123,10 @@ impl JetStreamConfig {
         if self.publish_timeout.is_zero() {
             return bad("publish_timeout must not be zero");
         }
+        amp_nats::check_urls(&self.urls).map_err(|e| Error::Backend(e.to_string()))?;
+        self.security
+            .validate()
+            .map_err(|e| Error::Backend(e.to_string()))?;
         Ok(())
     }
 }

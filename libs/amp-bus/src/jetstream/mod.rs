@@ -103,7 +103,7 @@ impl JetStreamBus {
         let (gaps, _) = tokio::sync::watch::channel(0u64);
         let gaps = Arc::new(gaps);
         let gap = gaps.clone();
-        let client = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .connection_timeout(config.connect_timeout)
             .name("amp-bus")
             .event_callback(move |event| {
@@ -123,10 +123,10 @@ impl JetStreamBus {
                         other => tracing::debug!(event = %other, "NATS client event"),
                     }
                 }
-            })
-            .connect(config.urls.as_slice())
+            });
+        let client = amp_nats::connect(&config.urls, &config.security, options)
             .await
-            .map_err(|e| Error::Backend(format!("connect to {:?}: {e}", config.urls)))?;
+            .map_err(|e| Error::Backend(e.to_string()))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.publish_timeout)
             .build(client.clone());

@@ -22,6 +22,8 @@ pub struct JetStreamStoreConfig {
     pub op_timeout: Duration,
     /// How long `connect` waits for a server. Default 5 s.
     pub connect_timeout: Duration,
+    /// Credentials and TLS (files read at connect). Default: none, plain TCP.
+    pub security: amp_nats::NatsSecurity,
 }
 
 impl Default for JetStreamStoreConfig {
@@ -32,6 +34,7 @@ impl Default for JetStreamStoreConfig {
             prefix: String::new(),
             op_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            security: amp_nats::NatsSecurity::default(),
         }
     }
 }
@@ -69,6 +72,10 @@ impl JetStreamStoreConfig {
         if self.op_timeout.is_zero() {
             return bad("op_timeout must not be zero");
         }
+        amp_nats::check_urls(&self.urls).map_err(|e| Error::Unavailable(e.to_string()))?;
+        self.security
+            .validate()
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(())
     }
 }

@@ -90,7 +90,7 @@ pub(super) struct Conn {
 impl Conn {
     /// Connects (failing over between `urls`).
     pub(super) async fn connect(config: &JetStreamStoreConfig) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .connection_timeout(config.connect_timeout)
             .request_timeout(Some(config.op_timeout))
             .name("amp-store")
@@ -100,10 +100,10 @@ impl Conn {
                     async_nats::Event::Disconnected => tracing::warn!("store NATS disconnected"),
                     other => tracing::debug!(event = %other, "store NATS client event"),
                 }
-            })
-            .connect(config.urls.as_slice())
+            });
+        let client = amp_nats::connect(&config.urls, &config.security, options)
             .await
-            .map_err(|e| unavailable(&format!("connect to {:?}", config.urls), e))?;
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.op_timeout)
             .build(client.clone());

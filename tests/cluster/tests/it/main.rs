@@ -1,6 +1,7 @@
 //! The cluster topology with real processes: `cargo test -p cluster-tests`.
 //! `cargo test --workspace chaos` runs the chaos tests alone; `… federation` the federation one;
-//! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks).
+//! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
+//! `… security` the NATS login test.
 
 mod chaos;
 mod common;
@@ -8,3 +9,4 @@ mod config;
 mod exchange;
 mod federation_cluster;
 mod parity;
+mod security;
