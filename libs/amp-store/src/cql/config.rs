@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::tls::CqlTlsConfig;
 use crate::{Error, Result};
 
 /// The consistency of reads and writes (the `[store.cql] consistency` key).
@@ -56,6 +57,8 @@ pub struct CqlStoreConfig {
     /// Send a second copy of an idempotent read to another replica when the first has not
     /// answered after this many milliseconds (0: never). Default 50.
     pub speculative_after_ms: u64,
+    /// TLS to the cluster (`[store.cql.tls]`): off by default.
+    pub tls: CqlTlsConfig,
 }
 
 /// A list of strings, or one string of comma-separated items.
@@ -93,6 +96,7 @@ impl Default for CqlStoreConfig {
             request_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
             speculative_after_ms: 50,
+            tls: CqlTlsConfig::default(),
         }
     }
 }
@@ -153,7 +157,7 @@ impl CqlStoreConfig {
         if self.username.is_none() && (self.password.is_some() || self.password_file.is_some()) {
             return bad("a password needs a username");
         }
-        Ok(())
+        self.tls.validate()
     }
 
     /// The password, from the file when one is named.
@@ -221,6 +225,13 @@ mod tests {
         assert_eq!(c.consistency, CqlConsistency::Quorum);
         assert_eq!(c.datacenter, "datacenter1");
         assert!(toml::from_str::<CqlStoreConfig>("keyspac = \"x\"").is_err());
+        let tls: CqlStoreConfig = toml::from_str(
+            "[tls]\nenabled = true\nca_file = \"/run/secrets/cql-tls/ca.crt\"\nserver_name = \"scylla.internal\"\n",
+        )
+        .expect("tls");
+        assert!(tls.tls.enabled && tls.tls.verify_hostname);
+        assert_eq!(tls.tls.server_name.as_deref(), Some("scylla.internal"));
+        assert!(toml::from_str::<CqlStoreConfig>("[tls]\nenable = true\n").is_err());
         let csv: CqlStoreConfig =
             toml::from_str("contact_points = \"a:9042, b:9042\"").expect("csv");
         assert_eq!(csv.contact_points, ["a:9042", "b:9042"]);

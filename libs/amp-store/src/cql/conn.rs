@@ -68,6 +68,9 @@ pub(super) async fn open_session(config: &CqlStoreConfig) -> Result<Session> {
         .known_nodes(&points)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
         .default_execution_profile_handle(profile.build().into_handle());
+    let tls = config.tls.context()?;
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    builder = builder.tls_context(tls);
     if let Some(user) = &config.username {
         builder = builder.user(
             user.clone(),
@@ -82,12 +85,19 @@ pub(super) async fn open_session(config: &CqlStoreConfig) -> Result<Session> {
     .await
     {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(Error::Unavailable(format!(
-            "cannot reach the CQL cluster at {}: {e}",
-            points.join(", ")
-        ))),
+        Ok(Err(e)) => {
+            let e = e.to_string();
+            let hint = config
+                .tls
+                .hint(&e)
+                .map_or(String::new(), |h| format!(" ({h})"));
+            Err(Error::Unavailable(format!(
+                "cannot reach the CQL cluster{over} at {}: {e}{hint}",
+                points.join(", ")
+            )))
+        }
         Err(_) => Err(Error::Unavailable(format!(
-            "cannot reach the CQL cluster at {}: no answer within {} ms",
+            "cannot reach the CQL cluster{over} at {}: no answer within {} ms",
             points.join(", "),
             config.connect_timeout_ms
         ))),

@@ -24,7 +24,7 @@
 //! positions. Everything else is a plain write at the configured consistency.
 //!
 //! # Modules
-//! `config` ([`CqlStoreConfig`]), `schema` (keyspace and versioned migrations), `conn`
+//! `config` ([`CqlStoreConfig`]), `tls` ([`CqlTlsConfig`]: TLS to the cluster), `schema` (keyspace and versioned migrations), `conn`
 //! (session, prepared statements, row helpers), `registry`, `mailboxes`, `state`.
 
 mod config;
@@ -33,10 +33,11 @@ mod mailboxes;
 mod registry;
 mod schema;
 mod state;
+mod tls;
 
 use async_trait::async_trait;
 
-pub use self::config::{CqlConsistency, CqlStoreConfig};
+pub use self::config::{CqlConsistency, CqlStoreConfig, CqlTlsConfig};
 use self::conn::Conn;
 pub use self::schema::{MIGRATIONS, schema_cql, statements};
 use crate::{Millis, Result, StoreBackend};
