@@ -28,7 +28,8 @@
 //!   is conditional on, so two processes cannot both fill the last place: never exceeded.
 //! - **Hints**: each process keeps the last head, bucket and floor it saw per mailbox
 //!   ([`HeadCache`]) and appends at the next position without reading first; the batch's
-//!   condition checks the guess, and a wrong one costs a retry after a fresh read.
+//!   condition checks the guess. A wrong one (another process wrote) costs a failed round,
+//!   so the next [`CHECKS_AFTER_STALE`] appends of that mailbox read the head first.
 //! - **Expiry**: every row carries a TTL (the message's expiry); nothing to purge by hand.
 
 use std::collections::{HashMap, HashSet};
@@ -57,6 +58,11 @@ const MAX_APPEND_ROUNDS: usize = 64;
 const INTENT_TS: i64 = 1_000_000_000_000_000;
 /// Mailboxes whose hints a process keeps (a bound on memory; all forgotten when reached).
 const HEAD_CACHE_CAP: usize = 100_000;
+/// After a hint proved stale (another process wrote the mailbox), this many appends read
+/// the head before their batch; then one tries the hint again. A failed batch costs a
+/// whole Paxos round, a head read a plain read: two routers sharing a mailbox pay one
+/// failed round per this many messages, a mailbox with one writer none.
+const CHECKS_AFTER_STALE: u32 = 64;
 
 fn bucket_of(seq: i64) -> i64 {
     seq / BUCKET
@@ -185,23 +191,31 @@ enum Appended {
     Full,
 }
 
-/// The hints of this process: per mailbox, the last head, bucket and floor it saw. Safe to
-/// be stale: the append's condition checks the head, and every value was true once (the
-/// lower bound of the id search only needs that).
+/// A mailbox's hint: the last head, bucket and floor this process saw, and how many more
+/// appends read the head before trusting it (non-zero after it proved stale).
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    meta: Meta,
+    checks: u32,
+}
+
+/// The hints of this process, per mailbox. Safe to be stale: the append's condition checks
+/// the head, and every value was true once (the lower bound of the id search only needs
+/// that).
 #[derive(Default)]
-pub(super) struct HeadCache(parking_lot::Mutex<HashMap<String, Meta>>);
+pub(super) struct HeadCache(parking_lot::Mutex<HashMap<String, Hint>>);
 
 impl HeadCache {
-    fn get(&self, agent: &str) -> Option<Meta> {
+    fn get(&self, agent: &str) -> Option<Hint> {
         self.0.lock().get(agent).copied()
     }
 
-    fn put(&self, agent: &str, meta: Meta) {
+    fn put(&self, agent: &str, meta: Meta, checks: u32) {
         let mut map = self.0.lock();
         if map.len() >= HEAD_CACHE_CAP && !map.contains_key(agent) {
             map.clear();
         }
-        map.insert(agent.to_owned(), meta);
+        map.insert(agent.to_owned(), Hint { meta, checks });
     }
 
     fn forget(&self, agent: &str) {
@@ -517,14 +531,17 @@ impl CqlStore {
         Ok(None)
     }
 
-    /// Appends one entry, with its id's claim, at the next position: one conditional batch.
-    /// First looks for the id's claim in the buckets from `search_from` up to the one it
-    /// appends to (none, unless a bucket was closed or another writer holds a lower bound).
+    /// Appends one entry, with its id's claim, at `at` or the next free position: one
+    /// conditional batch. First looks for the id's claim in the buckets from `search_from`
+    /// up to the one it appends to (none, unless a bucket was closed or another writer holds
+    /// a lower bound). `blind`: `at` comes from this process's hint, not from a read.
     async fn append(
         &self,
         e: &NewMailboxEntry,
         mut meta: Meta,
-        mut hinted: bool,
+        mut at: AppendPoint,
+        mut blind: bool,
+        mut checks: u32,
         search_from: i64,
     ) -> Result<Appended> {
         let st = &self.conn.st;
@@ -533,11 +550,6 @@ impl CqlStore {
         let ttl = ttl_until(e.expires_at, now);
         let head_ttl = ttl.max(ttl_until(now + HEAD_MIN_TTL_MS, now));
         let key = claim_key(&e.message_id);
-        let mut at = if hinted {
-            AppendPoint::after(meta.bucket, Some(meta.head))
-        } else {
-            self.append_point(agent, &meta).await?
-        };
         // Buckets below this one were searched after they were seen closed.
         let mut searched = search_from;
         for _ in 0..MAX_APPEND_ROUNDS {
@@ -548,7 +560,10 @@ impl CqlStore {
                     let (n, _, f) = self.count_live(agent, e.queued_at).await?;
                     meta.floor = f;
                     if i64::try_from(n).unwrap_or(i64::MAX) >= max {
-                        self.heads.put(agent, meta);
+                        if meta.head > 0 {
+                            // The floor just moved; the head is a hint like any other.
+                            self.heads.put(agent, meta, checks);
+                        }
                         return Ok(Appended::Full);
                     }
                 }
@@ -599,7 +614,7 @@ impl CqlStore {
             if lwt.applied {
                 meta.head = at.next;
                 meta.bucket = at.bucket;
-                self.heads.put(agent, meta);
+                self.heads.put(agent, meta, checks);
                 let claim = Claim {
                     message_id: e.message_id.clone(),
                     sender: e.sender.clone(),
@@ -638,10 +653,11 @@ impl CqlStore {
                 self.record(agent, &claim).await?;
                 return Ok(Appended::Held(claim));
             }
-            if hinted {
-                // The hint was stale: start again from the hints every writer shares.
-                hinted = false;
-                self.heads.forget(agent);
+            if blind {
+                // The hint was stale (another process wrote): start again from the hints
+                // every writer shares, and read the head first for a while.
+                blind = false;
+                checks = CHECKS_AFTER_STALE;
                 meta = self.meta(agent).await?;
                 at = self.append_point(agent, &meta).await?;
             } else {
@@ -664,20 +680,30 @@ impl Mailboxes for CqlStore {
         let id_ttl = ttl_until(e.expires_at + ID_MARGIN_MS, now);
         // The hints: this process's own, else the shared row. Either was true once, so its
         // bucket is at most the one any later append lands in.
-        let (meta, hinted) = match self.heads.get(agent) {
-            Some(m) => (m, true),
-            None => (self.meta(agent).await?, false),
+        let hint = self.heads.get(agent);
+        let meta = match hint {
+            Some(h) => h.meta,
+            None => self.meta(agent).await?,
         };
+        let blind = hint.is_some_and(|h| h.checks == 0);
+        let checks = hint.map_or(0, |h| h.checks.saturating_sub(1));
         let from = meta.last_bucket();
-        // Our lower bound for the others, and theirs for us (in one round trip): a writer
-        // whose batch committed before we read our hints wrote its bound before that.
-        let (_, index) = futures::future::try_join(
+        // Our lower bound for the others, theirs for us, and the head (in one round trip):
+        // a writer whose batch committed before we read our hints wrote its bound before.
+        let (_, index, at) = futures::future::try_join3(
             self.conn.exec(
                 "note a message id",
                 &st.id_intent,
                 (id_ttl, INTENT_TS - from, from, agent, &e.message_id),
             ),
             self.id_row(agent, &e.message_id),
+            async {
+                if blind {
+                    Ok(AppendPoint::after(meta.bucket, Some(meta.head)))
+                } else {
+                    self.append_point(agent, &meta).await
+                }
+            },
         )
         .await?;
         let mut search_from = from;
@@ -689,7 +715,10 @@ impl Mailboxes for CqlStore {
                 search_from = search_from.min(f);
             }
         }
-        match self.append(&e, meta, hinted, search_from).await? {
+        match self
+            .append(&e, meta, at, blind, checks, search_from)
+            .await?
+        {
             Appended::New(seq) => Ok(Enqueued::New { seq: to_u64(seq) }),
             Appended::Held(claim) => Ok(claim.outcome(&e)),
             Appended::Full => Ok(Enqueued::Full),
@@ -925,5 +954,36 @@ impl Mailboxes for CqlStore {
             .exec("delete a mailbox", &st.meta_delete, (DELETED_TS, agent_id))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Claim keys sit below every position, are stable across processes and releases (a
+    /// later writer must find an earlier one's claim), and differ between ids.
+    #[test]
+    fn cql_claim_keys_are_negative_stable_and_spread() {
+        for id in ["", "msg_1", "01JD7Z6N5Q1M2K3J4H5G6F7E8D", &"x".repeat(300)] {
+            let k = claim_key(id);
+            assert!((-(1_i64 << 62)..=-1).contains(&k), "{id}: {k}");
+            assert_eq!(k, claim_key(id));
+        }
+        // -1 minus the first 62 bits of SHA-256("msg_1"): a key must never change meaning
+        // between releases (claims written by the previous one are looked up by this one).
+        assert_eq!(claim_key("msg_1"), -313_811_872_937_680_634);
+        let keys: HashSet<i64> = (0..10_000)
+            .map(|i| claim_key(&format!("msg_{i}")))
+            .collect();
+        assert_eq!(keys.len(), 10_000);
+    }
+
+    #[test]
+    fn cql_append_point_after_a_full_bucket_opens_the_next_one() {
+        let at = AppendPoint::after(0, Some(last_of(0)));
+        assert_eq!((at.bucket, at.expect, at.next), (1, None, 1_024));
+        let at = AppendPoint::after(3, Some(3 * 1_024 + 10));
+        assert_eq!((at.bucket, at.expect, at.next), (3, Some(3_082), 3_083));
     }
 }
