@@ -357,7 +357,9 @@ impl CqlStore {
         let last_hint = meta.last_bucket();
         let mut bucket = bucket_of(start);
         let mut rows = Vec::new();
-        let mut head = meta.head;
+        // `mailbox_meta.head` is written when a bucket opens, not per append: the rows read
+        // (or the floor, when everything up to the head was acknowledged) say the rest.
+        let mut head = meta.head.max(meta.floor);
         type R = (
             i64,
             Option<String>,
@@ -612,6 +614,9 @@ impl CqlStore {
                 .map_err(|err| unavailable("append to a mailbox", err))?;
             let lwt = Lwt::parse(res)?;
             if lwt.applied {
+                // The shared hints only need the bucket: write them when it moved past
+                // what the hints said (a bucket opened, or they were behind), not per append.
+                let moved = at.bucket > meta.last_bucket();
                 meta.head = at.next;
                 meta.bucket = at.bucket;
                 self.heads.put(agent, meta, checks);
@@ -622,14 +627,18 @@ impl CqlStore {
                     seq: at.next,
                     expires_at: e.expires_at,
                 };
-                futures::future::try_join(
-                    self.record(agent, &claim),
-                    self.conn.exec(
-                        "record a mailbox head",
-                        &st.meta_head,
-                        (at.next, at.next, at.bucket, agent),
-                    ),
-                )
+                futures::future::try_join(self.record(agent, &claim), async {
+                    if moved || at.next == 1 {
+                        self.conn
+                            .exec(
+                                "record a mailbox head",
+                                &st.meta_head,
+                                (at.next, at.next, at.bucket, agent),
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
                 .await?;
                 return Ok(Appended::New(at.next));
             }
