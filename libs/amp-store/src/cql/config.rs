@@ -236,4 +236,23 @@ mod tests {
             toml::from_str("contact_points = \"a:9042, b:9042\"").expect("csv");
         assert_eq!(csv.contact_points, ["a:9042", "b:9042"]);
     }
+
+    /// The `[store.cql]` section of the example config (TLS included) is what this parses.
+    #[test]
+    fn example_config_section_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/ampd.example.toml"
+        );
+        let text = std::fs::read_to_string(path).expect("deploy/ampd.example.toml");
+        let file: toml::Table = toml::from_str(&text).expect("toml");
+        let cql = file
+            .get("store")
+            .and_then(|s| s.get("cql"))
+            .cloned()
+            .expect("[store.cql]");
+        let c: CqlStoreConfig = cql.try_into().expect("[store.cql] parses");
+        assert!(c.validate().is_ok());
+        assert!(!c.tls.enabled && c.tls.verify_hostname);
+    }
 }
