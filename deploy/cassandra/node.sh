@@ -22,7 +22,7 @@
 #       The log is DIR/system.log; "Starting listening for CQL clients" in it means ready.
 #       With --tls-dir (a directory made by `certs`), the native port also speaks TLS with
 #       T/keystore.jks: `client_encryption_options` with `optional: true`, so plain and TLS
-#       clients share the port.
+#       clients share the port; TLS clients need a certificate signed by T/ca.pem.
 #
 # Environment:
 #   AMP_CASSANDRA_VERSION  cassandra-all version (default 5.0.9)
@@ -212,8 +212,8 @@ transient_replication_enabled: false
 EOF
   if [ -n "${tls_dir}" ]; then
     # TLS on the native port next to plain CQL (optional: true), so the TLS tests and the
-    # others share one node. Client certificates are not required: require_client_auth is
-    # a boolean in 5.0, and a client that offers one is accepted all the same.
+    # others share one node. A TLS client must present a certificate signed by the CA
+    # (mutual TLS); plain clients are not asked for one.
     cat >>"${dir}/conf/cassandra.yaml" <<EOF
 client_encryption_options:
   enabled: true
@@ -222,7 +222,7 @@ client_encryption_options:
   keystore_password: amp-test-store
   truststore: ${tls_dir}/truststore.jks
   truststore_password: amp-test-store
-  require_client_auth: false
+  require_client_auth: true
 EOF
   fi
   cat >"${dir}/conf/logback.xml" <<EOF

@@ -188,7 +188,14 @@ impl CqlTlsConfig {
             .map_or("the system's trust store".to_owned(), |p| {
                 format!("ca_file {}", p.display())
             });
-        if e.contains("certificate verify failed") || e.contains("self-signed") {
+        if (e.contains("certificate required") || e.contains("handshake failure"))
+            && self.cert_file.is_none()
+        {
+            Some(
+                "TLS handshake failed: the node requires a client certificate (set cert_file and key_file)"
+                    .to_owned(),
+            )
+        } else if e.contains("certificate verify failed") || e.contains("self-signed") {
             Some(format!(
                 "TLS handshake failed: the node's certificate is not signed by a CA in {ca}, or \
                  is not valid for {}",
@@ -196,6 +203,15 @@ impl CqlTlsConfig {
                     .as_deref()
                     .map_or("the node's address".to_owned(), |n| n.to_owned())
             ))
+        } else if e.contains("connection broken") || e.contains("connection reset") {
+            // TLS 1.3: a node that refuses the client's certificate (or its absence) closes
+            // the connection after the handshake, which the driver sees as a broken one.
+            Some(if self.cert_file.is_none() {
+                "the node closed the TLS connection: if it requires client certificates, set cert_file and key_file".to_owned()
+            } else {
+                "the node closed the TLS connection: is cert_file signed by a CA the node trusts?"
+                    .to_owned()
+            })
         } else if e.contains("wrong version number") || e.contains("unexpected eof") {
             Some("TLS handshake failed: does the node serve TLS on this port?".to_owned())
         } else if e.contains("ssl") || e.contains("tls") {

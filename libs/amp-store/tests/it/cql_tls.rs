@@ -1,8 +1,9 @@
 //! The CQL store over TLS, against a real node serving TLS on its native port (the test
 //! kit's node: `client_encryption_options` with `optional: true`, certificates made by
-//! `node.sh certs`): a store that connects over TLS works and really is encrypted, and a
-//! client that does not trust the node's CA, or expects another name, fails with an error
-//! that names the host and says why.
+//! `node.sh certs`, client certificates required): a store that connects over mutual TLS
+//! works and really is encrypted, and a client that does not trust the node's CA, expects
+//! another name, or has no certificate, fails with an error that names the host and says
+//! why.
 
 use amp_store::cql::{CqlStore, CqlStoreConfig, CqlTlsConfig};
 use amp_store::testing::{entry, now_ms, unique};
@@ -39,7 +40,7 @@ async fn tls_clients(contact_point: &str) -> usize {
         .count()
 }
 
-/// Over TLS (the CA and a client certificate, the name checked two ways): the store
+/// Over mutual TLS (the CA and a client certificate, the name checked two ways): the store
 /// migrates its keyspace, queues and serves a message, and the node counts TLS clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_tls_connects_and_stores_over_tls() {
@@ -77,8 +78,6 @@ async fn cql_tls_connects_and_stores_over_tls() {
     // Certificates that name the cluster, not each node's address: checked by server_name.
     let by_name = CqlTlsConfig {
         server_name: Some(t.files.server_name.clone()),
-        cert_file: None,
-        key_file: None,
         ..tls
     };
     let named = CqlStore::connect(config(&t, by_name))
@@ -87,14 +86,16 @@ async fn cql_tls_connects_and_stores_over_tls() {
     assert!(Store::new(named).ready().await);
 }
 
-/// A client that trusts another CA, or expects another name, is refused at the handshake,
-/// and the error names the host, TLS, and what to check.
+/// A client that trusts another CA, expects another name, or has no certificate is refused
+/// at the handshake, and the error names the host, TLS, and what to check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_tls_wrong_ca_or_name_fails_clearly() {
     let Some(t) = cql_tls_target() else { return };
     let wrong_ca = CqlTlsConfig {
         enabled: true,
         ca_file: Some(t.files.other_ca_file.clone()),
+        cert_file: Some(t.files.client_cert_file.clone()),
+        key_file: Some(t.files.client_key_file.clone()),
         ..CqlTlsConfig::default()
     };
     let err = CqlStore::connect(config(&t, wrong_ca))
@@ -103,6 +104,7 @@ async fn cql_tls_wrong_ca_or_name_fails_clearly() {
         .expect("a node signed by another CA is refused");
     assert!(matches!(err, Error::Unavailable(_)));
     let msg = err.to_string();
+    eprintln!("with another CA: {msg}");
     for needle in [
         "over TLS",
         t.contact_point.as_str(),
@@ -115,6 +117,8 @@ async fn cql_tls_wrong_ca_or_name_fails_clearly() {
     let wrong_name = CqlTlsConfig {
         enabled: true,
         ca_file: Some(t.files.ca_file.clone()),
+        cert_file: Some(t.files.client_cert_file.clone()),
+        key_file: Some(t.files.client_key_file.clone()),
         server_name: Some("not-the-cluster.example".into()),
         ..CqlTlsConfig::default()
     };
@@ -125,6 +129,23 @@ async fn cql_tls_wrong_ca_or_name_fails_clearly() {
     let msg = err.to_string();
     assert!(
         msg.contains("over TLS") && msg.contains("not-the-cluster.example"),
+        "{msg}"
+    );
+
+    let no_certificate = CqlTlsConfig {
+        enabled: true,
+        ca_file: Some(t.files.ca_file.clone()),
+        ..CqlTlsConfig::default()
+    };
+    let err = CqlStore::connect(config(&t, no_certificate))
+        .await
+        .err()
+        .expect("a TLS client without a certificate is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("over TLS")
+            && msg.contains(t.contact_point.as_str())
+            && msg.contains("set cert_file and key_file"),
         "{msg}"
     );
 }
