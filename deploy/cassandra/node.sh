@@ -7,12 +7,22 @@
 #       ~/.cache/amp-cassandra/<version>). Idempotent: a marker file makes a second call instant.
 #       Prints the home directory.
 #
-#   node.sh run --dir DIR --native-port P --storage-port S [--parent-pid PID]
+#   node.sh certs DIR
+#       Makes a throwaway PKI for TLS tests in DIR with openssl and keytool: ca.pem (a CA),
+#       server.pem/server.key (127.0.0.1, localhost, cassandra.amp.test, signed by the CA),
+#       keystore.jks and truststore.jks (password amp-test-store, for Cassandra),
+#       client.pem/client.key (a client certificate for mutual TLS, signed by the CA) and
+#       other-ca.pem (an unrelated CA, to see a handshake fail). Idempotent.
+#
+#   node.sh run --dir DIR --native-port P --storage-port S [--parent-pid PID] [--tls-dir T]
 #       Writes DIR/conf/cassandra.yaml and DIR/conf/logback.xml, then runs the node in the
 #       foreground: this script's process *becomes* the JVM (exec), so a SIGTERM/SIGINT/SIGKILL
 #       sent to it reaches Cassandra itself. With --parent-pid, a watchdog kills the JVM once
 #       PID is gone, so a test process that dies (even by kill -9) leaves no JVM behind.
 #       The log is DIR/system.log; "Starting listening for CQL clients" in it means ready.
+#       With --tls-dir (a directory made by `certs`), the native port also speaks TLS with
+#       T/keystore.jks: `client_encryption_options` with `optional: true`, so plain and TLS
+#       clients share the port; TLS clients need a certificate signed by T/ca.pem.
 #
 # Environment:
 #   AMP_CASSANDRA_VERSION  cassandra-all version (default 5.0.9)
@@ -39,7 +49,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -98,8 +108,53 @@ cmd_fetch() {
   echo "${CASSANDRA_HOME}"
 }
 
+cmd_certs() {
+  local out="${1:?certs needs a directory}"
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to make test certificates)"
+  command -v keytool >/dev/null 2>&1 || die "keytool not found (it comes with the JDK)"
+  mkdir -p "${out}"
+  [ -f "${out}/keystore.jks" ] && [ -f "${out}/other-ca.pem" ] && return 0
+  local pass="amp-test-store" log="${out}/certs.log"
+  (
+    set -e
+    cd "${out}"
+    # A CA, and an unrelated one for the wrong-CA test.
+    for ca in ca other-ca; do
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=amp test ${ca}" \
+        -keyout "${ca}.key" -out "${ca}.pem"
+    done
+    # The server: valid for the loopback address and two names (the hostname check).
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=cassandra.amp.test" \
+      -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:cassandra.amp.test\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem
+    # A client certificate, for mutual TLS.
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=amp test client" \
+      -keyout client.key -out client.csr
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.ext -out client.pem
+    # Cassandra reads Java keystores: the server's key and chain (through PKCS#12), and a
+    # truststore with the CA (what client certificates are checked against).
+    cat server.pem ca.pem >server-chain.pem
+    openssl pkcs12 -export -in server-chain.pem -inkey server.key -name server \
+      -passout "pass:${pass}" -out server.p12
+    rm -f keystore.jks truststore.jks
+    keytool -importkeystore -noprompt -srckeystore server.p12 -srcstoretype PKCS12 \
+      -srcstorepass "${pass}" -destkeystore keystore.jks -deststoretype JKS \
+      -deststorepass "${pass}"
+    keytool -importcert -noprompt -alias ca -file ca.pem -keystore truststore.jks \
+      -storetype JKS -storepass "${pass}"
+    rm -f ./*.csr ./*.ext ./*.srl server.p12 server-chain.pem
+  ) >"${log}" 2>&1 || {
+    cat "${log}" >&2
+    die "could not make the test certificates in ${out} (log above)"
+  }
+}
+
 write_config() {
-  local dir="$1" native_port="$2" storage_port="$3"
+  local dir="$1" native_port="$2" storage_port="$3" tls_dir="${4:-}"
   mkdir -p "${dir}/conf" "${dir}/data" "${dir}/commitlog" "${dir}/saved_caches" \
     "${dir}/hints" "${dir}/cdc_raw"
   # commitlog_sync: batch — a write is acknowledged only after its commit log section is
@@ -155,6 +210,21 @@ materialized_views_enabled: false
 sasi_indexes_enabled: false
 transient_replication_enabled: false
 EOF
+  if [ -n "${tls_dir}" ]; then
+    # TLS on the native port next to plain CQL (optional: true), so the TLS tests and the
+    # others share one node. A TLS client must present a certificate signed by the CA
+    # (mutual TLS); plain clients are not asked for one.
+    cat >>"${dir}/conf/cassandra.yaml" <<EOF
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: ${tls_dir}/keystore.jks
+  keystore_password: amp-test-store
+  truststore: ${tls_dir}/truststore.jks
+  truststore_password: amp-test-store
+  require_client_auth: true
+EOF
+  fi
   cat >"${dir}/conf/logback.xml" <<EOF
 <!-- Written by deploy/cassandra/node.sh: INFO to ${dir}/system.log, nothing on stdout. -->
 <configuration scan="false">
@@ -174,13 +244,14 @@ EOF
 }
 
 cmd_run() {
-  local dir="" native_port="" storage_port="" parent_pid=""
+  local dir="" native_port="" storage_port="" parent_pid="" tls_dir=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
       --native-port) native_port="${2:?--native-port needs a value}"; shift 2 ;;
       --storage-port) storage_port="${2:?--storage-port needs a value}"; shift 2 ;;
       --parent-pid) parent_pid="${2:?--parent-pid needs a value}"; shift 2 ;;
+      --tls-dir) tls_dir="${2:?--tls-dir needs a value}"; shift 2 ;;
       *) die "run: unknown argument $1" ;;
     esac
   done
@@ -198,7 +269,11 @@ cmd_run() {
   local jamms=("${LIB}"/jamm-*.jar)
   [ -f "${jamms[0]}" ] || die "no jamm jar in ${LIB} (needed for -javaagent); remove ${MARKER} and fetch again"
   local jamm="${jamms[0]}"
-  write_config "${dir}" "${native_port}" "${storage_port}"
+  if [ -n "${tls_dir}" ]; then
+    [ -f "${tls_dir}/keystore.jks" ] || die "no keystore.jks in ${tls_dir} (run: node.sh certs ${tls_dir})"
+    tls_dir="$(cd "${tls_dir}" && pwd)"
+  fi
+  write_config "${dir}" "${native_port}" "${storage_port}" "${tls_dir}"
 
   local opts=(
     # jvm-server.options (minus -XX:+AlwaysPreTouch, which would make the whole heap resident,
@@ -293,6 +368,7 @@ cmd_run() {
 
 case "${1:-}" in
   fetch) shift; cmd_fetch "$@" ;;
+  certs) shift; cmd_certs "$@" ;;
   run) shift; cmd_run "$@" ;;
   *) usage ;;
 esac

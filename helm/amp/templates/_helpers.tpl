@@ -182,6 +182,13 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- $cql := dict "contact_points" $c.contactPoints "keyspace" $c.keyspace "datacenter" $c.datacenter "replication_factor" $c.replicationFactor "consistency" $c.consistency "migrate_on_start" $c.migrateOnStart }}
 {{- with $c.username }}{{ $_ := set $cql "username" . }}{{ end }}
 {{- if $c.passwordSecret }}{{ $_ := set $cql "password_file" "/run/amp/cql/password" }}{{ end }}
+{{- with $c.tls }}{{ if .enabled }}
+{{- $tls := dict "enabled" true "verify_hostname" .verifyHostname }}
+{{- if .secret }}{{ $_ := set $tls "ca_file" "/run/amp/cql-tls/ca.crt" }}{{ end }}
+{{- if and .secret .clientCertificate }}{{ $_ := set $tls "cert_file" "/run/amp/cql-tls/tls.crt" }}{{ $_ := set $tls "key_file" "/run/amp/cql-tls/tls.key" }}{{ end }}
+{{- with .serverName }}{{ $_ := set $tls "server_name" . }}{{ end }}
+{{- $_ := set $cql "tls" $tls }}
+{{- end }}{{ end }}
 {{- $_ := set $store "cql" $cql }}
 {{- end }}
 {{- toYaml (dict "server" $server "log" (dict "filter" .Values.log.filter "format" "json") "nats" $nats "store" $store) }}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::tls::CqlTlsConfig;
 use crate::{Error, Result};
 
 /// The consistency of reads and writes (the `[store.cql] consistency` key).
@@ -56,6 +57,8 @@ pub struct CqlStoreConfig {
     /// Send a second copy of an idempotent read to another replica when the first has not
     /// answered after this many milliseconds (0: never). Default 50.
     pub speculative_after_ms: u64,
+    /// TLS to the cluster (`[store.cql.tls]`): off by default.
+    pub tls: CqlTlsConfig,
 }
 
 /// A list of strings, or one string of comma-separated items.
@@ -93,6 +96,7 @@ impl Default for CqlStoreConfig {
             request_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
             speculative_after_ms: 50,
+            tls: CqlTlsConfig::default(),
         }
     }
 }
@@ -153,7 +157,7 @@ impl CqlStoreConfig {
         if self.username.is_none() && (self.password.is_some() || self.password_file.is_some()) {
             return bad("a password needs a username");
         }
-        Ok(())
+        self.tls.validate()
     }
 
     /// The password, from the file when one is named.
@@ -221,8 +225,34 @@ mod tests {
         assert_eq!(c.consistency, CqlConsistency::Quorum);
         assert_eq!(c.datacenter, "datacenter1");
         assert!(toml::from_str::<CqlStoreConfig>("keyspac = \"x\"").is_err());
+        let tls: CqlStoreConfig = toml::from_str(
+            "[tls]\nenabled = true\nca_file = \"/run/secrets/cql-tls/ca.crt\"\nserver_name = \"scylla.internal\"\n",
+        )
+        .expect("tls");
+        assert!(tls.tls.enabled && tls.tls.verify_hostname);
+        assert_eq!(tls.tls.server_name.as_deref(), Some("scylla.internal"));
+        assert!(toml::from_str::<CqlStoreConfig>("[tls]\nenable = true\n").is_err());
         let csv: CqlStoreConfig =
             toml::from_str("contact_points = \"a:9042, b:9042\"").expect("csv");
         assert_eq!(csv.contact_points, ["a:9042", "b:9042"]);
+    }
+
+    /// The `[store.cql]` section of the example config (TLS included) is what this parses.
+    #[test]
+    fn example_config_section_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/ampd.example.toml"
+        );
+        let text = std::fs::read_to_string(path).expect("deploy/ampd.example.toml");
+        let file: toml::Table = toml::from_str(&text).expect("toml");
+        let cql = file
+            .get("store")
+            .and_then(|s| s.get("cql"))
+            .cloned()
+            .expect("[store.cql]");
+        let c: CqlStoreConfig = cql.try_into().expect("[store.cql] parses");
+        assert!(c.validate().is_ok());
+        assert!(!c.tls.enabled && c.tls.verify_hostname);
     }
 }

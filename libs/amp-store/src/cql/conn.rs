@@ -68,6 +68,9 @@ pub(super) async fn open_session(config: &CqlStoreConfig) -> Result<Session> {
         .known_nodes(&points)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
         .default_execution_profile_handle(profile.build().into_handle());
+    let tls = config.tls.context()?;
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    builder = builder.tls_context(tls);
     if let Some(user) = &config.username {
         builder = builder.user(
             user.clone(),
@@ -82,12 +85,19 @@ pub(super) async fn open_session(config: &CqlStoreConfig) -> Result<Session> {
     .await
     {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(Error::Unavailable(format!(
-            "cannot reach the CQL cluster at {}: {e}",
-            points.join(", ")
-        ))),
+        Ok(Err(e)) => {
+            let e = e.to_string();
+            let hint = config
+                .tls
+                .hint(&e)
+                .map_or(String::new(), |h| format!(" ({h})"));
+            Err(Error::Unavailable(format!(
+                "cannot reach the CQL cluster{over} at {}: {e}{hint}",
+                points.join(", ")
+            )))
+        }
         Err(_) => Err(Error::Unavailable(format!(
-            "cannot reach the CQL cluster at {}: no answer within {} ms",
+            "cannot reach the CQL cluster{over} at {}: no answer within {} ms",
             points.join(", "),
             config.connect_timeout_ms
         ))),
@@ -130,6 +140,18 @@ impl Lwt {
         Ok(Self { applied, rows: out })
     }
 
+    /// The first returned row whose column `col` satisfies `test`.
+    pub(super) fn row_where(
+        &self,
+        col: &str,
+        test: impl Fn(&CqlValue) -> bool,
+    ) -> Option<LwtRow<'_>> {
+        self.rows
+            .iter()
+            .find(|r| r.get(col).is_some_and(&test))
+            .map(LwtRow)
+    }
+
     /// A text column of the first row that has it.
     pub(super) fn text(&self, col: &str) -> Option<String> {
         self.rows
@@ -143,12 +165,20 @@ impl Lwt {
             .iter()
             .find_map(|r| r.get(col).and_then(CqlValue::as_bigint))
     }
+}
 
-    /// A boolean column of the first row that has it.
-    pub(super) fn boolean(&self, col: &str) -> Option<bool> {
-        self.rows
-            .iter()
-            .find_map(|r| r.get(col).and_then(CqlValue::as_boolean))
+/// One row of a conditional statement's answer.
+pub(super) struct LwtRow<'a>(&'a HashMap<String, CqlValue>);
+
+impl LwtRow<'_> {
+    /// A text column.
+    pub(super) fn text(&self, col: &str) -> Option<String> {
+        self.0.get(col).and_then(CqlValue::as_text).cloned()
+    }
+
+    /// A bigint column.
+    pub(super) fn bigint(&self, col: &str) -> Option<i64> {
+        self.0.get(col).and_then(CqlValue::as_bigint)
     }
 }
 
@@ -223,19 +253,20 @@ statements! {
     owned_count [true] = "SELECT COUNT(*) FROM owned_agents WHERE owner_id = ?";
 
     // Mailboxes.
-    id_get [true] = "SELECT sender, signature, seq, acked, expires_at, claimed_at, claim, from_bucket FROM mailbox_ids WHERE agent = ? AND message_id = ?";
-    id_claim [false] = "INSERT INTO mailbox_ids (agent, message_id, sender, signature, expires_at, claimed_at, claim, from_bucket) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?";
-    id_takeover [false] = "UPDATE mailbox_ids USING TTL ? SET claimed_at = ?, claim = ? WHERE agent = ? AND message_id = ? IF claim = ?";
-    id_release [false] = "DELETE FROM mailbox_ids WHERE agent = ? AND message_id = ? IF claim = ?";
-    id_set_seq [true] = "UPDATE mailbox_ids USING TTL ? SET seq = ? WHERE agent = ? AND message_id = ?";
+    id_get [true] = "SELECT sender, signature, seq, acked, expires_at, from_bucket FROM mailbox_ids WHERE agent = ? AND message_id = ?";
+    // The writer's lower bound of its entry's bucket; the timestamp makes the smallest win.
+    id_intent [true] = "UPDATE mailbox_ids USING TTL ? AND TIMESTAMP ? SET from_bucket = ? WHERE agent = ? AND message_id = ?";
+    id_record [true] = "UPDATE mailbox_ids USING TTL ? SET sender = ?, signature = ?, seq = ?, expires_at = ? WHERE agent = ? AND message_id = ?";
     id_ack [true] = "UPDATE mailbox_ids USING TTL ? SET acked = true WHERE agent = ? AND message_id = ?";
     entry_insert [false] = "INSERT INTO mailbox_entries (agent, bucket, seq, message_id, sender, data, queued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
+    // A message id's claim in the entry's partition (`seq` = a negative key from the id).
+    claim_insert [false] = "INSERT INTO mailbox_entries (agent, bucket, seq, message_id, sender, signature, entry_seq, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?";
+    claim_find_serial [true] = "SELECT message_id, sender, signature, entry_seq, expires_at FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq = ?";
     head_cas [false] = "UPDATE mailbox_entries USING TTL ? SET head = ? WHERE agent = ? AND bucket = ? IF head = ?";
     bucket_head [true] = "SELECT head FROM mailbox_entries WHERE agent = ? AND bucket = ? LIMIT 1";
     entries_scan [true] = "SELECT seq, message_id, sender, queued_at, expires_at, acked FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ?";
     entries_data [true] = "SELECT seq, message_id, sender, data, queued_at, expires_at, acked FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ? AND seq <= ?";
     entries_bodies [true] = "SELECT seq, data FROM mailbox_entries WHERE agent = ? AND bucket = ? AND seq >= ? AND seq <= ?";
-    entries_find_serial [true] = "SELECT seq, message_id FROM mailbox_entries WHERE agent = ? AND bucket = ?";
     entry_ack [true] = "UPDATE mailbox_entries USING TTL ? SET acked = true WHERE agent = ? AND bucket = ? AND seq = ?";
     bucket_delete [true] = "DELETE FROM mailbox_entries WHERE agent = ? AND bucket = ?";
     meta_get [true] = "SELECT head, bucket, floor FROM mailbox_meta WHERE agent = ?";
@@ -305,7 +336,7 @@ impl Conn {
             CqlConsistency::Quorum => Consistency::Serial,
             _ => Consistency::LocalSerial,
         };
-        st.entries_find_serial.set_consistency(serial);
+        st.claim_find_serial.set_consistency(serial);
         Ok(Self { session, st })
     }
 

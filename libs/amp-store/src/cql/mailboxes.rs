@@ -7,16 +7,17 @@
 //!   in one step, and a reader that sees position N has every committed position below it.
 //!   A bucket whose head expired (every entry in it expired) is never written again: the
 //!   next append opens the next bucket, so a position is never reused.
-//! - **Idempotency**: before appending, the writer claims `(agent, message id)` with `IF NOT
-//!   EXISTS`, recording sender and signature. Of two routers storing one id at the same
-//!   moment exactly one claims it; the other answers `Duplicate` (same signature) or
-//!   `Conflict` — never a second accept. A claim whose writer died before recording the
-//!   position is taken over after [`CLAIM_LEASE_MS`] (compare-and-set on the claim token),
-//!   and the taker first looks for the entry in the buckets written since the claim (a
-//!   serial read, which completes an append still in flight). A writer never starts an
-//!   append with less than [`APPEND_MARGIN_MS`] of its lease left. The documented bound: a
-//!   writer stalled for longer than that margin between the check and sending its append can
-//!   store a second copy of the same message (same id, same signature).
+//! - **Idempotency, in the same Paxos round**: the batch also inserts a *claim row* for the
+//!   message id in the entry's own partition (clustering key [`claim_key`], a negative
+//!   number from a hash of the id, so scans from position 1 never see it), `IF NOT EXISTS`.
+//!   Two writers of one id in one bucket: Paxos lets one batch through and shows the other
+//!   the claim (`Duplicate` with the same signature, `Conflict` otherwise). In different
+//!   buckets: before its batch a writer records a lower bound of the bucket its entry can
+//!   land in (`mailbox_ids.from_bucket`, the smallest value wins) and reads the lower
+//!   bounds of the others, then looks for the id's claim with a serial read in every bucket
+//!   from the smallest bound up to the one it appends to. The argument that this leaves no
+//!   window is in `deploy/scylla/README.md`. After the batch, `mailbox_ids` gets the
+//!   position, sender and signature (a plain write): later retries are answered from it.
 //! - **Acknowledgement** sets `acked` on the entry and its id (updates, no tombstones).
 //!   `mailbox_meta.floor` moves past the leading run of acknowledged or expired positions
 //!   whenever a pickup or count reads from the floor, and every read starts above it: the
@@ -25,12 +26,17 @@
 //! - **Quota**: `head - floor` bounds the queued count from above; only when that bound
 //!   reaches `max_queued` are the rows counted. The check runs against the head the append
 //!   is conditional on, so two processes cannot both fill the last place: never exceeded.
+//! - **Hints**: each process keeps the last head, bucket and floor it saw per mailbox
+//!   ([`HeadCache`]) and appends at the next position without reading first; the batch's
+//!   condition checks the guess. A wrong one (another process wrote) costs a failed round,
+//!   so the next [`CHECKS_AFTER_STALE`] appends of that mailbox read the head first.
 //! - **Expiry**: every row carries a TTL (the message's expiry); nothing to purge by hand.
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use scylla::statement::batch::{Batch, BatchType};
+use sha2::{Digest, Sha256};
 
 use super::conn::{Lwt, corrupt, ttl_until, unavailable};
 use super::{CqlStore, wall_ms};
@@ -38,15 +44,6 @@ use crate::*;
 
 /// Positions per partition.
 const BUCKET: i64 = 1024;
-/// How long a claim may stay without a position before another writer takes it over.
-/// Shorter than the bus's redelivery budget (8 deliveries over about 16 s of backoff), so a
-/// message whose writer died mid-way is stored by a redelivery, never dead-lettered.
-const CLAIM_LEASE_MS: Millis = 10_000;
-/// A writer does not start an append with less than this left of its claim's lease: a
-/// taker-over then never races an append its owner is still starting.
-const APPEND_MARGIN_MS: Millis = 3_000;
-/// How long a writer waits for another's claim of the same message to get its position.
-const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The static `head` outlives every entry of its bucket written with a TTL up to this.
 const HEAD_MIN_TTL_MS: Millis = 8 * 24 * 3600 * 1000;
 /// An id is remembered this long after its message's expiry (a late retry is a duplicate).
@@ -55,6 +52,17 @@ const ID_MARGIN_MS: Millis = 3600 * 1000;
 const DELETED_TS: i64 = i64::MAX / 2;
 /// Compare-and-set rounds before an append gives up as contended.
 const MAX_APPEND_ROUNDS: usize = 64;
+/// `mailbox_ids.from_bucket` is written with the timestamp `INTENT_TS - bucket`, so of the
+/// writers' lower bounds the smallest wins, without a read or a transaction. A fixed past
+/// instant (2001-09-09 in microseconds), never a future one a server might refuse.
+const INTENT_TS: i64 = 1_000_000_000_000_000;
+/// Mailboxes whose hints a process keeps (a bound on memory; all forgotten when reached).
+const HEAD_CACHE_CAP: usize = 100_000;
+/// After a hint proved stale (another process wrote the mailbox), this many appends read
+/// the head before their batch; then one tries the hint again. A failed batch costs a
+/// whole Paxos round, a head read a plain read: two routers sharing a mailbox pay one
+/// failed round per this many messages, a mailbox with one writer none.
+const CHECKS_AFTER_STALE: u32 = 64;
 
 fn bucket_of(seq: i64) -> i64 {
     seq / BUCKET
@@ -70,6 +78,17 @@ fn last_of(bucket: i64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// The clustering key of a message id's claim row in a bucket: a negative number (entries
+/// are at 1 and above) from 62 bits of the id's SHA-256, so a sender cannot choose an id
+/// that lands on another's. Two ids of one mailbox on one key in one bucket (odds about
+/// 10⁻¹³ per bucket) make the second one fail as unavailable, never accepted.
+fn claim_key(message_id: &str) -> i64 {
+    let digest = Sha256::digest(message_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    -1 - (u64::from_be_bytes(first) >> 2) as i64
 }
 
 /// Per-mailbox positions that only move forward (zeros for a new mailbox).
@@ -113,17 +132,95 @@ impl AppendPoint {
     }
 }
 
-/// The facts of a message id.
-#[derive(Debug)]
+/// What `mailbox_ids` knows of a message id: all of it once the append is recorded; only
+/// `from_bucket` while a writer is appending (or if it died between its batch and the
+/// record, which the claim row in the bucket then completes).
+#[derive(Debug, Default)]
 struct IdRow {
-    sender: String,
-    signature: String,
+    sender: Option<String>,
+    signature: Option<String>,
     seq: Option<i64>,
     acked: bool,
+    expires_at: Option<Millis>,
+    from_bucket: Option<i64>,
+}
+
+/// A message id's claim row in a bucket: the facts of the message that holds the id.
+#[derive(Debug, Clone)]
+struct Claim {
+    message_id: String,
+    sender: String,
+    signature: String,
+    seq: i64,
     expires_at: Millis,
-    claimed_at: Millis,
-    claim: String,
-    from_bucket: i64,
+}
+
+impl IdRow {
+    /// The recorded claim, when the append was recorded.
+    fn claim(&self, message_id: &str) -> Option<Claim> {
+        Some(Claim {
+            message_id: message_id.to_owned(),
+            sender: self.sender.clone()?,
+            signature: self.signature.clone()?,
+            seq: self.seq?,
+            expires_at: self.expires_at.unwrap_or(0),
+        })
+    }
+}
+
+impl Claim {
+    /// What storing `e` is, given that this message holds its id.
+    fn outcome(&self, e: &NewMailboxEntry) -> Enqueued {
+        if self.sender == e.sender && self.signature == e.signature {
+            Enqueued::Duplicate {
+                seq: to_u64(self.seq),
+            }
+        } else {
+            Enqueued::Conflict
+        }
+    }
+}
+
+/// How an append ended.
+enum Appended {
+    /// Stored at this position.
+    New(i64),
+    /// The id is held already (by this message or another).
+    Held(Claim),
+    /// The mailbox is at its quota.
+    Full,
+}
+
+/// A mailbox's hint: the last head, bucket and floor this process saw, and how many more
+/// appends read the head before trusting it (non-zero after it proved stale).
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    meta: Meta,
+    checks: u32,
+}
+
+/// The hints of this process, per mailbox. Safe to be stale: the append's condition checks
+/// the head, and every value was true once (the lower bound of the id search only needs
+/// that).
+#[derive(Default)]
+pub(super) struct HeadCache(parking_lot::Mutex<HashMap<String, Hint>>);
+
+impl HeadCache {
+    fn get(&self, agent: &str) -> Option<Hint> {
+        self.0.lock().get(agent).copied()
+    }
+
+    fn put(&self, agent: &str, meta: Meta, checks: u32) {
+        let mut map = self.0.lock();
+        if map.len() >= HEAD_CACHE_CAP && !map.contains_key(agent) {
+            map.clear();
+        }
+        map.insert(agent.to_owned(), Hint { meta, checks });
+    }
+
+    fn forget(&self, agent: &str) {
+        self.0.lock().remove(agent);
+    }
 }
 
 /// One row of a mailbox scan, without the body.
@@ -186,9 +283,13 @@ impl CqlStore {
     async fn append_point(&self, agent: &str, meta: &Meta) -> Result<AppendPoint> {
         let mut bucket = meta.last_bucket();
         let new_mailbox = meta.head == 0 && meta.bucket == 0;
+        let mut hinted = true;
         loop {
             match self.bucket_head(agent, bucket).await? {
-                Some(h) if h >= last_of(bucket) => bucket += 1,
+                Some(h) if h >= last_of(bucket) => {
+                    bucket += 1;
+                    hinted = false;
+                }
                 Some(h) => return Ok(AppendPoint::after(bucket, Some(h))),
                 None if new_mailbox && bucket == 0 => {
                     return Ok(AppendPoint {
@@ -197,14 +298,25 @@ impl CqlStore {
                         next: 1,
                     });
                 }
-                // The hinted bucket expired whole (or a later one exists past a stale
-                // hint): look one further before opening it.
-                None => {
-                    return match self.bucket_head(agent, bucket + 1).await? {
-                        Some(h) => Ok(AppendPoint::after(bucket + 1, Some(h))),
-                        None => Ok(AppendPoint::after(bucket, None)),
-                    };
+                // The bucket after a full one: open it (never skip one: a writer that saw
+                // the full bucket's head in a failed append opens exactly this one, and a
+                // skipped bucket filled later would sit below positions already served).
+                None if !hinted => {
+                    return Ok(AppendPoint {
+                        bucket,
+                        expect: None,
+                        next: first_of(bucket),
+                    });
                 }
+                // The hinted bucket (written once) has no head: it expired whole, or a later
+                // one exists past a stale hint. Look one further before opening that.
+                None => match self.bucket_head(agent, bucket + 1).await? {
+                    Some(_) => {
+                        bucket += 1;
+                        hinted = false;
+                    }
+                    None => return Ok(AppendPoint::after(bucket, None)),
+                },
             }
         }
     }
@@ -225,21 +337,15 @@ impl CqlStore {
             Option<bool>,
             Option<i64>,
             Option<i64>,
-            Option<String>,
-            Option<i64>,
         );
-        Ok(rows.maybe_first_row::<R>().map_err(corrupt)?.and_then(
-            |(sender, signature, seq, acked, expires_at, claimed_at, claim, from_bucket)| {
-                Some(IdRow {
-                    sender: sender?,
-                    signature: signature?,
-                    seq,
-                    acked: acked.unwrap_or(false),
-                    expires_at: expires_at.unwrap_or(0),
-                    claimed_at: claimed_at.unwrap_or(0),
-                    claim: claim.unwrap_or_default(),
-                    from_bucket: from_bucket.unwrap_or(0),
-                })
+        Ok(rows.maybe_first_row::<R>().map_err(corrupt)?.map(
+            |(sender, signature, seq, acked, expires_at, from_bucket)| IdRow {
+                sender,
+                signature,
+                seq,
+                acked: acked.unwrap_or(false),
+                expires_at,
+                from_bucket,
             },
         ))
     }
@@ -251,7 +357,9 @@ impl CqlStore {
         let last_hint = meta.last_bucket();
         let mut bucket = bucket_of(start);
         let mut rows = Vec::new();
-        let mut head = meta.head;
+        // `mailbox_meta.head` is written when a bucket opens, not per append: the rows read
+        // (or the floor, when everything up to the head was acknowledged) say the rest.
+        let mut head = meta.head.max(meta.floor);
         type R = (
             i64,
             Option<String>,
@@ -348,96 +456,134 @@ impl CqlStore {
         let n = scan.rows.iter().filter(|r| r.live(now)).count() as u64;
         Ok((n, scan, floor))
     }
+    /// The claim of `message_id` in `bucket`, by a serial read: it sees every committed
+    /// append of the partition and completes one still in flight first.
+    async fn find_claim(
+        &self,
+        agent: &str,
+        bucket: i64,
+        message_id: &str,
+    ) -> Result<Option<Claim>> {
+        let rows = self
+            .conn
+            .query(
+                "look for a message id",
+                &self.conn.st.claim_find_serial,
+                (agent, bucket, claim_key(message_id)),
+            )
+            .await?;
+        type R = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        Ok(rows.maybe_first_row::<R>().map_err(corrupt)?.and_then(
+            |(id, sender, signature, seq, expires_at)| {
+                // Another id on the same key (a hash collision) is not this one's claim.
+                (id.as_deref() == Some(message_id)).then_some(Claim {
+                    message_id: id?,
+                    sender: sender?,
+                    signature: signature.unwrap_or_default(),
+                    seq: seq?,
+                    expires_at: expires_at.unwrap_or(0),
+                })
+            },
+        ))
+    }
 
-    /// Looks for an entry of `message_id` written since bucket `from` (a taken-over claim).
-    /// A serial read: it completes any append still in flight on those partitions first, so
-    /// an append its dead writer had started is found, not written twice.
-    async fn find_entry(&self, agent: &str, message_id: &str, from: i64) -> Result<Option<i64>> {
-        let meta = self.meta(agent).await?;
-        let to = meta.last_bucket() + 1;
+    /// Writes what `mailbox_ids` is read for: the claim's position, sender and signature.
+    async fn record(&self, agent: &str, claim: &Claim) -> Result<()> {
+        self.conn
+            .exec(
+                "record a message id",
+                &self.conn.st.id_record,
+                (
+                    ttl_until(claim.expires_at + ID_MARGIN_MS, wall_ms()),
+                    &claim.sender,
+                    &claim.signature,
+                    claim.seq,
+                    claim.expires_at,
+                    agent,
+                    &claim.message_id,
+                ),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// The claim of an id whose `mailbox_ids` row has no position: its writer is appending,
+    /// or died between its batch and the record. Looked for in the buckets from the row's
+    /// lower bound to the last one (serial reads), and recorded when found.
+    async fn resolve(&self, agent: &str, message_id: &str, row: &IdRow) -> Result<Option<Claim>> {
+        if let Some(claim) = row.claim(message_id) {
+            return Ok(Some(claim));
+        }
+        let Some(from) = row.from_bucket else {
+            return Ok(None);
+        };
+        let to = self.meta(agent).await?.last_bucket() + 1;
         for b in from..=to {
-            let rows = self
-                .conn
-                .query(
-                    "look for an entry",
-                    &self.conn.st.entries_find_serial,
-                    (agent, b),
-                )
-                .await?;
-            for row in rows.rows::<(i64, Option<String>)>().map_err(corrupt)? {
-                let (seq, id) = row.map_err(corrupt)?;
-                if id.as_deref() == Some(message_id) {
-                    return Ok(Some(seq));
-                }
+            if let Some(claim) = self.find_claim(agent, b, message_id).await? {
+                self.record(agent, &claim).await?;
+                return Ok(Some(claim));
             }
         }
         Ok(None)
     }
 
-    /// The position of a message whose id row has none yet: its writer appended it and has
-    /// not recorded the position (a moment's window, or a writer that died there). Found in
-    /// the buckets written since the claim, and recorded.
-    async fn resolve_seq(&self, agent: &str, message_id: &str, row: &IdRow) -> Result<Option<i64>> {
-        if let Some(seq) = row.seq {
-            return Ok(Some(seq));
-        }
-        let Some(seq) = self.find_entry(agent, message_id, row.from_bucket).await? else {
-            return Ok(None);
-        };
-        self.conn
-            .exec(
-                "record a position",
-                &self.conn.st.id_set_seq,
-                (
-                    ttl_until(row.expires_at + ID_MARGIN_MS, wall_ms()),
-                    seq,
-                    agent,
-                    message_id,
-                ),
-            )
-            .await?;
-        Ok(Some(seq))
-    }
-
-    /// Appends one entry at the next position; returns it, or `None` when the quota is
-    /// reached.
+    /// Appends one entry, with its id's claim, at `at` or the next free position: one
+    /// conditional batch. First looks for the id's claim in the buckets from `search_from`
+    /// up to the one it appends to (none, unless a bucket was closed or another writer holds
+    /// a lower bound). `blind`: `at` comes from this process's hint, not from a read.
     async fn append(
         &self,
         e: &NewMailboxEntry,
-        meta: &Meta,
-        claimed_at: Millis,
-    ) -> Result<Option<i64>> {
+        mut meta: Meta,
+        mut at: AppendPoint,
+        mut blind: bool,
+        mut checks: u32,
+        search_from: i64,
+    ) -> Result<Appended> {
         let st = &self.conn.st;
+        let agent = e.agent_id.as_str();
         let now = wall_ms();
         let ttl = ttl_until(e.expires_at, now);
         let head_ttl = ttl.max(ttl_until(now + HEAD_MIN_TTL_MS, now));
-        let mut at = self.append_point(&e.agent_id, meta).await?;
-        let mut floor = meta.floor;
+        let key = claim_key(&e.message_id);
+        // Buckets below this one were searched after they were seen closed.
+        let mut searched = search_from;
         for _ in 0..MAX_APPEND_ROUNDS {
             if let Some(max) = e.max_queued {
                 let max = i64::try_from(max).unwrap_or(i64::MAX);
                 // `next - 1 - floor` bounds the queued count; count only when it reaches max.
-                if at.next - 1 - floor >= max {
-                    let (n, _, f) = self.count_live(&e.agent_id, e.queued_at).await?;
-                    floor = f;
+                if at.next - 1 - meta.floor >= max {
+                    let (n, _, f) = self.count_live(agent, e.queued_at).await?;
+                    meta.floor = f;
                     if i64::try_from(n).unwrap_or(i64::MAX) >= max {
-                        return Ok(None);
+                        if meta.head > 0 {
+                            // The floor just moved; the head is a hint like any other.
+                            self.heads.put(agent, meta, checks);
+                        }
+                        return Ok(Appended::Full);
                     }
                 }
             }
-            if wall_ms().saturating_sub(claimed_at) > CLAIM_LEASE_MS - APPEND_MARGIN_MS {
-                // Too late to append under this claim: the redelivery takes it over.
-                return Err(Error::Unavailable(format!(
-                    "mailbox of {} too slow: the claim of {} ran out before its append",
-                    e.agent_id, e.message_id
-                )));
+            while searched < at.bucket {
+                if let Some(claim) = self.find_claim(agent, searched, &e.message_id).await? {
+                    self.record(agent, &claim).await?;
+                    return Ok(Appended::Held(claim));
+                }
+                searched += 1;
             }
             let mut batch = Batch::new(BatchType::Unlogged);
             batch.append_statement(st.entry_insert.clone());
+            batch.append_statement(st.claim_insert.clone());
             batch.append_statement(st.head_cas.clone());
             let values = (
                 (
-                    &e.agent_id,
+                    agent,
                     at.bucket,
                     at.next,
                     &e.message_id,
@@ -447,7 +593,18 @@ impl CqlStore {
                     e.expires_at,
                     ttl,
                 ),
-                (head_ttl, at.next, &e.agent_id, at.bucket, at.expect),
+                (
+                    agent,
+                    at.bucket,
+                    key,
+                    &e.message_id,
+                    &e.sender,
+                    &e.signature,
+                    at.next,
+                    e.expires_at,
+                    ttl,
+                ),
+                (head_ttl, at.next, agent, at.bucket, at.expect),
             );
             let res = self
                 .conn
@@ -457,32 +614,68 @@ impl CqlStore {
                 .map_err(|err| unavailable("append to a mailbox", err))?;
             let lwt = Lwt::parse(res)?;
             if lwt.applied {
-                self.conn
-                    .exec(
-                        "record a mailbox head",
-                        &st.meta_head,
-                        (at.next, at.next, at.bucket, &e.agent_id),
-                    )
-                    .await?;
-                return Ok(Some(at.next));
+                // The shared hints only need the bucket: write them when it moved past
+                // what the hints said (a bucket opened, or they were behind), not per append.
+                let moved = at.bucket > meta.last_bucket();
+                meta.head = at.next;
+                meta.bucket = at.bucket;
+                self.heads.put(agent, meta, checks);
+                let claim = Claim {
+                    message_id: e.message_id.clone(),
+                    sender: e.sender.clone(),
+                    signature: e.signature.clone(),
+                    seq: at.next,
+                    expires_at: e.expires_at,
+                };
+                futures::future::try_join(self.record(agent, &claim), async {
+                    if moved || at.next == 1 {
+                        self.conn
+                            .exec(
+                                "record a mailbox head",
+                                &st.meta_head,
+                                (at.next, at.next, at.bucket, agent),
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                return Ok(Appended::New(at.next));
             }
-            // Another writer moved the head (or the bucket's head expired): retry after it.
-            at = AppendPoint::after(at.bucket, lwt.bigint("head"));
+            // Not applied: the id is claimed in this bucket, or the head moved.
+            if let Some(row) = lwt.row_where("seq", |v| v.as_bigint() == Some(key))
+                && let Some(holder) = row.text("message_id")
+            {
+                if holder != e.message_id {
+                    return Err(Error::Unavailable(format!(
+                        "mailbox of {agent}: message ids {holder} and {} share a claim key in bucket {}; retry later",
+                        e.message_id, at.bucket
+                    )));
+                }
+                let claim = Claim {
+                    message_id: holder,
+                    sender: row.text("sender").unwrap_or_default(),
+                    signature: row.text("signature").unwrap_or_default(),
+                    seq: row.bigint("entry_seq").unwrap_or(0),
+                    expires_at: row.bigint("expires_at").unwrap_or(0),
+                };
+                self.record(agent, &claim).await?;
+                return Ok(Appended::Held(claim));
+            }
+            if blind {
+                // The hint was stale (another process wrote): start again from the hints
+                // every writer shares, and read the head first for a while.
+                blind = false;
+                checks = CHECKS_AFTER_STALE;
+                meta = self.meta(agent).await?;
+                at = self.append_point(agent, &meta).await?;
+            } else {
+                at = AppendPoint::after(at.bucket, lwt.bigint("head"));
+            }
         }
         Err(Error::Unavailable(format!(
-            "mailbox of {} too contended: no position after {MAX_APPEND_ROUNDS} tries",
-            e.agent_id
+            "mailbox of {agent} too contended: no position after {MAX_APPEND_ROUNDS} tries"
         )))
-    }
-
-    /// What a repeat of an already claimed id is.
-    fn repeat_outcome(found: &IdRow, e: &NewMailboxEntry) -> Option<Enqueued> {
-        if found.sender != e.sender || found.signature != e.signature {
-            return Some(Enqueued::Conflict);
-        }
-        found
-            .seq
-            .map(|seq| Enqueued::Duplicate { seq: to_u64(seq) })
     }
 }
 
@@ -490,127 +683,55 @@ impl CqlStore {
 impl Mailboxes for CqlStore {
     async fn enqueue(&self, e: NewMailboxEntry) -> Result<Enqueued> {
         let st = &self.conn.st;
-        let _serial = self.mailbox_lock(&e.agent_id).lock().await;
+        let agent = e.agent_id.as_str();
+        let _serial = self.mailbox_lock(agent).lock().await;
         let now = wall_ms();
         let id_ttl = ttl_until(e.expires_at + ID_MARGIN_MS, now);
-        let token = claim_token();
-        let meta = self.meta(&e.agent_id).await?;
-        let from_bucket = meta.last_bucket();
-        let claim = self
-            .conn
-            .lwt(
-                "claim a message id",
-                &st.id_claim,
-                (
-                    &e.agent_id,
-                    &e.message_id,
-                    &e.sender,
-                    &e.signature,
-                    e.expires_at,
-                    now,
-                    &token,
-                    from_bucket,
-                    id_ttl,
-                ),
-            )
-            .await?;
-        let mut claim_token = token.clone();
-        if !claim.applied {
-            let mut found = IdRow {
-                sender: claim.text("sender").unwrap_or_default(),
-                signature: claim.text("signature").unwrap_or_default(),
-                seq: claim.bigint("seq"),
-                acked: claim.boolean("acked").unwrap_or(false),
-                expires_at: claim.bigint("expires_at").unwrap_or(0),
-                claimed_at: claim.bigint("claimed_at").unwrap_or(0),
-                claim: claim.text("claim").unwrap_or_default(),
-                from_bucket: claim.bigint("from_bucket").unwrap_or(0),
-            };
-            // The same message claimed by another writer that has not recorded a position
-            // yet: wait a little for it (the usual case: a redelivery racing the first
-            // delivery), take the claim over once its lease has run out.
-            let wait_until = tokio::time::Instant::now() + PENDING_WAIT;
-            loop {
-                if let Some(outcome) = Self::repeat_outcome(&found, &e) {
-                    return Ok(outcome);
-                }
-                if wall_ms().saturating_sub(found.claimed_at) >= CLAIM_LEASE_MS {
-                    break;
-                }
-                if tokio::time::Instant::now() >= wait_until {
-                    return Err(Error::Unavailable(
-                        "the same message is being stored by another writer; retry".into(),
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                match self.id_row(&e.agent_id, &e.message_id).await? {
-                    Some(row) => found = row,
-                    // Released (the mailbox was full for the other writer): retry whole.
-                    None => {
-                        return Err(Error::Unavailable(
-                            "the same message was refused to another writer; retry".into(),
-                        ));
-                    }
-                }
-            }
-            let take = self
-                .conn
-                .lwt(
-                    "take over a message id",
-                    &st.id_takeover,
-                    (
-                        id_ttl,
-                        now,
-                        &token,
-                        &e.agent_id,
-                        &e.message_id,
-                        &found.claim,
-                    ),
-                )
-                .await?;
-            if !take.applied {
-                return Err(Error::Unavailable(
-                    "the same message is being stored by another writer; retry".into(),
-                ));
-            }
-            if let Some(seq) = self
-                .find_entry(&e.agent_id, &e.message_id, found.from_bucket)
-                .await?
-            {
-                self.conn
-                    .exec(
-                        "record a position",
-                        &st.id_set_seq,
-                        (id_ttl, seq, &e.agent_id, &e.message_id),
-                    )
-                    .await?;
-                return Ok(Enqueued::Duplicate { seq: to_u64(seq) });
-            }
-            claim_token = token;
-        }
-        let seq = match self.append(&e, &meta, now).await {
-            Ok(Some(seq)) => seq,
-            Ok(None) => {
-                // Full: give the id back so the sender may retry once there is room.
-                self.conn
-                    .lwt(
-                        "release a message id",
-                        &st.id_release,
-                        (&e.agent_id, &e.message_id, &claim_token),
-                    )
-                    .await?;
-                return Ok(Enqueued::Full);
-            }
-            Err(err) => return Err(err),
+        // The hints: this process's own, else the shared row. Either was true once, so its
+        // bucket is at most the one any later append lands in.
+        let hint = self.heads.get(agent);
+        let meta = match hint {
+            Some(h) => h.meta,
+            None => self.meta(agent).await?,
         };
-        self.conn
-            .exec(
-                "record a position",
-                &st.id_set_seq,
-                (id_ttl, seq, &e.agent_id, &e.message_id),
-            )
-            .await?;
-        Ok(Enqueued::New { seq: to_u64(seq) })
+        let blind = hint.is_some_and(|h| h.checks == 0);
+        let checks = hint.map_or(0, |h| h.checks.saturating_sub(1));
+        let from = meta.last_bucket();
+        // Our lower bound for the others, theirs for us, and the head (in one round trip):
+        // a writer whose batch committed before we read our hints wrote its bound before.
+        let (_, index, at) = futures::future::try_join3(
+            self.conn.exec(
+                "note a message id",
+                &st.id_intent,
+                (id_ttl, INTENT_TS - from, from, agent, &e.message_id),
+            ),
+            self.id_row(agent, &e.message_id),
+            async {
+                if blind {
+                    Ok(AppendPoint::after(meta.bucket, Some(meta.head)))
+                } else {
+                    self.append_point(agent, &meta).await
+                }
+            },
+        )
+        .await?;
+        let mut search_from = from;
+        if let Some(row) = index {
+            if let Some(claim) = row.claim(&e.message_id) {
+                return Ok(claim.outcome(&e));
+            }
+            if let Some(f) = row.from_bucket {
+                search_from = search_from.min(f);
+            }
+        }
+        match self
+            .append(&e, meta, at, blind, checks, search_from)
+            .await?
+        {
+            Appended::New(seq) => Ok(Enqueued::New { seq: to_u64(seq) }),
+            Appended::Held(claim) => Ok(claim.outcome(&e)),
+            Appended::Full => Ok(Enqueued::Full),
+        }
     }
 
     async fn entry(
@@ -622,16 +743,19 @@ impl Mailboxes for CqlStore {
         let Some(id) = self.id_row(agent_id, message_id).await? else {
             return Ok(None);
         };
+        let Some(claim) = self.resolve(agent_id, message_id, &id).await? else {
+            return Ok(None); // being written, or refused: not an accepted message
+        };
         if id.acked {
-            return Ok(Some(EntryState::Acked { sender: id.sender }));
+            return Ok(Some(EntryState::Acked {
+                sender: claim.sender,
+            }));
         }
         // Expired by the caller's clock or by the cluster's (whose TTL removes the rows).
-        if id.expires_at <= now.max(wall_ms()) {
+        if claim.expires_at <= now.max(wall_ms()) {
             return Ok(None);
         }
-        let Some(seq) = self.resolve_seq(agent_id, message_id, &id).await? else {
-            return Ok(None); // claimed, not yet written: not an accepted message
-        };
+        let seq = claim.seq;
         let rows = self
             .conn
             .query(
@@ -650,9 +774,9 @@ impl Mailboxes for CqlStore {
             Option<bool>,
         );
         match rows.maybe_first_row::<R>().map_err(corrupt)? {
-            Some((_, _, _, _, _, _, Some(true))) => {
-                Ok(Some(EntryState::Acked { sender: id.sender }))
-            }
+            Some((_, _, _, _, _, _, Some(true))) => Ok(Some(EntryState::Acked {
+                sender: claim.sender,
+            })),
             Some((seq, Some(message_id), Some(sender), Some(data), q, x, _)) => {
                 Ok(Some(EntryState::Queued(MailboxEntry {
                     seq: to_u64(seq),
@@ -766,17 +890,15 @@ impl Mailboxes for CqlStore {
         for (id, row) in distinct.iter().zip(found) {
             let o = match row {
                 Some(r) if r.acked => AckOutcome::AlreadyAcked,
-                // Expired by the caller's clock or the cluster's.
-                Some(r) if r.expires_at > now.max(wall) => {
-                    match self.resolve_seq(agent_id, id, &r).await? {
-                        Some(seq) => {
-                            writes.push((id.as_str(), seq, r.expires_at));
-                            AckOutcome::Acked
-                        }
-                        None => AckOutcome::NotFound,
+                Some(r) => match self.resolve(agent_id, id, &r).await? {
+                    // Expired by the caller's clock or the cluster's.
+                    Some(c) if c.expires_at > now.max(wall) => {
+                        writes.push((id.as_str(), c.seq, c.expires_at));
+                        AckOutcome::Acked
                     }
-                }
-                _ => AckOutcome::NotFound,
+                    _ => AckOutcome::NotFound,
+                },
+                None => AckOutcome::NotFound,
             };
             outcome.insert(id.as_str(), o);
         }
@@ -829,6 +951,7 @@ impl Mailboxes for CqlStore {
 
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
         let st = &self.conn.st;
+        self.heads.forget(agent_id);
         let meta = self.meta(agent_id).await?;
         let last = meta.last_bucket() + 1;
         for b in bucket_of(meta.floor + 1)..=last {
@@ -843,14 +966,33 @@ impl Mailboxes for CqlStore {
     }
 }
 
-/// A token naming one claim: unique across processes and calls (not a secret).
-fn claim_token() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{:x}-{:x}-{:x}",
-        std::process::id(),
-        wall_ms(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Claim keys sit below every position, are stable across processes and releases (a
+    /// later writer must find an earlier one's claim), and differ between ids.
+    #[test]
+    fn cql_claim_keys_are_negative_stable_and_spread() {
+        for id in ["", "msg_1", "01JD7Z6N5Q1M2K3J4H5G6F7E8D", &"x".repeat(300)] {
+            let k = claim_key(id);
+            assert!((-(1_i64 << 62)..=-1).contains(&k), "{id}: {k}");
+            assert_eq!(k, claim_key(id));
+        }
+        // -1 minus the first 62 bits of SHA-256("msg_1"): a key must never change meaning
+        // between releases (claims written by the previous one are looked up by this one).
+        assert_eq!(claim_key("msg_1"), -313_811_872_937_680_634);
+        let keys: HashSet<i64> = (0..10_000)
+            .map(|i| claim_key(&format!("msg_{i}")))
+            .collect();
+        assert_eq!(keys.len(), 10_000);
+    }
+
+    #[test]
+    fn cql_append_point_after_a_full_bucket_opens_the_next_one() {
+        let at = AppendPoint::after(0, Some(last_of(0)));
+        assert_eq!((at.bucket, at.expect, at.next), (1, None, 1_024));
+        let at = AppendPoint::after(3, Some(3 * 1_024 + 10));
+        assert_eq!((at.bucket, at.expect, at.next), (3, Some(3_082), 3_083));
+    }
 }

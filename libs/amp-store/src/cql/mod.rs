@@ -8,9 +8,11 @@
 //! - **Mailboxes**: `mailbox_entries ((agent, bucket), seq)` with `bucket = seq / 1024` and a
 //!   static `head`; an append is one conditional batch (`INSERT` the entry, `UPDATE head = N
 //!   IF head = N-1`), so a position is assigned and written atomically and no reader ever
-//!   sees N+1 before N, whichever router writes. `mailbox_ids ((agent, message_id))` is the
-//!   idempotency key, claimed with `IF NOT EXISTS` first: of two routers storing the same
-//!   id, one wins and the other reads `Duplicate` or `Conflict`. Acknowledging sets `acked`
+//!   sees N+1 before N, whichever router writes. The same batch claims the message id in
+//!   that partition (`IF NOT EXISTS` on a row keyed by a hash of the id): of two routers
+//!   storing the same id, one wins and the other reads `Duplicate` or `Conflict`, with one
+//!   Paxos round per append. `mailbox_ids ((agent, message_id))` is the id's lookup row,
+//!   written plainly around the batch (see `mailboxes`). Acknowledging sets `acked`
 //!   (an update, no tombstone); `mailbox_meta.floor` moves past leading acknowledged and
 //!   expired rows, and every read starts above it, so pickup cost does not grow with what
 //!   was acknowledged. Rows carry the message's TTL.
@@ -20,11 +22,11 @@
 //!   `presence` (TTL = lease) + `presence_online` (16 shards), `kv`.
 //!
 //! Lightweight transactions (Paxos) are used where a race must have one winner: name
-//! claims, the message-id claim and the position of an append, job leases, receipt
-//! positions. Everything else is a plain write at the configured consistency.
+//! claims, the position of an append (which claims the message id in the same round), job
+//! leases, receipt positions. Everything else is a plain write at the configured consistency.
 //!
 //! # Modules
-//! `config` ([`CqlStoreConfig`]), `schema` (keyspace and versioned migrations), `conn`
+//! `config` ([`CqlStoreConfig`]), `tls` ([`CqlTlsConfig`]: TLS to the cluster), `schema` (keyspace and versioned migrations), `conn`
 //! (session, prepared statements, row helpers), `registry`, `mailboxes`, `state`.
 
 mod config;
@@ -33,10 +35,11 @@ mod mailboxes;
 mod registry;
 mod schema;
 mod state;
+mod tls;
 
 use async_trait::async_trait;
 
-pub use self::config::{CqlConsistency, CqlStoreConfig};
+pub use self::config::{CqlConsistency, CqlStoreConfig, CqlTlsConfig};
 use self::conn::Conn;
 pub use self::schema::{MIGRATIONS, schema_cql, statements};
 use crate::{Millis, Result, StoreBackend};
@@ -49,6 +52,9 @@ pub struct CqlStore {
     /// id): the append's compare-and-set then only races other processes, instead of every
     /// router worker retrying against the others.
     mailbox_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// The last head, bucket and floor this process saw per mailbox: appends go there
+    /// without a read, checked by their condition.
+    heads: mailboxes::HeadCache,
 }
 
 impl CqlStore {
@@ -65,6 +71,7 @@ impl CqlStore {
         Ok(Self {
             conn,
             mailbox_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            heads: mailboxes::HeadCache::default(),
         })
     }
 

@@ -18,6 +18,7 @@ use crate::{Error, Result};
 pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/0001_initial.cql")),
     (2, include_str!("migrations/0002_kv_expiry.cql")),
+    (3, include_str!("migrations/0003_claims_in_buckets.cql")),
 ];
 
 /// Table options that only ScyllaDB has: applied after the migrations when the server is

@@ -116,14 +116,28 @@ async fn cql_rows_expire_by_ttl_on_the_server() {
     let session = scylla_session(&t).await;
     let rows = session
         .query_unpaged(
-            format!("SELECT seq FROM {ks}.mailbox_entries WHERE agent = ? AND bucket = 0"),
+            format!(
+                "SELECT seq, message_id FROM {ks}.mailbox_entries WHERE agent = ? AND bucket = 0"
+            ),
             (&agent_id,),
         )
         .await
         .expect("raw read")
         .into_rows_result()
         .expect("rows");
-    assert_eq!(rows.rows_num(), 1, "only the unexpired entry is left");
+    // The unexpired entry and its id's claim row (at a negative position) are left.
+    let left: Vec<(i64, Option<String>)> = rows
+        .rows::<(i64, Option<String>)>()
+        .expect("typed")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter()
+            .all(|(_, id)| id.as_deref() == Some("msg_2_ttl")),
+        "only the unexpired message's rows are left: {left:?}"
+    );
+    assert_eq!(left.iter().filter(|(seq, _)| *seq > 0).count(), 1);
     // The id is remembered one hour past the expiry (a late retry is a duplicate), no more.
     let rows = session
         .query_unpaged(
@@ -638,4 +652,168 @@ async fn cql_mailboxes_with_jetstream_presence_compose() {
     );
     assert!(store.ready().await);
     conformance::run_all(&store).await;
+}
+
+/// Stores `n` messages `msg_fill_<tag>_<i>` from both writers in turn (two at a time).
+async fn fill(a: &Store, b: &Store, agent_id: &str, tag: &str, n: usize, now: i64) {
+    for i in (0..n).step_by(2) {
+        let e = |i: usize| {
+            entry(
+                agent_id,
+                &format!("msg_fill_{tag}_{i}"),
+                "s@t.example.test",
+                now,
+                DAY,
+            )
+        };
+        let (ra, rb) = tokio::join!(a.enqueue(e(i)), async {
+            if i + 1 < n {
+                b.enqueue(e(i + 1)).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        assert!(matches!(ra.expect("fill a"), Enqueued::New { .. }));
+        assert!(matches!(
+            rb.expect("fill b"),
+            None | Some(Enqueued::New { .. })
+        ));
+    }
+}
+
+/// Every message id in the mailbox, in order.
+async fn all_ids(store: &Store, agent_id: &str, now: i64) -> Vec<(u64, String)> {
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .fetch(agent_id, cursor, 500, now)
+            .await
+            .expect("fetch");
+        if page.entries.is_empty() {
+            return seen;
+        }
+        cursor = page.entries.last().map(|e| e.seq);
+        seen.extend(page.entries.into_iter().map(|e| (e.seq, e.message_id)));
+    }
+}
+
+/// Two routers (two sessions, each with its own hints) store the same id at the same moment,
+/// round after round, while the mailbox crosses from bucket 0 to bucket 1: with other
+/// content, exactly one is accepted and the other is a conflict; with the same message,
+/// one is stored and the other is a duplicate of the same position. The mailbox holds each
+/// id once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_same_id_from_two_writers_across_a_bucket_rollover_is_accepted_once() {
+    let Some(t) = target() else { return };
+    let a = connect(&t, shared_keyspace()).await;
+    let b = connect(&t, shared_keyspace()).await;
+    let agent_id = unique("agt_");
+    let now = now_ms();
+    fill(&a, &b, &agent_id, "before", 1_000, now).await;
+    let rounds = 16;
+    for r in 0..rounds {
+        let id = format!("msg_race_{r}");
+        let ea = entry(&agent_id, &id, "a@t.example.test", now, DAY);
+        let mut eb = entry(&agent_id, &id, "a@t.example.test", now, DAY);
+        let same = r % 2 == 1;
+        if !same {
+            eb.sender = "b@t.example.test".into();
+            eb.signature = format!("other-sig-of-{id}");
+            eb.data = format!(r#"{{"envelope":{{"id":"{id}"}},"payload":"other"}}"#);
+        }
+        let (ra, rb) = tokio::join!(a.enqueue(ea), b.enqueue(eb));
+        let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+        match (ra, rb, same) {
+            (Enqueued::New { .. }, Enqueued::Conflict, false)
+            | (Enqueued::Conflict, Enqueued::New { .. }, false) => {}
+            (Enqueued::New { seq }, Enqueued::Duplicate { seq: d }, true)
+            | (Enqueued::Duplicate { seq: d }, Enqueued::New { seq }, true) => {
+                assert_eq!(seq, d, "round {r}: a duplicate names the stored position");
+            }
+            other => panic!("round {r}: {other:?}"),
+        }
+        // Two more positions per round, so the bucket boundary falls inside the races.
+        fill(&a, &b, &agent_id, &format!("r{r}"), 2, now).await;
+    }
+    let ids = all_ids(&a, &agent_id, now).await;
+    assert_eq!(ids.len(), 1_000 + rounds * 3);
+    assert!(ids.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(
+        ids.last().is_some_and(|(seq, _)| *seq > 1_024),
+        "the races crossed into bucket 1: {:?}",
+        ids.last()
+    );
+    for r in 0..rounds {
+        let id = format!("msg_race_{r}");
+        let n = ids.iter().filter(|(_, m)| *m == id).count();
+        assert_eq!(n, 1, "{id} stored {n} times");
+    }
+}
+
+/// The one window a claim row covers alone: a writer whose batch committed the last
+/// position of a bucket and which died before recording the id in `mailbox_ids` (emulated
+/// by removing the record, leaving the lower bound it wrote first). Another router, whose
+/// hints are already in the next bucket, stores the same id: it finds the claim in the
+/// closed bucket with a serial read, answers `Conflict` (other content) or `Duplicate`
+/// (the same message), and completes the record, so `entry` finds the message again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_claim_in_a_closed_bucket_is_found_after_a_lost_record() {
+    let Some(t) = target() else { return };
+    let ks = shared_keyspace();
+    let a = connect(&t, ks).await;
+    let b = connect(&t, ks).await;
+    let agent_id = unique("agt_");
+    let now = now_ms();
+    fill(&a, &b, &agent_id, "x", 1_022, now).await;
+    let x = entry(&agent_id, "msg_last_of_0", "a@t.example.test", now, DAY);
+    assert!(matches!(
+        a.enqueue(x.clone()).await.expect("x"),
+        Enqueued::New { seq: 1_023 }
+    ));
+    // b's next append opens bucket 1, so its hints move past the bucket holding x.
+    assert!(matches!(
+        b.enqueue(entry(
+            &agent_id,
+            "msg_first_of_1",
+            "s@t.example.test",
+            now,
+            DAY
+        ))
+        .await
+        .expect("first of bucket 1"),
+        Enqueued::New { seq: 1_024 }
+    ));
+    let session = scylla_session(&t).await;
+    session
+        .query_unpaged(
+            format!(
+                "DELETE sender, signature, seq, expires_at FROM {ks}.mailbox_ids WHERE agent = ? AND message_id = ?"
+            ),
+            (&agent_id, "msg_last_of_0"),
+        )
+        .await
+        .expect("lose the record");
+
+    let mut other = x.clone();
+    other.signature = "another-signature".into();
+    other.data = "{\"other\":true}".into();
+    assert_eq!(
+        b.enqueue(other).await.expect("other content"),
+        Enqueued::Conflict
+    );
+    assert_eq!(
+        b.enqueue(x).await.expect("same message"),
+        Enqueued::Duplicate { seq: 1_023 }
+    );
+    match b
+        .entry(&agent_id, "msg_last_of_0", now)
+        .await
+        .expect("entry")
+    {
+        Some(EntryState::Queued(e)) => assert_eq!(e.seq, 1_023),
+        other => panic!("{other:?}"),
+    }
+    let ids = all_ids(&a, &agent_id, now).await;
+    assert_eq!(ids.len(), 1_024, "no second copy");
 }

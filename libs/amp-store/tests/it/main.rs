@@ -3,6 +3,8 @@
 //! nats-server.
 
 mod cql;
+mod cql_cost;
+mod cql_tls;
 mod crash;
 mod jetstream;
 

@@ -11,6 +11,10 @@
 //! - [`cql_target`]: `AMP_TEST_CQL=host:port` when set (an existing node, a real ScyllaDB say),
 //!   else one node shared by the whole test process, started on first use;
 //! - [`CqlNode::start_or_skip`]: a node of the test's own, for tests that kill or restart it;
+//! - [`cql_tls_target`]: a node that also serves TLS on its native port (`optional: true`,
+//!   so plain clients share it), with the certificates a client needs ([`TlsFiles`]): the
+//!   shared node, which every start gives TLS (the certificates cost a second), or, under
+//!   `AMP_TEST_CQL`, a node of its own;
 //! - [`unique_keyspace`]: a fresh keyspace name per test, so tests sharing a node never meet.
 //!
 //! Without Java or Maven (or when the node does not start) a CQL test is skipped with a loud
@@ -25,15 +29,42 @@ mod process;
 mod script;
 mod target;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
 use process::{NodeProcess, StartFailure};
-pub use target::{cql_target, unique_keyspace};
+pub use target::{CqlTlsTarget, cql_target, cql_tls_target, unique_keyspace};
 
 /// How many times a start that exits early is retried on fresh ports.
 const START_ATTEMPTS: u32 = 3;
+
+/// The certificates of a node's throwaway PKI (`node.sh certs`), PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed the node's certificate (and the client's).
+    pub ca_file: PathBuf,
+    /// A client certificate signed by the CA, for mutual TLS.
+    pub client_cert_file: PathBuf,
+    /// The client certificate's private key.
+    pub client_key_file: PathBuf,
+    /// An unrelated CA: a client trusting only it must fail the handshake.
+    pub other_ca_file: PathBuf,
+    /// A DNS name the node's certificate is valid for (besides `127.0.0.1` and `localhost`).
+    pub server_name: String,
+}
+
+impl TlsFiles {
+    fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca_file: dir.join("ca.pem"),
+            client_cert_file: dir.join("client.pem"),
+            client_key_file: dir.join("client.key"),
+            other_ca_file: dir.join("other-ca.pem"),
+            server_name: "cassandra.amp.test".to_owned(),
+        }
+    }
+}
 
 /// One Cassandra node (a JVM run by `deploy/cassandra/node.sh`) on free loopback ports, with
 /// its data, config and `system.log` in a temporary directory. Killed on drop (the directory
@@ -42,6 +73,7 @@ const START_ATTEMPTS: u32 = 3;
 pub struct CqlNode {
     // Field order matters: the process is killed before its directory is removed.
     node: NodeProcess,
+    tls: TlsFiles,
     dir: TempDir,
 }
 
@@ -79,6 +111,11 @@ impl CqlNode {
             .tempdir()
             .map_err(|e| format!("create a temp dir: {e}"))?;
         let node_dir = dir.path().join("node");
+        // Every node serves TLS as well as plain CQL on its port: the certificates take about
+        // a second, and the TLS tests then need no JVM of their own.
+        let tls_dir = dir.path().join("tls");
+        script::make_certs(&tls_dir)?;
+        let tls = TlsFiles::in_dir(&tls_dir);
         // A free port can be taken by another process between our probe and Cassandra's bind:
         // a start that exits early is retried, from scratch, on fresh ports.
         let mut attempt = 0;
@@ -86,10 +123,11 @@ impl CqlNode {
             attempt += 1;
             let _ = std::fs::remove_dir_all(&node_dir);
             let mut node = NodeProcess::new(node_dir.clone());
+            node.tls_dir = Some(tls_dir.clone());
             match node.start() {
                 Ok(()) => {
                     tracing::debug!(port = node.native_port, "cassandra node started");
-                    return Ok(Self { node, dir });
+                    return Ok(Self { node, tls, dir });
                 }
                 Err(StartFailure::Exited(e)) if attempt < START_ATTEMPTS => {
                     tracing::warn!(error = %e, "cassandra did not start; retrying on other ports");
@@ -102,6 +140,11 @@ impl CqlNode {
     /// The address a CQL driver connects to, `127.0.0.1:<native port>`.
     pub fn contact_point(&self) -> String {
         format!("127.0.0.1:{}", self.node.native_port)
+    }
+
+    /// The certificates of the node's TLS (served on the native port next to plain CQL).
+    pub fn tls(&self) -> &TlsFiles {
+        &self.tls
     }
 
     /// The native (CQL) port.

@@ -43,6 +43,8 @@ pub(super) struct NodeProcess {
     storage_port: u16,
     /// The process whose end makes `node.sh`'s watchdog kill the JVM: this one.
     parent_pid: u32,
+    /// Certificates made by `node.sh certs`: the native port serves TLS too.
+    pub(super) tls_dir: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -54,6 +56,7 @@ impl NodeProcess {
             native_port: free_port(),
             storage_port: free_port(),
             parent_pid: std::process::id(),
+            tls_dir: None,
             child: None,
         }
     }
@@ -81,14 +84,19 @@ impl NodeProcess {
             .map_err(|e| format!("clone the output handle: {e}"))?;
         // --parent-pid: node.sh's watchdog kills the JVM once this test process is gone, even
         // after a kill -9 that runs no Drop.
-        let child = Command::new("bash")
+        let mut command = Command::new("bash");
+        command
             .arg(node_script())
             .arg("run")
             .arg("--dir")
             .arg(&self.dir)
             .args(["--native-port", &self.native_port.to_string()])
             .args(["--storage-port", &self.storage_port.to_string()])
-            .args(["--parent-pid", &self.parent_pid.to_string()])
+            .args(["--parent-pid", &self.parent_pid.to_string()]);
+        if let Some(tls_dir) = &self.tls_dir {
+            command.arg("--tls-dir").arg(tls_dir);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -50,6 +50,28 @@ fn prepare_once() -> Result<(), String> {
     Ok(())
 }
 
+/// Makes the throwaway PKI of a TLS node in `dir` (`node.sh certs`: openssl and keytool).
+///
+/// The error carries the script's output.
+pub(super) fn make_certs(dir: &Path) -> Result<(), String> {
+    let output = Command::new("bash")
+        .arg(node_script())
+        .arg("certs")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run bash {}: {e}", node_script().display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`node.sh certs` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// The `java` node.sh will use (`$JAVA_HOME/bin/java`, else `java` on `PATH`) runs.
 fn java_runs() -> Result<(), String> {
     let java = env::var_os("JAVA_HOME")

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::CqlNode;
+use super::{CqlNode, TlsFiles};
 
 /// Names the shared node's directory `amp-cql-shared-<pid>-…`: a static is never dropped, so
 /// the next test process removes the directories of processes that are gone.
@@ -33,18 +33,59 @@ pub fn cql_target() -> Option<String> {
     {
         return Some(target.trim().to_owned());
     }
-    static SHARED: OnceLock<Result<CqlNode, String>> = OnceLock::new();
-    let shared = SHARED.get_or_init(|| {
-        remove_stale_shared_dirs();
-        CqlNode::try_start(&format!("{SHARED_PREFIX}{}-", std::process::id()))
-    });
-    match shared {
+    match shared() {
         Ok(node) => Some(node.contact_point()),
         Err(reason) => {
             skip_or_fail("the shared Cassandra node is unavailable", reason);
             None
         }
     }
+}
+
+/// A node that serves TLS, and the certificates to reach it with.
+#[derive(Debug, Clone)]
+pub struct CqlTlsTarget {
+    /// `127.0.0.1:<port>`: TLS and plain CQL on the same port.
+    pub contact_point: String,
+    /// The node's CA, a client certificate, and a CA that did not sign the node.
+    pub files: TlsFiles,
+}
+
+/// A node that serves TLS: the shared node of [`cql_target`] (every node the kit starts
+/// serves TLS next to plain CQL), or, when `AMP_TEST_CQL` names a node the kit did not
+/// start (whose certificates it cannot know), a node of its own, started on the first call.
+///
+/// `None` (with a loud line on stderr) when no node can be started here.
+///
+/// # Panics
+/// Instead of returning `None` when `AMP_REQUIRE_CQL=1` is set.
+pub fn cql_tls_target() -> Option<CqlTlsTarget> {
+    let external = env::var("AMP_TEST_CQL").is_ok_and(|t| !t.trim().is_empty());
+    let node = if external {
+        static OWN: OnceLock<Result<CqlNode, String>> = OnceLock::new();
+        OWN.get_or_init(|| CqlNode::try_start("amp-cql-tls-"))
+    } else {
+        shared()
+    };
+    match node {
+        Ok(node) => Some(CqlTlsTarget {
+            contact_point: node.contact_point(),
+            files: node.tls().clone(),
+        }),
+        Err(reason) => {
+            skip_or_fail("no Cassandra node serving TLS", reason);
+            None
+        }
+    }
+}
+
+/// The node shared by the test process, started on first use.
+fn shared() -> &'static Result<CqlNode, String> {
+    static SHARED: OnceLock<Result<CqlNode, String>> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        remove_stale_shared_dirs();
+        CqlNode::try_start(&format!("{SHARED_PREFIX}{}-", std::process::id()))
+    })
 }
 
 /// Panics under `AMP_REQUIRE_CQL=1`; otherwise prints a line that cannot be missed.
