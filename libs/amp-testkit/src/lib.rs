@@ -34,4 +34,4 @@ mod server;
 
 pub use binary::nats_server_binary;
 pub use pki::TestPki;
-pub use server::{NatsCluster, NatsServer};
+pub use server::{NATS_SERVICES, NatsCluster, NatsServer, nats_auth_config};

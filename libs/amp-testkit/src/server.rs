@@ -222,3 +222,27 @@ impl std::fmt::Debug for NatsCluster {
             .finish()
     }
 }
+
+/// The services that log in to NATS, each as its own user of `deploy/nats/auth.conf`.
+pub const NATS_SERVICES: [&str; 4] = ["ingest", "router", "delivery", "federation"];
+
+/// The server config of `deploy/nats/auth.conf` (for [`NatsServer::start_with`]) with each
+/// service's password, `password(service)`, defined before it (in production they come from
+/// nats-server's environment).
+///
+/// # Panics
+/// When the file cannot be read.
+pub fn nats_auth_config(password: impl Fn(&str) -> String) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/auth.conf");
+    let auth =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut config = String::new();
+    for s in NATS_SERVICES {
+        config.push_str(&format!(
+            "AMP_NATS_{}_PASSWORD: \"{}\"\n",
+            s.to_uppercase(),
+            password(s)
+        ));
+    }
+    config + &auth
+}

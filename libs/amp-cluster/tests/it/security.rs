@@ -9,30 +9,16 @@ use std::time::Duration;
 
 use amp_bus::{BusMessage, StreamName};
 use amp_cluster::{NatsConfig, StoreConfig, connect};
-use amp_testkit::{NatsServer, TestPki};
-
-const SERVICES: [&str; 4] = ["ingest", "router", "delivery", "federation"];
+use amp_testkit::{NATS_SERVICES, NatsServer, TestPki, nats_auth_config};
 
 /// A password per service, unlike any other string in the logs.
 fn password(service: &str) -> String {
     format!("pw-{service}-7f3c9a1e5b")
 }
 
-/// The server config of `deploy/nats/auth.conf` with each service's password defined before
-/// it (in production they come from nats-server's environment).
+/// `deploy/nats/auth.conf` with these tests' passwords.
 fn auth_config() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/auth.conf");
-    let auth =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut config = String::new();
-    for s in SERVICES {
-        config.push_str(&format!(
-            "AMP_NATS_{}_PASSWORD: \"{}\"\n",
-            s.to_uppercase(),
-            password(s)
-        ));
-    }
-    config + &auth
+    nats_auth_config(password)
 }
 
 /// A password file in `dir`.
@@ -99,7 +85,7 @@ async fn security_nats_services_connect_with_their_own_credentials() {
     let dir = tempfile::tempdir().expect("temp dir");
     let logs = Logs::default();
     let _guard = logs.capture();
-    for service in SERVICES {
+    for service in NATS_SERVICES {
         let mut cfg = nats(server.url());
         cfg.auth.user = Some(service.to_owned());
         cfg.auth.password_file = Some(password_file(dir.path(), service, &password(service)));
@@ -149,7 +135,7 @@ async fn security_nats_services_connect_with_their_own_credentials() {
         let _ = store.close().await;
     }
     let logs = logs.text();
-    for service in SERVICES {
+    for service in NATS_SERVICES {
         assert!(!logs.contains(&password(service)), "a password was logged");
     }
 }

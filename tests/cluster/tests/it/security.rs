@@ -2,33 +2,18 @@
 //! logs in as its own user from a password file, a message crosses every service, and a
 //! binary without credentials stops at start, saying why.
 
-use std::path::Path;
-
-use amp_testkit::NatsServer;
+use amp_testkit::{NATS_SERVICES, NatsServer, nats_auth_config};
 use cluster_tests::{Deployment, HEAVY, Topology};
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};
-
-const SERVICES: [&str; 4] = ["ingest", "router", "delivery", "federation"];
 
 fn password(service: &str) -> String {
     format!("pw-{service}-c41d07e2aa")
 }
 
-/// `deploy/nats/auth.conf` with the passwords defined before it.
+/// `deploy/nats/auth.conf` with these tests' passwords.
 fn auth_config() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/auth.conf");
-    let auth =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut config = String::new();
-    for s in SERVICES {
-        config.push_str(&format!(
-            "AMP_NATS_{}_PASSWORD: \"{}\"\n",
-            s.to_uppercase(),
-            password(s)
-        ));
-    }
-    config + &auth
+    nats_auth_config(password)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +21,7 @@ async fn security_cluster_services_log_in_to_nats_with_their_own_users() {
     let _heavy = HEAVY.lock().await;
     let nats = NatsServer::start_with(&auth_config());
     let secrets = tempfile::tempdir().expect("temp dir");
-    for s in SERVICES {
+    for s in NATS_SERVICES {
         std::fs::write(
             secrets.path().join(format!("{s}.password")),
             password(s) + "\n",
@@ -64,7 +49,7 @@ async fn security_cluster_services_log_in_to_nats_with_their_own_users() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let logs = d.logs();
-    for s in SERVICES {
+    for s in NATS_SERVICES {
         assert!(!logs.contains(&password(s)), "a password was logged");
     }
 }
