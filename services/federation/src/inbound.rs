@@ -262,16 +262,12 @@ pub(crate) async fn deliver(
     };
     let refused_by_peer_rules = |e: ApiError| {
         // Every error body of this endpoint says `accepted: false`; an unknown recipient is
-        // spec 06's `recipient_not_found`.
-        let e = if e.code == ErrorCode::NotFound {
-            ApiError::new(
-                ErrorCode::RecipientNotFound,
-                format!("Agent '{to_text}' does not exist"),
-            )
+        // spec 06's `recipient_not_found`, worded as above.
+        if e.code == ErrorCode::NotFound {
+            not_found()
         } else {
-            e
-        };
-        HttpError::new(e.with_extra("accepted", Value::Bool(false)))
+            HttpError::new(e.with_extra("accepted", Value::Bool(false)))
+        }
     };
     let handed = handoff::hand_off(&inner.bus, &recipient.tenant, &accepted, waits)
         .await
