@@ -67,6 +67,20 @@ for pid in sys.argv[1:]:
 EOF
 }
 
+# NATS's own counters (messages in, JetStream API calls), for what a route asks of it: "0 0"
+# when no NATS runs (ampd's side).
+NATS_MONITOR=""
+nats_counts() {
+  if [ -z "$NATS_MONITOR" ]; then echo "0 0"; return; fi
+  python3 - "$NATS_MONITOR" <<'EOF'
+import json, sys, urllib.request
+base = f"http://{sys.argv[1]}"
+varz = json.load(urllib.request.urlopen(f"{base}/varz"))
+jsz = json.load(urllib.request.urlopen(f"{base}/jsz"))
+print(varz["in_msgs"], jsz.get("api", {}).get("total", 0))
+EOF
+}
+
 # Starts a process whose first stdout line is "listening on ADDR"; sets LAST_PID and ADDR.
 start_listening() {
   local name=$1; shift
@@ -135,10 +149,12 @@ measure() {
   "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --tenants 4 --reuse "$agents" \
     --mix route --concurrency 8 --count 200 --quiet > /dev/null
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu0"
+  nats_counts > "$OUT/$label-$round.nats0"
   "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --reuse "$agents" --mix route \
     --concurrency "$CONC" --duration "$SECS" --quiet --json "$OUT/$label-$round.json" \
     > "$OUT/$label-$round.txt"
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu1"
+  nats_counts > "$OUT/$label-$round.nats1"
   printf '%s\n' proxy "${PROVIDER_ROLES[@]}" > "$OUT/$label-$round.roles"
 }
 
@@ -153,6 +169,7 @@ run_ampd() {
   start_proxy proxy-ampd "$addr" "$addr"
   PROVIDER_PIDS=("$pid")
   PROVIDER_ROLES=(ampd)
+  NATS_MONITOR=""
   measure ampd "$round"
   stop "$PROXY_PID" "$pid"
 }
@@ -160,11 +177,13 @@ run_ampd() {
 run_cluster() {
   local round=$1
   log "round $round: the cluster behind nginx (1 NATS, 2 ingest, 2 router, 1 delivery; $PARTITIONS ingress partition(s))"
-  local dir=$WORK/cluster-$round nport
+  local dir=$WORK/cluster-$round nport mport
   mkdir -p "$dir/nats"
   nport=$(free_port)
+  mport=$(free_port)
+  NATS_MONITOR=127.0.0.1:$mport
   printf 'jetstream { sync_interval: always }\n' > "$dir/nats.conf"
-  "$NATS_BIN" -js -a 127.0.0.1 -p "$nport" -sd "$dir/nats" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
+  "$NATS_BIN" -js -a 127.0.0.1 -p "$nport" -m "$mport" -sd "$dir/nats" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
   local nats=$!
   PIDS+=("$nats")
   for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.01; done
@@ -218,6 +237,10 @@ def side(label):
                    p99=load["latency"]["p99_ms"], errors=load["errors"],
                    cpu_ms=sum(per_role.values()), proxy_ms=proxy)
         row.update({f"cpu_ms.{k}": v for k, v in per_role.items()})
+        n0 = [float(x) for x in open(f"{out}/{label}-{r}.nats0").read().split()]
+        n1 = [float(x) for x in open(f"{out}/{label}-{r}.nats1").read().split()]
+        row["nats_msgs"] = (n1[0] - n0[0]) / ok
+        row["js_api"] = (n1[1] - n0[1]) / ok
         rows.append(row)
     med = {k: st.median(r[k] for r in rows) for k in rows[0]}
     med["errors"] = sum(r["errors"] for r in rows)
@@ -233,6 +256,7 @@ print(f"| p99 ms | {a['p99']:.1f} | {c['p99']:.1f} | {c['p99']/a['p99']:.2f} | â
 print(f"| CPU ms per routed message (all provider processes) | {a['cpu_ms']:.2f} | {c['cpu_ms']:.2f} | {c['cpu_ms']/a['cpu_ms']:.2f} | â‰¤ 2 |")
 print(f"| nginx CPU ms per message (not counted above) | {a['proxy_ms']:.2f} | {c['proxy_ms']:.2f} | | |")
 print(f"| errors | {a['errors']} | {c['errors']} | | 0 |")
+print(f"| NATS messages in per routed message (JetStream API calls) | | {c['nats_msgs']:.1f} ({c['js_api']:.1f}) | | |")
 print("\nCPU ms per routed message, by process kind (summed over its replicas):\n")
 print("| process | ms/msg |")
 print("|---|---|")

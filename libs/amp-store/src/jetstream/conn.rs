@@ -21,8 +21,6 @@ use crate::{Error, Result};
 
 /// Dedup window of every stream.
 pub(super) const DEDUP_WINDOW: Duration = Duration::from_secs(120);
-/// How long a compare-and-set delete marker stays (it only has to outlive racing writers).
-const MARKER_TTL: Duration = Duration::from_secs(600);
 /// Most messages asked for in one batched direct get.
 pub(super) const MAX_BATCH: usize = 256;
 
@@ -266,42 +264,11 @@ impl Conn {
         self.kv_put(bucket, key, to_json(value)?, expect, ttl).await
     }
 
-    /// Deletes `key` if its revision is still `revision` (a `DEL` marker that expires).
-    pub(super) async fn kv_delete_if(
-        &self,
-        bucket: &str,
-        key: &str,
-        revision: u64,
-    ) -> Result<std::result::Result<(), Conflict>> {
-        let mut headers = HeaderMap::new();
-        headers.insert("KV-Operation", "DEL");
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            revision.to_string().as_str(),
-        );
-        headers.insert("Nats-TTL", ttl_header(MARKER_TTL).as_str());
-        Ok(self
-            .publish(format!("$KV.{bucket}.{key}"), headers, Bytes::new())
-            .await?
-            .map(|_| ()))
-    }
-
     /// Deletes `key` (its subject purged: nothing is left behind).
     pub(super) async fn kv_delete(&self, bucket: &str, key: &str) -> Result<()> {
         self.purge(
             &format!("KV_{bucket}"),
             &format!("$KV.{bucket}.{key}"),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Deletes every key under `prefix.` at once.
-    pub(super) async fn kv_delete_prefix(&self, bucket: &str, prefix: &str) -> Result<()> {
-        self.purge(
-            &format!("KV_{bucket}"),
-            &format!("$KV.{bucket}.{prefix}.>"),
             None,
         )
         .await
@@ -506,8 +473,12 @@ impl Conn {
         let reply: serde_json::Value = serde_json::from_slice(&msg.payload)
             .map_err(|e| unavailable(&format!("{what}: bad reply"), e))?;
         if let Some(err) = reply.get("error") {
-            // 10037: no message found (already deleted).
-            if err.get("err_code").and_then(|v| v.as_u64()) == Some(10037) {
+            // 10037: no message found (already deleted); 10043: sequence not found (the
+            // same, for a sequence the server no longer tracks, e.g. the stream's last).
+            if matches!(
+                err.get("err_code").and_then(|v| v.as_u64()),
+                Some(10037 | 10043)
+            ) {
                 return Ok(json!({ "success": false }));
             }
             return Err(Error::Unavailable(format!("{what}: {err}")));

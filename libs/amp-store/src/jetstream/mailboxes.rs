@@ -1,33 +1,36 @@
-//! [`Mailboxes`] on the `AMP_MAILBOX` stream (one subject per agent) and the
-//! `amp_mailbox_index` bucket.
+//! [`Mailboxes`] on the `AMP_MAILBOX` stream: one subject per message, so the stream itself
+//! is the index.
 //!
+//! - **Subjects**: a queued message is `amp.mbox.<agent>.q.<id>`; its acknowledgement is a
+//!   tombstone `amp.mbox.<agent>.a.<id>` (sender, signature and the message's `seq`, kept by
+//!   `Nats-TTL` until the message's expiry). `amp.mbox.<agent>.*.<id>` is everything known
+//!   about one id, `amp.mbox.<agent>.q.*` the mailbox, `amp.mbox.<agent>.>` the agent.
 //! - **seq** is the stream sequence: assigned by JetStream, increasing per agent, never
-//!   reused. `head` is the larger of the subject's last sequence and the highest sequence
-//!   acknowledged or purged (kept in `meta.<agent>`, so acks never move it back).
-//! - **enqueue** creates the index entry `idx.<agent>.<id>` first (create-only: the first
-//!   writer of an (agent, id) wins; a second sees it and answers `Duplicate` or `Conflict`),
-//!   then publishes the message with `Nats-Msg-Id = <agent>/<id>/<index revision>`, then
-//!   records the sequence in the index entry (compare-and-set). A crash in between leaves a
-//!   pending entry; the retry (the router redelivers: no 2xx was given) finds it and finishes
-//!   the job: within JetStream's dedup window the republish returns the first copy's
-//!   sequence, later it first looks for a copy in the agent's subject (rare, O(mailbox)), so
-//!   a mailbox never holds two copies of one id. A pending entry is not yet an accepted
-//!   message: `entry`, `ack` treat it as absent.
-//! - **Quota** (`max_queued`): the count is the subject's message count, read from the
-//!   stream itself (no counter to drift after a crash), and the publish carries
-//!   `Nats-Expected-Last-Subject-Sequence` = the last sequence read before counting, so a
-//!   concurrent enqueue to the same mailbox makes it retry: never more than `max_queued`.
-//!   A refused enqueue takes back its index entry (compare-and-set delete).
-//! - **fetch** is one batched direct get on the agent's subject from `after + 1` (no
+//!   reused. `head` is the larger of the agent's last sequence (tombstones included) and the
+//!   highest sequence acknowledged or purged (kept in `meta.<agent>` of the
+//!   `amp_mailbox_index` bucket, so nothing moves it back once the server drops a tombstone).
+//! - **enqueue** is one write, its own commit point: the message is published with
+//!   `Nats-Expected-Last-Subject-Sequence` over the id's subjects (`0`: nothing about this id
+//!   exists, neither queued nor acknowledged), or, under a quota, over the whole agent (the
+//!   last sequence read before the id was looked up and the mailbox counted, so nothing for
+//!   this agent, this id included, lands between the checks and the write). A writer that
+//!   loses reads what won: the same sender and signature is `Duplicate` (with the first
+//!   copy's `seq`), anything else `Conflict`. A retry after a crash finds the message or
+//!   writes it: a mailbox never holds two copies of one id, and no dedup window is involved.
+//! - **Quota** (`max_queued`): the count is the mailbox's message count, read from the stream
+//!   itself (no counter to drift after a crash); the agent-wide expectation above makes a
+//!   concurrent enqueue retry: never more than `max_queued`.
+//! - **fetch** is one batched direct get on `amp.mbox.<agent>.q.*` from `after + 1` (no
 //!   consumer is created), skipping expired entries; `remaining` is the server's count of
 //!   matching messages after the last one returned (expired, unpurged ones included).
-//! - **ack** deletes the stream message **first**, then marks the index entry acked
-//!   (compare-and-set; kept as a tombstone until the message's expiry by `Nats-TTL`). Once the
-//!   message is gone it is never served again, whatever happens next; an index entry still
-//!   queued whose message is gone reads as acknowledged. Deleting at once (rather than an
-//!   ack floor) suits mailboxes acked out of order; JetStream reclaims deleted messages by
-//!   block compaction, not one write per delete.
-//! - **Expiry**: every message and index entry carries `Nats-TTL` (its expiry plus a margin),
+//!   Tombstones are on other subjects: they are never read by a fetch or counted.
+//! - **ack** writes the tombstone **first** (expecting the message's sequence as the id's
+//!   last, so of two concurrent acks one wins), then deletes the message. From the tombstone
+//!   on, the id reads as acknowledged and can never be enqueued again until its expiry; an
+//!   ack that stopped before the delete is finished by the next ack of that id (and the
+//!   message's TTL removes it in any case). Deleting at once (rather than an ack floor) suits
+//!   mailboxes acked out of order; JetStream reclaims deleted messages by block compaction.
+//! - **Expiry**: every message and tombstone carries `Nats-TTL` (its expiry plus a margin),
 //!   so the server drops them on its own; `purge_expired` removes what is expired by the
 //!   caller's clock from the front of the stream (bounded scan), raising each agent's floor.
 
@@ -40,22 +43,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::JetStreamStore;
-use super::conn::{Conflict, DEDUP_WINDOW, Expect, MAX_BATCH, Raw, tok, ttl_until, untok};
+use super::conn::{Conflict, Expect, MAX_BATCH, Raw, tok, ttl_until, untok};
 use super::registry::{MAX_RETRIES, contention};
 use crate::*;
-
-/// The per-message facts kept in the index (the idempotency key and the ack state).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct IndexEntry {
-    /// The stream sequence, once the message is in the mailbox.
-    seq: Option<u64>,
-    sender: String,
-    signature: String,
-    acked: bool,
-    expires_at: Millis,
-    /// Wall-clock time the entry was created (to tell an old pending entry).
-    created_at: Millis,
-}
 
 /// Per-agent positions that must not move back.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -64,46 +54,151 @@ struct Meta {
     floor: u64,
 }
 
-/// The `Amp-Entry` header of a mailbox message.
+/// The `Amp-Entry` header of a queued message.
 #[derive(Debug, Serialize, Deserialize)]
 struct EntryHeader {
     id: String,
     sender: String,
+    #[serde(default)]
+    signature: String,
     queued_at: Millis,
     expires_at: Millis,
 }
 
-const ENTRY_HEADER: &str = "Amp-Entry";
+/// The `Amp-Acked` header of a tombstone: whose message it was and where it stood.
+#[derive(Debug, Serialize, Deserialize)]
+struct AckedHeader {
+    sender: String,
+    signature: String,
+    seq: u64,
+    expires_at: Millis,
+}
 
-fn idx_key(agent: &str, id: &str) -> String {
-    format!("idx.{}.{}", tok(agent), tok(id))
+const ENTRY_HEADER: &str = "Amp-Entry";
+const ACKED_HEADER: &str = "Amp-Acked";
+
+/// What the stream holds about one id: the message, or its acknowledgement.
+enum Stored {
+    /// Queued at `seq` (possibly expired by the caller's clock).
+    Queued {
+        entry: MailboxEntry,
+        signature: String,
+    },
+    /// Acknowledged; the tombstone is at `tombstone`.
+    Acked { head: AckedHeader, tombstone: u64 },
+}
+
+impl Stored {
+    fn sender_and_signature(&self) -> (&str, &str) {
+        match self {
+            Stored::Queued { entry, signature } => (&entry.sender, signature),
+            Stored::Acked { head, .. } => (&head.sender, &head.signature),
+        }
+    }
+
+    /// The message's sequence (for a tombstone, the acknowledged message's).
+    fn seq(&self) -> u64 {
+        match self {
+            Stored::Queued { entry, .. } => entry.seq,
+            Stored::Acked { head, .. } => head.seq,
+        }
+    }
 }
 
 fn meta_key(agent: &str) -> String {
     format!("meta.{}", tok(agent))
 }
 
-fn parse_entry(raw: Raw) -> Result<MailboxEntry> {
-    let h: EntryHeader = raw
-        .header(ENTRY_HEADER)
-        .ok_or_else(|| Error::Corrupt(format!("mailbox message {} without header", raw.seq)))
-        .and_then(|v| serde_json::from_str(v).map_err(|e| Error::Corrupt(e.to_string())))?;
+fn json_header<T: for<'a> Deserialize<'a>>(raw: &Raw, name: &str) -> Result<T> {
+    raw.header(name)
+        .ok_or_else(|| Error::Corrupt(format!("mailbox message {} without {name}", raw.seq)))
+        .and_then(|v| serde_json::from_str(v).map_err(|e| Error::Corrupt(e.to_string())))
+}
+
+fn to_header<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// A queued message and the signature it was accepted with.
+fn parse_queued(raw: Raw) -> Result<(MailboxEntry, String)> {
+    let h: EntryHeader = json_header(&raw, ENTRY_HEADER)?;
     let data =
         String::from_utf8(raw.payload.to_vec()).map_err(|e| Error::Corrupt(e.to_string()))?;
-    Ok(MailboxEntry {
-        seq: raw.seq,
-        message_id: h.id,
-        sender: h.sender,
-        data,
-        queued_at: h.queued_at,
-        expires_at: h.expires_at,
-    })
+    Ok((
+        MailboxEntry {
+            seq: raw.seq,
+            message_id: h.id,
+            sender: h.sender,
+            data,
+            queued_at: h.queued_at,
+            expires_at: h.expires_at,
+        },
+        h.signature,
+    ))
+}
+
+fn parse_entry(raw: Raw) -> Result<MailboxEntry> {
+    parse_queued(raw).map(|(e, _)| e)
 }
 
 impl JetStreamStore {
-    /// How many messages the agent's subject holds (expired, unpurged ones included).
-    async fn subject_count(&self, subject: &str) -> Result<u64> {
-        let b = self.conn.batch(&self.mailbox, subject, 0, 1).await?;
+    /// `amp.mbox.<agent>.q.<id>`: the queued message.
+    fn queued_subject(&self, agent_id: &str, id: &str) -> String {
+        self.conn
+            .subject(&format!("amp.mbox.{}.q.{}", tok(agent_id), tok(id)))
+    }
+
+    /// `amp.mbox.<agent>.a.<id>`: the acknowledgement.
+    fn acked_subject(&self, agent_id: &str, id: &str) -> String {
+        self.conn
+            .subject(&format!("amp.mbox.{}.a.{}", tok(agent_id), tok(id)))
+    }
+
+    /// `amp.mbox.<agent>.*.<id>`: everything about one id.
+    fn id_filter(&self, agent_id: &str, id: &str) -> String {
+        self.conn
+            .subject(&format!("amp.mbox.{}.*.{}", tok(agent_id), tok(id)))
+    }
+
+    /// `amp.mbox.<agent>.q.*`: the mailbox.
+    fn queued_filter(&self, agent_id: &str) -> String {
+        self.conn
+            .subject(&format!("amp.mbox.{}.q.*", tok(agent_id)))
+    }
+
+    /// `amp.mbox.<agent>.>`: everything of the agent.
+    fn agent_filter(&self, agent_id: &str) -> String {
+        self.conn.subject(&format!("amp.mbox.{}.>", tok(agent_id)))
+    }
+
+    /// What the stream holds about `id` in the agent's mailbox (the newest of the message
+    /// and its tombstone).
+    async fn stored(&self, agent_id: &str, id: &str) -> Result<Option<Stored>> {
+        let Some(raw) = self
+            .conn
+            .direct_get(
+                &self.mailbox,
+                json!({ "last_by_subj": self.id_filter(agent_id, id) }),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        if raw.subject == self.acked_subject(agent_id, id) {
+            let tombstone = raw.seq;
+            let head = json_header(&raw, ACKED_HEADER)?;
+            return Ok(Some(Stored::Acked { head, tombstone }));
+        }
+        let (entry, signature) = parse_queued(raw)?;
+        Ok(Some(Stored::Queued { entry, signature }))
+    }
+
+    /// How many messages the mailbox holds (expired, unpurged ones included).
+    async fn queued_count(&self, agent_id: &str) -> Result<u64> {
+        let b = self
+            .conn
+            .batch(&self.mailbox, &self.queued_filter(agent_id), 0, 1)
+            .await?;
         Ok(if b.messages.is_empty() {
             0
         } else {
@@ -111,11 +206,14 @@ impl JetStreamStore {
         })
     }
 
-    /// The last sequence on the agent's subject (0 when empty).
-    async fn subject_last(&self, subject: &str) -> Result<u64> {
+    /// The agent's last sequence, tombstones included (0 when it has nothing).
+    async fn agent_last(&self, agent_id: &str) -> Result<u64> {
         Ok(self
             .conn
-            .direct_get(&self.mailbox, json!({ "last_by_subj": subject }))
+            .direct_get(
+                &self.mailbox,
+                json!({ "last_by_subj": self.agent_filter(agent_id) }),
+            )
             .await?
             .map_or(0, |r| r.seq))
     }
@@ -154,12 +252,11 @@ impl JetStreamStore {
         Err(contention("mailbox meta"))
     }
 
-    async fn head(&self, agent_id: &str, subject: &str) -> Result<(u64, Meta)> {
-        let (last, meta) = tokio::try_join!(self.subject_last(subject), self.meta(agent_id))?;
+    async fn head(&self, agent_id: &str) -> Result<(u64, Meta)> {
+        let (last, meta) = tokio::try_join!(self.agent_last(agent_id), self.meta(agent_id))?;
         Ok((last.max(meta.head), meta))
     }
 
-    /// Publishes the entry (under the quota, if any); `None` when the mailbox is full.
     /// The in-process lock of `agent_id`'s mailbox (a stripe shared with other agents).
     fn mailbox_lock(&self, agent_id: &str) -> &tokio::sync::Mutex<()> {
         use std::hash::{Hash, Hasher};
@@ -168,21 +265,74 @@ impl JetStreamStore {
         &self.mailbox_locks[(h.finish() as usize) % self.mailbox_locks.len()]
     }
 
-    async fn publish_entry(
+    /// One attempt at writing `e`: `Err(Conflict)` when another write for this agent (or
+    /// this id) landed after the reads it was checked against.
+    async fn try_enqueue(
         &self,
         e: &NewMailboxEntry,
-        subject: &str,
-        index_rev: u64,
-    ) -> Result<Option<u64>> {
-        let header = serde_json::to_string(&EntryHeader {
+        header: &str,
+        ttl: &str,
+    ) -> Result<std::result::Result<Enqueued, Conflict>> {
+        // Under a quota, the agent's last position first: the write expects it.
+        let agent_last = match e.max_queued {
+            Some(_) => Some(self.agent_last(&e.agent_id).await?),
+            None => None,
+        };
+        if let Some(found) = self.stored(&e.agent_id, &e.message_id).await? {
+            let (sender, signature) = found.sender_and_signature();
+            return Ok(Ok(if sender != e.sender || signature != e.signature {
+                Enqueued::Conflict
+            } else {
+                Enqueued::Duplicate { seq: found.seq() }
+            }));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ENTRY_HEADER, header);
+        headers.insert("Nats-TTL", ttl);
+        match (e.max_queued, agent_last) {
+            (Some(max), Some(last)) => {
+                if self.queued_count(&e.agent_id).await? >= max {
+                    return Ok(Ok(Enqueued::Full));
+                }
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    last.to_string().as_str(),
+                );
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    self.agent_filter(&e.agent_id).as_str(),
+                );
+            }
+            _ => {
+                headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    self.id_filter(&e.agent_id, &e.message_id).as_str(),
+                );
+            }
+        }
+        let subject = self.queued_subject(&e.agent_id, &e.message_id);
+        Ok(self
+            .conn
+            .publish(subject, headers, Bytes::from(e.data.clone()))
+            .await?
+            .map(|ack| Enqueued::New { seq: ack.sequence }))
+    }
+}
+
+#[async_trait]
+impl Mailboxes for JetStreamStore {
+    async fn enqueue(&self, e: NewMailboxEntry) -> Result<Enqueued> {
+        let header = to_header(&EntryHeader {
             id: e.message_id.clone(),
             sender: e.sender.clone(),
+            signature: e.signature.clone(),
             queued_at: e.queued_at,
             expires_at: e.expires_at,
-        })
-        .map_err(|err| Error::Corrupt(err.to_string()))?;
-        let msg_id = format!("{}/{}/{index_rev}", tok(&e.agent_id), tok(&e.message_id));
+        })?;
         let ttl = format!("{}s", ttl_until(e.expires_at).as_secs().max(1));
+        // Writers of one mailbox in this process take turns, so the quota's expectation
+        // only ever fails against another process.
         let _serial = match e.max_queued {
             Some(_) => Some(self.mailbox_lock(&e.agent_id).lock().await),
             None => None,
@@ -191,154 +341,7 @@ impl JetStreamStore {
             if attempt > 0 {
                 super::backoff(attempt).await;
             }
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id.as_str());
-            headers.insert(ENTRY_HEADER, header.as_str());
-            headers.insert("Nats-TTL", ttl.as_str());
-            if let Some(max) = e.max_queued {
-                // Last first, then count: if anything lands in between, the expectation
-                // fails and we count again; deletions only lower the count.
-                let last = self.subject_last(subject).await?;
-                if self.subject_count(subject).await? >= max {
-                    return Ok(None);
-                }
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    last.to_string().as_str(),
-                );
-            }
-            match self
-                .conn
-                .publish(subject.to_owned(), headers, Bytes::from(e.data.clone()))
-                .await?
-            {
-                Ok(ack) => return Ok(Some(ack.sequence)),
-                Err(Conflict) => continue,
-            }
-        }
-        Err(contention("mailbox enqueue"))
-    }
-
-    /// The sequence of a copy of `message_id` already in the agent's subject.
-    async fn find_in_mailbox(&self, subject: &str, message_id: &str) -> Result<Option<u64>> {
-        let mut start = 0;
-        loop {
-            let b = self
-                .conn
-                .batch(&self.mailbox, subject, start, MAX_BATCH)
-                .await?;
-            let Some(last) = b.messages.last() else {
-                return Ok(None);
-            };
-            start = last.seq + 1;
-            for raw in b.messages {
-                let seq = raw.seq;
-                if parse_entry(raw)?.message_id == message_id {
-                    return Ok(Some(seq));
-                }
-            }
-            if b.pending == 0 {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Writes the message of a pending index entry and records its sequence. `None` when a
-    /// concurrent writer changed the entry first (the caller starts over).
-    async fn complete_enqueue(
-        &self,
-        e: &NewMailboxEntry,
-        pending: IndexEntry,
-        rev: u64,
-        fresh: bool,
-    ) -> Result<Option<Enqueued>> {
-        let subject = self.mailbox_subject(&e.agent_id);
-        let key = idx_key(&e.agent_id, &e.message_id);
-        let window = DEDUP_WINDOW.as_millis() as Millis;
-        let mut seq = None;
-        if !fresh && super::wall_ms().saturating_sub(pending.created_at) >= window / 2 {
-            seq = self.find_in_mailbox(&subject, &e.message_id).await?;
-        }
-        let seq = match seq {
-            Some(s) => s,
-            None => match self.publish_entry(e, &subject, rev).await? {
-                Some(s) => s,
-                None => {
-                    return match self.conn.kv_delete_if(&self.index, &key, rev).await? {
-                        Ok(()) => Ok(Some(Enqueued::Full)),
-                        Err(Conflict) => Ok(None),
-                    };
-                }
-            },
-        };
-        let outcome = if fresh {
-            Enqueued::New { seq }
-        } else {
-            Enqueued::Duplicate { seq }
-        };
-        let done = IndexEntry {
-            seq: Some(seq),
-            ..pending
-        };
-        let ttl = Some(ttl_until(e.expires_at));
-        match self
-            .conn
-            .kv_put_json(&self.index, &key, &done, Expect::Revision(rev), ttl)
-            .await?
-        {
-            Ok(_) => Ok(Some(outcome)),
-            Err(Conflict) => {
-                // A concurrent attempt finished it: with the same Nats-Msg-Id, the same copy.
-                let (now, _) = self
-                    .conn
-                    .kv_get_json::<IndexEntry>(&self.index, &key)
-                    .await?;
-                Ok(now.filter(|n| n.seq == Some(seq)).map(|_| outcome))
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Mailboxes for JetStreamStore {
-    async fn enqueue(&self, e: NewMailboxEntry) -> Result<Enqueued> {
-        let key = idx_key(&e.agent_id, &e.message_id);
-        for attempt in 0..MAX_RETRIES {
-            if attempt > 0 {
-                super::backoff(attempt).await;
-            }
-            let (found, rev) = self
-                .conn
-                .kv_get_json::<IndexEntry>(&self.index, &key)
-                .await?;
-            let done = match found {
-                Some(i) if i.sender != e.sender || i.signature != e.signature => {
-                    return Ok(Enqueued::Conflict);
-                }
-                Some(IndexEntry { seq: Some(seq), .. }) => return Ok(Enqueued::Duplicate { seq }),
-                // An earlier attempt stopped half-way: finish it.
-                Some(pending) => self.complete_enqueue(&e, pending, rev, false).await?,
-                None => {
-                    let pending = IndexEntry {
-                        seq: None,
-                        sender: e.sender.clone(),
-                        signature: e.signature.clone(),
-                        acked: false,
-                        expires_at: e.expires_at,
-                        created_at: super::wall_ms(),
-                    };
-                    let ttl = Some(ttl_until(e.expires_at));
-                    match self
-                        .conn
-                        .kv_put_json(&self.index, &key, &pending, Expect::Revision(rev), ttl)
-                        .await?
-                    {
-                        Ok(rev) => self.complete_enqueue(&e, pending, rev, true).await?,
-                        Err(Conflict) => None,
-                    }
-                }
-            };
-            if let Some(outcome) = done {
+            if let Ok(outcome) = self.try_enqueue(&e, &header, &ttl).await? {
                 return Ok(outcome);
             }
         }
@@ -351,35 +354,15 @@ impl Mailboxes for JetStreamStore {
         message_id: &str,
         now: Millis,
     ) -> Result<Option<EntryState>> {
-        let (found, _) = self
-            .conn
-            .kv_get_json::<IndexEntry>(&self.index, &idx_key(agent_id, message_id))
-            .await?;
-        let Some(i) = found else {
-            return Ok(None);
-        };
-        if i.acked {
-            return Ok(Some(EntryState::Acked { sender: i.sender }));
-        }
-        let Some(seq) = i.seq else {
-            return Ok(None);
-        };
-        let subject = self.mailbox_subject(agent_id);
-        match self
-            .conn
-            .direct_get(&self.mailbox, json!({ "seq": seq }))
-            .await?
-        {
-            Some(raw) if raw.subject == subject => {
-                let e = parse_entry(raw)?;
-                Ok((e.expires_at > now).then_some(EntryState::Queued(e)))
+        Ok(match self.stored(agent_id, message_id).await? {
+            None => None,
+            Some(Stored::Acked { head, .. }) => Some(EntryState::Acked {
+                sender: head.sender,
+            }),
+            Some(Stored::Queued { entry, .. }) => {
+                (entry.expires_at > now).then_some(EntryState::Queued(entry))
             }
-            // Gone but not marked: an ack deleted it and stopped before marking, or it expired.
-            _ if i.expires_at > super::wall_ms() => {
-                Ok(Some(EntryState::Acked { sender: i.sender }))
-            }
-            _ => Ok(None),
-        }
+        })
     }
 
     async fn fetch(
@@ -389,7 +372,7 @@ impl Mailboxes for JetStreamStore {
         limit: usize,
         now: Millis,
     ) -> Result<MailboxPage> {
-        let subject = self.mailbox_subject(agent_id);
+        let subject = self.queued_filter(agent_id);
         let read = async {
             let mut start = after.map_or(0, |a| a.saturating_add(1));
             let mut entries = Vec::new();
@@ -430,8 +413,7 @@ impl Mailboxes for JetStreamStore {
                 }
             }
         };
-        let ((entries, remaining), (head, _)) =
-            tokio::try_join!(read, self.head(agent_id, &subject))?;
+        let ((entries, remaining), (head, _)) = tokio::try_join!(read, self.head(agent_id))?;
         let head = entries.last().map_or(head, |e| head.max(e.seq));
         Ok(MailboxPage {
             entries,
@@ -441,7 +423,7 @@ impl Mailboxes for JetStreamStore {
     }
 
     async fn count(&self, agent_id: &str, now: Millis) -> Result<MailboxCount> {
-        let subject = self.mailbox_subject(agent_id);
+        let subject = self.queued_filter(agent_id);
         let scan = async {
             // The total, less expired entries at the front until the first live one (with
             // the default TTL, expiry follows queue order).
@@ -471,8 +453,7 @@ impl Mailboxes for JetStreamStore {
                 }
             }
         };
-        let ((count, oldest), (head, meta)) =
-            tokio::try_join!(scan, self.head(agent_id, &subject))?;
+        let ((count, oldest), (head, meta)) = tokio::try_join!(scan, self.head(agent_id))?;
         Ok(MailboxCount {
             count,
             oldest_queued_at: oldest,
@@ -490,53 +471,62 @@ impl Mailboxes for JetStreamStore {
         let mut out = Vec::with_capacity(message_ids.len());
         let mut top = 0;
         for id in message_ids {
-            let key = idx_key(agent_id, id);
             let mut outcome = None;
-            let mut deleted = false;
-            for _ in 0..MAX_RETRIES {
-                let (found, rev) = self
-                    .conn
-                    .kv_get_json::<IndexEntry>(&self.index, &key)
-                    .await?;
-                let i = match found {
+            for attempt in 0..MAX_RETRIES {
+                if attempt > 0 {
+                    super::backoff(attempt).await;
+                }
+                let (entry, signature) = match self.stored(agent_id, id).await? {
                     None => break,
-                    Some(i) if i.acked => {
+                    Some(Stored::Acked { head, tombstone }) => {
+                        // An ack that stopped before its delete is finished here.
+                        self.conn.delete_message(&self.mailbox, head.seq).await?;
+                        top = top.max(tombstone);
                         outcome = Some(AckOutcome::AlreadyAcked);
                         break;
                     }
-                    Some(i) if i.expires_at <= now => break,
-                    Some(i) => i,
+                    Some(Stored::Queued { entry, .. }) if entry.expires_at <= now => break,
+                    Some(Stored::Queued { entry, signature }) => (entry, signature),
                 };
-                // Pending: not yet accepted into the mailbox.
-                let Some(seq) = i.seq else {
-                    break;
-                };
-                // Delete first: from here on it is never served again.
-                deleted |= self.conn.delete_message(&self.mailbox, seq).await?;
-                let ttl = Some(ttl_until(i.expires_at));
-                let marked = IndexEntry { acked: true, ..i };
+                let head = to_header(&AckedHeader {
+                    sender: entry.sender,
+                    signature,
+                    seq: entry.seq,
+                    expires_at: entry.expires_at,
+                })?;
+                let ttl = format!("{}s", ttl_until(entry.expires_at).as_secs().max(1));
+                let mut headers = HeaderMap::new();
+                headers.insert(ACKED_HEADER, head.as_str());
+                headers.insert("Nats-TTL", ttl.as_str());
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    entry.seq.to_string().as_str(),
+                );
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    self.id_filter(agent_id, id).as_str(),
+                );
                 match self
                     .conn
-                    .kv_put_json(&self.index, &key, &marked, Expect::Revision(rev), ttl)
+                    .publish(self.acked_subject(agent_id, id), headers, Bytes::new())
                     .await?
                 {
-                    Ok(_) => {
-                        top = top.max(seq);
-                        // Gone before we came (an ack that stopped before marking): it was
-                        // acknowledged then.
-                        outcome = Some(if deleted {
-                            AckOutcome::Acked
-                        } else {
-                            AckOutcome::AlreadyAcked
-                        });
+                    Ok(ack) => {
+                        // The commit point was the tombstone; from here the message is
+                        // acknowledged whatever happens to this delete.
+                        self.conn.delete_message(&self.mailbox, entry.seq).await?;
+                        top = top.max(ack.sequence);
+                        outcome = Some(AckOutcome::Acked);
                         break;
                     }
+                    // A concurrent ack of the same id: read what it wrote.
                     Err(Conflict) => continue,
                 }
             }
             out.push(outcome.unwrap_or(AckOutcome::NotFound));
         }
         if top > 0 {
+            // The tombstones keep the head up until they expire; the meta after that.
             self.raise_meta(agent_id, top, 0).await?;
         }
         Ok(out)
@@ -546,7 +536,7 @@ impl Mailboxes for JetStreamStore {
         // Bounded: at most this many messages looked at per call. The server's TTLs do the
         // bulk of expiry on their own; this catches what is due by the caller's clock.
         let budget = max.saturating_mul(4).clamp(1_024, 100_000);
-        let filter = self.conn.subject("amp.mbox.>");
+        let filter = self.conn.subject("amp.mbox.*.q.*");
         let mut start = 0;
         let mut scanned = 0;
         let mut purged = 0;
@@ -562,7 +552,8 @@ impl Mailboxes for JetStreamStore {
             start = last.seq + 1;
             for raw in b.messages {
                 scanned += 1;
-                let Some(agent) = raw.subject.rsplit('.').next().map(untok).transpose()? else {
+                // `…amp.mbox.<agent>.q.<id>`: the agent is the third token from the end.
+                let Some(agent) = raw.subject.rsplit('.').nth(2).map(untok).transpose()? else {
                     continue;
                 };
                 let e = parse_entry(raw)?;
@@ -570,9 +561,6 @@ impl Mailboxes for JetStreamStore {
                     continue;
                 }
                 self.conn.delete_message(&self.mailbox, e.seq).await?;
-                self.conn
-                    .kv_delete(&self.index, &idx_key(&agent, &e.message_id))
-                    .await?;
                 let f = floors.entry(agent).or_default();
                 *f = (*f).max(e.seq);
                 purged += 1;
@@ -591,12 +579,9 @@ impl Mailboxes for JetStreamStore {
     }
 
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
-        // Messages first (nothing can be served after), then the index and meta.
+        // Messages and tombstones at once (nothing can be served after), then the meta.
         self.conn
-            .purge(&self.mailbox, &self.mailbox_subject(agent_id), None)
-            .await?;
-        self.conn
-            .kv_delete_prefix(&self.index, &format!("idx.{}", tok(agent_id)))
+            .purge(&self.mailbox, &self.agent_filter(agent_id), None)
             .await?;
         self.conn.kv_delete(&self.index, &meta_key(agent_id)).await
     }

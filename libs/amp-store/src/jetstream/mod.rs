@@ -4,19 +4,19 @@
 //! -9 of the server; with `replicas: 3` it survives the loss of a node.
 //!
 //! # Layout (names under [`JetStreamStoreConfig::prefix`])
-//! - Stream `AMP_MAILBOX`, subjects `amp.mbox.<agent>`: one message per queued entry (body =
-//!   the stored data; headers `Amp-Msg-Id`, `Amp-Sender`, `Amp-Queued-At`, `Amp-Expires-At`,
-//!   and `Nats-TTL` so the server drops it after its expiry). The **stream sequence is the
-//!   entry's `seq`**: global, so increasing per agent too (gaps are fine for cursors).
+//! - Stream `AMP_MAILBOX`, subjects `amp.mbox.<agent>.q.<message id>`: one message per queued
+//!   entry (body = the stored data; header `Amp-Entry` with id, sender, signature, queued and
+//!   expiry times; `Nats-TTL` so the server drops it after its expiry), and
+//!   `amp.mbox.<agent>.a.<message id>`: its acknowledgement tombstone. The **stream sequence
+//!   is the entry's `seq`**: global, so increasing per agent too (gaps are fine for cursors).
 //! - Stream `AMP_RECEIPTS`, subjects `amp.rcpt.<agent>`: one message per receipt, `seq` = the
 //!   stream sequence, `Nats-TTL` from `expires_at`.
 //! - Bucket `amp_registry` (KV layout): `agent.<id>` → the agent with its API keys (the one
 //!   record every registry decision reads), `name.<tenant>.<name>` → holder, `key.<hash>` →
 //!   agent id (the O(1) lookup), `owner.<id>`, `ownerkey.<hash>` → owner id,
 //!   `owned.<owner>.<agent>`.
-//! - Bucket `amp_mailbox_index`: `idx.<agent>.<message id>` → seq, sender, signature, acked,
-//!   expiry (with `Nats-TTL`: kept as an ack tombstone until the message's expiry);
-//!   `meta.<agent>` → head and floor.
+//! - Bucket `amp_mailbox_index`: `meta.<agent>` → head and floor (the positions that must not
+//!   move back when the server drops what expired).
 //! - Bucket `amp_state`: `job.<id>`, `pres.<agent>.<session>` (TTL = lease), `kv.<key>`.
 //!
 //! Keys and subject tokens are the strings themselves when made of letters, digits, `-` and
@@ -101,7 +101,7 @@ impl JetStreamStore {
             &store.mailbox,
             &c.subject("amp.mbox.>"),
             r,
-            "AMP mailboxes: one subject per agent",
+            "AMP mailboxes: one subject per message and acknowledgement",
         )
         .await?;
         c.ensure_stream(
@@ -123,12 +123,6 @@ impl JetStreamStore {
     /// The settings in force.
     pub fn config(&self) -> &JetStreamStoreConfig {
         &self.config
-    }
-
-    /// `amp.mbox.<agent>` under the prefix.
-    fn mailbox_subject(&self, agent_id: &str) -> String {
-        self.conn
-            .subject(&format!("amp.mbox.{}", conn::tok(agent_id)))
     }
 
     /// `amp.rcpt.<agent>` under the prefix.
