@@ -146,6 +146,10 @@ pub struct NatsConfig {
     /// Messages a router worker pulls at once from a stream (1: a message never waits in a
     /// busy worker while another is idle).
     pub fetch_batch: usize,
+    /// Most writes to one stream committed together (JetStream atomic batches: one fsync on
+    /// the server for all of them) when many are under way at once: ingress publishes and
+    /// mailbox writes. A lone write is never delayed. 1 turns batching off.
+    pub publish_batch: usize,
     /// `[nats.auth]`: this service's NATS user: `user` and `password_file`, or
     /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
     /// no credentials.
@@ -174,6 +178,7 @@ impl Default for NatsConfig {
             ack_wait_ms: 30_000,
             ingress_partitions: 1,
             fetch_batch: 1,
+            publish_batch: 256,
             auth: amp_nats::NatsAuth::default(),
             tls: amp_nats::NatsTls::default(),
         }
@@ -273,6 +278,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
         ack_wait: Duration::from_millis(nats.ack_wait_ms.max(100)),
         ingress_partitions: nats.ingress_partitions,
         fetch_batch: nats.fetch_batch,
+        publish_batch: nats.publish_batch,
         security: nats.security(),
         ..JetStreamConfig::default()
     })
@@ -291,6 +297,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
                     replicas: nats.replicas,
                     prefix: nats.prefix.clone(),
                     security: nats.security(),
+                    publish_batch: nats.publish_batch,
                     ..JetStreamStoreConfig::default()
                 })
                 .await

@@ -1,5 +1,6 @@
 //! How AMP's JetStream bus (`amp-bus`) and store (`amp-store`) connect to NATS, so both use
-//! the same credentials and TLS settings and report a refused connection the same way.
+//! the same credentials and TLS settings and report a refused connection the same way, and
+//! how both publish: in group-committed batches.
 //!
 //! [`NatsSecurity`] is the `auth` and `tls` of a NATS section (`[nats.auth]`, `[nats.tls]`
 //! in the cluster binaries). It holds paths only: passwords, nkey seeds and `.creds` are read
@@ -13,10 +14,13 @@
 //! # Modules
 //! - `security`: [`NatsSecurity`], [`NatsAuth`], [`NatsTls`] and their checks.
 //! - `connect`: [`connect`] and the description of connection errors.
+//! - `batch`: [`BatchPublisher`], group commit of JetStream publishes over atomic batches.
 
+mod batch;
 mod connect;
 mod security;
 
+pub use batch::{BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH};
 pub use connect::connect;
 pub use security::{NatsAuth, NatsSecurity, NatsTls, check_urls};
 

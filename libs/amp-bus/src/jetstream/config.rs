@@ -52,6 +52,10 @@ pub struct JetStreamConfig {
     pub ingress_partitions: usize,
     /// Credentials and TLS (files read at connect). Default: none, plain TCP.
     pub security: amp_nats::NatsSecurity,
+    /// Most publishes to one stream committed together as one atomic batch (one `fsync` on
+    /// the server) when many are under way at once; a lone publish is never delayed. 1 turns
+    /// batching off. Default 256.
+    pub publish_batch: usize,
 }
 
 impl Default for JetStreamConfig {
@@ -70,6 +74,7 @@ impl Default for JetStreamConfig {
             connect_timeout: Duration::from_secs(5),
             ingress_partitions: 1,
             security: amp_nats::NatsSecurity::default(),
+            publish_batch: 256,
         }
     }
 }

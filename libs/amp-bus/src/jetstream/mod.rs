@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) names: Names,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
+    /// Stream publishes, group-committed.
+    batches: amp_nats::BatchPublisher,
     pub(crate) closed: CancellationToken,
     /// Deliveries dropped unsettled, settled by a background task (drop cannot await).
     pub(crate) dropped: mpsc::UnboundedSender<Dropped>,
@@ -142,6 +144,7 @@ impl JetStreamBus {
         let (dropped_tx, dropped_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             names: Names::new(&config.prefix),
+            batches: amp_nats::BatchPublisher::new(client.clone(), config.publish_batch),
             config,
             client,
             js,
@@ -215,39 +218,40 @@ impl JetStreamBus {
         if let Some(to) = reply_to {
             nats_headers.insert(reply::REPLY_HEADER, to);
         }
-        let mut publish = jetstream::message::PublishMessage::build()
-            .payload(msg.payload)
-            .headers(nats_headers);
         if !dedup_id.is_empty() {
-            publish = publish.message_id(dedup_id);
+            nats_headers.insert("Nats-Msg-Id", dedup_id);
         }
-        let subject =
+        let partitions = shared.config.ingress_partitions;
+        let subject = shared
+            .names
+            .physical_subject(stream, &msg.subject, partitions);
+        // Batches never span streams: the ingress partition's stream, or the stream itself.
+        let stream_name = shared
+            .names
+            .physical_stream(stream, &msg.subject, partitions);
+        let ack = tokio::time::timeout(
+            shared.config.publish_timeout,
             shared
-                .names
-                .physical_subject(stream, &msg.subject, shared.config.ingress_partitions);
-        let ack = async {
-            let pending = shared.js.send_publish(subject, publish).await?;
-            pending.await
-        };
+                .batches
+                .publish(&stream_name, subject, nats_headers, msg.payload),
+        );
         let ack = tokio::select! {
             biased;
             () = shared.closed.cancelled() => return Err(Error::Closed),
             ack = ack => ack,
         };
         match ack {
-            Ok(ack) => Ok(PublishAck {
+            Ok(Ok(ack)) => Ok(PublishAck {
                 duplicate: ack.duplicate,
                 acceptance: Acceptance::Persisted,
                 reply: None,
             }),
-            Err(e)
-                if e.kind() == jetstream::context::PublishErrorKind::TimedOut
-                    && !shared.closed.is_cancelled() =>
-            {
+            Err(_) | Ok(Err(amp_nats::PublishError::TimedOut)) if !shared.closed.is_cancelled() => {
                 tracing::warn!(%stream, dedup_id, "JetStream publish not acked in time");
                 Err(Error::Timeout)
             }
-            Err(e) => Err(shared.error("JetStream publish", e)),
+            Ok(Err(e)) => Err(shared.error("JetStream publish", e)),
+            Err(_) => Err(Error::Closed),
         }
     }
 }

@@ -107,6 +107,24 @@ impl Names {
         }
     }
 
+    /// The stream a message on `subject` lands in: the one [`physical_subject`] picks.
+    ///
+    /// [`physical_subject`]: Self::physical_subject
+    pub(crate) fn physical_stream(
+        &self,
+        stream: StreamName,
+        subject: &str,
+        partitions: usize,
+    ) -> String {
+        if stream != StreamName::Ingress {
+            return self.stream(stream.as_str());
+        }
+        match subject.strip_prefix("amp.ingress.") {
+            Some(_) if partitions > 1 => self.ingress_stream(partition(subject, partitions)),
+            _ => self.ingress_stream(0),
+        }
+    }
+
     /// The root of every reply inbox: `<prefix>.amp.reply`.
     pub(crate) fn reply_root(&self) -> String {
         self.subject("amp.reply")
@@ -145,6 +163,8 @@ pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
         duplicate_window: config.dedup_window,
         max_age,
         discard: stream::DiscardPolicy::Old,
+        // Group commit of concurrent publishes (`amp_nats::BatchPublisher`).
+        allow_atomic_publish: true,
         ..unlimited()
     };
     let partitions = (1..config.ingress_partitions).map(|k| stream::Config {

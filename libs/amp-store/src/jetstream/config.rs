@@ -24,6 +24,9 @@ pub struct JetStreamStoreConfig {
     pub connect_timeout: Duration,
     /// Credentials and TLS (files read at connect). Default: none, plain TCP.
     pub security: amp_nats::NatsSecurity,
+    /// Most mailbox writes committed together as one atomic batch (one `fsync` on the
+    /// server) when many are under way at once; 1 turns batching off. Default 256.
+    pub publish_batch: usize,
 }
 
 impl Default for JetStreamStoreConfig {
@@ -35,6 +38,7 @@ impl Default for JetStreamStoreConfig {
             op_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             security: amp_nats::NatsSecurity::default(),
+            publish_batch: 256,
         }
     }
 }

@@ -81,6 +81,8 @@ pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 pub(super) struct Conn {
     pub(super) client: async_nats::Client,
     js: jetstream::Context,
+    /// Mailbox and receipt writes, group-committed.
+    batches: amp_nats::BatchPublisher,
     prefix: String,
     op_timeout: Duration,
 }
@@ -106,6 +108,7 @@ impl Conn {
             .timeout(config.op_timeout)
             .build(client.clone());
         Ok(Self {
+            batches: amp_nats::BatchPublisher::new(client.clone(), config.publish_batch),
             client,
             js,
             prefix: config.prefix.clone(),
@@ -151,6 +154,8 @@ impl Conn {
             discard: stream::DiscardPolicy::Old,
             allow_direct: true,
             allow_message_ttl: true,
+            // Group commit (see `publish_batched`).
+            allow_atomic_publish: true,
             max_bytes: -1,
             max_messages: -1,
             max_messages_per_subject: -1,
@@ -223,6 +228,27 @@ impl Conn {
             // 10164: the same check as reported by clustered streams of recent servers
             // ("wrong last sequence"), which the client does not classify.
             Err(e) if e.to_string().contains("wrong last sequence") => Ok(Err(Conflict)),
+            Err(e) => Err(unavailable("JetStream publish", e)),
+        }
+    }
+
+    /// Publishes to `stream` and waits for the stream's ack, in one atomic batch with the
+    /// other writes to that stream under way (one fsync on the server for all of them).
+    /// `Ok(Err(Conflict))` when an expected last subject sequence did not hold.
+    pub(super) async fn publish_batched(
+        &self,
+        stream: &str,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<std::result::Result<amp_nats::Published, Conflict>> {
+        match self
+            .batches
+            .publish(stream, subject, headers, payload)
+            .await
+        {
+            Ok(p) => Ok(Ok(p)),
+            Err(amp_nats::PublishError::WrongLastSequence) => Ok(Err(Conflict)),
             Err(e) => Err(unavailable("JetStream publish", e)),
         }
     }

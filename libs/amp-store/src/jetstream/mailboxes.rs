@@ -314,7 +314,7 @@ impl JetStreamStore {
         let subject = self.queued_subject(&e.agent_id, &e.message_id);
         Ok(self
             .conn
-            .publish(subject, headers, Bytes::from(e.data.clone()))
+            .publish_batched(&self.mailbox, subject, headers, Bytes::from(e.data.clone()))
             .await?
             .map(|ack| Enqueued::New { seq: ack.sequence }))
     }
@@ -508,7 +508,12 @@ impl Mailboxes for JetStreamStore {
                 );
                 match self
                     .conn
-                    .publish(self.acked_subject(agent_id, id), headers, Bytes::new())
+                    .publish_batched(
+                        &self.mailbox,
+                        self.acked_subject(agent_id, id),
+                        headers,
+                        Bytes::new(),
+                    )
                     .await?
                 {
                     Ok(ack) => {

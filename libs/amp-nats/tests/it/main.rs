@@ -1,0 +1,3 @@
+//! `amp-nats` against a real `nats-server` (test kit).
+
+mod batch;
