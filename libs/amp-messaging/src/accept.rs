@@ -155,7 +155,7 @@ pub(crate) async fn accept(
     }
     let recipient = if to.provider() == acc.domain {
         Some(
-            acc.store
+            acc.cache
                 .agent_by_name(to.tenant(), to.name())
                 .await
                 .map_err(store_err)?
@@ -378,7 +378,7 @@ async fn watch_pushes(
     now: Timestamp,
 ) -> Option<(Box<dyn amp_bus::Subscription>, Duration)> {
     let online = acc
-        .store
+        .cache
         .presence_count(&recipient.id, now.unix_millis())
         .await
         .unwrap_or(0)

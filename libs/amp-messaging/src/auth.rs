@@ -19,6 +19,25 @@ pub fn hash_key(pepper: &[u8], token: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// [`agent_for_key`], reading through the process's [`RegistryCache`] (a route's hot path).
+///
+/// Fails only on store errors.
+pub async fn agent_for_key_cached(
+    cache: &crate::RegistryCache,
+    pepper: &[u8],
+    token: &str,
+    now: i64,
+) -> Result<Option<AgentRecord>, amp_store::Error> {
+    if !token.starts_with("amp_") || token.len() > 256 {
+        return Ok(None);
+    }
+    Ok(cache
+        .agent_by_api_key(&hash_key(pepper, token))
+        .await?
+        .filter(|(_, key)| key.is_valid_at(now))
+        .map(|(agent, _)| agent))
+}
+
 /// The active agent an API key belongs to, when the key is valid at `now`. User keys
 /// (`uk_…`) and anything not shaped like an API key never authenticate.
 ///

@@ -57,6 +57,9 @@ pub enum ChangeKind {
     Rotated,
     /// Its profile (delivery preferences) changed.
     Updated,
+    /// A WebSocket session of it opened or closed (whether a route waits for a push
+    /// depends on it; caches of its presence are dropped).
+    Presence,
 }
 
 /// An agent's registration changed.
@@ -94,8 +97,16 @@ pub async fn hint(bus: &Bus, tenant: &str, agent_id: &str, hint: &Hint) {
     }
 }
 
-/// Publishes a registry change (best effort).
-pub async fn registry_changed(bus: &Bus, agent_id: &str, change: ChangeKind) {
+/// Publishes a registry change (best effort), after dropping what this process's `cache`
+/// knew about the agent (so this process never answers from it again; other processes drop
+/// theirs when the event arrives).
+pub async fn registry_changed(
+    bus: &Bus,
+    cache: &crate::RegistryCache,
+    agent_id: &str,
+    change: ChangeKind,
+) {
+    cache.forget(agent_id);
     let event = RegistryChange {
         agent_id: agent_id.to_owned(),
         change,

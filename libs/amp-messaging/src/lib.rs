@@ -9,6 +9,8 @@
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
+//! - [`cache`]: [`RegistryCache`], the registry and presence reads of every route kept for a
+//!   moment, dropped on the bus's registry-change events.
 //! - [`bounce`]: the `system` notice a sender gets when an accepted message cannot arrive.
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
@@ -18,6 +20,7 @@
 pub mod accept;
 pub mod auth;
 pub mod bounce;
+pub mod cache;
 pub mod events;
 pub mod handoff;
 pub mod mailbox;
@@ -31,6 +34,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 pub use accept::{RouteAnswer, RouteRequest};
+pub use cache::RegistryCache;
 
 /// Message acceptance policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +56,11 @@ pub struct MessagingConfig {
     pub push_wait_ms: u64,
     /// The same for a webhook's 2xx (`webhook_2xx`); the delivery goes on afterwards.
     pub webhook_wait_ms: u64,
+    /// How long the registry records a route reads (the sender's API key, the recipient)
+    /// may be reused without reading the store again. Changes made by this process apply
+    /// at once; changes made by another replica apply when its registry-change event
+    /// arrives, and never later than this. 0: every route reads the store.
+    pub registry_cache_ms: u64,
     /// Messages a mailbox holds before it refuses new ones (spec 05).
     #[serde(skip)]
     pub mailbox_quota: u64,
@@ -65,6 +74,7 @@ impl Default for MessagingConfig {
             outcome_wait_ms: 2_000,
             push_wait_ms: 1_000,
             webhook_wait_ms: 3_000,
+            registry_cache_ms: 1_000,
             mailbox_quota: 1000,
         }
     }
@@ -75,6 +85,7 @@ impl Default for MessagingConfig {
 pub struct Acceptor {
     store: Store,
     bus: Bus,
+    cache: RegistryCache,
     domain: String,
     config: MessagingConfig,
     federation: bool,
@@ -90,13 +101,24 @@ impl Acceptor {
         config: MessagingConfig,
         federation: bool,
     ) -> Self {
+        let cache = RegistryCache::new(
+            store.clone(),
+            std::time::Duration::from_millis(config.registry_cache_ms),
+        );
+        cache.follow(&bus);
         Self {
+            cache,
             store,
             bus,
             domain: domain.to_ascii_lowercase(),
             config,
             federation,
         }
+    }
+
+    /// The registry reads it shares with the API-key check of the serving process.
+    pub fn registry(&self) -> &RegistryCache {
+        &self.cache
     }
 
     /// Validates, verifies and hands off a message from `sender`; the answer carries the body

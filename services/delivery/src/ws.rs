@@ -170,6 +170,13 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     let reason = s.run(stream).await;
     // Offline first: the agent must not count as reachable while the close is flushed.
     let _ = Box::pin(inner.store.presence_clear(&s.agent.id, &s.session_id)).await;
+    amp_messaging::events::registry_changed(
+        &inner.bus,
+        inner.acceptor.registry(),
+        &s.agent.id,
+        ChangeKind::Presence,
+    )
+    .await;
     let _ = close_tx.send(reason);
     let mut writer = writer;
     if tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
@@ -409,6 +416,15 @@ impl Session {
             )
             .await
             .map_err(|_| unavailable())?;
+        // Routes on every replica stop answering from a cached "offline" before this socket
+        // can see its first frame (a client that connects and then sends gets `delivered`).
+        amp_messaging::events::registry_changed(
+            &inner.bus,
+            inner.acceptor.registry(),
+            &self.agent.id,
+            ChangeKind::Presence,
+        )
+        .await;
         // Subscribe before reading the mailbox, so nothing committed in between is missed.
         let notify = inner
             .bus
@@ -730,6 +746,7 @@ impl Session {
                 ));
                 Err((CLOSE_UNAUTHORIZED, "unauthorized".into()))
             }
+            ChangeKind::Presence => Ok(()),
             ChangeKind::Rotated | ChangeKind::Updated => {
                 if let Ok(Some(a)) = self.inner.store.agent(&self.agent.id).await {
                     self.agent = a;

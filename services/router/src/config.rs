@@ -15,6 +15,10 @@ pub struct Config {
     /// A TOML prompt-injection pattern database replacing the built-in one (spec 07,
     /// appendix A; updatable without a new release).
     pub injection_patterns_file: Option<PathBuf>,
+    /// How long a recipient's record may be reused without reading the store again (see
+    /// `[ingest.messaging] registry_cache_ms`: changes reach it by the registry-change
+    /// event, never later than this). 0: every message reads it.
+    pub registry_cache_ms: u64,
 }
 
 impl Default for Config {
@@ -23,6 +27,7 @@ impl Default for Config {
             consumer_name: "router".into(),
             workers: 256,
             injection_patterns_file: None,
+            registry_cache_ms: 1_000,
         }
     }
 }

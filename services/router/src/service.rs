@@ -37,6 +37,8 @@ struct Inner {
     domain: String,
     store: Store,
     bus: Bus,
+    /// The recipient records of the messages routed (kept briefly, dropped on change).
+    registry: amp_messaging::RegistryCache,
     scanner: InjectionScanner,
     /// Signs bounces (`postmaster@system.<domain>`).
     provider_key: SecretKey,
@@ -63,8 +65,14 @@ impl RouterService {
             }
             None => InjectionScanner::builtin().map_err(|e| StartError::Patterns(e.to_string()))?,
         };
+        let registry = amp_messaging::RegistryCache::new(
+            store.clone(),
+            Duration::from_millis(config.registry_cache_ms),
+        );
+        registry.follow(&bus);
         Ok(Self {
             inner: Arc::new(Inner {
+                registry,
                 config,
                 domain: domain.to_ascii_lowercase(),
                 store,
@@ -199,7 +207,7 @@ impl RouterService {
             return self.forward(provider, &accepted).await;
         }
         let Some(recipient) = inner
-            .store
+            .registry
             .agent(&accepted.recipient_id)
             .await?
             .filter(amp_store::AgentRecord::is_active)

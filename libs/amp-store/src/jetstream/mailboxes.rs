@@ -11,15 +11,19 @@
 //!   `amp_mailbox_index` bucket, so nothing moves it back once the server drops a tombstone).
 //! - **enqueue** is one write, its own commit point: the message is published with
 //!   `Nats-Expected-Last-Subject-Sequence` over the id's subjects (`0`: nothing about this id
-//!   exists, neither queued nor acknowledged), or, under a quota, over the whole agent (the
-//!   last sequence read before the id was looked up and the mailbox counted, so nothing for
-//!   this agent, this id included, lands between the checks and the write). A writer that
-//!   loses reads what won: the same sender and signature is `Duplicate` (with the first
-//!   copy's `seq`), anything else `Conflict`. A retry after a crash finds the message or
+//!   exists, neither queued nor acknowledged), or, for a mailbox near its quota, over the
+//!   whole agent (the last sequence read before the id was looked up and the mailbox
+//!   counted, so nothing for this agent, this id included, lands between the checks and the
+//!   write). Nothing is read before the write but the count: a refused write reads what
+//!   holds the id, and the same sender and signature is `Duplicate` (with the first copy's
+//!   `seq`), anything else `Conflict`. A retry after a crash finds the message or
 //!   writes it: a mailbox never holds two copies of one id, and no dedup window is involved.
 //! - **Quota** (`max_queued`): the count is the mailbox's message count, read from the stream
-//!   itself (no counter to drift after a crash); the agent-wide expectation above makes a
-//!   concurrent enqueue retry: never more than `max_queued`.
+//!   itself (no counter to drift after a crash). Far from the quota (more than
+//!   `QUOTA_SLACK` below it) the count is all that is read and the id's expectation is the
+//!   commit point: writers of one mailbox take turns within a process, so fewer writer
+//!   processes than the slack cannot overshoot. Near the quota the agent-wide expectation
+//!   makes a concurrent enqueue retry: never more than `max_queued`.
 //! - **fetch** is one batched direct get on `amp.mbox.<agent>.q.*` from `after + 1` (no
 //!   consumer is created), skipping expired entries; `remaining` is the server's count of
 //!   matching messages after the last one returned (expired, unpurged ones included).
@@ -104,6 +108,12 @@ impl Stored {
         }
     }
 }
+
+/// How far below its quota a mailbox is counted without the exact check. Writers of one
+/// mailbox take turns within a process (see `mailbox_lock`), so at most one enqueue per
+/// process is between its count and its write: the quota holds exactly with up to this
+/// many processes writing (router replicas), far more than a deployment runs.
+const QUOTA_SLACK: u64 = 64;
 
 fn meta_key(agent: &str) -> String {
     format!("meta.{}", tok(agent))
@@ -265,58 +275,89 @@ impl JetStreamStore {
         &self.mailbox_locks[(h.finish() as usize) % self.mailbox_locks.len()]
     }
 
+    /// What `e` meets when its id is taken: the same sender and signature are the first
+    /// copy (`Duplicate`), anything else a `Conflict`.
+    fn answer_taken(e: &NewMailboxEntry, found: &Stored) -> Enqueued {
+        let (sender, signature) = found.sender_and_signature();
+        if sender != e.sender || signature != e.signature {
+            Enqueued::Conflict
+        } else {
+            Enqueued::Duplicate { seq: found.seq() }
+        }
+    }
+
     /// One attempt at writing `e`: `Err(Conflict)` when another write for this agent (or
     /// this id) landed after the reads it was checked against.
+    ///
+    /// The common case is one read and one write: the mailbox is counted (under a quota) and
+    /// the message published expecting nothing under its id; only a refused publish reads
+    /// what holds the id. A mailbox within [`QUOTA_SLACK`] of its quota takes the exact path
+    /// instead: the agent's last position, the id, the count, and a publish expecting that
+    /// nothing at all was written for the agent meanwhile.
     async fn try_enqueue(
         &self,
         e: &NewMailboxEntry,
         header: &str,
         ttl: &str,
     ) -> Result<std::result::Result<Enqueued, Conflict>> {
-        // Under a quota, the agent's last position first: the write expects it.
-        let agent_last = match e.max_queued {
-            Some(_) => Some(self.agent_last(&e.agent_id).await?),
-            None => None,
-        };
-        if let Some(found) = self.stored(&e.agent_id, &e.message_id).await? {
-            let (sender, signature) = found.sender_and_signature();
-            return Ok(Ok(if sender != e.sender || signature != e.signature {
-                Enqueued::Conflict
-            } else {
-                Enqueued::Duplicate { seq: found.seq() }
-            }));
-        }
         let mut headers = HeaderMap::new();
         headers.insert(ENTRY_HEADER, header);
         headers.insert("Nats-TTL", ttl);
-        match (e.max_queued, agent_last) {
-            (Some(max), Some(last)) => {
-                if self.queued_count(&e.agent_id).await? >= max {
-                    return Ok(Ok(Enqueued::Full));
+        let near_full = match e.max_queued {
+            Some(max) => {
+                let count = self.queued_count(&e.agent_id).await?;
+                if count >= max {
+                    // Full, unless this is a copy of a message already in it.
+                    return Ok(Ok(match self.stored(&e.agent_id, &e.message_id).await? {
+                        Some(found) => Self::answer_taken(e, &found),
+                        None => Enqueued::Full,
+                    }));
                 }
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    last.to_string().as_str(),
-                );
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    self.agent_filter(&e.agent_id).as_str(),
-                );
+                count.saturating_add(QUOTA_SLACK) >= max
             }
-            _ => {
-                headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    self.id_filter(&e.agent_id, &e.message_id).as_str(),
-                );
+            None => false,
+        };
+        if near_full {
+            // The last position first: the write expects it, so nothing for this agent
+            // (this id included) lands between these checks and the write.
+            let last = self.agent_last(&e.agent_id).await?;
+            if let Some(found) = self.stored(&e.agent_id, &e.message_id).await? {
+                return Ok(Ok(Self::answer_taken(e, &found)));
             }
+            if let Some(max) = e.max_queued
+                && self.queued_count(&e.agent_id).await? >= max
+            {
+                return Ok(Ok(Enqueued::Full));
+            }
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                last.to_string().as_str(),
+            );
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence-Subject",
+                self.agent_filter(&e.agent_id).as_str(),
+            );
+        } else {
+            headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence-Subject",
+                self.id_filter(&e.agent_id, &e.message_id).as_str(),
+            );
         }
         let subject = self.queued_subject(&e.agent_id, &e.message_id);
-        Ok(self
+        match self
             .conn
             .publish_batched(&self.mailbox, subject, headers, Bytes::from(e.data.clone()))
             .await?
-            .map(|ack| Enqueued::New { seq: ack.sequence }))
+        {
+            Ok(ack) => Ok(Ok(Enqueued::New { seq: ack.sequence })),
+            // Refused: the id is taken (answered from what holds it), or, on the exact path,
+            // another write for the agent came first (the caller tries again).
+            Err(Conflict) => match self.stored(&e.agent_id, &e.message_id).await? {
+                Some(found) => Ok(Ok(Self::answer_taken(e, &found))),
+                None => Ok(Err(Conflict)),
+            },
+        }
     }
 }
 

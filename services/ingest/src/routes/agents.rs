@@ -120,7 +120,13 @@ pub(super) async fn update_me(
         .update_agent(current)
         .await
         .map_err(store_error)?;
-    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Updated).await;
+    amp_messaging::events::registry_changed(
+        &inner.bus,
+        inner.acceptor.registry(),
+        &agent.id,
+        ChangeKind::Updated,
+    )
+    .await;
     Ok(Json(json!({ "updated": true, "address": agent.address })))
 }
 
@@ -138,7 +144,13 @@ pub(super) async fn delete_me(
         Ok(_) | Err(amp_store::Error::NotFound) => {}
         Err(e) => return Err(store_error(e)),
     }
-    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Deregistered).await;
+    amp_messaging::events::registry_changed(
+        &inner.bus,
+        inner.acceptor.registry(),
+        &agent.id,
+        ChangeKind::Deregistered,
+    )
+    .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "agent deregistered");
     Ok(Json(json!({
         "deregistered": true,

@@ -54,7 +54,13 @@ pub(super) async fn revoke_key(
         .revoke_api_keys(&agent.id)
         .await
         .map_err(store_error)?;
-    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Revoked).await;
+    amp_messaging::events::registry_changed(
+        &inner.bus,
+        inner.acceptor.registry(),
+        &agent.id,
+        ChangeKind::Revoked,
+    )
+    .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api keys revoked");
     Ok(Json(
         json!({ "revoked": true, "revoked_at": Timestamp::now().to_rfc3339() }),
@@ -127,7 +133,13 @@ pub(super) async fn rotate_keys(
         .update_agent(current)
         .await
         .map_err(store_error)?;
-    amp_messaging::events::registry_changed(&inner.bus, &agent.id, ChangeKind::Rotated).await;
+    amp_messaging::events::registry_changed(
+        &inner.bus,
+        inner.acceptor.registry(),
+        &agent.id,
+        ChangeKind::Rotated,
+    )
+    .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "keypair rotated");
     Ok(Json(json!({ "rotated": true, "fingerprint": fingerprint })))
 }

@@ -88,8 +88,8 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
         return unauthorized("user keys only authorise registration; use the agent's API key");
     }
     let now = Inner::now_ms();
-    let agent = match amp_messaging::auth::agent_for_key(
-        &inner.store,
+    let agent = match amp_messaging::auth::agent_for_key_cached(
+        inner.acceptor.registry(),
         &inner.identity.key_pepper,
         token,
         now,
