@@ -466,3 +466,53 @@ async fn federation_security_discovery_is_single_flight() {
     b.stop().await;
     std::mem::forget(pb);
 }
+
+/// The key pinned for a remote sender expires: a peer names as many senders as it likes, and
+/// each pin would otherwise stay in the store for good. Read back from the node's own store
+/// once it stopped: pinned now, reclaimed by the store's sweep once its lifetime has passed.
+#[tokio::test]
+async fn federation_security_pin_markers_expire() {
+    use amp_store::redb::{RedbConfig, RedbStore};
+    use amp_store::{Kv, Mailboxes};
+
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let node = pb.start(|f| f.peers = vec![pa.as_peer()]).await;
+    let bob = node.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    let body = Env::new(&alice, &bob.address).body(&alice, &payload_with("pin me"));
+    let r = deliver_as(&node, "alpha.test", &pa.key, &body).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    node.stop().await;
+
+    let store = RedbStore::open(&RedbConfig::in_dir(pb.dir.path())).expect("open the node's store");
+    let key = federation::inbound::pin_key(&alice.address);
+    let pinned = store
+        .get(&key)
+        .await
+        .expect("get")
+        .expect("the sender is pinned");
+    assert!(
+        String::from_utf8_lossy(&pinned).starts_with(&alice.key.public().fingerprint()),
+        "{}",
+        String::from_utf8_lossy(&pinned)
+    );
+    let now = Timestamp::now().unix_millis();
+    let day = 24 * 3600 * 1000;
+    store
+        .purge_expired(now + day, 100_000)
+        .await
+        .expect("purge");
+    assert!(
+        store.get(&key).await.expect("get").is_some(),
+        "kept a day on"
+    );
+    store
+        .purge_expired(now + federation::inbound::PIN_LIFETIME_MS + day, 100_000)
+        .await
+        .expect("purge");
+    assert!(
+        store.get(&key).await.expect("get").is_none(),
+        "still pinned after its lifetime"
+    );
+}
