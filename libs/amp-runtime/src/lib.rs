@@ -20,10 +20,13 @@
 //! - [`http`]: the spec error body for every failure — [`http::HttpError`], the
 //!   [`http::ApiJson`] / [`http::ApiQuery`] / [`http::ApiPath`] extractors, JSON 404/405/413/500
 //!   via [`http::harden`], and [`http::bearer_token`].
+//! - [`client_addr`]: the client's address behind trusted reverse proxies (rightmost
+//!   untrusted hop of `X-Forwarded-For` or `Forwarded`).
 //! - [`outbound`]: the SSRF guard for webhook and federation URLs.
 //! - [`ratelimit`]: a keyed, memory-bounded GCRA limiter whose [`ratelimit::Decision`]
 //!   renders the `X-RateLimit-*` headers and the 429 body.
 
+pub mod client_addr;
 pub mod config;
 pub mod http;
 pub mod identity;

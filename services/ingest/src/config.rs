@@ -19,6 +19,10 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
     pub outbound: amp_runtime::outbound::OutboundPolicy,
+    /// Where a request's client address comes from (the per-address registration limit):
+    /// behind an Ingress or load balancer, list it in `trusted_proxies`, or every client
+    /// counts as the proxy's one address.
+    pub client_address: amp_runtime::client_addr::ClientAddressConfig,
 }
 
 /// Registration policy (spec 03 "Tenant Access"), decided per tenant, in this order:
