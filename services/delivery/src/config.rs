@@ -26,6 +26,13 @@ pub struct Config {
     pub resync_secs: u64,
     /// `route` frames per agent per minute.
     pub messages_per_minute: u32,
+    /// Sockets one agent may hold open on one process (a replica); one more is refused with
+    /// close code 1008. Across N replicas an agent may hold up to N times this.
+    pub max_sockets_per_agent: usize,
+    /// Every this many seconds a socket re-checks that its API key is still valid and its
+    /// agent still registered, and closes (4001) if not: the fallback for a lost revocation
+    /// event (revocation, rotation and deregistration events close sockets at once).
+    pub reauth_secs: u64,
     /// Webhook delivery.
     pub webhook: WebhookConfig,
     /// Which webhook targets may be called (the SSRF guard).
@@ -43,6 +50,8 @@ impl Default for Config {
             presence_lease_secs: 120,
             resync_secs: 60,
             messages_per_minute: 60,
+            max_sockets_per_agent: 16,
+            reauth_secs: 60,
             webhook: WebhookConfig::default(),
             outbound: OutboundPolicy::default(),
         }

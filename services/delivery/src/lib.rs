@@ -6,9 +6,12 @@
 //!   idle and slow-consumer closes.
 //! - [`webhook`]: HMAC-signed webhook POSTs from durable jobs, re-reading the mailbox before
 //!   every attempt, retried on the spec schedule, guarded against SSRF.
+//! - `sockets`: the process's open sockets per agent (the per-agent cap) and its one
+//!   subscription to registry changes, fanned out to the agent's sockets.
 //! - [`config`]: the delivery [`Config`].
 
 pub mod config;
+mod sockets;
 pub mod webhook;
 pub mod ws;
 
@@ -48,6 +51,7 @@ pub(crate) struct Inner {
     pub(crate) acceptor: Acceptor,
     pub(crate) route_limiter: RateLimiter,
     pub(crate) shutdown: Shutdown,
+    pub(crate) sockets: Arc<sockets::Sockets>,
 }
 
 impl DeliveryService {
@@ -64,6 +68,7 @@ impl DeliveryService {
             limit: config.messages_per_minute,
             window: Duration::from_secs(60),
         });
+        let sockets = Arc::new(sockets::Sockets::new(config.max_sockets_per_agent));
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -73,6 +78,7 @@ impl DeliveryService {
                 acceptor,
                 route_limiter,
                 shutdown,
+                sockets,
             }),
         }
     }
@@ -85,8 +91,12 @@ impl DeliveryService {
             .with_state(self.inner.clone())
     }
 
-    /// Runs the webhook worker until shutdown.
+    /// Runs the webhook worker and the relay of registry changes to open sockets until
+    /// shutdown.
     pub async fn run(self) {
-        webhook::run(self.inner.clone()).await;
+        tokio::join!(
+            webhook::run(self.inner.clone()),
+            sockets::listen(self.inner.clone())
+        );
     }
 }

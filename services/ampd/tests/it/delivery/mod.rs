@@ -10,6 +10,7 @@
 mod measure;
 mod receipts;
 mod restart;
+mod revocation;
 mod security;
 mod webhook;
 mod ws;
