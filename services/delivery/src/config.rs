@@ -74,6 +74,9 @@ pub struct WebhookConfig {
     pub poll_interval_ms: u64,
     /// Attempts in flight at once.
     pub concurrency: usize,
+    /// Attempts in flight at once for the agents of one tenant (part of `concurrency`): a
+    /// tenant whose endpoints hold every request until the timeout slows only itself.
+    pub per_tenant_concurrency: usize,
 }
 
 impl Default for WebhookConfig {
@@ -85,6 +88,7 @@ impl Default for WebhookConfig {
             max_response_bytes: 64 * 1024,
             poll_interval_ms: 250,
             concurrency: 32,
+            per_tenant_concurrency: 4,
         }
     }
 }

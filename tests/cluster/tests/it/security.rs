@@ -85,3 +85,67 @@ async fn security_cluster_binary_without_credentials_stops_and_says_why() {
         "{stderr}"
     );
 }
+
+/// The close code a subscription ends with, within `within` (`None`: still open).
+async fn closed_with(
+    sub: &mut amp_client::ws::Subscription,
+    within: std::time::Duration,
+) -> Option<u16> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Err(_) => return None,
+            Ok(None) => return Some(1000),
+            Ok(Some(Err(amp_client::ClientError::Closed { code, .. }))) => return code,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+/// Revoking the API key through one ingest replica closes the agent's sockets on every
+/// delivery replica (each process relays the registry change to its own sockets), and
+/// nobody else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_revocation_closes_sockets_on_every_delivery_replica() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("revoke.test", nats.url(), 1);
+    topology.replicas = [1, 1, 2, 0];
+    let d = Deployment::start(&topology).await;
+    let url = d.ingest[0].url();
+    let bob = agent(&url, "acme", "bob").await;
+    let carol = agent(&url, "acme", "carol").await;
+    let mut bobs = Vec::new();
+    for replica in &d.delivery {
+        let sub = client(&replica.url())
+            .subscribe(&bob)
+            .await
+            .unwrap_or_else(|e| panic!("subscribe: {e}\n{}", d.logs()));
+        bobs.push(sub);
+    }
+    let mut carols = client(&d.delivery[1].url())
+        .subscribe(&carol)
+        .await
+        .expect("subscribe carol");
+    let r = reqwest::Client::new()
+        .delete(format!("{url}/v1/auth/revoke-key"))
+        .bearer_auth(bob.api_key())
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success(), "{}", r.status());
+    for (i, sub) in bobs.iter_mut().enumerate() {
+        assert_eq!(
+            closed_with(sub, std::time::Duration::from_secs(5)).await,
+            Some(4001),
+            "bob's socket on delivery {i}\n{}",
+            d.logs()
+        );
+    }
+    assert_eq!(
+        closed_with(&mut carols, std::time::Duration::from_millis(500)).await,
+        None,
+        "carol's socket stays open"
+    );
+}
