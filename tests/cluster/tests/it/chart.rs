@@ -153,3 +153,31 @@ fn security_chart_upgrade_without_the_identity_secret_fails_instead_of_regenerat
     let first = render(&[]).unwrap_or_else(|e| panic!("install: {e}"));
     assert_eq!(documents(&first, "Secret").len(), 1, "{first}");
 }
+
+#[test]
+fn security_chart_nats_routes_require_authentication() {
+    let base = [
+        "--set",
+        "nats.enabled=true",
+        "--set",
+        "identity.existingSecret=amp-identity",
+    ];
+    let err = render(&base).expect_err("a NATS cluster with open routes rendered");
+    assert!(err.contains("routes need authentication"), "{err}");
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        render(&args)
+    };
+    with(&[
+        "--set",
+        "nats.config.cluster.routeURLs.user=route",
+        "--set",
+        "nats.config.cluster.routeURLs.password=secret",
+    ])
+    .unwrap_or_else(|e| panic!("route credentials: {e}"));
+    with(&["--set", "nats.config.cluster.tls.enabled=true"])
+        .unwrap_or_else(|e| panic!("route TLS: {e}"));
+    // A user without a password is no authentication.
+    assert!(with(&["--set", "nats.config.cluster.routeURLs.user=route"]).is_err());
+}
