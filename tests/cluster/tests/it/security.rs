@@ -149,3 +149,70 @@ async fn security_revocation_closes_sockets_on_every_delivery_replica() {
         "carol's socket stays open"
     );
 }
+
+/// Federation both ways with every process logged in as its restricted user
+/// (deploy/nats/auth.conf): the router feeds the federation stream, federation consumes it
+/// and feeds the ingress stream with inbound messages. One NATS per provider, so no prefix
+/// (the permissions are written for the default, empty one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_cluster_federation_works_with_restricted_users() {
+    use crate::federation_cluster::{receive, topology};
+    use amp_proto::SecretKey;
+    use cluster_tests::free_port;
+
+    let _heavy = HEAVY.lock().await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    for s in NATS_SERVICES {
+        std::fs::write(
+            secrets.path().join(format!("{s}.password")),
+            password(s) + "\n",
+        )
+        .expect("write a password file");
+    }
+    let (nats_a, nats_b) = (
+        NatsServer::start_with(&auth_config()),
+        NatsServer::start_with(&auth_config()),
+    );
+    let (alpha_key, beta_key) = (SecretKey::generate(), SecretKey::generate());
+    let (alpha_port, beta_port) = (free_port(), free_port());
+    let mut ta = topology(
+        "alpha.test",
+        &nats_a,
+        &alpha_key,
+        alpha_port,
+        ("beta.test", &beta_key, beta_port),
+    );
+    let mut tb = topology(
+        "beta.test",
+        &nats_b,
+        &beta_key,
+        beta_port,
+        ("alpha.test", &alpha_key, alpha_port),
+    );
+    for t in [&mut ta, &mut tb] {
+        t.prefix = String::new();
+        t.nats_passwords = Some(secrets.path().to_owned());
+    }
+    let alpha = Deployment::start(&ta).await;
+    let beta = Deployment::start(&tb).await;
+    let (a, b) = (alpha.ingest[0].url(), beta.ingest[0].url());
+    let alice = agent(&a, "acme", "alice").await;
+    let bob = agent(&b, "acme", "bob").await;
+    let id = message_id();
+    send(&client(&a), &alice, bob.address(), &id, "across, logged in")
+        .await
+        .unwrap_or_else(|e| panic!("route: {e}\n{}", alpha.logs()));
+    receive(&b, &bob, &id, &beta, &alpha).await;
+    let reply = message_id();
+    send(&client(&b), &bob, alice.address(), &reply, "and back")
+        .await
+        .unwrap_or_else(|e| panic!("reply: {e}\n{}", beta.logs()));
+    receive(&a, &alice, &reply, &alpha, &beta).await;
+    for d in [&alpha, &beta] {
+        assert!(
+            !d.logs().to_lowercase().contains("permissions violation"),
+            "{}",
+            d.logs()
+        );
+    }
+}
