@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use amp_proto::{ApiError, PublicKey};
-use amp_store::{AgentRecord, Store};
+use amp_store::{AgentRecord, ApiKeyRecord, Store};
 
 /// The keyed hash the store indexes credentials by.
 pub fn hash_key(pepper: &[u8], token: &str) -> [u8; 32] {
@@ -48,14 +48,30 @@ pub async fn agent_for_key(
     token: &str,
     now: i64,
 ) -> Result<Option<AgentRecord>, amp_store::Error> {
+    Ok(agent_and_key(store, pepper, token, now)
+        .await?
+        .map(|(agent, _, _)| agent))
+}
+
+/// As [`agent_for_key`], with the key's record and hash: for a session that re-checks its
+/// key while it lasts (a WebSocket).
+///
+/// Fails only on store errors.
+pub async fn agent_and_key(
+    store: &Store,
+    pepper: &[u8],
+    token: &str,
+    now: i64,
+) -> Result<Option<(AgentRecord, ApiKeyRecord, [u8; 32])>, amp_store::Error> {
     if !token.starts_with("amp_") || token.len() > 256 {
         return Ok(None);
     }
+    let hash = hash_key(pepper, token);
     Ok(store
-        .agent_by_api_key(&hash_key(pepper, token))
+        .agent_by_api_key(&hash)
         .await?
         .filter(|(_, key)| key.is_valid_at(now))
-        .map(|(agent, _)| agent))
+        .map(|(agent, key)| (agent, key, hash)))
 }
 
 /// An agent's registered public key, from its stored form (hex of the raw 32 bytes).

@@ -64,6 +64,11 @@ pub struct MessagingConfig {
     /// Messages a mailbox holds before it refuses new ones (spec 05).
     #[serde(skip)]
     pub mailbox_quota: u64,
+    /// Messages per agent per minute, one budget for every way this acceptor is reached
+    /// (`POST /v1/route` and the WebSocket `route` frame); set by the composing binary from
+    /// `ingest.limits.messages_per_minute`.
+    #[serde(skip)]
+    pub messages_per_minute: u32,
 }
 
 impl Default for MessagingConfig {
@@ -76,6 +81,7 @@ impl Default for MessagingConfig {
             webhook_wait_ms: 3_000,
             registry_cache_ms: 1_000,
             mailbox_quota: 1000,
+            messages_per_minute: 60,
         }
     }
 }
@@ -89,6 +95,8 @@ pub struct Acceptor {
     domain: String,
     config: MessagingConfig,
     federation: bool,
+    /// The per-agent message budget, shared by every clone of this acceptor.
+    send_limiter: std::sync::Arc<amp_runtime::ratelimit::RateLimiter>,
 }
 
 impl Acceptor {
@@ -106,14 +114,28 @@ impl Acceptor {
             std::time::Duration::from_millis(config.registry_cache_ms),
         );
         cache.follow(&bus);
+        let send_limiter = std::sync::Arc::new(amp_runtime::ratelimit::RateLimiter::new(
+            amp_runtime::ratelimit::RateLimit {
+                limit: config.messages_per_minute,
+                window: std::time::Duration::from_secs(60),
+            },
+        ));
         Self {
             cache,
+            send_limiter,
             store,
             bus,
             domain: domain.to_ascii_lowercase(),
             config,
             federation,
         }
+    }
+
+    /// Takes one message from `sender_id`'s budget (`messages_per_minute`): REST and the
+    /// WebSocket `route` frame draw on the same one when they share this acceptor (ampd;
+    /// a cluster's ingest and delivery each hold their own).
+    pub fn check_rate(&self, sender_id: &str) -> amp_runtime::ratelimit::Decision {
+        self.send_limiter.check(sender_id)
     }
 
     /// The registry reads it shares with the API-key check of the serving process.

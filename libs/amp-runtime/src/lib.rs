@@ -20,10 +20,15 @@
 //! - [`http`]: the spec error body for every failure — [`http::HttpError`], the
 //!   [`http::ApiJson`] / [`http::ApiQuery`] / [`http::ApiPath`] extractors, JSON 404/405/413/500
 //!   via [`http::harden`], and [`http::bearer_token`].
+//! - [`client_addr`]: the client's address behind trusted reverse proxies (rightmost
+//!   untrusted hop of `X-Forwarded-For` or `Forwarded`).
 //! - [`outbound`]: the SSRF guard for webhook and federation URLs.
+//! - [`slots`]: concurrency bounded per key inside a shared pool (one slow destination
+//!   cannot take every slot).
 //! - [`ratelimit`]: a keyed, memory-bounded GCRA limiter whose [`ratelimit::Decision`]
 //!   renders the `X-RateLimit-*` headers and the 429 body.
 
+pub mod client_addr;
 pub mod config;
 pub mod http;
 pub mod identity;
@@ -32,6 +37,7 @@ pub mod ops;
 pub mod outbound;
 pub mod ratelimit;
 pub mod shutdown;
+pub mod slots;
 pub mod telemetry;
 
 pub use http::{ApiJson, ApiPath, ApiQuery, ApiResult, HttpError};

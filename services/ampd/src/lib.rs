@@ -188,7 +188,6 @@ async fn serve_with(
     // WebSocket route frames are accepted exactly as POST /v1/route: same acceptor.
     let mut delivery_config = config.delivery.clone();
     delivery_config.outbound = config.ingest.outbound;
-    delivery_config.messages_per_minute = config.ingest.limits.messages_per_minute;
     let delivery = delivery::DeliveryService::new(
         delivery_config,
         delivery::Identity {

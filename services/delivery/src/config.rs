@@ -24,8 +24,16 @@ pub struct Config {
     /// Every this many seconds a socket re-reads its mailbox for messages whose push hint
     /// was lost (a NATS node died with the hint in flight); 0: only after a reconnect.
     pub resync_secs: u64,
-    /// `route` frames per agent per minute.
+    /// `route` frames per agent per minute, for the acceptor of the cluster's delivery
+    /// binary; in ampd the frames share `ingest.limits.messages_per_minute` with REST.
     pub messages_per_minute: u32,
+    /// Sockets one agent may hold open on one process (a replica); one more is refused with
+    /// close code 1008. Across N replicas an agent may hold up to N times this.
+    pub max_sockets_per_agent: usize,
+    /// Every this many seconds a socket re-checks that its API key is still valid and its
+    /// agent still registered, and closes (4001) if not: the fallback for a lost revocation
+    /// event (revocation, rotation and deregistration events close sockets at once).
+    pub reauth_secs: u64,
     /// Webhook delivery.
     pub webhook: WebhookConfig,
     /// Which webhook targets may be called (the SSRF guard).
@@ -43,6 +51,8 @@ impl Default for Config {
             presence_lease_secs: 120,
             resync_secs: 60,
             messages_per_minute: 60,
+            max_sockets_per_agent: 16,
+            reauth_secs: 60,
             webhook: WebhookConfig::default(),
             outbound: OutboundPolicy::default(),
         }
@@ -65,6 +75,9 @@ pub struct WebhookConfig {
     pub poll_interval_ms: u64,
     /// Attempts in flight at once.
     pub concurrency: usize,
+    /// Attempts in flight at once for the agents of one tenant (part of `concurrency`): a
+    /// tenant whose endpoints hold every request until the timeout slows only itself.
+    pub per_tenant_concurrency: usize,
 }
 
 impl Default for WebhookConfig {
@@ -76,6 +89,7 @@ impl Default for WebhookConfig {
             max_response_bytes: 64 * 1024,
             poll_interval_ms: 250,
             concurrency: 32,
+            per_tenant_concurrency: 4,
         }
     }
 }

@@ -6,19 +6,20 @@
 //!   idle and slow-consumer closes.
 //! - [`webhook`]: HMAC-signed webhook POSTs from durable jobs, re-reading the mailbox before
 //!   every attempt, retried on the spec schedule, guarded against SSRF.
+//! - `sockets`: the process's open sockets per agent (the per-agent cap) and its one
+//!   subscription to registry changes, fanned out to the agent's sockets.
 //! - [`config`]: the delivery [`Config`].
 
 pub mod config;
+mod sockets;
 pub mod webhook;
 pub mod ws;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use amp_bus::Bus;
 use amp_messaging::Acceptor;
 use amp_runtime::Shutdown;
-use amp_runtime::ratelimit::{RateLimit, RateLimiter};
 use amp_store::Store;
 use axum::Router;
 use axum::routing::get;
@@ -46,12 +47,13 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) bus: Bus,
     pub(crate) acceptor: Acceptor,
-    pub(crate) route_limiter: RateLimiter,
     pub(crate) shutdown: Shutdown,
+    pub(crate) sockets: Arc<sockets::Sockets>,
 }
 
 impl DeliveryService {
-    /// Builds the service; `acceptor` answers `route` frames exactly as `POST /v1/route`.
+    /// Builds the service; `acceptor` answers `route` frames exactly as `POST /v1/route`,
+    /// drawing on the same per-agent message budget ([`Acceptor::check_rate`]).
     pub fn new(
         config: Config,
         identity: Identity,
@@ -60,10 +62,7 @@ impl DeliveryService {
         acceptor: Acceptor,
         shutdown: Shutdown,
     ) -> Self {
-        let route_limiter = RateLimiter::new(RateLimit {
-            limit: config.messages_per_minute,
-            window: Duration::from_secs(60),
-        });
+        let sockets = Arc::new(sockets::Sockets::new(config.max_sockets_per_agent));
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -71,8 +70,8 @@ impl DeliveryService {
                 store,
                 bus,
                 acceptor,
-                route_limiter,
                 shutdown,
+                sockets,
             }),
         }
     }
@@ -85,8 +84,12 @@ impl DeliveryService {
             .with_state(self.inner.clone())
     }
 
-    /// Runs the webhook worker until shutdown.
+    /// Runs the webhook worker and the relay of registry changes to open sockets until
+    /// shutdown.
     pub async fn run(self) {
-        webhook::run(self.inner.clone()).await;
+        tokio::join!(
+            webhook::run(self.inner.clone()),
+            sockets::listen(self.inner.clone())
+        );
     }
 }

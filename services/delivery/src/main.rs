@@ -55,7 +55,12 @@ async fn run() -> anyhow::Result<()> {
         store.clone(),
         bus.clone(),
         &domain,
-        cfg.ingest.messaging(),
+        amp_messaging::MessagingConfig {
+            // Route frames on this process draw on its own budget (ingest's replicas hold
+            // theirs): a cluster's limits are per process.
+            messages_per_minute: cfg.delivery.messages_per_minute,
+            ..cfg.ingest.messaging()
+        },
         amp_cluster::federates(cfg.capabilities.as_deref()),
     );
     let service = delivery::DeliveryService::new(

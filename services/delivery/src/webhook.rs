@@ -23,6 +23,7 @@ use amp_messaging::events::{self, Pushed};
 use amp_proto::Timestamp;
 use amp_proto::relay::StoredMessage;
 use amp_runtime::outbound;
+use amp_runtime::slots::KeyedSlots;
 use amp_store::{AgentRecord, EntryState, Job};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -45,7 +46,13 @@ pub enum Attempt {
     Failed(String),
     /// Nothing to do any more (acknowledged, expired, webhook removed, WebSocket preferred).
     Moot,
+    /// The agent's tenant already has `per_tenant_concurrency` attempts in flight: not an
+    /// attempt, the job comes due again shortly.
+    Busy,
 }
+
+/// How long a job of a tenant at its concurrency bound waits before it is looked at again.
+const BUSY_DEFER_MS: i64 = 1_000;
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, "{timestamp}.{body}")>` (spec 05/07).
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -58,10 +65,13 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Runs due webhook jobs until shutdown.
+/// Runs due webhook jobs until shutdown: at most `concurrency` at once, of which at most
+/// `per_tenant_concurrency` for one tenant, so a tenant whose endpoints answer slowly (or
+/// never, until the timeout) cannot hold every slot and stall everyone else's webhooks.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let cfg = &inner.config.webhook;
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let tenants = KeyedSlots::new(cfg.per_tenant_concurrency);
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(10));
     loop {
         tokio::select! {
@@ -82,12 +92,13 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 return;
             };
             let inner = inner.clone();
+            let tenants = tenants.clone();
             tokio::spawn(async move {
                 // Lease the job first: a later poll (or another replica) must not start it
                 // again while this attempt runs; losing the claim means another task or
                 // replica has it. Claimed in the task, so the claims of a poll share commits.
                 if matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
-                    run_job(&inner, job).await;
+                    run_job(&inner, &tenants, job).await;
                 }
                 drop(permit);
             });
@@ -95,7 +106,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-async fn run_job(inner: &Inner, job: Job) {
+async fn run_job(inner: &Inner, tenants: &Arc<KeyedSlots>, job: Job) {
     let Ok(data) = serde_json::from_str::<amp_proto::relay::WebhookJob>(&job.data) else {
         let _ = inner.store.complete(&job.id).await;
         return;
@@ -119,12 +130,23 @@ async fn run_job(inner: &Inner, job: Job) {
             .filter_map(|(name, value)| Some((*name, value.as_deref()?))),
     );
     let outcome = tracing::Instrument::instrument(
-        attempt(inner, &data.agent_id, &data.message_id, attempt_no),
+        attempt(inner, tenants, &data.agent_id, &data.message_id, attempt_no),
         span,
     )
     .await;
     let delays = &inner.config.webhook.retry_delays_ms;
     match &outcome {
+        Attempt::Busy => {
+            // Not an attempt: the same one again, after the tenant's others.
+            let later = Job {
+                due_at: Timestamp::now().unix_millis() + BUSY_DEFER_MS,
+                ..job
+            };
+            if let Err(e) = inner.store.schedule(later).await {
+                tracing::warn!(error = %e, "webhook job not deferred; the message stays in the mailbox");
+            }
+            return;
+        }
         Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
             let delay = delays[attempt_no as usize] as i64;
             tracing::info!(agent = %data.agent_id, id = %data.message_id, attempt = attempt_no, reason = %why, "webhook attempt failed, will retry");
@@ -148,7 +170,13 @@ async fn run_job(inner: &Inner, job: Job) {
 }
 
 /// One attempt for one message, re-checking everything first (spec 12.1 rule 2).
-async fn attempt(inner: &Inner, agent_id: &str, message_id: &str, attempt_no: u32) -> Attempt {
+async fn attempt(
+    inner: &Inner,
+    tenants: &Arc<KeyedSlots>,
+    agent_id: &str,
+    message_id: &str,
+    attempt_no: u32,
+) -> Attempt {
     let now = Timestamp::now();
     let agent = match inner.store.agent(agent_id).await {
         Ok(Some(a)) if a.is_active() => a,
@@ -192,6 +220,10 @@ async fn attempt(inner: &Inner, agent_id: &str, message_id: &str, attempt_no: u3
         return Attempt::Rejected("unserialisable envelope".into());
     };
     let body = webhook_body(&envelope, &message);
+    let Some(_slot) = tenants.try_acquire(&agent.tenant) else {
+        metrics::counter!("amp_webhook_tenant_busy_total").increment(1);
+        return Attempt::Busy;
+    };
     let result = post(
         inner,
         &url,

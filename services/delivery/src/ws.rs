@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use amp_bus::{Subscription, subjects};
 use amp_messaging::RouteRequest;
-use amp_messaging::events::{self, ChangeKind, Hint, Pushed, RegistryChange};
+use amp_messaging::events::{self, ChangeKind, Hint, Pushed};
 use amp_messaging::mailbox::{PageBudget, fetch_page};
 use amp_messaging::render::write_item;
 use amp_proto::relay::StoredMessage;
@@ -49,7 +49,7 @@ const RETRY_SWEEP: Duration = Duration::from_secs(1);
 
 /// Resolves when the bus reports that hints may have been lost; never on a bus that cannot
 /// lose them.
-async fn hint_gap(gaps: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+pub(crate) async fn hint_gap(gaps: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     if let Some(rx) = gaps
         && rx.changed().await.is_ok()
     {
@@ -144,7 +144,21 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     // Boxed (here and below): an `.await` inlines the callee's state into the caller's
     // future, and the session's future is held for every idle socket; one-off and per-frame
     // work lives on the heap only while it runs.
-    let Some(agent) = Box::pin(authenticate(&inner, &mut socket)).await else {
+    let Some((agent, key)) = Box::pin(authenticate(&inner, &mut socket)).await else {
+        return;
+    };
+    let Some(registered) = inner.sockets.open(&agent.id) else {
+        metrics::counter!("amp_ws_socket_cap_closes_total").increment(1);
+        let max = inner.sockets.max_per_agent();
+        let message = format!("this agent already has {max} open sockets, the most allowed");
+        let f = error_frame("rate_limited", &message, None);
+        close_with(
+            &mut socket,
+            Some(f),
+            CLOSE_POLICY,
+            "too many sockets for this agent",
+        )
+        .await;
         return;
     };
     metrics::gauge!("amp_ws_sessions").increment(1.0);
@@ -166,6 +180,8 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         pushed: BTreeSet::new(),
         session_id: format!("{:016x}", rand::random::<u64>()),
         written: written_rx,
+        key,
+        registered,
     };
     let reason = s.run(stream).await;
     // Offline first: the agent must not count as reachable while the close is flushed.
@@ -188,8 +204,15 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     metrics::gauge!("amp_ws_sessions").decrement(1.0);
 }
 
+/// The API key a session authenticated with, to re-check it while the socket is open.
+struct SessionKey {
+    hash: [u8; 32],
+    /// The end of a rotated-out key's grace period.
+    valid_until: Option<i64>,
+}
+
 /// Waits for the `auth` frame and resolves its key; answers and closes on failure.
-async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<AgentRecord> {
+async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<(AgentRecord, SessionKey)> {
     let wait = Duration::from_secs(inner.config.auth_timeout_secs);
     let first = match tokio::time::timeout(wait, socket.recv()).await {
         Err(_) => {
@@ -235,10 +258,16 @@ async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<AgentReco
         }
     };
     let now = Timestamp::now().unix_millis();
-    match amp_messaging::auth::agent_for_key(&inner.store, &inner.identity.key_pepper, &token, now)
+    match amp_messaging::auth::agent_and_key(&inner.store, &inner.identity.key_pepper, &token, now)
         .await
     {
-        Ok(Some(agent)) => Some(agent),
+        Ok(Some((agent, key, hash))) => Some((
+            agent,
+            SessionKey {
+                hash,
+                valid_until: key.valid_until,
+            },
+        )),
         Ok(None) => {
             let f = error_frame("unauthorized", "Invalid or expired API key", None);
             close_with(socket, Some(f), CLOSE_UNAUTHORIZED, "unauthorized").await;
@@ -334,6 +363,10 @@ struct Session {
     session_id: String,
     /// Live pushes the writer has really written, to be confirmed.
     written: mpsc::UnboundedReceiver<Box<MailboxEntry>>,
+    /// The key this socket authenticated with.
+    key: SessionKey,
+    /// This socket's place among the agent's (the cap), and its registry changes.
+    registered: crate::sockets::Socket,
 }
 
 /// Why a session ended: the close code and reason sent.
@@ -392,8 +425,8 @@ impl Session {
 
     async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> Ended {
         match Box::pin(self.start()).await {
-            Ok((notify, registry)) => self
-                .serve(&mut stream, notify, registry)
+            Ok(notify) => self
+                .serve(&mut stream, notify)
                 .await
                 .err()
                 .unwrap_or((CLOSE_GOING_AWAY, String::new())),
@@ -402,7 +435,7 @@ impl Session {
     }
 
     /// Presence, subscriptions, `connected`, replay, retained receipts.
-    async fn start(&mut self) -> Result<(Box<dyn Subscription>, Box<dyn Subscription>), Ended> {
+    async fn start(&mut self) -> Result<Box<dyn Subscription>, Ended> {
         let inner = self.inner.clone();
         let unavailable = || (1011, "unavailable".to_owned());
         let lease = Duration::from_secs(inner.config.presence_lease_secs);
@@ -434,11 +467,6 @@ impl Session {
             ))
             .await
             .map_err(|_| unavailable())?;
-        let registry = inner
-            .bus
-            .subscribe(subjects::REGISTRY_CHANGED)
-            .await
-            .map_err(|_| unavailable())?;
         let count = inner
             .store
             .count(&self.agent.id, now)
@@ -453,7 +481,7 @@ impl Session {
         )?;
         self.replay().await?;
         self.push_receipts().await?;
-        Ok((notify, registry))
+        Ok(notify)
     }
 
     /// Every unacknowledged message, oldest first, marked `replay: true` (spec 12.5).
@@ -575,7 +603,6 @@ impl Session {
         &mut self,
         stream: &mut futures::stream::SplitStream<WebSocket>,
         mut notify: Box<dyn Subscription>,
-        mut registry: Box<dyn Subscription>,
     ) -> Result<(), Ended> {
         let inner = self.inner.clone();
         let idle = Duration::from_secs(inner.config.idle_timeout_secs);
@@ -596,6 +623,9 @@ impl Session {
         // A second sweep a little after a gap: interest in the notify subject takes a moment
         // to reach every node of a NATS cluster after a reconnect.
         let mut resweep: Option<tokio::time::Instant> = None;
+        // The key is re-checked on every registry change of the agent, after possibly lost
+        // changes, periodically, and when a rotated-out key's grace ends.
+        let mut recheck_at = self.next_recheck();
         loop {
             tokio::select! {
                 () = hint_gap(&mut gaps) => {
@@ -663,10 +693,17 @@ impl Session {
                     }
                     None => return Err((1011, "notify stream ended".into())),
                 },
-                change = registry.next() => {
-                    if let Some(m) = change {
-                        Box::pin(self.on_registry_change(&m.payload)).await?;
-                    }
+                Ok(()) = self.registered.changed.changed() => {
+                    Box::pin(self.recheck()).await?;
+                    recheck_at = self.next_recheck();
+                }
+                Ok(()) = self.registered.everyone.changed() => {
+                    Box::pin(self.recheck()).await?;
+                    recheck_at = self.next_recheck();
+                }
+                () = tokio::time::sleep_until(recheck_at) => {
+                    Box::pin(self.recheck()).await?;
+                    recheck_at = self.next_recheck();
                 }
             }
         }
@@ -730,27 +767,42 @@ impl Session {
         }
     }
 
-    async fn on_registry_change(&mut self, payload: &Bytes) -> Result<(), Ended> {
-        let Ok(change) = serde_json::from_slice::<RegistryChange>(payload) else {
-            return Ok(());
-        };
-        if change.agent_id != self.agent.id {
-            return Ok(());
+    /// When the key is next re-checked: after `reauth_secs`, or when a rotated-out key's
+    /// grace ends, whichever is first.
+    fn next_recheck(&self) -> tokio::time::Instant {
+        let period = Duration::from_secs(self.inner.config.reauth_secs.max(1));
+        let mut at = tokio::time::Instant::now() + period;
+        if let Some(until) = self.key.valid_until {
+            let left = until.saturating_sub(Timestamp::now().unix_millis()).max(0);
+            at = at.min(tokio::time::Instant::now() + Duration::from_millis(left as u64));
         }
-        match change.change {
-            ChangeKind::Revoked | ChangeKind::Deregistered => {
+        at
+    }
+
+    /// Whether the key still authenticates this agent: a revoked key, a rotated-out one past
+    /// its grace, or a deregistered agent closes the socket (4001). A store that does not
+    /// answer keeps the socket until the next check.
+    async fn recheck(&mut self) -> Result<(), Ended> {
+        let now = Timestamp::now().unix_millis();
+        match self.inner.store.agent_by_api_key(&self.key.hash).await {
+            Ok(Some((agent, key)))
+                if agent.id == self.agent.id && agent.is_active() && key.is_valid_at(now) =>
+            {
+                self.key.valid_until = key.valid_until;
+                self.agent = agent;
+                Ok(())
+            }
+            Ok(_) => {
+                metrics::counter!("amp_ws_revoked_closes_total").increment(1);
                 let _ = self.send(error_frame(
                     "unauthorized",
-                    "the API key was revoked or the agent deregistered",
+                    "the API key was revoked or rotated out, or the agent deregistered",
                     None,
                 ));
                 Err((CLOSE_UNAUTHORIZED, "unauthorized".into()))
             }
-            ChangeKind::Presence => Ok(()),
-            ChangeKind::Rotated | ChangeKind::Updated => {
-                if let Ok(Some(a)) = self.inner.store.agent(&self.agent.id).await {
-                    self.agent = a;
-                }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot re-check a websocket's key");
                 Ok(())
             }
         }
@@ -840,7 +892,7 @@ impl Session {
         let Some(data) = data else {
             return self.send(api_error_frame(&ApiError::missing("data"), reference));
         };
-        let limit = inner.route_limiter.check(&self.agent.id);
+        let limit = inner.acceptor.check_rate(&self.agent.id);
         if !limit.allowed {
             let e = ApiError::new(ErrorCode::RateLimited, "too many messages; slow down")
                 .with_extra("retry_after", json!(limit.retry_after_secs));

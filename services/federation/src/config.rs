@@ -81,6 +81,9 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// Deliveries in flight at once.
     pub workers: usize,
+    /// Deliveries in flight at once to one destination provider (part of `workers`): a peer
+    /// that answers slowly, or only at the timeout, slows only the messages to itself.
+    pub per_peer_workers: usize,
     /// Concurrent consumers of the federation stream (their job writes share commits).
     pub consumers: usize,
     /// Outbound messages per minute to one destination provider.
@@ -139,6 +142,7 @@ impl Default for Config {
             retry_max_ms: 3_600_000,
             poll_interval_ms: 1_000,
             workers: 8,
+            per_peer_workers: 2,
             consumers: 16,
             outbound_per_provider_per_minute: 1_000,
             inbound_per_provider_per_minute: 100,

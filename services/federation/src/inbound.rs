@@ -427,27 +427,70 @@ fn first_sighting(inner: &Inner, provider: &str, sig: &str) -> bool {
     }
 }
 
+/// How long a pinned remote key is kept after the sender was last seen: long enough to flag
+/// a key change between a sender's regular messages, bounded so that every address a peer
+/// ever named (it names as many as it likes) does not stay in the store for good.
+pub const PIN_LIFETIME_MS: i64 = 90 * 24 * 3600 * 1000;
+
+/// The key a sender's pin is stored under.
+pub fn pin_key(address: &str) -> String {
+    format!("federation:pin:{address}")
+}
+
+/// What to do with a sender's pin, given the stored value (`"<fingerprint> <pinned_until>"`,
+/// or a bare fingerprint written before pins expired): whether the key changed, and the
+/// value and expiry to write, if any. A pin is renewed once less than half its lifetime is
+/// left, so a regular sender keeps its pin at one write per 45 days.
+fn pin_update(stored: Option<&[u8]>, fp: &str, now: i64) -> (bool, Option<(Vec<u8>, i64)>) {
+    let until = now + PIN_LIFETIME_MS;
+    let write = Some((format!("{fp} {until}").into_bytes(), until));
+    let Some(stored) = stored else {
+        return (false, write);
+    };
+    let stored = String::from_utf8_lossy(stored);
+    let (old_fp, old_until) = match stored.split_once(' ') {
+        Some((f, t)) => (f, t.parse::<i64>().ok()),
+        None => (stored.as_ref(), None),
+    };
+    if old_fp != fp {
+        return (true, write);
+    }
+    match old_until {
+        Some(t) if t - now > PIN_LIFETIME_MS / 2 => (false, None),
+        _ => (false, write),
+    }
+}
+
 /// Pins the first key seen for a remote address and flags a change (SPEC-CHECKLIST §4.12).
 /// The new key is still accepted: its home provider vouched for it, and agents rotate keys.
+/// The pin expires [`PIN_LIFETIME_MS`] after the sender was last seen.
 async fn pin_sender_key(inner: &Inner, address: &str, key: &PublicKey) {
-    let kv_key = format!("federation:pin:{address}");
+    let kv_key = pin_key(address);
     let fp = key.fingerprint();
-    match inner.store.get(&kv_key).await {
-        Ok(Some(old)) if old == fp.as_bytes() => return,
-        Ok(Some(old)) => tracing::warn!(
-            event = "federation.key_changed",
-            sender = %address,
-            old = %String::from_utf8_lossy(&old),
-            new = %fp,
-            "a remote sender's key changed"
-        ),
-        Ok(None) => {}
+    let stored = match inner.store.get(&kv_key).await {
+        Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, "cannot read a pinned sender key");
             return;
         }
+    };
+    let (changed, write) = pin_update(stored.as_deref(), &fp, Timestamp::now().unix_millis());
+    if changed {
+        let old = stored
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        tracing::warn!(
+            event = "federation.key_changed",
+            sender = %address,
+            old = %old.split(' ').next().unwrap_or_default(),
+            new = %fp,
+            "a remote sender's key changed"
+        );
     }
-    if let Err(e) = inner.store.put(&kv_key, fp.into_bytes(), None).await {
+    if let Some((value, until)) = write
+        && let Err(e) = inner.store.put(&kv_key, value, Some(until)).await
+    {
         tracing::debug!(error = %e, "cannot pin a sender key");
     }
 }
@@ -467,4 +510,33 @@ fn rate_limited(decision: Decision, message: String) -> HttpError {
 
 fn store_err(e: amp_store::Error) -> HttpError {
     HttpError::new(handoff::store_error(e).with_extra("accepted", Value::Bool(false)))
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::{PIN_LIFETIME_MS, pin_update};
+
+    #[test]
+    fn security_pin_markers_expire_and_renew_at_half_life() {
+        let now = 1_000_000;
+        let (changed, write) = pin_update(None, "fp1", now);
+        assert!(!changed);
+        let (value, until) = write.expect("a first pin is written");
+        assert_eq!(until, now + PIN_LIFETIME_MS, "bounded lifetime");
+        // Seen again soon: nothing to write.
+        assert_eq!(pin_update(Some(&value), "fp1", now + 1), (false, None));
+        // Past half its life: renewed, from now.
+        let later = now + PIN_LIFETIME_MS / 2 + 1;
+        let (changed, write) = pin_update(Some(&value), "fp1", later);
+        assert!(!changed);
+        assert_eq!(write.map(|w| w.1), Some(later + PIN_LIFETIME_MS));
+        // Another key: flagged and pinned anew.
+        let (changed, write) = pin_update(Some(&value), "fp2", now + 1);
+        assert!(changed);
+        assert!(write.is_some());
+        // A pin written before pins expired (a bare fingerprint) gets an expiry.
+        let (changed, write) = pin_update(Some(b"fp1"), "fp1", now);
+        assert!(!changed);
+        assert_eq!(write.map(|w| w.1), Some(now + PIN_LIFETIME_MS));
+    }
 }

@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) discovery: Discovery,
     pub(crate) outbound_limiter: RateLimiter,
+    /// Deliveries in flight per destination provider (`per_peer_workers`).
+    pub(crate) peer_slots: Arc<amp_runtime::slots::KeyedSlots>,
     pub(crate) inbound_provider_limiter: RateLimiter,
     pub(crate) inbound_recipient_limiter: RateLimiter,
     pub(crate) inbound_total_limiter: RateLimiter,
@@ -115,6 +117,7 @@ impl Federation {
             inner: Arc::new(Inner {
                 discovery: Discovery::new(config.clone(), http.clone()),
                 outbound_limiter: limit(config.outbound_per_provider_per_minute),
+                peer_slots: amp_runtime::slots::KeyedSlots::new(config.per_peer_workers),
                 inbound_provider_limiter: limit(config.inbound_per_provider_per_minute),
                 inbound_recipient_limiter: limit(config.inbound_per_recipient_per_minute),
                 inbound_total_limiter: limit(config.inbound_total_per_minute),

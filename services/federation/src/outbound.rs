@@ -66,7 +66,14 @@ enum Attempt {
         reason: String,
         peer_text: bool,
     },
+    /// The destination already has `per_peer_workers` deliveries in flight: not an attempt,
+    /// the job comes due again shortly.
+    Busy,
 }
+
+/// How long a job to a destination at its concurrency bound waits before it is looked at
+/// again.
+const BUSY_DEFER_MS: i64 = 1_000;
 
 /// The job id of a message: one job per (sender, id, recipient), so a redelivered stream
 /// message replaces its job instead of adding a second.
@@ -258,6 +265,11 @@ async fn run_job(inner: &Inner, job: Job) {
         data.trace.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     );
     match attempt(inner, a).instrument(span).await {
+        Attempt::Busy => {
+            let due = now.unix_millis() + BUSY_DEFER_MS;
+            let last = data.last_error.clone();
+            reschedule(inner, &job, &data.accepted, due, last, job.attempt).await;
+        }
         Attempt::Delivered { provider } => {
             tracing::info!(
                 event = "federation.sent",
@@ -314,7 +326,8 @@ async fn run_job(inner: &Inner, job: Job) {
                 reason = %reason, "federated delivery failed, will retry"
             );
             metrics::counter!("amp_federation_sent_total", "result" => "retry").increment(1);
-            reschedule(inner, &job, &data.accepted, due, Some(reason)).await;
+            let next = job.attempt.saturating_add(1);
+            reschedule(inner, &job, &data.accepted, due, Some(reason), next).await;
         }
     }
 }
@@ -325,6 +338,7 @@ async fn reschedule(
     accepted: &Accepted,
     due: i64,
     error: Option<String>,
+    attempt: u32,
 ) {
     let data = JobData {
         accepted: accepted.clone(),
@@ -340,7 +354,7 @@ async fn reschedule(
         id: job.id.clone(),
         kind: JOB_KIND.to_owned(),
         due_at: due,
-        attempt: job.attempt.saturating_add(1),
+        attempt,
         data,
     };
     if let Err(e) = inner.store.schedule(next).await {
@@ -373,7 +387,8 @@ async fn finish_with_bounce(inner: &Inner, job: &Job, a: &Accepted, code: &str, 
             // Nothing is dropped silently: the job stays and is tried (and bounced) again.
             tracing::warn!(job = %job.id, error = %e, "bounce not delivered, will retry");
             let due = now_ms() + 1_000;
-            reschedule(inner, job, a, due, Some(format!("{code}: {why}"))).await;
+            let next = job.attempt.saturating_add(1);
+            reschedule(inner, job, a, due, Some(format!("{code}: {why}")), next).await;
         }
     }
 }
@@ -423,6 +438,12 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
             peer_text: false,
         };
     }
+    // One peer that holds requests until the timeout (a tarpit) may take only its share of
+    // the workers; the others keep delivering to everyone else.
+    let Some(_slot) = inner.peer_slots.try_acquire(&peer.domain) else {
+        metrics::counter!("amp_federation_peer_busy_total").increment(1);
+        return Attempt::Busy;
+    };
     let decision = inner.outbound_limiter.check(&peer.domain);
     if !decision.allowed {
         return Attempt::Retry {

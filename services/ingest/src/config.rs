@@ -6,7 +6,7 @@ use serde::Deserialize;
 pub use amp_messaging::MessagingConfig;
 
 /// Everything ingest needs to know beyond its identity and its store and bus.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Who may register agents.
@@ -19,6 +19,27 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
     pub outbound: amp_runtime::outbound::OutboundPolicy,
+    /// Where a request's client address comes from (the per-address registration limit):
+    /// behind an Ingress or load balancer, list it in `trusted_proxies`, or every client
+    /// counts as the proxy's one address.
+    pub client_address: amp_runtime::client_addr::ClientAddressConfig,
+    /// Seconds a rotated-out API key keeps working (`POST /v1/auth/rotate-key`); sockets
+    /// opened with it close when it ends.
+    pub key_rotation_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            registration: RegistrationConfig::default(),
+            owners: Vec::new(),
+            limits: Limits::default(),
+            messaging: MessagingConfig::default(),
+            outbound: amp_runtime::outbound::OutboundPolicy::default(),
+            client_address: amp_runtime::client_addr::ClientAddressConfig::default(),
+            key_rotation_grace_secs: 24 * 3600,
+        }
+    }
 }
 
 /// Registration policy (spec 03 "Tenant Access"), decided per tenant, in this order:

@@ -38,7 +38,6 @@ pub(crate) struct Inner {
     pub(crate) register_limiter: RateLimiter,
     pub(crate) agent_limiter: RateLimiter,
     pub(crate) tenant_limiter: RateLimiter,
-    pub(crate) route_limiter: RateLimiter,
     pub(crate) pending_limiter: RateLimiter,
     pub(crate) acceptor: amp_messaging::Acceptor,
     /// What `/v1/health` last read from the store (it is unauthenticated: at most one store
@@ -79,6 +78,7 @@ impl Inner {
             &identity.domain,
             amp_messaging::MessagingConfig {
                 mailbox_quota: config.limits.mailbox_quota,
+                messages_per_minute: config.limits.messages_per_minute,
                 ..config.messaging.clone()
             },
             identity.capabilities.iter().any(|c| c == "federation"),
@@ -87,7 +87,6 @@ impl Inner {
             register_limiter: limit(config.registration.per_ip_per_minute),
             agent_limiter: limit(config.limits.api_requests_per_minute),
             tenant_limiter: limit(config.limits.tenant_requests_per_minute),
-            route_limiter: limit(config.limits.messages_per_minute),
             pending_limiter: limit(config.limits.pending_per_minute),
             public_pem: public.to_pem(),
             fingerprint: public.fingerprint(),

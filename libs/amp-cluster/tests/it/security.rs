@@ -115,22 +115,25 @@ async fn security_nats_services_connect_with_their_own_credentials() {
             .await
             .expect("hint in time");
         assert!(hint.is_some(), "{service}: hint");
-        bus.publish(
-            StreamName::Ingress,
-            &format!("security-{service}"),
-            BusMessage::new(format!("amp.ingress.security.{service}"), "m"),
-        )
-        .await
-        .expect("publish");
-        let mut consumer = bus
-            .consume(StreamName::Ingress, "router")
+        // The router consumes the ingress stream but may not feed it (below).
+        if service != "router" {
+            bus.publish(
+                StreamName::Ingress,
+                &format!("security-{service}"),
+                BusMessage::new(format!("amp.ingress.security.{service}"), "m"),
+            )
             .await
-            .expect("consume");
-        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await
-            .expect("delivery in time")
-            .expect("delivery");
-        delivery.ack().await.expect("ack");
+            .expect("publish");
+            let mut consumer = bus
+                .consume(StreamName::Ingress, "router")
+                .await
+                .expect("consume");
+            let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                .await
+                .expect("delivery in time")
+                .expect("delivery");
+            delivery.ack().await.expect("ack");
+        }
         bus.shutdown().await;
         let _ = store.close().await;
     }
@@ -292,4 +295,82 @@ async fn security_nats_tls_required_refuses_a_plain_server() {
     cfg.tls.required = true;
     let error = refused(&cfg).await;
     assert!(error.contains("TLS"), "{error}");
+}
+
+/// Each service publishes only into the streams it feeds (deploy/nats/auth.conf): the router
+/// consumes the ingress stream but cannot put a message into it (a record marked
+/// `signature_valid`, delivered as verified), and only the router feeds the federation
+/// stream.
+#[tokio::test]
+async fn security_cluster_services_publish_only_into_their_own_streams() {
+    let server = NatsServer::start_with(&auth_config());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let as_service = |service: &str| {
+        let mut cfg = nats(server.url());
+        cfg.auth.user = Some(service.to_owned());
+        cfg.auth.password_file = Some(password_file(dir.path(), service, &password(service)));
+        cfg
+    };
+    let publish = |bus: &amp_bus::Bus, stream: StreamName, subject: String| {
+        let bus = bus.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                bus.publish(stream, &subject, BusMessage::new(subject.clone(), "m")),
+            )
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
+        }
+    };
+    let mut opened = Vec::new();
+    for service in NATS_SERVICES {
+        let (bus, store) = connect(&as_service(service), &StoreConfig::default())
+            .await
+            .unwrap_or_else(|e| panic!("{service} connects: {e:#}"));
+        let ingress = publish(
+            &bus,
+            StreamName::Ingress,
+            format!("amp.ingress.sec.{service}"),
+        )
+        .await;
+        let federation = publish(
+            &bus,
+            StreamName::Federation,
+            format!("amp.federation.sec.{service}"),
+        )
+        .await;
+        assert_eq!(
+            ingress,
+            service != "router",
+            "{service} publishing into the ingress stream\n{}",
+            server.log()
+        );
+        assert_eq!(
+            federation,
+            service == "router",
+            "{service} publishing into the federation stream\n{}",
+            server.log()
+        );
+        opened.push((bus, store));
+    }
+    // The router still consumes what the others fed.
+    let router = &opened[NATS_SERVICES
+        .iter()
+        .position(|s| *s == "router")
+        .expect("router")]
+    .0;
+    let mut consumer = router
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("delivery in time")
+        .expect("delivery");
+    delivery.ack().await.expect("ack");
+    for (bus, store) in opened {
+        bus.shutdown().await;
+        let _ = store.close().await;
+    }
 }

@@ -6,6 +6,7 @@
 //! JSON text so that the bytes fetched back can be compared with the bytes sent.
 
 mod security;
+mod trusted_proxies;
 
 use std::time::{Duration, Instant};
 

@@ -466,3 +466,143 @@ async fn federation_security_discovery_is_single_flight() {
     b.stop().await;
     std::mem::forget(pb);
 }
+
+/// The key pinned for a remote sender expires: a peer names as many senders as it likes, and
+/// each pin would otherwise stay in the store for good. Read back from the node's own store
+/// once it stopped: pinned now, reclaimed by the store's sweep once its lifetime has passed.
+#[tokio::test]
+async fn federation_security_pin_markers_expire() {
+    use amp_store::redb::{RedbConfig, RedbStore};
+    use amp_store::{Kv, Mailboxes};
+
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let node = pb.start(|f| f.peers = vec![pa.as_peer()]).await;
+    let bob = node.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    let body = Env::new(&alice, &bob.address).body(&alice, &payload_with("pin me"));
+    let r = deliver_as(&node, "alpha.test", &pa.key, &body).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    node.stop().await;
+
+    let store = RedbStore::open(&RedbConfig::in_dir(pb.dir.path())).expect("open the node's store");
+    let key = federation::inbound::pin_key(&alice.address);
+    let pinned = store
+        .get(&key)
+        .await
+        .expect("get")
+        .expect("the sender is pinned");
+    assert!(
+        String::from_utf8_lossy(&pinned).starts_with(&alice.key.public().fingerprint()),
+        "{}",
+        String::from_utf8_lossy(&pinned)
+    );
+    let now = Timestamp::now().unix_millis();
+    let day = 24 * 3600 * 1000;
+    store
+        .purge_expired(now + day, 100_000)
+        .await
+        .expect("purge");
+    assert!(
+        store.get(&key).await.expect("get").is_some(),
+        "kept a day on"
+    );
+    store
+        .purge_expired(now + federation::inbound::PIN_LIFETIME_MS + day, 100_000)
+        .await
+        .expect("purge");
+    assert!(
+        store.get(&key).await.expect("get").is_none(),
+        "still pinned after its lifetime"
+    );
+}
+
+/// A peer that accepts connections and never answers (a tarpit) holds at most
+/// `per_peer_workers` of the shared workers: with more messages queued for it than there
+/// are workers, a message to another peer still arrives promptly instead of waiting behind
+/// the tarpit's request timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_security_tarpit_peer_does_not_stall_other_peers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let pit_addr = listener.local_addr().expect("addr");
+    let held = Arc::new(AtomicUsize::new(0));
+    let count = held.clone();
+    let pit = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let pit_peer = federation::StaticPeer {
+        domain: "pit.test".into(),
+        endpoint: format!("http://{pit_addr}/v1"),
+        public_key: Some(SecretKey::generate().public().to_pem()),
+        fingerprint: None,
+    };
+
+    let pa = Provider::new("alpha.test").await;
+    let pg = Provider::new("gamma.test").await;
+    let gamma = pg.start(|f| f.peers = vec![pa.as_peer()]).await;
+    let alpha = pa
+        .start(|f| {
+            f.peers = vec![pg.as_peer(), pit_peer];
+            f.workers = 4;
+            f.per_peer_workers = 2;
+            f.request_timeout_ms = 10_000;
+        })
+        .await;
+    let alice = alpha.register("team", "alice").await;
+    let carol = gamma.register("team", "carol").await;
+    for i in 0..12 {
+        let r = alpha
+            .send(
+                &alice,
+                &format!("victim{i}@team.pit.test"),
+                "pit",
+                &payload_with("x"),
+                None,
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.text);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while held.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the tarpit was never called");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = Instant::now();
+    let r = alpha
+        .send(
+            &alice,
+            &carol.address,
+            "hello",
+            &payload_with("not stuck"),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    gamma.wait_pending(&carol, 1).await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the message to gamma waited {took:?} behind the tarpit"
+    );
+    assert!(
+        held.load(Ordering::SeqCst) <= 2,
+        "the tarpit holds {} connections, more than its share",
+        held.load(Ordering::SeqCst)
+    );
+    pit.abort();
+    alpha.stop().await;
+    gamma.stop().await;
+}

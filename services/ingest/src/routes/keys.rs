@@ -17,16 +17,14 @@ use crate::auth::{hash_key, new_api_key};
 use crate::state::Inner;
 use amp_messaging::events::ChangeKind;
 
-/// How long a rotated-out API key keeps working.
-const ROTATION_GRACE_MS: i64 = 24 * 3600 * 1000;
-
 pub(super) async fn rotate_key(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     let now = Timestamp::now();
     let key = new_api_key();
-    let until = now.plus_secs(ROTATION_GRACE_MS / 1000);
+    let grace = i64::try_from(inner.config.key_rotation_grace_secs).unwrap_or(i64::MAX);
+    let until = now.plus_secs(grace);
     inner
         .store
         .rotate_api_key(
@@ -37,6 +35,14 @@ pub(super) async fn rotate_key(
         )
         .await
         .map_err(store_error)?;
+    // Open sockets re-check their key: one on the old key closes when its grace ends.
+    amp_messaging::events::registry_changed(
+        &inner.bus,
+        inner.acceptor.registry(),
+        &agent.id,
+        ChangeKind::Rotated,
+    )
+    .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api key rotated");
     Ok(Json(json!({
         "api_key": key,

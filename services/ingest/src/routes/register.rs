@@ -77,9 +77,16 @@ pub(super) async fn register(
     ext: Extensions,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> ApiResult<Response> {
+    // The client's address: the direct peer, or behind a trusted proxy the address it saw.
     let peer = ext
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| {
+            inner
+                .config
+                .client_address
+                .client_ip(c.0.ip(), &headers)
+                .to_string()
+        })
         .unwrap_or_else(|| "unknown".into());
     let limit = inner.register_limiter.check(&peer);
     if !limit.allowed {

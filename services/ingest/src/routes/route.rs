@@ -20,7 +20,7 @@ pub(super) async fn route(
     Extension(Caller(sender)): Extension<Caller>,
     ApiJson(body): ApiJson<RouteRequest>,
 ) -> ApiResult<Response> {
-    let limit = inner.route_limiter.check(&sender.id);
+    let limit = inner.acceptor.check_rate(&sender.id);
     if !limit.allowed {
         return Err(limit.into_error());
     }

@@ -10,7 +10,7 @@ use cluster_tests::{Deployment, HEAVY, Topology, free_port};
 
 use crate::common::{agent, client, message_id, send};
 
-fn topology(
+pub(crate) fn topology(
     domain: &str,
     nats: &NatsServer,
     key: &SecretKey,
@@ -33,7 +33,7 @@ fn topology(
 }
 
 /// Waits for one message from `from` in `who`'s mailbox.
-async fn receive(
+pub(crate) async fn receive(
     url: &str,
     who: &Identity,
     id: &str,

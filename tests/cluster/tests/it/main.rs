@@ -1,9 +1,10 @@
 //! The cluster topology with real processes: `cargo test -p cluster-tests`.
 //! `cargo test --workspace chaos` runs the chaos tests alone; `… federation` the federation one;
 //! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
-//! `… security` the NATS login test.
+//! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`).
 
 mod chaos;
+mod chart;
 mod common;
 mod config;
 mod exchange;

@@ -10,7 +10,9 @@
 mod measure;
 mod receipts;
 mod restart;
+mod revocation;
 mod security;
+mod tarpit;
 mod webhook;
 mod ws;
 

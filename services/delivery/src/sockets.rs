@@ -1,0 +1,171 @@
+//! The process's open WebSockets per agent: the per-agent cap, and the fan-out of registry
+//! changes (key revoked or rotated, agent deregistered) from one bus subscription per process
+//! to the sockets of the agent concerned, which then re-check their key.
+//!
+//! Registry events are best-effort (core bus messages): a lost one is made up for by each
+//! socket's periodic re-check (`reauth_secs`), and after the bus reports lost messages every
+//! socket re-checks at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::subjects;
+use amp_messaging::events::{ChangeKind, RegistryChange};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::Inner;
+
+/// The open sockets of this process, by agent.
+pub(crate) struct Sockets {
+    max_per_agent: usize,
+    agents: Mutex<HashMap<String, Agent>>,
+    /// Bumped when every socket must re-check (registry events may have been lost).
+    everyone: watch::Sender<u64>,
+}
+
+struct Agent {
+    open: usize,
+    changed: watch::Sender<u64>,
+}
+
+/// One open socket: counted until dropped; tells the session when to re-check its key.
+pub(crate) struct Socket {
+    sockets: Arc<Sockets>,
+    agent_id: String,
+    /// Changes of this agent's registration.
+    pub(crate) changed: watch::Receiver<u64>,
+    /// Possibly lost changes of anyone's.
+    pub(crate) everyone: watch::Receiver<u64>,
+}
+
+impl Sockets {
+    pub(crate) fn new(max_per_agent: usize) -> Self {
+        Self {
+            max_per_agent: max_per_agent.max(1),
+            agents: Mutex::new(HashMap::new()),
+            everyone: watch::channel(0).0,
+        }
+    }
+
+    /// The most sockets one agent may hold open on this process.
+    pub(crate) fn max_per_agent(&self) -> usize {
+        self.max_per_agent
+    }
+
+    /// Counts a new socket of `agent_id`; `None` when the agent already holds the most.
+    pub(crate) fn open(self: &Arc<Self>, agent_id: &str) -> Option<Socket> {
+        let mut agents = self.agents.lock();
+        let agent = agents.entry(agent_id.to_owned()).or_insert_with(|| Agent {
+            open: 0,
+            changed: watch::channel(0).0,
+        });
+        if agent.open >= self.max_per_agent {
+            return None;
+        }
+        agent.open += 1;
+        Some(Socket {
+            sockets: self.clone(),
+            agent_id: agent_id.to_owned(),
+            changed: agent.changed.subscribe(),
+            everyone: self.everyone.subscribe(),
+        })
+    }
+
+    /// Tells the sockets of `agent_id` (if any here) that its registration changed.
+    pub(crate) fn changed(&self, agent_id: &str) {
+        if let Some(a) = self.agents.lock().get(agent_id) {
+            a.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Tells every socket to re-check.
+    pub(crate) fn changed_all(&self) {
+        self.everyone.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let mut agents = self.sockets.agents.lock();
+        if let Some(a) = agents.get_mut(&self.agent_id) {
+            a.open = a.open.saturating_sub(1);
+            if a.open == 0 {
+                agents.remove(&self.agent_id);
+            }
+        }
+    }
+}
+
+/// Relays registry changes from the bus to the sockets, until shutdown: the process's one
+/// subscription to them.
+pub(crate) async fn listen(inner: Arc<Inner>) {
+    let mut gaps = inner.bus.hint_gaps();
+    loop {
+        let mut sub = tokio::select! {
+            () = inner.shutdown.wait() => return,
+            sub = inner.bus.subscribe(subjects::REGISTRY_CHANGED) => match sub {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to registry changes; retrying");
+                    tokio::select! {
+                        () = inner.shutdown.wait() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        // Changes published while there was no subscription are lost: re-check everyone.
+        inner.sockets.changed_all();
+        loop {
+            tokio::select! {
+                () = inner.shutdown.wait() => return,
+                () = crate::ws::hint_gap(&mut gaps) => inner.sockets.changed_all(),
+                m = sub.next() => match m {
+                    Some(m) => {
+                        if let Ok(c) = serde_json::from_slice::<RegistryChange>(&m.payload)
+                            && c.change != ChangeKind::Presence
+                        {
+                            inner.sockets.changed(&c.agent_id);
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_per_agent_and_release_on_drop() {
+        let s = Arc::new(Sockets::new(2));
+        let a = s.open("a").expect("first");
+        let b = s.open("a").expect("second");
+        assert!(s.open("a").is_none(), "third over the cap");
+        assert!(s.open("b").is_some(), "another agent is not held back");
+        drop(a);
+        let c = s.open("a").expect("room again");
+        drop((b, c));
+        assert!(s.agents.lock().is_empty() || !s.agents.lock().contains_key("a"));
+    }
+
+    #[test]
+    fn changes_reach_the_agents_sockets_only() {
+        let s = Arc::new(Sockets::new(4));
+        let mut a = s.open("a").expect("a");
+        let mut b = s.open("b").expect("b");
+        s.changed("a");
+        assert!(a.changed.has_changed().expect("open"));
+        assert!(!b.changed.has_changed().expect("open"));
+        s.changed_all();
+        assert!(a.everyone.has_changed().expect("open"));
+        assert!(b.everyone.has_changed().expect("open"));
+        a.changed.mark_unchanged();
+        b.everyone.mark_unchanged();
+    }
+}

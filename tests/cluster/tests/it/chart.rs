@@ -1,0 +1,183 @@
+//! The Helm chart (`helm/amp`) rendered by the real `helm` (on PATH, or `$HELM`): the Ingress
+//! publishes only the protocol's paths, and the provider identity is never regenerated
+//! behind the operator's back. A missing `helm` fails these tests; it never skips them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A copy of the chart without its optional NATS dependency (not vendored in the repo), so
+/// `helm template` renders offline.
+fn chart() -> (tempfile::TempDir, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/amp");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dst = dir.path().join("amp");
+    copy_dir(&src, &dst);
+    let meta = dst.join("Chart.yaml");
+    let text = std::fs::read_to_string(&meta).expect("read Chart.yaml");
+    let cut = text.find("dependencies:").unwrap_or(text.len());
+    std::fs::write(&meta, &text[..cut]).expect("write Chart.yaml");
+    (dir, dst)
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create dir");
+    for entry in std::fs::read_dir(src).expect("read chart dir") {
+        let entry = entry.expect("dir entry");
+        let to = dst.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).expect("copy chart file");
+        }
+    }
+}
+
+/// `helm template` with `args`: the manifests, or helm's error.
+fn render(args: &[&str]) -> Result<String, String> {
+    let (_dir, chart) = chart();
+    let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned());
+    let out = Command::new(&helm)
+        .args(["template", "r"])
+        .arg(&chart)
+        .args(["--namespace", "amp", "--kube-version", "1.30.0"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {helm} (install helm or set HELM): {e}"));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The documents of a rendered release whose `kind:` is `kind`.
+fn documents<'a>(manifests: &'a str, kind: &str) -> Vec<&'a str> {
+    let line = format!("\nkind: {kind}\n");
+    manifests
+        .split("\n---")
+        .filter(|d| d.contains(&line))
+        .collect()
+}
+
+/// The `path:` values of the Ingress rules.
+fn ingress_paths(manifests: &str) -> Vec<String> {
+    let ingress = documents(manifests, "Ingress");
+    assert_eq!(ingress.len(), 1, "one Ingress:\n{manifests}");
+    ingress[0]
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- path: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn security_chart_ingress_routes_only_the_protocol_paths() {
+    for mode in ["cluster", "single"] {
+        let manifests = render(&[
+            "--set",
+            &format!("mode={mode}"),
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "ingress.host=amp.example.com",
+            "--set",
+            "federation.enabled=true",
+            "--set",
+            "identity.existingSecret=amp-identity",
+        ])
+        .unwrap_or_else(|e| panic!("render ({mode}): {e}"));
+        let paths = ingress_paths(&manifests);
+        assert!(!paths.is_empty(), "{mode}: no paths");
+        // `/metrics`, `/healthz` and `/readyz` share the services' port: a `/` prefix (or any
+        // prefix they fall under) would publish them.
+        for ops in ["/metrics", "/healthz", "/readyz"] {
+            for path in &paths {
+                assert!(
+                    !ops.starts_with(path.as_str()),
+                    "{mode}: {ops} is published by the Ingress path {path}"
+                );
+            }
+        }
+        for public in ["/v1", "/api/v1", "/.well-known/agent-messaging.json"] {
+            assert!(
+                paths.iter().any(|p| p == public),
+                "{mode}: {public} not routed: {paths:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn security_chart_existing_identity_secret_is_used_and_never_generated() {
+    for mode in ["cluster", "single"] {
+        let manifests = render(&[
+            "--set",
+            &format!("mode={mode}"),
+            "--set",
+            "identity.existingSecret=amp-identity",
+        ])
+        .unwrap_or_else(|e| panic!("render ({mode}): {e}"));
+        assert!(
+            !manifests.contains("provider-key.pem: "),
+            "{mode}: a key was generated despite existingSecret:\n{manifests}"
+        );
+        let mounts = manifests.matches("secretName: amp-identity\n").count();
+        let workloads =
+            documents(&manifests, "Deployment").len() + documents(&manifests, "StatefulSet").len();
+        assert!(workloads > 0, "{mode}: no workloads");
+        assert_eq!(
+            mounts, workloads,
+            "{mode}: every workload mounts the existing Secret"
+        );
+    }
+}
+
+#[test]
+fn security_chart_upgrade_without_the_identity_secret_fails_instead_of_regenerating() {
+    // Offline (`helm template`, `helm upgrade --dry-run`, GitOps tools) nothing can be looked
+    // up: an upgrade must refuse rather than replace the identity and every API key with it.
+    let err = render(&["--is-upgrade"]).expect_err("an upgrade generated a new identity");
+    assert!(
+        err.contains("refusing to generate a new provider identity")
+            && err.contains("identity.existingSecret"),
+        "{err}"
+    );
+    // With the operator's own Secret an upgrade renders.
+    render(&[
+        "--is-upgrade",
+        "--set",
+        "identity.existingSecret=amp-identity",
+    ])
+    .unwrap_or_else(|e| panic!("upgrade with existingSecret: {e}"));
+    // A first install still generates one (and the release notes say to back it up).
+    let first = render(&[]).unwrap_or_else(|e| panic!("install: {e}"));
+    assert_eq!(documents(&first, "Secret").len(), 1, "{first}");
+}
+
+#[test]
+fn security_chart_nats_routes_require_authentication() {
+    let base = [
+        "--set",
+        "nats.enabled=true",
+        "--set",
+        "identity.existingSecret=amp-identity",
+    ];
+    let err = render(&base).expect_err("a NATS cluster with open routes rendered");
+    assert!(err.contains("routes need authentication"), "{err}");
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        render(&args)
+    };
+    with(&[
+        "--set",
+        "nats.config.cluster.routeURLs.user=route",
+        "--set",
+        "nats.config.cluster.routeURLs.password=secret",
+    ])
+    .unwrap_or_else(|e| panic!("route credentials: {e}"));
+    with(&["--set", "nats.config.cluster.tls.enabled=true"])
+        .unwrap_or_else(|e| panic!("route TLS: {e}"));
+    // A user without a password is no authentication.
+    assert!(with(&["--set", "nats.config.cluster.routeURLs.user=route"]).is_err());
+}
