@@ -13,6 +13,7 @@
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
+//! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
@@ -22,6 +23,7 @@ pub mod events;
 pub mod handoff;
 pub mod mailbox;
 pub mod render;
+pub mod tenants;
 
 use amp_bus::Bus;
 use amp_proto::{ApiError, ErrorCode};
@@ -31,6 +33,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 pub use accept::{RouteAnswer, RouteRequest};
+pub use tenants::TenantGate;
 
 /// Message acceptance policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +81,7 @@ pub struct Acceptor {
     domain: String,
     config: MessagingConfig,
     federation: bool,
+    tenants: TenantGate,
 }
 
 impl Acceptor {
@@ -91,12 +95,19 @@ impl Acceptor {
         federation: bool,
     ) -> Self {
         Self {
+            tenants: TenantGate::new(store.clone()),
             store,
             bus,
             domain: domain.to_ascii_lowercase(),
             config,
             federation,
         }
+    }
+
+    /// The tenant records this acceptor refuses suspended senders and recipients by; the
+    /// other checks of the process share it.
+    pub fn tenants(&self) -> &TenantGate {
+        &self.tenants
     }
 
     /// Validates, verifies and hands off a message from `sender`; the answer carries the body

@@ -285,6 +285,13 @@ pub trait Operator: Records {
         }
     }
 
+    /// Replaces a token's record found by [`list_tokens`](Self::list_tokens).
+    async fn update_token(&self, hash_hex: &str, token: &OperatorToken) -> Result<()> {
+        self.record_put(TOKENS, hash_hex, to_vec(token)?, PutMode::Replace)
+            .await
+            .map(|_| ())
+    }
+
     /// Every operator token with the hex of its hash (a handful: read whole).
     async fn list_tokens(&self) -> Result<Vec<(String, OperatorToken)>> {
         scan(self, TOKENS).await
