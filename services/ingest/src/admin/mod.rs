@@ -210,13 +210,7 @@ pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("the body is not valid JSON for this endpoint: {e}"),
-        )
-        .into()
-    })
+    amp_runtime::http::parse_json(body).map_err(HttpError::from)
 }
 
 /// Milliseconds as RFC 3339, for answers.
