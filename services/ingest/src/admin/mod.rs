@@ -131,18 +131,25 @@ async fn authenticate(
         ))
         .into_response();
     }
-    let request_id = request_id(req.headers());
+    // The request's id ties the audit entry to the proxy's and the client's logs; one is
+    // made when the request has none, and returned either way.
+    let request_id = request_id(req.headers()).unwrap_or_else(|| new_id("req_"));
     req.extensions_mut().insert(Caller {
         id: record.id,
-        request_id,
+        request_id: Some(request_id.clone()),
     });
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
         .map(|s| s.chars().take(128).collect())
 }
 
@@ -180,7 +187,7 @@ pub(crate) async fn audit(
         .append_audit(&entry)
         .await
         .map_err(store_error)?;
-    tracing::info!(actor = %caller.id, action, target, "admin action");
+    tracing::info!(actor = %caller.id, action, object = target, "admin action");
     Ok(())
 }
 
