@@ -222,7 +222,17 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- end }}
 {{- end }}
 {{- $extra := ternary (get $root.Values.config "ampd" | default dict) dict (eq .component "ampd") }}
-{{- toYaml (mustMergeOverwrite $c (deepCopy $extra)) }}
+{{- $c = mustMergeOverwrite $c (deepCopy $extra) }}
+{{- /* Owner keys are secrets: issued by the admin API and stored hashed, never in a ConfigMap. */}}
+{{- if (get (get $c "ingest" | default dict) "owners") }}
+{{- fail "config: [[ingest.owners]] would put owner keys in a ConfigMap in plain text; enable `admin` and issue owner keys through the admin API (amp admin keys issue)" }}
+{{- end }}
+{{- if $root.Values.admin.enabled }}
+{{- $ingest := get $c "ingest" | default dict }}
+{{- $_ := set $ingest "admin" (mustMergeOverwrite (dict "listen" (printf "127.0.0.1:%d" (int $root.Values.admin.port))) (get $ingest "admin" | default dict)) }}
+{{- $_ := set $c "ingest" $ingest }}
+{{- end }}
+{{- toYaml $c }}
 {{- end }}
 
 {{/* Pod environment: OTLP endpoint, extraEnv, the component's env. */}}
@@ -230,6 +240,13 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- $root := .root }}
 {{- with .component }}
 {{- include "amp.natsAuthEnv" (dict "root" $root "component" .) }}
+{{- end }}
+{{- if and $root.Values.admin.enabled $root.Values.admin.bootstrapTokenSecret (has (.component | default "ampd") (list "ampd" "ingest")) }}
+- name: AMP__INGEST__ADMIN__BOOTSTRAP_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.admin.bootstrapTokenSecret | quote }}
+      key: token
 {{- end }}
 {{- with $root.Values.otlp.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT

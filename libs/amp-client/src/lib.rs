@@ -25,13 +25,16 @@
 //! - [`identity`]: [`Identity`] and its 0600 files (registration JSON, PKCS#8 PEM key).
 //! - [`types`]: the answers, with payloads kept as raw JSON text.
 //! - [`error`]: [`ClientError`] and [`Result`].
+//! - [`admin`]: [`AdminClient`], the admin API (operator plane) with an operator token.
 
+pub mod admin;
 pub mod client;
 pub mod error;
 pub mod identity;
 pub mod types;
 pub mod ws;
 
+pub use admin::AdminClient;
 pub use client::Client;
 pub use error::{ClientError, Result};
 pub use identity::Identity;

@@ -111,6 +111,9 @@ pub(crate) async fn accept(
         }
     }
 
+    // A suspended tenant's agents send nothing (spec-next 07 `agent_suspended`).
+    acc.tenants.check_caller(&sender.tenant).await?;
+
     // Sender: `from`, when given, must be the authenticated agent (spec 04, 07).
     if let Some(f) = &from_text
         && !f.trim().eq_ignore_ascii_case(&sender.address)
@@ -168,6 +171,13 @@ pub(crate) async fn accept(
         // On another provider: handed to federation; a signature is required (spec 04).
         None
     };
+
+    // Nor does anyone reach them (`recipient_suspended`); their mailbox is left as it is.
+    if let Some(r) = &recipient
+        && r.tenant != sender.tenant
+    {
+        acc.tenants.check_recipient(&r.tenant).await?;
+    }
 
     // Expiry.
     let now = Timestamp::now();

@@ -15,6 +15,7 @@
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
+//! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
@@ -25,6 +26,7 @@ pub mod events;
 pub mod handoff;
 pub mod mailbox;
 pub mod render;
+pub mod tenants;
 
 use amp_bus::Bus;
 use amp_proto::{ApiError, ErrorCode};
@@ -35,6 +37,7 @@ use tracing::Instrument as _;
 
 pub use accept::{RouteAnswer, RouteRequest};
 pub use cache::RegistryCache;
+pub use tenants::TenantGate;
 
 /// Message acceptance policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +100,7 @@ pub struct Acceptor {
     federation: bool,
     /// The per-agent message budget, shared by every clone of this acceptor.
     send_limiter: std::sync::Arc<amp_runtime::ratelimit::RateLimiter>,
+    tenants: TenantGate,
 }
 
 impl Acceptor {
@@ -123,6 +127,7 @@ impl Acceptor {
         Self {
             cache,
             send_limiter,
+            tenants: TenantGate::new(store.clone()),
             store,
             bus,
             domain: domain.to_ascii_lowercase(),
@@ -141,6 +146,12 @@ impl Acceptor {
     /// The registry reads it shares with the API-key check of the serving process.
     pub fn registry(&self) -> &RegistryCache {
         &self.cache
+    }
+
+    /// The tenant records this acceptor refuses suspended senders and recipients by; the
+    /// other checks of the process share it.
+    pub fn tenants(&self) -> &TenantGate {
+        &self.tenants
     }
 
     /// Validates, verifies and hands off a message from `sender`; the answer carries the body

@@ -43,6 +43,10 @@ pub enum ErrorCode {
     KeyMismatch,
     /// 403 `tenant_access_denied` (spec 03).
     TenantAccessDenied,
+    /// 403 `agent_suspended` (spec-next 07): the caller (or its tenant) is suspended.
+    AgentSuspended,
+    /// 403 `recipient_suspended` (spec-next 07): the recipient (or its tenant) is suspended.
+    RecipientSuspended,
     /// 404 `recipient_not_found` (spec 06).
     RecipientNotFound,
     /// 404 `invalid_recipient` (spec 08, WebSocket).
@@ -63,7 +67,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -82,6 +86,8 @@ impl ErrorCode {
         ErrorCode::KeyNotFound,
         ErrorCode::KeyMismatch,
         ErrorCode::TenantAccessDenied,
+        ErrorCode::AgentSuspended,
+        ErrorCode::RecipientSuspended,
         ErrorCode::RecipientNotFound,
         ErrorCode::InvalidRecipient,
         ErrorCode::ProviderNotTrusted,
@@ -113,6 +119,8 @@ impl ErrorCode {
             ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::KeyMismatch => "key_mismatch",
             ErrorCode::TenantAccessDenied => "tenant_access_denied",
+            ErrorCode::AgentSuspended => "agent_suspended",
+            ErrorCode::RecipientSuspended => "recipient_suspended",
             ErrorCode::RecipientNotFound => "recipient_not_found",
             ErrorCode::InvalidRecipient => "invalid_recipient",
             ErrorCode::ProviderNotTrusted => "provider_not_trusted",
@@ -137,6 +145,8 @@ impl ErrorCode {
             ErrorCode::Forbidden
             | ErrorCode::KeyMismatch
             | ErrorCode::TenantAccessDenied
+            | ErrorCode::AgentSuspended
+            | ErrorCode::RecipientSuspended
             | ErrorCode::ProviderNotTrusted => 403,
             ErrorCode::NotFound | ErrorCode::RecipientNotFound | ErrorCode::InvalidRecipient => 404,
             ErrorCode::MethodNotAllowed => 405,

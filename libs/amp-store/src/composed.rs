@@ -272,6 +272,35 @@ impl Kv for Composed {
     }
 }
 
+/// The operator plane's records live with the registry (tenants and owners are registry
+/// concerns).
+#[async_trait]
+impl Records for Composed {
+    async fn record_put(
+        &self,
+        collection: &str,
+        id: &str,
+        value: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<bool> {
+        self.registry.record_put(collection, id, value, mode).await
+    }
+    async fn record_get(&self, collection: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        self.registry.record_get(collection, id).await
+    }
+    async fn record_list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        self.registry.record_list(collection, after, limit).await
+    }
+    async fn record_take(&self, collection: &str, id: &str) -> Result<bool> {
+        self.registry.record_take(collection, id).await
+    }
+}
+
 #[async_trait]
 impl StoreBackend for Composed {
     async fn ready(&self) -> bool {

@@ -5,7 +5,8 @@
 //! - The traits: [`Registry`] (agents, names, keys, owners), [`Mailboxes`] (durable per-agent
 //!   mailboxes with idempotent enqueue, cursors, acks, expiry), [`Receipts`] (retained for
 //!   senders), [`Jobs`] (durable timers for retries), [`Presence`] (live sessions with
-//!   leases), [`Kv`] (small provider state). A backend
+//!   leases), [`Kv`] (small provider state), [`Records`] (the operator plane's documents;
+//!   typed in [`operator`]: tenants, operator tokens, owner keys, invites, audit). A backend
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod composed;
+pub mod operator;
 pub mod types;
 
 #[cfg(feature = "cql")]
@@ -245,9 +247,53 @@ pub trait Kv: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
 }
 
+/// How [`Records::record_put`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Only if no record has the id (of concurrent creators, exactly one succeeds).
+    Create,
+    /// Whether or not a record has the id.
+    Replace,
+}
+
+/// Small, rarely written documents in named collections, listed in id order: the operator
+/// plane's tenants, tokens, owner keys, invite codes and audit log ([`operator`] gives them
+/// their types). Kept this generic so every backend implements four calls; `collection` and
+/// `id` are 1-128 characters of `a-z A-Z 0-9 - _ .` (the caller's contract).
+#[async_trait]
+pub trait Records: Send + Sync {
+    /// Writes `value` under `(collection, id)`. Returns `false` when `mode` is
+    /// [`PutMode::Create`] and the id is taken (nothing written).
+    async fn record_put(
+        &self,
+        collection: &str,
+        id: &str,
+        value: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<bool>;
+
+    /// The record under `(collection, id)`.
+    async fn record_get(&self, collection: &str, id: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Records of `collection` with an id greater than `after`, in id order (bytewise), at
+    /// most `limit`.
+    async fn record_list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Deletes `(collection, id)`; `true` when it existed. Of concurrent takers of one record,
+    /// exactly one sees `true` (single-use invite codes rest on it).
+    async fn record_take(&self, collection: &str, id: &str) -> Result<bool>;
+}
+
 /// A whole backend.
 #[async_trait]
-pub trait StoreBackend: Registry + Mailboxes + Receipts + Jobs + Kv + Presence + 'static {
+pub trait StoreBackend:
+    Registry + Mailboxes + Receipts + Jobs + Kv + Presence + Records + 'static
+{
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> bool;
     /// Finishes pending writes and releases resources (graceful shutdown).

@@ -146,6 +146,22 @@ async fn serve_with(
         }
     };
 
+    let admin = match ingest
+        .serve_admin(
+            local_addr,
+            config.server.body_limit_bytes,
+            shutdown.clone(),
+            Duration::from_secs(config.server.shutdown_grace_secs),
+        )
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            bus.shutdown().await;
+            return Err(e).context("cannot start the admin API");
+        }
+    };
+
     let router = match router::RouterService::new(
         config.router.clone(),
         &domain,
@@ -236,6 +252,12 @@ async fn serve_with(
 
     // Serving can also end on its own (an I/O error); stop everything else either way.
     shutdown.trigger();
+    if let Some(Err(e)) = match admin {
+        Some(t) => Some(t.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "admin API task failed");
+    }
     if let Err(e) = purge.await {
         tracing::warn!(error = %e, "purge task failed");
     }

@@ -184,6 +184,12 @@ async fn attempt(
         // Fail open on unreadable state (spec 12.1 rule 4): try again later.
         Err(e) => return Attempt::Failed(format!("store: {e}")),
     };
+    // A suspended tenant's webhooks stop (spec-next 07: skipped, the message stays in the
+    // mailbox for pickup after the tenant is resumed).
+    if let Ok(true) = inner.acceptor.tenants().is_suspended(&agent.tenant).await {
+        tracing::info!(tenant = %agent.tenant, agent = %agent_id, "webhook skipped: tenant suspended");
+        return Attempt::Moot;
+    }
     let (Some(url), Some(secret)) = (
         agent.delivery.webhook_url.clone(),
         agent.delivery.webhook_secret.clone(),

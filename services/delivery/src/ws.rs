@@ -32,6 +32,8 @@ use crate::Inner;
 
 /// Close codes (SPEC-CHECKLIST §4.8).
 const CLOSE_UNAUTHORIZED: u16 = 4001;
+/// Spec-next 07: a suspended agent's socket (here: its tenant's) closes with 4003.
+const CLOSE_SUSPENDED: u16 = 4003;
 const CLOSE_AUTH_TIMEOUT: u16 = 4008;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -261,13 +263,27 @@ async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<(AgentRec
     match amp_messaging::auth::agent_and_key(&inner.store, &inner.identity.key_pepper, &token, now)
         .await
     {
-        Ok(Some((agent, key, hash))) => Some((
-            agent,
-            SessionKey {
-                hash,
-                valid_until: key.valid_until,
-            },
-        )),
+        Ok(Some((agent, key, hash))) => {
+            match inner.acceptor.tenants().check_caller(&agent.tenant).await {
+                Ok(()) => Some((
+                    agent,
+                    SessionKey {
+                        hash,
+                        valid_until: key.valid_until,
+                    },
+                )),
+                Err(e) => {
+                    let f = error_frame(e.code.as_str(), &e.message, None);
+                    let code = if e.code == amp_proto::ErrorCode::AgentSuspended {
+                        CLOSE_SUSPENDED
+                    } else {
+                        1011
+                    };
+                    close_with(socket, Some(f), code, e.code.as_str()).await;
+                    None
+                }
+            }
+        }
         Ok(None) => {
             let f = error_frame("unauthorized", "Invalid or expired API key", None);
             close_with(socket, Some(f), CLOSE_UNAUTHORIZED, "unauthorized").await;
@@ -626,8 +642,19 @@ impl Session {
         // The key is re-checked on every registry change of the agent, after possibly lost
         // changes, periodically, and when a rotated-out key's grace ends.
         let mut recheck_at = self.next_recheck();
+        // A suspension of the agent's tenant closes the socket within the gate's bound (its
+        // cache answers most ticks without a store read).
+        let mut suspension = tokio::time::interval(amp_messaging::TenantGate::TTL);
+        suspension.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = suspension.tick() => {
+                    if let Ok(true) = inner.acceptor.tenants().is_suspended(&self.agent.tenant).await {
+                        tracing::info!(tenant = %self.agent.tenant, agent = %self.agent.id, "socket closed: tenant suspended");
+                        let _ = self.send(error_frame("agent_suspended", &format!("this agent's tenant '{}' is suspended by the provider", self.agent.tenant), None));
+                        return Err((CLOSE_SUSPENDED, "agent_suspended".into()));
+                    }
+                }
                 () = hint_gap(&mut gaps) => {
                     let done = Box::pin(self.sweep()).await?;
                     let after = if done { RESWEEP_AFTER } else { RETRY_SWEEP };

@@ -11,8 +11,12 @@ pub use amp_messaging::MessagingConfig;
 pub struct Config {
     /// Who may register agents.
     pub registration: RegistrationConfig,
-    /// Owner accounts (spec 03 owner authentication), created or updated at start.
+    /// Owner accounts (spec 03 owner authentication): a bootstrap seed. At start each is
+    /// imported into the store if absent (its tenant, in `owner_key` mode, and its key's
+    /// hash); from then on the admin API owns them, so a key revoked there stays revoked.
     pub owners: Vec<OwnerConfig>,
+    /// The admin API (operator plane).
+    pub admin: AdminConfig,
     /// Rate limits and quotas.
     pub limits: Limits,
     /// Message acceptance policy.
@@ -33,6 +37,7 @@ impl Default for Config {
         Self {
             registration: RegistrationConfig::default(),
             owners: Vec::new(),
+            admin: AdminConfig::default(),
             limits: Limits::default(),
             messaging: MessagingConfig::default(),
             outbound: amp_runtime::outbound::OutboundPolicy::default(),
@@ -45,7 +50,9 @@ impl Default for Config {
 /// Registration policy (spec 03 "Tenant Access"), decided per tenant, in this order:
 ///
 /// 1. a tenant in `reserved_tenants`, or a name in `reserved_names`: refused to everyone;
-/// 2. a tenant that has an owner (`[[ingest.owners]]`): only with that owner's user key;
+/// 2. a tenant the operator plane knows (created through the admin API, or seeded from
+///    `[[ingest.owners]]`): as its record says (suspended: nobody; `open`; `owner_key`: only
+///    with one of its owner keys; `invite`: an owner key or a single-use invite code);
 /// 3. a tenant in `open_tenants`: anyone (rate limited per source address);
 /// 4. any other tenant: as `mode` says.
 ///
@@ -163,6 +170,23 @@ fn default_agent_limit() -> u32 {
     10
 }
 
+/// The admin API: its own listener, never the public one, authenticated with operator
+/// tokens (`Authorization: Bearer amp_op_…`) stored hashed in the store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens (`127.0.0.1:8081`); unset, it is not served. Keep it on
+    /// loopback or a private network: it must never share the public port (refused).
+    pub listen: Option<std::net::SocketAddr>,
+    /// A first operator token of scope `full`, imported at start if absent (a token revoked
+    /// through the API stays revoked). Set it from the environment
+    /// (`AMP__INGEST__ADMIN__BOOTSTRAP_TOKEN`) or use `bootstrap_token_file`. It must start
+    /// with `amp_op_` and carry at least 32 characters after it.
+    pub bootstrap_token: Option<Secret>,
+    /// A file holding the bootstrap token (a mounted Secret).
+    pub bootstrap_token_file: Option<std::path::PathBuf>,
+}
+
 /// Rate limits (per minute) and quotas. Spec 07/08 defaults; operators raise them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -182,16 +206,6 @@ pub struct Limits {
     /// `remaining` and `next_cursor` exact. Bounds a request's memory, whatever the mailbox
     /// holds.
     pub pickup_page_bytes: usize,
-}
-
-impl Config {
-    /// Whether `tenant` has an owner: then only the owner's user key registers into it
-    /// (a suspended owner's tenant stays closed to everyone else).
-    pub fn is_owned_tenant(&self, tenant: &str) -> bool {
-        self.owners
-            .iter()
-            .any(|o| o.tenant.eq_ignore_ascii_case(tenant))
-    }
 }
 
 impl Default for Limits {

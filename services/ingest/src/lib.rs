@@ -9,9 +9,12 @@
 //! - [`config`]: registration policy, owners, limits.
 //! - `auth`: API-key and user-key hashing and the authenticated-agent extractor.
 //! - `routes`: one module per group of endpoints.
+//! - `admin`: the admin API (operator plane) on its own listener: tenants, owner keys,
+//!   invite codes, operator tokens, the audit log; and the bootstrap import.
 
 pub mod config;
 
+mod admin;
 mod auth;
 mod routes;
 mod state;
@@ -39,6 +42,17 @@ pub const CAPABILITIES: &[&str] = &[
     "notify:longpoll",
 ];
 
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] amp_store::Error),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
 /// The ingest service: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Ingest {
@@ -46,15 +60,17 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds the service and writes the configured owners to the store.
+    /// Builds the service and imports the bootstrap seed (configured owners, bootstrap
+    /// operator token) into the store.
     ///
-    /// Fails when the store cannot be written.
+    /// Fails when the store cannot be written or the admin configuration is invalid.
     pub async fn new(
         config: Config,
         identity: Identity,
         store: Store,
         bus: Bus,
-    ) -> Result<Self, amp_store::Error> {
+    ) -> Result<Self, StartError> {
+        admin::seed::import(&config, &identity.key_pepper, &store).await?;
         let inner = state::Inner::new(config, identity, store, bus).await?;
         Ok(Self {
             inner: Arc::new(inner),
@@ -64,6 +80,49 @@ impl Ingest {
     /// All routes, under `/v1` and `/api/v1`, plus `/.well-known/agent-messaging.json`.
     pub fn router(&self) -> Router {
         routes::router(self.inner.clone())
+    }
+
+    /// The admin API (`/admin/v1/…`), for its own listener (see [`Ingest::admin_listen`]);
+    /// never merge it into the public router.
+    pub fn admin_router(&self) -> Router {
+        admin::router(self.inner.clone())
+    }
+
+    /// Binds the admin API's listener (`ingest.admin.listen`) and serves it until
+    /// `shutdown`; `None` when no listener is configured. `public` is the public listener's
+    /// address: the admin API never shares its port.
+    ///
+    /// Fails when the address is the public one or cannot be bound.
+    pub async fn serve_admin(
+        &self,
+        public: std::net::SocketAddr,
+        body_limit: usize,
+        shutdown: amp_runtime::Shutdown,
+        grace: std::time::Duration,
+    ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, StartError> {
+        let Some(addr) = self.inner.config.admin.listen else {
+            return Ok(None);
+        };
+        if addr.port() == public.port()
+            && (addr.ip() == public.ip()
+                || addr.ip().is_unspecified()
+                || public.ip().is_unspecified())
+        {
+            return Err(StartError::Config(format!(
+                "ingest.admin.listen ({addr}) is the public listener: the admin API needs its own"
+            )));
+        }
+        if !addr.ip().is_loopback() {
+            tracing::warn!(addr = %addr, "the admin API listens beyond loopback: keep it on a private network");
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            StartError::Config(format!("cannot bind ingest.admin.listen {addr}: {e}"))
+        })?;
+        tracing::info!(addr = %addr, "admin API listening");
+        let app = amp_runtime::http::harden(self.admin_router(), body_limit);
+        Ok(Some(tokio::spawn(amp_runtime::shutdown::serve(
+            listener, app, shutdown, grace,
+        ))))
     }
 
     /// The message acceptance pipeline, for other services that accept messages the same

@@ -63,6 +63,21 @@ async fn run() -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let ingest = ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone()).await?;
+    let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
+    let admin = ingest
+        .serve_admin(addr, cfg.server.body_limit_bytes, shutdown.clone(), grace)
+        .await?;
+    // The admin server drains with the others (a worker joined after serving ends).
+    let workers = admin
+        .map(|t| {
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = t.await {
+                    tracing::warn!(error = %e, "admin API failed");
+                }
+            })
+        })
+        .into_iter()
+        .collect();
     amp_cluster::serve(
         listener,
         ingest.router(),
@@ -70,7 +85,7 @@ async fn run() -> anyhow::Result<()> {
         bus,
         &cfg.server,
         shutdown,
-        Vec::new(),
+        workers,
     )
     .await
 }

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 use amp_bus::Bus;
 use amp_proto::SecretKey;
 use amp_runtime::ratelimit::{RateLimit, RateLimiter};
-use amp_store::{OwnerRecord, Store};
+use amp_store::Store;
 
-use crate::auth::hash_key;
 use crate::config::Config;
 
 /// Who this provider is and what it offers, as decided by the composing binary.
@@ -54,17 +53,6 @@ impl Inner {
         store: Store,
         bus: Bus,
     ) -> Result<Self, amp_store::Error> {
-        for o in &config.owners {
-            let owner = OwnerRecord {
-                id: o.id.clone(),
-                tenant: o.tenant.to_ascii_lowercase(),
-                agent_limit: o.agent_limit,
-                suspended: o.suspended,
-            };
-            store
-                .put_owner(owner, hash_key(&identity.key_pepper, o.user_key.expose()))
-                .await?;
-        }
         let limit = |n: u32| {
             RateLimiter::new(RateLimit {
                 limit: n,

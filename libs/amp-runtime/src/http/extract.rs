@@ -92,7 +92,7 @@ pub(crate) fn is_json_content_type(headers: &HeaderMap) -> bool {
 /// # Errors
 /// `invalid_request` for malformed JSON (or trailing data), `missing_field` or
 /// `invalid_field` for data that does not fit `T`.
-pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

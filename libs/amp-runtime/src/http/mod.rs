@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
 pub use error::{ApiResult, HttpError};
-pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use extract::{ApiJson, ApiPath, ApiQuery, parse_json};
 pub use harden::harden;
 
 /// The token of an `Authorization: Bearer <token>` header: the scheme is matched

@@ -252,6 +252,13 @@ statements! {
     owned_delete [true] = "DELETE FROM owned_agents WHERE owner_id = ? AND agent_id = ?";
     owned_count [true] = "SELECT COUNT(*) FROM owned_agents WHERE owner_id = ?";
 
+    // Operator records.
+    record_get [true] = "SELECT value FROM records WHERE collection = ? AND id = ?";
+    record_create [false] = "INSERT INTO records (collection, id, value) VALUES (?, ?, ?) IF NOT EXISTS";
+    record_replace [true] = "INSERT INTO records (collection, id, value) VALUES (?, ?, ?)";
+    record_list [true] = "SELECT id, value FROM records WHERE collection = ? AND id > ? LIMIT ?";
+    record_take [false] = "DELETE FROM records WHERE collection = ? AND id = ? IF EXISTS";
+
     // Mailboxes.
     id_get [true] = "SELECT sender, signature, seq, acked, expires_at, from_bucket FROM mailbox_ids WHERE agent = ? AND message_id = ?";
     // The writer's lower bound of its entry's bucket; the timestamp makes the smallest win.

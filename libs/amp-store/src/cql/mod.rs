@@ -32,6 +32,7 @@
 mod config;
 mod conn;
 mod mailboxes;
+mod records;
 mod registry;
 mod schema;
 mod state;

@@ -290,6 +290,31 @@ impl Conn {
         self.kv_put(bucket, key, to_json(value)?, expect, ttl).await
     }
 
+    /// Deletes `key` if its revision is still `revision`; `Err(Conflict)` when another
+    /// writer (or taker) got there first. The subject is then purged, so nothing is left
+    /// behind (a later delete-if on the same revision still fails: the subject is empty).
+    pub(super) async fn kv_delete_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        revision: u64,
+    ) -> Result<std::result::Result<(), Conflict>> {
+        let mut headers = HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            revision.to_string().as_str(),
+        );
+        let subject = format!("$KV.{bucket}.{key}");
+        match self.publish(subject.clone(), headers, Bytes::new()).await? {
+            Ok(_) => {
+                self.purge(&format!("KV_{bucket}"), &subject, None).await?;
+                Ok(Ok(()))
+            }
+            Err(c) => Ok(Err(c)),
+        }
+    }
+
     /// Deletes `key` (its subject purged: nothing is left behind).
     pub(super) async fn kv_delete(&self, bucket: &str, key: &str) -> Result<()> {
         self.purge(

@@ -35,6 +35,7 @@
 mod config;
 mod conn;
 mod mailboxes;
+mod records;
 mod registry;
 mod state;
 

@@ -11,12 +11,14 @@
 //!   recognised); `mbox_meta` agent → head, count, floor; `expiry` (expires_at, agent, seq) →
 //!   message id, which drives bulk purging;
 //! - `receipts` (agent, seq) → [`Receipt`]; `receipt_head` agent → u64;
-//! - `jobs` (due_at, id) → [`Job`]; `job_ids` id → due_at; `kv` key → bytes.
+//! - `jobs` (due_at, id) → [`Job`]; `job_ids` id → due_at; `kv` key → bytes;
+//! - `records` (collection, id) → bytes: the operator plane ([`records`]).
 //!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
 mod mailbox_row;
+mod records;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,7 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const KV_EXPIRES: TableDefinition<&str, i64> = TableDefinition::new("kv_expires");
 const KV_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("kv_expiry");
 const PRESENCE: TableDefinition<(&str, &str), i64> = TableDefinition::new("presence");
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
 
 /// Options of the embedded store.
 #[derive(Debug, Clone)]
@@ -159,6 +162,7 @@ impl RedbStore {
             txn.open_table(KV_EXPIRES).map_err(st)?;
             txn.open_table(KV_EXPIRY).map_err(st)?;
             txn.open_table(PRESENCE).map_err(st)?;
+            txn.open_table(RECORDS).map_err(st)?;
         }
         txn.commit().map_err(st)?;
         let db = Arc::new(db);

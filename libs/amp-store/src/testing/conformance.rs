@@ -29,6 +29,8 @@ pub async fn run_all(store: &Store) {
     kv_round_trip(store).await;
     presence_leases(store).await;
     concurrent_writes_all_commit(store).await;
+    super::records::records_create_replace_list_take(store).await;
+    super::records::operator_records_typed(store).await;
 }
 
 /// Create, read by id, name and key, update.
@@ -853,6 +855,7 @@ pub async fn run_two_writers(a: &Store, b: &Store) {
     same_id_other_content_from_two_writers_never_both_accepted(a, b).await;
     same_message_from_two_writers_is_stored_once(a, b).await;
     quota_never_exceeded_by_two_writers(a, b).await;
+    super::records::records_created_and_taken_once(a, b).await;
 }
 
 /// Two writers append to one mailbox at the same moment while a reader follows it with

@@ -100,6 +100,10 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
         Ok(None) => return unauthorized("invalid or expired API key"),
         Err(e) => return store_error(e).into_response(),
     };
+    // A suspended tenant's agents are refused everywhere (spec-next 07 `agent_suspended`).
+    if let Err(e) = inner.acceptor.tenants().check_caller(&agent.tenant).await {
+        return HttpError::from(e).into_response();
+    }
     let decision = inner.agent_limiter.check(&agent.id);
     if !decision.allowed {
         return decision.into_error().into_response();

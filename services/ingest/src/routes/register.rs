@@ -1,5 +1,7 @@
-//! `POST /v1/register` (spec 03): open mode, rate limited per source address, and owner mode
-//! with a user key.
+//! `POST /v1/register` (spec 03): open mode, rate limited per source address; owner mode with
+//! an owner key (`uk_…`, issued by the admin API or seeded from the configuration, checked
+//! against the stored hashes: revoked or expired keys are refused); invite mode with a
+//! single-use code. The tenant's record (admin API) decides which applies.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +11,10 @@ use amp_proto::keys::KeyError;
 use amp_proto::{Address, ApiError, ErrorCode, PublicKey, Timestamp};
 use amp_runtime::http::bearer_token;
 use amp_runtime::{ApiJson, ApiResult, HttpError};
-use amp_store::{AgentRecord, AgentStatus, DeliveryPrefs, OwnerRecord};
+use amp_store::operator::{
+    AuditEntry, Operator as _, OwnerKey, TenantRecord, TenantRegistration, TenantStatus,
+};
+use amp_store::{AgentRecord, AgentStatus, DeliveryPrefs};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{OriginalUri, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
@@ -33,7 +38,6 @@ pub(super) struct RegisterBody {
     scope: Option<ScopeBody>,
     pub(super) delivery: Option<DeliveryBody>,
     metadata: Option<Box<RawValue>>,
-    #[allow(dead_code)]
     invite_code: Option<String>,
 }
 
@@ -93,21 +97,22 @@ pub(super) async fn register(
         return Err(limit.into_error());
     }
 
-    // Owner authentication, when a user key is presented.
-    let owner = match bearer_token(&headers) {
+    // Owner authentication, when an owner key is presented.
+    let now_ms = Inner::now_ms();
+    let owner: Option<OwnerKey> = match bearer_token(&headers) {
         Some(t) if t.starts_with("uk_") => {
             let hash = hash_key(&inner.identity.key_pepper, t);
             match inner
                 .store
-                .owner_by_user_key(&hash)
+                .owner_key_by_hash(&hash)
                 .await
                 .map_err(store_error)?
             {
-                Some(o) if !o.suspended => Some(o),
+                Some(k) if k.valid_at(now_ms) => Some(k),
                 _ => {
                     return Err(ApiError::new(
                         ErrorCode::Unauthorized,
-                        "unknown or suspended user key",
+                        "unknown, expired, revoked or suspended user key",
                     )
                     .into());
                 }
@@ -149,7 +154,15 @@ pub(super) async fn register(
         )
         .into());
     }
-    check_policy(&inner.config, &tenant, &name, owner.is_some())?;
+    let record = inner.store.tenant(&tenant).await.map_err(store_error)?;
+    let by_invite = check_policy(
+        &inner.config,
+        record.as_ref(),
+        &tenant,
+        &name,
+        owner.is_some(),
+        body.invite_code.as_deref(),
+    )?;
     let key = parse_key(algorithm, public_key_text)?;
 
     let mut scope = Vec::new();
@@ -183,18 +196,47 @@ pub(super) async fn register(
         inner.config.outbound,
     )?;
 
-    if let Some(o) = &owner {
+    if let Some(o) = &owner
+        && let Some(limit) = o.agent_limit
+    {
         let count = inner
             .store
-            .count_owned_agents(&o.id)
+            .count_owned_agents(&o.owner_id)
             .await
             .map_err(store_error)?;
-        if count >= u64::from(o.agent_limit) {
+        if count >= u64::from(limit) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!("agent limit reached ({} agents)", o.agent_limit),
+                format!("agent limit reached ({limit} agents)"),
             )
             .into());
+        }
+    }
+
+    // An invite is used up only by a registration that passed every other check.
+    let mut taken_invite = None;
+    if let Some(code) = by_invite {
+        let hash = hash_key(&inner.identity.key_pepper, code);
+        match inner
+            .store
+            .take_invite(&hash, &tenant, now_ms)
+            .await
+            .map_err(store_error)?
+        {
+            Some(invite) => {
+                taken_invite = Some((hash, invite.clone()));
+                let mut e = AuditEntry::new(now_ms, &invite.id, "invite.use", &tenant);
+                e.details = Some(json!({ "name": name }));
+                audit_best_effort(&inner, e).await;
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::TenantAccessDenied,
+                    "unknown, used or expired invite code",
+                )
+                .with_field("invite_code")
+                .into());
+            }
         }
     }
 
@@ -213,7 +255,7 @@ pub(super) async fn register(
         past_keys: Vec::new(),
         delivery,
         metadata,
-        owner_id: owner.as_ref().map(|o: &OwnerRecord| o.id.clone()),
+        owner_id: owner.as_ref().map(|o| o.owner_id.clone()),
         registered_at: now.unix_millis(),
         last_seen_at: None,
         status: AgentStatus::Active,
@@ -231,7 +273,7 @@ pub(super) async fn register(
         Err(amp_store::Error::NameTaken) if owner.is_some() => {
             // SPEC-CHECKLIST §4.21: the owner may re-key its own agent (after a revocation)
             // by registering the same name with the same public key.
-            let o = owner.as_ref().map(|o| o.id.clone());
+            let o = owner.as_ref().map(|o| o.owner_id.clone());
             if let Some(existing) = inner
                 .store
                 .agent_by_name(&tenant, &name)
@@ -262,8 +304,16 @@ pub(super) async fn register(
             }
             return Err(name_taken(&inner, &tenant, &name).await);
         }
-        Err(amp_store::Error::NameTaken) => return Err(name_taken(&inner, &tenant, &name).await),
+        Err(amp_store::Error::NameTaken) => {
+            restore_invite(&inner, taken_invite).await;
+            return Err(name_taken(&inner, &tenant, &name).await);
+        }
         Err(e) => return Err(store_error(e)),
+    }
+    if let Some(o) = &owner {
+        let mut e = AuditEntry::new(now_ms, &o.id, "owner_key.use", &tenant);
+        e.details = Some(json!({ "agent_id": agent.id, "name": agent.name }));
+        audit_best_effort(&inner, e).await;
     }
     tracing::info!(tenant = %tenant, agent = %agent.id, address = %agent.address, "agent registered");
     metrics::counter!("amp_registrations_total").increment(1);
@@ -293,7 +343,7 @@ fn registered(
     uri: &axum::http::Uri,
     agent: &AgentRecord,
     api_key: &str,
-    owner: Option<&OwnerRecord>,
+    owner: Option<&OwnerKey>,
     limit: amp_runtime::ratelimit::Decision,
 ) -> Response {
     let short_address = format!("{}@{}.{}", agent.name, agent.tenant, inner.identity.domain);
@@ -324,23 +374,27 @@ fn registered(
         "registered_at": Timestamp::from_unix_millis(agent.registered_at).map(Timestamp::to_rfc3339),
     });
     if let Some(o) = owner {
-        out["owner_id"] = json!(o.id);
+        out["owner_id"] = json!(o.owner_id);
     }
     let mut resp = (StatusCode::CREATED, axum::Json(out)).into_response();
     limit.apply_headers(resp.headers_mut());
     resp
 }
 
-/// The tenant's registration policy (see [`RegistrationConfig`]); `with_owner_key`: the
-/// request carries a valid user key of this tenant's owner.
+/// The tenant's registration policy (see [`RegistrationConfig`]): `record` is the tenant's
+/// record in the store, if the operator plane knows it; `with_owner_key`: the request carries
+/// a valid owner key of this tenant. Returns the invite code to consume, when the tenant
+/// admits by invite and no owner key was given.
 ///
 /// [`RegistrationConfig`]: crate::config::RegistrationConfig
-fn check_policy(
+fn check_policy<'a>(
     config: &crate::Config,
+    record: Option<&TenantRecord>,
     tenant: &str,
     name: &str,
     with_owner_key: bool,
-) -> Result<(), HttpError> {
+    invite_code: Option<&'a str>,
+) -> Result<Option<&'a str>, HttpError> {
     let policy = &config.registration;
     if policy.is_reserved_tenant(tenant) {
         return Err(ApiError::new(
@@ -358,30 +412,67 @@ fn check_policy(
         .with_field("name")
         .into());
     }
+    if let Some(r) = record
+        && r.status == TenantStatus::Suspended
+    {
+        return Err(ApiError::new(
+            ErrorCode::TenantAccessDenied,
+            format!("tenant '{tenant}' is suspended by the provider"),
+        )
+        .with_field("tenant")
+        .into());
+    }
     if with_owner_key {
-        return Ok(());
+        return Ok(None);
     }
     // No credentials for a tenant that needs them: 401, so the client knows to present a user
     // key (a key for another tenant is 403 `tenant_access_denied`, above).
-    if config.is_owned_tenant(tenant) {
-        return Err(ApiError::new(
+    match record.map(|r| r.registration) {
+        Some(TenantRegistration::Open) => Ok(None),
+        Some(TenantRegistration::Invite) => match invite_code.map(str::trim) {
+            Some(code) if !code.is_empty() => Ok(Some(code)),
+            _ => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "tenant '{tenant}' registers agents with an invite code (invite_code) or the owner's user key (Authorization: Bearer uk_…)"
+                ),
+            )
+            .into()),
+        },
+        Some(TenantRegistration::OwnerKey) => Err(ApiError::new(
             ErrorCode::Unauthorized,
             format!(
                 "tenant '{tenant}' has an owner: its agents register only with the owner's user key (Authorization: Bearer uk_…)"
             ),
         )
-        .into());
-    }
-    if !policy.is_open(tenant) {
-        return Err(ApiError::new(
+        .into()),
+        None if policy.is_open(tenant) => Ok(None),
+        None => Err(ApiError::new(
             ErrorCode::Unauthorized,
             format!(
                 "this provider registers agents into tenant '{tenant}' only with a user key (Authorization: Bearer uk_…)"
             ),
         )
-        .into());
+        .into()),
     }
-    Ok(())
+}
+
+/// Appends to the audit log; a failure is logged (the registration itself succeeded).
+async fn audit_best_effort(inner: &Inner, entry: AuditEntry) {
+    if let Err(e) = inner.store.append_audit(&entry).await {
+        tracing::warn!(error = %e, action = %entry.action, "audit entry not written");
+    }
+}
+
+/// Puts back an invite consumed by a registration that then failed (the name was taken).
+async fn restore_invite(
+    inner: &Inner,
+    taken: Option<(amp_store::KeyHash, amp_store::operator::Invite)>,
+) {
+    let Some((hash, invite)) = taken else { return };
+    if let Err(e) = inner.store.put_invite(&hash, &invite).await {
+        tracing::warn!(error = %e, "invite not restored after a failed registration");
+    }
 }
 
 fn required<'a>(v: Option<&'a str>, field: &str) -> Result<&'a str, HttpError> {

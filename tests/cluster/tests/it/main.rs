@@ -1,7 +1,8 @@
 //! The cluster topology with real processes: `cargo test -p cluster-tests`.
 //! `cargo test --workspace chaos` runs the chaos tests alone; `… federation` the federation one;
 //! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
-//! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`).
+//! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`);
+//! `… operator` the operator plane across ingest replicas.
 
 mod chaos;
 mod chart;
@@ -9,5 +10,6 @@ mod common;
 mod config;
 mod exchange;
 mod federation_cluster;
+mod operator;
 mod parity;
 mod security;

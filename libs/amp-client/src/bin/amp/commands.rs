@@ -19,10 +19,16 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The operator plane needs no agent state (no config directory).
+    let cli = match cli.command {
+        Command::Admin(args) => return crate::admin::run(args, cli.json).await,
+        _ => cli,
+    };
     let paths = Paths::resolve(cli.config_dir)?;
     let out = Out { json: cli.json };
     let provider = cli.provider.as_deref();
     match cli.command {
+        Command::Admin(_) => unreachable!("dispatched above"),
         Command::Init { force } => init(&paths, &out, force),
         Command::Register(args) => register(&paths, &out, provider, args).await,
         Command::Send(args) => send(&paths, &out, provider, args).await,

@@ -1,10 +1,11 @@
 //! `amp`: talk to an Agent Messaging Protocol provider from a terminal.
 //!
 //! `amp init`, `amp register`, `amp send`, `amp inbox`, `amp ack`, `amp read`, `amp tail`,
-//! `amp receipts`, `amp info`, and `amp load` (the load generator, see `load`). State lives in a per-user directory (see `config`); every
+//! `amp receipts`, `amp info`, `amp admin` (the operator plane, see `admin`), and `amp load` (the load generator, see `load`). State lives in a per-user directory (see `config`); every
 //! command prints JSON with `--json`. Provider errors go to stderr as `error: <code>:
 //! <message>` with exit status 1.
 
+mod admin;
 mod commands;
 mod config;
 mod load;
@@ -80,6 +81,9 @@ enum Command {
     },
     /// Show the provider's information and this agent's registration.
     Info,
+    /// Operate the provider through its admin API: tenants, owner keys, invites, operator
+    /// tokens, the audit log.
+    Admin(admin::AdminArgs),
     /// Generate load against a provider (`amp load --help`).
     #[command(disable_help_flag = true)]
     Load {

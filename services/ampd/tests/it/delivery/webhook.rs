@@ -331,3 +331,62 @@ async fn a_webhook_url_needs_a_secret_even_when_loopback_is_allowed() {
     .assert_error(400, "missing_field");
     s.stop().await;
 }
+
+/// Issue 17: a suspended tenant's webhooks stop (spec-next 07: skipped, the message stays in
+/// the mailbox). The first attempt fails; the tenant is suspended before the retries are
+/// due; none is made, then or after the resumption, and the message waits for pickup.
+#[tokio::test]
+async fn operator_suspended_tenant_webhooks_stop() {
+    const TOKEN: &str = "amp_op_webhook-test-bootstrap-token-0123456789";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let s = start_with(|c| {
+        c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
+        c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(TOKEN));
+        c.delivery.webhook.retry_delays_ms = vec![0, 800, 800];
+        // The route answers at once (not after the failed push): the test suspends before
+        // the first retry is due.
+        c.ingest.messaging.webhook_wait_ms = 0;
+    })
+    .await;
+    let admin = |path: &str, body: Value| {
+        s.http
+            .post(format!("http://127.0.0.1:{port}/admin/v1{path}"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let created = admin(
+        "/tenants",
+        json!({"name": "hooked", "registration": "open"}),
+    );
+    assert_eq!(created.await.expect("create").status(), 201);
+    let hook = start_hook(&[500], 500).await;
+    let alice = s.register("acme", "alice").await;
+    let carol = s.register_hooked("hooked", "carol", &hook.url).await;
+    let v = s
+        .route(&alice, &carol.address, ODD_PAYLOAD, json!({}))
+        .await
+        .ok();
+    let id = id_of(&v);
+    assert_eq!(hook.wait_for(1, Duration::from_secs(5)).await.len(), 1);
+    let r = admin("/tenants/hooked/suspend", json!({}))
+        .await
+        .expect("suspend");
+    assert_eq!(r.status(), 200);
+    // Past both retries' due times: nothing more arrived.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "a webhook reached a suspended tenant"
+    );
+    let r = admin("/tenants/hooked/resume", json!({}))
+        .await
+        .expect("resume");
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.pending_ids(&carol).await, [id]);
+    s.stop().await;
+}

@@ -1,0 +1,226 @@
+//! [`AdminClient`]: the provider's admin API (`/admin/v1`, the operator plane) on its own
+//! listener, with an operator token: tenants, owner keys, invite codes, operator tokens and
+//! the audit log. Answers are the API's JSON as it is (the shapes are documented with the
+//! endpoints in the ingest service's `admin` module).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::api_error;
+use crate::error::{ClientError, Result};
+
+/// A client of one provider's admin API, authenticated with one operator token.
+#[derive(Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("AdminClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// A client of the admin API at `base_url` (`http://127.0.0.1:8081`) with `token`
+    /// (`amp_op_…`).
+    ///
+    /// Fails when the URL is not http(s).
+    pub fn new(base_url: &str, token: &str) -> Result<Self> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Invalid(format!(
+                "admin URL {base:?} must be an http:// or https:// URL"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(ClientError::transport)?;
+        Ok(Self {
+            http,
+            base,
+            token: token.to_owned(),
+        })
+    }
+
+    /// One call: `method` on `/admin/v1<path>` with an optional JSON body.
+    ///
+    /// Fails with [`ClientError::Api`] on a non-2xx answer, or when the API is unreachable.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(ClientError::transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(ClientError::transport)?;
+        if !status.is_success() {
+            return Err(api_error(status, None, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            what: "admin answer",
+            source: e,
+        })
+    }
+
+    /// Creates a tenant (`registration`: `open`, `owner_key` or `invite`).
+    pub async fn create_tenant(&self, name: &str, registration: Option<&str>) -> Result<Value> {
+        let mut body = json!({ "name": name });
+        if let Some(r) = registration {
+            body["registration"] = json!(r);
+        }
+        self.call(Method::POST, "/tenants", Some(body)).await
+    }
+
+    /// A page of tenants, by name, after `after`, optionally of one `status`.
+    pub async fn list_tenants(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+        status: Option<&str>,
+    ) -> Result<Value> {
+        let mut q = Vec::new();
+        if let Some(a) = after {
+            q.push(format!("after={}", enc(a)));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        if let Some(s) = status {
+            q.push(format!("status={}", enc(s)));
+        }
+        let query = if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        };
+        self.call(Method::GET, &format!("/tenants{query}"), None)
+            .await
+    }
+
+    /// One tenant.
+    pub async fn tenant(&self, name: &str) -> Result<Value> {
+        self.call(Method::GET, &format!("/tenants/{}", enc(name)), None)
+            .await
+    }
+
+    /// Changes a tenant's registration mode.
+    pub async fn update_tenant(&self, name: &str, registration: &str) -> Result<Value> {
+        let body = json!({ "registration": registration });
+        self.call(
+            Method::PATCH,
+            &format!("/tenants/{}", enc(name)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Suspends a tenant.
+    pub async fn suspend(&self, name: &str, reason: Option<&str>) -> Result<Value> {
+        let body = reason.map(|r| json!({ "reason": r }));
+        self.call(
+            Method::POST,
+            &format!("/tenants/{}/suspend", enc(name)),
+            body,
+        )
+        .await
+    }
+
+    /// Resumes a suspended tenant.
+    pub async fn resume(&self, name: &str) -> Result<Value> {
+        self.call(
+            Method::POST,
+            &format!("/tenants/{}/resume", enc(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Issues an owner key (the answer's `key` is shown this once).
+    pub async fn issue_owner_key(&self, tenant: &str, options: Value) -> Result<Value> {
+        let path = format!("/tenants/{}/owner-keys", enc(tenant));
+        self.call(Method::POST, &path, Some(options)).await
+    }
+
+    /// A tenant's owner keys (prefixes and metadata).
+    pub async fn owner_keys(&self, tenant: &str) -> Result<Value> {
+        let path = format!("/tenants/{}/owner-keys", enc(tenant));
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// Rotates an owner key; the old one keeps working for `overlap_secs`.
+    pub async fn rotate_owner_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        overlap_secs: Option<u64>,
+    ) -> Result<Value> {
+        let path = format!("/tenants/{}/owner-keys/{}/rotate", enc(tenant), enc(id));
+        let body = overlap_secs.map(|s| json!({ "overlap_secs": s }));
+        self.call(Method::POST, &path, body).await
+    }
+
+    /// Revokes an owner key.
+    pub async fn revoke_owner_key(&self, tenant: &str, id: &str) -> Result<Value> {
+        let path = format!("/tenants/{}/owner-keys/{}/revoke", enc(tenant), enc(id));
+        self.call(Method::POST, &path, None).await
+    }
+
+    /// Creates a single-use invite code.
+    pub async fn create_invite(&self, tenant: &str, expires_in_secs: Option<u64>) -> Result<Value> {
+        let path = format!("/tenants/{}/invites", enc(tenant));
+        let body = expires_in_secs.map(|s| json!({ "expires_in_secs": s }));
+        self.call(Method::POST, &path, body).await
+    }
+
+    /// Every operator token (metadata).
+    pub async fn tokens(&self) -> Result<Value> {
+        self.call(Method::GET, "/tokens", None).await
+    }
+
+    /// Creates an operator token (the answer's `token` is shown this once).
+    pub async fn create_token(&self, name: &str, scope: &str) -> Result<Value> {
+        let body = json!({ "name": name, "scope": scope });
+        self.call(Method::POST, "/tokens", Some(body)).await
+    }
+
+    /// Revokes an operator token.
+    pub async fn revoke_token(&self, id: &str) -> Result<Value> {
+        self.call(Method::POST, &format!("/tokens/{}/revoke", enc(id)), None)
+            .await
+    }
+
+    /// A page of the audit log, oldest first, after the entry `after`.
+    pub async fn audit(&self, after: Option<&str>, limit: Option<usize>) -> Result<Value> {
+        let mut q = Vec::new();
+        if let Some(a) = after {
+            q.push(format!("after={}", enc(a)));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        let query = if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        };
+        self.call(Method::GET, &format!("/audit{query}"), None)
+            .await
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

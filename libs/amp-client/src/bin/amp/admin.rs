@@ -1,0 +1,387 @@
+//! `amp admin …`: the operator plane from a terminal, through [`AdminClient`]. Tables by
+//! default, the API's JSON with `--json`; the admin URL and operator token come from flags
+//! or `AMP_ADMIN_URL` / `AMP_ADMIN_TOKEN` (a token in the environment stays out of the
+//! shell history).
+
+use amp_client::AdminClient;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// `amp admin`.
+#[derive(Args)]
+pub(crate) struct AdminArgs {
+    /// The admin API's base URL (the admin listener, e.g. http://127.0.0.1:8081).
+    #[arg(long, env = "AMP_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    admin_url: String,
+    /// The operator token (`amp_op_…`).
+    #[arg(long, env = "AMP_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Tenants: list, create, show, change, suspend, resume.
+    #[command(subcommand)]
+    Tenants(TenantCommand),
+    /// Owner keys (`uk_…`) of a tenant: issue, list, rotate, revoke.
+    #[command(subcommand)]
+    Keys(KeyCommand),
+    /// Single-use invite codes for tenants in `invite` mode.
+    #[command(subcommand)]
+    Invites(InviteCommand),
+    /// Operator tokens (needs a `full` token): list, create, revoke.
+    #[command(subcommand)]
+    Tokens(TokenCommand),
+    /// The audit log, oldest first.
+    Audit {
+        /// Entries after this cursor (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Most entries (1-500).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// List tenants, by name.
+    List {
+        /// Only `active` or `suspended` ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// Tenants after this name.
+        #[arg(long)]
+        after: Option<String>,
+        /// Most tenants (1-500).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Create a tenant.
+    Create {
+        /// The tenant's name (a DNS label).
+        name: String,
+        /// Who may register agents: `open`, `owner_key` (the default) or `invite`.
+        #[arg(long)]
+        registration: Option<String>,
+    },
+    /// Show a tenant.
+    Show {
+        /// The tenant.
+        name: String,
+    },
+    /// Change a tenant's registration mode.
+    Update {
+        /// The tenant.
+        name: String,
+        /// `open`, `owner_key` or `invite`.
+        #[arg(long)]
+        registration: String,
+    },
+    /// Suspend a tenant: its agents are refused and their sockets closed.
+    Suspend {
+        /// The tenant.
+        name: String,
+        /// Why (kept in the tenant and the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        /// The tenant.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Issue an owner key (shown once).
+    Issue {
+        /// The tenant.
+        tenant: String,
+        /// The owner its agents belong to (default: the tenant's).
+        #[arg(long)]
+        owner_id: Option<String>,
+        /// Most agents the owner may register.
+        #[arg(long)]
+        agent_limit: Option<u32>,
+        /// Valid for this many seconds (default: until revoked).
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+    /// List a tenant's owner keys (prefixes and metadata).
+    List {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Rotate a key: a new key now, the old one valid for the overlap.
+    Rotate {
+        /// The tenant.
+        tenant: String,
+        /// The key's id (`ok_…`).
+        id: String,
+        /// Seconds the old key keeps working (default one day).
+        #[arg(long)]
+        overlap_secs: Option<u64>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The tenant.
+        tenant: String,
+        /// The key's id (`ok_…`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InviteCommand {
+    /// Create a single-use invite code (shown once).
+    Create {
+        /// The tenant.
+        tenant: String,
+        /// Valid for this many seconds (default 7 days).
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// List operator tokens.
+    List,
+    /// Create an operator token (shown once).
+    Create {
+        /// What it is for.
+        #[arg(long)]
+        name: String,
+        /// `read`, `tenant_admin` or `full`.
+        #[arg(long)]
+        scope: String,
+    },
+    /// Revoke an operator token.
+    Revoke {
+        /// The token's id (`opt_…`).
+        id: String,
+    },
+}
+
+/// Runs `amp admin …`.
+pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
+    let c = AdminClient::new(&args.admin_url, &args.token)?;
+    let (value, view): (Value, View) = match args.command {
+        AdminCommand::Tenants(t) => match t {
+            TenantCommand::List {
+                status,
+                after,
+                limit,
+            } => (
+                c.list_tenants(after.as_deref(), limit, status.as_deref())
+                    .await?,
+                View::Table("tenants", TENANT_COLUMNS),
+            ),
+            TenantCommand::Create { name, registration } => (
+                c.create_tenant(&name, registration.as_deref()).await?,
+                View::Record(TENANT_COLUMNS),
+            ),
+            TenantCommand::Show { name } => (c.tenant(&name).await?, View::Record(TENANT_COLUMNS)),
+            TenantCommand::Update { name, registration } => (
+                c.update_tenant(&name, &registration).await?,
+                View::Record(TENANT_COLUMNS),
+            ),
+            TenantCommand::Suspend { name, reason } => (
+                c.suspend(&name, reason.as_deref()).await?,
+                View::Record(TENANT_COLUMNS),
+            ),
+            TenantCommand::Resume { name } => {
+                (c.resume(&name).await?, View::Record(TENANT_COLUMNS))
+            }
+        },
+        AdminCommand::Keys(k) => match k {
+            KeyCommand::Issue {
+                tenant,
+                owner_id,
+                agent_limit,
+                expires_in_secs,
+            } => {
+                let mut options = json!({});
+                if let Some(o) = owner_id {
+                    options["owner_id"] = json!(o);
+                }
+                if let Some(l) = agent_limit {
+                    options["agent_limit"] = json!(l);
+                }
+                if let Some(s) = expires_in_secs {
+                    options["expires_in_secs"] = json!(s);
+                }
+                (
+                    c.issue_owner_key(&tenant, options).await?,
+                    View::Secret("key", KEY_COLUMNS),
+                )
+            }
+            KeyCommand::List { tenant } => (
+                c.owner_keys(&tenant).await?,
+                View::Table("owner_keys", KEY_COLUMNS),
+            ),
+            KeyCommand::Rotate {
+                tenant,
+                id,
+                overlap_secs,
+            } => (
+                c.rotate_owner_key(&tenant, &id, overlap_secs).await?,
+                View::Secret("key", KEY_COLUMNS),
+            ),
+            KeyCommand::Revoke { tenant, id } => (
+                c.revoke_owner_key(&tenant, &id).await?,
+                View::Record(KEY_COLUMNS),
+            ),
+        },
+        AdminCommand::Invites(InviteCommand::Create {
+            tenant,
+            expires_in_secs,
+        }) => (
+            c.create_invite(&tenant, expires_in_secs).await?,
+            View::Secret("code", &["id", "tenant", "expires_at"]),
+        ),
+        AdminCommand::Tokens(t) => match t {
+            TokenCommand::List => (c.tokens().await?, View::Table("tokens", TOKEN_COLUMNS)),
+            TokenCommand::Create { name, scope } => (
+                c.create_token(&name, &scope).await?,
+                View::Secret("token", TOKEN_COLUMNS),
+            ),
+            TokenCommand::Revoke { id } => {
+                (c.revoke_token(&id).await?, View::Record(TOKEN_COLUMNS))
+            }
+        },
+        AdminCommand::Audit { after, limit } => (
+            c.audit(after.as_deref(), limit).await?,
+            View::Table("entries", AUDIT_COLUMNS),
+        ),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    print!("{}", render(&value, &view));
+    Ok(())
+}
+
+const TENANT_COLUMNS: &[&str] = &[
+    "name",
+    "status",
+    "registration",
+    "created_at",
+    "suspended_reason",
+];
+const KEY_COLUMNS: &[&str] = &[
+    "id",
+    "prefix",
+    "owner_id",
+    "valid",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+];
+const TOKEN_COLUMNS: &[&str] = &["id", "name", "scope", "created_at", "revoked_at"];
+const AUDIT_COLUMNS: &[&str] = &["at", "actor", "action", "target", "request_id"];
+
+/// How an answer is shown.
+enum View {
+    /// The array under a member, as a table.
+    Table(&'static str, &'static [&'static str]),
+    /// One record, as a one-row table.
+    Record(&'static [&'static str]),
+    /// One record and, apart, the secret shown once under a member.
+    Secret(&'static str, &'static [&'static str]),
+}
+
+/// An answer as text: a table with a header row, columns padded to their widest cell.
+fn render(value: &Value, view: &View) -> String {
+    let (rows, columns): (Vec<&Value>, &[&str]) = match view {
+        View::Table(member, cols) => (
+            value[*member]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default(),
+            cols,
+        ),
+        View::Record(cols) | View::Secret(_, cols) => (vec![value], cols),
+    };
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut table: Vec<Vec<String>> = vec![columns.iter().map(|c| c.to_uppercase()).collect()];
+    for r in &rows {
+        table.push(columns.iter().map(|c| cell(&r[*c])).collect());
+    }
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in &table {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    if let View::Table(..) = view
+        && let Some(next) = value["next_cursor"].as_str()
+    {
+        out.push_str(&format!("(more: --after {next})\n"));
+    }
+    if let View::Secret(member, _) = view
+        && let Some(secret) = value[*member].as_str()
+    {
+        out.push_str(&format!(
+            "\n{member}: {secret}\n(shown once: store it now)\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_columns_and_show_secrets_once() {
+        let v = json!({"tenants": [
+            {"name": "acme", "status": "active", "registration": "owner_key", "created_at": "2026-01-01T00:00:00Z", "suspended_reason": null},
+            {"name": "b", "status": "suspended", "registration": "open", "created_at": "x", "suspended_reason": "abuse"}
+        ], "next_cursor": "b"});
+        let t = render(&v, &View::Table("tenants", TENANT_COLUMNS));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAME  STATUS"), "{t}");
+        assert!(lines[1].starts_with("acme  active"), "{t}");
+        assert!(lines[2].ends_with("abuse"), "{t}");
+        assert_eq!(lines[3], "(more: --after b)");
+        let k = json!({"id": "ok_1", "prefix": "uk_abc…", "key": "uk_secret"});
+        let s = render(&k, &View::Secret("key", KEY_COLUMNS));
+        assert!(
+            s.contains("key: uk_secret") && s.contains("shown once"),
+            "{s}"
+        );
+        assert!(
+            render(
+                &json!({"tokens": []}),
+                &View::Table("tokens", TOKEN_COLUMNS)
+            )
+            .contains("(none)")
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The conformance checks of [`Records`] and of the operator plane's typed records
+//! ([`crate::operator`]); [`super::conformance::run_all`] and
+//! [`super::conformance::run_two_writers`] call them.
+
+use crate::operator::*;
+use crate::testing::{key_hash, now_ms, unique};
+use crate::*;
+
+/// Create-if-absent, replace, ordered listing with a cursor, take.
+pub async fn records_create_replace_list_take(store: &Store) {
+    let c = unique("col");
+    for id in ["b", "a", "c.d", "a-1"] {
+        assert!(
+            store
+                .record_put(&c, id, id.as_bytes().to_vec(), PutMode::Create)
+                .await
+                .expect("create"),
+            "{id} is new"
+        );
+    }
+    assert!(
+        !store
+            .record_put(&c, "a", b"again".to_vec(), PutMode::Create)
+            .await
+            .expect("create a taken id"),
+        "a taken id is not created again"
+    );
+    assert_eq!(
+        store.record_get(&c, "a").await.expect("get"),
+        Some(b"a".to_vec())
+    );
+    assert!(
+        store
+            .record_put(&c, "a", b"new".to_vec(), PutMode::Replace)
+            .await
+            .expect("replace")
+    );
+    assert_eq!(
+        store.record_get(&c, "a").await.expect("get"),
+        Some(b"new".to_vec())
+    );
+    assert_eq!(store.record_get(&c, "zz").await.expect("get"), None);
+    assert_eq!(
+        store.record_get(&unique("col"), "a").await.expect("get"),
+        None
+    );
+
+    let ids = |rows: Vec<(String, Vec<u8>)>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.record_list(&c, None, 10).await.expect("list")),
+        ["a", "a-1", "b", "c.d"]
+    );
+    assert_eq!(
+        ids(store.record_list(&c, Some("a"), 2).await.expect("page")),
+        ["a-1", "b"]
+    );
+    assert_eq!(
+        ids(store.record_list(&c, Some("b"), 10).await.expect("page")),
+        ["c.d"]
+    );
+    assert!(
+        store
+            .record_list(&c, None, 0)
+            .await
+            .expect("empty page")
+            .is_empty()
+    );
+
+    assert!(store.record_take(&c, "a").await.expect("take"));
+    assert!(!store.record_take(&c, "a").await.expect("take again"));
+    assert!(!store.record_take(&c, "never").await.expect("take unknown"));
+    assert_eq!(store.record_get(&c, "a").await.expect("get"), None);
+    assert_eq!(
+        ids(store.record_list(&c, None, 10).await.expect("list")),
+        ["a-1", "b", "c.d"]
+    );
+    // A taken id can be created again.
+    assert!(
+        store
+            .record_put(&c, "a", b"back".to_vec(), PutMode::Create)
+            .await
+            .expect("create again")
+    );
+}
+
+/// Of concurrent creators of one id, and of concurrent takers of one record, exactly one
+/// wins (across two handles: two processes of a cluster).
+pub async fn records_created_and_taken_once(a: &Store, b: &Store) {
+    let c = unique("col");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            s.record_put(&c, "one", vec![i], PutMode::Create).await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        created += usize::from(t.await.expect("join").expect("create"));
+    }
+    assert_eq!(created, 1, "one creator wins");
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { s.record_take(&c, "one").await }));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        taken += usize::from(t.await.expect("join").expect("take"));
+    }
+    assert_eq!(taken, 1, "one taker wins");
+}
+
+/// Tenants, owner keys by tenant, invites used once and not after expiry, the audit log
+/// in time order with a cursor.
+pub async fn operator_records_typed(store: &Store) {
+    let now = now_ms();
+    let name = unique("t");
+    let t = TenantRecord {
+        name: name.clone(),
+        status: TenantStatus::Active,
+        registration: TenantRegistration::OwnerKey,
+        suspended_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(store.create_tenant(&t).await.expect("create tenant"));
+    assert!(!store.create_tenant(&t).await.expect("create again"));
+    let mut s = t.clone();
+    s.status = TenantStatus::Suspended;
+    store.put_tenant(&s).await.expect("suspend");
+    assert_eq!(store.tenant(&name).await.expect("get"), Some(s));
+    let page = store
+        .list_tenants(Some(&name[..name.len() - 1]), 1000)
+        .await
+        .expect("list");
+    assert!(page.iter().any(|x| x.name == name));
+
+    // Owner keys: listed per tenant only.
+    let other = unique("t");
+    let key = |tenant: &str, id: &str, at: Millis| OwnerKey {
+        id: id.into(),
+        tenant: tenant.into(),
+        owner_id: format!("owner-{tenant}"),
+        prefix: "uk_abc".into(),
+        agent_limit: None,
+        created_at: at,
+        expires_at: None,
+        revoked_at: None,
+        replaced_by: None,
+    };
+    let (h1, h2, h3) = (
+        key_hash(&unique("k")),
+        key_hash(&unique("k")),
+        key_hash(&unique("k")),
+    );
+    assert!(
+        store
+            .put_owner_key(&h1, &key(&name, "ok_1", now), PutMode::Create)
+            .await
+            .expect("k1")
+    );
+    assert!(
+        store
+            .put_owner_key(&h2, &key(&name, "ok_2", now + 1), PutMode::Create)
+            .await
+            .expect("k2")
+    );
+    assert!(
+        store
+            .put_owner_key(&h3, &key(&other, "ok_3", now), PutMode::Create)
+            .await
+            .expect("k3")
+    );
+    assert!(
+        !store
+            .put_owner_key(&h1, &key(&name, "ok_9", now), PutMode::Create)
+            .await
+            .expect("k1 again")
+    );
+    let keys = store.owner_keys(&name).await.expect("keys");
+    assert_eq!(
+        keys.iter().map(|k| k.1.id.as_str()).collect::<Vec<_>>(),
+        ["ok_1", "ok_2"]
+    );
+    let (hex1, mut k1) = keys[0].clone();
+    assert_eq!(hex1, hash_id(&h1));
+    k1.revoked_at = Some(now);
+    store.update_owner_key(&hex1, &k1).await.expect("revoke");
+    let found = store
+        .owner_key_by_hash(&h1)
+        .await
+        .expect("by hash")
+        .expect("known");
+    assert!(!found.valid_at(now + 1));
+    assert!(
+        store
+            .owner_key_by_hash(&key_hash("unknown"))
+            .await
+            .expect("by hash")
+            .is_none()
+    );
+
+    // Invites: once, for their tenant, before expiry.
+    let inv = |tenant: &str, expires_at: Millis| Invite {
+        id: unique("inv_"),
+        tenant: tenant.into(),
+        created_at: now,
+        expires_at,
+        created_by: "opt_x".into(),
+    };
+    let (i1, i2) = (key_hash(&unique("i")), key_hash(&unique("i")));
+    store
+        .put_invite(&i1, &inv(&name, now + 60_000))
+        .await
+        .expect("invite");
+    store
+        .put_invite(&i2, &inv(&name, now - 1))
+        .await
+        .expect("expired invite");
+    assert!(
+        store
+            .take_invite(&i1, &other, now)
+            .await
+            .expect("other tenant")
+            .is_none()
+    );
+    assert!(
+        store
+            .take_invite(&i1, &name, now)
+            .await
+            .expect("take")
+            .is_some()
+    );
+    assert!(
+        store
+            .take_invite(&i1, &name, now)
+            .await
+            .expect("take again")
+            .is_none()
+    );
+    assert!(
+        store
+            .take_invite(&i2, &name, now)
+            .await
+            .expect("expired")
+            .is_none()
+    );
+
+    // Audit: time order and a cursor (entries of other checks may interleave: filter).
+    let target = unique("target");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let e = AuditEntry::new(now + i, "opt_test", "tenant.update", target.clone());
+        ids.push(e.id.clone());
+        store.append_audit(&e).await.expect("append");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = Some(format!("{:015}", now - 1));
+    loop {
+        let page = store.audit(after.as_deref(), 2).await.expect("audit page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(
+            page.into_iter()
+                .filter(|e| e.target == target)
+                .map(|e| e.id),
+        );
+    }
+    assert_eq!(seen, ids, "every entry once, in time order");
+}

@@ -1,0 +1,242 @@
+//! Tenants: create, list (paged), get, update, suspend, resume.
+
+use std::sync::Arc;
+
+use amp_proto::{ApiError, ErrorCode};
+use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult};
+use amp_store::operator::{Operator as _, TenantRecord, TenantRegistration, TenantStatus};
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Caller, Page, audit, rfc3339, tenant_name};
+use crate::routes::store_error;
+use crate::state::Inner;
+
+/// A tenant as the admin API shows it.
+pub(crate) fn view(t: &TenantRecord) -> Value {
+    json!({
+        "name": t.name,
+        "status": t.status,
+        "registration": t.registration,
+        "suspended_reason": t.suspended_reason,
+        "created_at": rfc3339(t.created_at),
+        "updated_at": rfc3339(t.updated_at),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateBody {
+    name: Option<String>,
+    registration: Option<TenantRegistration>,
+}
+
+pub(super) async fn create(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<Response> {
+    let Some(raw) = body.name.as_deref() else {
+        return Err(ApiError::missing("name").into());
+    };
+    let name = tenant_name(raw, "name")?;
+    if inner.config.registration.is_reserved_tenant(&name) {
+        return Err(ApiError::invalid("name", format!("tenant '{name}' is reserved")).into());
+    }
+    let now = Inner::now_ms();
+    let tenant = TenantRecord {
+        name: name.clone(),
+        status: TenantStatus::Active,
+        registration: body.registration.unwrap_or(TenantRegistration::OwnerKey),
+        suspended_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    if !inner
+        .store
+        .create_tenant(&tenant)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::new(
+            ErrorCode::NameTaken,
+            format!("tenant '{name}' already exists"),
+        )
+        .with_field("name")
+        .into());
+    }
+    inner.acceptor.tenants().forget(&name);
+    audit(
+        &inner,
+        &caller,
+        "tenant.create",
+        &name,
+        Some(json!({ "registration": tenant.registration })),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(view(&tenant))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+    status: Option<TenantStatus>,
+}
+
+pub(super) async fn list(
+    State(inner): State<Arc<Inner>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let limit = Page {
+        after: None,
+        limit: q.limit,
+    }
+    .limit()?;
+    // A status filter reads on past the tenants it skips, a batch at a time.
+    const BATCH: usize = 500;
+    let mut out: Vec<TenantRecord> = Vec::new();
+    let mut after = q.after;
+    'scan: loop {
+        let rows = inner
+            .store
+            .list_tenants(after.as_deref(), BATCH)
+            .await
+            .map_err(store_error)?;
+        let n = rows.len();
+        for t in rows {
+            after = Some(t.name.clone());
+            if q.status.is_none_or(|s| s == t.status) {
+                out.push(t);
+                if out.len() > limit {
+                    break 'scan;
+                }
+            }
+        }
+        if n < BATCH {
+            break;
+        }
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    let next = if more {
+        out.last().map(|t| t.name.clone())
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({
+        "tenants": out.iter().map(view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    }))
+    .into_response())
+}
+
+/// The tenant named in the path, or 404.
+pub(super) async fn load(inner: &Inner, raw: &str) -> ApiResult<TenantRecord> {
+    let name = tenant_name(raw, "name")?;
+    inner
+        .store
+        .tenant(&name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant '{name}'")).into())
+}
+
+pub(super) async fn get(
+    State(inner): State<Arc<Inner>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let t = load(&inner, &name).await?;
+    Ok(axum::Json(view(&t)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateBody {
+    registration: Option<TenantRegistration>,
+}
+
+pub(super) async fn update(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> ApiResult<Response> {
+    let mut t = load(&inner, &name).await?;
+    let Some(registration) = body.registration else {
+        return Err(ApiError::missing("registration").into());
+    };
+    t.registration = registration;
+    t.updated_at = Inner::now_ms();
+    save(&inner, &t).await?;
+    audit(
+        &inner,
+        &caller,
+        "tenant.update",
+        &t.name,
+        Some(json!({ "registration": registration })),
+    )
+    .await?;
+    Ok(axum::Json(view(&t)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SuspendBody {
+    reason: Option<String>,
+}
+
+pub(super) async fn suspend(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let body: SuspendBody = super::optional_json(&body)?;
+    let reason = body.reason;
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::invalid("reason", "reason must be at most 500 characters").into());
+    }
+    let mut t = load(&inner, &name).await?;
+    t.status = TenantStatus::Suspended;
+    t.suspended_reason = reason.clone();
+    t.updated_at = Inner::now_ms();
+    save(&inner, &t).await?;
+    audit(
+        &inner,
+        &caller,
+        "tenant.suspend",
+        &t.name,
+        reason.map(|r| json!({ "reason": r })),
+    )
+    .await?;
+    tracing::warn!(tenant = %t.name, actor = %caller.id, "tenant suspended");
+    Ok(axum::Json(view(&t)).into_response())
+}
+
+pub(super) async fn resume(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let mut t = load(&inner, &name).await?;
+    t.status = TenantStatus::Active;
+    t.suspended_reason = None;
+    t.updated_at = Inner::now_ms();
+    save(&inner, &t).await?;
+    audit(&inner, &caller, "tenant.resume", &t.name, None).await?;
+    tracing::info!(tenant = %t.name, actor = %caller.id, "tenant resumed");
+    Ok(axum::Json(view(&t)).into_response())
+}
+
+async fn save(inner: &Inner, t: &TenantRecord) -> ApiResult<()> {
+    inner.store.put_tenant(t).await.map_err(store_error)?;
+    // This process sees it at once; the others within the gate's TTL.
+    inner.acceptor.tenants().forget(&t.name);
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Operator tokens (scope `full`): create (the token is shown once), list, revoke.
+
+use std::sync::Arc;
+
+use amp_proto::ApiError;
+use amp_runtime::{ApiJson, ApiPath, ApiResult};
+use amp_store::PutMode;
+use amp_store::operator::{Operator as _, OperatorToken, TokenScope};
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Caller, TOKEN_PREFIX, audit, new_id, new_secret, rfc3339};
+use crate::auth::hash_key;
+use crate::routes::store_error;
+use crate::state::Inner;
+
+fn view(t: &OperatorToken) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "scope": t.scope,
+        "created_at": rfc3339(t.created_at),
+        "revoked_at": t.revoked_at.and_then(rfc3339),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateBody {
+    name: Option<String>,
+    scope: Option<String>,
+}
+
+pub(super) async fn create(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<Response> {
+    let name = body.name.unwrap_or_default();
+    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name", "name must be 1-64 printable characters").into());
+    }
+    let Some(scope_text) = body.scope else {
+        return Err(ApiError::missing("scope").into());
+    };
+    let Some(scope) = TokenScope::parse(&scope_text) else {
+        return Err(ApiError::invalid("scope", "scope must be read, tenant_admin or full").into());
+    };
+    let token = new_secret(TOKEN_PREFIX);
+    let record = OperatorToken {
+        id: new_id("opt_"),
+        name: name.trim().to_owned(),
+        scope,
+        created_at: Inner::now_ms(),
+        revoked_at: None,
+    };
+    inner
+        .store
+        .put_token(
+            &hash_key(&inner.identity.key_pepper, &token),
+            &record,
+            PutMode::Create,
+        )
+        .await
+        .map_err(store_error)?;
+    audit(
+        &inner,
+        &caller,
+        "token.create",
+        &record.id,
+        Some(json!({ "name": record.name, "scope": scope })),
+    )
+    .await?;
+    let mut out = view(&record);
+    out["token"] = json!(token);
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+pub(super) async fn list(State(inner): State<Arc<Inner>>) -> ApiResult<Response> {
+    let mut tokens = inner.store.list_tokens().await.map_err(store_error)?;
+    tokens.sort_by_key(|(_, t)| t.created_at);
+    Ok(axum::Json(json!({
+        "tokens": tokens.iter().map(|(_, t)| view(t)).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+pub(super) async fn revoke(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let tokens = inner.store.list_tokens().await.map_err(store_error)?;
+    let Some((hash_hex, mut t)) = tokens.into_iter().find(|(_, t)| t.id == id) else {
+        return Err(ApiError::not_found(format!("no operator token '{id}'")).into());
+    };
+    if t.revoked_at.is_none() {
+        t.revoked_at = Some(Inner::now_ms());
+        inner
+            .store
+            .update_token(&hash_hex, &t)
+            .await
+            .map_err(store_error)?;
+        audit(&inner, &caller, "token.revoke", &t.id, None).await?;
+    }
+    Ok(axum::Json(view(&t)).into_response())
+}

@@ -1,0 +1,162 @@
+//! Issue 17 in the cluster: the operator plane's state is in the shared store, so what one
+//! ingest replica's admin API does, the other enforces. Two ingest replicas, each with its
+//! own admin listener: a suspension made through one is enforced by the other within a
+//! second; an owner key issued through one registers through the other; a revocation through
+//! the other is refused at once through the first. Every test name starts with `operator_`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use amp_client::{AdminClient, Identity};
+use amp_proto::SecretKey;
+use amp_testkit::NatsServer;
+use cluster_tests::{Deployment, HEAVY, Kind, Service, Topology, free_port};
+
+use crate::common::{client, message_id, send};
+
+const BOOTSTRAP: &str = "amp_op_cluster-bootstrap-token-0123456789abcdefghij";
+
+/// An ingest replica with its admin API on `admin_port`, on the deployment's shared config.
+async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service {
+    let name = format!("ingest-admin-{n}");
+    Service::start_with_env(
+        Kind::Ingest,
+        name.clone(),
+        d.dir().join("cluster.toml"),
+        d.dir().join(format!("{name}.log")),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec![
+            (
+                "AMP__INGEST__ADMIN__LISTEN".into(),
+                format!("127.0.0.1:{admin_port}"),
+            ),
+            (
+                "AMP__INGEST__ADMIN__BOOTSTRAP_TOKEN".into(),
+                BOOTSTRAP.into(),
+            ),
+        ],
+    )
+    .await
+}
+
+/// `GET /v1/agents/me` through `url`: the status and the `error` code.
+async fn me(url: &str, who: &Identity) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/agents/me"))
+        .bearer_auth(who.api_key())
+        .send()
+        .await
+        .expect("agents/me");
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, body["error"].as_str().unwrap_or("").to_owned())
+}
+
+/// How long until `me` through `url` answers `status`; panics past `limit`.
+async fn until_me(url: &str, who: &Identity, status: u16, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if me(url, who).await.0 == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{url} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_cluster_admin_state_is_shared_by_ingest_replicas() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("ops.test", nats.url(), 1);
+    topology.replicas = [0, 1, 1, 0];
+    let d = Deployment::start(&topology).await;
+    let (p1, p2) = (free_port(), free_port());
+    let i1 = ingest_with_admin(&d, 1, p1).await;
+    let i2 = ingest_with_admin(&d, 2, p2).await;
+    let (u1, u2) = (i1.url(), i2.url());
+    let a1 = AdminClient::new(&format!("http://127.0.0.1:{p1}"), BOOTSTRAP).expect("admin 1");
+    let a2 = AdminClient::new(&format!("http://127.0.0.1:{p2}"), BOOTSTRAP).expect("admin 2");
+
+    // A tenant and an owner key made through replica 1 work through replica 2.
+    a1.create_tenant("orbit", Some("owner_key"))
+        .await
+        .expect("create tenant");
+    let issued = a1
+        .issue_owner_key("orbit", serde_json::json!({}))
+        .await
+        .expect("issue");
+    let key = issued["key"].as_str().expect("key").to_owned();
+    let key_id = issued["id"].as_str().expect("id").to_owned();
+    let alice = client(&u2)
+        .register(None, "alice", &SecretKey::generate(), Some(&key))
+        .await
+        .unwrap_or_else(|e| panic!("register through replica 2: {e}\n{}", d.logs()));
+    let bob = client(&u1)
+        .register(None, "bob", &SecretKey::generate(), Some(&key))
+        .await
+        .expect("register through replica 1");
+    assert!(alice.address().starts_with("alice@orbit."));
+    send(&client(&u2), &alice, bob.address(), &message_id(), "hello")
+        .await
+        .unwrap_or_else(|e| panic!("route: {e}\n{}", d.logs()));
+    // Replica 2's gate has read the tenant as active just now: the suspension must get past
+    // its cache.
+    assert_eq!(me(&u2, &alice).await.0, 200);
+
+    // Suspended through replica 1: replica 2 refuses within a second.
+    a1.suspend("orbit", Some("cluster test"))
+        .await
+        .expect("suspend");
+    let took = until_me(&u2, &alice, 403, Duration::from_secs(3)).await;
+    eprintln!("suspension through replica 1 enforced by replica 2 after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "replica 2 enforced after {took:?}"
+    );
+    assert_eq!(me(&u2, &alice).await.1, "agent_suspended");
+    let refused = send(&client(&u2), &alice, bob.address(), &message_id(), "x").await;
+    assert_eq!(refused.err().as_deref(), Some("agent_suspended"));
+    assert_eq!(me(&u1, &bob).await, (403, "agent_suspended".to_owned()));
+
+    // Resumed through replica 2: replica 1 serves again within a second.
+    a2.resume("orbit").await.expect("resume");
+    let took = until_me(&u1, &bob, 200, Duration::from_secs(3)).await;
+    eprintln!("resumption through replica 2 seen by replica 1 after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "replica 1 resumed after {took:?}"
+    );
+
+    // Revoked through replica 2: refused through replica 1 at once (keys are read per use).
+    a2.revoke_owner_key("orbit", &key_id).await.expect("revoke");
+    let err = client(&u1)
+        .register(None, "carol", &SecretKey::generate(), Some(&key))
+        .await
+        .expect_err("a revoked key registers nothing");
+    assert_eq!(err.code(), "unauthorized");
+
+    // Both replicas wrote to the one audit log.
+    let audit = a2.audit(None, Some(500)).await.expect("audit");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["target"] == "orbit")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "tenant.create",
+            "owner_key.issue",
+            "owner_key.use",
+            "owner_key.use",
+            "tenant.suspend",
+            "tenant.resume",
+            "owner_key.revoke"
+        ],
+        "{audit}"
+    );
+    drop((i1, i2));
+}
