@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/0001_initial.cql")),
     (2, include_str!("migrations/0002_kv_expiry.cql")),
     (3, include_str!("migrations/0003_claims_in_buckets.cql")),
+    (4, include_str!("migrations/0004_attachments.cql")),
 ];
 
 /// Table options that only ScyllaDB has: applied after the migrations when the server is

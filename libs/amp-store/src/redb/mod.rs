@@ -11,11 +11,13 @@
 //!   recognised); `mbox_meta` agent → head, count, floor; `expiry` (expires_at, agent, seq) →
 //!   message id, which drives bulk purging;
 //! - `receipts` (agent, seq) → [`Receipt`]; `receipt_head` agent → u64;
-//! - `jobs` (due_at, id) → [`Job`]; `job_ids` id → due_at; `kv` key → bytes.
+//! - `jobs` (due_at, id) → [`Job`]; `job_ids` id → due_at; `kv` key → bytes;
+//! - `attachments` id → revision and [`AttachmentRecord`] (see `attachments`).
 //!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
+mod attachments;
 mod mailbox_row;
 mod writer;
 
@@ -52,6 +54,8 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const KV_EXPIRES: TableDefinition<&str, i64> = TableDefinition::new("kv_expires");
 const KV_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("kv_expiry");
 const PRESENCE: TableDefinition<(&str, &str), i64> = TableDefinition::new("presence");
+/// Attachment id → revision (8 bytes, big-endian) and the record's JSON.
+const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
 
 /// Options of the embedded store.
 #[derive(Debug, Clone)]
@@ -159,6 +163,7 @@ impl RedbStore {
             txn.open_table(KV_EXPIRES).map_err(st)?;
             txn.open_table(KV_EXPIRY).map_err(st)?;
             txn.open_table(PRESENCE).map_err(st)?;
+            txn.open_table(ATTACHMENTS).map_err(st)?;
         }
         txn.commit().map_err(st)?;
         let db = Arc::new(db);
