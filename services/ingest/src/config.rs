@@ -19,6 +19,8 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
     pub outbound: amp_runtime::outbound::OutboundPolicy,
+    /// Provider attachments (spec 04, 08): limits, the scan pipeline's extensions.
+    pub attachments: amp_messaging::attachments::AttachmentsConfig,
 }
 
 /// Registration policy (spec 03 "Tenant Access"), decided per tenant, in this order:

@@ -37,6 +37,9 @@ pub const CAPABILITIES: &[&str] = &[
     "webhooks",
     "notify:v1",
     "notify:longpoll",
+    // `afp` attachments are shape-checked and passed through untouched (spec 04); the
+    // `attachments` capability is added where a blob store is configured.
+    "attachments:afp",
 ];
 
 /// The ingest service: cheap to clone, shared by every request.
@@ -46,7 +49,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds the service and writes the configured owners to the store.
+    /// Builds the service and writes the configured owners to the store. With `blobs` (and
+    /// `attachments.enabled`), it serves provider attachments and advertises `attachments`.
     ///
     /// Fails when the store cannot be written.
     pub async fn new(
@@ -54,8 +58,9 @@ impl Ingest {
         identity: Identity,
         store: Store,
         bus: Bus,
+        blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, amp_store::Error> {
-        let inner = state::Inner::new(config, identity, store, bus).await?;
+        let inner = state::Inner::new(config, identity, store, bus, blobs).await?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -70,6 +75,11 @@ impl Ingest {
     /// way (the WebSocket `route` frame).
     pub fn acceptor(&self) -> amp_messaging::Acceptor {
         self.inner.acceptor.clone()
+    }
+
+    /// The attachment service, when attachments are served (its sweep runs beside).
+    pub fn attachments(&self) -> Option<amp_messaging::attachments::AttachmentService> {
+        self.inner.attachments.clone()
     }
 
     /// The provider key this service signs and advertises with.

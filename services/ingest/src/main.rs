@@ -62,7 +62,8 @@ async fn run() -> anyhow::Result<()> {
         }),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let ingest = ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone()).await?;
+    let ingest =
+        ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone(), None).await?;
     amp_cluster::serve(
         listener,
         ingest.router(),
