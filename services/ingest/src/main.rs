@@ -7,6 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use amp_cluster::{NatsConfig, OtherSection, ServerConfig, StoreConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
+use std::time::Duration;
+
 use clap::Parser;
 use serde::Deserialize;
 
@@ -62,8 +64,17 @@ async fn run() -> anyhow::Result<()> {
         }),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    // Attachment bytes in the JetStream object store, shared by every replica.
+    let blobs = match cfg.ingest.attachments.enabled {
+        true => Some(amp_cluster::connect_blobs(&cfg.nats).await?),
+        false => None,
+    };
     let ingest =
-        ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone(), None).await?;
+        ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone(), blobs).await?;
+    // Every replica sweeps expired attachments; each deletion is claimed by one.
+    let sweep = ingest
+        .attachments()
+        .map(|a| tokio::spawn(a.run_sweeper(Duration::from_secs(60), shutdown.clone())));
     amp_cluster::serve(
         listener,
         ingest.router(),
@@ -71,7 +82,7 @@ async fn run() -> anyhow::Result<()> {
         bus,
         &cfg.server,
         shutdown,
-        Vec::new(),
+        sweep.into_iter().collect(),
     )
     .await
 }
