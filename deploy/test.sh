@@ -37,6 +37,15 @@ else
   echo "no JDK 17 or Maven on PATH: the CQL tests will say they are skipped"
 fi
 
+echo "== the Claude Code plugin (pinned commit) for the plugin attachment test"
+if plugin_dir="$(deploy/plugin/fetch.sh)"; then
+  export AMP_PLUGIN_DIR="$plugin_dir"
+  echo "plugin at $AMP_PLUGIN_DIR"
+else
+  echo "the plugin could not be fetched: its test will say it is skipped" \
+    "(a failure with AMP_REQUIRE_PLUGIN=1)"
+fi
+
 echo "== Rust workspace"
 rust_log="$(mktemp)"
 cargo test --workspace --locked "$@" 2>&1 | tee "$rust_log"

@@ -329,6 +329,23 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
     Ok((bus, store))
 }
 
+/// Connects the blob store of attachment bytes: the JetStream object store on the
+/// deployment's NATS (bucket `amp_attachments` under the prefix).
+///
+/// Fails when NATS cannot be reached or the bucket cannot be created.
+pub async fn connect_blobs(nats: &NatsConfig) -> anyhow::Result<amp_store::blob::Blobs> {
+    let blobs = amp_store::jetstream::JetStreamBlobs::connect(&JetStreamStoreConfig {
+        urls: nats_urls(nats),
+        replicas: nats.replicas,
+        prefix: nats.prefix.clone(),
+        security: nats.security(),
+        ..JetStreamStoreConfig::default()
+    })
+    .await
+    .context("cannot connect the attachment object store")?;
+    Ok(amp_store::blob::Blobs::new(blobs))
+}
+
 fn nats_urls(nats: &NatsConfig) -> Vec<String> {
     nats.urls
         .split(',')

@@ -95,6 +95,7 @@ pub(crate) async fn accept(
     let payload = RawPayload::from_json(payload_raw.get().to_owned())
         .map_err(|_| ApiError::invalid("payload", "payload is not valid JSON"))?;
     payload.validate()?;
+    let attachments = crate::attachments::route::parse(acc, &payload)?;
     amp_proto::message::validate_subject(&subject)?;
     let priority = match priority_text.as_deref() {
         None => Priority::Normal,
@@ -283,6 +284,19 @@ pub(crate) async fn accept(
     // Every field is within its limit by now; the whole may still not be (a short `message`
     // beside a large member of its own). The same check as federation's inbound path.
     amp_proto::message::validate_total(&envelope, &payload)?;
+    // Attachments are checked and bound to this message last, once nothing else can refuse
+    // it here (spec 05: before delivery).
+    let warnings = crate::attachments::route::claim(
+        acc,
+        sender,
+        &attachments,
+        &envelope,
+        &payload,
+        recipient
+            .as_ref()
+            .map_or(to.as_str(), |r| r.address.as_str()),
+    )
+    .await?;
     let accepted = Accepted {
         v: 1,
         message: StoredMessage {
@@ -362,6 +376,9 @@ pub(crate) async fn accept(
         answer["method"] = json!(p.method);
         answer["basis"] = json!(p.basis);
         answer["delivered_at"] = json!(p.at);
+    }
+    if !warnings.is_empty() {
+        answer["warnings"] = json!(warnings);
     }
     if want_receipt {
         // Pushed on the sender's sockets, and retained until fetched or pushed

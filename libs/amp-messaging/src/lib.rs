@@ -3,6 +3,8 @@
 //! they live here rather than in either service.
 //!
 //! - [`accept`]: [`RouteRequest`] (both body forms) and the acceptance pipeline.
+//! - [`attachments`]: provider attachments (upload, scan, download, the route-time checks
+//!   and the one-message binding, expiry).
 //! - [`handoff`]: the last stage of every acceptance path (REST, WebSocket, federation
 //!   inbound): the record to the router, its outcome back, what the sender is told, and the
 //!   one store-error mapping.
@@ -19,6 +21,7 @@
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
+pub mod attachments;
 pub mod auth;
 pub mod bounce;
 pub mod cache;
@@ -101,6 +104,7 @@ pub struct Acceptor {
     /// The per-agent message budget, shared by every clone of this acceptor.
     send_limiter: std::sync::Arc<amp_runtime::ratelimit::RateLimiter>,
     tenants: TenantGate,
+    attachments: Option<attachments::AttachmentService>,
 }
 
 impl Acceptor {
@@ -133,6 +137,7 @@ impl Acceptor {
             domain: domain.to_ascii_lowercase(),
             config,
             federation,
+            attachments: None,
         }
     }
 
@@ -152,6 +157,14 @@ impl Acceptor {
     /// other checks of the process share it.
     pub fn tenants(&self) -> &TenantGate {
         &self.tenants
+    }
+
+    /// Accepts messages that reference `provider` attachments, checked and bound by
+    /// `service`. Without it such messages are refused with `422
+    /// attachments_not_supported` (never stripped).
+    pub fn with_attachments(mut self, service: attachments::AttachmentService) -> Self {
+        self.attachments = Some(service);
+        self
     }
 
     /// Validates, verifies and hands off a message from `sender`; the answer carries the body

@@ -63,11 +63,32 @@ pub enum ErrorCode {
     BadGateway,
     /// 503 `service_unavailable`: a dependency (store, bus) is unavailable.
     Unavailable,
+    /// 413 `attachment_too_large` (spec 08): over the per-attachment or per-message limit.
+    AttachmentTooLarge,
+    /// 400 `too_many_attachments` (spec 08).
+    TooManyAttachments,
+    /// 422 `attachment_rejected` (spec 05): the attachment failed its scan.
+    AttachmentRejected,
+    /// 404 `attachment_not_found` (spec 08).
+    AttachmentNotFound,
+    /// 410 `attachment_expired` (spec 08).
+    AttachmentExpired,
+    /// 409 `attachment_pending` (spec 05): the scan is not complete.
+    AttachmentPending,
+    /// 409 `attachment_already_used` (spec 04): referenced by another routed message.
+    AttachmentAlreadyUsed,
+    /// 422 `attachments_not_supported` (spec 06).
+    AttachmentsNotSupported,
+    /// 422 `invalid_digest_algorithm` (spec 08): a digest prefix other than `sha256:`.
+    InvalidDigestAlgorithm,
+    /// 409 `conflict`: the resource is not in a state that allows the request (a second
+    /// upload to a single-use URL).
+    Conflict,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -96,6 +117,16 @@ impl ErrorCode {
         ErrorCode::NotImplemented,
         ErrorCode::BadGateway,
         ErrorCode::Unavailable,
+        ErrorCode::AttachmentTooLarge,
+        ErrorCode::TooManyAttachments,
+        ErrorCode::AttachmentRejected,
+        ErrorCode::AttachmentNotFound,
+        ErrorCode::AttachmentExpired,
+        ErrorCode::AttachmentPending,
+        ErrorCode::AttachmentAlreadyUsed,
+        ErrorCode::AttachmentsNotSupported,
+        ErrorCode::InvalidDigestAlgorithm,
+        ErrorCode::Conflict,
     ];
 
     /// The `error` string of the body.
@@ -129,6 +160,16 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::BadGateway => "bad_gateway",
             ErrorCode::Unavailable => "service_unavailable",
+            ErrorCode::AttachmentTooLarge => "attachment_too_large",
+            ErrorCode::TooManyAttachments => "too_many_attachments",
+            ErrorCode::AttachmentRejected => "attachment_rejected",
+            ErrorCode::AttachmentNotFound => "attachment_not_found",
+            ErrorCode::AttachmentExpired => "attachment_expired",
+            ErrorCode::AttachmentPending => "attachment_pending",
+            ErrorCode::AttachmentAlreadyUsed => "attachment_already_used",
+            ErrorCode::AttachmentsNotSupported => "attachments_not_supported",
+            ErrorCode::InvalidDigestAlgorithm => "invalid_digest_algorithm",
+            ErrorCode::Conflict => "conflict",
         }
     }
 
@@ -140,7 +181,8 @@ impl ErrorCode {
             | ErrorCode::InvalidField
             | ErrorCode::SignatureMissing
             | ErrorCode::SignatureInvalid
-            | ErrorCode::KeyNotFound => 400,
+            | ErrorCode::KeyNotFound
+            | ErrorCode::TooManyAttachments => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden
             | ErrorCode::KeyMismatch
@@ -148,11 +190,21 @@ impl ErrorCode {
             | ErrorCode::AgentSuspended
             | ErrorCode::RecipientSuspended
             | ErrorCode::ProviderNotTrusted => 403,
-            ErrorCode::NotFound | ErrorCode::RecipientNotFound | ErrorCode::InvalidRecipient => 404,
+            ErrorCode::NotFound
+            | ErrorCode::RecipientNotFound
+            | ErrorCode::InvalidRecipient
+            | ErrorCode::AttachmentNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::NameTaken | ErrorCode::DuplicateMessage => 409,
-            ErrorCode::CursorExpired => 410,
-            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::NameTaken
+            | ErrorCode::DuplicateMessage
+            | ErrorCode::AttachmentPending
+            | ErrorCode::AttachmentAlreadyUsed
+            | ErrorCode::Conflict => 409,
+            ErrorCode::CursorExpired | ErrorCode::AttachmentExpired => 410,
+            ErrorCode::PayloadTooLarge | ErrorCode::AttachmentTooLarge => 413,
+            ErrorCode::AttachmentRejected
+            | ErrorCode::AttachmentsNotSupported
+            | ErrorCode::InvalidDigestAlgorithm => 422,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,

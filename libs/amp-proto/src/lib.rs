@@ -2,6 +2,8 @@
 //!
 //! Every other crate of the provider builds on this one.
 //!
+//! - [`attachment`]: attachment ids, the `sha256:` digest, filename sanitising, scan
+//!   statuses and a payload's `attachments` array (spec 04, 08).
 //! - [`address`]: agent addresses (spec 02), parsing, normalisation, short forms, and the
 //!   rule that tells the provider domain from the scope.
 //! - [`message`]: message ids, priorities, timestamps, the envelope, the raw payload and the
@@ -15,6 +17,7 @@
 //!   outcome, stored message).
 
 pub mod address;
+pub mod attachment;
 pub mod error;
 pub mod json;
 pub mod keys;

@@ -301,6 +301,23 @@ impl Records for Composed {
     }
 }
 
+/// Attachment metadata lives with the small values.
+#[async_trait]
+impl Attachments for Composed {
+    async fn attachment_create(&self, record: &AttachmentRecord) -> Result<bool> {
+        self.kv.attachment_create(record).await
+    }
+    async fn attachment(&self, id: &str) -> Result<Option<Versioned<AttachmentRecord>>> {
+        self.kv.attachment(id).await
+    }
+    async fn attachment_replace(&self, record: &AttachmentRecord, revision: u64) -> Result<bool> {
+        self.kv.attachment_replace(record, revision).await
+    }
+    async fn attachment_delete(&self, id: &str) -> Result<()> {
+        self.kv.attachment_delete(id).await
+    }
+}
+
 #[async_trait]
 impl StoreBackend for Composed {
     async fn ready(&self) -> bool {

@@ -6,8 +6,11 @@
 //!   mailboxes with idempotent enqueue, cursors, acks, expiry), [`Receipts`] (retained for
 //!   senders), [`Jobs`] (durable timers for retries), [`Presence`] (live sessions with
 //!   leases), [`Kv`] (small provider state), [`Records`] (the operator plane's documents;
-//!   typed in [`operator`]: tenants, operator tokens, owner keys, invites, audit). A backend
+//!   typed in [`operator`]: tenants, operator tokens, owner keys, invites, audit),
+//!   [`Attachments`] (uploaded attachments' metadata, compare-and-set). A backend
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
+//! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
+//!   JetStream object store for the cluster), behind its own small trait.
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
@@ -23,6 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod blob;
 pub mod composed;
 pub mod operator;
 pub mod types;
@@ -289,10 +293,26 @@ pub trait Records: Send + Sync {
     async fn record_take(&self, collection: &str, id: &str) -> Result<bool>;
 }
 
+/// Attachment metadata (spec 04, 08): one record per attachment id, changed only by
+/// compare-and-set, so concurrent uploads, confirms, scans and routes agree on one outcome
+/// (one message per attachment, a scan status that only moves forward).
+#[async_trait]
+pub trait Attachments: Send + Sync {
+    /// Stores a new record; `false` when the id exists already.
+    async fn attachment_create(&self, record: &AttachmentRecord) -> Result<bool>;
+    /// The record and its revision.
+    async fn attachment(&self, id: &str) -> Result<Option<Versioned<AttachmentRecord>>>;
+    /// Replaces the record if it is still at `revision`; `false` when another write (or a
+    /// delete) came first.
+    async fn attachment_replace(&self, record: &AttachmentRecord, revision: u64) -> Result<bool>;
+    /// Deletes the record (nothing when it is gone already).
+    async fn attachment_delete(&self, id: &str) -> Result<()>;
+}
+
 /// A whole backend.
 #[async_trait]
 pub trait StoreBackend:
-    Registry + Mailboxes + Receipts + Jobs + Kv + Presence + Records + 'static
+    Registry + Mailboxes + Receipts + Jobs + Kv + Presence + Records + Attachments + 'static
 {
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> bool;

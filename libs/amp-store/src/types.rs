@@ -252,3 +252,79 @@ pub struct Job {
     /// The work, opaque.
     pub data: String,
 }
+
+/// An uploaded attachment's metadata (spec 04 "Attachments", 08 "Attachments"). The bytes
+/// live in a blob store under [`ReceivedBlob::blob`]; this record is the truth about them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// `att_<unix seconds>_<hex>`.
+    pub id: String,
+    /// The uploader's tenant.
+    pub tenant: String,
+    /// The uploading agent's id: the only sender who may reference it.
+    pub owner_id: String,
+    /// The uploading agent's address.
+    pub owner_address: String,
+    /// The sanitised filename.
+    pub filename: String,
+    /// The declared MIME type.
+    pub content_type: String,
+    /// The declared size in bytes.
+    pub size: u64,
+    /// The declared digest, `sha256:<hex>`.
+    pub digest: String,
+    /// When the upload was requested.
+    pub created_at: Millis,
+    /// Hex SHA-256 of the single-use upload token; `None` once the upload URL was used.
+    pub upload_token_sha256: Option<String>,
+    /// When the upload URL stops working.
+    pub upload_expires_at: Millis,
+    /// The bytes as received, once they were.
+    pub received: Option<ReceivedBlob>,
+    /// When the upload was confirmed (the 2 h bound of spec 04 runs from here).
+    pub confirmed_at: Option<Millis>,
+    /// `pending`, `clean`, `basic_clean`, `suspicious` or `rejected`.
+    pub scan_status: String,
+    /// When the scan finished.
+    pub scanned_at: Option<Millis>,
+    /// Why the scan flagged or rejected it (check names), for `local.security`.
+    pub scan_flags: Vec<String>,
+    /// The message that references it, once one was routed.
+    pub used_by: Option<AttachmentUse>,
+    /// When the record and its bytes are deleted.
+    pub expires_at: Millis,
+}
+
+/// The bytes of an attachment as the provider received them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedBlob {
+    /// The blob's name in the blob store.
+    pub blob: String,
+    /// Bytes received.
+    pub size: u64,
+    /// `sha256:<hex>` of the bytes received.
+    pub digest: String,
+    /// When.
+    pub at: Millis,
+}
+
+/// The one routed message that references an attachment (spec 04: at most one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentUse {
+    /// What identifies the message across retries (a hash of its signature and payload):
+    /// a retry of the same route is not a second use.
+    pub fingerprint: String,
+    /// The recipient's address: the other agent who may read the attachment.
+    pub recipient: String,
+    /// When it was routed (the 7-day TTL runs from here).
+    pub routed_at: Millis,
+}
+
+/// A record with the revision a compare-and-set needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The record.
+    pub value: T,
+    /// Its revision: changes with every write.
+    pub revision: u64,
+}

@@ -13,8 +13,10 @@
 //!   peer's, so it is `external` at best.
 //! - [`discovery`]: static peers, DNS TXT `_amp._tcp.<domain>`, the well-known document.
 //! - [`config`]: the `[federation]` section; [`net`]: the guarded HTTP client;
-//!   [`signature`]: the provider request signature.
+//!   [`signature`]: the provider request signature; `attachments`: a message with
+//!   `provider` attachments goes only to a peer whose `/v1/info` takes them (spec 06).
 
+mod attachments;
 pub mod config;
 pub mod discovery;
 pub mod inbound;

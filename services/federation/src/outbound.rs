@@ -451,6 +451,23 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
             after: Some(Duration::from_secs(decision.retry_after_secs.max(1))),
         };
     }
+    // Attachments go only to a peer that takes them, whole (spec 06).
+    match crate::attachments::check(inner, &peer, a).await {
+        None => {}
+        Some(crate::attachments::Refusal::Retry(reason)) => {
+            return Attempt::Retry {
+                reason,
+                after: None,
+            };
+        }
+        Some(crate::attachments::Refusal::Permanent(code, reason)) => {
+            return Attempt::Permanent {
+                code: code.into(),
+                reason,
+                peer_text: false,
+            };
+        }
+    }
     let body = match request_body(&a.message) {
         Ok(b) => b,
         Err(e) => {

@@ -23,6 +23,8 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
     pub outbound: amp_runtime::outbound::OutboundPolicy,
+    /// Provider attachments (spec 04, 08): limits, the scan pipeline's extensions.
+    pub attachments: amp_messaging::attachments::AttachmentsConfig,
     /// Where a request's client address comes from (the per-address registration limit):
     /// behind an Ingress or load balancer, list it in `trusted_proxies`, or every client
     /// counts as the proxy's one address.
@@ -38,6 +40,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             owners: Vec::new(),
             admin: AdminConfig::default(),
+            attachments: Default::default(),
             limits: Limits::default(),
             messaging: MessagingConfig::default(),
             outbound: amp_runtime::outbound::OutboundPolicy::default(),

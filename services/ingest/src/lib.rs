@@ -40,6 +40,9 @@ pub const CAPABILITIES: &[&str] = &[
     "webhooks",
     "notify:v1",
     "notify:longpoll",
+    // `afp` attachments are shape-checked and passed through untouched (spec 04); the
+    // `attachments` capability is added where a blob store is configured.
+    "attachments:afp",
 ];
 
 /// Why the service could not start.
@@ -61,7 +64,8 @@ pub struct Ingest {
 
 impl Ingest {
     /// Builds the service and imports the bootstrap seed (configured owners, bootstrap
-    /// operator token) into the store.
+    /// operator token) into the store. With `blobs` (and `attachments.enabled`), it serves
+    /// provider attachments and advertises `attachments`.
     ///
     /// Fails when the store cannot be written or the admin configuration is invalid.
     pub async fn new(
@@ -69,9 +73,10 @@ impl Ingest {
         identity: Identity,
         store: Store,
         bus: Bus,
+        blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, StartError> {
         admin::seed::import(&config, &identity.key_pepper, &store).await?;
-        let inner = state::Inner::new(config, identity, store, bus).await?;
+        let inner = state::Inner::new(config, identity, store, bus, blobs).await?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -129,6 +134,11 @@ impl Ingest {
     /// way (the WebSocket `route` frame).
     pub fn acceptor(&self) -> amp_messaging::Acceptor {
         self.inner.acceptor.clone()
+    }
+
+    /// The attachment service, when attachments are served (its sweep runs beside).
+    pub fn attachments(&self) -> Option<amp_messaging::attachments::AttachmentService> {
+        self.inner.attachments.clone()
     }
 
     /// The provider key this service signs and advertises with.

@@ -7,6 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use amp_cluster::{NatsConfig, OtherSection, ServerConfig, StoreConfig};
 use amp_runtime::identity;
 use amp_runtime::telemetry::LogConfig;
+use std::time::Duration;
+
 use clap::Parser;
 use serde::Deserialize;
 
@@ -62,13 +64,19 @@ async fn run() -> anyhow::Result<()> {
         }),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let ingest = ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone()).await?;
+    // Attachment bytes in the JetStream object store, shared by every replica.
+    let blobs = match cfg.ingest.attachments.enabled {
+        true => Some(amp_cluster::connect_blobs(&cfg.nats).await?),
+        false => None,
+    };
+    let ingest =
+        ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone(), blobs).await?;
     let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
     let admin = ingest
         .serve_admin(addr, cfg.server.body_limit_bytes, shutdown.clone(), grace)
         .await?;
     // The admin server drains with the others (a worker joined after serving ends).
-    let workers = admin
+    let mut workers: Vec<_> = admin
         .map(|t| {
             tokio::spawn(async move {
                 if let Ok(Err(e)) = t.await {
@@ -78,6 +86,12 @@ async fn run() -> anyhow::Result<()> {
         })
         .into_iter()
         .collect();
+    // Every replica sweeps expired attachments; each deletion is claimed by one.
+    workers.extend(
+        ingest
+            .attachments()
+            .map(|a| tokio::spawn(a.run_sweeper(Duration::from_secs(60), shutdown.clone()))),
+    );
     amp_cluster::serve(
         listener,
         ingest.router(),

@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) tenant_limiter: RateLimiter,
     pub(crate) pending_limiter: RateLimiter,
     pub(crate) acceptor: amp_messaging::Acceptor,
+    /// Provider attachments, when a blob store was given and they are enabled.
+    pub(crate) attachments: Option<amp_messaging::attachments::AttachmentService>,
     /// What `/v1/health` last read from the store (it is unauthenticated: at most one store
     /// read per second, whatever the request rate).
     pub(crate) health: crate::routes::HealthCache,
@@ -52,6 +54,7 @@ impl Inner {
         identity: Identity,
         store: Store,
         bus: Bus,
+        blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, amp_store::Error> {
         let limit = |n: u32| {
             RateLimiter::new(RateLimit {
@@ -60,6 +63,19 @@ impl Inner {
             })
         };
         let public = identity.provider_key.public();
+        let attachments = blobs.filter(|_| config.attachments.enabled).map(|blobs| {
+            amp_messaging::attachments::AttachmentService::new(
+                store.clone(),
+                blobs,
+                config.attachments.clone(),
+                &identity.key_pepper,
+                &identity.public_url,
+            )
+        });
+        let mut identity = identity;
+        if attachments.is_some() && !identity.capabilities.iter().any(|c| c == "attachments") {
+            identity.capabilities.push("attachments".to_owned());
+        }
         let acceptor = amp_messaging::Acceptor::new(
             store.clone(),
             bus.clone(),
@@ -71,6 +87,10 @@ impl Inner {
             },
             identity.capabilities.iter().any(|c| c == "federation"),
         );
+        let acceptor = match &attachments {
+            Some(a) => acceptor.with_attachments(a.clone()),
+            None => acceptor,
+        };
         Ok(Self {
             register_limiter: limit(config.registration.per_ip_per_minute),
             agent_limiter: limit(config.limits.api_requests_per_minute),
@@ -81,6 +101,7 @@ impl Inner {
             started: Instant::now(),
             health: Default::default(),
             acceptor,
+            attachments,
             config,
             identity,
             store,

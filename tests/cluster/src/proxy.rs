@@ -122,6 +122,13 @@ impl Proxy {
                      add_header X-Amp-Upstream $upstream_addr always;\n        \
                      location = /v1/ws {{\n            {websocket}\n        }}\n        \
                      location = /api/v1/ws {{\n            {websocket}\n        }}\n        \
+                     location ~ ^/(v1/|api/v1/)?attachments/[^/]+/upload$ {{\n            \
+                         client_max_body_size 26m;\n            \
+                         proxy_request_buffering off;\n            \
+                         proxy_pass http://ingest;\n            \
+                         {forwarded}\n            \
+                         proxy_set_header Connection \"\";\n        \
+                     }}\n        \
                      location / {{\n            \
                          proxy_pass http://ingest;\n            \
                          {forwarded}\n            \

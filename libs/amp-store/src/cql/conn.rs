@@ -310,6 +310,12 @@ statements! {
     kv_put [true] = "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, null)";
     kv_put_ttl [true] = "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) USING TTL ?";
     kv_delete [true] = "DELETE FROM kv WHERE key = ?";
+
+    // Attachments.
+    att_get [true] = "SELECT revision, record FROM attachments WHERE id = ?";
+    att_create [false] = "INSERT INTO attachments (id, revision, record) VALUES (?, 1, ?) IF NOT EXISTS";
+    att_replace [false] = "UPDATE attachments SET revision = ?, record = ? WHERE id = ? IF revision = ?";
+    att_delete [true] = "DELETE FROM attachments WHERE id = ?";
 }
 
 /// The session in the keyspace, with every statement prepared.

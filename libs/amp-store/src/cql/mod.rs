@@ -29,6 +29,7 @@
 //! `config` ([`CqlStoreConfig`]), `tls` ([`CqlTlsConfig`]: TLS to the cluster), `schema` (keyspace and versioned migrations), `conn`
 //! (session, prepared statements, row helpers), `registry`, `mailboxes`, `state`.
 
+mod attachments;
 mod config;
 mod conn;
 mod mailboxes;

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/0002_kv_expiry.cql")),
     (3, include_str!("migrations/0003_claims_in_buckets.cql")),
     (4, include_str!("migrations/0004_records.cql")),
+    (5, include_str!("migrations/0005_attachments.cql")),
 ];
 
 /// Table options that only ScyllaDB has: applied after the migrations when the server is

@@ -116,6 +116,11 @@ impl Conn {
         })
     }
 
+    /// The JetStream context (for the object store of [`super::JetStreamBlobs`]).
+    pub(super) fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// A stream or bucket name under the prefix: `AMP_MAILBOX` or `<prefix>_AMP_MAILBOX`.
     pub(super) fn name(&self, name: &str) -> String {
         if self.prefix.is_empty() {

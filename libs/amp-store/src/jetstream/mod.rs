@@ -17,7 +17,8 @@
 //!   `owned.<owner>.<agent>`.
 //! - Bucket `amp_mailbox_index`: `meta.<agent>` → head and floor (the positions that must not
 //!   move back when the server drops what expired).
-//! - Bucket `amp_state`: `job.<id>`, `pres.<agent>.<session>` (TTL = lease), `kv.<key>`.
+//! - Bucket `amp_state`: `job.<id>`, `pres.<agent>.<session>` (TTL = lease), `kv.<key>`,
+//!   `att.<id>` (attachment metadata; its KV revision is the compare-and-set revision).
 //!
 //! Keys and subject tokens are the strings themselves when made of letters, digits, `-` and
 //! `_`, else `=` and their hex (see `conn::tok`).
@@ -30,8 +31,11 @@
 //!
 //! # Modules
 //! `config` ([`JetStreamStoreConfig`]), `conn` (NATS primitives: buckets, compare-and-set,
-//! batched direct gets), `registry`, `mailboxes`, `state` (receipts, jobs, presence, kv).
+//! batched direct gets), `registry`, `mailboxes`, `state` (receipts, jobs, presence, kv),
+//! `attachments`.
 
+mod attachments;
+mod blobs;
 mod config;
 mod conn;
 mod mailboxes;
@@ -41,6 +45,7 @@ mod state;
 
 use async_trait::async_trait;
 
+pub use self::blobs::JetStreamBlobs;
 pub use self::config::JetStreamStoreConfig;
 use self::conn::Conn;
 use crate::{Millis, Result, StoreBackend};

@@ -13,10 +13,12 @@
 //! - `receipts` (agent, seq) → [`Receipt`]; `receipt_head` agent → u64;
 //! - `jobs` (due_at, id) → [`Job`]; `job_ids` id → due_at; `kv` key → bytes;
 //! - `records` (collection, id) → bytes: the operator plane ([`records`]).
+//! - `attachments` id → revision and [`AttachmentRecord`] (see `attachments`).
 //!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
+mod attachments;
 mod mailbox_row;
 mod records;
 mod writer;
@@ -55,6 +57,8 @@ const KV_EXPIRES: TableDefinition<&str, i64> = TableDefinition::new("kv_expires"
 const KV_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("kv_expiry");
 const PRESENCE: TableDefinition<(&str, &str), i64> = TableDefinition::new("presence");
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// Attachment id → revision (8 bytes, big-endian) and the record's JSON.
+const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
 
 /// Options of the embedded store.
 #[derive(Debug, Clone)]
@@ -163,6 +167,7 @@ impl RedbStore {
             txn.open_table(KV_EXPIRY).map_err(st)?;
             txn.open_table(PRESENCE).map_err(st)?;
             txn.open_table(RECORDS).map_err(st)?;
+            txn.open_table(ATTACHMENTS).map_err(st)?;
         }
         txn.commit().map_err(st)?;
         let db = Arc::new(db);

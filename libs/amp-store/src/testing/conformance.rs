@@ -31,6 +31,115 @@ pub async fn run_all(store: &Store) {
     concurrent_writes_all_commit(store).await;
     super::records::records_create_replace_list_take(store).await;
     super::records::operator_records_typed(store).await;
+    attachments_compare_and_set(store).await;
+}
+
+/// An attachment record as the upload endpoint creates it.
+pub fn attachment_record(now: Millis) -> AttachmentRecord {
+    AttachmentRecord {
+        id: unique("att_1_"),
+        tenant: unique("t"),
+        owner_id: unique("agt_"),
+        owner_address: "a@t.example.test".into(),
+        filename: "a.txt".into(),
+        content_type: "text/plain".into(),
+        size: 5,
+        digest: format!("sha256:{}", "ab".repeat(32)),
+        created_at: now,
+        upload_token_sha256: Some("cd".repeat(32)),
+        upload_expires_at: now + 3_600_000,
+        received: None,
+        confirmed_at: None,
+        scan_status: "pending".into(),
+        scanned_at: None,
+        scan_flags: Vec::new(),
+        used_by: None,
+        expires_at: now + 2 * 3_600_000,
+    }
+}
+
+/// Attachments: created once, read with a revision, replaced only at that revision (so of
+/// two racing writers exactly one wins), deleted for good.
+pub async fn attachments_compare_and_set(store: &Store) {
+    let now = now_ms();
+    let rec = attachment_record(now);
+    assert_eq!(store.attachment(&rec.id).await.expect("read"), None);
+    assert!(store.attachment_create(&rec).await.expect("create"));
+    assert!(
+        !store.attachment_create(&rec).await.expect("create again"),
+        "an id is created once"
+    );
+    let v = store
+        .attachment(&rec.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(v.value, rec);
+
+    let mut confirmed = rec.clone();
+    confirmed.confirmed_at = Some(now + 1);
+    assert!(
+        store
+            .attachment_replace(&confirmed, v.revision)
+            .await
+            .expect("replace")
+    );
+    let mut stale = rec.clone();
+    stale.scan_status = "clean".into();
+    assert!(
+        !store
+            .attachment_replace(&stale, v.revision)
+            .await
+            .expect("stale replace"),
+        "a write based on an old revision loses"
+    );
+    let v2 = store
+        .attachment(&rec.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(v2.value, confirmed);
+    assert_ne!(v2.revision, v.revision);
+
+    // Two writers from the same revision: exactly one wins.
+    let (mut a, mut b) = (confirmed.clone(), confirmed.clone());
+    a.scan_status = "clean".into();
+    b.scan_status = "rejected".into();
+    let (ra, rb) = tokio::join!(
+        store.attachment_replace(&a, v2.revision),
+        store.attachment_replace(&b, v2.revision)
+    );
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    assert!(
+        ra ^ rb,
+        "exactly one of two racing writers wins ({ra}, {rb})"
+    );
+    let winner = store
+        .attachment(&rec.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        winner.value.scan_status,
+        if ra { "clean" } else { "rejected" }
+    );
+
+    store.attachment_delete(&rec.id).await.expect("delete");
+    assert_eq!(store.attachment(&rec.id).await.expect("read"), None);
+    assert!(
+        !store
+            .attachment_replace(&winner.value, winner.revision)
+            .await
+            .expect("replace deleted"),
+        "a deleted record is not brought back by a replace"
+    );
+    store
+        .attachment_delete(&rec.id)
+        .await
+        .expect("delete twice");
+    // The id can be created again after a delete (the store does not remember it).
+    assert!(store.attachment_create(&rec).await.expect("recreate"));
+    store.attachment_delete(&rec.id).await.expect("cleanup");
 }
 
 /// Create, read by id, name and key, update.

@@ -817,3 +817,10 @@ async fn cql_claim_in_a_closed_bucket_is_found_after_a_lost_record() {
     let ids = all_ids(&a, &agent_id, now).await;
     assert_eq!(ids.len(), 1_024, "no second copy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_cql_attachments() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    conformance::attachments_compare_and_set(&store).await;
+}

@@ -209,3 +209,25 @@ async fn jetstream_enqueue_rate() {
         );
     }
 }
+
+/// Attachment metadata in the state bucket, and attachment bytes in the object store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_jetstream_attachments_and_object_store() {
+    let server = NatsServer::start();
+    let prefix = unique("a");
+    let store = connect(&server.url(), &prefix).await;
+    conformance::attachments_compare_and_set(&store).await;
+    let blobs = amp_store::blob::Blobs::new(
+        amp_store::jetstream::JetStreamBlobs::connect(&config(&server.url(), &prefix))
+            .await
+            .expect("object store"),
+    );
+    amp_store::blob::testing::run_all(&blobs).await;
+    // A second process opens the same bucket.
+    let again = amp_store::blob::Blobs::new(
+        amp_store::jetstream::JetStreamBlobs::connect(&config(&server.url(), &prefix))
+            .await
+            .expect("object store again"),
+    );
+    amp_store::blob::testing::run_all(&again).await;
+}

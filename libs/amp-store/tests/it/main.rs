@@ -66,3 +66,15 @@ async fn composed_store_passes_conformance() {
     conformance::run_two_writers(&store, &store).await;
     store.close().await.expect("close");
 }
+
+/// Attachment metadata on redb, and attachment bytes in a directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_redb_attachments_and_fs_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::attachments_compare_and_set(&store).await;
+    let blobs = amp_store::blob::Blobs::new(
+        amp_store::blob::FsBlobs::open(&dir.path().join("blobs")).expect("blob dir"),
+    );
+    amp_store::blob::testing::run_all(&blobs).await;
+}

@@ -5,6 +5,7 @@
 //! Every message is signed exactly as a client signs it, and every payload is sent as raw
 //! JSON text so that the bytes fetched back can be compared with the bytes sent.
 
+mod attachments;
 mod operator;
 mod security;
 mod trusted_proxies;

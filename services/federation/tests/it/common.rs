@@ -69,6 +69,12 @@ impl Provider {
 
     /// Starts `ampd` with federation on (test timings) and `tweak` applied.
     pub(crate) async fn start(&self, tweak: impl FnOnce(&mut federation::Config)) -> Node {
+        self.start_with(|c| tweak(&mut c.federation)).await
+    }
+
+    /// Starts `ampd` with federation on (test timings) and `tweak` applied to its whole
+    /// configuration.
+    pub(crate) async fn start_with(&self, tweak: impl FnOnce(&mut ampd::Config)) -> Node {
         if !self.key_file().exists() {
             std::fs::write(self.key_file(), self.key.to_pkcs8_pem()).expect("key file");
             #[cfg(unix)]
@@ -101,7 +107,7 @@ impl Provider {
         f.inbound_per_provider_per_minute = 100_000;
         f.inbound_per_recipient_per_minute = 100_000;
         f.inbound_total_per_minute = 100_000;
-        tweak(f);
+        tweak(&mut config);
         let listener = TcpListener::bind(self.addr).await.expect("bind again");
         let shutdown = Shutdown::new();
         let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));

@@ -2,6 +2,7 @@
 //! Every test name starts with `federation_`, so `cargo test --workspace federation` runs them.
 
 mod common;
+mod federation_attachments;
 mod federation_delivery;
 mod federation_loopback_perf;
 mod federation_refusals;

@@ -60,7 +60,7 @@ pub(super) async fn info(State(inner): State<Arc<Inner>>) -> Json<Value> {
         RegistrationMode::Open => vec!["open", "owner"],
         RegistrationMode::Owner => vec!["owner"],
     };
-    Json(json!({
+    let mut info = json!({
         "provider": inner.identity.domain,
         "version": "amp/0.1",
         "server_version": inner.identity.version,
@@ -73,7 +73,11 @@ pub(super) async fn info(State(inner): State<Arc<Inner>>) -> Json<Value> {
             "messages_per_minute": inner.config.limits.messages_per_minute,
             "api_requests_per_minute": inner.config.limits.api_requests_per_minute,
         },
-    }))
+    });
+    if let Some(a) = &inner.attachments {
+        info["attachment_limits"] = a.limits();
+    }
+    Json(info)
 }
 
 pub(super) async fn well_known(State(inner): State<Arc<Inner>>) -> Json<Value> {

@@ -1,6 +1,8 @@
-//! The HTTP routes: one module per group of endpoints, all mounted under `/v1` and `/api/v1`.
+//! The HTTP routes: one module per group of endpoints, all mounted under `/v1` and `/api/v1`
+//! (the attachment endpoints also at the root, where the Claude Code plugin calls them).
 
 mod agents;
+mod attachments;
 mod keys;
 mod messages;
 mod meta;
@@ -19,7 +21,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::state::Inner;
 
@@ -57,12 +59,35 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/inbox", get(messages::pending))
         .route("/inbox/{id}/ack", post(messages::ack_path))
         .route_layer(middleware::from_fn_with_state(inner.clone(), authenticate));
-    let api = open.merge(authed).with_state(inner.clone());
+    let api = open
+        .merge(authed)
+        .merge(attachment_routes(&inner))
+        .with_state(inner.clone());
     Router::new()
         .nest("/v1", api.clone())
         .nest("/api/v1", api)
+        .merge(attachment_routes(&inner).with_state(inner.clone()))
         .route("/.well-known/agent-messaging.json", get(meta::well_known))
         .with_state(inner)
+}
+
+/// The attachment endpoints, when this deployment serves attachments (else none: 404, and
+/// `/v1/info` does not advertise them).
+fn attachment_routes(inner: &Arc<Inner>) -> Router<Arc<Inner>> {
+    if inner.attachments.is_none() {
+        return Router::new();
+    }
+    // The upload URL and the signed download URL carry their own credential.
+    let open = Router::new()
+        .route("/attachments/{id}/upload", put(attachments::upload))
+        .route("/attachments/{id}/content", get(attachments::content));
+    let authed = Router::new()
+        .route("/attachments/upload", post(attachments::init))
+        .route("/attachments/{id}/confirm", post(attachments::confirm))
+        .route("/attachments/{id}", get(attachments::status))
+        .route("/attachments/{id}/download", get(attachments::download))
+        .route_layer(middleware::from_fn_with_state(inner.clone(), authenticate));
+    open.merge(authed)
 }
 
 /// The authenticated agent, put in the request's extensions by [`authenticate`].

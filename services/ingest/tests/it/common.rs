@@ -210,7 +210,7 @@ impl TestServer {
             capabilities: vec![],
             version: "0.1.0".into(),
         };
-        let ingest = Ingest::new(config, identity, store, bus)
+        let ingest = Ingest::new(config, identity, store, bus, None)
             .await
             .expect("ingest starts");
         let app = amp_runtime::http::harden(ingest.router(), BODY_LIMIT);

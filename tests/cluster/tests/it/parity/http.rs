@@ -146,6 +146,19 @@ impl Http {
         }
     }
 
+    /// `GET path` with a bearer key: the status and the raw body bytes.
+    pub(crate) async fn client_get(&self, path: &str, key: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.bytes().await.expect("body").to_vec())
+    }
+
     /// A request builder on `path`.
     pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base))

@@ -137,3 +137,21 @@ async fn parity_read_your_writes_on_the_cluster() {
     };
     run_one(t, |t| Box::pin(concurrency::route_then_pickup_elsewhere(t))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_attachments_on_ampd() {
+    let _heavy = HEAVY.lock().await;
+    let Some(t) = Target::ampd("spec_next_attachments_on_ampd").await else {
+        return;
+    };
+    run_one(t, |t| Box::pin(checks::attachments::attachments(t))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_attachments_on_the_cluster() {
+    let _heavy = HEAVY.lock().await;
+    let Some(t) = Target::cluster("spec_next_attachments_on_the_cluster").await else {
+        return;
+    };
+    run_one(t, |t| Box::pin(checks::attachments::attachments(t))).await;
+}

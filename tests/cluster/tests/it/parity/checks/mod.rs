@@ -7,7 +7,9 @@
 //! - `messages`: route answers, duplicates, refusals, size limits.
 //! - `replicas`: read your writes, cursors, acks, keys, long-poll, receipts across replicas.
 //! - `websocket`: connect, auth, replay and live push through the proxy.
+//! - `attachments`: upload, confirm, route checks and downloads across replicas.
 
+pub(crate) mod attachments;
 mod discovery;
 mod messages;
 mod replicas;
@@ -48,6 +50,7 @@ pub(crate) fn all() -> Vec<(&'static str, Check)> {
             Box::pin(read_receipts_across_replicas(t))
         }),
         ("websocket_push", |t| Box::pin(websocket_push(t))),
+        ("attachments", |t| Box::pin(attachments::attachments(t))),
     ]
 }
 
