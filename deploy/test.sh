@@ -37,6 +37,23 @@ else
   echo "no JDK 17 or Maven on PATH: the CQL tests will say they are skipped"
 fi
 
+echo "== helm for the chart tests (security_chart_*: the chart rendered with the real helm)"
+if [ -z "${HELM:-}" ] && ! command -v helm >/dev/null 2>&1; then
+  helm_bin="${XDG_CACHE_HOME:-$HOME/.cache}/amp-tools/bin"
+  if [ ! -x "$helm_bin/helm" ]; then
+    if command -v go >/dev/null 2>&1; then
+      # Built from the Go module proxy (a pinned release), once per machine.
+      started=$(date +%s)
+      GOBIN="$helm_bin" GOFLAGS=-mod=mod go install helm.sh/helm/v4/cmd/helm@v4.3.2
+      echo "helm built in $(($(date +%s) - started)) s"
+    else
+      echo "no helm and no Go toolchain to build it: the chart tests will fail (install helm or set HELM)"
+    fi
+  fi
+  [ -x "$helm_bin/helm" ] && export HELM="$helm_bin/helm"
+fi
+echo "helm: ${HELM:-$(command -v helm || echo missing)}"
+
 echo "== the Claude Code plugin (pinned commit) for the plugin attachment test"
 if plugin_dir="$(deploy/plugin/fetch.sh)"; then
   export AMP_PLUGIN_DIR="$plugin_dir"
