@@ -59,7 +59,7 @@ if plugin_dir="$(deploy/plugin/fetch.sh)"; then
   export AMP_PLUGIN_DIR="$plugin_dir"
   echo "plugin at $AMP_PLUGIN_DIR"
 else
-  echo "the plugin could not be fetched: its test will say it is skipped" \
+  echo "the plugin copy is missing: its test will say it is skipped" \
     "(a failure with AMP_REQUIRE_PLUGIN=1)"
 fi
 

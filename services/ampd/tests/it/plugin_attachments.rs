@@ -3,10 +3,10 @@
 //! confirm, status poll, signed route) and, as the recipient, `amp-fetch` and `amp-download
 //! --all`; the downloaded bytes must equal the sent ones.
 //!
-//! The plugin is not part of this repository: `AMP_PLUGIN_DIR` names a checkout of it
-//! (`deploy/plugin/fetch.sh` makes one at the pinned commit; `deploy/test.sh` runs it). Without
-//! one the test says so loudly and passes, except with `AMP_REQUIRE_PLUGIN=1` (set by
-//! `.ci/run`), where it fails.
+//! `AMP_PLUGIN_DIR` names the plugin's directory: `deploy/test.sh` points it at the unmodified
+//! copy vendored in `tests/fixtures/claude-plugin` (Apache-2.0, pinned commit; see its
+//! `ORIGIN.md`). Without it the test says so loudly and passes, except with
+//! `AMP_REQUIRE_PLUGIN=1` (set by `.ci/run`), where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
