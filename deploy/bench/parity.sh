@@ -17,6 +17,8 @@
 #   BENCH_PARTITIONS   the cluster's [nats] ingress_partitions (default 1)
 #   BENCH_SKIP_BUILD   1: use the release binaries already built
 #   NATS_SERVER_BIN    the nats-server to run (default: the one on PATH)
+#   BENCH_SNIFF        1: also count the cluster's NATS messages by kind during the load
+#                      (deploy/bench/nats_sniff.py, needs nats-py), printed per route
 #
 # Needs nginx, nats-server, python3, Linux /proc. Loopback only; every phase is bounded by
 # time, and every process started here is stopped by its pid.
@@ -150,9 +152,15 @@ measure() {
     --mix route --concurrency 8 --count 200 --quiet > /dev/null
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu0"
   nats_counts > "$OUT/$label-$round.nats0"
+  local sniff=""
+  if [ "${BENCH_SNIFF:-0}" = 1 ] && [ -n "$NATS_URL" ]; then
+    python3 "$ROOT/deploy/bench/nats_sniff.py" "$NATS_URL" "$SECS" "$OUT/$label-$round.sniff.json" &
+    sniff=$!
+  fi
   "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --reuse "$agents" --mix route \
     --concurrency "$CONC" --duration "$SECS" --quiet --json "$OUT/$label-$round.json" \
     > "$OUT/$label-$round.txt"
+  [ -n "$sniff" ] && wait "$sniff"
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu1"
   nats_counts > "$OUT/$label-$round.nats1"
   printf '%s\n' proxy "${PROVIDER_ROLES[@]}" > "$OUT/$label-$round.roles"
@@ -170,6 +178,7 @@ run_ampd() {
   PROVIDER_PIDS=("$pid")
   PROVIDER_ROLES=(ampd)
   NATS_MONITOR=""
+  NATS_URL=""
   measure ampd "$round"
   stop "$PROXY_PID" "$pid"
 }
@@ -182,6 +191,7 @@ run_cluster() {
   nport=$(free_port)
   mport=$(free_port)
   NATS_MONITOR=127.0.0.1:$mport
+  NATS_URL=nats://127.0.0.1:$nport
   printf 'jetstream { sync_interval: always }\n' > "$dir/nats.conf"
   "$NATS_BIN" -js -a 127.0.0.1 -p "$nport" -m "$mport" -sd "$dir/nats" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
   local nats=$!
@@ -263,6 +273,18 @@ print("|---|---|")
 for k in sorted(k for k in {**a, **c} if k.startswith("cpu_ms.")):
     v = c.get(k, a.get(k))
     print(f"| {k[7:]} | {v:.2f} |")
+import glob, os
+sniffs = sorted(glob.glob(f"{out}/cluster-*.sniff.json"))
+if sniffs:
+    # The last round's sniff, per routed message of that round.
+    r = sniffs[-1].split("-")[-1].split(".")[0]
+    ok = max(json.load(open(f"{out}/cluster-{r}.json"))["ops"]["route"]["ok"], 1)
+    print(f"\nNATS messages per routed message by kind (round {r}, from deploy/bench/nats_sniff.py):\n")
+    print("| kind | per route |")
+    print("|---|---|")
+    for k, n in json.load(open(sniffs[-1])).items():
+        if n / ok >= 0.01:
+            print(f"| `{k}` | {n / ok:.2f} |")
 json.dump({"ampd": a, "cluster": c}, open(f"{out}/parity.json", "w"), indent=1)
 print(f"\nresults in {out}")
 EOF

@@ -180,6 +180,7 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         room: Arc::new(Semaphore::new(queue_bytes)),
         queue_bytes,
         pushed: BTreeSet::new(),
+        swept: None,
         session_id: format!("{:016x}", rand::random::<u64>()),
         written: written_rx,
         key,
@@ -376,6 +377,9 @@ struct Session {
     queue_bytes: usize,
     /// Mailbox positions pushed on this socket (bounded).
     pushed: BTreeSet<u64>,
+    /// The mailbox has been read in full up to this position (replay and sweeps; live
+    /// pushes do not move it): what a sweep reads after.
+    swept: Option<u64>,
     session_id: String,
     /// Live pushes the writer has really written, to be confirmed.
     written: mpsc::UnboundedReceiver<Box<MailboxEntry>>,
@@ -510,12 +514,12 @@ impl Session {
     }
 
     /// After hints may have been lost (the bus reconnected, the store did not answer for a
-    /// hint): pushes, as live messages, what was queued since this socket's earliest
-    /// remembered push and never pushed here. `false` when the store could not be read (try
-    /// again later).
+    /// hint): pushes, as live messages, what was queued after the last full read of the
+    /// mailbox and never pushed here. Not after the earliest live push: two routers write one
+    /// mailbox concurrently, so a message whose hint was lost can sit below a later one's
+    /// position that was pushed. `false` when the store could not be read (try again later).
     async fn sweep(&mut self) -> Result<bool, Ended> {
-        let floor = self.pushed.first().map(|s| s.saturating_sub(1));
-        self.push_mailbox(floor, false).await
+        self.push_mailbox(self.swept, false).await
     }
 
     /// Pushes the mailbox after `after`, page by page, waiting for room in the queue, each
@@ -542,6 +546,10 @@ impl Session {
             for e in &page.entries {
                 self.push_as(e, replay, true).await?;
                 after = Some(e.seq);
+                // A read sees a prefix of the mailbox (redb and JetStream commit positions
+                // in order; a lagging NATS replica answers with an older prefix), so what
+                // was read is complete up to here.
+                self.swept = self.swept.max(after);
             }
             if page.remaining == 0 || page.entries.is_empty() {
                 return Ok(true);

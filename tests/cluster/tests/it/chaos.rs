@@ -225,6 +225,14 @@ async fn verify(d: &Deployment, agents: &Agents, sent: &Sent, sockets: &[Receive
         if missing == 0 {
             break;
         }
+        if Instant::now() >= deadline {
+            // Where a message a socket never got is: still queued (delivery did not push or
+            // replay it) or nowhere (the store lost it).
+            for s in 0..sockets.len() {
+                let queued = mailbox_ids(&url, &agents.recipients[RELAY + s]).await;
+                eprintln!("recipient{} still queued: {queued:?}", RELAY + s);
+            }
+        }
         assert!(
             Instant::now() < deadline,
             "{missing} acknowledged messages never arrived (recipient, missing, e.g.): \

@@ -8,14 +8,17 @@ use serde_json::json;
 
 use crate::parity::http::{Http, tenant};
 
-/// The capabilities every deployment without federation advertises.
-const CAPABILITIES: [&str; 6] = [
+/// The capabilities every deployment without federation advertises (attachments: provider
+/// storage and AFP references, spec-next 08).
+const CAPABILITIES: [&str; 8] = [
     "registration",
     "relay-queue",
     "websockets",
     "webhooks",
     "notify:v1",
     "notify:longpoll",
+    "attachments:afp",
+    "attachments",
 ];
 
 /// Health, info and the well-known document, through the proxy, on both prefixes.
