@@ -239,6 +239,13 @@ async fn attempt(
         Bytes::from(body),
     )
     .await;
+    let label = match &result {
+        Attempt::Delivered => "delivered",
+        Attempt::Failed(_) => "failed",
+        Attempt::Rejected(_) => "rejected",
+        Attempt::Busy | Attempt::Moot => "other",
+    };
+    metrics::counter!("amp_webhook_attempts_total", "result" => label).increment(1);
     if result == Attempt::Delivered {
         metrics::counter!("amp_webhook_delivered_total").increment(1);
         confirm(inner, &agent, &message).await;
