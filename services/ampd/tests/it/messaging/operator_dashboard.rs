@@ -654,6 +654,7 @@ async fn operator_dashboard_queries_name_only_exported_metrics() {
         "amp_signatures_verified_total",
         "amp_router_messages_total",
         "amp_mailbox_acked_total",
+        "amp_router_accept_to_mailbox_seconds_bucket",
         "amp_store_commits_total",
         "amp_store_commit_batch_size_bucket",
     ] {
