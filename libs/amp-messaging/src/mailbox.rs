@@ -34,6 +34,8 @@ pub async fn ack(
         }
     }
     let out = store.ack(&agent.id, ids, now).await?;
+    let acked = out.iter().filter(|o| **o == AckOutcome::Acked).count();
+    metrics::counter!("amp_mailbox_acked_total").increment(acked as u64);
     for m in wanting {
         let newly = ids
             .iter()

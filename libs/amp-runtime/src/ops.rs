@@ -1,4 +1,8 @@
 //! The operations endpoints every service serves: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Every readiness report also sets the gauges `amp_ready` (1 when ready) and
+//! `amp_readiness_check{check}` (1 when that check passed), and `/metrics` runs the checks
+//! before it renders, so a scrape always carries the store's health as of that scrape.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,8 +143,15 @@ impl Readiness {
         .await;
         let shutting_down = self.is_shutting_down();
         let checks: BTreeMap<String, bool> = results.into_iter().collect();
+        let ready = !shutting_down && checks.values().all(|ok| *ok);
+        // Check names are fixed by the service ("store"), so the label stays bounded.
+        for (name, ok) in &checks {
+            metrics::gauge!("amp_readiness_check", "check" => name.clone())
+                .set(f64::from(u8::from(*ok)));
+        }
+        metrics::gauge!("amp_ready").set(f64::from(u8::from(ready)));
         ReadinessReport {
-            ready: !shutting_down && checks.values().all(|ok| *ok),
+            ready,
             shutting_down,
             checks,
         }
@@ -183,7 +194,9 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
         .into_response()
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(readiness): State<Readiness>) -> Response {
+    // Refreshes the readiness gauges (each check bounded by its timeout).
+    let _ = readiness.report().await;
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         crate::metrics::render(),
@@ -295,5 +308,6 @@ mod tests {
             .expect("body");
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("amp_runtime_ops_test_total"), "{text}");
+        assert!(text.contains("amp_ready "), "{text}");
     }
 }

@@ -312,7 +312,10 @@ fn spawn_purge(store: Store, interval: Duration, shutdown: Shutdown) -> JoinHand
             // waste it, so it runs to completion.
             match store.purge_expired(now, PURGE_BATCH).await {
                 Ok(0) => {}
-                Ok(removed) => tracing::debug!(removed, "purged expired mailbox entries"),
+                Ok(removed) => {
+                    metrics::counter!("amp_mailbox_purged_total").increment(removed as u64);
+                    tracing::debug!(removed, "purged expired mailbox entries");
+                }
                 Err(e) => tracing::warn!(error = %e, "purging expired mailbox entries failed"),
             }
         }

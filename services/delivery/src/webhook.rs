@@ -230,6 +230,7 @@ async fn attempt(
         metrics::counter!("amp_webhook_tenant_busy_total").increment(1);
         return Attempt::Busy;
     };
+    let started = std::time::Instant::now();
     let result = post(
         inner,
         &url,
@@ -239,6 +240,16 @@ async fn attempt(
         Bytes::from(body),
     )
     .await;
+    // The hop to the agent's endpoint: how long its webhook takes to answer (or time out).
+    metrics::histogram!("amp_webhook_attempt_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Attempt::Delivered => "delivered",
+        Attempt::Failed(_) => "failed",
+        Attempt::Rejected(_) => "rejected",
+        Attempt::Busy | Attempt::Moot => "other",
+    };
+    metrics::counter!("amp_webhook_attempts_total", "result" => label).increment(1);
     if result == Attempt::Delivered {
         metrics::counter!("amp_webhook_delivered_total").increment(1);
         confirm(inner, &agent, &message).await;

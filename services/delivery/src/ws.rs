@@ -596,6 +596,11 @@ impl Session {
             self.pushed.pop_first();
         }
         metrics::counter!("amp_ws_pushes_total").increment(1);
+        if !replay {
+            // The mailbox-to-socket hop of a live push (a replay's wait is the agent's absence).
+            let waited = Timestamp::now().unix_millis() - entry.queued_at;
+            metrics::histogram!("amp_ws_push_delay_seconds").record(waited.max(0) as f64 / 1000.0);
+        }
         Ok(true)
     }
 

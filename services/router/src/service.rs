@@ -282,6 +282,11 @@ impl RouterService {
                 };
                 events::hint(&inner.bus, &recipient.tenant, &recipient.id, &hint).await;
                 metrics::counter!("amp_router_messages_total", "outcome" => "written").increment(1);
+                // The bus hop: from our acceptance to the mailbox write (replicas' clocks may
+                // differ a little: never below zero).
+                let waited = amp_proto::Timestamp::now().unix_millis() - accepted_at.unix_millis();
+                metrics::histogram!("amp_router_accept_to_mailbox_seconds")
+                    .record(waited.max(0) as f64 / 1000.0);
                 tracing::debug!(
                     tenant = %recipient.tenant, agent = %recipient.id, id = %message.envelope.id, seq,
                     "message written to mailbox"

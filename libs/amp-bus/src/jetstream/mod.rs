@@ -113,11 +113,17 @@ impl JetStreamBus {
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            metrics::gauge!("amp_nats_connected", "client" => "bus").set(1.0);
                             tracing::info!("NATS connected");
                             // Hints sent while we were away are gone: subscribers re-read.
                             gap.send_modify(|n| *n += 1);
                         }
-                        async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                        async_nats::Event::Disconnected => {
+                            metrics::gauge!("amp_nats_connected", "client" => "bus").set(0.0);
+                            metrics::counter!("amp_nats_disconnects_total", "client" => "bus")
+                                .increment(1);
+                            tracing::warn!("NATS disconnected");
+                        }
                         async_nats::Event::SlowConsumer(_) => {
                             tracing::warn!("NATS subscription fell behind; hints dropped");
                             gap.send_modify(|n| *n += 1);
@@ -129,6 +135,8 @@ impl JetStreamBus {
         let client = amp_nats::connect(&config.urls, &config.security, options)
             .await
             .map_err(|e| Error::Backend(e.to_string()))?;
+        // Connected from here on until a Disconnected event says otherwise.
+        metrics::gauge!("amp_nats_connected", "client" => "bus").set(1.0);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.publish_timeout)
             .build(client.clone());

@@ -2,13 +2,15 @@
 //! body.
 
 use std::any::Any;
+use std::time::Instant;
 
 use amp_proto::{ApiError, ErrorCode};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
@@ -30,7 +32,11 @@ const MAX_PLAIN_BODY: usize = 1024;
 ///   extractor's plain-text rejection is rewritten to the spec body too);
 /// - a panicking handler → 500 `internal_error`, the panic logged at error level;
 /// - every request traced at debug level (method and path only: no headers, so never
-///   `Authorization`, and no query string).
+///   `Authorization`, and no query string);
+/// - every request counted and timed in `amp_http_requests_total{method, route, status}` and
+///   `amp_http_request_duration_seconds{method, route}`, where `route` is the matched route
+///   template (`/v1/messages/{id}`, never the raw path) or `unmatched`, so the series stay
+///   bounded whatever clients send.
 ///
 /// Call it on the fully assembled router (after `nest`/`merge`), since fallbacks and layers
 /// apply to the routes present when it is called.
@@ -40,6 +46,8 @@ pub fn harden(app: Router, body_limit: usize) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(json_errors))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outside the panic catcher, so a panicking handler counts as the 500 it answers.
+        .layer(axum::middleware::from_fn(record))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Body>| {
@@ -107,6 +115,48 @@ async fn json_errors(response: Response) -> Response {
         .headers
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// Counts and times one request (see [`harden`]). Route-level layers run after routing, so
+/// the matched template is in the request's extensions.
+async fn record(req: Request<Body>, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(req.method());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(
+        "amp_http_request_duration_seconds",
+        "method" => method,
+        "route" => route.clone()
+    )
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter!(
+        "amp_http_requests_total",
+        "method" => method,
+        "route" => route,
+        "status" => status
+    )
+    .increment(1);
+    response
+}
+
+/// The method as a label: the standard ones by name, anything else (extension methods a
+/// client may invent) as `other`, to keep the label bounded.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -334,3 +334,55 @@ fn truncation_respects_char_boundaries() {
     assert_eq!(truncate("héllo", 2), "h…");
     assert_eq!(truncate("abc", 3), "abc");
 }
+
+/// Every answer is counted by route template (never the raw path), method and status, and
+/// timed; unknown paths, extension methods and panics included.
+#[tokio::test]
+async fn operator_dashboard_http_requests_are_counted_by_route_template_and_status() {
+    let _ = crate::metrics::install();
+    let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+    for req in [
+        get("/v1/items/42"),
+        get("/v1/items/0"),
+        get("/v1/panic"),
+        get("/v1/no/such/metrics-path"),
+        Request::builder()
+            .method("BREW")
+            .uri("/v1/teapot")
+            .body(Body::empty())
+            .expect("request"),
+    ] {
+        let _ = app().oneshot(req).await.expect("infallible");
+    }
+    let text = crate::metrics::render();
+    let series = |labels: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("amp_http_requests_total{{{labels}}} ")))
+    };
+    assert!(
+        series(r#"method="GET",route="/v1/items/{id}",status="200""#),
+        "{text}"
+    );
+    assert!(
+        series(r#"method="GET",route="/v1/items/{id}",status="503""#),
+        "{text}"
+    );
+    assert!(
+        series(r#"method="GET",route="/v1/panic",status="500""#),
+        "{text}"
+    );
+    assert!(
+        series(r#"method="GET",route="unmatched",status="404""#),
+        "{text}"
+    );
+    assert!(
+        series(r#"method="other",route="/v1/teapot",status="405""#),
+        "{text}"
+    );
+    assert!(!text.contains("/v1/items/42"), "{text}");
+    assert!(!text.contains("metrics-path"), "{text}");
+    assert!(
+        text.contains(r#"amp_http_request_duration_seconds_bucket{method="GET",route="/v1/items/{id}",le="0.001"}"#),
+        "{text}"
+    );
+}

@@ -96,14 +96,24 @@ impl Conn {
             .name("amp-store")
             .event_callback(|event| async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!("store NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("store NATS disconnected"),
+                    async_nats::Event::Connected => {
+                        metrics::gauge!("amp_nats_connected", "client" => "store").set(1.0);
+                        tracing::info!("store NATS connected");
+                    }
+                    async_nats::Event::Disconnected => {
+                        metrics::gauge!("amp_nats_connected", "client" => "store").set(0.0);
+                        metrics::counter!("amp_nats_disconnects_total", "client" => "store")
+                            .increment(1);
+                        tracing::warn!("store NATS disconnected");
+                    }
                     other => tracing::debug!(event = %other, "store NATS client event"),
                 }
             });
         let client = amp_nats::connect(&config.urls, &config.security, options)
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
+        // Connected from here on until a Disconnected event says otherwise.
+        metrics::gauge!("amp_nats_connected", "client" => "store").set(1.0);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.op_timeout)
             .build(client.clone());

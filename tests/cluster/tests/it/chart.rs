@@ -181,3 +181,70 @@ fn security_chart_nats_routes_require_authentication() {
     // A user without a password is no authentication.
     assert!(with(&["--set", "nats.config.cluster.routeURLs.user=route"]).is_err());
 }
+
+/// Issue 17: the PrometheusRule and the Grafana dashboard ConfigMap are off by default, and
+/// when enabled carry the files of `deploy/` unchanged (the dashboard labelled for the Grafana
+/// sidecar). The chart's copies equal `deploy/`'s (`operator_dashboard_chart_copies_are_identical`
+/// in `ampd`'s tests), so comparing with the chart's copies here compares with both.
+#[test]
+fn operator_dashboard_chart_ships_rules_and_dashboard_when_enabled() {
+    let chart_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/amp");
+    let dashboard =
+        std::fs::read_to_string(chart_dir.join("dashboards/amp.json")).expect("read dashboard");
+    let rules =
+        std::fs::read_to_string(chart_dir.join("rules/amp-rules.yaml")).expect("read rules");
+    for mode in ["cluster", "single"] {
+        let mode = format!("mode={mode}");
+        let off = render(&["--set", &mode]).expect("renders");
+        assert!(documents(&off, "PrometheusRule").is_empty(), "{off}");
+        assert!(!off.contains("grafana_dashboard"), "{off}");
+
+        let on = render(&[
+            "--set",
+            &mode,
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.prometheusRule.labels.release=kube-prometheus",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.annotations.grafana_folder=AMP",
+        ])
+        .expect("renders");
+        let rule = documents(&on, "PrometheusRule");
+        assert_eq!(rule.len(), 1, "{on}");
+        assert!(rule[0].contains("apiVersion: monitoring.coreos.com/v1"));
+        assert!(rule[0].contains("release: kube-prometheus"), "{}", rule[0]);
+        // Every alert of the file, in the rule's spec.
+        let alerts: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- alert: "))
+            .collect();
+        assert!(alerts.len() >= 5, "{rules}");
+        for alert in &alerts {
+            assert!(
+                rule[0].contains(&format!("- alert: {alert}\n")),
+                "{alert} missing:\n{}",
+                rule[0]
+            );
+        }
+        // Prometheus's own templates are left for Prometheus, not eaten by helm.
+        assert!(rule[0].contains("{{ $labels.job }}"), "{}", rule[0]);
+
+        let maps: Vec<&str> = documents(&on, "ConfigMap")
+            .into_iter()
+            .filter(|d| d.contains("grafana_dashboard: \"1\""))
+            .collect();
+        assert_eq!(maps.len(), 1, "{on}");
+        assert!(maps[0].contains("grafana_folder: AMP"), "{}", maps[0]);
+        // The JSON is the data block, indented four spaces: unindent and compare.
+        let (_, block) = maps[0].split_once("amp.json: |-\n").expect("data key");
+        let body: String = block
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(body.trim_end(), dashboard.trim_end(), "dashboard differs");
+    }
+}

@@ -2,7 +2,8 @@
 //! `cargo test --workspace chaos` runs the chaos tests alone; `… federation` the federation one;
 //! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
 //! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`);
-//! `… operator` the operator plane across ingest replicas.
+//! `… operator` the operator plane across ingest replicas, and the chart's alert rules and
+//! dashboard (`operator_dashboard_chart_*`, needs `helm`).
 
 mod chaos;
 mod chart;
