@@ -2,7 +2,8 @@
 //! `cargo test --workspace chaos` runs the chaos tests alone; `… federation` the federation one;
 //! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
 //! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`);
-//! `… operator` the operator plane across ingest replicas.
+//! `… operator` the operator plane across ingest replicas; `… security_shared_limits` the
+//! rate limits shared by replicas.
 
 mod chaos;
 mod chart;
@@ -13,3 +14,4 @@ mod federation_cluster;
 mod operator;
 mod parity;
 mod security;
+mod shared_limits;
