@@ -16,7 +16,7 @@
 //!
 //! Wire format (version 1, big-endian): `b"L1"`, the sender's replica id (u64, random per
 //! limiter and process, so a replica skips its own reports), then per key: its length (u16),
-//! its bytes, the allowed count (u32) and `drained_ms` (u32).
+//! its bytes, the allowed count (u32), `spent_ns` (u64) and `drained_ms` (u32).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -34,8 +34,8 @@ const MAX_KEY_BYTES: usize = 1024;
 const MAGIC: &[u8; 2] = b"L1";
 /// Magic, replica id.
 const HEADER_BYTES: usize = 2 + 8;
-/// Key length, allowed, drained.
-const ENTRY_FIXED_BYTES: usize = 2 + 4 + 4;
+/// Key length, allowed, spent, drained.
+const ENTRY_FIXED_BYTES: usize = 2 + 4 + 8 + 4;
 
 /// A limiter for `rate` named `name` (one name per limit: replicas share the limiters of the
 /// same name, whichever service holds them). When `bus` joins several processes it is
@@ -151,6 +151,7 @@ fn encode(replica: u64, counts: &[SharedCount], max_bytes: usize) -> (Vec<Bytes>
         buf.put_u16(key.len() as u16);
         buf.put_slice(key);
         buf.put_u32(count.allowed);
+        buf.put_u64(count.spent_ns);
         buf.put_u32(count.drained_ms);
     }
     if !buf.is_empty() {
@@ -173,7 +174,7 @@ fn decode(mut bytes: &[u8]) -> Option<(u64, Vec<SharedCount>)> {
             return None;
         }
         let len = usize::from(bytes.get_u16());
-        if bytes.len() < len + 8 {
+        if bytes.len() < len + ENTRY_FIXED_BYTES - 2 {
             return None;
         }
         let key = std::str::from_utf8(&bytes[..len]).ok()?.to_owned();
@@ -181,6 +182,7 @@ fn decode(mut bytes: &[u8]) -> Option<(u64, Vec<SharedCount>)> {
         counts.push(SharedCount {
             key,
             allowed: bytes.get_u32(),
+            spent_ns: bytes.get_u64(),
             drained_ms: bytes.get_u32(),
         });
     }
@@ -195,6 +197,7 @@ mod tests {
         SharedCount {
             key: key.to_owned(),
             allowed,
+            spent_ns: u64::from(allowed) * 1_000_000_000,
             drained_ms: allowed * 1000,
         }
     }

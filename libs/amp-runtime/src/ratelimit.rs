@@ -15,7 +15,9 @@
 //! requests had arrived there. Each replica thus runs the one GCRA of the whole cluster over
 //! every request it has heard of, and a request is heard of everywhere within one sync
 //! interval plus the bus's latency. (Summing per-replica bucket levels instead would drain N
-//! buckets at once and let N times the sustained rate through.)
+//! buckets at once and let N times the sustained rate through.) A report says how much of
+//! the key's bucket the requests took (`spent_ns`), so limits that differ per key
+//! ([`RateLimiter::check_with`]: a tenant's plan) are shared the same way.
 //!
 //! The error bound, for one key, over any stretch of time `T`: the cluster allows at most what
 //! one process would (`limit + T / (window / limit)`), plus, for each other replica, the
@@ -117,6 +119,10 @@ pub struct SharedCount {
     pub key: String,
     /// Requests for the key this replica allowed since its previous report.
     pub allowed: u32,
+    /// The nanoseconds of bucket those requests took (`allowed` times the key's
+    /// `window / limit`): what a replica adds to its own bucket for the key, whatever rate
+    /// it would check the key with.
+    pub spent_ns: u64,
     /// How far the key's bucket is drained as this replica knows it (its own requests and
     /// those it heard of), in milliseconds of refill: 0 is a full bucket, `window` an empty
     /// one.
@@ -131,11 +137,7 @@ pub struct SharedCount {
 /// same way; keys past the cap go unreported and are counted ([`RateLimiter::take_dropped`]).
 #[derive(Debug)]
 pub struct RateLimiter {
-    limit: u32,
-    /// Nanoseconds between two requests at the sustained rate.
-    interval: u64,
-    /// Nanoseconds of burst tolerance (`interval * limit`).
-    window: u64,
+    rate: Gcra,
     max_per_shard: usize,
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
@@ -147,12 +149,38 @@ pub struct RateLimiter {
     dropped: AtomicU64,
 }
 
+/// A [`RateLimit`] in the limiter's terms.
+#[derive(Debug, Clone, Copy)]
+struct Gcra {
+    limit: u32,
+    /// Nanoseconds between two requests at the sustained rate.
+    interval: u64,
+    /// Nanoseconds of burst tolerance (`interval * limit`).
+    window: u64,
+}
+
+impl Gcra {
+    fn new(rate: RateLimit) -> Self {
+        let limit = rate.limit.max(1);
+        let window = u64::try_from(rate.window.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_000);
+        let interval = (window / u64::from(limit)).max(1);
+        Self {
+            limit,
+            interval,
+            window: interval.saturating_mul(u64::from(limit)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
     /// Theoretical arrival time per key, in nanoseconds since `origin`.
     tats: HashMap<String, u64>,
-    /// Requests allowed per key since the last report (shared limiters only).
-    unreported: HashMap<String, u32>,
+    /// Per key, since the last report (shared limiters only): requests allowed, and the
+    /// nanoseconds of bucket they took.
+    unreported: HashMap<String, (u32, u64)>,
     checks: u32,
 }
 
@@ -164,15 +192,8 @@ impl RateLimiter {
 
     /// A limiter for `rate` remembering at most about `max_keys` keys.
     pub fn with_max_keys(rate: RateLimit, max_keys: usize) -> Self {
-        let limit = rate.limit.max(1);
-        let window = u64::try_from(rate.window.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1_000_000);
-        let interval = (window / u64::from(limit)).max(1);
         Self {
-            limit,
-            interval,
-            window: interval.saturating_mul(u64::from(limit)),
+            rate: Gcra::new(rate),
             max_per_shard: (max_keys / SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
@@ -186,8 +207,8 @@ impl RateLimiter {
     /// The configured rate (after the adjustments of [`RateLimit`]'s docs).
     pub fn rate(&self) -> RateLimit {
         RateLimit {
-            limit: self.limit,
-            window: Duration::from_nanos(self.window),
+            limit: self.rate.limit,
+            window: Duration::from_nanos(self.rate.window),
         }
     }
 
@@ -211,6 +232,23 @@ impl RateLimiter {
     /// [`RateLimiter::check`] at a given instant (for tests and simulations; instants
     /// before the limiter was created count as its creation).
     pub fn check_at(&self, key: &str, now: Instant) -> Decision {
+        self.decide(key, now, self.rate)
+    }
+
+    /// Counts a request for `key` now against `rate` rather than the limiter's own: for
+    /// limits that differ per key (a tenant's plan). A key should always be checked with
+    /// the same rate; shared limiters report what each request took of its own key's
+    /// bucket, so replicas agree whatever the rates.
+    pub fn check_with(&self, key: &str, rate: RateLimit) -> Decision {
+        self.check_with_at(key, rate, Instant::now())
+    }
+
+    /// [`RateLimiter::check_with`] at a given instant.
+    pub fn check_with_at(&self, key: &str, rate: RateLimit, now: Instant) -> Decision {
+        self.decide(key, now, Gcra::new(rate))
+    }
+
+    fn decide(&self, key: &str, now: Instant, rate: Gcra) -> Decision {
         let now_ns = self.nanos(now);
         let shard_index = (self.hasher.hash_one(key) as usize) % self.shards.len();
         let mut shard = self.shards[shard_index].lock();
@@ -221,12 +259,12 @@ impl RateLimiter {
         }
 
         let tat = shard.tats.get(key).copied().unwrap_or(now_ns).max(now_ns);
-        let new_tat = tat.saturating_add(self.interval);
-        let allow_at = new_tat.saturating_sub(self.window);
+        let new_tat = tat.saturating_add(rate.interval);
+        let allow_at = new_tat.saturating_sub(rate.window);
         if now_ns < allow_at {
             return Decision {
                 allowed: false,
-                limit: self.limit,
+                limit: rate.limit,
                 remaining: 0,
                 reset_unix: self.unix_secs_ceil(tat),
                 retry_after_secs: ceil_secs(allow_at - now_ns).max(1),
@@ -237,24 +275,25 @@ impl RateLimiter {
         }
         shard.tats.insert(key.to_owned(), new_tat);
         if self.shared.load(Ordering::Relaxed) {
-            self.remember(&mut shard, key);
+            self.remember(&mut shard, key, rate.interval);
         }
         let used = new_tat - now_ns;
-        let remaining = self.window.saturating_sub(used) / self.interval;
+        let remaining = rate.window.saturating_sub(used) / rate.interval;
         Decision {
             allowed: true,
-            limit: self.limit,
+            limit: rate.limit,
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset_unix: self.unix_secs_ceil(new_tat),
             retry_after_secs: 0,
         }
     }
 
-    fn remember(&self, shard: &mut Shard, key: &str) {
-        if let Some(n) = shard.unreported.get_mut(key) {
+    fn remember(&self, shard: &mut Shard, key: &str, spent: u64) {
+        if let Some((n, ns)) = shard.unreported.get_mut(key) {
             *n = n.saturating_add(1);
+            *ns = ns.saturating_add(spent);
         } else if shard.unreported.len() < self.max_per_shard {
-            shard.unreported.insert(key.to_owned(), 1);
+            shard.unreported.insert(key.to_owned(), (1, spent));
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -282,12 +321,13 @@ impl RateLimiter {
                 .cloned()
                 .collect();
             for key in keys {
-                let allowed = shard.unreported.remove(&key).unwrap_or(0);
+                let (allowed, spent_ns) = shard.unreported.remove(&key).unwrap_or_default();
                 let tat = shard.tats.get(&key).copied().unwrap_or(now_ns);
                 let drained_ms = tat.saturating_sub(now_ns) / 1_000_000;
                 out.push(SharedCount {
                     key,
                     allowed,
+                    spent_ns,
                     drained_ms: u32::try_from(drained_ms).unwrap_or(u32::MAX),
                 });
             }
@@ -312,7 +352,7 @@ impl RateLimiter {
             let mut tat = known
                 .unwrap_or(now_ns)
                 .max(now_ns)
-                .saturating_add(self.interval.saturating_mul(u64::from(count.allowed)));
+                .saturating_add(count.spent_ns);
             let theirs = now_ns.saturating_add(u64::from(count.drained_ms) * 1_000_000);
             if theirs > tat.saturating_add(MERGE_SLACK_NS) {
                 tat = theirs;
@@ -518,7 +558,10 @@ mod tests {
         }
         let from_a = a.take_report_at(100, t0);
         assert_eq!(from_a.len(), 1);
-        assert_eq!((from_a[0].allowed, from_a[0].drained_ms), (4, 24_000));
+        assert_eq!(
+            (from_a[0].allowed, from_a[0].spent_ns, from_a[0].drained_ms),
+            (4, 24_000_000_000, 24_000)
+        );
         b.merge_at(&from_a, t0);
         a.merge_at(&b.take_report_at(100, t0), t0);
         // Both now know all 7: 3 left on either (each takes one the other has not heard of).
@@ -541,6 +584,7 @@ mod tests {
         let mut report = a.take_report_at(100, t0);
         // The late replica missed the counts but sees the bucket in a later report.
         report[0].allowed = 0;
+        report[0].spent_ns = 0;
         late.merge_at(&report, t0);
         assert!(!late.check_at("k", t0).allowed);
         // Views a few milliseconds apart are not echoed back and forth.
@@ -549,6 +593,7 @@ mod tests {
             &[SharedCount {
                 key: "k".into(),
                 allowed: 0,
+                spent_ns: 0,
                 drained_ms: 60_010,
             }],
             t0,
@@ -583,6 +628,32 @@ mod tests {
             shared.take_dropped() as usize,
             100 - first.len() - rest.len()
         );
+    }
+
+    #[test]
+    fn per_key_rates_are_kept_and_shared() {
+        let a = per_minute(100);
+        let b = per_minute(100);
+        a.share();
+        let t0 = Instant::now();
+        let small = RateLimit {
+            limit: 2,
+            window: Duration::from_secs(60),
+        };
+        let big = RateLimit {
+            limit: 5,
+            window: Duration::from_secs(60),
+        };
+        assert!(a.check_with_at("free", small, t0).allowed);
+        assert!(a.check_with_at("free", small, t0).allowed);
+        let denied = a.check_with_at("free", small, t0);
+        assert!(!denied.allowed);
+        assert_eq!((denied.limit, denied.retry_after_secs), (2, 30));
+        assert_eq!(a.check_with_at("paid", big, t0).remaining, 4);
+        // The other replica adds what each request took of its key's bucket.
+        b.merge_at(&a.take_report_at(100, t0), t0);
+        assert!(!b.check_with_at("free", small, t0).allowed);
+        assert_eq!(b.check_with_at("paid", big, t0).remaining, 3);
     }
 
     #[test]
