@@ -9,6 +9,11 @@
 //! merge and gives the error bound). On the in-process bus (`ampd`: one process) there is no
 //! task, no report and no extra work per request.
 //!
+//! The cost is on the bus, not the request path: per limiter and replica, every interval,
+//! 18 bytes plus the key for each key that had an allowed request in it (10,000 agents active
+//! within 100 ms: about 0.4 MB), whatever the request rate; a quiet limiter sends nothing.
+//! A larger `limits_sync_ms` trades bus traffic for a wider bound.
+//!
 //! A report is one or more messages of at most [`MAX_REPORT_BYTES`]; at most
 //! [`MAX_KEYS_PER_TICK`] keys go out per interval, the rest wait for the next one. Keys that
 //! did not fit under the limiter's cap of unreported keys are counted in
