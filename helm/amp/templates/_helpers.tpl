@@ -166,7 +166,7 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- define "amp.commonConfig" -}}
 {{- $server := dict "listen" "0.0.0.0:8080" "domain" .Values.domain "key_file" (printf "%s/provider-key.pem" (include "amp.secretsDir" .)) "pepper_file" (printf "%s/key-pepper" (include "amp.secretsDir" .)) }}
 {{- with (include "amp.publicUrl" .) }}{{ $_ := set $server "public_url" . }}{{ end }}
-{{- $nats := dict "urls" (include "amp.natsUrls" .) "replicas" .Values.nats.replicas "prefix" .Values.nats.prefix }}
+{{- $nats := dict "urls" (include "amp.natsUrls" .) "replicas" .Values.nats.replicas "prefix" .Values.nats.prefix "limits_sync_ms" (int (ternary .Values.nats.limitsSyncMs 100 (hasKey .Values.nats "limitsSyncMs"))) }}
 {{- if .Values.nats.tls.enabled }}
 {{- $tls := dict "required" true }}
 {{- if .Values.nats.tls.caSecret }}{{ $_ := set $tls "ca_file" (printf "%s/ca/ca.crt" (include "amp.natsTlsDir" .)) }}{{ end }}

@@ -105,6 +105,13 @@ pub trait BusBackend: Send + Sync + 'static {
         None
     }
 
+    /// When the bus joins several processes (replicas) that must share their rate limits:
+    /// how often each tells the others what it counted, on [`crate::subjects::limits_subject`].
+    /// `None` (the default, and the in-process bus): one process, nothing to share.
+    fn limits_sync(&self) -> Option<Duration> {
+        None
+    }
+
     /// Shuts the bus down: pending and later [`Consumer::next`] calls return
     /// [`crate::Error::Closed`], pending and later publishes fail with it, and subscriptions
     /// end. Idempotent.

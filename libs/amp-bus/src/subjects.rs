@@ -11,6 +11,12 @@ use crate::{Error, Result};
 /// every replica's caches invalidate.
 pub const REGISTRY_CHANGED: &str = "amp.registry.changed";
 
+/// The subject on which replicas tell each other what the rate limiter `name` counted:
+/// `amp.limits.<name>` (core NATS, best effort, like notify).
+pub fn limits_subject(name: &str) -> String {
+    format!("amp.limits.{}", sanitise_token(name))
+}
+
 /// The per-agent notify subject: `amp.notify.<tenant>.<agent_id>`.
 pub fn notify_subject(tenant: &str, agent_id: &str) -> String {
     format!(
@@ -134,6 +140,7 @@ mod tests {
         );
         assert_eq!(federation_subject("acme"), "amp.federation.acme");
         assert_eq!(REGISTRY_CHANGED, "amp.registry.changed");
+        assert_eq!(limits_subject("messages"), "amp.limits.messages");
     }
 
     #[test]

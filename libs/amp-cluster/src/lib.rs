@@ -154,6 +154,12 @@ pub struct NatsConfig {
     /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
     /// no credentials.
     pub auth: amp_nats::NatsAuth,
+    /// How often, in milliseconds, each replica tells the others what its rate limiters
+    /// counted, so every limit (per agent, per tenant, per address, federation) holds for the
+    /// cluster as a whole rather than per replica: the cluster over-allows a key by at most
+    /// what the other replicas allowed it in one interval (`amp_runtime::ratelimit` has the
+    /// exact bound). 0: each replica limits alone (N replicas give N times the limits).
+    pub limits_sync_ms: u64,
     /// `[nats.tls]`: `ca_file` (the CA the servers' certificates chain to), `cert_file` and
     /// `key_file` (a client certificate), `required`. Any of them makes TLS required.
     pub tls: amp_nats::NatsTls,
@@ -179,6 +185,7 @@ impl Default for NatsConfig {
             ingress_partitions: 1,
             fetch_batch: 1,
             publish_batch: 256,
+            limits_sync_ms: 100,
             auth: amp_nats::NatsAuth::default(),
             tls: amp_nats::NatsTls::default(),
         }
@@ -280,6 +287,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
         fetch_batch: nats.fetch_batch,
         publish_batch: nats.publish_batch,
         security: nats.security(),
+        limits_sync: Duration::from_millis(nats.limits_sync_ms),
         ..JetStreamConfig::default()
     })
     .await

@@ -18,6 +18,7 @@
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
+//! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
@@ -29,6 +30,7 @@ pub mod events;
 pub mod handoff;
 pub mod mailbox;
 pub mod render;
+pub mod shared_limits;
 pub mod tenants;
 
 use amp_bus::Bus;
@@ -122,12 +124,14 @@ impl Acceptor {
             std::time::Duration::from_millis(config.registry_cache_ms),
         );
         cache.follow(&bus);
-        let send_limiter = std::sync::Arc::new(amp_runtime::ratelimit::RateLimiter::new(
+        let send_limiter = shared_limits::limiter(
+            &bus,
+            "messages",
             amp_runtime::ratelimit::RateLimit {
                 limit: config.messages_per_minute,
                 window: std::time::Duration::from_secs(60),
             },
-        ));
+        );
         Self {
             cache,
             send_limiter,
@@ -142,8 +146,9 @@ impl Acceptor {
     }
 
     /// Takes one message from `sender_id`'s budget (`messages_per_minute`): REST and the
-    /// WebSocket `route` frame draw on the same one when they share this acceptor (ampd;
-    /// a cluster's ingest and delivery each hold their own).
+    /// WebSocket `route` frame draw on the same one when they share this acceptor (ampd); in
+    /// a cluster, every ingest and delivery replica's acceptor shares it over the bus
+    /// ([`shared_limits`]).
     pub fn check_rate(&self, sender_id: &str) -> amp_runtime::ratelimit::Decision {
         self.send_limiter.check(sender_id)
     }

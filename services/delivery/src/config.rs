@@ -25,7 +25,9 @@ pub struct Config {
     /// was lost (a NATS node died with the hint in flight); 0: only after a reconnect.
     pub resync_secs: u64,
     /// `route` frames per agent per minute, for the acceptor of the cluster's delivery
-    /// binary; in ampd the frames share `ingest.limits.messages_per_minute` with REST.
+    /// binary; in ampd the frames share `ingest.limits.messages_per_minute` with REST. In a
+    /// cluster the counts are shared with ingest's REST routes over NATS (`[nats]
+    /// limits_sync_ms`), so keep it equal to `ingest.limits.messages_per_minute`.
     pub messages_per_minute: u32,
     /// Sockets one agent may hold open on one process (a replica); one more is refused with
     /// close code 1008. Across N replicas an agent may hold up to N times this.

@@ -86,7 +86,8 @@ pub struct Config {
     pub per_peer_workers: usize,
     /// Concurrent consumers of the federation stream (their job writes share commits).
     pub consumers: usize,
-    /// Outbound messages per minute to one destination provider.
+    /// Outbound messages per minute to one destination provider. This limit and the three
+    /// inbound ones hold for all federation replicas together (`[nats] limits_sync_ms`).
     pub outbound_per_provider_per_minute: u32,
     /// Inbound messages per minute from one sender provider (spec 06: 100).
     pub inbound_per_provider_per_minute: u32,
@@ -105,7 +106,8 @@ pub struct Config {
     /// Discoveries (DNS and HTTPS lookups of a provider not in the cache) per minute, all
     /// providers together: inbound requests name the provider themselves, so without a bound
     /// anyone could make this provider query any domain at their rate. Over it, inbound gets
-    /// 429 and outbound retries later.
+    /// 429 and outbound retries later. Per replica: it bounds the lookups each process
+    /// makes, not a promise to anyone.
     pub discoveries_per_minute: u32,
     /// Providers the discovery cache holds (found and failed); past it, expired and then the
     /// oldest entries make room.

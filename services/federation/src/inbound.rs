@@ -404,6 +404,15 @@ fn sender_of(from: &str, provider: &str, ours: &str) -> Result<Address, HttpErro
 }
 
 /// Records (provider, signature); false when it was already seen within the window.
+///
+/// Per process on purpose (no store write per federated message): a replay sent to another
+/// replica passes this check but has no effect there either. The message id is the shared
+/// mailbox's idempotency key: `Mailboxes::enqueue` on (recipient, id) makes the same
+/// signature `Enqueued::Duplicate`, and an acknowledged id, or an expired one not yet purged,
+/// stays taken (`amp_messaging::handoff::settle_retry`), so the replay is answered like a
+/// retry and nothing is stored or delivered twice (and a message past its expiry is never
+/// delivered at all). What the replay still costs is one draw on the rate limits, which the
+/// replicas share (`amp_messaging::shared_limits`).
 fn first_sighting(inner: &Inner, provider: &str, sig: &str) -> bool {
     let window = Duration::from_secs(inner.config.timestamp_window_secs.saturating_mul(2));
     let now = Instant::now();

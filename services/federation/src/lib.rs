@@ -78,12 +78,13 @@ pub(crate) struct Inner {
     pub(crate) bus: Bus,
     pub(crate) http: reqwest::Client,
     pub(crate) discovery: Discovery,
-    pub(crate) outbound_limiter: RateLimiter,
+    /// The limiters, shared with the other replicas over the bus (`shared_limits`).
+    pub(crate) outbound_limiter: Arc<RateLimiter>,
     /// Deliveries in flight per destination provider (`per_peer_workers`).
     pub(crate) peer_slots: Arc<amp_runtime::slots::KeyedSlots>,
-    pub(crate) inbound_provider_limiter: RateLimiter,
-    pub(crate) inbound_recipient_limiter: RateLimiter,
-    pub(crate) inbound_total_limiter: RateLimiter,
+    pub(crate) inbound_provider_limiter: Arc<RateLimiter>,
+    pub(crate) inbound_recipient_limiter: Arc<RateLimiter>,
+    pub(crate) inbound_total_limiter: Arc<RateLimiter>,
     /// (provider, signature) of requests seen within the timestamp window.
     pub(crate) seen: Mutex<HashMap<(String, String), Instant>>,
     /// Wakes the delivery loop when a job was queued.
@@ -105,11 +106,15 @@ impl Federation {
         config.validate().map_err(StartError::Config)?;
         let config = Arc::new(config);
         let http = net::client(&config).map_err(|e| StartError::Http(e.to_string()))?;
-        let limit = |n: u32| {
-            RateLimiter::new(RateLimit {
-                limit: n,
-                window: MINUTE,
-            })
+        let limit = |name: &'static str, n: u32| {
+            amp_messaging::shared_limits::limiter(
+                &bus,
+                name,
+                RateLimit {
+                    limit: n,
+                    window: MINUTE,
+                },
+            )
         };
         let identity = Identity {
             domain: identity.domain.to_ascii_lowercase(),
@@ -118,11 +123,23 @@ impl Federation {
         Ok(Self {
             inner: Arc::new(Inner {
                 discovery: Discovery::new(config.clone(), http.clone()),
-                outbound_limiter: limit(config.outbound_per_provider_per_minute),
+                outbound_limiter: limit(
+                    "federation_outbound",
+                    config.outbound_per_provider_per_minute,
+                ),
                 peer_slots: amp_runtime::slots::KeyedSlots::new(config.per_peer_workers),
-                inbound_provider_limiter: limit(config.inbound_per_provider_per_minute),
-                inbound_recipient_limiter: limit(config.inbound_per_recipient_per_minute),
-                inbound_total_limiter: limit(config.inbound_total_per_minute),
+                inbound_provider_limiter: limit(
+                    "federation_inbound_provider",
+                    config.inbound_per_provider_per_minute,
+                ),
+                inbound_recipient_limiter: limit(
+                    "federation_inbound_recipient",
+                    config.inbound_per_recipient_per_minute,
+                ),
+                inbound_total_limiter: limit(
+                    "federation_inbound_total",
+                    config.inbound_total_per_minute,
+                ),
                 seen: Mutex::new(HashMap::new()),
                 wake: tokio::sync::Notify::new(),
                 http,

@@ -190,7 +190,10 @@ pub struct AdminConfig {
     pub bootstrap_token_file: Option<std::path::PathBuf>,
 }
 
-/// Rate limits (per minute) and quotas. Spec 07/08 defaults; operators raise them.
+/// Rate limits (per minute) and quotas. Spec 07/08 defaults; operators raise them. In a
+/// cluster the rate limits (and `registration.per_ip_per_minute`) hold for all ingest
+/// replicas together, the messages budget for ingest and delivery together (`[nats]
+/// limits_sync_ms`; the bound is in `amp_runtime::ratelimit`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {

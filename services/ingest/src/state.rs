@@ -1,5 +1,6 @@
 //! Shared state: identity, configuration, store, bus, limiters.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amp_bus::Bus;
@@ -34,10 +35,11 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     pub(crate) public_pem: String,
     pub(crate) fingerprint: String,
-    pub(crate) register_limiter: RateLimiter,
-    pub(crate) agent_limiter: RateLimiter,
-    pub(crate) tenant_limiter: RateLimiter,
-    pub(crate) pending_limiter: RateLimiter,
+    /// The limiters, shared with the other replicas over the bus (`shared_limits`).
+    pub(crate) register_limiter: Arc<RateLimiter>,
+    pub(crate) agent_limiter: Arc<RateLimiter>,
+    pub(crate) tenant_limiter: Arc<RateLimiter>,
+    pub(crate) pending_limiter: Arc<RateLimiter>,
     pub(crate) acceptor: amp_messaging::Acceptor,
     /// Provider attachments, when a blob store was given and they are enabled.
     pub(crate) attachments: Option<amp_messaging::attachments::AttachmentService>,
@@ -56,11 +58,15 @@ impl Inner {
         bus: Bus,
         blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, amp_store::Error> {
-        let limit = |n: u32| {
-            RateLimiter::new(RateLimit {
-                limit: n,
-                window: MINUTE,
-            })
+        let limit = |name: &'static str, n: u32| {
+            amp_messaging::shared_limits::limiter(
+                &bus,
+                name,
+                RateLimit {
+                    limit: n,
+                    window: MINUTE,
+                },
+            )
         };
         let public = identity.provider_key.public();
         let attachments = blobs.filter(|_| config.attachments.enabled).map(|blobs| {
@@ -92,10 +98,10 @@ impl Inner {
             None => acceptor,
         };
         Ok(Self {
-            register_limiter: limit(config.registration.per_ip_per_minute),
-            agent_limiter: limit(config.limits.api_requests_per_minute),
-            tenant_limiter: limit(config.limits.tenant_requests_per_minute),
-            pending_limiter: limit(config.limits.pending_per_minute),
+            register_limiter: limit("register", config.registration.per_ip_per_minute),
+            agent_limiter: limit("api_agent", config.limits.api_requests_per_minute),
+            tenant_limiter: limit("api_tenant", config.limits.tenant_requests_per_minute),
+            pending_limiter: limit("pending", config.limits.pending_per_minute),
             public_pem: public.to_pem(),
             fingerprint: public.fingerprint(),
             started: Instant::now(),

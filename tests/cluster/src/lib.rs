@@ -279,6 +279,12 @@ pub struct Topology {
     /// the user named like it, through `AMP__NATS__AUTH__USER` and
     /// `AMP__NATS__AUTH__PASSWORD_FILE` (as the chart sets them). `None`: no credentials.
     pub nats_passwords: Option<PathBuf>,
+    /// `[ingest.limits] messages_per_minute` (the tests' default: high enough never to be
+    /// the test).
+    pub messages_per_minute: u32,
+    /// `[nats] limits_sync_ms` (`None`: its default): how often replicas share their rate
+    /// limiters' counts; 0 turns the sharing off.
+    pub limits_sync_ms: Option<u64>,
 }
 
 impl Topology {
@@ -301,6 +307,8 @@ impl Topology {
             store_toml: String::new(),
             drain_timeout: Duration::from_secs(30),
             nats_passwords: None,
+            messages_per_minute: 10_000_000,
+            limits_sync_ms: None,
         }
     }
 
@@ -368,11 +376,11 @@ impl Deployment {
             "{capabilities}\n[server]\ndomain = {domain:?}\nkey_file = {key:?}\npepper_file = {pepper:?}\n\
              shutdown_grace_secs = 2\n{public_url}\n[log]\nfilter = \"info\"\n\n\
              [nats]\nurls = {urls:?}\nreplicas = {replicas}\nprefix = {prefix:?}\nack_wait_ms = {ack}\n\
-             ingress_partitions = {partitions}\n\n\
+             ingress_partitions = {partitions}\n{sync}\n\
              {store}\n\
              [ingest.registration]\nper_ip_per_minute = 100000\n\n\
              [ingest.limits]\napi_requests_per_minute = 10000000\n\
-             tenant_requests_per_minute = 10000000\nmessages_per_minute = 10000000\n\
+             tenant_requests_per_minute = 10000000\nmessages_per_minute = {messages}\n\
              pending_per_minute = 10000000\nmailbox_quota = {quota}\n{outcome}\n\
              [delivery]\nresync_secs = 3\n\n[federation]\n{federation_toml}\n",
             domain = t.domain,
@@ -388,6 +396,10 @@ impl Deployment {
             prefix = t.prefix,
             ack = t.ack_wait_ms,
             partitions = t.ingress_partitions,
+            sync = t
+                .limits_sync_ms
+                .map_or_else(String::new, |ms| format!("limits_sync_ms = {ms}\n")),
+            messages = t.messages_per_minute,
             store = t.store_toml,
             quota = t.mailbox_quota,
             outcome = t.outcome_wait_ms.map_or_else(String::new, |ms| format!(

@@ -56,6 +56,11 @@ pub struct JetStreamConfig {
     /// the server) when many are under way at once; a lone publish is never delayed. 1 turns
     /// batching off. Default 256.
     pub publish_batch: usize,
+    /// How often each replica tells the others what its rate limiters counted (see
+    /// [`crate::BusBackend::limits_sync`]): the replicas share every limit, over-allowing by
+    /// at most what the others allowed in one such interval. Zero: each process limits
+    /// alone. Default 100 ms.
+    pub limits_sync: Duration,
 }
 
 impl Default for JetStreamConfig {
@@ -75,6 +80,7 @@ impl Default for JetStreamConfig {
             ingress_partitions: 1,
             security: amp_nats::NatsSecurity::default(),
             publish_batch: 256,
+            limits_sync: Duration::from_millis(100),
         }
     }
 }

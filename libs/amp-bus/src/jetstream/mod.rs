@@ -410,6 +410,11 @@ impl BusBackend for JetStreamBus {
         Some(self.shared.gaps.subscribe())
     }
 
+    fn limits_sync(&self) -> Option<Duration> {
+        let every = self.shared.config.limits_sync;
+        (!every.is_zero()).then_some(every)
+    }
+
     async fn close(&self) {
         let shared = &self.shared;
         if shared.closed.is_cancelled() {

@@ -2,3 +2,4 @@
 //! processes (the test kit).
 
 mod security;
+mod shared_limits;

@@ -244,3 +244,57 @@ async fn federation_inbound_rate_limit_per_provider() {
     assert_eq!(b.pending_count(&bob).await, 2);
     b.stop().await;
 }
+
+/// Federation inbound's replay cache is per process (no store write per message); a replay
+/// that reaches another replica (here: the same provider restarted, a process that never saw
+/// the request) passes it, and the shared store makes it a no-op: the message id is the
+/// mailbox's idempotency key, queued or acknowledged. Nothing is stored or delivered twice.
+#[tokio::test]
+async fn security_shared_limits_replay_on_another_replica_stores_nothing_twice() {
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let start = || pb.start(|f| f.peers = vec![pa.as_peer()]);
+    let b = start().await;
+    let bob = b.register("team", "bob").await;
+    let alice = remote_agent("alice@team.alpha.test");
+    let id = "msg_1700000000000_5ca1ab1e";
+    let payload = payload_with("hello bob");
+    let good = body(&alice, &bob.address, id, &payload, &payload);
+    let h = headers("alpha.test", &pa.key, Timestamp::now().unix_secs(), &good);
+    let r = b.deliver_raw(&h, &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let first = r.json();
+    assert_refused(&b.deliver_raw(&h, &good).await, 401, "unauthorized");
+    b.stop().await;
+
+    // Another process: its replay cache is empty; the exact replay is answered like a
+    // retry, and the mailbox still holds one entry.
+    let b = start().await;
+    let r = b.deliver_raw(&h, &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), first);
+    assert_eq!(b.pending_count(&bob).await, 1, "one mailbox entry");
+
+    // Acknowledged, then replayed to yet another process: never delivered again.
+    let ack = b
+        .http
+        .post(format!("{}/v1/messages/pending/ack", b.url))
+        .bearer_auth(&bob.api_key)
+        .header("content-type", "application/json")
+        .body(json!({ "ids": [id] }).to_string())
+        .send()
+        .await
+        .expect("ack");
+    assert!(ack.status().is_success(), "{}", ack.status());
+    assert_eq!(b.pending_count(&bob).await, 0);
+    b.stop().await;
+    let b = start().await;
+    let r = b.deliver_raw(&h, &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        b.pending_count(&bob).await,
+        0,
+        "an acknowledged id stays taken"
+    );
+    b.stop().await;
+}

@@ -3,7 +3,8 @@
 //! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
 //! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`);
 //! `… operator` the operator plane across ingest replicas, and the chart's alert rules and
-//! dashboard (`operator_dashboard_chart_*`, needs `helm`).
+//! dashboard (`operator_dashboard_chart_*`, needs `helm`); `… security_shared_limits` the
+//! rate limits shared by replicas.
 
 mod chaos;
 mod chart;
@@ -14,3 +15,4 @@ mod federation_cluster;
 mod operator;
 mod parity;
 mod security;
+mod shared_limits;
