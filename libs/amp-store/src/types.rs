@@ -328,3 +328,12 @@ pub struct Versioned<T> {
     /// Its revision: changes with every write.
     pub revision: u64,
 }
+
+/// What [`crate::Purge::purge_agent`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPurge {
+    /// Mailbox entries, queued or acknowledged (acknowledgement records included).
+    pub messages: u64,
+    /// Receipts retained for the agent.
+    pub receipts: u64,
+}

@@ -15,11 +15,15 @@
 //! - `records` (collection, id) → bytes: the operator plane ([`records`]).
 //! - `attachments` id → revision and [`AttachmentRecord`] (see `attachments`).
 //!
+//! [`Purge`] (`purge`) removes an agent's rows from every table in one transaction;
+//! [`RedbStore::scan`] reads every row of every table (a new table is added there too).
+//!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
 mod attachments;
 mod mailbox_row;
+mod purge;
 mod records;
 mod writer;
 
@@ -34,6 +38,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::*;
+pub use purge::ScannedRow;
 use writer::Writer;
 
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");

@@ -22,7 +22,7 @@ pub(crate) struct AdminArgs {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Tenants: list, create, show, change, suspend, resume.
+    /// Tenants: list, create, show, change, suspend, resume, delete.
     #[command(subcommand)]
     Tenants(TenantCommand),
     /// Owner keys (`uk_…`) of a tenant: issue, list, rotate, revoke.
@@ -49,7 +49,7 @@ enum AdminCommand {
 enum TenantCommand {
     /// List tenants, by name.
     List {
-        /// Only `active` or `suspended` ones.
+        /// Only `active`, `suspended` or `deleting` ones.
         #[arg(long)]
         status: Option<String>,
         /// Tenants after this name.
@@ -90,6 +90,20 @@ enum TenantCommand {
     },
     /// Resume a suspended tenant.
     Resume {
+        /// The tenant.
+        name: String,
+    },
+    /// Delete a tenant and everything of it (agents, keys, mailboxes, receipts, jobs): it is
+    /// suspended at once and purged in the background. Asks nothing.
+    Delete {
+        /// The tenant.
+        name: String,
+        /// Wait until the purge is done (or failed), polling its status.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the status of a tenant's deletion.
+    Deletion {
         /// The tenant.
         name: String,
     },
@@ -197,6 +211,25 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
             TenantCommand::Resume { name } => {
                 (c.resume(&name).await?, View::Record(TENANT_COLUMNS))
             }
+            TenantCommand::Delete { name, wait } => {
+                let started = c.delete_tenant(&name).await?;
+                let value = if wait {
+                    let d = c
+                        .wait_tenant_deletion(&name, std::time::Duration::from_millis(500))
+                        .await?;
+                    if d["status"] == "failed" {
+                        anyhow::bail!("the deletion of tenant '{name}' failed: {}", d["error"]);
+                    }
+                    d
+                } else {
+                    started
+                };
+                (value, View::Record(DELETION_COLUMNS))
+            }
+            TenantCommand::Deletion { name } => (
+                c.tenant_deletion(&name).await?,
+                View::Record(DELETION_COLUMNS),
+            ),
         },
         AdminCommand::Keys(k) => match k {
             KeyCommand::Issue {
@@ -273,6 +306,15 @@ const TENANT_COLUMNS: &[&str] = &[
     "registration",
     "created_at",
     "suspended_reason",
+];
+const DELETION_COLUMNS: &[&str] = &[
+    "id",
+    "tenant",
+    "status",
+    "started_at",
+    "finished_at",
+    "purged",
+    "error",
 ];
 const KEY_COLUMNS: &[&str] = &[
     "id",
