@@ -254,6 +254,17 @@ pub trait Kv: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
 }
 
+/// Kinds of per-message marker an agent's messages leave in [`Kv`] (a read receipt sent, a
+/// delivery receipt sent), under [`message_marker`]: a [`Purge`] removes them with the
+/// mailbox.
+pub const MESSAGE_MARKERS: &[&str] = &["read", "receipt-sent"];
+
+/// The [`Kv`] key of a per-message marker of `kind` (one of [`MESSAGE_MARKERS`]) for the
+/// message `message_id` in the mailbox of `agent_id`.
+pub fn message_marker(kind: &str, agent_id: &str, message_id: &str) -> String {
+    format!("{kind}/{agent_id}/{message_id}")
+}
+
 /// How [`Records::record_put`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutMode {
@@ -323,8 +334,9 @@ pub trait Purge: Send + Sync {
     async fn tenant_agents(&self, tenant: &str, limit: usize) -> Result<Vec<String>>;
 
     /// Deletes everything this backend holds about the agent: its record, name, API keys and
-    /// owner link; its mailbox (entries, acknowledgement records, id index, positions); its
-    /// receipts; its presence sessions. Jobs are not included (their data is the caller's
+    /// owner link; its mailbox (entries, acknowledgement records, id index, positions) and
+    /// the [`message_marker`]s of every id the mailbox knows; its receipts; its presence
+    /// sessions. Jobs are not included (their data is the caller's
     /// format: [`deletion`] removes them by kind). Idempotent: a purge that stopped
     /// half-way is finished by the next call; the agent record goes last, so the agent is
     /// listed by [`tenant_agents`](Self::tenant_agents) until its purge is complete.

@@ -969,8 +969,9 @@ impl Mailboxes for CqlStore {
 /// The mailbox's part of a purge ([`Purge`], in `purge`).
 impl CqlStore {
     /// Deletes every bucket of the mailbox (below the floor too: acknowledged rows wait
-    /// for their TTL otherwise), each id's lookup row, then the positions; returns how many
-    /// entries there were. The positions go last, so a retry still knows the buckets.
+    /// for their TTL otherwise), each id's lookup row and markers, then the positions;
+    /// returns how many entries there were. The positions go last, so a retry still knows
+    /// the buckets.
     pub(super) async fn purge_mailbox(&self, agent_id: &str) -> Result<u64> {
         let st = &self.conn.st;
         self.heads.forget(agent_id);
@@ -990,6 +991,9 @@ impl CqlStore {
             ids.sort();
             ids.dedup();
             for id in ids {
+                for kind in MESSAGE_MARKERS {
+                    Kv::delete(self, &message_marker(kind, agent_id, &id)).await?;
+                }
                 self.conn
                     .exec(
                         "delete a message id",

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::JetStreamStore;
-use super::conn::tok;
+use super::conn::{MAX_BATCH, tok, untok};
 use crate::*;
 
 #[async_trait]
@@ -20,14 +20,37 @@ impl Purge for JetStreamStore {
 
     async fn purge_agent(&self, agent_id: &str) -> Result<AgentPurge> {
         let agent = tok(agent_id);
-        let messages = self
-            .conn
-            .purge(
-                &self.mailbox,
-                &self.conn.subject(&format!("amp.mbox.{agent}.>")),
-                None,
-            )
-            .await?;
+        // The markers of every id the mailbox knows first: the ids are read off the
+        // subjects, which the purge below removes.
+        let filter = self.conn.subject(&format!("amp.mbox.{agent}.>"));
+        let mut ids = Vec::new();
+        let mut start = 0;
+        loop {
+            let batch = self
+                .conn
+                .batch(&self.mailbox, &filter, start, MAX_BATCH)
+                .await?;
+            let Some(last) = batch.messages.last() else {
+                break;
+            };
+            start = last.seq + 1;
+            for raw in &batch.messages {
+                if let Some(id) = raw.subject.rsplit('.').next() {
+                    ids.push(untok(id)?);
+                }
+            }
+            if batch.pending == 0 {
+                break;
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
+            for kind in MESSAGE_MARKERS {
+                Kv::delete(self, &message_marker(kind, agent_id, id)).await?;
+            }
+        }
+        let messages = self.conn.purge(&self.mailbox, &filter, None).await?;
         self.conn
             .kv_delete(&self.index, &format!("meta.{agent}"))
             .await?;

@@ -223,6 +223,24 @@ fn delete_mailbox_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Deletes a kv entry and its expiry rows.
+fn kv_delete_in(txn: &WriteTransaction, key: &str) -> Result<()> {
+    txn.open_table(KV).map_err(st)?.remove(key).map_err(st)?;
+    let old = txn
+        .open_table(KV_EXPIRES)
+        .map_err(st)?
+        .remove(key)
+        .map_err(st)?
+        .map(|t| t.value());
+    if let Some(t) = old {
+        txn.open_table(KV_EXPIRY)
+            .map_err(st)?
+            .remove((t, key))
+            .map_err(st)?;
+    }
+    Ok(())
+}
+
 fn read_agent(txn: &ReadTransaction, id: &str) -> Result<Option<AgentRecord>> {
     let t = txn.open_table(AGENTS).map_err(st)?;
     match t.get(id).map_err(st)? {
@@ -1060,27 +1078,7 @@ impl Kv for RedbStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let key = key.to_owned();
-        self.writer
-            .write(move |txn| {
-                txn.open_table(KV)
-                    .map_err(st)?
-                    .remove(key.as_str())
-                    .map_err(st)?;
-                let old = txn
-                    .open_table(KV_EXPIRES)
-                    .map_err(st)?
-                    .remove(key.as_str())
-                    .map_err(st)?
-                    .map(|t| t.value());
-                if let Some(t) = old {
-                    txn.open_table(KV_EXPIRY)
-                        .map_err(st)?
-                        .remove((t, key.as_str()))
-                        .map_err(st)?;
-                }
-                Ok(())
-            })
-            .await
+        self.writer.write(move |txn| kv_delete_in(txn, &key)).await
     }
 }
 

@@ -73,15 +73,24 @@ fn purge_in(txn: &WriteTransaction, agent_id: &str) -> Result<AgentPurge> {
     }
     revoke_keys_in(txn, agent_id)?;
 
-    // The mailbox: every id the index knows (queued or acknowledged), then any row left.
+    // The mailbox: every id the index knows (queued or acknowledged) and its markers, then
+    // any row left.
+    let mut ids = Vec::new();
     {
         let index = txn.open_table(MSG_INDEX).map_err(st)?;
         for row in index.range((agent_id, "")..).map_err(st)? {
             let (k, _) = row.map_err(st)?;
-            if k.value().0 != agent_id {
+            let (a, id) = k.value();
+            if a != agent_id {
                 break;
             }
-            out.messages += 1;
+            ids.push(id.to_owned());
+        }
+    }
+    out.messages = ids.len() as u64;
+    for id in &ids {
+        for kind in MESSAGE_MARKERS {
+            kv_delete_in(txn, &message_marker(kind, agent_id, id))?;
         }
     }
     delete_mailbox_in(txn, agent_id)?;

@@ -61,6 +61,13 @@ async fn populated(
         .presence_set(&a.id, "s1", now + 60_000)
         .await
         .expect("presence");
+    for (i, kind) in MESSAGE_MARKERS.iter().enumerate() {
+        let key = message_marker(kind, &a.id, &format!("msg_{i}_{name}"));
+        store
+            .put(&key, b"1".to_vec(), Some(now + DAY))
+            .await
+            .expect("marker");
+    }
     (a, vec![k1, k2])
 }
 
@@ -122,6 +129,10 @@ pub async fn purge_agent_removes_everything_about_it(store: &Store) {
             .is_empty()
     );
     assert_eq!(store.presence_count(&a.id, now).await.expect("presence"), 0);
+    for (i, kind) in MESSAGE_MARKERS.iter().enumerate() {
+        let key = message_marker(kind, &a.id, &format!("msg_{i}_gone"));
+        assert_eq!(store.get(&key).await.expect("marker"), None, "{key}");
+    }
     assert!(
         store
             .tenant_agents(&tenant, 100)

@@ -7,6 +7,7 @@
 
 mod attachments;
 mod operator;
+mod operator_delete;
 mod security;
 mod trusted_proxies;
 
