@@ -303,3 +303,87 @@ async fn operator_tenant_delete_purges_the_store() {
     s.get(&k1, "/v1/agents/me").await.assert_ok();
     s.stop().await;
 }
+
+/// A deletion whose process stopped before it finished is resumed by the next start: here
+/// the store is left as a crash right after `DELETE` answered leaves it (the job's record
+/// `running`, the tenant marked `deleting`, nothing purged yet), and the restarted `ampd`
+/// runs it to `done`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_tenant_delete_resumes_after_a_restart() {
+    use amp_store::deletion::{self, DeletionStatus, TenantDeletion};
+    use amp_store::operator::{Operator as _, TenantStatus};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_owned();
+    let config = |c: &mut ampd::Config| c.server.data_dir = data.clone();
+    let (s, base) = start_admin(config).await;
+    tenant(&s, &base, "halfway", "open").await;
+    let a = s.register("halfway", "ann").await;
+    let b = s.register("halfway", "bob").await;
+    let other = s.register("elsewhere", "olga").await;
+    s.send_text(&a, &b.address, "one").await;
+    s.send_text(&b, &a.address, "two").await;
+    let ids = [agent_id(&s, &a).await, agent_id(&s, &b).await];
+    s.stop().await;
+
+    {
+        let store = amp_store::Store::new(
+            RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store"),
+        );
+        let now = amp_proto::Timestamp::now().unix_millis();
+        let mut t = store
+            .tenant("halfway")
+            .await
+            .expect("read")
+            .expect("tenant");
+        t.status = TenantStatus::Deleting;
+        store.put_tenant(&t).await.expect("mark");
+        let d = TenantDeletion {
+            id: "del_crashed".into(),
+            tenant: "halfway".into(),
+            status: DeletionStatus::Running,
+            requested_by: "opt_test".into(),
+            requested_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            purged: Default::default(),
+            error: None,
+        };
+        deletion::save(&store, &d).await.expect("save");
+        store.close().await.expect("close");
+    }
+
+    let (s, base) = start_admin(config).await;
+    // Refused while the resumed job runs, as for any deleting tenant.
+    assert_ne!(s.get(&a, "/v1/agents/me").await.status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let done = loop {
+        let d = deletion(&s, &base, "halfway").await;
+        if d["status"] == "done" {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["id"], "del_crashed", "{done}");
+    assert_eq!(done["purged"]["agents"], 2, "{done}");
+    s.get(&a, "/v1/agents/me")
+        .await
+        .assert_error(401, "unauthorized", None);
+    s.get(&other, "/v1/agents/me").await.assert_ok();
+    s.stop().await;
+
+    let store = RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store");
+    let rows = store.scan().expect("scan");
+    for needle in ids.iter().map(String::as_str).chain(["halfway"]) {
+        let left: Vec<_> = rows
+            .iter()
+            .filter(|r| r.key.contains(needle) || r.value.contains(needle))
+            .filter(|r| {
+                !(r.table == "records"
+                    && (r.key.contains("\"audit\"") || r.key.contains("\"tenant_deletions\"")))
+            })
+            .collect();
+        assert!(left.is_empty(), "{needle} is still in the store: {left:#?}");
+    }
+}
