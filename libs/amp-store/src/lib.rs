@@ -184,7 +184,7 @@ pub trait Mailboxes: Send + Sync {
     /// never served, counted or acknowledged.
     async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize>;
 
-    /// Deletes a whole mailbox.
+    /// Deletes a whole mailbox, with the [`message_marker`]s of every id it knows.
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()>;
 }
 

@@ -337,3 +337,15 @@ pub struct AgentPurge {
     /// Receipts retained for the agent.
     pub receipts: u64,
 }
+
+/// One row of a backend's whole-store scan (`RedbStore::scan`, `JetStreamStore::scan`): what
+/// tests that must prove something is gone look through, rather than asking the API.
+#[derive(Debug, Clone)]
+pub struct ScannedRow {
+    /// The table, bucket or stream.
+    pub table: String,
+    /// The key or subject, as text (escaped tokens decoded).
+    pub key: String,
+    /// The value as text (JSON values as they are).
+    pub value: String,
+}

@@ -950,19 +950,8 @@ impl Mailboxes for CqlStore {
     }
 
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
-        let st = &self.conn.st;
-        self.heads.forget(agent_id);
-        let meta = self.meta(agent_id).await?;
-        let last = meta.last_bucket() + 1;
-        for b in bucket_of(meta.floor + 1)..=last {
-            self.conn
-                .exec("delete a mailbox bucket", &st.bucket_delete, (agent_id, b))
-                .await?;
-        }
-        self.conn
-            .exec("delete a mailbox", &st.meta_delete, (DELETED_TS, agent_id))
-            .await?;
-        Ok(())
+        // Every bucket, id row and marker: a purge of the mailbox.
+        self.purge_mailbox(agent_id).await.map(|_| ())
     }
 }
 

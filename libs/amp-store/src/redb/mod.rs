@@ -38,7 +38,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::*;
-pub use purge::ScannedRow;
 use writer::Writer;
 
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
@@ -196,7 +195,7 @@ impl Drop for RedbStore {
     }
 }
 
-/// Deletes every mailbox row, index entry and expiry entry of an agent.
+/// Deletes every mailbox row, index entry, expiry entry and message marker of an agent.
 fn delete_mailbox_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
     let mut index = txn.open_table(MSG_INDEX).map_err(st)?;
     let mut expiry = txn.open_table(EXPIRY).map_err(st)?;
@@ -211,10 +210,15 @@ fn delete_mailbox_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
         let e: IndexEntry = from_json(v.value())?;
         keys.push((id.to_owned(), e.seq, e.expires_at));
     }
-    for (id, seq, exp) in keys {
+    for (id, seq, exp) in &keys {
         index.remove((agent_id, id.as_str())).map_err(st)?;
-        expiry.remove((exp, agent_id, seq)).map_err(st)?;
-        mailbox.remove((agent_id, seq)).map_err(st)?;
+        expiry.remove((*exp, agent_id, *seq)).map_err(st)?;
+        mailbox.remove((agent_id, *seq)).map_err(st)?;
+    }
+    for (id, ..) in &keys {
+        for kind in MESSAGE_MARKERS {
+            kv_delete_in(txn, &message_marker(kind, agent_id, id))?;
+        }
     }
     txn.open_table(MBOX_META)
         .map_err(st)?

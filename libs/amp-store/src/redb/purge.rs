@@ -73,24 +73,16 @@ fn purge_in(txn: &WriteTransaction, agent_id: &str) -> Result<AgentPurge> {
     }
     revoke_keys_in(txn, agent_id)?;
 
-    // The mailbox: every id the index knows (queued or acknowledged) and its markers, then
+    // The mailbox: every id the index knows (queued or acknowledged) with its markers, then
     // any row left.
-    let mut ids = Vec::new();
     {
         let index = txn.open_table(MSG_INDEX).map_err(st)?;
         for row in index.range((agent_id, "")..).map_err(st)? {
             let (k, _) = row.map_err(st)?;
-            let (a, id) = k.value();
-            if a != agent_id {
+            if k.value().0 != agent_id {
                 break;
             }
-            ids.push(id.to_owned());
-        }
-    }
-    out.messages = ids.len() as u64;
-    for id in &ids {
-        for kind in MESSAGE_MARKERS {
-            kv_delete_in(txn, &message_marker(kind, agent_id, id))?;
+            out.messages += 1;
         }
     }
     delete_mailbox_in(txn, agent_id)?;
@@ -139,17 +131,6 @@ fn remove_seq_range(
     Ok(seqs.len() as u64)
 }
 
-/// One row of [`RedbStore::scan`]: its table, its key as text, its value.
-#[derive(Debug, Clone)]
-pub struct ScannedRow {
-    /// The table's name.
-    pub table: &'static str,
-    /// The key, as text (`Debug` of a tuple key; hex of a byte key).
-    pub key: String,
-    /// The value as text (JSON values as they are; others as `Debug`).
-    pub value: String,
-}
-
 impl RedbStore {
     /// Every row of every table: what tests that must prove something is gone (a tenant's
     /// deletion) look through, rather than asking the API.
@@ -172,7 +153,7 @@ impl RedbStore {
                             let (k, v) = row.map_err(st)?;
                             let ($k, $v) = (k.value(), v.value());
                             out.push(ScannedRow {
-                                table: $name,
+                                table: $name.to_owned(),
                                 key: $key,
                                 value: $value,
                             });

@@ -369,3 +369,119 @@ pub async fn tenant_deletion_runs_to_the_end(store: &Store) {
     assert_eq!(again.purged.agents, 1);
     store.complete(&jc.id).await.expect("clean up");
 }
+
+/// Fills a tenant (agents with keys, owner links, queued and acknowledged messages,
+/// receipts, sessions, markers, a job, an owner key, an invite, a deregistered agent) and
+/// another one the same way, deletes the first with [`deletion::run`], and returns what
+/// must be found nowhere in a scan of the store now (the tenant's name and its agents' ids)
+/// and what must still be there (the other tenant's agent ids). A backend's test scans its
+/// store and calls [`assert_gone`].
+pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<String>) {
+    let now = now_ms();
+    let (tenant, other) = (unique("gone"), unique("kept"));
+    let kind = unique("kind");
+    let mut gone = vec![tenant.clone()];
+    let mut kept = Vec::new();
+    for (t, ids) in [(&tenant, &mut gone), (&other, &mut kept)] {
+        store
+            .create_tenant(&TenantRecord {
+                name: t.clone(),
+                status: TenantStatus::Active,
+                registration: TenantRegistration::Open,
+                suspended_reason: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("tenant");
+        let (a, _) = populated(store, t, "a", now).await;
+        let (b, _) = populated(store, t, "b", now).await;
+        store
+            .deregister_agent(&b.id, now, now + DAY)
+            .await
+            .expect("deregister");
+        store
+            .schedule(Job {
+                id: format!("webhook/{}/m", a.id),
+                kind: kind.clone(),
+                due_at: now,
+                attempt: 0,
+                data: format!(r#"{{"agent_id":"{}","message_id":"m"}}"#, a.id),
+            })
+            .await
+            .expect("job");
+        store
+            .put_owner_key(
+                &key_hash(&unique("uk")),
+                &OwnerKey {
+                    id: unique("ok_"),
+                    tenant: t.clone(),
+                    owner_id: "o".into(),
+                    prefix: "uk_x".into(),
+                    agent_limit: None,
+                    created_at: now,
+                    expires_at: None,
+                    revoked_at: None,
+                    replaced_by: None,
+                },
+                PutMode::Create,
+            )
+            .await
+            .expect("owner key");
+        store
+            .put_invite(
+                &key_hash(&unique("inv")),
+                &Invite {
+                    id: unique("inv_"),
+                    tenant: t.clone(),
+                    created_at: now,
+                    expires_at: now + DAY,
+                    created_by: "opt_x".into(),
+                },
+            )
+            .await
+            .expect("invite");
+        ids.extend([a.id, b.id]);
+    }
+    let d = TenantDeletion {
+        id: unique("del_"),
+        tenant: tenant.clone(),
+        status: DeletionStatus::Pending,
+        requested_by: "opt_test".into(),
+        requested_at: now,
+        started_at: None,
+        finished_at: None,
+        purged: Default::default(),
+        error: None,
+    };
+    let done = deletion::run(store, d, &[kind.as_str()], now_ms)
+        .await
+        .expect("run");
+    assert_eq!(done.purged.agents, 2);
+    assert_eq!(done.purged.jobs, 1);
+    // The deletion's own record names the tenant: kept, like the audit log.
+    store
+        .record_take(deletion::DELETIONS, &tenant)
+        .await
+        .expect("forget the deletion record");
+    (gone, kept)
+}
+
+/// No row of `rows` mentions any of `gone`; each of `kept` is still mentioned.
+#[track_caller]
+pub fn assert_gone(rows: &[ScannedRow], gone: &[String], kept: &[String]) {
+    for needle in gone {
+        let left: Vec<&ScannedRow> = rows
+            .iter()
+            .filter(|r| r.key.contains(needle.as_str()) || r.value.contains(needle.as_str()))
+            .collect();
+        assert!(left.is_empty(), "{needle} is still in the store: {left:#?}");
+    }
+    for needle in kept {
+        assert!(
+            rows.iter()
+                .any(|r| r.key.contains(needle.as_str()) || r.value.contains(needle.as_str())),
+            "{needle} is gone too"
+        );
+    }
+}
