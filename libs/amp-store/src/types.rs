@@ -338,8 +338,9 @@ pub struct AgentPurge {
     pub receipts: u64,
 }
 
-/// One row of a backend's whole-store scan (`RedbStore::scan`, `JetStreamStore::scan`): what
-/// tests that must prove something is gone look through, rather than asking the API.
+/// One row of a backend's whole-store scan (`scan_rows` of the redb, JetStream and CQL
+/// stores): what tests that must prove something is gone look through, rather than asking
+/// the API.
 #[derive(Debug, Clone)]
 pub struct ScannedRow {
     /// The table, bucket or stream.

@@ -84,7 +84,7 @@ impl JetStreamStore {
     /// (a tenant's deletion) look through, rather than asking the API.
     ///
     /// Fails when the server cannot be read.
-    pub async fn scan(&self) -> Result<Vec<ScannedRow>> {
+    pub async fn scan_rows(&self) -> Result<Vec<ScannedRow>> {
         let decode = |key: &str| -> String {
             key.split('.')
                 .map(|t| untok(t).unwrap_or_else(|_| t.to_owned()))

@@ -16,7 +16,7 @@
 //! - `attachments` id → revision and [`AttachmentRecord`] (see `attachments`).
 //!
 //! [`Purge`] (`purge`) removes an agent's rows from every table in one transaction;
-//! [`RedbStore::scan`] reads every row of every table (a new table is added there too).
+//! [`RedbStore::scan_rows`] reads every row of every table (a new table is added there too).
 //!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.

@@ -136,7 +136,7 @@ impl RedbStore {
     /// deletion) look through, rather than asking the API.
     ///
     /// Fails when the database cannot be read.
-    pub fn scan(&self) -> Result<Vec<ScannedRow>> {
+    pub fn scan_rows(&self) -> Result<Vec<ScannedRow>> {
         fn text(b: &[u8]) -> String {
             String::from_utf8(b.to_vec()).unwrap_or_else(|_| hex(b))
         }

@@ -223,7 +223,7 @@ async fn jetstream_tenant_deletion_leaves_nothing_in_a_scan() {
     let js = JetStreamStore::connect(config(&server.url(), &prefix))
         .await
         .expect("connect again");
-    let rows = js.scan().await.expect("scan");
+    let rows = js.scan_rows().await.expect("scan");
     amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
 }
 

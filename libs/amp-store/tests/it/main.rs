@@ -29,13 +29,13 @@ async fn redb_passes_conformance() {
 async fn redb_tenant_deletion_leaves_nothing_in_a_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("open redb");
-    let rows_before = redb.scan().expect("scan").len();
+    let rows_before = redb.scan_rows().expect("scan").len();
     let store = Store::new(redb);
     let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
     store.close().await.expect("close");
     drop(store);
     let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("reopen redb");
-    let rows = redb.scan().expect("scan");
+    let rows = redb.scan_rows().expect("scan");
     assert!(rows.len() > rows_before);
     amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
 }

@@ -235,7 +235,7 @@ async fn operator_tenant_delete_purges_the_store() {
 
     // The store itself: every row of every table.
     let store = RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store");
-    let rows = store.scan().expect("scan");
+    let rows = store.scan_rows().expect("scan");
     let mentions = |needle: &str| {
         rows.iter()
             .filter(|r| r.key.contains(needle) || r.value.contains(needle))
@@ -374,7 +374,7 @@ async fn operator_tenant_delete_resumes_after_a_restart() {
     s.stop().await;
 
     let store = RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store");
-    let rows = store.scan().expect("scan");
+    let rows = store.scan_rows().expect("scan");
     for needle in ids.iter().map(String::as_str).chain(["halfway"]) {
         let left: Vec<_> = rows
             .iter()
