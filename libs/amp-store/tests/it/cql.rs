@@ -36,7 +36,7 @@ fn target() -> Option<String> {
 
 /// A tenant deleted, then every row of every table read: nothing of it is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cql_tenant_deletion_leaves_nothing_in_a_scan() {
+async fn cql_operator_tenant_delete_leaves_nothing_in_a_scan() {
     let Some(t) = target() else { return };
     let keyspace = unique_keyspace("amp_del");
     let store = connect(&t, &keyspace).await;

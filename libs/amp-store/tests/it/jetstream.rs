@@ -214,7 +214,7 @@ async fn jetstream_enqueue_rate() {
 /// A tenant deleted, then every key of every bucket and every message of every stream read:
 /// nothing of it is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jetstream_tenant_deletion_leaves_nothing_in_a_scan() {
+async fn jetstream_operator_tenant_delete_leaves_nothing_in_a_scan() {
     let server = NatsServer::start();
     let prefix = unique("d");
     let store = connect(&server.url(), &prefix).await;

@@ -26,7 +26,7 @@ async fn redb_passes_conformance() {
 
 /// A tenant deleted, then every row of every table read: nothing of it is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redb_tenant_deletion_leaves_nothing_in_a_scan() {
+async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("open redb");
     let rows_before = redb.scan_rows().expect("scan").len();
