@@ -350,11 +350,19 @@ fn render(value: &Value, view: &View) -> String {
         ),
         View::Record(cols) | View::Secret(_, cols) => (vec![value], cols),
     };
-    let cell = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    fn cell(v: &Value) -> String {
+        match v {
+            Value::Null => "-".to_owned(),
+            Value::String(s) => s.clone(),
+            // Counts and the like: `agents=2 messages=5`.
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", cell(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            other => other.to_string(),
+        }
+    }
     let mut table: Vec<Vec<String>> = vec![columns.iter().map(|c| c.to_uppercase()).collect()];
     for r in &rows {
         table.push(columns.iter().map(|c| cell(&r[*c])).collect());
@@ -425,5 +433,17 @@ mod tests {
             )
             .contains("(none)")
         );
+    }
+
+    #[test]
+    fn a_deletion_shows_its_counts() {
+        let d = json!({"id": "del_1", "tenant": "acme", "status": "done",
+            "started_at": "a", "finished_at": "b", "error": null,
+            "purged": {"agents": 2, "messages": 5}});
+        let t = render(&d, &View::Record(DELETION_COLUMNS));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID     TENANT  STATUS"), "{t}");
+        assert!(lines[1].contains("agents=2 messages=5"), "{t}");
+        assert!(lines[1].ends_with('-'), "{t}");
     }
 }
