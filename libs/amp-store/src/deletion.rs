@@ -8,6 +8,7 @@
 //! start finds the unfinished record ([`unfinished`]) and [`run`]s it again to the end.
 //!
 //! The steps, in an order that keeps each one findable until it is done:
+//! 0. the tenant is marked `deleting` (if it is not yet): refused service from then on;
 //! 1. jobs of the given kinds whose data names (`agent_id`) an agent of the tenant, or an
 //!    agent no longer in the registry (one purged by an earlier run that stopped);
 //! 2. agents, a page at a time ([`Purge::purge_agent`]: record, name, keys, mailbox,
@@ -19,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::operator::{INVITES, Invite, Operator as _, TENANTS};
+use crate::operator::{INVITES, Invite, Operator as _, TENANTS, TenantStatus};
 use crate::{Error, Millis, PutMode, Result, Store};
 
 /// Collection of [`TenantDeletion`]s, by tenant name.
@@ -160,6 +161,16 @@ pub async fn run(
     d.error = None;
     save(store, &d).await?;
     let tenant = d.tenant.clone();
+
+    // 0. Refused service while its data goes (the caller marks it too; a job resumed at
+    //    start makes sure).
+    if let Some(mut t) = store.tenant(&tenant).await?
+        && t.status != TenantStatus::Deleting
+    {
+        t.status = TenantStatus::Deleting;
+        t.updated_at = now();
+        store.put_tenant(&t).await?;
+    }
 
     // 1. Jobs, while their agents can still be told apart by tenant.
     for kind in job_kinds {

@@ -98,14 +98,15 @@ pub(super) async fn delete(
             error: None,
         },
     };
-    // The job's record first, then the tenant's mark: a crash between leaves a pending job
-    // that the next start runs (and marks nothing half-way).
-    deletion::save(&inner.store, &d)
-        .await
-        .map_err(store_error)?;
+    // The tenant's mark first (nothing new gets in from here), then the job's record: a
+    // crash between leaves a refused tenant with no job, which asking again starts. (A job
+    // resumed at start marks its tenant itself.)
     t.status = TenantStatus::Deleting;
     t.updated_at = now;
     tenants::save(&inner, &t).await?;
+    deletion::save(&inner.store, &d)
+        .await
+        .map_err(store_error)?;
     audit(
         &inner,
         &caller,
