@@ -147,6 +147,38 @@ impl AdminClient {
         .await
     }
 
+    /// Deletes a tenant: suspended at once, purged in the background; the answer is the
+    /// deletion's status (see [`tenant_deletion`](Self::tenant_deletion)).
+    pub async fn delete_tenant(&self, name: &str) -> Result<Value> {
+        self.call(Method::DELETE, &format!("/tenants/{}", enc(name)), None)
+            .await
+    }
+
+    /// The status of a tenant's deletion: `status` (`pending`, `running`, `done`,
+    /// `failed`), `purged` counts per kind, times, `error`.
+    pub async fn tenant_deletion(&self, name: &str) -> Result<Value> {
+        self.call(
+            Method::GET,
+            &format!("/tenants/{}/deletion", enc(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Polls a tenant's deletion every `every` until it is `done` or `failed`, and returns
+    /// that status.
+    ///
+    /// Fails when the API fails.
+    pub async fn wait_tenant_deletion(&self, name: &str, every: Duration) -> Result<Value> {
+        loop {
+            let d = self.tenant_deletion(name).await?;
+            if matches!(d["status"].as_str(), Some("done" | "failed")) {
+                return Ok(d);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Issues an owner key (the answer's `key` is shown this once).
     pub async fn issue_owner_key(&self, tenant: &str, options: Value) -> Result<Value> {
         let path = format!("/tenants/{}/owner-keys", enc(tenant));

@@ -162,7 +162,8 @@ pub async fn delivered_receipt(
     if !message.receipt {
         return Ok(());
     }
-    let marker = format!("receipt-sent/{}/{}", recipient.id, message.envelope.id);
+    let marker =
+        amp_store::message_marker("receipt-sent", &recipient.id, message.envelope.id.as_str());
     if store.get(&marker).await?.is_some() {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use amp_proto::{ApiError, ErrorCode};
 use amp_store::Store;
-use amp_store::operator::{Operator as _, TenantRecord, TenantStatus};
+use amp_store::operator::{Operator as _, TenantRecord};
 use parking_lot::Mutex;
 
 /// Cached tenant records; cheap to clone (shared).
@@ -64,14 +64,11 @@ impl TenantGate {
         self.cache.lock().remove(name);
     }
 
-    /// Whether the tenant is suspended now (at most [`Self::TTL`] ago).
+    /// Whether the tenant is suspended (or being deleted) now (at most [`Self::TTL`] ago).
     ///
     /// Fails when the store cannot be read.
     pub async fn is_suspended(&self, name: &str) -> amp_store::Result<bool> {
-        Ok(self
-            .tenant(name)
-            .await?
-            .is_some_and(|t| t.status == TenantStatus::Suspended))
+        Ok(self.tenant(name).await?.is_some_and(|t| t.status.refused()))
     }
 
     /// `403 agent_suspended` when the caller's tenant is suspended.

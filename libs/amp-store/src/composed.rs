@@ -318,6 +318,29 @@ impl Attachments for Composed {
     }
 }
 
+/// Each backend purges what it holds; the registry's last, since its agent record is what
+/// lists the agent for a purge that must be resumed.
+#[async_trait]
+impl Purge for Composed {
+    async fn tenant_agents(&self, tenant: &str, limit: usize) -> Result<Vec<String>> {
+        self.registry.tenant_agents(tenant, limit).await
+    }
+    async fn purge_agent(&self, agent_id: &str) -> Result<AgentPurge> {
+        let mut total = AgentPurge::default();
+        for b in self.backends() {
+            if !Arc::ptr_eq(b, &self.registry) {
+                let p = b.purge_agent(agent_id).await?;
+                total.messages += p.messages;
+                total.receipts += p.receipts;
+            }
+        }
+        let p = self.registry.purge_agent(agent_id).await?;
+        total.messages += p.messages;
+        total.receipts += p.receipts;
+        Ok(total)
+    }
+}
+
 #[async_trait]
 impl StoreBackend for Composed {
     async fn ready(&self) -> bool {

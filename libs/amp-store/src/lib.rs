@@ -7,10 +7,12 @@
 //!   senders), [`Jobs`] (durable timers for retries), [`Presence`] (live sessions with
 //!   leases), [`Kv`] (small provider state), [`Records`] (the operator plane's documents;
 //!   typed in [`operator`]: tenants, operator tokens, owner keys, invites, audit),
-//!   [`Attachments`] (uploaded attachments' metadata, compare-and-set). A backend
+//!   [`Attachments`] (uploaded attachments' metadata, compare-and-set), [`Purge`] (everything
+//!   about an agent, removed for good: tenant deletion). A backend
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
+//! - [`deletion`]: tenant deletion, a resumable job over the traits (its state a record).
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
@@ -28,6 +30,7 @@ use async_trait::async_trait;
 
 pub mod blob;
 pub mod composed;
+pub mod deletion;
 pub mod operator;
 pub mod types;
 
@@ -181,7 +184,7 @@ pub trait Mailboxes: Send + Sync {
     /// never served, counted or acknowledged.
     async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize>;
 
-    /// Deletes a whole mailbox.
+    /// Deletes a whole mailbox, with the [`message_marker`]s of every id it knows.
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()>;
 }
 
@@ -251,6 +254,17 @@ pub trait Kv: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
 }
 
+/// Kinds of per-message marker an agent's messages leave in [`Kv`] (a read receipt sent, a
+/// delivery receipt sent), under [`message_marker`]: a [`Purge`] removes them with the
+/// mailbox.
+pub const MESSAGE_MARKERS: &[&str] = &["read", "receipt-sent"];
+
+/// The [`Kv`] key of a per-message marker of `kind` (one of [`MESSAGE_MARKERS`]) for the
+/// message `message_id` in the mailbox of `agent_id`.
+pub fn message_marker(kind: &str, agent_id: &str, message_id: &str) -> String {
+    format!("{kind}/{agent_id}/{message_id}")
+}
+
 /// How [`Records::record_put`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutMode {
@@ -309,10 +323,30 @@ pub trait Attachments: Send + Sync {
     async fn attachment_delete(&self, id: &str) -> Result<()>;
 }
 
+/// Removal of everything stored about agents, for good (tenant deletion, [`deletion`]).
+/// Unlike a deregistration, nothing is held or kept: no name hold, no tombstone, no record.
+#[async_trait]
+pub trait Purge: Send + Sync {
+    /// Ids of the agents of `tenant` still in the registry (active or deregistered), in id
+    /// order, at most `limit`. A purged agent is no longer listed, so a caller walks a whole
+    /// tenant by purging the first page and asking again, which also resumes a walk that
+    /// stopped half-way.
+    async fn tenant_agents(&self, tenant: &str, limit: usize) -> Result<Vec<String>>;
+
+    /// Deletes everything this backend holds about the agent: its record, name, API keys and
+    /// owner link; its mailbox (entries, acknowledgement records, id index, positions) and
+    /// the [`message_marker`]s of every id the mailbox knows; its receipts; its presence
+    /// sessions. Jobs are not included (their data is the caller's
+    /// format: [`deletion`] removes them by kind). Idempotent: a purge that stopped
+    /// half-way is finished by the next call; the agent record goes last, so the agent is
+    /// listed by [`tenant_agents`](Self::tenant_agents) until its purge is complete.
+    async fn purge_agent(&self, agent_id: &str) -> Result<AgentPurge>;
+}
+
 /// A whole backend.
 #[async_trait]
 pub trait StoreBackend:
-    Registry + Mailboxes + Receipts + Jobs + Kv + Presence + Records + Attachments + 'static
+    Registry + Mailboxes + Receipts + Jobs + Kv + Presence + Records + Attachments + Purge + 'static
 {
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> bool;

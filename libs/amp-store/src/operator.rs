@@ -30,6 +30,15 @@ pub enum TenantStatus {
     Active,
     /// Its agents' requests and routes from and to them are refused; its sockets closed.
     Suspended,
+    /// Being deleted ([`crate::deletion`]): refused as if suspended, until the record goes.
+    Deleting,
+}
+
+impl TenantStatus {
+    /// Whether the tenant's agents are refused service (suspended, or being deleted).
+    pub fn refused(self) -> bool {
+        self != TenantStatus::Active
+    }
 }
 
 /// Who may register agents into a tenant.

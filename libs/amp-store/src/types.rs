@@ -328,3 +328,25 @@ pub struct Versioned<T> {
     /// Its revision: changes with every write.
     pub revision: u64,
 }
+
+/// What [`crate::Purge::purge_agent`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPurge {
+    /// Mailbox entries, queued or acknowledged (acknowledgement records included).
+    pub messages: u64,
+    /// Receipts retained for the agent.
+    pub receipts: u64,
+}
+
+/// One row of a backend's whole-store scan (`scan_rows` of the redb, JetStream and CQL
+/// stores): what tests that must prove something is gone look through, rather than asking
+/// the API.
+#[derive(Debug, Clone)]
+pub struct ScannedRow {
+    /// The table, bucket or stream.
+    pub table: String,
+    /// The key or subject, as text (escaped tokens decoded).
+    pub key: String,
+    /// The value as text (JSON values as they are).
+    pub value: String,
+}

@@ -63,8 +63,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds the service and imports the bootstrap seed (configured owners, bootstrap
-    /// operator token) into the store. With `blobs` (and `attachments.enabled`), it serves
+    /// Builds the service, imports the bootstrap seed (configured owners, bootstrap
+    /// operator token) into the store and resumes unfinished tenant deletions. With `blobs` (and `attachments.enabled`), it serves
     /// provider attachments and advertises `attachments`.
     ///
     /// Fails when the store cannot be written or the admin configuration is invalid.
@@ -76,10 +76,9 @@ impl Ingest {
         blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, StartError> {
         admin::seed::import(&config, &identity.key_pepper, &store).await?;
-        let inner = state::Inner::new(config, identity, store, bus, blobs).await?;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(state::Inner::new(config, identity, store, bus, blobs).await?);
+        admin::deletion::resume_unfinished(&inner).await?;
+        Ok(Self { inner })
     }
 
     /// All routes, under `/v1` and `/api/v1`, plus `/.well-known/agent-messaging.json`.

@@ -226,3 +226,77 @@ async fn tail_prints_and_acks_then_stops_on_a_refusal() {
         r.stderr
     );
 }
+
+/// `amp admin tenants delete --wait` deletes a tenant and waits for the purge; `amp admin
+/// tenants deletion` shows it done; the tenant's agent is refused; a second delete fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_tenant_delete_with_amp_admin() {
+    const TOKEN: &str = "amp_op_cli-test-bootstrap-token-0123456789abcdef";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let p = Provider::start_with(|c| {
+        c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
+        c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(TOKEN));
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin_url = format!("http://127.0.0.1:{port}");
+    let t = tenant("del");
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--admin-url", &admin_url, "--token", TOKEN];
+        all.extend_from_slice(args);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_owned();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            amp(&dir, &refs).await
+        }
+    };
+    let created = run(admin(&[
+        "--json",
+        "tenants",
+        "create",
+        &t,
+        "--registration",
+        "open",
+    ]))
+    .await
+    .json();
+    assert_eq!(created["status"], "active", "{created}");
+    let agent = p
+        .client()
+        .register(Some(&t), "alice", &SecretKey::generate(), None)
+        .await
+        .expect("register");
+
+    let done = run(admin(&["--json", "tenants", "delete", &t, "--wait"]))
+        .await
+        .json();
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["purged"]["agents"], 1, "{done}");
+    let shown = run(admin(&["tenants", "deletion", &t])).await;
+    assert!(shown.ok, "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("done") && shown.stdout.contains("agents=1"),
+        "{}",
+        shown.stdout
+    );
+    let err = p
+        .client()
+        .count(&agent)
+        .await
+        .expect_err("the deleted tenant's key is refused");
+    assert_eq!(err.code(), "unauthorized");
+    let again = run(admin(&["tenants", "delete", &t])).await;
+    assert!(!again.ok);
+    assert!(
+        again.stderr.contains("not_found") || again.stderr.contains("no tenant"),
+        "{}",
+        again.stderr
+    );
+    p.stop().await;
+}

@@ -18,6 +18,11 @@ pub(crate) struct Provider {
 
 impl Provider {
     pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with `tweak` applied to the configuration last.
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = ampd::Config::default();
         config.server.data_dir = dir.path().to_owned();
@@ -29,6 +34,7 @@ impl Provider {
         limits.messages_per_minute = 100_000;
         limits.pending_per_minute = 100_000;
         limits.mailbox_quota = 100_000;
+        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

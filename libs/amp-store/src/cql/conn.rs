@@ -251,6 +251,14 @@ statements! {
     owned_put [true] = "INSERT INTO owned_agents (owner_id, agent_id) VALUES (?, ?)";
     owned_delete [true] = "DELETE FROM owned_agents WHERE owner_id = ? AND agent_id = ?";
     owned_count [true] = "SELECT COUNT(*) FROM owned_agents WHERE owner_id = ?";
+    // Purge (tenant deletion): everything about an agent, for good.
+    agent_delete [true] = "DELETE FROM agents WHERE id = ?";
+    name_delete [false] = "DELETE FROM agent_names WHERE tenant = ? AND name = ? IF agent_id = ?";
+    entries_ids [true] = "SELECT seq, message_id FROM mailbox_entries WHERE agent = ? AND bucket = ?";
+    id_delete [true] = "DELETE FROM mailbox_ids WHERE agent = ? AND message_id = ?";
+    receipts_count [true] = "SELECT COUNT(*) FROM receipts WHERE agent = ?";
+    receipts_delete [true] = "DELETE FROM receipts WHERE agent = ?";
+    presence_delete_all [true] = "DELETE FROM presence WHERE agent = ?";
 
     // Operator records.
     record_get [true] = "SELECT value FROM records WHERE collection = ? AND id = ?";

@@ -950,11 +950,47 @@ impl Mailboxes for CqlStore {
     }
 
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
+        // Every bucket, id row and marker: a purge of the mailbox.
+        self.purge_mailbox(agent_id).await.map(|_| ())
+    }
+}
+
+/// The mailbox's part of a purge ([`Purge`], in `purge`).
+impl CqlStore {
+    /// Deletes every bucket of the mailbox (below the floor too: acknowledged rows wait
+    /// for their TTL otherwise), each id's lookup row and markers, then the positions;
+    /// returns how many entries there were. The positions go last, so a retry still knows
+    /// the buckets.
+    pub(super) async fn purge_mailbox(&self, agent_id: &str) -> Result<u64> {
         let st = &self.conn.st;
         self.heads.forget(agent_id);
         let meta = self.meta(agent_id).await?;
-        let last = meta.last_bucket() + 1;
-        for b in bucket_of(meta.floor + 1)..=last {
+        let mut entries = 0;
+        for b in 0..=meta.last_bucket() + 1 {
+            let rows = self
+                .conn
+                .query("read a mailbox bucket", &st.entries_ids, (agent_id, b))
+                .await?;
+            let mut ids = Vec::new();
+            for row in rows.rows::<(i64, Option<String>)>().map_err(corrupt)? {
+                let (seq, id) = row.map_err(corrupt)?;
+                entries += u64::from(seq > 0);
+                ids.extend(id);
+            }
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                for kind in MESSAGE_MARKERS {
+                    Kv::delete(self, &message_marker(kind, agent_id, &id)).await?;
+                }
+                self.conn
+                    .exec(
+                        "delete a message id",
+                        &st.id_delete,
+                        (agent_id, id.as_str()),
+                    )
+                    .await?;
+            }
             self.conn
                 .exec("delete a mailbox bucket", &st.bucket_delete, (agent_id, b))
                 .await?;
@@ -962,7 +998,7 @@ impl Mailboxes for CqlStore {
         self.conn
             .exec("delete a mailbox", &st.meta_delete, (DELETED_TS, agent_id))
             .await?;
-        Ok(())
+        Ok(entries)
     }
 }
 

@@ -27,12 +27,14 @@
 //!
 //! # Modules
 //! `config` ([`CqlStoreConfig`]), `tls` ([`CqlTlsConfig`]: TLS to the cluster), `schema` (keyspace and versioned migrations), `conn`
-//! (session, prepared statements, row helpers), `registry`, `mailboxes`, `state`.
+//! (session, prepared statements, row helpers), `registry`, `mailboxes`, `state`, `purge`
+//! ([`Purge`]: every row of an agent, for tenant deletion).
 
 mod attachments;
 mod config;
 mod conn;
 mod mailboxes;
+mod purge;
 mod records;
 mod registry;
 mod schema;

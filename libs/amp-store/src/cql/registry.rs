@@ -478,3 +478,67 @@ impl Registry for CqlStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
+
+/// The registry's part of a purge ([`Purge`], in `purge`).
+impl CqlStore {
+    /// Every agent holding a name of the tenant (active or held after a deregistration).
+    pub(super) async fn tenant_agent_ids(&self, tenant: &str) -> Result<Vec<String>> {
+        let rows = self
+            .conn
+            .query("list a tenant", &self.conn.st.names_list, (tenant, ""))
+            .await?;
+        type R = (
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
+        let mut ids = Vec::new();
+        for row in rows.rows::<R>().map_err(corrupt)? {
+            if let (_, Some(agent_id), ..) = row.map_err(corrupt)? {
+                ids.push(agent_id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes the agent's keys, name (if still its) and owner link, then its row: until
+    /// the row goes, a retry finds the rest through it.
+    pub(super) async fn purge_registry(&self, agent_id: &str) -> Result<()> {
+        let st = &self.conn.st;
+        let Some(row) = self.agent_row(agent_id).await? else {
+            // A row holding only a touch, or nothing.
+            self.conn
+                .exec("delete an agent", &st.agent_delete, (agent_id,))
+                .await?;
+            return Ok(());
+        };
+        for hash in &row.keys {
+            self.conn
+                .exec("delete an API key", &st.key_delete, (hash.as_slice(),))
+                .await?;
+        }
+        let agent = &row.record;
+        self.conn
+            .lwt(
+                "delete a name",
+                &st.name_delete,
+                (agent.tenant.as_str(), agent.name.as_str(), agent_id),
+            )
+            .await?;
+        if let Some(owner) = &agent.owner_id {
+            self.conn
+                .exec(
+                    "delete an owner link",
+                    &st.owned_delete,
+                    (owner.as_str(), agent_id),
+                )
+                .await?;
+        }
+        self.conn
+            .exec("delete an agent", &st.agent_delete, (agent_id,))
+            .await?;
+        Ok(())
+    }
+}

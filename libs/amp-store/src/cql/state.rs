@@ -410,3 +410,39 @@ impl Kv for CqlStore {
         Ok(())
     }
 }
+
+/// Receipts' and presence's part of a purge ([`Purge`], in `purge`).
+impl CqlStore {
+    /// Deletes the agent's receipts (one partition delete); returns how many there were.
+    pub(super) async fn purge_receipts(&self, agent_id: &str) -> Result<u64> {
+        let st = &self.conn.st;
+        let n = self
+            .conn
+            .query("count receipts", &st.receipts_count, (agent_id,))
+            .await?
+            .first_row::<(i64,)>()
+            .map_err(corrupt)?
+            .0;
+        self.conn
+            .exec("delete receipts", &st.receipts_delete, (agent_id,))
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Deletes the agent's sessions and its online row (at a timestamp past any lease: the
+    /// agent is gone for good).
+    pub(super) async fn purge_presence(&self, agent_id: &str) -> Result<()> {
+        let st = &self.conn.st;
+        self.conn
+            .exec("delete sessions", &st.presence_delete_all, (agent_id,))
+            .await?;
+        self.conn
+            .exec(
+                "record an agent offline",
+                &st.online_delete,
+                (i64::MAX / 2, shard_of(agent_id), agent_id),
+            )
+            .await?;
+        Ok(())
+    }
+}

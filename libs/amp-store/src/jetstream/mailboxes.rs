@@ -625,10 +625,7 @@ impl Mailboxes for JetStreamStore {
     }
 
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
-        // Messages and tombstones at once (nothing can be served after), then the meta.
-        self.conn
-            .purge(&self.mailbox, &self.agent_filter(agent_id), None)
-            .await?;
-        self.conn.kv_delete(&self.index, &meta_key(agent_id)).await
+        // The ids' markers, messages and tombstones, then the meta (see `purge`).
+        self.purge_mailbox(agent_id).await.map(|_| ())
     }
 }

@@ -32,13 +32,14 @@
 //! # Modules
 //! `config` ([`JetStreamStoreConfig`]), `conn` (NATS primitives: buckets, compare-and-set,
 //! batched direct gets), `registry`, `mailboxes`, `state` (receipts, jobs, presence, kv),
-//! `attachments`.
+//! `attachments`, `purge` ([`Purge`]: everything about an agent, for tenant deletion).
 
 mod attachments;
 mod blobs;
 mod config;
 mod conn;
 mod mailboxes;
+mod purge;
 mod records;
 mod registry;
 mod state;

@@ -570,3 +570,58 @@ impl Registry for JetStreamStore {
             .count() as u64)
     }
 }
+
+/// The registry's part of a purge ([`Purge`], in `purge`).
+impl JetStreamStore {
+    /// Agents of a tenant by its names; when none is left, by a scan of every agent record
+    /// (a deregistered agent whose name was taken by another is only found that way).
+    pub(super) async fn tenant_agent_ids(&self, tenant: &str) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let prefix = format!("name.{}", tok(tenant));
+        for (_, value) in self.conn.kv_scan(&self.registry, &prefix).await? {
+            let holder: NameHolder = super::conn::from_json(&value)?;
+            ids.push(holder.agent_id);
+        }
+        if ids.is_empty() {
+            for (_, value) in self.conn.kv_scan(&self.registry, "agent").await? {
+                let stored: StoredAgent = super::conn::from_json(&value)?;
+                if stored.record.tenant == tenant {
+                    ids.push(stored.record.id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes the agent's indexes (keys, name, owner link), then its record: until the
+    /// record goes, the agent is listed and a retry finds the indexes through it.
+    pub(super) async fn purge_registry(&self, agent_id: &str) -> Result<()> {
+        let (stored, _) = self
+            .conn
+            .kv_get_json::<StoredAgent>(&self.registry, &agent_key(agent_id))
+            .await?;
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        let hashes: Vec<String> = stored.keys.iter().map(|k| k.hash.clone()).collect();
+        self.delete_key_indexes(&hashes).await?;
+        let agent = &stored.record;
+        let name = name_key(&agent.tenant, &agent.name);
+        let (holder, rev) = self
+            .conn
+            .kv_get_json::<NameHolder>(&self.registry, &name)
+            .await?;
+        if holder.is_some_and(|h| h.agent_id == agent.id) {
+            // Against its revision: a name another agent claimed meanwhile stays its.
+            let _ = self.conn.kv_delete_if(&self.registry, &name, rev).await?;
+        }
+        if let Some(owner) = &agent.owner_id {
+            self.conn
+                .kv_delete(&self.registry, &owned_key(owner, &agent.id))
+                .await?;
+        }
+        self.conn
+            .kv_delete(&self.registry, &agent_key(agent_id))
+            .await
+    }
+}

@@ -15,11 +15,15 @@
 //! - `records` (collection, id) → bytes: the operator plane ([`records`]).
 //! - `attachments` id → revision and [`AttachmentRecord`] (see `attachments`).
 //!
+//! [`Purge`] (`purge`) removes an agent's rows from every table in one transaction;
+//! [`RedbStore::scan_rows`] reads every row of every table (a new table is added there too).
+//!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
 mod attachments;
 mod mailbox_row;
+mod purge;
 mod records;
 mod writer;
 
@@ -191,7 +195,7 @@ impl Drop for RedbStore {
     }
 }
 
-/// Deletes every mailbox row, index entry and expiry entry of an agent.
+/// Deletes every mailbox row, index entry, expiry entry and message marker of an agent.
 fn delete_mailbox_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
     let mut index = txn.open_table(MSG_INDEX).map_err(st)?;
     let mut expiry = txn.open_table(EXPIRY).map_err(st)?;
@@ -206,15 +210,38 @@ fn delete_mailbox_in(txn: &WriteTransaction, agent_id: &str) -> Result<()> {
         let e: IndexEntry = from_json(v.value())?;
         keys.push((id.to_owned(), e.seq, e.expires_at));
     }
-    for (id, seq, exp) in keys {
+    for (id, seq, exp) in &keys {
         index.remove((agent_id, id.as_str())).map_err(st)?;
-        expiry.remove((exp, agent_id, seq)).map_err(st)?;
-        mailbox.remove((agent_id, seq)).map_err(st)?;
+        expiry.remove((*exp, agent_id, *seq)).map_err(st)?;
+        mailbox.remove((agent_id, *seq)).map_err(st)?;
+    }
+    for (id, ..) in &keys {
+        for kind in MESSAGE_MARKERS {
+            kv_delete_in(txn, &message_marker(kind, agent_id, id))?;
+        }
     }
     txn.open_table(MBOX_META)
         .map_err(st)?
         .remove(agent_id)
         .map_err(st)?;
+    Ok(())
+}
+
+/// Deletes a kv entry and its expiry rows.
+fn kv_delete_in(txn: &WriteTransaction, key: &str) -> Result<()> {
+    txn.open_table(KV).map_err(st)?.remove(key).map_err(st)?;
+    let old = txn
+        .open_table(KV_EXPIRES)
+        .map_err(st)?
+        .remove(key)
+        .map_err(st)?
+        .map(|t| t.value());
+    if let Some(t) = old {
+        txn.open_table(KV_EXPIRY)
+            .map_err(st)?
+            .remove((t, key))
+            .map_err(st)?;
+    }
     Ok(())
 }
 
@@ -1055,27 +1082,7 @@ impl Kv for RedbStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let key = key.to_owned();
-        self.writer
-            .write(move |txn| {
-                txn.open_table(KV)
-                    .map_err(st)?
-                    .remove(key.as_str())
-                    .map_err(st)?;
-                let old = txn
-                    .open_table(KV_EXPIRES)
-                    .map_err(st)?
-                    .remove(key.as_str())
-                    .map_err(st)?
-                    .map(|t| t.value());
-                if let Some(t) = old {
-                    txn.open_table(KV_EXPIRY)
-                        .map_err(st)?
-                        .remove((t, key.as_str()))
-                        .map_err(st)?;
-                }
-                Ok(())
-            })
-            .await
+        self.writer.write(move |txn| kv_delete_in(txn, &key)).await
     }
 }
 

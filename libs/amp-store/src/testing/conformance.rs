@@ -32,6 +32,9 @@ pub async fn run_all(store: &Store) {
     super::records::records_create_replace_list_take(store).await;
     super::records::operator_records_typed(store).await;
     attachments_compare_and_set(store).await;
+    super::purge::purge_agent_removes_everything_about_it(store).await;
+    super::purge::tenant_agents_lists_active_and_deregistered(store).await;
+    super::purge::tenant_deletion_runs_to_the_end(store).await;
 }
 
 /// An attachment record as the upload endpoint creates it.

@@ -1,6 +1,7 @@
 //! Test support for backends: the conformance suite ([`conformance`]) and record builders.
 
 pub mod conformance;
+pub mod purge;
 pub mod records;
 
 use crate::{AgentRecord, AgentStatus, DeliveryPrefs, KeyHash, Millis, NewMailboxEntry};

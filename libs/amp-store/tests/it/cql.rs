@@ -34,6 +34,20 @@ fn target() -> Option<String> {
     cql_target()
 }
 
+/// A tenant deleted, then every row of every table read: nothing of it is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_operator_tenant_delete_leaves_nothing_in_a_scan() {
+    let Some(t) = target() else { return };
+    let keyspace = unique_keyspace("amp_del");
+    let store = connect(&t, &keyspace).await;
+    let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
+    let cql = CqlStore::connect(CqlStoreConfig::for_test(&t, &keyspace))
+        .await
+        .expect("connect again");
+    let rows = cql.scan_rows().await.expect("scan");
+    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cql_passes_conformance() {
     let Some(t) = target() else { return };

@@ -211,6 +211,22 @@ async fn jetstream_enqueue_rate() {
 }
 
 /// Attachment metadata in the state bucket, and attachment bytes in the object store.
+/// A tenant deleted, then every key of every bucket and every message of every stream read:
+/// nothing of it is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_operator_tenant_delete_leaves_nothing_in_a_scan() {
+    let server = NatsServer::start();
+    let prefix = unique("d");
+    let store = connect(&server.url(), &prefix).await;
+    let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
+    // A second process's handle on the same streams and buckets reads them whole.
+    let js = JetStreamStore::connect(config(&server.url(), &prefix))
+        .await
+        .expect("connect again");
+    let rows = js.scan_rows().await.expect("scan");
+    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_next_jetstream_attachments_and_object_store() {
     let server = NatsServer::start();

@@ -24,6 +24,22 @@ async fn redb_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// A tenant deleted, then every row of every table read: nothing of it is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("open redb");
+    let rows_before = redb.scan_rows().expect("scan").len();
+    let store = Store::new(redb);
+    let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
+    store.close().await.expect("close");
+    drop(store);
+    let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("reopen redb");
+    let rows = redb.scan_rows().expect("scan");
+    assert!(rows.len() > rows_before);
+    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_without_group_commit_passes_conformance() {
     let dir = tempfile::tempdir().expect("tempdir");

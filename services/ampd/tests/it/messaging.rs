@@ -8,6 +8,7 @@
 mod attachments;
 mod operator;
 mod operator_dashboard;
+mod operator_delete;
 mod security;
 mod trusted_proxies;
 

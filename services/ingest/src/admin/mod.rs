@@ -9,12 +9,14 @@
 //! scope (`read` < `tenant_admin` < `full`); every change is written to the audit log.
 //!
 //! - `tenants`: create, list (paged), get, update, suspend, resume.
+//! - `deletion`: delete a tenant (a background purge, resumed at start) and its status.
 //! - `owner_keys`: issue (shown once), list, rotate with an overlap, revoke; invite codes.
 //! - `tokens`: operator tokens (scope `full`).
 //! - `audit`: the log, paged.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 
 mod audit;
+pub(crate) mod deletion;
 mod owner_keys;
 pub(crate) mod seed;
 mod tenants;
@@ -45,6 +47,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/tenants", get(tenants::list))
         .route("/tenants/{name}", get(tenants::get))
         .route("/tenants/{name}/owner-keys", get(owner_keys::list))
+        .route("/tenants/{name}/deletion", get(deletion::status))
         .route("/audit", get(audit::list))
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::Read),
@@ -72,6 +75,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     let full = Router::new()
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/tenants/{name}", axum::routing::delete(deletion::delete))
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::Full),
             authenticate,

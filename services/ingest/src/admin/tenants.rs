@@ -1,4 +1,4 @@
-//! Tenants: create, list (paged), get, update, suspend, resume.
+//! Tenants: create, list (paged), get, update, suspend, resume (deletion: `deletion`).
 
 use std::sync::Arc;
 
@@ -136,6 +136,20 @@ pub(super) async fn list(
     .into_response())
 }
 
+/// The tenant named in the path, or 404; 409 when it is being deleted (nothing changes it
+/// from then on).
+async fn load_for_change(inner: &Inner, raw: &str) -> ApiResult<TenantRecord> {
+    let t = load(inner, raw).await?;
+    if t.status == TenantStatus::Deleting {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("tenant '{}' is being deleted", t.name),
+        )
+        .into());
+    }
+    Ok(t)
+}
+
 /// The tenant named in the path, or 404.
 pub(super) async fn load(inner: &Inner, raw: &str) -> ApiResult<TenantRecord> {
     let name = tenant_name(raw, "name")?;
@@ -167,7 +181,7 @@ pub(super) async fn update(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> ApiResult<Response> {
-    let mut t = load(&inner, &name).await?;
+    let mut t = load_for_change(&inner, &name).await?;
     let Some(registration) = body.registration else {
         return Err(ApiError::missing("registration").into());
     };
@@ -202,7 +216,7 @@ pub(super) async fn suspend(
     if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
         return Err(ApiError::invalid("reason", "reason must be at most 500 characters").into());
     }
-    let mut t = load(&inner, &name).await?;
+    let mut t = load_for_change(&inner, &name).await?;
     t.status = TenantStatus::Suspended;
     t.suspended_reason = reason.clone();
     t.updated_at = Inner::now_ms();
@@ -224,7 +238,7 @@ pub(super) async fn resume(
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let mut t = load(&inner, &name).await?;
+    let mut t = load_for_change(&inner, &name).await?;
     t.status = TenantStatus::Active;
     t.suspended_reason = None;
     t.updated_at = Inner::now_ms();
@@ -234,7 +248,7 @@ pub(super) async fn resume(
     Ok(axum::Json(view(&t)).into_response())
 }
 
-async fn save(inner: &Inner, t: &TenantRecord) -> ApiResult<()> {
+pub(super) async fn save(inner: &Inner, t: &TenantRecord) -> ApiResult<()> {
     inner.store.put_tenant(t).await.map_err(store_error)?;
     // This process sees it at once; the others within the gate's TTL.
     inner.acceptor.tenants().forget(&t.name);

@@ -286,7 +286,7 @@ pub(super) async fn read(
         Some(EntryState::Acked { sender }) => sender,
         None => return Err(ApiError::not_found("no such message in this mailbox").into()),
     };
-    let marker = format!("read/{}/{}", agent.id, id);
+    let marker = amp_store::message_marker("read", &agent.id, &id);
     if inner
         .store
         .get(&marker)

@@ -11,9 +11,7 @@ use amp_proto::keys::KeyError;
 use amp_proto::{Address, ApiError, ErrorCode, PublicKey, Timestamp};
 use amp_runtime::http::bearer_token;
 use amp_runtime::{ApiJson, ApiResult, HttpError};
-use amp_store::operator::{
-    AuditEntry, Operator as _, OwnerKey, TenantRecord, TenantRegistration, TenantStatus,
-};
+use amp_store::operator::{AuditEntry, Operator as _, OwnerKey, TenantRecord, TenantRegistration};
 use amp_store::{AgentRecord, AgentStatus, DeliveryPrefs};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{OriginalUri, State};
@@ -413,7 +411,7 @@ fn check_policy<'a>(
         .into());
     }
     if let Some(r) = record
-        && r.status == TenantStatus::Suspended
+        && r.status.refused()
     {
         return Err(ApiError::new(
             ErrorCode::TenantAccessDenied,

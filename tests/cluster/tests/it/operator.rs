@@ -12,7 +12,7 @@ use amp_proto::SecretKey;
 use amp_testkit::NatsServer;
 use cluster_tests::{Deployment, HEAVY, Kind, Service, Topology, free_port};
 
-use crate::common::{client, message_id, send};
+use crate::common::{agent, client, mailbox_ids, message_id, send};
 
 const BOOTSTRAP: &str = "amp_op_cluster-bootstrap-token-0123456789abcdefghij";
 
@@ -158,5 +158,101 @@ async fn operator_cluster_admin_state_is_shared_by_ingest_replicas() {
         ],
         "{audit}"
     );
+    drop((i1, i2));
+}
+
+/// Tenant deletion in the cluster, on the JetStream store: asked through replica 1, waited
+/// for through replica 2 (the client's poll, as `amp admin tenants delete --wait`), then
+/// every bucket and stream of the store scanned: nothing of the tenant is left, and the
+/// other tenant's agents and mailboxes are whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_tenant_delete_in_the_cluster_purges_the_jetstream_store() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("del.test", nats.url(), 1);
+    topology.replicas = [0, 1, 1, 0];
+    let d = Deployment::start(&topology).await;
+    let (p1, p2) = (free_port(), free_port());
+    let i1 = ingest_with_admin(&d, 1, p1).await;
+    let i2 = ingest_with_admin(&d, 2, p2).await;
+    let (u1, u2) = (i1.url(), i2.url());
+    let a1 = AdminClient::new(&format!("http://127.0.0.1:{p1}"), BOOTSTRAP).expect("admin 1");
+    let a2 = AdminClient::new(&format!("http://127.0.0.1:{p2}"), BOOTSTRAP).expect("admin 2");
+    for t in ["purged", "stays"] {
+        a1.create_tenant(t, Some("open"))
+            .await
+            .expect("create tenant");
+        a1.issue_owner_key(t, serde_json::json!({}))
+            .await
+            .expect("owner key");
+    }
+    let (p, q) = (
+        agent(&u1, "purged", "pam").await,
+        agent(&u2, "purged", "quin").await,
+    );
+    let (s1, s2) = (
+        agent(&u1, "stays", "sue").await,
+        agent(&u2, "stays", "sid").await,
+    );
+    for (from, to) in [
+        (&s1, &p),
+        (&s1, &p),
+        (&q, &p),
+        (&p, &q),
+        (&s1, &s2),
+        (&s1, &s2),
+    ] {
+        send(&client(&u1), from, to.address(), &message_id(), "hello")
+            .await
+            .unwrap_or_else(|e| panic!("route: {e}\n{}", d.logs()));
+    }
+    let start = Instant::now();
+    while mailbox_ids(&u1, &p).await.len() < 3 || mailbox_ids(&u1, &s2).await.len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", d.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = mailbox_ids(&u1, &p).await[0].clone();
+    client(&u1).ack_one(&p, &first).await.expect("ack");
+    let to_q = mailbox_ids(&u1, &q).await[0].clone();
+    client(&u1).read(&q, &to_q).await.expect("read receipt");
+
+    let started = a1.delete_tenant("purged").await.expect("delete");
+    assert_eq!(started["status"], "pending", "{started}");
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        a2.wait_tenant_deletion("purged", Duration::from_millis(100)),
+    )
+    .await
+    .expect("done within 30 s")
+    .expect("status");
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["purged"]["agents"], 2, "{done}");
+    assert_eq!(me(&u2, &p).await.0, 401);
+    assert_eq!(me(&u1, &s2).await.0, 200);
+
+    let js =
+        amp_store::jetstream::JetStreamStore::connect(amp_store::jetstream::JetStreamStoreConfig {
+            urls: vec![nats.url()],
+            prefix: topology.prefix.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("connect to the store");
+    let rows: Vec<_> = js
+        .scan_rows()
+        .await
+        .expect("scan")
+        .into_iter()
+        // The audit log and the deletion's record are kept on purpose.
+        .filter(|r| !(r.key.contains("rec.audit.") || r.key.contains("rec.tenant_deletions.")))
+        .collect();
+    let gone = [
+        "purged".to_owned(),
+        p.agent_id().to_owned(),
+        q.agent_id().to_owned(),
+    ];
+    let kept = [s1.agent_id().to_owned(), s2.agent_id().to_owned()];
+    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+    assert_eq!(mailbox_ids(&u1, &s2).await.len(), 2);
     drop((i1, i2));
 }

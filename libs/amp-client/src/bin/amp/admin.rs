@@ -22,7 +22,7 @@ pub(crate) struct AdminArgs {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Tenants: list, create, show, change, suspend, resume.
+    /// Tenants: list, create, show, change, suspend, resume, delete.
     #[command(subcommand)]
     Tenants(TenantCommand),
     /// Owner keys (`uk_…`) of a tenant: issue, list, rotate, revoke.
@@ -49,7 +49,7 @@ enum AdminCommand {
 enum TenantCommand {
     /// List tenants, by name.
     List {
-        /// Only `active` or `suspended` ones.
+        /// Only `active`, `suspended` or `deleting` ones.
         #[arg(long)]
         status: Option<String>,
         /// Tenants after this name.
@@ -90,6 +90,20 @@ enum TenantCommand {
     },
     /// Resume a suspended tenant.
     Resume {
+        /// The tenant.
+        name: String,
+    },
+    /// Delete a tenant and everything of it (agents, keys, mailboxes, receipts, jobs): it is
+    /// suspended at once and purged in the background. Asks nothing.
+    Delete {
+        /// The tenant.
+        name: String,
+        /// Wait until the purge is done (or failed), polling its status.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the status of a tenant's deletion.
+    Deletion {
         /// The tenant.
         name: String,
     },
@@ -197,6 +211,25 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
             TenantCommand::Resume { name } => {
                 (c.resume(&name).await?, View::Record(TENANT_COLUMNS))
             }
+            TenantCommand::Delete { name, wait } => {
+                let started = c.delete_tenant(&name).await?;
+                let value = if wait {
+                    let d = c
+                        .wait_tenant_deletion(&name, std::time::Duration::from_millis(500))
+                        .await?;
+                    if d["status"] == "failed" {
+                        anyhow::bail!("the deletion of tenant '{name}' failed: {}", d["error"]);
+                    }
+                    d
+                } else {
+                    started
+                };
+                (value, View::Record(DELETION_COLUMNS))
+            }
+            TenantCommand::Deletion { name } => (
+                c.tenant_deletion(&name).await?,
+                View::Record(DELETION_COLUMNS),
+            ),
         },
         AdminCommand::Keys(k) => match k {
             KeyCommand::Issue {
@@ -274,6 +307,15 @@ const TENANT_COLUMNS: &[&str] = &[
     "created_at",
     "suspended_reason",
 ];
+const DELETION_COLUMNS: &[&str] = &[
+    "id",
+    "tenant",
+    "status",
+    "started_at",
+    "finished_at",
+    "purged",
+    "error",
+];
 const KEY_COLUMNS: &[&str] = &[
     "id",
     "prefix",
@@ -308,11 +350,19 @@ fn render(value: &Value, view: &View) -> String {
         ),
         View::Record(cols) | View::Secret(_, cols) => (vec![value], cols),
     };
-    let cell = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    fn cell(v: &Value) -> String {
+        match v {
+            Value::Null => "-".to_owned(),
+            Value::String(s) => s.clone(),
+            // Counts and the like: `agents=2 messages=5`.
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", cell(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            other => other.to_string(),
+        }
+    }
     let mut table: Vec<Vec<String>> = vec![columns.iter().map(|c| c.to_uppercase()).collect()];
     for r in &rows {
         table.push(columns.iter().map(|c| cell(&r[*c])).collect());
@@ -383,5 +433,17 @@ mod tests {
             )
             .contains("(none)")
         );
+    }
+
+    #[test]
+    fn a_deletion_shows_its_counts() {
+        let d = json!({"id": "del_1", "tenant": "acme", "status": "done",
+            "started_at": "a", "finished_at": "b", "error": null,
+            "purged": {"agents": 2, "messages": 5}});
+        let t = render(&d, &View::Record(DELETION_COLUMNS));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID     TENANT  STATUS"), "{t}");
+        assert!(lines[1].contains("agents=2 messages=5"), "{t}");
+        assert!(lines[1].ends_with('-'), "{t}");
     }
 }

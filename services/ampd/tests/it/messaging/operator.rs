@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Msg, Resp, Server, start_with};
 
 /// The bootstrap token every test's server imports (scope `full`).
-const BOOTSTRAP: &str = "amp_op_bootstrap-token-for-the-operator-tests-0123456789";
+pub(super) const BOOTSTRAP: &str = "amp_op_bootstrap-token-for-the-operator-tests-0123456789";
 
 /// A free loopback port for the admin listener.
 fn free_port() -> u16 {
@@ -25,7 +25,7 @@ fn free_port() -> u16 {
 }
 
 /// An ampd with an admin listener and the bootstrap token; returns it with the admin URL.
-async fn start_admin(tweak: impl FnOnce(&mut ampd::Config)) -> (Server, String) {
+pub(super) async fn start_admin(tweak: impl FnOnce(&mut ampd::Config)) -> (Server, String) {
     let port = free_port();
     let server = start_with(|c| {
         c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
@@ -37,7 +37,7 @@ async fn start_admin(tweak: impl FnOnce(&mut ampd::Config)) -> (Server, String) 
 }
 
 /// A call to the admin API.
-async fn admin(
+pub(super) async fn admin(
     http: &reqwest::Client,
     base: &str,
     token: Option<&str>,
@@ -64,7 +64,7 @@ async fn admin(
 }
 
 /// Creates an operator token of `scope` with the bootstrap token; returns (id, token).
-async fn token(s: &Server, base: &str, scope: &str) -> (String, String) {
+pub(super) async fn token(s: &Server, base: &str, scope: &str) -> (String, String) {
     let r = admin(
         &s.http,
         base,
@@ -83,7 +83,7 @@ async fn token(s: &Server, base: &str, scope: &str) -> (String, String) {
 }
 
 /// Creates a tenant in `mode`.
-async fn tenant(s: &Server, base: &str, name: &str, mode: &str) {
+pub(super) async fn tenant(s: &Server, base: &str, name: &str, mode: &str) {
     let r = admin(
         &s.http,
         base,
@@ -97,7 +97,7 @@ async fn tenant(s: &Server, base: &str, name: &str, mode: &str) {
 }
 
 /// Issues an owner key for `tenant`; returns (key id, key).
-async fn owner_key(s: &Server, base: &str, tenant: &str) -> (String, String) {
+pub(super) async fn owner_key(s: &Server, base: &str, tenant: &str) -> (String, String) {
     let r = admin(
         &s.http,
         base,
@@ -203,6 +203,9 @@ async fn operator_token_scopes_matrix() {
             None,
             2,
         ),
+        endpoints(Method::GET, "/tenants/matrix/deletion".into(), None, 0),
+        // Last: it deletes the tenant the cases above use.
+        endpoints(Method::DELETE, "/tenants/matrix".into(), None, 2),
     ];
     let scoped = [
         (0u8, read.as_str()),
@@ -239,10 +242,12 @@ async fn operator_token_scopes_matrix() {
             )
             .await;
             if scope >= least {
-                // A token allowed in gets past authorisation (the revoke of an unknown id is 404).
+                // A token allowed in gets past authorisation (the revoke of an unknown id is
+                // 404, and so is the deletion status of a tenant not being deleted).
                 assert!(
                     r.status.is_success()
-                        || (r.status == StatusCode::NOT_FOUND && path.ends_with("revoke")),
+                        || (r.status == StatusCode::NOT_FOUND
+                            && (path.ends_with("revoke") || path.ends_with("deletion"))),
                     "{method} {path} with scope {scope}: {} {}",
                     r.status,
                     r.text
@@ -600,7 +605,7 @@ async fn operator_invite_codes_are_single_use() {
 }
 
 /// Waits until `check` holds, at most `within`; returns how long it took.
-async fn within<F, Fut>(within: Duration, mut check: F) -> Duration
+pub(super) async fn within<F, Fut>(within: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
