@@ -15,6 +15,7 @@
 #   BENCH_AGENTS       agents registered on each side (default 200)
 #   BENCH_CONCURRENCY  routes in flight, closed loop (default 64)
 #   BENCH_PARTITIONS   the cluster's [nats] ingress_partitions (default 1)
+#   BENCH_FETCH_BATCH  the cluster's [nats] fetch_batch (default 1)
 #   BENCH_SKIP_BUILD   1: use the release binaries already built
 #   NATS_SERVER_BIN    the nats-server to run (default: the one on PATH)
 #   BENCH_SNIFF        1: also count the cluster's NATS messages by kind during the load
@@ -32,6 +33,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 AGENTS=${BENCH_AGENTS:-200}
 CONC=${BENCH_CONCURRENCY:-64}
 PARTITIONS=${BENCH_PARTITIONS:-1}
+FETCH_BATCH=${BENCH_FETCH_BATCH:-1}
 WORK=$(mktemp -d /tmp/amp-parity.XXXXXX)
 OUT=$WORK/results
 mkdir -p "$OUT"
@@ -207,6 +209,7 @@ pepper_file = "$dir/key-pepper"
 [nats]
 urls = "nats://127.0.0.1:$nport"
 ingress_partitions = $PARTITIONS
+fetch_batch = $FETCH_BATCH
 EOF
   local pids=() ingest=() delivery="" roles=(nats-server)
   for svc in router router delivery ingest ingest; do

@@ -237,11 +237,12 @@ pub(crate) async fn accept(
 
     // Id: a well-formed client id is kept (retries are idempotent); another sender's
     // colliding id for this recipient gets a fresh one (ids are not signed).
-    let mut id = client_id
-        .as_deref()
-        .and_then(MessageId::parse)
-        .unwrap_or_else(|| MessageId::generate(now));
+    let kept = client_id.as_deref().and_then(MessageId::parse);
+    let client_chose_id = kept.is_some();
+    let mut id = kept.unwrap_or_else(|| MessageId::generate(now));
     let existing = match &recipient {
+        // An id we generate (64 random bits) is nobody's yet: no read for it.
+        Some(_) if !client_chose_id => None,
         // Expired entries count too (`Millis::MIN`): their ids stay taken until purged.
         Some(r) => acc
             .store

@@ -33,8 +33,10 @@ use std::time::{Duration, Instant};
 use amp_bus::{Bus, subjects};
 use amp_store::{AgentRecord, ApiKeyRecord, Store};
 
-/// How long a presence count is kept.
-pub const PRESENCE_TTL: Duration = Duration::from_millis(250);
+/// How long a presence count is kept at most (never longer than the registry entries).
+/// Delivery announces every socket that opens or closes, so a cached count is dropped when
+/// it changes; this bounds only a lost announcement or a delivery process that died.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(1);
 
 /// Entries per map before it is emptied (a bound on memory, whatever the traffic).
 const MAX_ENTRIES: usize = 100_000;
