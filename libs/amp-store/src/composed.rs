@@ -262,13 +262,26 @@ impl Presence for Composed {
 #[async_trait]
 impl Kv for Composed {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.kv.get(key).await
+        self.kv_of(key).get(key).await
     }
     async fn put(&self, key: &str, value: Vec<u8>, expires_at: Option<Millis>) -> Result<()> {
-        self.kv.put(key, value, expires_at).await
+        self.kv_of(key).put(key, value, expires_at).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
-        self.kv.delete(key).await
+        self.kv_of(key).delete(key).await
+    }
+}
+
+impl Composed {
+    /// Where `key` lives: a per-message marker ([`crate::message_marker`]) with its
+    /// mailbox, whose purge removes it with the messages; anything else with the small
+    /// values.
+    fn kv_of(&self, key: &str) -> &Arc<dyn StoreBackend> {
+        let marker = crate::MESSAGE_MARKERS.iter().any(|kind| {
+            key.strip_prefix(kind)
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if marker { &self.mailboxes } else { &self.kv }
     }
 }
 
