@@ -248,3 +248,89 @@ fn operator_dashboard_chart_ships_rules_and_dashboard_when_enabled() {
         assert_eq!(body.trim_end(), dashboard.trim_end(), "dashboard differs");
     }
 }
+
+/// The NetworkPolicy document of `component` (by its `app.kubernetes.io/component` label).
+fn network_policy<'a>(manifests: &'a str, component: &str) -> &'a str {
+    let label = format!("app.kubernetes.io/component: {component}\n");
+    let found: Vec<&str> = documents(manifests, "NetworkPolicy")
+        .into_iter()
+        .filter(|d| d.contains(&label))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one NetworkPolicy for {component}:\n{manifests}"
+    );
+    found[0]
+}
+
+/// Only the proxy reaches the HTTP services and nothing reaches the router (issue 16): a
+/// NetworkPolicy per component, on by default, each admitting the configured `ingressFrom`
+/// on the `http` port (or nobody), never open to the whole cluster.
+#[test]
+fn security_chart_network_policies_admit_only_the_proxy() {
+    let manifests = render(&[
+        "--set",
+        "mode=cluster",
+        "--set",
+        "federation.enabled=true",
+        "--set",
+        "identity.existingSecret=amp-identity",
+    ])
+    .unwrap_or_else(|e| panic!("render: {e}"));
+    let deployments = documents(&manifests, "Deployment").len();
+    assert!(
+        deployments >= 4,
+        "ingest, router, delivery, federation:\n{manifests}"
+    );
+    assert_eq!(
+        documents(&manifests, "NetworkPolicy").len(),
+        deployments,
+        "one NetworkPolicy per component"
+    );
+    for component in ["ingest", "delivery", "federation"] {
+        let np = network_policy(&manifests, component);
+        assert!(np.contains("policyTypes: [Ingress]"), "{np}");
+        assert!(
+            np.contains("kubernetes.io/metadata.name: ingress-nginx"),
+            "{component} admits the ingress controller's namespace:\n{np}"
+        );
+        assert!(
+            np.contains("port: http"),
+            "{component}: the http port only:\n{np}"
+        );
+        assert!(
+            !np.contains("namespaceSelector: {}") && !np.contains("- {}"),
+            "{component} is open to every pod:\n{np}"
+        );
+    }
+    let router = network_policy(&manifests, "router");
+    assert!(
+        router.contains("ingress: []"),
+        "nothing may connect to the router:\n{router}"
+    );
+
+    // Single mode: one policy, for ampd; and none at all when turned off.
+    let single = render(&[
+        "--set",
+        "mode=single",
+        "--set",
+        "identity.existingSecret=amp-identity",
+    ])
+    .unwrap_or_else(|e| panic!("render single: {e}"));
+    let np = network_policy(&single, "ampd");
+    assert!(
+        np.contains("kubernetes.io/metadata.name: ingress-nginx"),
+        "{np}"
+    );
+    let off = render(&[
+        "--set",
+        "mode=single",
+        "--set",
+        "networkPolicy.enabled=false",
+        "--set",
+        "identity.existingSecret=amp-identity",
+    ])
+    .unwrap_or_else(|e| panic!("render off: {e}"));
+    assert!(documents(&off, "NetworkPolicy").is_empty(), "{off}");
+}
