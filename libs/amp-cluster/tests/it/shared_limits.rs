@@ -16,7 +16,7 @@ use amp_testkit::{NatsServer, nats_auth_config};
 const SYNC: Duration = Duration::from_millis(25);
 /// More than the sync interval plus the bus's latency on one machine: each request is heard
 /// of by the other replica before the next one arrives there.
-const SPACING: Duration = Duration::from_millis(60);
+const SPACING: Duration = Duration::from_millis(100);
 
 fn password(service: &str) -> String {
     format!("pw-{service}-shared-limits")
@@ -96,9 +96,13 @@ async fn security_shared_limits_a_replica_that_stops_reporting_stops_counting() 
         bus(&server, dir.path(), "federation").await,
         bus(&server, dir.path(), "ingest").await,
     );
-    let per_second = rate(10, Duration::from_secs(1));
-    let a = shared_limits::limiter(&bus_a, "test_inbound", per_second);
-    let b = shared_limits::limiter(&bus_b, "test_inbound", per_second);
+    // 10 per 4 s: one token back every 400 ms, far more than a report takes to arrive even
+    // on a loaded machine (at 10 per second a token came back within the wait below, and A
+    // was allowed one by the refill, not by a lost report).
+    let window = Duration::from_secs(4);
+    let per_window = rate(10, window);
+    let a = shared_limits::limiter(&bus_a, "test_inbound", per_window);
+    let b = shared_limits::limiter(&bus_b, "test_inbound", per_window);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // B takes the whole burst; A hears of it and refuses.
@@ -111,7 +115,7 @@ async fn security_shared_limits_a_replica_that_stops_reporting_stops_counting() 
     // B goes away: what it reported drains like any request, and nothing new comes.
     drop(b);
     bus_b.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(window + Duration::from_millis(500)).await;
     let allowed = (0..12).filter(|_| a.check("peer.example").allowed).count();
     assert_eq!(allowed, 10, "A alone has the whole limit again");
 
