@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
   AmpClient,
+  ApiError,
   ConflictError,
   ForbiddenError,
   GoneError,
@@ -50,7 +51,7 @@ test("discovery: health, info, the well-known document", async () => {
   assert.equal(info.provider, DOMAIN);
   assert.equal(info.version, "amp/0.1");
   assert.ok(info.capabilities.includes("notify:v1"));
-  assert.equal(await amp.supports("attachments"), false, "ampd does not serve attachments yet");
+  assert.equal(await amp.supports("attachments"), true, "ampd serves provider attachments (spec-next 08)");
   const d = await AmpClient.discover(DOMAIN, { wellKnownBase: ampd.url });
   assert.equal(d.source, "well-known");
   assert.equal(d.endpoint, `${ampd.url}/v1`);
@@ -250,8 +251,12 @@ test("typed errors for refusals: unknown recipient, bad signature, bad key", asy
   const un = await stranger.count().catch((e: unknown) => e);
   assert.ok(un instanceof UnauthorizedError);
   assert.equal(un.code, "unauthorized");
-  await assert.rejects(alice.uploadAttachment(new Uint8Array(1), { filename: "a.txt", contentType: "text/plain" }), UnsupportedError);
-  await assert.rejects(alice.send(bob.address, "s", { message: "m", attachments: [{ id: "att_1_a", digest: "sha256:00" }] }), UnsupportedError);
+  // ampd serves attachments: one it never issued is refused by the provider (an API error),
+  // not by the SDK as unsupported.
+  const unknown = await alice
+    .send(bob.address, "s", { message: "m", attachments: [{ id: "att_1_a", digest: `sha256:${"0".repeat(64)}` }] })
+    .catch((e: unknown) => e);
+  assert.ok(unknown instanceof ApiError && !(unknown instanceof UnsupportedError), String(unknown));
 });
 
 test("key rotation: new keypair with proof, new API key with grace, revocation", async () => {
