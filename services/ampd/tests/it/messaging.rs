@@ -1749,3 +1749,28 @@ async fn cql_store_serves_ampd_unchanged() {
     assert!(!s.pending_ids(&bob).await.contains(&sent[0]));
     s.stop().await;
 }
+
+/// Registers `name` in `tenant` on a server at `url` that no [`Server`] holds (a spawned
+/// `ampd` binary).
+async fn register_at(http: &reqwest::Client, url: &str, tenant: &str, name: &str) -> Agent {
+    let key = amp_proto::SecretKey::generate();
+    let r = http
+        .post(format!("{url}/v1/register"))
+        .json(&json!({
+            "tenant": tenant,
+            "name": name,
+            "public_key": key.public().to_pem(),
+            "key_algorithm": "Ed25519",
+        }))
+        .send()
+        .await
+        .expect("register");
+    let status = r.status();
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    Agent {
+        address: v["address"].as_str().expect("address").to_owned(),
+        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
+        key,
+    }
+}

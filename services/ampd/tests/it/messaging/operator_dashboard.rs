@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Agent, Msg, ids_of};
+use super::{Msg, ids_of, register_at};
 use crate::spawned;
 
 /// The repository's root.
@@ -585,8 +585,8 @@ async fn operator_dashboard_queries_name_only_exported_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, url) = spawned::start(dir.path(), "127.0.0.1:0", &[]).await;
     let http = reqwest::Client::new();
-    let alice = register(&http, &url, "opdash", "alice").await;
-    let bob = register(&http, &url, "opdash", "bob").await;
+    let alice = register_at(&http, &url, "opdash", "alice").await;
+    let bob = register_at(&http, &url, "opdash", "bob").await;
 
     let m = Msg::new(&bob.address, "metrics");
     let r = http
@@ -684,28 +684,4 @@ async fn operator_dashboard_queries_name_only_exported_metrics() {
     assert!(queries.len() > panels, "no alert rules found");
     let failures = check_queries(&queries, &scraped, &declared);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// Registers `name` in `tenant` on the server at `url`.
-async fn register(http: &reqwest::Client, url: &str, tenant: &str, name: &str) -> Agent {
-    let key = amp_proto::SecretKey::generate();
-    let r = http
-        .post(format!("{url}/v1/register"))
-        .json(&json!({
-            "tenant": tenant,
-            "name": name,
-            "public_key": key.public().to_pem(),
-            "key_algorithm": "Ed25519",
-        }))
-        .send()
-        .await
-        .expect("register");
-    let status = r.status();
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    Agent {
-        address: v["address"].as_str().expect("address").to_owned(),
-        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
-        key,
-    }
 }

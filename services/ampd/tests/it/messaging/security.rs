@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Agent, Msg, Resp, Server, ids_of, start_with};
+use super::{Msg, Resp, Server, ids_of, register_at, start_with};
 use crate::spawned;
 
 /// A payload of about `total` bytes that respects every per-field limit: a short `message`
@@ -178,8 +178,8 @@ async fn security_big_payload_pickup_keeps_peak_memory_bounded() {
     .await;
     let pid = child.id().expect("running");
     let http = reqwest::Client::new();
-    let alice = register(&http, &url, "sec-mem", "alice").await;
-    let bob = register(&http, &url, "sec-mem", "bob").await;
+    let alice = register_at(&http, &url, "sec-mem", "alice").await;
+    let bob = register_at(&http, &url, "sec-mem", "bob").await;
 
     // The mailbox: 120 messages of ~500 KB (60 MB), sent a few at a time.
     let payload = padded_payload(PAYLOAD);
@@ -260,30 +260,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("{field} missing from /proc/{pid}/status"))
-}
-
-/// Registers `name` in `tenant` on the server at `url`.
-async fn register(http: &reqwest::Client, url: &str, tenant: &str, name: &str) -> Agent {
-    let key = amp_proto::SecretKey::generate();
-    let r = http
-        .post(format!("{url}/v1/register"))
-        .json(&json!({
-            "tenant": tenant,
-            "name": name,
-            "public_key": key.public().to_pem(),
-            "key_algorithm": "Ed25519",
-        }))
-        .send()
-        .await
-        .expect("register");
-    let status = r.status();
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    Agent {
-        address: v["address"].as_str().expect("address").to_owned(),
-        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
-        key,
-    }
 }
 
 /// `POST /v1/register` of a fresh key as `name` in `tenant`, with a user key when given.
