@@ -19,6 +19,12 @@ pub fn hash_key(pepper: &[u8], token: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// The lookup hash of `token` when it is shaped like an API key (`amp_…`, at most 256
+/// bytes); user keys (`uk_…`) and anything else never authenticate.
+fn api_key_hash(pepper: &[u8], token: &str) -> Option<[u8; 32]> {
+    (token.starts_with("amp_") && token.len() <= 256).then(|| hash_key(pepper, token))
+}
+
 /// [`agent_for_key`], reading through the process's [`RegistryCache`] (a route's hot path).
 ///
 /// Fails only on store errors.
@@ -28,11 +34,11 @@ pub async fn agent_for_key_cached(
     token: &str,
     now: i64,
 ) -> Result<Option<AgentRecord>, amp_store::Error> {
-    if !token.starts_with("amp_") || token.len() > 256 {
+    let Some(hash) = api_key_hash(pepper, token) else {
         return Ok(None);
-    }
+    };
     Ok(cache
-        .agent_by_api_key(&hash_key(pepper, token))
+        .agent_by_api_key(&hash)
         .await?
         .filter(|(_, key)| key.is_valid_at(now))
         .map(|(agent, _)| agent))
@@ -63,10 +69,9 @@ pub async fn agent_and_key(
     token: &str,
     now: i64,
 ) -> Result<Option<(AgentRecord, ApiKeyRecord, [u8; 32])>, amp_store::Error> {
-    if !token.starts_with("amp_") || token.len() > 256 {
+    let Some(hash) = api_key_hash(pepper, token) else {
         return Ok(None);
-    }
-    let hash = hash_key(pepper, token);
+    };
     Ok(store
         .agent_by_api_key(&hash)
         .await?
