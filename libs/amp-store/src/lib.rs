@@ -363,6 +363,22 @@ impl Store {
     pub fn new(backend: impl StoreBackend) -> Self {
         Self(Arc::new(backend))
     }
+
+    /// Drops this handle once it is the last one, waiting at most `within` for the others
+    /// (a task finishing its last write after shutdown) to go. Dropping the last handle
+    /// releases the backend: for the embedded store, its file lock, so the next process can
+    /// open the data directory. Returns `false` when other handles were still alive at the
+    /// deadline (this one is dropped anyway).
+    pub async fn release(self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while Arc::strong_count(&self.0) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
 }
 
 impl std::ops::Deref for Store {

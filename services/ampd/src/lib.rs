@@ -55,8 +55,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "store did not close cleanly");
     }
+    // A task may still hold the store for a moment after shutdown (a connection's last
+    // request, a `last_seen_at` write): wait for it, so the data directory is free (its
+    // file lock released) when `run` returns.
+    if !store.release(STORE_RELEASE).await {
+        tracing::warn!("the store is still held by a task after shutdown");
+    }
     result
 }
+
+/// How long `run` waits at the end for the last holders of the store to let it go.
+const STORE_RELEASE: Duration = Duration::from_secs(5);
 
 /// Opens the configured store. The embedded one first of all: its file lock keeps a second
 /// ampd off the same data directory, and so also off the identity files created next to it.
