@@ -16,10 +16,13 @@
 #   BENCH_CONCURRENCY  routes in flight, closed loop (default 64)
 #   BENCH_PARTITIONS   the cluster's [nats] ingress_partitions (default 1)
 #   BENCH_FETCH_BATCH  the cluster's [nats] fetch_batch (default 1)
+#   BENCH_NATS_TOML    extra lines for the cluster's [nats] section (e.g. "publish_batch = 1")
 #   BENCH_SKIP_BUILD   1: use the release binaries already built
 #   NATS_SERVER_BIN    the nats-server to run (default: the one on PATH)
 #   BENCH_SNIFF        1: also count the cluster's NATS messages by kind during the load
 #                      (deploy/bench/nats_sniff.py, needs nats-py), printed per route
+#   BENCH_NATS_PPROF   1: also take a CPU profile of nats-server over the load phase (its Go
+#                      pprof endpoint); the top functions are printed with `go tool pprof`
 #
 # Needs nginx, nats-server, python3, Linux /proc. Loopback only; every phase is bounded by
 # time, and every process started here is stopped by its pid.
@@ -159,10 +162,17 @@ measure() {
     python3 "$ROOT/deploy/bench/nats_sniff.py" "$NATS_URL" "$SECS" "$OUT/$label-$round.sniff.json" &
     sniff=$!
   fi
+  local pprof=""
+  if [ "${BENCH_NATS_PPROF:-0}" = 1 ] && [ -n "$NATS_PPROF" ]; then
+    curl -fsS -o "$OUT/$label-$round.nats.pprof" \
+      "http://$NATS_PPROF/debug/pprof/profile?seconds=$((SECS > 2 ? SECS - 1 : 1))" &
+    pprof=$!
+  fi
   "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --reuse "$agents" --mix route \
     --concurrency "$CONC" --duration "$SECS" --quiet --json "$OUT/$label-$round.json" \
     > "$OUT/$label-$round.txt"
   [ -n "$sniff" ] && wait "$sniff"
+  [ -n "$pprof" ] && wait "$pprof"
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu1"
   nats_counts > "$OUT/$label-$round.nats1"
   printf '%s\n' proxy "${PROVIDER_ROLES[@]}" > "$OUT/$label-$round.roles"
@@ -181,6 +191,7 @@ run_ampd() {
   PROVIDER_ROLES=(ampd)
   NATS_MONITOR=""
   NATS_URL=""
+  NATS_PPROF=""
   measure ampd "$round"
   stop "$PROXY_PID" "$pid"
 }
@@ -194,8 +205,14 @@ run_cluster() {
   mport=$(free_port)
   NATS_MONITOR=127.0.0.1:$mport
   NATS_URL=nats://127.0.0.1:$nport
+  local profile=()
+  NATS_PPROF=""
+  if [ "${BENCH_NATS_PPROF:-0}" = 1 ]; then
+    NATS_PPROF=127.0.0.1:$(free_port)
+    profile=(--profile "${NATS_PPROF#*:}")
+  fi
   printf 'jetstream { sync_interval: always }\n' > "$dir/nats.conf"
-  "$NATS_BIN" -js -a 127.0.0.1 -p "$nport" -m "$mport" -sd "$dir/nats" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
+  "$NATS_BIN" -js -a 127.0.0.1 -p "$nport" -m "$mport" "${profile[@]}" -sd "$dir/nats" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
   local nats=$!
   PIDS+=("$nats")
   for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.01; done
@@ -210,6 +227,7 @@ pepper_file = "$dir/key-pepper"
 urls = "nats://127.0.0.1:$nport"
 ingress_partitions = $PARTITIONS
 fetch_batch = $FETCH_BATCH
+${BENCH_NATS_TOML:-}
 EOF
   local pids=() ingest=() delivery="" roles=(nats-server)
   for svc in router router delivery ingest ingest; do
@@ -291,3 +309,13 @@ if sniffs:
 json.dump({"ampd": a, "cluster": c}, open(f"{out}/parity.json", "w"), indent=1)
 print(f"\nresults in {out}")
 EOF
+
+for prof in "$OUT"/cluster-*.nats.pprof; do
+  [ -s "$prof" ] || continue
+  if command -v go >/dev/null 2>&1; then
+    printf '\nnats-server CPU profile (%s), top functions by cumulative time:\n\n' "$prof"
+    go tool pprof -top -cum -nodecount=45 "$prof" 2>/dev/null | head -55 || true
+  else
+    echo "nats-server CPU profile in $prof (go tool pprof -top to read it)"
+  fi
+done

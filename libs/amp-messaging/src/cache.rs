@@ -11,12 +11,16 @@
 //! - on every other replica when the change's [`RegistryChange`] event arrives on the bus
 //!   (core NATS: well under a millisecond after the changing replica published it, which it
 //!   does before it answers);
-//! - everywhere after `registry_cache_ms` at the latest, if an event is lost (a NATS
-//!   reconnect also empties the cache: events may have been missed while away).
+//! - everywhere at once when the bus may have missed events (a NATS reconnect or a
+//!   slow-consumer drop empties the cache), or when a tenant is deleted (`purged`);
+//! - everywhere after `registry_cache_ms` at the latest, for an event lost in a way the
+//!   bus cannot see.
 //!
 //! So a revoked key or a deregistered agent stops working on other replicas within the
-//! event's delivery, and never later than `registry_cache_ms` (1 s by default); 0 turns the
-//! cache off. Presence (whether a recipient has a socket, which decides whether a route waits
+//! event's delivery (the parity suite checks it within 1.5 s), and never later than
+//! `registry_cache_ms` (30 s by default); 0 turns the cache off. The TTL is only the
+//! backstop, so it is long: with agents that send about once a second, a 1 s TTL missed on
+//! almost every route (two registry reads per route in the cluster, measured). Presence (whether a recipient has a socket, which decides whether a route waits
 //! for a push) is kept for [`PRESENCE_TTL`] and dropped by the `presence` event a delivery
 //! process publishes when a socket opens (before its first frame) or closes; a stale answer
 //! (an event lost) only makes one route wait for a push that does not come, or answer
@@ -35,8 +39,10 @@ use amp_store::{AgentRecord, ApiKeyRecord, Store};
 
 /// How long a presence count is kept at most (never longer than the registry entries).
 /// Delivery announces every socket that opens or closes, so a cached count is dropped when
-/// it changes; this bounds only a lost announcement or a delivery process that died.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(1);
+/// it changes; this bounds only a lost announcement (a bus that cannot see its own gaps).
+/// A delivery process that died leaves its sockets' leases in the store until they expire
+/// (`presence_lease_secs`, longer than this), so the cache adds nothing to that case.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 
 /// Entries per map before it is emptied (a bound on memory, whatever the traffic).
 const MAX_ENTRIES: usize = 100_000;
@@ -62,6 +68,47 @@ struct Maps {
     by_name: HashMap<(String, String), Entry<AgentRecord>>,
     by_id: HashMap<String, Entry<AgentRecord>>,
     presence: HashMap<String, Entry<u32>>,
+    /// Which `by_key` and `by_name` keys hold each agent, so forgetting an agent costs its
+    /// own entries, not a scan of every map (events arrive for every socket that opens).
+    held: HashMap<String, Held>,
+}
+
+/// The keys one agent's entries are under.
+#[derive(Default)]
+struct Held {
+    keys: Vec<[u8; 32]>,
+    names: Vec<(String, String)>,
+}
+
+impl Maps {
+    /// The index entry of `agent_id`, emptied with the maps when it grows past the bound.
+    fn held(&mut self, agent_id: &str) -> &mut Held {
+        if self.held.len() >= MAX_ENTRIES && !self.held.contains_key(agent_id) {
+            // The maps' entries stay; without their index they only live out their TTL
+            // unless forgotten all at once. Rare: as many agents as a map's bound.
+            self.by_key.clear();
+            self.by_name.clear();
+            self.held.clear();
+        }
+        self.held.entry(agent_id.to_owned()).or_default()
+    }
+
+    fn forget(&mut self, agent_id: &str) {
+        if let Some(held) = self.held.remove(agent_id) {
+            for k in held.keys {
+                if self.by_key.get(&k).is_some_and(|e| e.agent_id == agent_id) {
+                    self.by_key.remove(&k);
+                }
+            }
+            for n in held.names {
+                if self.by_name.get(&n).is_some_and(|e| e.agent_id == agent_id) {
+                    self.by_name.remove(&n);
+                }
+            }
+        }
+        self.by_id.remove(agent_id);
+        self.presence.remove(agent_id);
+    }
 }
 
 struct Entry<T> {
@@ -115,8 +162,13 @@ impl RegistryCache {
         let generation = self.generation();
         let found = self.inner.store.agent_by_api_key(key).await?;
         if let Some(v) = &found
+            && !ttl.is_zero()
             && let Some(mut maps) = self.maps_since(generation)
         {
+            let held = maps.held(&v.0.id);
+            if !held.keys.contains(key) {
+                held.keys.push(*key);
+            }
             remember(&mut maps.by_key, *key, &v.0.id, v.clone(), ttl);
         }
         Ok(found)
@@ -138,8 +190,13 @@ impl RegistryCache {
         let generation = self.generation();
         let found = self.inner.store.agent_by_name(tenant, name).await?;
         if let Some(a) = &found
+            && !ttl.is_zero()
             && let Some(mut maps) = self.maps_since(generation)
         {
+            let held = maps.held(&a.id);
+            if !held.names.contains(&k) {
+                held.names.push(k.clone());
+            }
             remember(&mut maps.by_name, k, &a.id, a.clone(), ttl);
         }
         Ok(found)
@@ -184,10 +241,27 @@ impl RegistryCache {
     pub fn forget(&self, agent_id: &str) {
         let mut maps = self.maps();
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
-        maps.by_key.retain(|_, e| e.agent_id != agent_id);
-        maps.by_name.retain(|_, e| e.agent_id != agent_id);
-        maps.by_id.remove(agent_id);
+        maps.forget(agent_id);
+    }
+
+    /// Drops what is known about `agent_id`'s sessions only (a socket opened or closed).
+    pub fn forget_presence(&self, agent_id: &str) {
+        let mut maps = self.maps();
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         maps.presence.remove(agent_id);
+    }
+
+    /// Applies a registry change announced on the bus.
+    pub fn apply(&self, change: &crate::events::RegistryChange) {
+        use crate::events::ChangeKind;
+        match change.change {
+            ChangeKind::Presence => self.forget_presence(&change.agent_id),
+            ChangeKind::Purged => self.forget_all(),
+            ChangeKind::Revoked
+            | ChangeKind::Deregistered
+            | ChangeKind::Rotated
+            | ChangeKind::Updated => self.forget(&change.agent_id),
+        }
     }
 
     /// Drops everything.
@@ -228,7 +302,7 @@ async fn follow(cache: Weak<Inner>, bus: Bus) {
                 let Some(inner) = cache.upgrade() else { return };
                 let cache = RegistryCache { inner };
                 match serde_json::from_slice::<crate::events::RegistryChange>(&msg.payload) {
-                    Ok(change) => cache.forget(&change.agent_id),
+                    Ok(change) => cache.apply(&change),
                     // Not understood: safest to drop everything.
                     Err(_) => cache.forget_all(),
                 }
@@ -349,5 +423,55 @@ mod tests {
         assert!(cache.agent_by_api_key(&key).await.expect("read").is_some());
         cache.forget(&a.id);
         assert!(cache.agent_by_api_key(&key).await.expect("read").is_none());
+    }
+
+    /// A socket opening or closing drops the agent's presence only; a purge drops every
+    /// agent; forgetting one agent leaves the others' entries.
+    #[tokio::test]
+    async fn each_change_drops_what_it_is_about() {
+        use crate::events::{ChangeKind, RegistryChange};
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(dir.path());
+        let now = now_ms();
+        let (a, b) = (agent("cachek", "ann", now), agent("cachek", "ben", now));
+        let (ka, kb) = ([3u8; 32], [4u8; 32]);
+        store.create_agent(a.clone(), ka, now).await.expect("a");
+        store.create_agent(b.clone(), kb, now).await.expect("b");
+        let cache = RegistryCache::new(store.clone(), Duration::from_secs(60));
+        let warm = || async {
+            assert!(cache.agent_by_api_key(&ka).await.expect("read").is_some());
+            assert!(cache.agent_by_api_key(&kb).await.expect("read").is_some());
+            assert!(
+                cache
+                    .agent_by_name("cachek", "ann")
+                    .await
+                    .expect("r")
+                    .is_some()
+            );
+            assert_eq!(cache.presence_count(&a.id, now).await.expect("r"), 0);
+        };
+        warm().await;
+        // From here on the store says otherwise: only what the cache dropped reads it.
+        store.revoke_api_keys(&a.id).await.expect("revoke a");
+        store.revoke_api_keys(&b.id).await.expect("revoke b");
+        store
+            .presence_set(&a.id, "s1", now + 60_000)
+            .await
+            .expect("presence");
+        let change = |id: &str, change| RegistryChange {
+            agent_id: id.to_owned(),
+            change,
+        };
+
+        cache.apply(&change(&a.id, ChangeKind::Presence));
+        assert_eq!(cache.presence_count(&a.id, now).await.expect("r"), 1);
+        assert!(cache.agent_by_api_key(&ka).await.expect("read").is_some());
+
+        cache.apply(&change(&a.id, ChangeKind::Revoked));
+        assert!(cache.agent_by_api_key(&ka).await.expect("read").is_none());
+        assert!(cache.agent_by_api_key(&kb).await.expect("read").is_some());
+
+        cache.apply(&change("*", ChangeKind::Purged));
+        assert!(cache.agent_by_api_key(&kb).await.expect("read").is_none());
     }
 }

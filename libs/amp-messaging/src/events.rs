@@ -60,6 +60,9 @@ pub enum ChangeKind {
     /// A WebSocket session of it opened or closed (whether a route waits for a push
     /// depends on it; caches of its presence are dropped).
     Presence,
+    /// Many agents went at once (a tenant was deleted): caches drop everything and sockets
+    /// re-check their credentials. `agent_id` is `*`.
+    Purged,
 }
 
 /// An agent's registration changed.
@@ -106,11 +109,11 @@ pub async fn registry_changed(
     agent_id: &str,
     change: ChangeKind,
 ) {
-    cache.forget(agent_id);
     let event = RegistryChange {
         agent_id: agent_id.to_owned(),
         change,
     };
+    cache.apply(&event);
     if let Ok(body) = serde_json::to_vec(&event)
         && let Err(e) = bus
             .notify(subjects::REGISTRY_CHANGED, Bytes::from(body))

@@ -67,7 +67,9 @@ pub struct MessagingConfig {
     /// How long the registry records a route reads (the sender's API key, the recipient)
     /// may be reused without reading the store again. Changes made by this process apply
     /// at once; changes made by another replica apply when its registry-change event
-    /// arrives, and never later than this. 0: every route reads the store.
+    /// arrives (milliseconds), and never later than this if the event is lost without the
+    /// bus noticing (a reconnect or a slow-consumer drop empties the cache). 0: every route
+    /// reads the store.
     pub registry_cache_ms: u64,
     /// Messages a mailbox holds before it refuses new ones (spec 05).
     #[serde(skip)]
@@ -87,7 +89,7 @@ impl Default for MessagingConfig {
             outcome_wait_ms: 2_000,
             push_wait_ms: 1_000,
             webhook_wait_ms: 3_000,
-            registry_cache_ms: 1_000,
+            registry_cache_ms: 30_000,
             mailbox_quota: 1000,
             messages_per_minute: 60,
         }

@@ -124,10 +124,12 @@ pub(crate) async fn listen(inner: Arc<Inner>) {
                 () = crate::ws::hint_gap(&mut gaps) => inner.sockets.changed_all(),
                 m = sub.next() => match m {
                     Some(m) => {
-                        if let Ok(c) = serde_json::from_slice::<RegistryChange>(&m.payload)
-                            && c.change != ChangeKind::Presence
-                        {
-                            inner.sockets.changed(&c.agent_id);
+                        if let Ok(c) = serde_json::from_slice::<RegistryChange>(&m.payload) {
+                            match c.change {
+                                ChangeKind::Presence => {}
+                                ChangeKind::Purged => inner.sockets.changed_all(),
+                                _ => inner.sockets.changed(&c.agent_id),
+                            }
                         }
                     }
                     None => break,

@@ -46,6 +46,9 @@ pub(crate) struct Inner {
     /// What `/v1/health` last read from the store (it is unauthenticated: at most one store
     /// read per second, whatever the request rate).
     pub(crate) health: crate::routes::HealthCache,
+    /// When this process last recorded each agent's `last_seen_at` (the cached agent
+    /// record does not show its own writes).
+    pub(crate) last_touched: crate::routes::Touched,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -106,6 +109,7 @@ impl Inner {
             fingerprint: public.fingerprint(),
             started: Instant::now(),
             health: Default::default(),
+            last_touched: Default::default(),
             acceptor,
             attachments,
             config,

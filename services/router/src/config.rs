@@ -27,7 +27,7 @@ impl Default for Config {
             consumer_name: "router".into(),
             workers: 256,
             injection_patterns_file: None,
-            registry_cache_ms: 1_000,
+            registry_cache_ms: 30_000,
         }
     }
 }

@@ -147,11 +147,34 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
     resp
 }
 
-/// Records `last_seen_at`, at most once a minute per agent, off the request path. The store
-/// does it atomically, so it can never undo a concurrent update or deregistration.
+/// When this process last wrote each agent's `last_seen_at` (unix ms); emptied when it
+/// holds [`TOUCHED_MAX`] agents.
+pub(crate) type Touched = std::sync::Mutex<std::collections::HashMap<String, i64>>;
+
+/// Agents [`Touched`] remembers at most.
+const TOUCHED_MAX: usize = 100_000;
+
+/// Records `last_seen_at`, at most once a minute per agent and process, off the request
+/// path. The store does it atomically, so it can never undo a concurrent update or
+/// deregistration. The agent record may come from the registry cache, which does not see
+/// this process's own writes, so the last write is remembered here as well.
 fn touch_last_seen(inner: &Arc<Inner>, agent: &AgentRecord, now: i64) {
-    if agent.last_seen_at.is_some_and(|t| now - t < 60_000) {
+    let recent = |t: i64| now - t < 60_000;
+    if agent.last_seen_at.is_some_and(recent) {
         return;
+    }
+    {
+        let mut touched = inner
+            .last_touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if touched.get(&agent.id).is_some_and(|&t| recent(t)) {
+            return;
+        }
+        if touched.len() >= TOUCHED_MAX {
+            touched.clear();
+        }
+        touched.insert(agent.id.clone(), now);
     }
     let inner = inner.clone();
     let id = agent.id.clone();
