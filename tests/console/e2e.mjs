@@ -12,7 +12,8 @@
 //   2. see the agent the Rust side registered, suspend the tenant with a reason by clicking;
 //      -> E2E {"event":"suspended"}                     <- {"checked":true}
 //   3. resume it by clicking; the tenants list and the audit log show what happened; the
-//      usage chart drawn from a fixture of the usage API's contract;
+//      usage chart drawn from a fixture of the usage API's contract, a plan and quotas added
+//      to the tenant's JSON shown (as text: markup in them is not run);
 //      -> E2E {"event":"resumed","screenshots":"<dir>"}
 //
 // Screenshots of the main pages go to $AMP_CONSOLE_SCREENSHOTS (a directory; default: a
@@ -190,8 +191,31 @@ try {
     check(r.request().headers()['authorization'] === 'Bearer ' + token, 'the token in the header');
     return r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ tenant, period: 'hour', rows }) });
   });
+  // Plans and quotas, shown generically when the tenant JSON has them (the real answers with a
+  // plan added in the browser); markup in a value is shown as text, never run.
+  const markup = '<b>annual</b>, <i>invoiced</i>';
+  const plan = { name: 'team', price: '49 EUR/month', billing: markup };
+  const quotas = { agents: 50, messages_per_day: 100000, stored_bytes: null, federation: true };
+  const tenantUrls = /\/admin\/v1\/tenants(\?|\/[^/?]+$)/;
+  await page.route(tenantUrls, async (r) => {
+    if (r.request().method() !== 'GET') return r.continue();
+    const resp = await r.fetch();
+    const body = await resp.json();
+    const add = (t) => (t.name === tenant ? { ...t, plan, quotas } : t);
+    const json = body.tenants ? { ...body, tenants: body.tenants.map(add) } : add(body);
+    return r.fulfill({ response: resp, json });
+  });
   await page.getByRole('link', { name: 'Tenants', exact: true }).click();
+  const planCell = page.locator('#tenants-table tbody tr', { hasText: tenant }).locator('td').nth(2);
+  await planCell.filter({ hasText: 'team' }).waitFor();
+  check((await planCell.textContent()) === 'team', 'the plan\'s name: ' + (await planCell.textContent()));
   await page.locator('#tenants-table tbody a', { hasText: tenant }).click();
+  await page.locator('#plan-card').waitFor();
+  const planText = await page.locator('#t-plan').textContent();
+  for (const part of ['plan.name', 'team', 'plan.billing', markup, 'quotas.agents', '50', 'quotas.stored_bytes', 'unlimited', 'quotas.federation', 'true']) {
+    check(planText.includes(part), 'plan card shows ' + part + ': ' + planText);
+  }
+  check((await page.locator('#main b, #main i').count()) === 0, 'markup in data stays text');
   await page.locator('#usage-chart svg').waitFor();
   check((await page.locator('#usage-chart rect.bar').count()) === 48, '48 hourly bars');
   const total = rows.reduce((s, r) => s + r.messages_in, 0);
@@ -202,6 +226,7 @@ try {
   await page.locator('#usage-note', { hasText: 'total' }).waitFor();
   await page.screenshot({ path: join(shots, 'usage.png'), fullPage: true });
   await page.unroute(/\/admin\/v1\/tenants\/[^/]+\/usage\?/);
+  await page.unroute(tenantUrls);
   noTokenInUrl();
 
   // Sign out forgets the token.
