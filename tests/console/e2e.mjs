@@ -8,7 +8,8 @@
 // one line on stdin (the Rust side's go-ahead, JSON) before going on:
 //
 //   1. sign in (a wrong token first), create <tenant> through the form, issue an owner key;
-//      -> E2E {"event":"owner_key","key":"uk_…"}      <- {"agent":"<address>"}
+//      -> E2E {"event":"owner_key","key":"uk_…"}
+//      <- {"agent":"<address>","other":{"tenant":"acme","agent":"<address in acme>"}}
 //   2. see the agent the Rust side registered, suspend the tenant with a reason by clicking;
 //      -> E2E {"event":"suspended"}                     <- {"checked":true}
 //   3. resume it by clicking; the tenants list and the audit log show what happened; the
@@ -228,6 +229,28 @@ try {
   await page.unroute(/\/admin\/v1\/tenants\/[^/]+\/usage\?/);
   await page.unroute(tenantUrls);
   noTokenInUrl();
+
+  // A slow answer for a page the operator already left never fills the next page: the
+  // tenant's record and agents held back, the operator moves on to another tenant meanwhile.
+  const slow = new RegExp('/admin/v1/tenants/' + tenant + '(/agents\\?.*)?$');
+  await page.route(slow, async (r) => {
+    await new Promise((done) => setTimeout(done, 800));
+    return r.continue();
+  });
+  await page.getByRole('link', { name: 'Tenants', exact: true }).click();
+  await page.locator('#tenants-table tbody a', { hasText: tenant }).click();
+  await page.waitForTimeout(200);
+  await page.evaluate((t) => { location.hash = '#/tenants/' + t; }, go1.other.tenant);
+  const otherRows = page.locator('#agents-table tbody tr');
+  await otherRows.filter({ hasText: go1.other.agent }).waitFor();
+  await page.waitForTimeout(1500);
+  check((await page.locator('#t-name').textContent()) === go1.other.tenant, 'still the other tenant');
+  check(!(await page.locator('#agents-table tbody').textContent()).includes(go1.agent), 'no agent of the page left behind');
+  check(
+    (await page.locator('#agents-total').textContent()) === '(' + (await otherRows.count()) + ')',
+    'the agents count is the other tenant\'s: ' + (await page.locator('#agents-total').textContent()),
+  );
+  await page.unroute(slow);
 
   // Sign out forgets the token.
   await page.getByRole('button', { name: 'Sign out' }).click();

@@ -35,8 +35,16 @@
     }
   }
 
+  /** An answer that came after the operator moved to another page: dropped, not shown. */
+  class Stale extends Error {}
+
+  // Bumped by every navigation: an answer for an earlier page must not fill the current one
+  // (the pages reuse element ids: tenant A's agents must never land in tenant B's table).
+  let generation = 0;
+
   /** Calls the admin API; resolves to the JSON body, rejects with an ApiError. */
   async function api(method, path, body, signingIn) {
+    const asked = generation;
     const headers = { Authorization: 'Bearer ' + (token() || '') };
     const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' };
     if (body !== undefined) {
@@ -46,6 +54,7 @@
     const resp = await fetch(API + path, init);
     let data = null;
     const text = await resp.text();
+    if (asked !== generation) throw new Stale('stale answer');
     if (text) {
       try { data = JSON.parse(text); } catch (_) { data = null; }
     }
@@ -101,7 +110,13 @@
     say.timer = setTimeout(() => show(flash, false), bad ? 10000 : 5000);
   }
 
+  /** An error in the flash line; a stale answer is no error. */
+  function report(err) {
+    if (!(err instanceof Stale)) say(err && err.message ? err.message : String(err), true);
+  }
+
   function fail(node, err) {
+    if (err instanceof Stale) return;
     node.textContent = err && err.message ? err.message : String(err);
     show(node, true);
   }
@@ -169,8 +184,8 @@
       first.disabled = !cursor;
       return page;
     }
-    next.addEventListener('click', () => go(nextCursor).catch((e) => say(e.message, true)));
-    first.addEventListener('click', () => go(null).catch((e) => say(e.message, true)));
+    next.addEventListener('click', () => go(nextCursor).catch((e) => report(e)));
+    first.addEventListener('click', () => go(null).catch((e) => report(e)));
     return go;
   }
 
@@ -233,7 +248,7 @@
           when(t.created_at),
         ]),
     );
-    filter.addEventListener('change', () => go(null).catch((e) => say(e.message, true)));
+    filter.addEventListener('change', () => go(null).catch((e) => report(e)));
     await go(null);
   }
 
@@ -348,7 +363,7 @@
         show(document.getElementById('new-key'), true);
         await loadKeys();
       } catch (e) {
-        say(e.message, true);
+        report(e);
       }
     });
     document.getElementById('new-key-hide').addEventListener('click', () => {
@@ -370,8 +385,8 @@
       return;
     }
     await Promise.all([
-      goAgents(null).catch((e) => say(e.message, true)),
-      loadKeys().catch((e) => say(e.message, true)),
+      goAgents(null).catch((e) => report(e)),
+      loadKeys().catch((e) => report(e)),
       reloadUsage(),
     ]);
   }
@@ -398,6 +413,7 @@
       try {
         v = await api('GET', path + '/usage?' + q);
       } catch (e) {
+        if (e instanceof Stale) return;
         clear(chart);
         note.textContent = e.status === 404 ? 'usage not available on this server' : 'usage not available: ' + e.message;
         return;
@@ -497,6 +513,9 @@
   // ---------------------------------------------------------------------------------------
 
   async function route() {
+    generation += 1;
+    // Usage is cached while a tenant's page is open (switching metric), read anew on each visit.
+    usageCache.clear();
     clear(main);
     const hash = location.hash || '#/tenants';
     if (!token()) {
@@ -516,7 +535,7 @@
         await viewTenants();
       }
     } catch (e) {
-      say(e.message, true);
+      report(e);
     }
     main.dataset.ready = hash;
   }

@@ -246,7 +246,7 @@ async fn operator_console_in_a_headless_browser() {
     let (s, base) = start_admin(|_| {}).await;
     // Some tenants beside the one the browser creates, so the list has something to show.
     tenant(&s, &base, "acme", "open").await;
-    s.register("acme", "alice").await;
+    let alice = s.register("acme", "alice").await;
     s.register("acme", "bob").await;
     tenant(&s, &base, "globex", "owner_key").await;
     admin(
@@ -338,7 +338,14 @@ async fn operator_console_in_a_headless_browser() {
         key: sk,
     };
     s.get(&agent, "/v1/agents/me").await.assert_ok();
-    send(&mut stdin, json!({ "agent": agent.address })).await;
+    send(
+        &mut stdin,
+        json!({
+            "agent": agent.address,
+            "other": { "tenant": "acme", "agent": alice.address },
+        }),
+    )
+    .await;
 
     // 2. Suspended by clicking: the agent is refused on the public API within a second.
     let ev = next_event().await;
