@@ -13,9 +13,9 @@
 //! - `owner_keys`: issue (shown once), list, rotate with an overlap, revoke; invite codes.
 //! - `tokens`: operator tokens (scope `full`).
 //! - `audit`: the log, paged.
+//! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 //! - `agents`: the agents of a tenant, paged (no keys).
 //! - `console`: the web console's page, served at `/console/` beside the API.
-//! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 
 mod agents;
 mod audit;
