@@ -13,7 +13,7 @@
 //   2. see the agent the Rust side registered, suspend the tenant with a reason by clicking;
 //      -> E2E {"event":"suspended"}                     <- {"checked":true}
 //   3. resume it by clicking; the tenants list and the audit log show what happened; the
-//      usage chart drawn from a fixture of the usage API's contract, a plan and quotas added
+//      usage chart drawn from a fixture of the usage API's contract, a plan and its limits added
 //      to the tenant's JSON shown (as text: markup in them is not run);
 //      -> E2E {"event":"resumed","screenshots":"<dir>"}
 //
@@ -192,28 +192,38 @@ try {
     check(r.request().headers()['authorization'] === 'Bearer ' + token, 'the token in the header');
     return r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ tenant, period: 'hour', rows }) });
   });
-  // Plans and quotas, shown generically when the tenant JSON has them (the real answers with a
-  // plan added in the browser); markup in a value is shown as text, never run.
+  // Plans, as the admin API shows them (`plan`: the tenant's own limits, `limits`: those in
+  // force), added to the real answers in the browser; markup in a value stays text.
   const markup = '<b>annual</b>, <i>invoiced</i>';
-  const plan = { name: 'team', price: '49 EUR/month', billing: markup };
-  const quotas = { agents: 50, messages_per_day: 100000, stored_bytes: null, federation: true };
+  const plan = { agents: 50, messages_per_day: 100000, federation: false, billing: markup };
+  const limits = { agents: 50, messages_per_minute: 600, messages_per_day: 100000, message_bytes: 262144, federation: false };
   const tenantUrls = /\/admin\/v1\/tenants(\?|\/[^/?]+$)/;
   await page.route(tenantUrls, async (r) => {
     if (r.request().method() !== 'GET') return r.continue();
     const resp = await r.fetch();
     const body = await resp.json();
-    const add = (t) => (t.name === tenant ? { ...t, plan, quotas } : t);
+    const add = (t) => (t.name === tenant ? { ...t, plan, limits } : { ...t, plan: {}, limits });
     const json = body.tenants ? { ...body, tenants: body.tenants.map(add) } : add(body);
     return r.fulfill({ response: resp, json });
   });
   await page.getByRole('link', { name: 'Tenants', exact: true }).click();
-  const planCell = page.locator('#tenants-table tbody tr', { hasText: tenant }).locator('td').nth(2);
-  await planCell.filter({ hasText: 'team' }).waitFor();
-  check((await planCell.textContent()) === 'team', 'the plan\'s name: ' + (await planCell.textContent()));
+  const planCell = (name) => page.locator('#tenants-table tbody tr', { hasText: name }).locator('td').nth(2);
+  await planCell(tenant).filter({ hasText: 'custom' }).waitFor();
+  const cell = await planCell(tenant).textContent();
+  check(cell === 'custom: agents 50, messages per day 100,000, federation refused, …', 'plan cell: ' + cell);
+  check((await planCell(go1.other.tenant).textContent()) === 'default', 'a tenant without limits of its own');
   await page.locator('#tenants-table tbody a', { hasText: tenant }).click();
   await page.locator('#plan-card').waitFor();
   const planText = await page.locator('#t-plan').textContent();
-  for (const part of ['plan.name', 'team', 'plan.billing', markup, 'quotas.agents', '50', 'quotas.stored_bytes', 'unlimited', 'quotas.federation', 'true']) {
+  for (const part of [
+    "agents50 (tenant's own)",
+    'messages_per_minute600 (default plan)',
+    "messages_per_day100,000 (tenant's own)",
+    'stored_bytesno limit (default plan)',
+    'message_bytes262,144 (default plan)',
+    "federationrefused (tenant's own)",
+    "billing" + markup + " (tenant's own)",
+  ]) {
     check(planText.includes(part), 'plan card shows ' + part + ': ' + planText);
   }
   check((await page.locator('#main b, #main i').count()) === 0, 'markup in data stays text');

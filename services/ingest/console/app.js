@@ -142,12 +142,51 @@
     return tr;
   }
 
-  /** A plan shown generically: a string, or an object's name, or its members. */
+  // The limits of a plan as the admin API names them (`plan`: the tenant's own, unset = the
+  // default plan's; `limits`: those in force, unset = no limit). Other members are shown too.
+  const LIMITS = ['agents', 'messages_per_minute', 'messages_per_day', 'stored_bytes', 'message_bytes', 'connections', 'federation'];
+
+  function isObject(v) {
+    return v !== null && typeof v === 'object' && !Array.isArray(v);
+  }
+
+  function limitText(v) {
+    if (v === undefined || v === null) return 'no limit';
+    if (typeof v === 'boolean') return v ? 'allowed' : 'refused';
+    if (typeof v === 'number') return v.toLocaleString('en');
+    return isObject(v) || Array.isArray(v) ? JSON.stringify(v) : String(v);
+  }
+
+  /** A plan in one cell: its name, "default" (no limit of its own), or its own limits. */
   function planLabel(t) {
     const p = t.plan;
     if (p === undefined || p === null) return '—';
-    if (typeof p !== 'object') return String(p);
-    return p.name || p.id || JSON.stringify(p);
+    if (!isObject(p)) return String(p);
+    if (p.name || p.id) return String(p.name || p.id);
+    const own = Object.keys(p);
+    if (own.length === 0) return 'default';
+    const shown = own.slice(0, 3).map((k) => k.replace(/_/g, ' ') + ' ' + limitText(p[k]));
+    return 'custom: ' + shown.join(', ') + (own.length > 3 ? ', …' : '');
+  }
+
+  /** The plan card: each limit in force and where it comes from; `quotas` if any. */
+  function renderPlan(dl, t) {
+    clear(dl);
+    const own = isObject(t.plan) ? t.plan : {};
+    const inForce = isObject(t.limits) ? t.limits : null;
+    if (t.plan !== undefined && t.plan !== null && !isObject(t.plan)) {
+      dl.appendChild(el('dt', 'plan'));
+      dl.appendChild(el('dd', String(t.plan)));
+    }
+    const keys = inForce ? [...new Set([...LIMITS, ...Object.keys(inForce), ...Object.keys(own)])] : Object.keys(own);
+    for (const k of keys) {
+      const mine = Object.prototype.hasOwnProperty.call(own, k);
+      const v = inForce && Object.prototype.hasOwnProperty.call(inForce, k) ? inForce[k] : own[k];
+      dl.appendChild(el('dt', k));
+      dl.appendChild(el('dd', limitText(v) + (inForce ? (mine ? " (tenant's own)" : ' (default plan)') : '')));
+    }
+    if (t.quotas !== undefined && t.quotas !== null) addFacts(dl, { quotas: t.quotas });
+    return dl.childElementCount > 0;
   }
 
   function addFacts(dl, obj, prefix) {
@@ -157,7 +196,7 @@
         addFacts(dl, v, key);
       } else {
         dl.appendChild(el('dt', key));
-        dl.appendChild(el('dd', v === null ? 'unlimited' : Array.isArray(v) ? v.join(', ') : v));
+        dl.appendChild(el('dd', limitText(v)));
       }
     }
   }
@@ -297,13 +336,7 @@
       show(suspendBtn, t.status === 'active');
       show(resumeBtn, t.status === 'suspended');
       show(suspendForm, false);
-      const plan = {};
-      if (t.plan !== undefined && t.plan !== null) plan.plan = t.plan;
-      if (t.quotas !== undefined && t.quotas !== null) plan.quotas = t.quotas;
-      const planDl = document.getElementById('t-plan');
-      clear(planDl);
-      addFacts(planDl, plan);
-      show(document.getElementById('plan-card'), Object.keys(plan).length > 0);
+      show(document.getElementById('plan-card'), renderPlan(document.getElementById('t-plan'), t));
     }
 
     async function change(action, body, done) {
