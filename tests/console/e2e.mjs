@@ -40,7 +40,10 @@ setTimeout(() => {
 
 const shots = process.env.AMP_CONSOLE_SCREENSHOTS || mkdtempSync(join(tmpdir(), 'amp-console-shots-'));
 mkdirSync(shots, { recursive: true });
-const profile = mkdtempSync(join(tmpdir(), 'amp-console-chromium-'));
+// A fresh Chromium profile: in $AMP_CHROMIUM_PROFILE (an empty directory the caller removes),
+// else a temporary one removed at the end.
+const ownProfile = !process.env.AMP_CHROMIUM_PROFILE;
+const profile = process.env.AMP_CHROMIUM_PROFILE || mkdtempSync(join(tmpdir(), 'amp-console-chromium-'));
 
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function event(name, data = {}) {
@@ -276,6 +279,6 @@ try {
   status = 1;
 } finally {
   await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  if (ownProfile) rmSync(profile, { recursive: true, force: true });
 }
 process.exit(status);

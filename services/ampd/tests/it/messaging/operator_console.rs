@@ -261,6 +261,14 @@ async fn operator_console_in_a_headless_browser() {
     .assert_ok();
     tenant(&s, &base, "initech", "invite").await;
     let tenant_name = "crabworks".to_owned();
+    // Chromium's profile and the screenshots in directories removed when the test ends (the
+    // screenshots go to $AMP_CONSOLE_SCREENSHOTS instead when set: docs/console).
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let profile = scratch.path().join("chromium-profile");
+    std::fs::create_dir(&profile).expect("profile dir");
+    let shots = std::env::var_os("AMP_CONSOLE_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.path().join("screenshots"));
     let mut child = tokio::process::Command::new("node")
         .arg(console_dir.join("e2e.mjs"))
         .args([
@@ -271,6 +279,8 @@ async fn operator_console_in_a_headless_browser() {
         ])
         .current_dir(&console_dir)
         .env("AMP_CHROMIUM", &chromium)
+        .env("AMP_CHROMIUM_PROFILE", &profile)
+        .env("AMP_CONSOLE_SCREENSHOTS", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -385,7 +395,7 @@ async fn operator_console_in_a_headless_browser() {
     // 3. Resumed by clicking; the script checked the list and the audit log.
     let ev = next_event().await;
     assert_eq!(ev["event"], "resumed", "{ev}");
-    let shots = PathBuf::from(ev["screenshots"].as_str().expect("screenshots"));
+    assert_eq!(ev["screenshots"], shots.to_string_lossy().as_ref(), "{ev}");
     for page in ["tenants", "tenant", "audit", "usage"] {
         let png = std::fs::read(shots.join(format!("{page}.png"))).expect("screenshot");
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
