@@ -10,7 +10,8 @@
 //! - `auth`: API-key and user-key hashing and the authenticated-agent extractor.
 //! - `routes`: one module per group of endpoints.
 //! - `admin`: the admin API (operator plane) on its own listener: tenants, owner keys,
-//!   invite codes, operator tokens, the audit log; and the bootstrap import.
+//!   invite codes, operator tokens, the audit log; the bootstrap import; and the web console
+//!   (`/console/`), a page built into the binary over that API.
 
 pub mod config;
 

@@ -7,6 +7,7 @@
 
 mod attachments;
 mod operator;
+mod operator_console;
 mod operator_dashboard;
 mod operator_delete;
 mod security;

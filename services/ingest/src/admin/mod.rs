@@ -14,8 +14,12 @@
 //! - `tokens`: operator tokens (scope `full`).
 //! - `audit`: the log, paged.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
+//! - `agents`: the agents of a tenant, paged (no keys).
+//! - `console`: the web console's page, served at `/console/` beside the API.
 
+mod agents;
 mod audit;
+mod console;
 pub(crate) mod deletion;
 mod owner_keys;
 pub(crate) mod seed;
@@ -80,14 +84,23 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             (inner.clone(), TokenScope::Full),
             authenticate,
         ));
+    // The web console's routes (scope read) and its page (no token: it holds no data).
+    let console_api = Router::new()
+        .route("/tenants/{name}/agents", get(agents::list))
+        .route_layer(middleware::from_fn_with_state(
+            (inner.clone(), TokenScope::Read),
+            authenticate,
+        ));
     // Same path, other method: merge the method routers (axum refuses overlapping routes).
     Router::new()
         .nest(
             "/admin/v1",
             read.merge(tenant_admin)
                 .merge(full)
+                .merge(console_api)
                 .with_state(inner.clone()),
         )
+        .merge(console::router())
         .fallback(not_found)
 }
 

@@ -97,6 +97,37 @@ async fn operator_cluster_admin_state_is_shared_by_ingest_replicas() {
         .await
         .expect("register through replica 1");
     assert!(alice.address().starts_with("alice@orbit."));
+    // The agents listing and the web console are the admin listener's in the cluster too: both
+    // agents, registered through two replicas, listed by one; the page served by the other.
+    let http = reqwest::Client::new();
+    let listed: serde_json::Value = http
+        .get(format!(
+            "http://127.0.0.1:{p2}/admin/v1/tenants/orbit/agents"
+        ))
+        .bearer_auth(BOOTSTRAP)
+        .send()
+        .await
+        .expect("agents")
+        .json()
+        .await
+        .expect("agents JSON");
+    let names: Vec<&str> = listed["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alice", "bob"], "{listed}");
+    let page = http
+        .get(format!("http://127.0.0.1:{p1}/console/"))
+        .send()
+        .await
+        .expect("console");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
     send(&client(&u2), &alice, bob.address(), &message_id(), "hello")
         .await
         .unwrap_or_else(|e| panic!("route: {e}\n{}", d.logs()));

@@ -204,6 +204,7 @@ async fn operator_token_scopes_matrix() {
             2,
         ),
         endpoints(Method::GET, "/tenants/matrix/deletion".into(), None, 0),
+        endpoints(Method::GET, "/tenants/matrix/agents".into(), None, 0),
         // Last: it deletes the tenant the cases above use.
         endpoints(Method::DELETE, "/tenants/matrix".into(), None, 2),
     ];
