@@ -327,9 +327,9 @@ fn check_body(
     body: &[u8],
     now: Timestamp,
 ) -> Result<Checked, HttpError> {
+    // The local sender's error, field included, plus `accepted: false`.
     let invalid = |e: ValidationError| {
-        let e = ApiError::from(e);
-        refused(e.code, e.message)
+        HttpError::new(ApiError::from(e).with_extra("accepted", Value::Bool(false)))
     };
     let body: DeliverBody = serde_json::from_slice(body).map_err(|e| {
         refused(
