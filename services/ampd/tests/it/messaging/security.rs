@@ -355,6 +355,42 @@ async fn security_registration_open_only_into_tenants_configured_open() {
     s.stop().await;
 }
 
+/// Out of the box (`mode = "auto"`) a provider with a real domain takes no stranger into a
+/// tenant nobody owns: registration needs an owner's key, and `/v1/info` says so. A test
+/// domain (`amp.test`, what `cargo run` uses) stays open, as developers and the plugin expect.
+#[tokio::test]
+async fn security_registration_default_is_closed_for_a_real_domain() {
+    let hosted = start_with(|c| c.server.domain = "amp.example.com".into()).await;
+    register_raw(&hosted, "acme", "stranger", None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    let info = hosted.call(Method::GET, "/v1/info", None, None).await;
+    assert_eq!(
+        info.json()["registration_modes"],
+        json!(["owner"]),
+        "{}",
+        info.text
+    );
+    hosted.stop().await;
+
+    let hosted_open = start_with(|c| {
+        c.server.domain = "amp.example.com".into();
+        c.ingest.registration.open_tenants = vec!["lobby".into()];
+    })
+    .await;
+    let r = register_raw(&hosted_open, "lobby", "visitor", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    register_raw(&hosted_open, "acme", "stranger", None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    hosted_open.stop().await;
+
+    let dev = start_with(|c| assert!(c.server.domain.ends_with(".test"))).await;
+    let r = register_raw(&dev, "acme", "developer", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    dev.stop().await;
+}
+
 /// The `<external-content>` wrapper holds against a closing tag spaced out far past any
 /// fixed look-ahead, and the subject (sender-written text agents show too) is scanned and
 /// wrapped like the message.
