@@ -252,6 +252,100 @@ async fn security_big_payload_pickup_keeps_peak_memory_bounded() {
     spawned::stop(child).await;
 }
 
+/// A socket opened on a mailbox of 140 messages of ~480 KB (67 MB) by a client that does not
+/// read yet: the replay holds about one send queue of it (`send_queue_bytes`, 1 MiB here), a
+/// page at a time, and the process's peak resident memory stays far below the mailbox's
+/// size (about 22 MiB above the baseline here, allocator and buffers included). A replay
+/// paged by frames alone (500 entries a page) read all 67 MB at once. Once the client reads,
+/// the replay is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_replay_to_a_socket_keeps_peak_memory_bounded() {
+    const MESSAGES: usize = 140;
+    const PAYLOAD: usize = 480_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, url) = spawned::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            ("AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE", "1000"),
+            ("AMP__INGEST__LIMITS__MESSAGES_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__API_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__TENANT_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__DELIVERY__SEND_QUEUE_BYTES", "1048576"),
+        ],
+    )
+    .await;
+    let pid = child.id().expect("running");
+    let http = reqwest::Client::new();
+    let alice = register_at(&http, &url, "sec-replay-mem", "alice").await;
+    let bob = register_at(&http, &url, "sec-replay-mem", "bob").await;
+    let payload = padded_payload(PAYLOAD);
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(4) {
+        let sends = chunk.iter().map(|i| {
+            let m = Msg::new(&bob.address, &format!("big {i}")).payload(&payload);
+            http.post(format!("{url}/v1/route"))
+                .bearer_auth(&alice.api_key)
+                .header("content-type", "application/json")
+                .body(m.flat(Some(&m.sign(&alice))))
+                .send()
+        });
+        for r in futures::future::join_all(sends).await {
+            assert_eq!(r.expect("route").status(), StatusCode::OK);
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let before = if reset {
+        status_kib(pid, "VmRSS")
+    } else {
+        status_kib(pid, "VmHWM")
+    };
+    let ws_url = format!("{}/v1/ws", url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("connect");
+    let auth = json!({"type": "auth", "token": bob.api_key});
+    ws.send(Message::text(auth.to_string()))
+        .await
+        .expect("auth");
+    // The client does not read: the replay fills the socket's buffers and its queue, then
+    // waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let peak = status_kib(pid, "VmHWM");
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "replay to a stalled socket: peak RSS {} MiB, {grew_mib} MiB above {} MiB (reset: {reset})",
+        peak / 1024,
+        before / 1024
+    );
+
+    // Now it reads: every message, once (sent four at a time, so in any order within four).
+    let mut subjects = Vec::new();
+    while subjects.len() < MESSAGES {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("the replay goes on once the client reads")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+        if v["type"] == "message.new" {
+            assert_eq!(v["replay"], true, "{}", v["data"]["envelope"]["subject"]);
+            subjects.push(v["data"]["envelope"]["subject"].as_str().map(str::to_owned));
+        }
+    }
+    let mut expected: Vec<_> = (0..MESSAGES).map(|i| Some(format!("big {i}"))).collect();
+    expected.sort();
+    subjects.sort();
+    assert_eq!(subjects, expected);
+    assert!(
+        grew_mib < 40,
+        "peak RSS grew by {grew_mib} MiB while replaying to a stalled socket"
+    );
+    spawned::stop(child).await;
+}
+
 /// A field of `/proc/<pid>/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
