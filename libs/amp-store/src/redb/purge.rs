@@ -169,6 +169,12 @@ impl RedbStore {
         }
         scan!(AGENTS, "agents", |k, v| k.to_owned(), text(v));
         scan!(NAMES, "names", |k, v| k.to_owned(), text(v));
+        scan!(
+            TENANT_ACTIVE,
+            "tenant_active",
+            |k, v| k.to_owned(),
+            v.to_string()
+        );
         scan!(OWNED, "owned", |k, v| format!("{k:?}"), format!("{v:?}"));
         scan!(API_KEYS, "api_keys", |k, v| hex(k), text(v));
         scan!(
