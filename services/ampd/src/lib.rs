@@ -195,6 +195,10 @@ async fn serve_with(
     let federation = match config.federation.enabled.then(|| {
         let mut federation_config = config.federation.clone();
         federation_config.mailbox_quota = Some(config.ingest.limits.mailbox_quota);
+        // One listener: the proxies in front of it are the ingest ones unless set apart.
+        if federation_config.client_address.trusted_proxies.is_empty() {
+            federation_config.client_address = config.ingest.client_address.clone();
+        }
         federation::Federation::new(
             federation_config,
             federation::Identity {

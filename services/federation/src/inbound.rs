@@ -12,6 +12,7 @@
 //! the peer, so it is classified `external` at best. Every error body carries
 //! `accepted: false`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,8 @@ use amp_runtime::ratelimit::Decision;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::extract::connect_info::ConnectInfo;
+use axum::http::{Extensions, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -73,6 +75,7 @@ struct Checked {
 /// The handler.
 pub(crate) async fn deliver(
     State(inner): State<Arc<Inner>>,
+    ext: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
@@ -123,9 +126,18 @@ pub(crate) async fn deliver(
 
     // 3. The provider's key, by discovery (cached, single-flight, rate limited), and its
     // signature.
+    // The client address a discovery is charged to: the direct peer, or behind trusted
+    // proxies the address they forward.
+    let source = ext.get::<ConnectInfo<SocketAddr>>().map(|c| {
+        inner
+            .config
+            .client_address
+            .client_ip(c.0.ip(), &headers)
+            .to_string()
+    });
     let peer = inner
         .discovery
-        .provider(&provider)
+        .provider_for(&provider, Some(source.as_deref().unwrap_or("unknown")))
         .await
         .map_err(|e| match e {
             DiscoveryError::RateLimited { retry_after_secs } => {
@@ -155,7 +167,10 @@ pub(crate) async fn deliver(
         && inner
             .discovery
             .invalidate_older_than(&provider, REFRESH_AFTER)
-        && let Ok(fresh) = inner.discovery.provider(&provider).await
+        && let Ok(fresh) = inner
+            .discovery
+            .provider_for(&provider, Some(source.as_deref().unwrap_or("unknown")))
+            .await
     {
         verified = signature::verify(&fresh.key, ts_text, &body, sig);
     }
@@ -312,9 +327,9 @@ fn check_body(
     body: &[u8],
     now: Timestamp,
 ) -> Result<Checked, HttpError> {
+    // The local sender's error, field included, plus `accepted: false`.
     let invalid = |e: ValidationError| {
-        let e = ApiError::from(e);
-        refused(e.code, e.message)
+        HttpError::new(ApiError::from(e).with_extra("accepted", Value::Bool(false)))
     };
     let body: DeliverBody = serde_json::from_slice(body).map_err(|e| {
         refused(

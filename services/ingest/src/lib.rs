@@ -76,6 +76,19 @@ impl Ingest {
         bus: Bus,
         blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, StartError> {
+        // `auto` registration becomes `open` or `owner` by the provider's domain, once.
+        let registration = config.registration.clone().for_domain(&identity.domain);
+        if config.registration.mode == config::RegistrationMode::Auto {
+            tracing::info!(
+                domain = %identity.domain,
+                mode = ?registration.mode,
+                "registration mode auto: open for a test domain, owner for a real one"
+            );
+        }
+        let config = Config {
+            registration,
+            ..config
+        };
         admin::seed::import(&config, &identity.key_pepper, &store).await?;
         let inner = Arc::new(state::Inner::new(config, identity, store, bus, blobs).await?);
         admin::deletion::resume_unfinished(&inner).await?;

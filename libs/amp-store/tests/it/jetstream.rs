@@ -34,6 +34,14 @@ async fn jetstream_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// Issue 16: a listing page reads the page's agent records, not the tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_security_list_agents_reads_the_page_not_the_tenant() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("c")).await;
+    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_durable_across_reopen() {
     let server = NatsServer::start();
