@@ -12,6 +12,7 @@
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
+//! - [`usage`]: usage metering's rows (per tenant, period and replica; summed at read).
 //! - [`deletion`]: tenant deletion, a resumable job over the traits (its state a record).
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
@@ -33,6 +34,7 @@ pub mod composed;
 pub mod deletion;
 pub mod operator;
 pub mod types;
+pub mod usage;
 
 #[cfg(feature = "cql")]
 pub mod cql;

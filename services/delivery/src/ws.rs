@@ -186,7 +186,10 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         key,
         registered,
     };
+    // Usage metering: the tenant's open connections (peak per hour and day).
+    inner.acceptor.meter().connection(&s.agent.tenant, true);
     let reason = s.run(stream).await;
+    inner.acceptor.meter().connection(&s.agent.tenant, false);
     // Offline first: the agent must not count as reachable while the close is flushed.
     let _ = Box::pin(inner.store.presence_clear(&s.agent.id, &s.session_id)).await;
     amp_messaging::events::registry_changed(

@@ -57,6 +57,14 @@ async fn cql_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_operator_usage_rows_sum_replicas() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
+}
+
 /// Two sessions are two cluster processes: two routers writing one mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cql_passes_two_writer_conformance() {

@@ -9,6 +9,7 @@ mod attachments;
 mod operator;
 mod operator_dashboard;
 mod operator_delete;
+mod operator_quota;
 mod security;
 mod trusted_proxies;
 
