@@ -185,6 +185,15 @@ impl Meter {
     pub async fn flush(&self) -> amp_store::Result<()> {
         flush(&self.0).await
     }
+
+    /// Waits for `shutdown`, then writes what is left (a failure is logged): the last
+    /// counts of a graceful stop reach the store. Join it before closing the store.
+    pub async fn flush_at(self, shutdown: amp_runtime::Shutdown) {
+        shutdown.wait().await;
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "usage counts not written at shutdown");
+        }
+    }
 }
 
 /// Counts an accepted message of `sender` (of `bytes`) for `recipient`, or for another

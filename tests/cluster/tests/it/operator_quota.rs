@@ -65,6 +65,11 @@ async fn operator_cluster_plan_is_shared_by_two_ingest_replicas_and_usage_summed
     let refill = Duration::from_secs(60) / LIMIT;
     let refills = started.elapsed().as_millis().div_ceil(refill.as_millis()) as usize;
     let bound = LIMIT as usize + refills + 1;
+    eprintln!(
+        "plan of {LIMIT}/min over two ingest replicas: {total} accepted ({accepted:?} per \
+         replica), {limited:?} limited, bound {bound}, in {:?}",
+        started.elapsed()
+    );
     assert!(
         total <= bound,
         "{total} routes accepted ({accepted:?} per replica), bound {bound}\n{}",
