@@ -11,6 +11,10 @@
 //! - `message_bytes`: `413 request_too_large`.
 //! - `federation = false`: a recipient on another provider is `403 forbidden`.
 //! - `agents`: checked by registration (ingest), `403 forbidden`.
+//! - `connections`: checked when a WebSocket authenticates ([`open_connection`]): this
+//!   process's open connections of the tenant, exact, plus the other processes' as they
+//!   last reported them to the store (every `usage_flush_ms`): a cluster over-admits by at
+//!   most the connections other replicas opened since their last report.
 //!
 //! The error bound of the shared counts is `amp_runtime::ratelimit`'s: over any stretch of
 //! time a tenant gets at most what one process would allow, plus, per other replica, what
@@ -121,6 +125,43 @@ pub(crate) async fn caller(acc: &crate::Acceptor, tenant: &str) -> Result<PlanLi
         }
         _ => Ok(acc.quotas.resolve(record.as_ref().map(|r| &r.plan))),
     }
+}
+
+/// Opens a WebSocket connection of a `tenant`'s agent within its plan's `connections`
+/// (counted by the acceptor's meter; close it with [`crate::usage::Meter::closed`]). A
+/// tenant whose plan has no such limit is counted, never refused, and costs no store read.
+///
+/// Fails with `429 rate_limited` at the limit, or `503` when the store cannot be read.
+pub async fn open_connection(acc: &crate::Acceptor, tenant: &str) -> Result<(), ApiError> {
+    let record = acc.tenants.tenant(tenant).await.map_err(crate::store_err)?;
+    let limit = acc
+        .quotas
+        .resolve(record.as_ref().map(|r| &r.plan))
+        .connections
+        .map(u64::from);
+    let here = match limit {
+        None => None,
+        Some(l) => {
+            let elsewhere = acc
+                .meter
+                .connections_elsewhere(tenant)
+                .await
+                .map_err(crate::store_err)?;
+            Some(l.saturating_sub(elsewhere))
+        }
+    };
+    if acc.meter.try_open(tenant, here) {
+        return Ok(());
+    }
+    metrics::counter!("amp_plan_refusals_total", "quota" => "connections").increment(1);
+    Err(ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "tenant '{tenant}' has its plan's {} WebSocket connections open",
+            limit.unwrap_or(0)
+        ),
+    )
+    .with_extra("retry_after", Value::from(60)))
 }
 
 /// `403 forbidden` when the plan does not allow sending to other providers.

@@ -57,6 +57,8 @@ struct TenantMeter {
     ended: Vec<(Period, Millis, UsageCounts)>,
     /// Whether this process listed the tenant among those with usage rows.
     noted: bool,
+    /// The open connections this process last reported to the store.
+    connections_reported: Option<u64>,
     /// When `agents` was last sampled (unix ms).
     agents_sampled_at: Millis,
     agents: u64,
@@ -102,6 +104,9 @@ impl TenantMeter {
 struct Inner {
     store: Store,
     replica: String,
+    /// The flush interval: another replica's connection report older than three of them
+    /// is left out (that replica stopped).
+    every: Duration,
     per_tenant_metrics: bool,
     tenants: Mutex<HashMap<String, TenantMeter>>,
     /// Serialises flushes (the task's and an explicit one).
@@ -121,17 +126,16 @@ impl Meter {
     ///
     /// Must be called within a tokio runtime.
     pub fn new(store: Store, flush: Duration, per_tenant_metrics: bool) -> Self {
+        let every = flush.max(Duration::from_millis(10));
         let inner = Arc::new(Inner {
             store,
+            every,
             replica: format!("{:016x}", rand::random::<u64>()),
             per_tenant_metrics,
             tenants: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(run(
-            Arc::downgrade(&inner),
-            flush.max(Duration::from_millis(10)),
-        ));
+        tokio::spawn(run(Arc::downgrade(&inner), every));
         Self(inner)
     }
 
@@ -161,21 +165,42 @@ impl Meter {
         }
     }
 
-    /// A WebSocket connection of the tenant's agent opened (`true`) or closed (`false`).
-    pub fn connection(&self, tenant: &str, opened: bool) {
+    /// Opens a WebSocket connection of the tenant's agent when fewer than `limit` are open
+    /// on this process (always with no limit); `false`: refused, nothing counted. Close it
+    /// with [`closed`](Self::closed).
+    pub fn try_open(&self, tenant: &str, limit: Option<u64>) -> bool {
         let now = now_ms();
         let mut tenants = self.0.tenants.lock();
         let t = tenants.entry(tenant.to_owned()).or_default();
         t.roll(now);
-        t.connections = if opened {
-            t.connections + 1
-        } else {
-            t.connections.saturating_sub(1)
-        };
+        if limit.is_some_and(|l| t.connections >= l) {
+            return false;
+        }
+        t.connections += 1;
         for c in [&mut t.hour.1, &mut t.day.1] {
             c.connections = c.connections.max(t.connections);
         }
         t.dirty = true;
+        true
+    }
+
+    /// A connection opened by [`try_open`](Self::try_open) closed.
+    pub fn closed(&self, tenant: &str) {
+        if let Some(t) = self.0.tenants.lock().get_mut(tenant) {
+            t.connections = t.connections.saturating_sub(1);
+        }
+    }
+
+    /// The tenant's open connections on the other processes, as they last reported them
+    /// (every flush interval; a report older than three intervals is left out).
+    ///
+    /// Fails when the store cannot be read.
+    pub async fn connections_elsewhere(&self, tenant: &str) -> amp_store::Result<u64> {
+        let since = now_ms() - 3 * self.0.every.as_millis() as Millis;
+        self.0
+            .store
+            .connections_elsewhere(tenant, &self.0.replica, since)
+            .await
     }
 
     /// Writes what changed since the last flush to the store.
@@ -229,8 +254,16 @@ async fn run(inner: Weak<Inner>, every: Duration) {
     }
 }
 
-/// One tenant's rows to write, whether to sample its agents, whether to note it.
-type Pending = (String, Vec<(Period, Millis, UsageCounts)>, bool, bool);
+/// What a flush writes for one tenant.
+struct Pending {
+    tenant: String,
+    rows: Vec<(Period, Millis, UsageCounts)>,
+    sample_agents: bool,
+    note: bool,
+    /// Open connections to report (changed, or still open: the report's time must stay
+    /// fresh for the other replicas to count it).
+    connections: Option<u64>,
+}
 
 async fn flush(inner: &Inner) -> amp_store::Result<()> {
     let _one = inner.flushing.lock().await;
@@ -241,24 +274,54 @@ async fn flush(inner: &Inner) -> amp_store::Result<()> {
         let mut out = Vec::new();
         tenants.retain(|name, t| {
             t.roll(now);
-            if !t.dirty && t.ended.is_empty() {
-                // Idle for a whole period with no connection open: forget it.
-                return t.connections > 0 || t.hour.1 != UsageCounts::default();
+            let report = t.connections > 0 || t.connections_reported != Some(t.connections);
+            if !t.dirty && t.ended.is_empty() && !report {
+                // Idle, nothing open, everything written: forget it once its hour is quiet.
+                return t.hour.1.messages_in + t.hour.1.messages_out > 0;
             }
             let mut rows = std::mem::take(&mut t.ended);
             if t.dirty {
                 rows.push((Period::Hour, t.hour.0, t.hour.1));
                 rows.push((Period::Day, t.day.0, t.day.1));
             }
-            let sample = now - t.agents_sampled_at >= AGENTS_SAMPLE_MS;
+            let has_rows = !rows.is_empty();
+            out.push(Pending {
+                tenant: name.clone(),
+                rows,
+                sample_agents: has_rows && now - t.agents_sampled_at >= AGENTS_SAMPLE_MS,
+                note: has_rows && !t.noted,
+                connections: report.then_some(t.connections),
+            });
             t.dirty = false;
-            out.push((name.clone(), rows, sample, !t.noted));
             true
         });
         out
     };
     let mut first_err = None;
-    for (tenant, mut rows, sample, note) in pending {
+    for Pending {
+        tenant,
+        mut rows,
+        sample_agents,
+        note,
+        connections,
+    } in pending
+    {
+        if let Some(n) = connections {
+            match inner
+                .store
+                .put_connections(&tenant, &inner.replica, n, now)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(t) = inner.tenants.lock().get_mut(&tenant) {
+                        t.connections_reported = Some(n);
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
         if note {
             match inner.store.note_usage_tenant(&tenant).await {
                 Ok(()) => {
@@ -271,7 +334,7 @@ async fn flush(inner: &Inner) -> amp_store::Result<()> {
                 }
             }
         }
-        if sample {
+        if sample_agents {
             match inner.store.list_agents(&tenant, None, None, 1).await {
                 Ok((_, n)) => {
                     let mut tenants = inner.tenants.lock();

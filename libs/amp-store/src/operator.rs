@@ -88,13 +88,14 @@ pub struct PlanLimits {
     /// Messages sent by the tenant's agents per day, all together (`429 rate_limited`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_per_day: Option<u32>,
-    /// Most bytes of messages held in the tenant's mailboxes (`507`).
+    /// Most bytes of messages held in the tenant's mailboxes (recorded; not enforced yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
     /// Largest message (envelope and payload as JSON), bytes (`413`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_bytes: Option<u64>,
-    /// Most WebSocket connections of the tenant's agents at once.
+    /// Most WebSocket connections of the tenant's agents at once (an error frame
+    /// `rate_limited` and close 1008 past it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u32>,
     /// Whether the tenant's agents may send to other providers (`403 forbidden` if not).

@@ -21,6 +21,20 @@ pub fn usage_collection(tenant: &str) -> String {
     format!("usage.{tenant}")
 }
 
+/// The collection of a tenant's open WebSocket connections, one record per replica.
+pub fn connections_collection(tenant: &str) -> String {
+    format!("connections.{tenant}")
+}
+
+/// A replica's open connections of one tenant, as it last reported them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct ConnectionsReport {
+    /// Open now.
+    n: u64,
+    /// When reported, unix ms.
+    at: Millis,
+}
+
 /// Collection of the tenants that have usage rows, by name (empty values).
 pub const USAGE_TENANTS: &str = "usage_tenants";
 
@@ -139,6 +153,55 @@ pub trait Usage: Records {
         self.record_put(USAGE_TENANTS, tenant, b"{}".to_vec(), PutMode::Replace)
             .await
             .map(|_| ())
+    }
+
+    /// Reports `replica`'s `open` WebSocket connections of `tenant` at `at`; none open
+    /// removes its report (nothing of a tenant without sockets stays behind).
+    async fn put_connections(
+        &self,
+        tenant: &str,
+        replica: &str,
+        open: u64,
+        at: Millis,
+    ) -> Result<()> {
+        if open == 0 {
+            return self
+                .record_take(&connections_collection(tenant), replica)
+                .await
+                .map(|_| ());
+        }
+        let value = serde_json::to_vec(&ConnectionsReport { n: open, at })
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.record_put(
+            &connections_collection(tenant),
+            replica,
+            value,
+            PutMode::Replace,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The open connections of `tenant` the replicas other than `except` reported at or
+    /// after `since` (a replica that stopped reporting counts for nothing after that).
+    async fn connections_elsewhere(
+        &self,
+        tenant: &str,
+        except: &str,
+        since: Millis,
+    ) -> Result<u64> {
+        let rows = self
+            .record_list(&connections_collection(tenant), None, 1000)
+            .await?;
+        let mut sum = 0;
+        for (replica, value) in rows {
+            let r: ConnectionsReport =
+                serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+            if replica != except && r.at >= since {
+                sum += r.n;
+            }
+        }
+        Ok(sum)
     }
 
     /// Writes `replica`'s counts of `tenant` for the period starting at `start` (its running

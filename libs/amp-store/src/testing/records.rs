@@ -392,4 +392,63 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
         .map(|r| (r.tenant.as_str(), r.counts.messages_in))
         .collect();
     assert_eq!(mine, vec![(a.as_str(), 6), (longer.as_str(), 50)]);
+
+    // Open connections: per replica, the latest report each, stale ones left out.
+    let now = now_ms();
+    store.put_connections(&a, "r1", 5, now).await.expect("put");
+    store
+        .put_connections(&a, "r1", 2, now)
+        .await
+        .expect("replace");
+    store.put_connections(&a, "r2", 3, now).await.expect("put");
+    store
+        .put_connections(&a, "r3", 7, now - 60_000)
+        .await
+        .expect("put");
+    store
+        .put_connections(&longer, "r2", 11, now)
+        .await
+        .expect("put");
+    let since = now - 1000;
+    assert_eq!(
+        store
+            .connections_elsewhere(&a, "r9", since)
+            .await
+            .expect("sum"),
+        5
+    );
+    assert_eq!(
+        store
+            .connections_elsewhere(&a, "r1", since)
+            .await
+            .expect("sum"),
+        3
+    );
+    assert_eq!(
+        store
+            .connections_elsewhere(&longer, "r1", since)
+            .await
+            .expect("sum"),
+        11
+    );
+    store
+        .put_connections(&a, "r2", 0, now)
+        .await
+        .expect("none open");
+    assert_eq!(
+        store
+            .connections_elsewhere(&a, "r1", since)
+            .await
+            .expect("sum"),
+        0
+    );
+    assert!(
+        store
+            .record_list(&connections_collection(&a), None, 10)
+            .await
+            .expect("list")
+            .iter()
+            .all(|(r, _)| r != "r2"),
+        "no report left for a replica with nothing open"
+    );
 }

@@ -248,8 +248,14 @@ async fn operator_tenant_delete_in_the_cluster_purges_the_jetstream_store() {
         .await
         .expect("scan")
         .into_iter()
-        // The audit log and the deletion's record are kept on purpose.
-        .filter(|r| !(r.key.contains("rec.audit.") || r.key.contains("rec.tenant_deletions.")))
+        // The audit log, the deletion's record and the usage rows with their index
+        // (billing) are kept on purpose.
+        .filter(|r| {
+            !(r.key.contains("rec.audit.")
+                || r.key.contains("rec.tenant_deletions.")
+                || r.key.contains("rec.usage.")
+                || r.key.contains("rec.usage_tenants."))
+        })
         .collect();
     let gone = [
         "purged".to_owned(),

@@ -372,3 +372,89 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
     drop(ws);
     s.stop().await;
 }
+
+/// Opens a WebSocket for `api_key` and returns it with its first frame (the answer to auth).
+async fn ws_open(
+    s: &Server,
+    api_key: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+) {
+    let ws_url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        json!({"type": "auth", "token": api_key}).to_string(),
+    ))
+    .await
+    .expect("auth");
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an answer within 5 s")
+        .expect("a frame")
+        .expect("not an error");
+    (ws, first)
+}
+
+#[tokio::test]
+async fn operator_plan_connections_are_enforced_on_websockets() {
+    let (s, base) = start_admin(|_| {}).await;
+    tenant(&s, &base, "sockets", "open").await;
+    set_plan(&s, &base, "sockets", json!({"connections": 2})).await;
+    let alice = s.register("sockets", "alice").await;
+    let bob = s.register("sockets", "bob").await;
+    let (mut first, hello) = ws_open(&s, &alice.api_key).await;
+    assert!(
+        hello.to_text().is_ok_and(|t| t.contains("connected")),
+        "{hello:?}"
+    );
+    let (_second, hello) = ws_open(&s, &bob.api_key).await;
+    assert!(
+        hello.to_text().is_ok_and(|t| t.contains("connected")),
+        "{hello:?}"
+    );
+
+    // The third of the tenant's sockets: an error frame, then a policy close.
+    let (mut third, refused) = ws_open(&s, &alice.api_key).await;
+    let text = refused.to_text().expect("a text frame").to_owned();
+    assert!(
+        text.contains("rate_limited") && text.contains("connections"),
+        "{text}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = third.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 2 s");
+    assert_eq!(closed, Some(1008));
+
+    // Another tenant is not affected; one closed socket makes room again.
+    let other = s.register("sockets-other", "carol").await;
+    let (_o, hello) = ws_open(&s, &other.api_key).await;
+    assert!(
+        hello.to_text().is_ok_and(|t| t.contains("connected")),
+        "{hello:?}"
+    );
+    first.close(None).await.expect("close");
+    drop(first);
+    let start = Instant::now();
+    loop {
+        let (_again, hello) = ws_open(&s, &alice.api_key).await;
+        if hello.to_text().is_ok_and(|t| t.contains("connected")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no room after a close: {hello:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
