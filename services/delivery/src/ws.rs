@@ -199,7 +199,7 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         registered,
     };
     let reason = s.run(stream).await;
-    // Opened by `open_connection` below (the plan's `connections`, and usage metering).
+    // Opened by `open_connection` above (the plan's `connections`, and usage metering).
     inner.acceptor.meter().closed(&s.agent.tenant);
     // Offline first: the agent must not count as reachable while the close is flushed.
     let _ = Box::pin(inner.store.presence_clear(&s.agent.id, &s.session_id)).await;
