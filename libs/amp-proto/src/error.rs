@@ -29,6 +29,9 @@ pub enum ErrorCode {
     CursorExpired,
     /// 413 `invalid_request`: the body is over the size limit.
     PayloadTooLarge,
+    /// 413 `request_too_large` (spec-next 08): over a size limit (a tenant plan's message
+    /// size).
+    RequestTooLarge,
     /// 415 `invalid_request`: the body is not `application/json`.
     UnsupportedMediaType,
     /// 429 `rate_limited`.
@@ -88,7 +91,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -100,6 +103,7 @@ impl ErrorCode {
         ErrorCode::DuplicateMessage,
         ErrorCode::CursorExpired,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
         ErrorCode::SignatureMissing,
@@ -135,6 +139,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest
             | ErrorCode::PayloadTooLarge
             | ErrorCode::UnsupportedMediaType => "invalid_request",
+            ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::MissingField => "missing_field",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::Unauthorized => "unauthorized",
@@ -201,7 +206,9 @@ impl ErrorCode {
             | ErrorCode::AttachmentAlreadyUsed
             | ErrorCode::Conflict => 409,
             ErrorCode::CursorExpired | ErrorCode::AttachmentExpired => 410,
-            ErrorCode::PayloadTooLarge | ErrorCode::AttachmentTooLarge => 413,
+            ErrorCode::PayloadTooLarge
+            | ErrorCode::RequestTooLarge
+            | ErrorCode::AttachmentTooLarge => 413,
             ErrorCode::AttachmentRejected
             | ErrorCode::AttachmentsNotSupported
             | ErrorCode::InvalidDigestAlgorithm => 422,

@@ -13,6 +13,7 @@
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
 //! - [`list_cost`]: what an agent listing reads, counted for the tests that bound it.
+//! - [`usage`]: usage metering's rows (per tenant, period and replica; summed at read).
 //! - [`deletion`]: tenant deletion, a resumable job over the traits (its state a record).
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
@@ -35,6 +36,7 @@ pub mod deletion;
 pub mod list_cost;
 pub mod operator;
 pub mod types;
+pub mod usage;
 
 #[cfg(feature = "cql")]
 pub mod cql;

@@ -287,7 +287,7 @@ pub(crate) async fn deliver(
     let handed = handoff::hand_off(&inner.bus, &recipient.tenant, &accepted, waits)
         .await
         .map_err(refused_by_peer_rules)?;
-    let (outcome, _) = handoff::settle_retry(&inner.store, &accepted, handed)
+    let (outcome, prior) = handoff::settle_retry(&inner.store, &accepted, handed)
         .await
         .map_err(refused_by_peer_rules)?;
     if let Some(RouteOutcome::Forwarded) = outcome {
@@ -309,6 +309,22 @@ pub(crate) async fn deliver(
         "federated message received"
     );
     metrics::counter!("amp_federation_received_total").increment(1);
+    if let Some(meter) = inner.meter.get()
+        && prior.is_none()
+        && !matches!(outcome, Some(RouteOutcome::Duplicate { .. }))
+    {
+        let bytes = amp_proto::message::message_bytes(
+            &accepted.message.envelope,
+            &accepted.message.payload,
+        );
+        meter.record(&recipient.tenant, amp_messaging::usage::Event::FederatedIn);
+        meter.record(
+            &recipient.tenant,
+            amp_messaging::usage::Event::MessageOut {
+                bytes: bytes as u64,
+            },
+        );
+    }
     Ok(Json(json!({
         "accepted": true,
         "id": id,

@@ -19,6 +19,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Rate limits and quotas.
     pub limits: Limits,
+    /// The default plan: every tenant's quotas, unless its record (admin API) sets its own,
+    /// limit by limit. Unset limits: none. `agents`, `messages_per_minute`,
+    /// `messages_per_day`, `stored_bytes`, `message_bytes`, `connections`, `federation`.
+    pub plan: amp_store::operator::PlanLimits,
     /// Message acceptance policy.
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
@@ -42,6 +46,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             attachments: Default::default(),
             limits: Limits::default(),
+            plan: Default::default(),
             messaging: MessagingConfig::default(),
             outbound: amp_runtime::outbound::OutboundPolicy::default(),
             client_address: amp_runtime::client_addr::ClientAddressConfig::default(),

@@ -32,6 +32,7 @@ pub async fn run_all(store: &Store) {
     concurrent_writes_all_commit(store).await;
     super::records::records_create_replace_list_take(store).await;
     super::records::operator_records_typed(store).await;
+    super::records::operator_usage_rows_sum_replicas(store).await;
     attachments_compare_and_set(store).await;
     super::purge::purge_agent_removes_everything_about_it(store).await;
     super::purge::tenant_agents_lists_active_and_deregistered(store).await;

@@ -255,3 +255,11 @@ async fn spec_next_jetstream_attachments_and_object_store() {
     );
     amp_store::blob::testing::run_all(&again).await;
 }
+
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_operator_usage_rows_sum_replicas() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("usage")).await;
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
+}

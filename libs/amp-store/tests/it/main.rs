@@ -110,6 +110,15 @@ async fn redb_without_group_commit_passes_conformance() {
     conformance::run_all(&store).await;
 }
 
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_operator_usage_rows_sum_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
+    store.close().await.expect("close");
+}
+
 /// redb serialises every write in one process: the same store twice is the two-writer case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_passes_two_writer_conformance() {

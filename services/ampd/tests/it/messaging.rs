@@ -10,6 +10,7 @@ mod operator;
 mod operator_console;
 mod operator_dashboard;
 mod operator_delete;
+mod operator_quota;
 mod security;
 mod trusted_proxies;
 

@@ -13,6 +13,7 @@
 //! - `owner_keys`: issue (shown once), list, rotate with an overlap, revoke; invite codes.
 //! - `tokens`: operator tokens (scope `full`).
 //! - `audit`: the log, paged.
+//! - `usage`: usage per tenant and hour or day, as JSON and CSV.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 //! - `agents`: the agents of a tenant, paged (no keys).
 //! - `console`: the web console's page, served at `/console/` beside the API.
@@ -25,6 +26,7 @@ mod owner_keys;
 pub(crate) mod seed;
 mod tenants;
 mod tokens;
+mod usage;
 
 use std::sync::Arc;
 
@@ -53,6 +55,9 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/tenants/{name}/owner-keys", get(owner_keys::list))
         .route("/tenants/{name}/deletion", get(deletion::status))
         .route("/audit", get(audit::list))
+        .route("/tenants/{name}/usage", get(usage::tenant_json))
+        .route("/tenants/{name}/usage.csv", get(usage::tenant_csv))
+        .route("/usage.csv", get(usage::all_csv))
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::Read),
             authenticate,

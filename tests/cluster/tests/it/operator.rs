@@ -14,10 +14,11 @@ use cluster_tests::{Deployment, HEAVY, Kind, Service, Topology, free_port};
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};
 
-const BOOTSTRAP: &str = "amp_op_cluster-bootstrap-token-0123456789abcdefghij";
+pub(crate) const BOOTSTRAP: &str = "amp_op_cluster-bootstrap-token-0123456789abcdefghij";
 
-/// An ingest replica with its admin API on `admin_port`, on the deployment's shared config.
-async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service {
+/// An ingest replica with its admin API on `admin_port`, on the deployment's shared config;
+/// it writes its usage counts every 200 ms (so a test sees them soon).
+pub(crate) async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service {
     let name = format!("ingest-admin-{n}");
     Service::start_with_env(
         Kind::Ingest,
@@ -33,6 +34,10 @@ async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service
             (
                 "AMP__INGEST__ADMIN__BOOTSTRAP_TOKEN".into(),
                 BOOTSTRAP.into(),
+            ),
+            (
+                "AMP__INGEST__MESSAGING__USAGE_FLUSH_MS".into(),
+                "200".into(),
             ),
         ],
     )
@@ -274,8 +279,14 @@ async fn operator_tenant_delete_in_the_cluster_purges_the_jetstream_store() {
         .await
         .expect("scan")
         .into_iter()
-        // The audit log and the deletion's record are kept on purpose.
-        .filter(|r| !(r.key.contains("rec.audit.") || r.key.contains("rec.tenant_deletions.")))
+        // The audit log, the deletion's record and the usage rows with their index
+        // (billing) are kept on purpose.
+        .filter(|r| {
+            !(r.key.contains("rec.audit.")
+                || r.key.contains("rec.tenant_deletions.")
+                || r.key.contains("rec.usage.")
+                || r.key.contains("rec.usage_tenants."))
+        })
         .collect();
     let gone = [
         "purged".to_owned(),
