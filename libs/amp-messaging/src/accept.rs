@@ -206,7 +206,23 @@ pub(crate) async fn accept(
                 priority: priority_text.as_deref().unwrap_or("normal"),
                 in_reply_to: in_reply_to.as_deref().unwrap_or(""),
             };
-            match verify_message(&sender_key, &fields, payload.get(), &sig) {
+            let checked = match verify_message(&sender_key, &fields, payload.get(), &sig) {
+                Err(VerifyError::Invalid) => {
+                    // The sender's record may be a cached copy from before a key rotation
+                    // made on another replica whose event has not arrived yet: a new key
+                    // works everywhere as soon as its rotation is answered.
+                    match acc.store.agent(&sender.id).await.map_err(store_err)? {
+                        Some(fresh) if fresh.public_key_hex != sender.public_key_hex => {
+                            acc.cache.forget(&sender.id);
+                            let key = crate::auth::agent_key(&fresh)?;
+                            verify_message(&key, &fields, payload.get(), &sig)
+                        }
+                        _ => Err(VerifyError::Invalid),
+                    }
+                }
+                other => other,
+            };
+            match checked {
                 Ok(v) => {
                     metrics::counter!("amp_signatures_verified_total", "form" => v.hash_form.as_str())
                         .increment(1);
