@@ -84,11 +84,17 @@ pub enum ErrorCode {
     /// 409 `conflict`: the resource is not in a state that allows the request (a second
     /// upload to a single-use URL).
     Conflict,
+    /// 403 `recipient_not_allowed`: the sender's communication policy does not allow this
+    /// recipient (spec 03).
+    RecipientNotAllowed,
+    /// 413 `request_too_large`: the HTTP body is over the server's limit (spec 08: at most
+    /// 1 MB).
+    RequestTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -127,6 +133,8 @@ impl ErrorCode {
         ErrorCode::AttachmentsNotSupported,
         ErrorCode::InvalidDigestAlgorithm,
         ErrorCode::Conflict,
+        ErrorCode::RecipientNotAllowed,
+        ErrorCode::RequestTooLarge,
     ];
 
     /// The `error` string of the body.
@@ -170,6 +178,8 @@ impl ErrorCode {
             ErrorCode::AttachmentsNotSupported => "attachments_not_supported",
             ErrorCode::InvalidDigestAlgorithm => "invalid_digest_algorithm",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::RecipientNotAllowed => "recipient_not_allowed",
+            ErrorCode::RequestTooLarge => "request_too_large",
         }
     }
 
@@ -189,7 +199,8 @@ impl ErrorCode {
             | ErrorCode::TenantAccessDenied
             | ErrorCode::AgentSuspended
             | ErrorCode::RecipientSuspended
-            | ErrorCode::ProviderNotTrusted => 403,
+            | ErrorCode::ProviderNotTrusted
+            | ErrorCode::RecipientNotAllowed => 403,
             ErrorCode::NotFound
             | ErrorCode::RecipientNotFound
             | ErrorCode::InvalidRecipient
@@ -201,7 +212,9 @@ impl ErrorCode {
             | ErrorCode::AttachmentAlreadyUsed
             | ErrorCode::Conflict => 409,
             ErrorCode::CursorExpired | ErrorCode::AttachmentExpired => 410,
-            ErrorCode::PayloadTooLarge | ErrorCode::AttachmentTooLarge => 413,
+            ErrorCode::PayloadTooLarge
+            | ErrorCode::AttachmentTooLarge
+            | ErrorCode::RequestTooLarge => 413,
             ErrorCode::AttachmentRejected
             | ErrorCode::AttachmentsNotSupported
             | ErrorCode::InvalidDigestAlgorithm => 422,

@@ -10,6 +10,7 @@ mod operator;
 mod operator_dashboard;
 mod operator_delete;
 mod security;
+mod spec_next;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};
@@ -960,7 +961,7 @@ async fn field_validation_and_limits() {
         "b".repeat(270_000)
     ));
     let r = s.route(&alice, signed_flat(&m)).await;
-    r.assert_error(413, "invalid_request", None);
+    r.assert_error(413, "request_too_large", None);
 
     // Missing payload members, payload, to.
     let m = Msg::new(&to, "no type").payload(r#"{"message":"hi"}"#);
