@@ -621,14 +621,9 @@ async fn reply_inherits_the_parents_thread() {
     let item = find(&page, &third);
     assert_eq!(item["envelope"]["in_reply_to"], second.as_str(), "{item}");
     assert_eq!(item["envelope"]["thread_id"], first.as_str(), "{item}");
-    // The first message has no parent: in_reply_to present and null.
+    // The first message has no parent: in_reply_to omitted, never `null` (spec-next 04).
     let item = find(&page, &first);
-    assert!(
-        item["envelope"]
-            .get("in_reply_to")
-            .is_some_and(Value::is_null),
-        "{item}"
-    );
+    assert!(item["envelope"].get("in_reply_to").is_none(), "{item}");
     s.stop().await;
 }
 
@@ -1065,7 +1060,8 @@ async fn pickup_items_and_aliases() {
             ] {
                 assert!(env[f].is_string(), "{path}: envelope.{f} missing: {item}");
             }
-            assert!(env.get("in_reply_to").is_some(), "{path}: {item}");
+            // Not a reply: omitted, never `null` (spec-next 04 JSON profile).
+            assert!(env.get("in_reply_to").is_none(), "{path}: {item}");
             assert_eq!(env["version"], "amp/0.1");
             assert_eq!(env["id"], item["id"]);
             assert_eq!(env["from"], alice.address.as_str());
