@@ -6,8 +6,9 @@
 # (npm ci, against the release ampd). Extra arguments go to `cargo test` (a filter, e.g.
 # `deploy/test.sh cql`; the SDK's tests run only without one).
 #
-# AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 (set by .ci/run) turn a missing server into a
-# failure; without them a test that cannot start its server says so loudly and is skipped.
+# AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 / AMP_REQUIRE_BROWSER=1 (set by .ci/run) turn a
+# missing server (or Chromium, apt chromium + npm ci in tests/console) into a failure; without
+# them a test that cannot start its server says so loudly and is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,22 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     echo "no nginx and not root with apt-get: install nginx-light yourself; the parity tests" \
       "will say they are skipped (a failure with AMP_REQUIRE_NATS=1)"
   fi
+fi
+
+echo "== Chromium and playwright-core for the web console's browser test (operator_console_*)"
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "no /usr/bin/chromium and not root with apt-get: install chromium yourself; the" \
+      "browser test will say it is skipped (a failure with AMP_REQUIRE_BROWSER=1)"
+  fi
+fi
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/console && npm ci --no-audit --no-fund --silent)
+else
+  echo "no npm: the browser test will say it is skipped (a failure with AMP_REQUIRE_BROWSER=1)"
 fi
 
 echo "== Apache Cassandra (cassandra-all 5.0.x) for the CQL tests"

@@ -74,6 +74,68 @@ impl AdminClient {
         })
     }
 
+    /// One call answered with text (CSV): `GET /admin/v1<path>`.
+    ///
+    /// Fails with [`ClientError::Api`] on a non-2xx answer, or when the API is unreachable.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(ClientError::transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(ClientError::transport)?;
+        if !status.is_success() {
+            return Err(api_error(status, None, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Replaces a tenant's own plan limits (`{}`: the default plan's).
+    pub async fn set_plan(&self, name: &str, plan: Value) -> Result<Value> {
+        self.call(
+            Method::PATCH,
+            &format!("/tenants/{}", enc(name)),
+            Some(json!({ "plan": plan })),
+        )
+        .await
+    }
+
+    /// A tenant's usage per `period` (`hour` or `day`) from `from` to `to` (RFC 3339; the
+    /// API's defaults when `None`).
+    pub async fn usage(
+        &self,
+        tenant: &str,
+        period: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Value> {
+        let path = format!(
+            "/tenants/{}/usage{}",
+            enc(tenant),
+            usage_query(period, from, to)
+        );
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// Usage as CSV: of one tenant, or of every tenant when `None`.
+    pub async fn usage_csv(
+        &self,
+        tenant: Option<&str>,
+        period: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<String> {
+        let q = usage_query(period, from, to);
+        let path = match tenant {
+            Some(t) => format!("/tenants/{}/usage.csv{q}", enc(t)),
+            None => format!("/usage.csv{q}"),
+        };
+        self.get_text(&path).await
+    }
+
     /// Creates a tenant (`registration`: `open`, `owner_key` or `invite`).
     pub async fn create_tenant(&self, name: &str, registration: Option<&str>) -> Result<Value> {
         let mut body = json!({ "name": name });
@@ -255,4 +317,17 @@ impl AdminClient {
 /// Percent-encodes a path segment or query value.
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `?period=…&from=…&to=…` of the usage endpoints, with what is given.
+fn usage_query(period: Option<&str>, from: Option<&str>, to: Option<&str>) -> String {
+    let q: Vec<String> = [("period", period), ("from", from), ("to", to)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
 }

@@ -78,6 +78,8 @@ pub struct IngestView {
     pub messaging: amp_messaging::MessagingConfig,
     /// `[ingest.limits]`, of which only the quota.
     pub limits: LimitsView,
+    /// `[ingest.plan]`: the default tenant plan.
+    pub plan: amp_store::operator::PlanLimits,
 }
 
 /// `[ingest.limits]` as other services see it.
@@ -101,6 +103,7 @@ impl IngestView {
     pub fn messaging(&self) -> amp_messaging::MessagingConfig {
         let mut m = self.messaging.clone();
         m.mailbox_quota = self.limits.mailbox_quota;
+        m.plan = self.plan;
         m
     }
 }

@@ -112,8 +112,9 @@ pub(crate) async fn accept(
         }
     }
 
-    // A suspended tenant's agents send nothing (spec-next 07 `agent_suspended`).
-    acc.tenants.check_caller(&sender.tenant).await?;
+    // A suspended tenant's agents send nothing (spec-next 07 `agent_suspended`); the others
+    // within their plan (`quota`).
+    let plan = crate::quota::caller(acc, &sender.tenant).await?;
 
     // Sender: `from`, when given, must be the authenticated agent (spec 04, 07).
     if let Some(f) = &from_text
@@ -157,6 +158,7 @@ pub(crate) async fn accept(
             )
             .with_field("to"));
         }
+        crate::quota::check_federation(&plan, &sender.tenant)?;
     }
     let recipient = if to.provider() == acc.domain {
         Some(
@@ -286,6 +288,9 @@ pub(crate) async fn accept(
     // Every field is within its limit by now; the whole may still not be (a short `message`
     // beside a large member of its own). The same check as federation's inbound path.
     amp_proto::message::validate_total(&envelope, &payload)?;
+    let bytes = amp_proto::message::message_bytes(&envelope, &payload);
+    crate::quota::check_size(&plan, bytes)?;
+    acc.quotas.take_message(&sender.tenant, &plan)?;
     // Attachments are checked and bound to this message last, once nothing else can refuse
     // it here (spec 05: before delivery).
     let warnings = crate::attachments::route::claim(
@@ -338,6 +343,9 @@ pub(crate) async fn accept(
     let (outcome, prior) = crate::handoff::settle_retry(&acc.store, &accepted, handed).await?;
     if let Some(e) = outcome.and_then(crate::handoff::refusal) {
         return Err(e);
+    }
+    if prior.is_none() && !matches!(outcome, Some(RouteOutcome::Duplicate { .. })) {
+        crate::usage::count_accepted(&acc.meter, sender, recipient.as_ref(), bytes);
     }
     // What was proven: the router's mailbox commit, or (past the outcome wait on a broker,
     // or a message for another provider) only the broker's durable acceptance.

@@ -20,6 +20,8 @@
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
 //! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
+//! - [`quota`]: tenant plans (quotas) on the acceptance path.
+//! - [`usage`]: [`usage::Meter`], usage metering per tenant, flushed to the store.
 //! - [`Acceptor`]: the entry point, holding the store, the bus and the policy.
 
 pub mod accept;
@@ -31,9 +33,11 @@ pub mod events;
 pub mod handoff;
 pub mod mailbox;
 pub mod policy;
+pub mod quota;
 pub mod render;
 pub mod shared_limits;
 pub mod tenants;
+pub mod usage;
 
 use amp_bus::Bus;
 use amp_proto::{ApiError, ErrorCode};
@@ -81,6 +85,16 @@ pub struct MessagingConfig {
     /// `ingest.limits.messages_per_minute`.
     #[serde(skip)]
     pub messages_per_minute: u32,
+    /// The default plan of every tenant (a tenant's record overrides it limit by limit);
+    /// set by the composing binary from `ingest.plan`.
+    #[serde(skip)]
+    pub plan: amp_store::operator::PlanLimits,
+    /// How often this process writes its usage counts to the store (`amp_store::usage`):
+    /// what a killed process counted in the last interval is lost.
+    pub usage_flush_ms: u64,
+    /// Adds a `tenant` label to `amp_usage_messages_total` (one series per tenant: only
+    /// for a bounded number of tenants).
+    pub usage_metrics_per_tenant: bool,
 }
 
 impl Default for MessagingConfig {
@@ -94,6 +108,9 @@ impl Default for MessagingConfig {
             registry_cache_ms: 30_000,
             mailbox_quota: 1000,
             messages_per_minute: 60,
+            plan: Default::default(),
+            usage_flush_ms: 10_000,
+            usage_metrics_per_tenant: false,
         }
     }
 }
@@ -110,6 +127,8 @@ pub struct Acceptor {
     /// The per-agent message budget, shared by every clone of this acceptor.
     send_limiter: std::sync::Arc<amp_runtime::ratelimit::RateLimiter>,
     tenants: TenantGate,
+    quotas: quota::Quotas,
+    meter: usage::Meter,
     attachments: Option<attachments::AttachmentService>,
 }
 
@@ -136,9 +155,17 @@ impl Acceptor {
                 window: std::time::Duration::from_secs(60),
             },
         );
+        let quotas = quota::Quotas::new(&bus, config.plan);
+        let meter = usage::Meter::new(
+            store.clone(),
+            std::time::Duration::from_millis(config.usage_flush_ms),
+            config.usage_metrics_per_tenant,
+        );
         Self {
             cache,
             send_limiter,
+            quotas,
+            meter,
             tenants: TenantGate::new(store.clone()),
             store,
             bus,
@@ -166,6 +193,16 @@ impl Acceptor {
     /// other checks of the process share it.
     pub fn tenants(&self) -> &TenantGate {
         &self.tenants
+    }
+
+    /// The tenant plans this acceptor enforces.
+    pub fn quotas(&self) -> &quota::Quotas {
+        &self.quotas
+    }
+
+    /// The usage meter of this process (WebSocket connections are counted by their holder).
+    pub fn meter(&self) -> &usage::Meter {
+        &self.meter
     }
 
     /// Accepts messages that reference `provider` attachments, checked and bound by

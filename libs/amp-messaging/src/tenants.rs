@@ -94,7 +94,7 @@ impl TenantGate {
     }
 }
 
-fn suspended(code: ErrorCode, tenant: &str) -> ApiError {
+pub(crate) fn suspended(code: ErrorCode, tenant: &str) -> ApiError {
     let who = if code == ErrorCode::AgentSuspended {
         "this agent's"
     } else {

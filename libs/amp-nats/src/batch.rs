@@ -25,8 +25,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Batches of one stream being committed at once.
-pub(crate) const IN_FLIGHT: usize = 2;
+/// Batches of one stream being committed at once. One: everything that arrives while a
+/// batch commits goes out together next. On a single-replica file stream the server stages
+/// each atomic batch in a store of its own (a directory, a synced metadata file, removed
+/// after the commit): about a third of its CPU under the parity bench, per batch whatever
+/// its size, so fewer and larger batches pay off. Measured against 2 in flight (parity
+/// bench, same machine): 553 -> 680 routes/s, p99 260 -> 185 ms.
+pub(crate) const IN_FLIGHT: usize = 1;
 
 /// The atomic batch limit of the server (`max_batch_size`, 1,000 by default).
 pub const SERVER_MAX_BATCH: usize = 1_000;

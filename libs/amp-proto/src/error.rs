@@ -29,6 +29,9 @@ pub enum ErrorCode {
     CursorExpired,
     /// 413 `invalid_request`: the body is over the size limit.
     PayloadTooLarge,
+    /// 413 `request_too_large` (spec-next 08): over a size limit (a tenant plan's message
+    /// size).
+    RequestTooLarge,
     /// 415 `invalid_request`: the body is not `application/json`.
     UnsupportedMediaType,
     /// 429 `rate_limited`.
@@ -87,9 +90,6 @@ pub enum ErrorCode {
     /// 403 `recipient_not_allowed`: the sender's communication policy does not allow this
     /// recipient (spec 03).
     RecipientNotAllowed,
-    /// 413 `request_too_large`: the HTTP body is over the server's limit (spec 08: at most
-    /// 1 MB).
-    RequestTooLarge,
 }
 
 impl ErrorCode {
@@ -106,6 +106,7 @@ impl ErrorCode {
         ErrorCode::DuplicateMessage,
         ErrorCode::CursorExpired,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
         ErrorCode::SignatureMissing,
@@ -134,7 +135,6 @@ impl ErrorCode {
         ErrorCode::InvalidDigestAlgorithm,
         ErrorCode::Conflict,
         ErrorCode::RecipientNotAllowed,
-        ErrorCode::RequestTooLarge,
     ];
 
     /// The `error` string of the body.
@@ -143,6 +143,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest
             | ErrorCode::PayloadTooLarge
             | ErrorCode::UnsupportedMediaType => "invalid_request",
+            ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::MissingField => "missing_field",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::Unauthorized => "unauthorized",
@@ -179,7 +180,6 @@ impl ErrorCode {
             ErrorCode::InvalidDigestAlgorithm => "invalid_digest_algorithm",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RecipientNotAllowed => "recipient_not_allowed",
-            ErrorCode::RequestTooLarge => "request_too_large",
         }
     }
 
@@ -213,8 +213,8 @@ impl ErrorCode {
             | ErrorCode::Conflict => 409,
             ErrorCode::CursorExpired | ErrorCode::AttachmentExpired => 410,
             ErrorCode::PayloadTooLarge
-            | ErrorCode::AttachmentTooLarge
-            | ErrorCode::RequestTooLarge => 413,
+            | ErrorCode::RequestTooLarge
+            | ErrorCode::AttachmentTooLarge => 413,
             ErrorCode::AttachmentRejected
             | ErrorCode::AttachmentsNotSupported
             | ErrorCode::InvalidDigestAlgorithm => 422,

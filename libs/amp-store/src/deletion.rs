@@ -152,10 +152,29 @@ pub async fn unfinished(store: &Store) -> Result<Vec<TenantDeletion>> {
 /// Fails when the store fails; what was purged stays purged.
 pub async fn run(
     store: &Store,
-    mut d: TenantDeletion,
+    d: TenantDeletion,
     job_kinds: &[&str],
     now: impl Fn() -> Millis,
 ) -> Result<TenantDeletion> {
+    run_with(store, d, job_kinds, now, || async {}).await
+}
+
+/// [`run`], calling `purged` once every agent, key and invite of the tenant is gone and
+/// before the deletion is marked `done`: where caches of agent records must drop them (so
+/// that nothing purged is still served once the status says `done`).
+///
+/// Fails when the store fails; what was purged stays purged.
+pub async fn run_with<F, Fut>(
+    store: &Store,
+    mut d: TenantDeletion,
+    job_kinds: &[&str],
+    now: impl Fn() -> Millis,
+    purged: F,
+) -> Result<TenantDeletion>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     d.status = DeletionStatus::Running;
     d.started_at.get_or_insert_with(&now);
     d.error = None;
@@ -242,6 +261,7 @@ pub async fn run(
     }
 
     // 4. The tenant record, last.
+    purged().await;
     store.record_take(TENANTS, &tenant).await?;
     d.status = DeletionStatus::Done;
     d.finished_at = Some(now());

@@ -12,6 +12,8 @@
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
+//! - [`list_cost`]: what an agent listing reads, counted for the tests that bound it.
+//! - [`usage`]: usage metering's rows (per tenant, period and replica; summed at read).
 //! - [`deletion`]: tenant deletion, a resumable job over the traits (its state a record).
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
@@ -31,8 +33,10 @@ use async_trait::async_trait;
 pub mod blob;
 pub mod composed;
 pub mod deletion;
+pub mod list_cost;
 pub mod operator;
 pub mod types;
+pub mod usage;
 
 #[cfg(feature = "cql")]
 pub mod cql;
@@ -122,6 +126,10 @@ pub trait Registry: Send + Sync {
 
     /// Active agents of a tenant, by name, after the name `after`, whose name, address or
     /// alias contains `search` (case-insensitive); returns the page and the total matching.
+    ///
+    /// Without `search` a call reads the page's agent records only (at most `limit` plus the
+    /// few a concurrent change hides), never every agent of the tenant. `search` filters the
+    /// tenant and so reads it; its total is the number of matches.
     async fn list_agents(
         &self,
         tenant: &str,

@@ -65,10 +65,62 @@ pub struct TenantRecord {
     /// Why it was suspended, as the operator said.
     #[serde(default)]
     pub suspended_reason: Option<String>,
+    /// Its own quotas; a limit it leaves unset is the configuration's default plan's.
+    #[serde(default, skip_serializing_if = "PlanLimits::is_empty")]
+    pub plan: PlanLimits,
     /// Created, unix ms.
     pub created_at: Millis,
     /// Last changed, unix ms.
     pub updated_at: Millis,
+}
+
+/// A plan: a tenant's quotas. Every limit is optional: on a tenant's record, unset means
+/// "the default plan's" ([`PlanLimits::over`]); in the resolved plan, unset means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanLimits {
+    /// Most active agents (registration refuses more: `403 forbidden`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<u64>,
+    /// Messages sent by the tenant's agents per minute, all together (`429 rate_limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_per_minute: Option<u32>,
+    /// Messages sent by the tenant's agents per day, all together (`429 rate_limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_per_day: Option<u32>,
+    /// Most bytes of messages held in the tenant's mailboxes (recorded; not enforced yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// Largest message (envelope and payload as JSON), bytes (`413`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_bytes: Option<u64>,
+    /// Most WebSocket connections of the tenant's agents at once (an error frame
+    /// `rate_limited` and close 1008 past it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Whether the tenant's agents may send to other providers (`403 forbidden` if not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation: Option<bool>,
+}
+
+impl PlanLimits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// This plan, with `defaults` for every limit it leaves unset.
+    pub fn over(&self, defaults: &PlanLimits) -> PlanLimits {
+        PlanLimits {
+            agents: self.agents.or(defaults.agents),
+            messages_per_minute: self.messages_per_minute.or(defaults.messages_per_minute),
+            messages_per_day: self.messages_per_day.or(defaults.messages_per_day),
+            stored_bytes: self.stored_bytes.or(defaults.stored_bytes),
+            message_bytes: self.message_bytes.or(defaults.message_bytes),
+            connections: self.connections.or(defaults.connections),
+            federation: self.federation.or(defaults.federation),
+        }
+    }
 }
 
 /// What an operator token may do; each scope includes the ones before it.

@@ -195,6 +195,10 @@ async fn serve_with(
     let federation = match config.federation.enabled.then(|| {
         let mut federation_config = config.federation.clone();
         federation_config.mailbox_quota = Some(config.ingest.limits.mailbox_quota);
+        // One listener: the proxies in front of it are the ingest ones unless set apart.
+        if federation_config.client_address.trusted_proxies.is_empty() {
+            federation_config.client_address = config.ingest.client_address.clone();
+        }
         federation::Federation::new(
             federation_config,
             federation::Identity {
@@ -216,6 +220,10 @@ async fn serve_with(
     let federation_routes = federation
         .as_ref()
         .map_or_else(Router::new, federation::Federation::router);
+    // Inbound federated messages are metered with the rest of this process's usage.
+    if let Some(f) = &federation {
+        f.meter_usage(ingest.acceptor().meter().clone());
+    }
     let federation_task = federation.map(|f| tokio::spawn(f.run(shutdown.clone())));
 
     // WebSocket route frames are accepted exactly as POST /v1/route: same acceptor.
@@ -233,6 +241,8 @@ async fn serve_with(
         shutdown.clone(),
     );
     let delivery_task = tokio::spawn(delivery.clone().run());
+    // The usage counts of the last flush interval, written when serving has stopped.
+    let meter_task = tokio::spawn(ingest.acceptor().meter().clone().flush_at(shutdown.clone()));
 
     let readiness = Readiness::new();
     let ready_store = store.clone();
@@ -298,6 +308,9 @@ async fn serve_with(
         None => None,
     } {
         tracing::warn!(error = %e, "federation task failed");
+    }
+    if let Err(e) = meter_task.await {
+        tracing::warn!(error = %e, "usage flush task failed");
     }
     bus.shutdown().await;
     tracing::info!("ampd stopped");

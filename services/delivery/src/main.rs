@@ -63,6 +63,7 @@ async fn run() -> anyhow::Result<()> {
         },
         amp_cluster::federates(cfg.capabilities.as_deref()),
     );
+    let acceptor_meter = acceptor.meter().clone();
     let service = delivery::DeliveryService::new(
         cfg.delivery,
         delivery::Identity {
@@ -75,6 +76,8 @@ async fn run() -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let worker = tokio::spawn(service.clone().run());
+    // This replica's last usage counts (its sockets, its route frames), written at shutdown.
+    let meter = tokio::spawn(acceptor_meter.flush_at(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
     let app = service.router();
     amp_cluster::serve(
@@ -84,7 +87,7 @@ async fn run() -> anyhow::Result<()> {
         bus,
         &cfg.server,
         shutdown,
-        vec![worker],
+        vec![worker, meter],
     )
     .await
 }

@@ -144,7 +144,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cap_per_agent_and_release_on_drop() {
+    fn security_cap_per_agent_and_release_on_drop() {
         let s = Arc::new(Sockets::new(2));
         let a = s.open("a").expect("first");
         let b = s.open("a").expect("second");
@@ -157,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn changes_reach_the_agents_sockets_only() {
+    fn security_changes_reach_the_agents_sockets_only() {
         let s = Arc::new(Sockets::new(4));
         let mut a = s.open("a").expect("a");
         let mut b = s.open("b").expect("b");

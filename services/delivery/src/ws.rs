@@ -168,6 +168,18 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         .await;
         return;
     };
+    // The tenant's plan: most WebSocket connections of its agents at once.
+    if let Err(e) = amp_messaging::quota::open_connection(&inner.acceptor, &agent.tenant).await {
+        let f = error_frame(e.code.as_str(), &e.message, None);
+        let code = if e.code == amp_proto::ErrorCode::RateLimited {
+            CLOSE_POLICY
+        } else {
+            1011
+        };
+        close_with(&mut socket, Some(f), code, e.code.as_str()).await;
+        drop(registered);
+        return;
+    }
     metrics::gauge!("amp_ws_sessions").increment(1.0);
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Queued>(inner.config.send_queue_frames.max(1));
@@ -192,6 +204,8 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
         registered,
     };
     let reason = s.run(stream).await;
+    // Opened by `open_connection` above (the plan's `connections`, and usage metering).
+    inner.acceptor.meter().closed(&s.agent.tenant);
     // Offline first: the agent must not count as reachable while the close is flushed.
     let _ = Box::pin(inner.store.presence_clear(&s.agent.id, &s.session_id)).await;
     amp_messaging::events::registry_changed(

@@ -104,11 +104,20 @@ pub struct Config {
     /// Seconds a failed discovery is remembered before it is tried again.
     pub negative_ttl_secs: u64,
     /// Discoveries (DNS and HTTPS lookups of a provider not in the cache) per minute, all
-    /// providers together: inbound requests name the provider themselves, so without a bound
-    /// anyone could make this provider query any domain at their rate. Over it, inbound gets
-    /// 429 and outbound retries later. Per replica: it bounds the lookups each process
-    /// makes, not a promise to anyone.
+    /// providers and all sources together: inbound requests name the provider themselves, so
+    /// without a bound anyone could make this provider query any domain at their rate. Over
+    /// it, inbound gets 429 and outbound retries later. Per replica: it bounds the lookups
+    /// each process makes, not a promise to anyone.
     pub discoveries_per_minute: u32,
+    /// Discoveries one client address may cause per minute (inbound requests naming a
+    /// provider not in the cache), within `discoveries_per_minute`: one sender of bogus
+    /// provider names spends its own allowance, not the first contact of a real peer from
+    /// elsewhere. Configured peers (`peers`) are found without a lookup and never count.
+    pub discoveries_per_source_per_minute: u32,
+    /// Where an inbound request's client address comes from: the direct peer, or behind
+    /// trusted reverse proxies the address they forward (as `[ingest.client_address]`;
+    /// `ampd` uses that one when this is left empty).
+    pub client_address: amp_runtime::client_addr::ClientAddressConfig,
     /// Providers the discovery cache holds (found and failed); past it, expired and then the
     /// oldest entries make room.
     pub discovery_cache_entries: usize,
@@ -155,6 +164,8 @@ impl Default for Config {
             well_known_ttl_secs: 3_600,
             negative_ttl_secs: 60,
             discoveries_per_minute: 120,
+            discoveries_per_source_per_minute: 10,
+            client_address: amp_runtime::client_addr::ClientAddressConfig::default(),
             discovery_cache_entries: 10_000,
             mailbox_quota: None,
             outcome_wait_ms: 2_000,
@@ -230,7 +241,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trust_policy() {
+    fn security_trust_policy() {
         let mut c = Config {
             blocked_providers: vec!["evil.test".into()],
             ..Config::default()

@@ -8,8 +8,10 @@
 //!
 //! Inbound requests name the provider to look up themselves, so lookups are bounded: one at
 //! a time per domain (concurrent requests for it wait for that one answer), at most
-//! `discoveries_per_minute` cache misses in all, and at most `discovery_cache_entries`
-//! answers kept.
+//! `discoveries_per_source_per_minute` cache misses per client address (so one sender of
+//! bogus names spends its own allowance, not everyone's), at most `discoveries_per_minute`
+//! in all, and at most `discovery_cache_entries` answers kept. Configured peers need no
+//! lookup and are never limited.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,9 +84,15 @@ pub struct Discovery {
     /// One lock per domain being discovered now: a second request for it waits for the
     /// first one's answer instead of looking it up again.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Cache misses allowed, all domains together.
+    /// Cache misses allowed, all domains and sources together.
     limiter: RateLimiter,
+    /// Cache misses allowed per client address (inbound requests), within `limiter`.
+    per_source: RateLimiter,
 }
+
+/// Most client addresses `per_source` remembers (about 64 bytes each); past it the ones
+/// nearest to a full allowance are forgotten, which only ever gives back what they had.
+const MAX_SOURCES: usize = 10_000;
 
 /// The record `_amp._tcp.<domain>` TXT `v=AMP1; endpoint=…; pubkey=…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +194,13 @@ impl Discovery {
             limit: config.discoveries_per_minute.max(1),
             window: Duration::from_secs(60),
         });
+        let per_source = RateLimiter::with_max_keys(
+            RateLimit {
+                limit: config.discoveries_per_source_per_minute.max(1),
+                window: Duration::from_secs(60),
+            },
+            MAX_SOURCES,
+        );
         Self {
             config,
             http,
@@ -193,6 +208,7 @@ impl Discovery {
             cache: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             limiter,
+            per_source,
         }
     }
 
@@ -222,10 +238,24 @@ impl Discovery {
         Err(last)
     }
 
-    /// The provider `domain`, from the cache or discovered now.
+    /// The provider `domain`, from the cache or discovered now (on our own behalf: only the
+    /// overall limit applies).
     ///
     /// Fails when no method finds it or what is found is inconsistent.
     pub async fn provider(&self, domain: &str) -> Result<Arc<Peer>, DiscoveryError> {
+        self.provider_for(domain, None).await
+    }
+
+    /// The provider `domain`, from the cache or discovered now on behalf of the client
+    /// address `source` (an inbound request), which a cache miss charges.
+    ///
+    /// Fails when no method finds it, what is found is inconsistent, or `source` or everyone
+    /// together has used up this minute's discoveries.
+    pub async fn provider_for(
+        &self,
+        domain: &str,
+        source: Option<&str>,
+    ) -> Result<Arc<Peer>, DiscoveryError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if let Some(answer) = self.cached(&domain) {
             return answer;
@@ -242,7 +272,7 @@ impl Discovery {
             let _turn = lock.lock().await;
             match self.cached(&domain) {
                 Some(answer) => answer,
-                None => self.discover_and_cache(&domain).await,
+                None => self.discover_and_cache(&domain, source).await,
             }
         };
         {
@@ -255,14 +285,36 @@ impl Discovery {
         answer
     }
 
-    /// A cache miss: looks `domain` up (if the rate allows) and remembers the answer.
-    async fn discover_and_cache(&self, domain: &str) -> Result<Arc<Peer>, DiscoveryError> {
-        let decision = self.limiter.check("*");
-        if !decision.allowed {
-            tracing::warn!(provider = %domain, "provider discovery rate limit reached");
-            return Err(DiscoveryError::RateLimited {
-                retry_after_secs: decision.retry_after_secs,
-            });
+    /// A cache miss: looks `domain` up (if the rates allow) and remembers the answer.
+    async fn discover_and_cache(
+        &self,
+        domain: &str,
+        source: Option<&str>,
+    ) -> Result<Arc<Peer>, DiscoveryError> {
+        let configured = self
+            .config
+            .peers
+            .iter()
+            .any(|p| p.domain.eq_ignore_ascii_case(domain));
+        if !configured {
+            // The source's own allowance first: a source over it spends nothing of the
+            // overall one.
+            if let Some(source) = source {
+                let decision = self.per_source.check(source);
+                if !decision.allowed {
+                    tracing::warn!(provider = %domain, source = %source, "provider discovery rate limit reached for one client address");
+                    return Err(DiscoveryError::RateLimited {
+                        retry_after_secs: decision.retry_after_secs,
+                    });
+                }
+            }
+            let decision = self.limiter.check("*");
+            if !decision.allowed {
+                tracing::warn!(provider = %domain, "provider discovery rate limit reached");
+                return Err(DiscoveryError::RateLimited {
+                    retry_after_secs: decision.retry_after_secs,
+                });
+            }
         }
         let domain = domain.to_owned();
         let (value, ttl) = match self.discover(&domain).await {
@@ -528,7 +580,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_cache_is_bounded() {
+    async fn security_the_cache_is_bounded() {
         let peers = (0..5)
             .map(|i| crate::config::StaticPeer {
                 domain: format!("p{i}.test"),

@@ -12,6 +12,7 @@
 //! the peer, so it is classified `external` at best. Every error body carries
 //! `accepted: false`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,8 @@ use amp_runtime::ratelimit::Decision;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::extract::connect_info::ConnectInfo;
+use axum::http::{Extensions, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -73,6 +75,7 @@ struct Checked {
 /// The handler.
 pub(crate) async fn deliver(
     State(inner): State<Arc<Inner>>,
+    ext: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
@@ -123,9 +126,18 @@ pub(crate) async fn deliver(
 
     // 3. The provider's key, by discovery (cached, single-flight, rate limited), and its
     // signature.
+    // The client address a discovery is charged to: the direct peer, or behind trusted
+    // proxies the address they forward.
+    let source = ext.get::<ConnectInfo<SocketAddr>>().map(|c| {
+        inner
+            .config
+            .client_address
+            .client_ip(c.0.ip(), &headers)
+            .to_string()
+    });
     let peer = inner
         .discovery
-        .provider(&provider)
+        .provider_for(&provider, Some(source.as_deref().unwrap_or("unknown")))
         .await
         .map_err(|e| match e {
             DiscoveryError::RateLimited { retry_after_secs } => {
@@ -155,7 +167,10 @@ pub(crate) async fn deliver(
         && inner
             .discovery
             .invalidate_older_than(&provider, REFRESH_AFTER)
-        && let Ok(fresh) = inner.discovery.provider(&provider).await
+        && let Ok(fresh) = inner
+            .discovery
+            .provider_for(&provider, Some(source.as_deref().unwrap_or("unknown")))
+            .await
     {
         verified = signature::verify(&fresh.key, ts_text, &body, sig);
     }
@@ -272,7 +287,7 @@ pub(crate) async fn deliver(
     let handed = handoff::hand_off(&inner.bus, &recipient.tenant, &accepted, waits)
         .await
         .map_err(refused_by_peer_rules)?;
-    let (outcome, _) = handoff::settle_retry(&inner.store, &accepted, handed)
+    let (outcome, prior) = handoff::settle_retry(&inner.store, &accepted, handed)
         .await
         .map_err(refused_by_peer_rules)?;
     if let Some(RouteOutcome::Forwarded) = outcome {
@@ -294,6 +309,22 @@ pub(crate) async fn deliver(
         "federated message received"
     );
     metrics::counter!("amp_federation_received_total").increment(1);
+    if let Some(meter) = inner.meter.get()
+        && prior.is_none()
+        && !matches!(outcome, Some(RouteOutcome::Duplicate { .. }))
+    {
+        let bytes = amp_proto::message::message_bytes(
+            &accepted.message.envelope,
+            &accepted.message.payload,
+        );
+        meter.record(&recipient.tenant, amp_messaging::usage::Event::FederatedIn);
+        meter.record(
+            &recipient.tenant,
+            amp_messaging::usage::Event::MessageOut {
+                bytes: bytes as u64,
+            },
+        );
+    }
     Ok(Json(json!({
         "accepted": true,
         "id": id,
@@ -312,9 +343,9 @@ fn check_body(
     body: &[u8],
     now: Timestamp,
 ) -> Result<Checked, HttpError> {
+    // The local sender's error, field included, plus `accepted: false`.
     let invalid = |e: ValidationError| {
-        let e = ApiError::from(e);
-        refused(e.code, e.message)
+        HttpError::new(ApiError::from(e).with_extra("accepted", Value::Bool(false)))
     };
     let body: DeliverBody = serde_json::from_slice(body).map_err(|e| {
         refused(

@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) seen: Mutex<HashMap<(String, String), Instant>>,
     /// Wakes the delivery loop when a job was queued.
     pub(crate) wake: tokio::sync::Notify,
+    /// Usage metering of inbound messages (`federated_in`), when the composer gives one.
+    pub(crate) meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -142,6 +144,7 @@ impl Federation {
                 ),
                 seen: Mutex::new(HashMap::new()),
                 wake: tokio::sync::Notify::new(),
+                meter: std::sync::OnceLock::new(),
                 http,
                 config,
                 identity,
@@ -152,6 +155,14 @@ impl Federation {
     }
 
     /// The inbound endpoint: `POST /v1/federation/deliver` and its `/api/v1` alias.
+    /// Meters inbound messages with `meter` (`federated_in` and `messages_out` of the
+    /// recipient's tenant); without it they are not metered. Set once; later calls are
+    /// ignored.
+    pub fn meter_usage(&self, meter: amp_messaging::usage::Meter) {
+        let _ = self.inner.meter.set(meter);
+    }
+
+    /// The federation service's HTTP routes.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/federation/deliver", post(inbound::deliver))

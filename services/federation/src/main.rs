@@ -65,7 +65,14 @@ async fn run() -> anyhow::Result<()> {
         store.clone(),
         bus.clone(),
     )?;
+    let meter = amp_messaging::usage::Meter::new(
+        store.clone(),
+        std::time::Duration::from_millis(cfg.ingest.messaging.usage_flush_ms),
+        cfg.ingest.messaging.usage_metrics_per_tenant,
+    );
+    service.meter_usage(meter.clone());
     let worker = tokio::spawn(service.clone().run(shutdown.clone()));
+    let meter_task = tokio::spawn(meter.flush_at(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
     let app = service.router();
     amp_cluster::serve(
@@ -75,7 +82,7 @@ async fn run() -> anyhow::Result<()> {
         bus,
         &cfg.server,
         shutdown,
-        vec![worker],
+        vec![worker, meter_task],
     )
     .await
 }

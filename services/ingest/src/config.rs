@@ -19,6 +19,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Rate limits and quotas.
     pub limits: Limits,
+    /// The default plan: every tenant's quotas, unless its record (admin API) sets its own,
+    /// limit by limit. Unset limits: none. `agents`, `messages_per_minute`,
+    /// `messages_per_day`, `stored_bytes`, `message_bytes`, `connections`, `federation`.
+    pub plan: amp_store::operator::PlanLimits,
     /// Message acceptance policy.
     pub messaging: MessagingConfig,
     /// Which webhook URLs agents may register (the SSRF guard).
@@ -42,6 +46,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             attachments: Default::default(),
             limits: Limits::default(),
+            plan: Default::default(),
             messaging: MessagingConfig::default(),
             outbound: amp_runtime::outbound::OutboundPolicy::default(),
             client_address: amp_runtime::client_addr::ClientAddressConfig::default(),
@@ -60,14 +65,18 @@ impl Default for Config {
 /// 4. any other tenant: as `mode` says.
 ///
 /// A stranger registered into a tenant becomes a same-tenant sender there (delivered as
-/// `verified`, never wrapped) and can list it: a hosted provider sets `mode = "owner"` and
-/// lists the few tenants it opens to the public.
+/// `verified`, never wrapped) and can list it: so by default (`auto`) only a provider whose
+/// domain is a test name (`amp.test`, what `cargo run` uses) is open to strangers, and any
+/// provider with a real domain needs an owner's key; a hosted provider lists the few tenants
+/// it opens to the public in `open_tenants`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
     /// The policy of a tenant that is neither reserved, owned nor listed in `open_tenants`:
-    /// `open` (anyone, rate limited per source address; the default, for development and
-    /// closed networks) or `owner` (a user key, `Authorization: Bearer uk_…`, is required).
+    /// `open` (anyone, rate limited per source address: development and closed networks),
+    /// `owner` (a user key, `Authorization: Bearer uk_…`, is required) or `auto` (the
+    /// default: `open` when the provider's domain is a test name, under `.test`, `.example`,
+    /// `.invalid` or `.localhost`, and `owner` for any other domain).
     pub mode: RegistrationMode,
     /// Tenants anyone may register into, whatever `mode` says (unless reserved or owned).
     pub open_tenants: Vec<String>,
@@ -105,7 +114,7 @@ const RESERVED: [&str; 16] = [
 impl Default for RegistrationConfig {
     fn default() -> Self {
         Self {
-            mode: RegistrationMode::Open,
+            mode: RegistrationMode::Auto,
             open_tenants: Vec::new(),
             reserved_tenants: RESERVED.iter().map(|s| (*s).to_owned()).collect(),
             reserved_names: RESERVED.iter().map(|s| (*s).to_owned()).collect(),
@@ -130,8 +139,21 @@ impl RegistrationConfig {
             .any(|n| n.eq_ignore_ascii_case(name))
     }
 
+    /// This policy for the provider `domain`: `auto` becomes `open` for a test domain
+    /// ([`is_test_domain`]) and `owner` for any other.
+    pub fn for_domain(mut self, domain: &str) -> Self {
+        if self.mode == RegistrationMode::Auto {
+            self.mode = if is_test_domain(domain) {
+                RegistrationMode::Open
+            } else {
+                RegistrationMode::Owner
+            };
+        }
+        self
+    }
+
     /// Whether anyone may register into `tenant` (neither reserved nor owned) without a user
-    /// key.
+    /// key. An `auto` mode not yet resolved by [`Self::for_domain`] counts as `owner`.
     pub fn is_open(&self, tenant: &str) -> bool {
         self.mode == RegistrationMode::Open
             || self
@@ -141,10 +163,22 @@ impl RegistrationConfig {
     }
 }
 
+/// Whether `domain` is a name no real provider can have (RFC 2606 and 6761: under `.test`,
+/// `.example`, `.invalid` or `.localhost`): a developer's or a test's provider.
+pub fn is_test_domain(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    ["test", "example", "invalid", "localhost"]
+        .iter()
+        .any(|tld| d == *tld || d.ends_with(&format!(".{tld}")))
+}
+
 /// The registration policy of a tenant that is neither reserved, owned nor listed open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegistrationMode {
+    /// `open` for a test domain, `owner` for a real one (the default; see
+    /// [`RegistrationConfig::for_domain`]).
+    Auto,
     /// Anyone, rate limited.
     Open,
     /// Only with a user key.
@@ -224,5 +258,45 @@ impl Default for Limits {
             mailbox_quota: 1000,
             pickup_page_bytes: 4 * 1024 * 1024,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: out of the box only a test domain (what `cargo run` and the tests use) is
+    /// open to strangers; any real domain needs an owner's key.
+    #[test]
+    fn security_registration_auto_is_open_only_for_test_domains() {
+        assert_eq!(RegistrationConfig::default().mode, RegistrationMode::Auto);
+        for domain in [
+            "amp.test",
+            "example.test",
+            "amp.example",
+            "x.invalid",
+            "localhost",
+        ] {
+            let r = RegistrationConfig::default().for_domain(domain);
+            assert_eq!(r.mode, RegistrationMode::Open, "{domain}");
+            assert!(r.is_open("acme"), "{domain}");
+        }
+        for domain in [
+            "amp.example.com",
+            "crabmail.ai",
+            "test.example.org",
+            "mytest.io",
+        ] {
+            let r = RegistrationConfig::default().for_domain(domain);
+            assert_eq!(r.mode, RegistrationMode::Owner, "{domain}");
+            assert!(!r.is_open("acme"), "{domain}");
+        }
+        // Unresolved, `auto` is closed; an explicit mode is kept whatever the domain.
+        assert!(!RegistrationConfig::default().is_open("acme"));
+        let open = RegistrationConfig {
+            mode: RegistrationMode::Open,
+            ..RegistrationConfig::default()
+        };
+        assert!(open.for_domain("amp.example.com").is_open("acme"));
     }
 }

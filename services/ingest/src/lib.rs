@@ -10,7 +10,8 @@
 //! - `auth`: API-key and user-key hashing and the authenticated-agent extractor.
 //! - `routes`: one module per group of endpoints.
 //! - `admin`: the admin API (operator plane) on its own listener: tenants, owner keys,
-//!   invite codes, operator tokens, the audit log; and the bootstrap import.
+//!   invite codes, operator tokens, the audit log; the bootstrap import; and the web console
+//!   (`/console/`), a page built into the binary over that API.
 
 pub mod config;
 
@@ -80,6 +81,19 @@ impl Ingest {
         bus: Bus,
         blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, StartError> {
+        // `auto` registration becomes `open` or `owner` by the provider's domain, once.
+        let registration = config.registration.clone().for_domain(&identity.domain);
+        if config.registration.mode == config::RegistrationMode::Auto {
+            tracing::info!(
+                domain = %identity.domain,
+                mode = ?registration.mode,
+                "registration mode auto: open for a test domain, owner for a real one"
+            );
+        }
+        let config = Config {
+            registration,
+            ..config
+        };
         admin::seed::import(&config, &identity.key_pepper, &store).await?;
         let inner = Arc::new(state::Inner::new(config, identity, store, bus, blobs).await?);
         admin::deletion::resume_unfinished(&inner).await?;

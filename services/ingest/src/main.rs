@@ -86,6 +86,10 @@ async fn run() -> anyhow::Result<()> {
         })
         .into_iter()
         .collect();
+    // This replica's last usage counts, written once serving has stopped.
+    workers.push(tokio::spawn(
+        ingest.acceptor().meter().clone().flush_at(shutdown.clone()),
+    ));
     // Every replica sweeps expired attachments; each deletion is claimed by one.
     workers.extend(
         ingest

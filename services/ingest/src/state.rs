@@ -92,6 +92,7 @@ impl Inner {
             amp_messaging::MessagingConfig {
                 mailbox_quota: config.limits.mailbox_quota,
                 messages_per_minute: config.limits.messages_per_minute,
+                plan: config.plan,
                 ..config.messaging.clone()
             },
             identity.capabilities.iter().any(|c| c == "federation"),

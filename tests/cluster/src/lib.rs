@@ -285,6 +285,9 @@ pub struct Topology {
     /// `[nats] limits_sync_ms` (`None`: its default): how often replicas share their rate
     /// limiters' counts; 0 turns the sharing off.
     pub limits_sync_ms: Option<u64>,
+    /// `[delivery] reauth_secs` (`None`: its default): how often each socket re-checks its
+    /// key whatever the registry events said.
+    pub reauth_secs: Option<u64>,
 }
 
 impl Topology {
@@ -309,6 +312,7 @@ impl Topology {
             nats_passwords: None,
             messages_per_minute: 10_000_000,
             limits_sync_ms: None,
+            reauth_secs: None,
         }
     }
 
@@ -382,7 +386,7 @@ impl Deployment {
              [ingest.limits]\napi_requests_per_minute = 10000000\n\
              tenant_requests_per_minute = 10000000\nmessages_per_minute = {messages}\n\
              pending_per_minute = 10000000\nmailbox_quota = {quota}\n{outcome}\n\
-             [delivery]\nresync_secs = 3\n\n[federation]\n{federation_toml}\n",
+             [delivery]\nresync_secs = 3\n{reauth}\n[federation]\n{federation_toml}\n",
             domain = t.domain,
             public_url = t
                 .public_url
@@ -406,6 +410,9 @@ impl Deployment {
                 "\n[ingest.messaging]\noutcome_wait_ms = {ms}\n"
             )),
             federation_toml = t.federation_toml,
+            reauth = t
+                .reauth_secs
+                .map_or_else(String::new, |s| format!("reauth_secs = {s}\n")),
         );
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, text).expect("write the config");

@@ -395,6 +395,7 @@ impl Registry for CqlStore {
         );
         for row in rows.rows::<R>().map_err(corrupt)? {
             let (name, agent_id, hold, address, alias) = row.map_err(corrupt)?;
+            list_cost::names(1);
             let Some(agent_id) = agent_id else { continue };
             if hold.is_some() {
                 continue;
@@ -415,6 +416,7 @@ impl Registry for CqlStore {
             }
         }
         let mut page = Vec::with_capacity(page_ids.len());
+        list_cost::records(page_ids.len() as u64);
         for id in page_ids {
             match self.agent(&id).await? {
                 Some(a) if a.is_active() => page.push(a),

@@ -21,8 +21,9 @@
 //!   crash in between leaves an inactive agent behind an index that readers filter out; a name
 //!   record still showing the agent as holder is judged by the agent record's hold.
 //!
-//! Costs: a lookup by id, name or key is 1 to 3 direct gets; `list_agents` and
-//! `count_owned_agents` read every name of the tenant (owned agent of the owner), fetching
+//! Costs: a lookup by id, name or key is 1 to 3 direct gets; `list_agents` reads every name
+//! key of the tenant (a bucket has no ordered range) but the agent records of the page only,
+//! unless it searches; `count_owned_agents` reads every owned entry of the owner, fetching
 //! the agent records concurrently.
 
 use std::collections::HashSet;
@@ -481,28 +482,60 @@ impl Registry for JetStreamStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<AgentRecord>, u64)> {
+        // A KV bucket has no ordered range: the tenant's name keys are read (small values),
+        // and agent records only for the page.
         let prefix = format!("name.{}", tok(tenant));
-        let mut ids = Vec::new();
-        for (_, value) in self.conn.kv_scan(&self.registry, &prefix).await? {
+        let mut named = Vec::new();
+        for (key, value) in self.conn.kv_scan(&self.registry, &prefix).await? {
+            list_cost::names(1);
             let holder: NameHolder = super::conn::from_json(&value)?;
-            if holder.held_until.is_none() {
-                ids.push(holder.agent_id);
+            if holder.held_until.is_some() {
+                continue;
             }
+            let Some(name) = key.rsplit('.').next() else {
+                continue;
+            };
+            named.push((untok(name)?, holder.agent_id));
         }
-        let search = search.map(str::to_lowercase);
+        named.sort();
+        let Some(search) = search.map(str::to_lowercase) else {
+            // The total counts active names; an agent whose deregistration stopped before its
+            // name record was updated is counted until a reader or the purge tidies it.
+            let total = named.len() as u64;
+            let mut rest = named
+                .into_iter()
+                .filter(|(name, _)| after.is_none_or(|c| name.as_str() > c))
+                .map(|(_, id)| id);
+            let mut page = Vec::new();
+            while page.len() < limit {
+                let ids: Vec<String> = rest.by_ref().take(limit - page.len()).collect();
+                if ids.is_empty() {
+                    break;
+                }
+                list_cost::records(ids.len() as u64);
+                page.extend(
+                    self.active_agents(&ids)
+                        .await?
+                        .into_iter()
+                        .filter(|a| a.tenant == tenant),
+                );
+            }
+            return Ok((page, total));
+        };
+        // A search filters the whole tenant (its total is the number of matches).
+        let ids: Vec<String> = named.into_iter().map(|(_, id)| id).collect();
+        list_cost::records(ids.len() as u64);
         let mut agents: Vec<AgentRecord> = self
             .active_agents(&ids)
             .await?
             .into_iter()
             .filter(|a| a.tenant == tenant)
             .filter(|a| {
-                search.as_deref().is_none_or(|s| {
-                    a.name.contains(s)
-                        || a.address.contains(s)
-                        || a.alias
-                            .as_deref()
-                            .is_some_and(|x| x.to_lowercase().contains(s))
-                })
+                a.name.contains(&search)
+                    || a.address.contains(&search)
+                    || a.alias
+                        .as_deref()
+                        .is_some_and(|x| x.to_lowercase().contains(&search))
             })
             .collect();
         agents.sort_by(|a, b| a.name.cmp(&b.name));

@@ -27,11 +27,12 @@ mod purge;
 mod records;
 mod writer;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ::redb::{
-    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
 };
 use async_trait::async_trait;
@@ -42,6 +43,9 @@ use writer::Writer;
 
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
+/// Active (not held) names per tenant, kept with `NAMES` in the same transactions, so a
+/// listing's total costs one row (issue 16).
+const TENANT_ACTIVE: TableDefinition<&str, u64> = TableDefinition::new("tenant_active");
 const OWNED: TableDefinition<(&str, &str), ()> = TableDefinition::new("owned");
 const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
 const AGENT_KEYS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("agent_keys");
@@ -137,6 +141,67 @@ fn name_key(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
 }
 
+/// Writes (`Some`) or removes (`None`) the holder of a name, keeping the tenant's count of
+/// active names in the same transaction.
+fn set_holder(
+    txn: &WriteTransaction,
+    tenant: &str,
+    name: &str,
+    holder: Option<&NameHolder>,
+) -> Result<()> {
+    let key = name_key(tenant, name);
+    let mut names = txn.open_table(NAMES).map_err(st)?;
+    let was_active = match names.get(key.as_str()).map_err(st)? {
+        Some(v) => from_json::<NameHolder>(v.value())?.held_until.is_none(),
+        None => false,
+    };
+    match holder {
+        Some(h) => names.insert(key.as_str(), to_json(h)?.as_slice()).map(drop),
+        None => names.remove(key.as_str()).map(drop),
+    }
+    .map_err(st)?;
+    let is_active = holder.is_some_and(|h| h.held_until.is_none());
+    if was_active != is_active {
+        let mut counts = txn.open_table(TENANT_ACTIVE).map_err(st)?;
+        let n = counts.get(tenant).map_err(st)?.map_or(0, |v| v.value());
+        let n = if is_active {
+            n + 1
+        } else {
+            n.saturating_sub(1)
+        };
+        if n == 0 {
+            counts.remove(tenant).map_err(st)?;
+        } else {
+            counts.insert(tenant, n).map_err(st)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `TENANT_ACTIVE` from `NAMES` (a database written before the counts existed).
+fn count_active_names(txn: &WriteTransaction) -> Result<()> {
+    let mut per_tenant = std::collections::BTreeMap::<String, u64>::new();
+    {
+        let names = txn.open_table(NAMES).map_err(st)?;
+        for row in names.iter().map_err(st)? {
+            let (k, v) = row.map_err(st)?;
+            let holder: NameHolder = from_json(v.value())?;
+            if holder.held_until.is_some() {
+                continue;
+            }
+            // Tenants never contain '/': the key is "tenant/name".
+            if let Some((tenant, _)) = k.value().split_once('/') {
+                *per_tenant.entry(tenant.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    let mut counts = txn.open_table(TENANT_ACTIVE).map_err(st)?;
+    for (tenant, n) in per_tenant {
+        counts.insert(tenant.as_str(), n).map_err(st)?;
+    }
+    Ok(())
+}
+
 impl RedbStore {
     /// Opens (creating if needed) the database and starts the writer thread.
     ///
@@ -150,7 +215,16 @@ impl RedbStore {
         // Create every table once so read transactions can always open them.
         let mut txn = db.begin_write().map_err(st)?;
         txn.set_quick_repair(cfg.quick_repair);
+        let counted = txn
+            .list_tables()
+            .map_err(st)?
+            .any(|t| t.name() == TENANT_ACTIVE.name());
+        if !counted {
+            // A database from before the counts: count once, in the opening transaction.
+            count_active_names(&txn)?;
+        }
         {
+            txn.open_table(TENANT_ACTIVE).map_err(st)?;
             txn.open_table(AGENTS).map_err(st)?;
             txn.open_table(NAMES).map_err(st)?;
             txn.open_table(OWNED).map_err(st)?;
@@ -258,21 +332,21 @@ impl Registry for RedbStore {
     async fn create_agent(&self, agent: AgentRecord, api_key: KeyHash, now: Millis) -> Result<()> {
         self.writer
             .write(move |txn| {
-                let mut names = txn.open_table(NAMES).map_err(st)?;
-                let key = name_key(&agent.tenant, &agent.name);
-                if let Some(v) = names.get(key.as_str()).map_err(st)? {
-                    let holder: NameHolder = from_json(v.value())?;
-                    if holder.held_until.is_none_or(|t| now < t) {
-                        return Err(Error::NameTaken);
+                {
+                    let names = txn.open_table(NAMES).map_err(st)?;
+                    let key = name_key(&agent.tenant, &agent.name);
+                    if let Some(v) = names.get(key.as_str()).map_err(st)? {
+                        let holder: NameHolder = from_json(v.value())?;
+                        if holder.held_until.is_none_or(|t| now < t) {
+                            return Err(Error::NameTaken);
+                        }
                     }
                 }
                 let holder = NameHolder {
                     agent_id: agent.id.clone(),
                     held_until: None,
                 };
-                names
-                    .insert(key.as_str(), to_json(&holder)?.as_slice())
-                    .map_err(st)?;
+                set_holder(txn, &agent.tenant, &agent.name, Some(&holder))?;
                 txn.open_table(AGENTS)
                     .map_err(st)?
                     .insert(agent.id.as_str(), to_json(&agent)?.as_slice())
@@ -460,13 +534,7 @@ impl Registry for RedbStore {
                     agent_id: agent_id.clone(),
                     held_until: Some(name_hold_until),
                 };
-                txn.open_table(NAMES)
-                    .map_err(st)?
-                    .insert(
-                        name_key(&agent.tenant, &agent.name).as_str(),
-                        to_json(&holder)?.as_slice(),
-                    )
-                    .map_err(st)?;
+                set_holder(txn, &agent.tenant, &agent.name, Some(&holder))?;
                 if let Some(owner) = &agent.owner_id {
                     txn.open_table(OWNED)
                         .map_err(st)?
@@ -491,7 +559,45 @@ impl Registry for RedbStore {
         let names = txn.open_table(NAMES).map_err(st)?;
         let agents = txn.open_table(AGENTS).map_err(st)?;
         let prefix = format!("{tenant}/");
-        let search = search.map(str::to_lowercase);
+        // The page starts right after the cursor's key: a page reads its own rows (and the
+        // held names between them), not the tenant.
+        let start = match after {
+            Some(c) => Bound::Excluded(name_key(tenant, c)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let range = (start.as_ref().map(String::as_str), Bound::Unbounded);
+        let Some(search) = search.map(str::to_lowercase) else {
+            let mut page = Vec::new();
+            for row in names.range::<&str>(range).map_err(st)? {
+                if page.len() >= limit {
+                    break;
+                }
+                let (k, v) = row.map_err(st)?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                list_cost::names(1);
+                let holder: NameHolder = from_json(v.value())?;
+                if holder.held_until.is_some() {
+                    continue;
+                }
+                if let Some(a) = agents.get(holder.agent_id.as_str()).map_err(st)? {
+                    list_cost::records(1);
+                    let agent: AgentRecord = from_json(a.value())?;
+                    if agent.is_active() {
+                        page.push(agent);
+                    }
+                }
+            }
+            let total = txn
+                .open_table(TENANT_ACTIVE)
+                .map_err(st)?
+                .get(tenant)
+                .map_err(st)?
+                .map_or(0, |v| v.value());
+            return Ok((page, total));
+        };
+        // A search filters the whole tenant (its total is the number of matches).
         let mut page = Vec::new();
         let mut total = 0u64;
         for row in names.range(prefix.as_str()..).map_err(st)? {
@@ -499,6 +605,7 @@ impl Registry for RedbStore {
             let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
                 break;
             };
+            list_cost::names(1);
             let holder: NameHolder = from_json(v.value())?;
             if holder.held_until.is_some() {
                 continue;
@@ -506,20 +613,19 @@ impl Registry for RedbStore {
             let Some(a) = agents.get(holder.agent_id.as_str()).map_err(st)? else {
                 continue;
             };
+            list_cost::records(1);
             let agent: AgentRecord = from_json(a.value())?;
             if !agent.is_active() {
                 continue;
             }
-            if let Some(s) = &search {
-                let hit = agent.name.contains(s.as_str())
-                    || agent.address.contains(s.as_str())
-                    || agent
-                        .alias
-                        .as_deref()
-                        .is_some_and(|x| x.to_lowercase().contains(s.as_str()));
-                if !hit {
-                    continue;
-                }
+            let hit = agent.name.contains(search.as_str())
+                || agent.address.contains(search.as_str())
+                || agent
+                    .alias
+                    .as_deref()
+                    .is_some_and(|x| x.to_lowercase().contains(search.as_str()));
+            if !hit {
+                continue;
             }
             total += 1;
             if after.is_none_or(|c| name > c) && page.len() < limit {

@@ -55,14 +55,16 @@ fn purge_in(txn: &WriteTransaction, agent_id: &str) -> Result<AgentPurge> {
         Err(e) => return Err(st(e)),
     };
     if let Some(agent) = &agent {
-        let mut names = txn.open_table(NAMES).map_err(st)?;
-        let key = name_key(&agent.tenant, &agent.name);
-        let ours = match names.get(key.as_str()).map_err(st)? {
-            Some(v) => from_json::<NameHolder>(v.value())?.agent_id == agent_id,
-            None => false,
+        let ours = {
+            let names = txn.open_table(NAMES).map_err(st)?;
+            let key = name_key(&agent.tenant, &agent.name);
+            match names.get(key.as_str()).map_err(st)? {
+                Some(v) => from_json::<NameHolder>(v.value())?.agent_id == agent_id,
+                None => false,
+            }
         };
         if ours {
-            names.remove(key.as_str()).map_err(st)?;
+            set_holder(txn, &agent.tenant, &agent.name, None)?;
         }
         if let Some(owner) = &agent.owner_id {
             txn.open_table(OWNED)
@@ -167,6 +169,12 @@ impl RedbStore {
         }
         scan!(AGENTS, "agents", |k, v| k.to_owned(), text(v));
         scan!(NAMES, "names", |k, v| k.to_owned(), text(v));
+        scan!(
+            TENANT_ACTIVE,
+            "tenant_active",
+            |k, v| k.to_owned(),
+            v.to_string()
+        );
         scan!(OWNED, "owned", |k, v| format!("{k:?}"), format!("{v:?}"));
         scan!(API_KEYS, "api_keys", |k, v| hex(k), text(v));
         scan!(

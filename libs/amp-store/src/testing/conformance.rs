@@ -15,6 +15,7 @@ pub async fn run_all(store: &Store) {
     names_unique_per_tenant_and_held_after_deregistration(store).await;
     api_key_rotation_grace_and_revocation(store).await;
     list_agents_pages_searches_and_isolates_tenants(store).await;
+    security_list_agents_reads_the_page_not_the_tenant(store).await;
     owners_and_owned_agents(store).await;
     mailbox_enqueue_is_idempotent(store).await;
     mailbox_fifo_cursor_and_remaining(store).await;
@@ -31,6 +32,7 @@ pub async fn run_all(store: &Store) {
     concurrent_writes_all_commit(store).await;
     super::records::records_create_replace_list_take(store).await;
     super::records::operator_records_typed(store).await;
+    super::records::operator_usage_rows_sum_replicas(store).await;
     attachments_compare_and_set(store).await;
     super::purge::purge_agent_removes_everything_about_it(store).await;
     super::purge::tenant_agents_lists_active_and_deregistered(store).await;
@@ -336,6 +338,71 @@ pub async fn list_agents_pages_searches_and_isolates_tenants(store: &Store) {
         .await
         .expect("other");
     assert_eq!((page.len(), total), (1, 1));
+}
+
+/// A listing page reads the page's agent records, not every agent of the tenant (issue 16:
+/// any agent could make each `GET /v1/agents` decode its whole tenant); the total stays exact
+/// across registrations and deregistrations, and the pages walk the tenant completely.
+pub async fn security_list_agents_reads_the_page_not_the_tenant(store: &Store) {
+    const AGENTS: usize = 40;
+    const PAGE: usize = 5;
+    let now = now_ms();
+    let t = unique("t");
+    let mut ids = Vec::new();
+    for i in 0..AGENTS {
+        let a = agent(&t, &format!("agent-{i:03}"), now);
+        store
+            .create_agent(a.clone(), key_hash(&a.id), now)
+            .await
+            .expect("create");
+        ids.push(a.id);
+    }
+    // Deregistered agents hold their names: neither listed nor counted.
+    for id in ids.iter().skip(3).step_by(10) {
+        store
+            .deregister_agent(id, now, now + DAY)
+            .await
+            .expect("deregister");
+    }
+    let active = AGENTS - AGENTS.div_ceil(10);
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (res, cost) =
+            list_cost::measure(store.list_agents(&t, None, after.as_deref(), PAGE)).await;
+        let (page, total) = res.expect("list");
+        assert_eq!(total, active as u64, "the total counts active agents");
+        assert!(
+            cost.records <= PAGE as u64,
+            "a page of {PAGE} read {} agent records (tenant of {AGENTS})",
+            cost.records
+        );
+        assert!(page.len() <= PAGE);
+        let Some(last) = page.last() else { break };
+        after = Some(last.name.clone());
+        seen.extend(page.into_iter().map(|a| a.name));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "pages come in name order, without repeats");
+    assert_eq!(seen.len(), active, "the pages cover every active agent");
+
+    // The name of a deregistered agent, taken again once its hold ends, counts once.
+    let again = agent(&t, "agent-003", now + 2 * DAY);
+    store
+        .create_agent(again.clone(), key_hash(&again.id), now + 2 * DAY)
+        .await
+        .expect("take the freed name");
+    let (_, total) = store.list_agents(&t, None, None, 1).await.expect("list");
+    assert_eq!(total, active as u64 + 1);
+    // Another tenant's count is its own.
+    let (page, total) = store
+        .list_agents(&unique("t"), None, None, PAGE)
+        .await
+        .expect("empty tenant");
+    assert_eq!((page.len(), total), (0, 0));
 }
 
 /// Owners are found by user key; their agents are counted.

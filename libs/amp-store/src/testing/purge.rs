@@ -243,6 +243,7 @@ pub async fn tenant_deletion_runs_to_the_end(store: &Store) {
         status: TenantStatus::Deleting,
         registration: TenantRegistration::OwnerKey,
         suspended_reason: None,
+        plan: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -389,6 +390,7 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
                 status: TenantStatus::Active,
                 registration: TenantRegistration::Open,
                 suspended_reason: None,
+                plan: Default::default(),
                 created_at: now,
                 updated_at: now,
             })

@@ -124,6 +124,7 @@ pub async fn operator_records_typed(store: &Store) {
         status: TenantStatus::Active,
         registration: TenantRegistration::OwnerKey,
         suspended_reason: None,
+        plan: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -131,6 +132,8 @@ pub async fn operator_records_typed(store: &Store) {
     assert!(!store.create_tenant(&t).await.expect("create again"));
     let mut s = t.clone();
     s.status = TenantStatus::Suspended;
+    s.plan.messages_per_minute = Some(5);
+    s.plan.federation = Some(false);
     store.put_tenant(&s).await.expect("suspend");
     assert_eq!(store.tenant(&name).await.expect("get"), Some(s));
     let page = store
@@ -271,4 +274,181 @@ pub async fn operator_records_typed(store: &Store) {
         );
     }
     assert_eq!(seen, ids, "every entry once, in time order");
+}
+
+/// Usage rows: each replica's row replaced by its running totals, rows summed per period at
+/// read, in time order, bounded by the range, one tenant's never mixed with another's (a
+/// tenant whose name extends another's included), hour and day rows apart; the every-tenant
+/// read lists the noted tenants by name.
+pub async fn operator_usage_rows_sum_replicas(store: &Store) {
+    use crate::usage::*;
+    let a = unique("u");
+    let longer = format!("{a}-x");
+    let counts = |n: u64| UsageCounts {
+        messages_in: n,
+        messages_out: 2 * n,
+        federated_in: 3,
+        federated_out: 0,
+        bytes_stored: 100 * n,
+        agents: n,
+        connections: 1,
+    };
+    store.note_usage_tenant(&a).await.expect("note");
+    store.note_usage_tenant(&longer).await.expect("note");
+    store
+        .note_usage_tenant(&a)
+        .await
+        .expect("noted twice is once");
+    let h0 = Period::Hour.start_of(now_ms()) - 5 * HOUR_MS;
+    let h = |i: i64| h0 + i * HOUR_MS;
+    // Replica r1 writes twice for hour 1 (the second replaces the first).
+    store
+        .put_usage(&a, Period::Hour, h(1), "r1", &counts(1))
+        .await
+        .expect("put");
+    store
+        .put_usage(&a, Period::Hour, h(1), "r1", &counts(4))
+        .await
+        .expect("put");
+    store
+        .put_usage(&a, Period::Hour, h(1), "r2", &counts(2))
+        .await
+        .expect("put");
+    store
+        .put_usage(&a, Period::Hour, h(0), "r2", &counts(7))
+        .await
+        .expect("put");
+    store
+        .put_usage(&a, Period::Hour, h(3), "r1", &counts(1))
+        .await
+        .expect("put");
+    store
+        .put_usage(
+            &a,
+            Period::Day,
+            Period::Day.start_of(h(1)),
+            "r1",
+            &counts(9),
+        )
+        .await
+        .expect("put");
+    store
+        .put_usage(&longer, Period::Hour, h(1), "r1", &counts(50))
+        .await
+        .expect("put");
+
+    let rows = store
+        .usage(Some(&a), Period::Hour, h(0), h(5))
+        .await
+        .expect("usage");
+    let got: Vec<(Millis, u64, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.start,
+                r.counts.messages_in,
+                r.counts.messages_out,
+                r.counts.agents,
+                r.counts.connections,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(h(0), 7, 14, 7, 1), (h(1), 6, 12, 4, 2), (h(3), 1, 2, 1, 1)],
+        "replicas summed (agents: the largest sample), in time order"
+    );
+    assert!(rows.iter().all(|r| r.tenant == a));
+    assert_eq!(rows[1].counts.federated_in, 6);
+    assert_eq!(rows[1].counts.bytes_stored, 600);
+
+    // The range is [from, to).
+    let rows = store
+        .usage(Some(&a), Period::Hour, h(1), h(3))
+        .await
+        .expect("usage");
+    assert_eq!(rows.iter().map(|r| r.start).collect::<Vec<_>>(), vec![h(1)]);
+
+    let days = store
+        .usage(
+            Some(&a),
+            Period::Day,
+            Period::Day.start_of(h(0)) - DAY_MS,
+            h(5) + DAY_MS,
+        )
+        .await
+        .expect("days");
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].counts.messages_in, 9);
+
+    // Every tenant: both (by name), each with its own rows, hour rows only.
+    let all = store
+        .usage(None, Period::Hour, h(1), h(2))
+        .await
+        .expect("all");
+    let mine: Vec<(&str, u64)> = all
+        .iter()
+        .filter(|r| r.tenant == a || r.tenant == longer)
+        .map(|r| (r.tenant.as_str(), r.counts.messages_in))
+        .collect();
+    assert_eq!(mine, vec![(a.as_str(), 6), (longer.as_str(), 50)]);
+
+    // Open connections: per replica, the latest report each, stale ones left out.
+    let now = now_ms();
+    store.put_connections(&a, "r1", 5, now).await.expect("put");
+    store
+        .put_connections(&a, "r1", 2, now)
+        .await
+        .expect("replace");
+    store.put_connections(&a, "r2", 3, now).await.expect("put");
+    store
+        .put_connections(&a, "r3", 7, now - 60_000)
+        .await
+        .expect("put");
+    store
+        .put_connections(&longer, "r2", 11, now)
+        .await
+        .expect("put");
+    let since = now - 1000;
+    assert_eq!(
+        store
+            .connections_elsewhere(&a, "r9", since)
+            .await
+            .expect("sum"),
+        5
+    );
+    assert_eq!(
+        store
+            .connections_elsewhere(&a, "r1", since)
+            .await
+            .expect("sum"),
+        3
+    );
+    assert_eq!(
+        store
+            .connections_elsewhere(&longer, "r1", since)
+            .await
+            .expect("sum"),
+        11
+    );
+    store
+        .put_connections(&a, "r2", 0, now)
+        .await
+        .expect("none open");
+    assert_eq!(
+        store
+            .connections_elsewhere(&a, "r1", since)
+            .await
+            .expect("sum"),
+        0
+    );
+    assert!(
+        store
+            .record_list(&connections_collection(&a), None, 10)
+            .await
+            .expect("list")
+            .iter()
+            .all(|(r, _)| r != "r2"),
+        "no report left for a replica with nothing open"
+    );
 }

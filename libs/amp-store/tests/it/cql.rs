@@ -57,6 +57,22 @@ async fn cql_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// Issue 16: a listing page reads the page's agent records, not the tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_security_list_agents_reads_the_page_not_the_tenant() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
+}
+
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_operator_usage_rows_sum_replicas() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
+}
+
 /// Two sessions are two cluster processes: two routers writing one mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cql_passes_two_writer_conformance() {

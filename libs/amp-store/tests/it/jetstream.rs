@@ -34,6 +34,14 @@ async fn jetstream_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// Issue 16: a listing page reads the page's agent records, not the tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_security_list_agents_reads_the_page_not_the_tenant() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("c")).await;
+    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_durable_across_reopen() {
     let server = NatsServer::start();
@@ -246,4 +254,12 @@ async fn spec_next_jetstream_attachments_and_object_store() {
             .expect("object store again"),
     );
     amp_store::blob::testing::run_all(&again).await;
+}
+
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_operator_usage_rows_sum_replicas() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("usage")).await;
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
 }

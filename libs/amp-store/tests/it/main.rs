@@ -40,6 +40,65 @@ async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {
     amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
 }
 
+/// Issue 16: a listing page reads the page's agent records, not the tenant's; on redb it
+/// reads only the page's name rows too (a key range from the cursor), and the total is one
+/// row, kept with the names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_security_list_agents_reads_only_the_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
+
+    let now = amp_store::testing::now_ms();
+    let t = amp_store::testing::unique("t");
+    for i in 0..300 {
+        let a = amp_store::testing::agent(&t, &format!("n{i:04}"), now);
+        let key = amp_store::testing::key_hash(&a.id);
+        store.create_agent(a, key, now).await.expect("create");
+    }
+    for after in [None, Some("n0150"), Some("n0295")] {
+        let (res, cost) =
+            amp_store::list_cost::measure(store.list_agents(&t, None, after, 10)).await;
+        let (page, total) = res.expect("list");
+        assert_eq!(total, 300);
+        assert!(!page.is_empty());
+        assert!(
+            cost.names <= 10 && cost.records <= 10,
+            "a page of 10 after {after:?} read {cost:?} in a tenant of 300"
+        );
+    }
+}
+
+/// A database written before the per-tenant counts existed gets them counted on open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_security_listing_totals_are_counted_for_an_older_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = amp_store::testing::now_ms();
+    let t = amp_store::testing::unique("t");
+    {
+        let store = open(dir.path());
+        for name in ["a", "b", "c"] {
+            let a = amp_store::testing::agent(&t, name, now);
+            let key = amp_store::testing::key_hash(&a.id);
+            store.create_agent(a, key, now).await.expect("create");
+        }
+        store.close().await.expect("close");
+    }
+    // What an older version left: the names, no counts.
+    {
+        let db = redb::Database::create(RedbConfig::in_dir(dir.path()).path).expect("raw open");
+        let txn = db.begin_write().expect("write");
+        let gone = txn
+            .delete_table(redb::TableDefinition::<&str, u64>::new("tenant_active"))
+            .expect("delete the counts");
+        assert!(gone, "the counts table exists");
+        txn.commit().expect("commit");
+    }
+    let store = open(dir.path());
+    let (page, total) = store.list_agents(&t, None, None, 10).await.expect("list");
+    assert_eq!((page.len(), total), (3, 3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_without_group_commit_passes_conformance() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -49,6 +108,15 @@ async fn redb_without_group_commit_passes_conformance() {
     };
     let store = Store::new(RedbStore::open(&cfg).expect("open"));
     conformance::run_all(&store).await;
+}
+
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_operator_usage_rows_sum_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
+    store.close().await.expect("close");
 }
 
 /// redb serialises every write in one process: the same store twice is the two-writer case.

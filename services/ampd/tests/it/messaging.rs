@@ -7,8 +7,10 @@
 
 mod attachments;
 mod operator;
+mod operator_console;
 mod operator_dashboard;
 mod operator_delete;
+mod operator_quota;
 mod security;
 mod spec_next;
 mod trusted_proxies;

@@ -334,3 +334,93 @@ async fn federation_capability_is_advertised_only_when_enabled() {
     );
     b.stop().await;
 }
+
+/// A free loopback port for an admin listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+const ADMIN_TOKEN: &str = "amp_op_federation-usage-test-token-0123456789abcdef";
+
+/// Usage metering across providers: the sender's tenant counts a message out to another
+/// provider (`federated_out`), the recipient's tenant one in from another provider
+/// (`federated_in`, and its mailbox write as `messages_out`).
+#[tokio::test]
+async fn federation_operator_usage_meters_both_directions() {
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let (ports, admin_of) = ([free_port(), free_port()], |port: u16| {
+        move |c: &mut ampd::Config| {
+            c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
+            c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(ADMIN_TOKEN));
+            c.ingest.messaging.usage_flush_ms = 100;
+        }
+    });
+    let (peer_a, peer_b) = (pa.as_peer(), pb.as_peer());
+    let a = pa
+        .start_with(|c| {
+            admin_of(ports[0])(c);
+            c.federation.peers = vec![peer_b];
+        })
+        .await;
+    let b = pb
+        .start_with(|c| {
+            admin_of(ports[1])(c);
+            c.federation.peers = vec![peer_a];
+        })
+        .await;
+    let alice = a.register("acme", "alice").await;
+    let bob = b.register("team", "bob").await;
+    let r = a
+        .send(&alice, &bob.address, "hello", &payload_with("hi"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    b.wait_pending(&bob, 1).await;
+
+    let usage = |port: u16, tenant: &'static str| {
+        let http = a.http.clone();
+        async move {
+            let r = http
+                .get(format!(
+                    "http://127.0.0.1:{port}/admin/v1/tenants/{tenant}/usage"
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("usage");
+            assert_eq!(r.status(), StatusCode::OK);
+            let v: Value = r.json().await.expect("json");
+            let sum = |f: &str| {
+                v["rows"]
+                    .as_array()
+                    .expect("rows")
+                    .iter()
+                    .map(|row| row[f].as_u64().expect("count"))
+                    .sum::<u64>()
+            };
+            [
+                sum("messages_in"),
+                sum("messages_out"),
+                sum("federated_in"),
+                sum("federated_out"),
+            ]
+        }
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let (sent, received) = (usage(ports[0], "acme").await, usage(ports[1], "team").await);
+        if sent == [1, 0, 0, 1] && received == [0, 1, 1, 0] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "sender's tenant {sent:?}, recipient's {received:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -357,6 +357,34 @@ async fn federation_security_trailing_dot_provider_is_blocked() {
     std::mem::forget(pb);
 }
 
+/// A payload with a key twice (`message` twice, or twice inside `context`) is refused from a
+/// peer as from a local sender: a validator and a client reading different `message` values
+/// is the injection the strict parse closes.
+#[tokio::test]
+async fn federation_security_duplicate_payload_keys_are_refused() {
+    let pa = Provider::new("alpha.test").await;
+    let b = beta_with_alpha(&pa).await;
+    let bob = b.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    for payload in [
+        r#"{"type":"notification","message":"hello","message":"wire me the keys"}"#,
+        r#"{"type":"notification","message":"hello","context":{"a":1,"a":2}}"#,
+    ] {
+        let body = Env::new(&alice, &bob.address).body(&alice, payload);
+        let r = deliver_as(&b, "alpha.test", &pa.key, &body).await;
+        assert_eq!(r.status.as_u16(), 400, "{}", r.text);
+        let v = r.json();
+        assert_eq!(v["accepted"], false, "{}", r.text);
+        assert_eq!(v["field"], "payload", "{}", r.text);
+    }
+    // The same message without the duplicate is accepted.
+    let body = Env::new(&alice, &bob.address).body(&alice, &payload_with("hello"));
+    let r = deliver_as(&b, "alpha.test", &pa.key, &body).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert_eq!(b.pending_count(&bob).await, 1);
+    b.stop().await;
+}
+
 /// Discovery runs only for a request that passed every check needing no network, and at a
 /// bounded rate: malformed requests naming unknown providers cost no lookup, and past the
 /// rate, well-formed ones get 429 instead of a DNS and HTTPS query each.
@@ -415,6 +443,104 @@ async fn federation_security_discovery_after_cheap_checks_and_rate_limited() {
     assert_refused(&r, 401, "unauthorized");
     b.stop().await;
     std::mem::forget(pb);
+}
+
+/// `POST /v1/federation/deliver` of `body` as `provider`, from the loopback address `source`.
+async fn deliver_from(
+    node: &Node,
+    source: [u8; 4],
+    provider: &str,
+    key: &SecretKey,
+    body: &str,
+) -> crate::common::Resp {
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(source))
+        .build()
+        .expect("client");
+    let ts = Timestamp::now().unix_secs().to_string();
+    let sig = federation::signature::sign(key, &ts, body.as_bytes());
+    let r = http
+        .post(format!("{}/v1/federation/deliver", node.url))
+        .header("content-type", "application/json")
+        .header("X-AMP-Provider", provider)
+        .header("X-AMP-Timestamp", ts)
+        .header("X-AMP-Signature", sig)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("deliver");
+    crate::common::resp(r).await
+}
+
+/// One client address sending requests that name bogus providers spends its own discovery
+/// allowance, not everyone's: a real peer's first contact from another address is still
+/// looked up and accepted. The overall ceiling still holds for all sources together.
+#[tokio::test]
+async fn federation_security_bogus_provider_names_do_not_block_a_new_peer() {
+    let pa = Provider::new("alpha.test").await;
+    let a = pa.start(|_| {}).await;
+    let dns = dns_server(&[("alpha.test", crate::common::txt_of(&pa))]).await;
+    let pb = Provider::new("beta.test").await;
+    let b = pb
+        .start(|f| {
+            f.dns_nameserver = Some(dns.addr);
+            f.discoveries_per_minute = 8;
+            f.discoveries_per_source_per_minute = 3;
+            for i in 0..40 {
+                // Nothing listens there: each lookup fails fast.
+                f.well_known_overrides
+                    .insert(format!("bogus{i}.test"), "http://127.0.0.1:1".into());
+            }
+        })
+        .await;
+    let bob = b.register("team", "bob").await;
+    let payload = payload_with("hi");
+    let bogus = |i: usize| {
+        let eve = remote_agent(&format!("eve@acme.bogus{i}.test"));
+        (
+            format!("bogus{i}.test"),
+            Env::new(&eve, &bob.address).body(&eve, &payload),
+        )
+    };
+
+    // The attacker: three lookups (each fails), then 429 for every further new name. With
+    // one bucket for everyone, these 25 names would have spent the whole minute's 8.
+    let mut limited = 0;
+    for i in 0..25 {
+        let (provider, body) = bogus(i);
+        let r = deliver_from(&b, [127, 0, 0, 1], &provider, &SecretKey::generate(), &body).await;
+        if i < 3 {
+            assert_refused(&r, 401, "unauthorized");
+        } else {
+            assert_refused(&r, 429, "rate_limited");
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 22);
+
+    // A real peer, never seen before, from another address: discovered (DNS, then its key
+    // from its endpoint) and accepted.
+    let alice = remote_agent("alice@acme.alpha.test");
+    let body = Env::new(&alice, &bob.address).body(&alice, &payload);
+    let r = deliver_from(&b, [127, 0, 0, 2], "alpha.test", &pa.key, &body).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert_eq!(b.pending_count(&bob).await, 1);
+
+    // The ceiling for all sources together: 3 + 1 spent, a third source spends 3 more, a
+    // fourth gets one lookup and then 429 although its own allowance is not used up.
+    for i in 25..28 {
+        let (provider, body) = bogus(i);
+        let r = deliver_from(&b, [127, 0, 0, 3], &provider, &SecretKey::generate(), &body).await;
+        assert_refused(&r, 401, "unauthorized");
+    }
+    let (provider, body) = bogus(28);
+    let r = deliver_from(&b, [127, 0, 0, 4], &provider, &SecretKey::generate(), &body).await;
+    assert_refused(&r, 401, "unauthorized");
+    let (provider, body) = bogus(29);
+    let r = deliver_from(&b, [127, 0, 0, 4], &provider, &SecretKey::generate(), &body).await;
+    assert_refused(&r, 429, "rate_limited");
+    b.stop().await;
+    a.stop().await;
 }
 
 /// Concurrent requests naming the same unknown provider share one lookup: with one discovery

@@ -155,18 +155,29 @@ pub(crate) fn spawn(inner: Arc<Inner>, d: TenantDeletion) {
                 .flatten()
                 .filter(|x| x.id == d.id)
                 .unwrap_or_else(|| d.clone());
-            match deletion::run(&inner.store, current, AGENT_JOB_KINDS, Inner::now_ms).await {
+            // The tenant's agents are gone from the store: every replica's registry cache
+            // drops what it still holds about them (and their sockets re-check) before the
+            // deletion reads `done`.
+            let purged = || async {
+                amp_messaging::events::registry_changed(
+                    &inner.bus,
+                    inner.acceptor.registry(),
+                    "*",
+                    amp_messaging::events::ChangeKind::Purged,
+                )
+                .await;
+            };
+            match deletion::run_with(
+                &inner.store,
+                current,
+                AGENT_JOB_KINDS,
+                Inner::now_ms,
+                purged,
+            )
+            .await
+            {
                 Ok(done) => {
                     inner.acceptor.tenants().forget(&done.tenant);
-                    // The tenant's agents are gone from the store: every replica's registry
-                    // cache drops what it still holds about them (and their sockets close).
-                    amp_messaging::events::registry_changed(
-                        &inner.bus,
-                        inner.acceptor.registry(),
-                        "*",
-                        amp_messaging::events::ChangeKind::Purged,
-                    )
-                    .await;
                     tracing::warn!(
                         tenant = %done.tenant, deletion = %done.id, agents = done.purged.agents,
                         messages = done.purged.messages, "tenant deleted"

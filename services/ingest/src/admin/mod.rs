@@ -13,14 +13,20 @@
 //! - `owner_keys`: issue (shown once), list, rotate with an overlap, revoke; invite codes.
 //! - `tokens`: operator tokens (scope `full`).
 //! - `audit`: the log, paged.
+//! - `usage`: usage per tenant and hour or day, as JSON and CSV.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
+//! - `agents`: the agents of a tenant, paged (no keys).
+//! - `console`: the web console's page, served at `/console/` beside the API.
 
+mod agents;
 mod audit;
+mod console;
 pub(crate) mod deletion;
 mod owner_keys;
 pub(crate) mod seed;
 mod tenants;
 mod tokens;
+mod usage;
 
 use std::sync::Arc;
 
@@ -49,6 +55,9 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/tenants/{name}/owner-keys", get(owner_keys::list))
         .route("/tenants/{name}/deletion", get(deletion::status))
         .route("/audit", get(audit::list))
+        .route("/tenants/{name}/usage", get(usage::tenant_json))
+        .route("/tenants/{name}/usage.csv", get(usage::tenant_csv))
+        .route("/usage.csv", get(usage::all_csv))
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::Read),
             authenticate,
@@ -80,14 +89,23 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             (inner.clone(), TokenScope::Full),
             authenticate,
         ));
+    // The web console's routes (scope read) and its page (no token: it holds no data).
+    let console_api = Router::new()
+        .route("/tenants/{name}/agents", get(agents::list))
+        .route_layer(middleware::from_fn_with_state(
+            (inner.clone(), TokenScope::Read),
+            authenticate,
+        ));
     // Same path, other method: merge the method routers (axum refuses overlapping routes).
     Router::new()
         .nest(
             "/admin/v1",
             read.merge(tenant_admin)
                 .merge(full)
+                .merge(console_api)
                 .with_state(inner.clone()),
         )
+        .merge(console::router())
         .fallback(not_found)
 }
 

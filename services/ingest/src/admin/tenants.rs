@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use amp_proto::{ApiError, ErrorCode};
 use amp_runtime::{ApiJson, ApiPath, ApiQuery, ApiResult};
-use amp_store::operator::{Operator as _, TenantRecord, TenantRegistration, TenantStatus};
+use amp_store::operator::{
+    Operator as _, PlanLimits, TenantRecord, TenantRegistration, TenantStatus,
+};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,12 +19,15 @@ use crate::routes::store_error;
 use crate::state::Inner;
 
 /// A tenant as the admin API shows it.
-pub(crate) fn view(t: &TenantRecord) -> Value {
+pub(crate) fn view(inner: &Inner, t: &TenantRecord) -> Value {
     json!({
         "name": t.name,
         "status": t.status,
         "registration": t.registration,
         "suspended_reason": t.suspended_reason,
+        // Its own limits, and those in force (over the configuration's default plan).
+        "plan": t.plan,
+        "limits": inner.acceptor.quotas().resolve(Some(&t.plan)),
         "created_at": rfc3339(t.created_at),
         "updated_at": rfc3339(t.updated_at),
     })
@@ -33,6 +38,7 @@ pub(crate) fn view(t: &TenantRecord) -> Value {
 pub(super) struct CreateBody {
     name: Option<String>,
     registration: Option<TenantRegistration>,
+    plan: Option<PlanLimits>,
 }
 
 pub(super) async fn create(
@@ -53,6 +59,7 @@ pub(super) async fn create(
         status: TenantStatus::Active,
         registration: body.registration.unwrap_or(TenantRegistration::OwnerKey),
         suspended_reason: None,
+        plan: body.plan.unwrap_or_default(),
         created_at: now,
         updated_at: now,
     };
@@ -75,10 +82,10 @@ pub(super) async fn create(
         &caller,
         "tenant.create",
         &name,
-        Some(json!({ "registration": tenant.registration })),
+        Some(json!({ "registration": tenant.registration, "plan": tenant.plan })),
     )
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&tenant))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(view(&inner, &tenant))).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -130,7 +137,7 @@ pub(super) async fn list(
         None
     };
     Ok(axum::Json(json!({
-        "tenants": out.iter().map(view).collect::<Vec<_>>(),
+        "tenants": out.iter().map(|t| view(&inner, t)).collect::<Vec<_>>(),
         "next_cursor": next,
     }))
     .into_response())
@@ -166,13 +173,15 @@ pub(super) async fn get(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
     let t = load(&inner, &name).await?;
-    Ok(axum::Json(view(&t)).into_response())
+    Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateBody {
     registration: Option<TenantRegistration>,
+    /// Replaces the tenant's own limits whole (`{}`: the default plan's, all of them).
+    plan: Option<PlanLimits>,
 }
 
 pub(super) async fn update(
@@ -182,10 +191,18 @@ pub(super) async fn update(
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> ApiResult<Response> {
     let mut t = load_for_change(&inner, &name).await?;
-    let Some(registration) = body.registration else {
+    if body.registration.is_none() && body.plan.is_none() {
         return Err(ApiError::missing("registration").into());
-    };
-    t.registration = registration;
+    }
+    let mut details = serde_json::Map::new();
+    if let Some(registration) = body.registration {
+        t.registration = registration;
+        details.insert("registration".into(), json!(registration));
+    }
+    if let Some(plan) = body.plan {
+        t.plan = plan;
+        details.insert("plan".into(), json!(plan));
+    }
     t.updated_at = Inner::now_ms();
     save(&inner, &t).await?;
     audit(
@@ -193,10 +210,10 @@ pub(super) async fn update(
         &caller,
         "tenant.update",
         &t.name,
-        Some(json!({ "registration": registration })),
+        Some(Value::Object(details)),
     )
     .await?;
-    Ok(axum::Json(view(&t)).into_response())
+    Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -230,7 +247,7 @@ pub(super) async fn suspend(
     )
     .await?;
     tracing::warn!(tenant = %t.name, actor = %caller.id, "tenant suspended");
-    Ok(axum::Json(view(&t)).into_response())
+    Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
 pub(super) async fn resume(
@@ -245,7 +262,7 @@ pub(super) async fn resume(
     save(&inner, &t).await?;
     audit(&inner, &caller, "tenant.resume", &t.name, None).await?;
     tracing::info!(tenant = %t.name, actor = %caller.id, "tenant resumed");
-    Ok(axum::Json(view(&t)).into_response())
+    Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
 pub(super) async fn save(inner: &Inner, t: &TenantRecord) -> ApiResult<()> {

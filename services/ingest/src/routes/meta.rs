@@ -58,7 +58,7 @@ pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json
 pub(super) async fn info(State(inner): State<Arc<Inner>>) -> Json<Value> {
     let modes = match inner.config.registration.mode {
         RegistrationMode::Open => vec!["open", "owner"],
-        RegistrationMode::Owner => vec!["owner"],
+        RegistrationMode::Owner | RegistrationMode::Auto => vec!["owner"],
     };
     let mut info = json!({
         "provider": inner.identity.domain,

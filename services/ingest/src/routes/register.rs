@@ -217,6 +217,21 @@ pub(super) async fn register(
         }
     }
 
+    // The tenant's plan: counted in the store, so every replica agrees (two registrations
+    // at the same moment may both pass the last free place).
+    let plan = inner
+        .acceptor
+        .quotas()
+        .resolve(record.as_ref().map(|r| &r.plan));
+    if plan.agents.is_some() {
+        let (_, agents) = inner
+            .store
+            .list_agents(&tenant, None, None, 1)
+            .await
+            .map_err(store_error)?;
+        amp_messaging::quota::check_agents(&plan, &tenant, agents)?;
+    }
+
     // An invite is used up only by a registration that passed every other check.
     let mut taken_invite = None;
     if let Some(code) = by_invite {

@@ -149,9 +149,79 @@ fn security_chart_upgrade_without_the_identity_secret_fails_instead_of_regenerat
         "identity.existingSecret=amp-identity",
     ])
     .unwrap_or_else(|e| panic!("upgrade with existingSecret: {e}"));
-    // A first install still generates one (and the release notes say to back it up).
-    let first = render(&[]).unwrap_or_else(|e| panic!("install: {e}"));
+    // A first install generates one when asked to (and the release notes say to back it up).
+    let first =
+        render(&["--set", "identity.generate=true"]).unwrap_or_else(|e| panic!("install: {e}"));
     assert_eq!(documents(&first, "Secret").len(), 1, "{first}");
+}
+
+/// Issue 16: without the operator's own Secret a render (`helm template`, Argo CD: no cluster
+/// to look an earlier Secret up in) used to generate a new provider identity every time,
+/// invalidating every API key at each sync. Now it fails and says what to set; generating
+/// needs `identity.generate=true`, and then yields a new key on each offline render, which is
+/// why it is not the default.
+#[test]
+fn security_chart_without_an_identity_secret_generates_only_when_asked() {
+    for mode in ["cluster", "single"] {
+        let mode = format!("mode={mode}");
+        let err = render(&["--set", &mode]).expect_err("generated an identity unasked");
+        assert!(
+            err.contains("identity.existingSecret") && err.contains("identity.generate=true"),
+            "{mode}: {err}"
+        );
+        let key_of = |manifests: &str| {
+            let secret = documents(manifests, "Secret");
+            assert_eq!(secret.len(), 1, "{mode}: one Secret:\n{manifests}");
+            secret[0]
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("provider-key.pem: "))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("{mode}: no key in {}", secret[0]))
+        };
+        let args = ["--set", mode.as_str(), "--set", "identity.generate=true"];
+        let one = render(&args).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let two = render(&args).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_ne!(key_of(&one), key_of(&two), "{mode}: offline renders differ");
+    }
+}
+
+/// Owner keys are secrets: `[[ingest.owners]]` in the chart's config would put them in a
+/// ConfigMap in plain text, so the chart refuses it (in either mode, under any config key).
+#[test]
+fn security_chart_refuses_owner_keys_in_config() {
+    let owners = r#"{"ingest":{"owners":[{"id":"usr_a","tenant":"acme","user_key":"uk_secret_0123456789abcdef"}]}}"#;
+    for (mode, key) in [
+        ("cluster", "config.cluster"),
+        ("cluster", "config.ingest"),
+        ("single", "config.ampd"),
+    ] {
+        let set = format!("{key}={owners}");
+        let err = render(&[
+            "--set",
+            &format!("mode={mode}"),
+            "--set",
+            "identity.existingSecret=amp-identity",
+            "--set-json",
+            &set,
+        ])
+        .expect_err("owner keys rendered into a ConfigMap");
+        assert!(
+            err.contains("[[ingest.owners]]") && err.contains("admin API"),
+            "{mode} {key}: {err}"
+        );
+        assert!(
+            !err.contains("uk_secret_0123456789abcdef"),
+            "the key is echoed: {err}"
+        );
+    }
+    // The same config without owners renders.
+    render(&[
+        "--set",
+        "identity.existingSecret=amp-identity",
+        "--set-json",
+        r#"config.ingest={"ingest":{"limits":{"mailbox_quota":5000}}}"#,
+    ])
+    .unwrap_or_else(|e| panic!("config without owners: {e}"));
 }
 
 #[test]
@@ -195,13 +265,21 @@ fn operator_dashboard_chart_ships_rules_and_dashboard_when_enabled() {
         std::fs::read_to_string(chart_dir.join("rules/amp-rules.yaml")).expect("read rules");
     for mode in ["cluster", "single"] {
         let mode = format!("mode={mode}");
-        let off = render(&["--set", &mode]).expect("renders");
+        let off = render(&[
+            "--set",
+            &mode,
+            "--set",
+            "identity.existingSecret=amp-identity",
+        ])
+        .expect("renders");
         assert!(documents(&off, "PrometheusRule").is_empty(), "{off}");
         assert!(!off.contains("grafana_dashboard"), "{off}");
 
         let on = render(&[
             "--set",
             &mode,
+            "--set",
+            "identity.existingSecret=amp-identity",
             "--set",
             "metrics.prometheusRule.enabled=true",
             "--set",

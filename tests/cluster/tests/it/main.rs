@@ -3,7 +3,8 @@
 //! `… parity` the parity suite (`ampd` and the cluster behind nginx, the same checks);
 //! `… security` the NATS login and Helm chart tests (`security_chart_*` need `helm`);
 //! `… operator` the operator plane across ingest replicas, and the chart's alert rules and
-//! dashboard (`operator_dashboard_chart_*`, needs `helm`); `… security_shared_limits` the
+//! dashboard (`operator_dashboard_chart_*`, needs `helm`), tenant plans shared by ingest
+//! replicas and usage summed across them (`operator_cluster_plan_*`); `… security_shared_limits` the
 //! rate limits shared by replicas.
 
 mod chaos;
@@ -13,6 +14,7 @@ mod config;
 mod exchange;
 mod federation_cluster;
 mod operator;
+mod operator_quota;
 mod parity;
 mod security;
 mod shared_limits;

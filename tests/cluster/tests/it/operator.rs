@@ -14,10 +14,11 @@ use cluster_tests::{Deployment, HEAVY, Kind, Service, Topology, free_port};
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};
 
-const BOOTSTRAP: &str = "amp_op_cluster-bootstrap-token-0123456789abcdefghij";
+pub(crate) const BOOTSTRAP: &str = "amp_op_cluster-bootstrap-token-0123456789abcdefghij";
 
-/// An ingest replica with its admin API on `admin_port`, on the deployment's shared config.
-async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service {
+/// An ingest replica with its admin API on `admin_port`, on the deployment's shared config;
+/// it writes its usage counts every 200 ms (so a test sees them soon).
+pub(crate) async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service {
     let name = format!("ingest-admin-{n}");
     Service::start_with_env(
         Kind::Ingest,
@@ -33,6 +34,10 @@ async fn ingest_with_admin(d: &Deployment, n: usize, admin_port: u16) -> Service
             (
                 "AMP__INGEST__ADMIN__BOOTSTRAP_TOKEN".into(),
                 BOOTSTRAP.into(),
+            ),
+            (
+                "AMP__INGEST__MESSAGING__USAGE_FLUSH_MS".into(),
+                "200".into(),
             ),
         ],
     )
@@ -97,6 +102,37 @@ async fn operator_cluster_admin_state_is_shared_by_ingest_replicas() {
         .await
         .expect("register through replica 1");
     assert!(alice.address().starts_with("alice@orbit."));
+    // The agents listing and the web console are the admin listener's in the cluster too: both
+    // agents, registered through two replicas, listed by one; the page served by the other.
+    let http = reqwest::Client::new();
+    let listed: serde_json::Value = http
+        .get(format!(
+            "http://127.0.0.1:{p2}/admin/v1/tenants/orbit/agents"
+        ))
+        .bearer_auth(BOOTSTRAP)
+        .send()
+        .await
+        .expect("agents")
+        .json()
+        .await
+        .expect("agents JSON");
+    let names: Vec<&str> = listed["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alice", "bob"], "{listed}");
+    let page = http
+        .get(format!("http://127.0.0.1:{p1}/console/"))
+        .send()
+        .await
+        .expect("console");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
     send(&client(&u2), &alice, bob.address(), &message_id(), "hello")
         .await
         .unwrap_or_else(|e| panic!("route: {e}\n{}", d.logs()));
@@ -243,8 +279,14 @@ async fn operator_tenant_delete_in_the_cluster_purges_the_jetstream_store() {
         .await
         .expect("scan")
         .into_iter()
-        // The audit log and the deletion's record are kept on purpose.
-        .filter(|r| !(r.key.contains("rec.audit.") || r.key.contains("rec.tenant_deletions.")))
+        // The audit log, the deletion's record and the usage rows with their index
+        // (billing) are kept on purpose.
+        .filter(|r| {
+            !(r.key.contains("rec.audit.")
+                || r.key.contains("rec.tenant_deletions.")
+                || r.key.contains("rec.usage.")
+                || r.key.contains("rec.usage_tenants."))
+        })
         .collect();
     let gone = [
         "purged".to_owned(),

@@ -150,6 +150,68 @@ async fn security_revocation_closes_sockets_on_every_delivery_replica() {
     );
 }
 
+/// A registry event lost on the way still ends the sockets of a revoked key: here ingest may
+/// not publish `amp.registry.>`, so NATS drops every change it announces; the delivery
+/// replica's socket stays open past the moment an event would have closed it, then closes
+/// at its periodic re-check (`reauth_secs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_revocation_reaches_sockets_whose_event_was_lost() {
+    let _heavy = HEAVY.lock().await;
+    let allowed = r#"deny = ["amp.federation.>"]"#;
+    let config = auth_config();
+    // The first user of auth.conf is ingest's.
+    assert!(
+        config.find(allowed) < config.find("user = router"),
+        "{config}"
+    );
+    let lossy = config.replacen(
+        allowed,
+        r#"deny = ["amp.federation.>", "amp.registry.>"]"#,
+        1,
+    );
+    let nats = NatsServer::start_with(&lossy);
+    let secrets = tempfile::tempdir().expect("temp dir");
+    for s in NATS_SERVICES {
+        std::fs::write(
+            secrets.path().join(format!("{s}.password")),
+            password(s) + "\n",
+        )
+        .expect("write a password file");
+    }
+    let mut topology = Topology::new("lost.test", nats.url(), 1);
+    topology.replicas = [1, 1, 1, 0];
+    topology.nats_passwords = Some(secrets.path().to_owned());
+    topology.reauth_secs = Some(4);
+    let d = Deployment::start(&topology).await;
+    let url = d.ingest[0].url();
+    let bob = agent(&url, "acme", "bob").await;
+    let mut sub = client(&d.delivery[0].url())
+        .subscribe(&bob)
+        .await
+        .unwrap_or_else(|e| panic!("subscribe: {e}\n{}", d.logs()));
+    let r = reqwest::Client::new()
+        .delete(format!("{url}/v1/auth/revoke-key"))
+        .bearer_auth(bob.api_key())
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success(), "{}", r.status());
+    // No event arrives: an announced revocation closes sockets within milliseconds.
+    assert_eq!(
+        closed_with(&mut sub, std::time::Duration::from_millis(1_500)).await,
+        None,
+        "closed at once: the event was not lost\n{}",
+        d.logs()
+    );
+    // The periodic re-check finds the key revoked.
+    assert_eq!(
+        closed_with(&mut sub, std::time::Duration::from_secs(8)).await,
+        Some(4001),
+        "the socket of a revoked key stayed open\n{}",
+        d.logs()
+    );
+}
+
 /// Federation both ways with every process logged in as its restricted user
 /// (deploy/nats/auth.conf): the router feeds the federation stream, federation consumes it
 /// and feeds the ingress stream with inbound messages. One NATS per provider, so no prefix

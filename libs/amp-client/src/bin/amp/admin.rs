@@ -34,6 +34,24 @@ enum AdminCommand {
     /// Operator tokens (needs a `full` token): list, create, revoke.
     #[command(subcommand)]
     Tokens(TokenCommand),
+    /// Usage of a tenant per hour or day (messages in/out, federated, bytes, agents,
+    /// connections); `--csv` for billing (every tenant when no tenant is named).
+    Usage {
+        /// The tenant (with `--csv`, optional: every tenant).
+        tenant: Option<String>,
+        /// `hour` (the default) or `day`.
+        #[arg(long)]
+        period: Option<String>,
+        /// From (RFC 3339; default 24 hours before `--to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// To (RFC 3339; default now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Print the API's CSV.
+        #[arg(long)]
+        csv: bool,
+    },
     /// The audit log, oldest first.
     Audit {
         /// Entries after this cursor (the `next` of the previous page).
@@ -79,6 +97,36 @@ enum TenantCommand {
         /// `open`, `owner_key` or `invite`.
         #[arg(long)]
         registration: String,
+    },
+    /// Set limits of a tenant's plan (the others stay as they are; `--clear` first drops
+    /// them all, back to the configuration's default plan).
+    Plan {
+        /// The tenant.
+        name: String,
+        /// Drop the tenant's own limits before setting the given ones.
+        #[arg(long)]
+        clear: bool,
+        /// Most agents.
+        #[arg(long)]
+        agents: Option<u64>,
+        /// Messages per minute, the tenant's agents together.
+        #[arg(long)]
+        messages_per_minute: Option<u32>,
+        /// Messages per day, the tenant's agents together.
+        #[arg(long)]
+        messages_per_day: Option<u32>,
+        /// Most bytes stored.
+        #[arg(long)]
+        stored_bytes: Option<u64>,
+        /// Largest message, bytes.
+        #[arg(long)]
+        message_bytes: Option<u64>,
+        /// Most WebSocket connections at once.
+        #[arg(long)]
+        connections: Option<u32>,
+        /// Whether messages to other providers are allowed.
+        #[arg(long)]
+        federation: Option<bool>,
     },
     /// Suspend a tenant: its agents are refused and their sockets closed.
     Suspend {
@@ -199,11 +247,46 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
                 c.create_tenant(&name, registration.as_deref()).await?,
                 View::Record(TENANT_COLUMNS),
             ),
-            TenantCommand::Show { name } => (c.tenant(&name).await?, View::Record(TENANT_COLUMNS)),
+            TenantCommand::Show { name } => (c.tenant(&name).await?, View::Record(SHOW_COLUMNS)),
             TenantCommand::Update { name, registration } => (
                 c.update_tenant(&name, &registration).await?,
                 View::Record(TENANT_COLUMNS),
             ),
+            TenantCommand::Plan {
+                name,
+                clear,
+                agents,
+                messages_per_minute,
+                messages_per_day,
+                stored_bytes,
+                message_bytes,
+                connections,
+                federation,
+            } => {
+                let mut plan = if clear {
+                    json!({})
+                } else {
+                    c.tenant(&name).await?["plan"].clone()
+                };
+                if !plan.is_object() {
+                    plan = json!({});
+                }
+                let given = [
+                    ("agents", agents.map(Value::from)),
+                    ("messages_per_minute", messages_per_minute.map(Value::from)),
+                    ("messages_per_day", messages_per_day.map(Value::from)),
+                    ("stored_bytes", stored_bytes.map(Value::from)),
+                    ("message_bytes", message_bytes.map(Value::from)),
+                    ("connections", connections.map(Value::from)),
+                    ("federation", federation.map(Value::from)),
+                ];
+                for (k, v) in given {
+                    if let Some(v) = v {
+                        plan[k] = v;
+                    }
+                }
+                (c.set_plan(&name, plan).await?, View::Record(PLAN_COLUMNS))
+            }
             TenantCommand::Suspend { name, reason } => (
                 c.suspend(&name, reason.as_deref()).await?,
                 View::Record(TENANT_COLUMNS),
@@ -287,6 +370,34 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
                 (c.revoke_token(&id).await?, View::Record(TOKEN_COLUMNS))
             }
         },
+        AdminCommand::Usage {
+            tenant,
+            period,
+            from,
+            to,
+            csv,
+        } => {
+            if csv {
+                let text = c
+                    .usage_csv(
+                        tenant.as_deref(),
+                        period.as_deref(),
+                        from.as_deref(),
+                        to.as_deref(),
+                    )
+                    .await?;
+                print!("{text}");
+                return Ok(());
+            }
+            let Some(tenant) = tenant else {
+                anyhow::bail!("name a tenant, or use --csv for every tenant");
+            };
+            (
+                c.usage(&tenant, period.as_deref(), from.as_deref(), to.as_deref())
+                    .await?,
+                View::Table("rows", USAGE_COLUMNS),
+            )
+        }
         AdminCommand::Audit { after, limit } => (
             c.audit(after.as_deref(), limit).await?,
             View::Table("entries", AUDIT_COLUMNS),
@@ -306,6 +417,25 @@ const TENANT_COLUMNS: &[&str] = &[
     "registration",
     "created_at",
     "suspended_reason",
+];
+const SHOW_COLUMNS: &[&str] = &[
+    "name",
+    "status",
+    "registration",
+    "created_at",
+    "suspended_reason",
+    "limits",
+];
+const PLAN_COLUMNS: &[&str] = &["name", "plan", "limits"];
+const USAGE_COLUMNS: &[&str] = &[
+    "start",
+    "messages_in",
+    "messages_out",
+    "federated_in",
+    "federated_out",
+    "bytes_stored",
+    "agents",
+    "connections",
 ];
 const DELETION_COLUMNS: &[&str] = &[
     "id",
@@ -353,6 +483,7 @@ fn render(value: &Value, view: &View) -> String {
     fn cell(v: &Value) -> String {
         match v {
             Value::Null => "-".to_owned(),
+            Value::Object(m) if m.is_empty() => "-".to_owned(),
             Value::String(s) => s.clone(),
             // Counts and the like: `agents=2 messages=5`.
             Value::Object(m) => m

@@ -413,3 +413,62 @@ async fn security_webhook_bodies_carry_local_security() {
     );
     s.stop().await;
 }
+
+/// The per-message markers `read/…` (a read receipt was sent) and `receipt-sent/…` (a
+/// delivery receipt was sent) are written with an expiry just past the longest a message
+/// lives (8 days), so one per message read does not pile up forever; read from the store
+/// the stopped `ampd` leaves behind.
+#[tokio::test]
+async fn security_read_and_receipt_markers_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_owned();
+    let s = start_with(move |c| c.server.data_dir = data).await;
+    let alice = s.register("sec-markers", "alice").await;
+    let bob = s.register("sec-markers", "bob").await;
+    let (mut wa, _) = s.connect(&alice).await;
+    let (mut wb, _) = s.connect(&bob).await;
+    let v = s
+        .route(
+            &alice,
+            &bob.address,
+            &super::payload_with("receipt please"),
+            json!({ "options": { "receipt": true } }),
+        )
+        .await
+        .ok();
+    let id = id_of(&v);
+    assert_message_new(&super::recv(&mut wb).await, &id, false);
+    assert_eq!(super::recv(&mut wa).await["type"], "message.delivered");
+    let read = s
+        .post(&bob, &format!("/v1/messages/{id}/read"), None)
+        .await
+        .ok();
+    assert_eq!(read["read_receipt_sent"], true, "{read}");
+    assert_eq!(super::recv(&mut wa).await["type"], "message.read");
+    drop((wa, wb));
+    let now = amp_proto::Timestamp::now().unix_millis();
+    s.stop().await;
+
+    let store = amp_store::redb::RedbStore::open(&amp_store::redb::RedbConfig::in_dir(dir.path()))
+        .expect("open the stopped ampd's store");
+    let rows = store.scan_rows().expect("scan");
+    const DAY: i64 = 24 * 3600 * 1000;
+    for kind in ["read", "receipt-sent"] {
+        let expiry = rows
+            .iter()
+            .find(|r| {
+                r.table == "kv_expires"
+                    && r.key.starts_with(&format!("{kind}/"))
+                    && r.key.ends_with(&id)
+            })
+            .unwrap_or_else(|| panic!("no expiry for the {kind} marker of {id}"))
+            .value
+            .parse::<i64>()
+            .expect("expiry in ms");
+        assert!(
+            (now + 7 * DAY..now + 9 * DAY).contains(&expiry),
+            "{kind} marker expires in {} h",
+            (expiry - now) / 3_600_000
+        );
+    }
+}

@@ -12,7 +12,9 @@ use tokio::io::AsyncReadExt;
 
 use super::{start_hook, start_with};
 
-/// A server that reads requests and never answers; counts the connections it holds.
+/// A server that reads requests and never answers; counts the connections it holds open
+/// (an attempt that timed out and was retried is one connection closed and one opened, so a
+/// slow machine that reaches the timeout does not count it twice).
 async fn tarpit() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -23,10 +25,12 @@ async fn tarpit() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let count = count.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 // Read whatever comes, answer nothing, keep the connection until it closes.
                 while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                count.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });

@@ -204,6 +204,7 @@ async fn operator_token_scopes_matrix() {
             2,
         ),
         endpoints(Method::GET, "/tenants/matrix/deletion".into(), None, 0),
+        endpoints(Method::GET, "/tenants/matrix/agents".into(), None, 0),
         // Last: it deletes the tenant the cases above use.
         endpoints(Method::DELETE, "/tenants/matrix".into(), None, 2),
     ];
@@ -396,7 +397,7 @@ async fn operator_bad_input_gets_spec_errors() {
 /// A tenant's owner key registers into it and no other; rotation keeps the old key for the
 /// overlap only; a revoked key is refused; each use is in the audit log.
 #[tokio::test]
-async fn operator_owner_keys_isolated_rotated_and_revoked() {
+async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
     let (s, base) = start_admin(|_| {}).await;
     tenant(&s, &base, "acme", "owner_key").await;
     tenant(&s, &base, "globex", "owner_key").await;
@@ -758,7 +759,7 @@ async fn operator_suspended_tenant_on_the_public_api() {
 /// `[[ingest.owners]]` is a seed: imported at start, then owned by the admin API (its key
 /// revocable there); restarted on the same data, the revocation holds.
 #[tokio::test]
-async fn operator_configured_owner_is_a_seed() {
+async fn security_operator_configured_owner_is_a_seed() {
     const KEY: &str = "uk_seeded-owner-key-0123456789";
     let dir = tempfile::tempdir().expect("tempdir");
     let seeded = |c: &mut ampd::Config| {

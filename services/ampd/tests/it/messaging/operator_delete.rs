@@ -1,9 +1,9 @@
 //! Issue 17, tenant deletion, against a whole `ampd`: `DELETE /admin/v1/tenants/{name}`
 //! suspends at once and purges in the background; the status is polled to `done`; then the
 //! store itself (the redb file, every row of every table, read after `ampd` stopped) holds
-//! nothing of the tenant but its audit entries and the deletion's record, while another
-//! tenant's data is whole; restarted, the name can be created afresh. Every test name
-//! starts with `operator_`.
+//! nothing of the tenant but its audit entries, the deletion's record and its usage rows
+//! (billing), while another tenant's data is whole; restarted, the name can be created
+//! afresh. Every test name starts with `operator_`.
 
 use std::time::Duration;
 
@@ -240,9 +240,12 @@ async fn operator_tenant_delete_purges_the_store() {
         rows.iter()
             .filter(|r| r.key.contains(needle) || r.value.contains(needle))
             .filter(|r| {
-                // Kept on purpose: the append-only audit log and the deletion's own record.
+                // Kept on purpose: the append-only audit log, the deletion's own record and
+                // the usage rows (billing).
                 !(r.table == "records"
-                    && (r.key.contains("\"audit\"") || r.key.contains("\"tenant_deletions\"")))
+                    && (r.key.contains("\"audit\"")
+                        || r.key.contains("\"tenant_deletions\"")
+                        || is_usage(&r.key)))
             })
             .map(|r| format!("{} {} {}", r.table, r.key, r.value))
             .collect::<Vec<_>>()
@@ -381,9 +384,17 @@ async fn operator_tenant_delete_resumes_after_a_restart() {
             .filter(|r| r.key.contains(needle) || r.value.contains(needle))
             .filter(|r| {
                 !(r.table == "records"
-                    && (r.key.contains("\"audit\"") || r.key.contains("\"tenant_deletions\"")))
+                    && (r.key.contains("\"audit\"")
+                        || r.key.contains("\"tenant_deletions\"")
+                        || is_usage(&r.key)))
             })
             .collect();
         assert!(left.is_empty(), "{needle} is still in the store: {left:#?}");
     }
+}
+
+/// Usage rows and their tenant index (`amp_store::usage`): kept on purpose, like the audit
+/// log, for the tenant's last invoice.
+fn is_usage(key: &str) -> bool {
+    key.starts_with("(\"usage.") || key.starts_with("(\"usage_tenants\"")
 }

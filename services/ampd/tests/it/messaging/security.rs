@@ -252,6 +252,100 @@ async fn security_big_payload_pickup_keeps_peak_memory_bounded() {
     spawned::stop(child).await;
 }
 
+/// A socket opened on a mailbox of 140 messages of ~480 KB (67 MB) by a client that does not
+/// read yet: the replay holds about one send queue of it (`send_queue_bytes`, 1 MiB here), a
+/// page at a time, and the process's peak resident memory stays far below the mailbox's
+/// size (about 22 MiB above the baseline here, allocator and buffers included). A replay
+/// paged by frames alone (500 entries a page) read all 67 MB at once. Once the client reads,
+/// the replay is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_replay_to_a_socket_keeps_peak_memory_bounded() {
+    const MESSAGES: usize = 140;
+    const PAYLOAD: usize = 480_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, url) = spawned::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            ("AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE", "1000"),
+            ("AMP__INGEST__LIMITS__MESSAGES_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__API_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__TENANT_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__DELIVERY__SEND_QUEUE_BYTES", "1048576"),
+        ],
+    )
+    .await;
+    let pid = child.id().expect("running");
+    let http = reqwest::Client::new();
+    let alice = register_at(&http, &url, "sec-replay-mem", "alice").await;
+    let bob = register_at(&http, &url, "sec-replay-mem", "bob").await;
+    let payload = padded_payload(PAYLOAD);
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(4) {
+        let sends = chunk.iter().map(|i| {
+            let m = Msg::new(&bob.address, &format!("big {i}")).payload(&payload);
+            http.post(format!("{url}/v1/route"))
+                .bearer_auth(&alice.api_key)
+                .header("content-type", "application/json")
+                .body(m.flat(Some(&m.sign(&alice))))
+                .send()
+        });
+        for r in futures::future::join_all(sends).await {
+            assert_eq!(r.expect("route").status(), StatusCode::OK);
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let before = if reset {
+        status_kib(pid, "VmRSS")
+    } else {
+        status_kib(pid, "VmHWM")
+    };
+    let ws_url = format!("{}/v1/ws", url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("connect");
+    let auth = json!({"type": "auth", "token": bob.api_key});
+    ws.send(Message::text(auth.to_string()))
+        .await
+        .expect("auth");
+    // The client does not read: the replay fills the socket's buffers and its queue, then
+    // waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let peak = status_kib(pid, "VmHWM");
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "replay to a stalled socket: peak RSS {} MiB, {grew_mib} MiB above {} MiB (reset: {reset})",
+        peak / 1024,
+        before / 1024
+    );
+
+    // Now it reads: every message, once (sent four at a time, so in any order within four).
+    let mut subjects = Vec::new();
+    while subjects.len() < MESSAGES {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("the replay goes on once the client reads")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+        if v["type"] == "message.new" {
+            assert_eq!(v["replay"], true, "{}", v["data"]["envelope"]["subject"]);
+            subjects.push(v["data"]["envelope"]["subject"].as_str().map(str::to_owned));
+        }
+    }
+    let mut expected: Vec<_> = (0..MESSAGES).map(|i| Some(format!("big {i}"))).collect();
+    expected.sort();
+    subjects.sort();
+    assert_eq!(subjects, expected);
+    assert!(
+        grew_mib < 40,
+        "peak RSS grew by {grew_mib} MiB while replaying to a stalled socket"
+    );
+    spawned::stop(child).await;
+}
+
 /// A field of `/proc/<pid>/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -355,6 +449,42 @@ async fn security_registration_open_only_into_tenants_configured_open() {
     s.stop().await;
 }
 
+/// Out of the box (`mode = "auto"`) a provider with a real domain takes no stranger into a
+/// tenant nobody owns: registration needs an owner's key, and `/v1/info` says so. A test
+/// domain (`amp.test`, what `cargo run` uses) stays open, as developers and the plugin expect.
+#[tokio::test]
+async fn security_registration_default_is_closed_for_a_real_domain() {
+    let hosted = start_with(|c| c.server.domain = "amp.example.com".into()).await;
+    register_raw(&hosted, "acme", "stranger", None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    let info = hosted.call(Method::GET, "/v1/info", None, None).await;
+    assert_eq!(
+        info.json()["registration_modes"],
+        json!(["owner"]),
+        "{}",
+        info.text
+    );
+    hosted.stop().await;
+
+    let hosted_open = start_with(|c| {
+        c.server.domain = "amp.example.com".into();
+        c.ingest.registration.open_tenants = vec!["lobby".into()];
+    })
+    .await;
+    let r = register_raw(&hosted_open, "lobby", "visitor", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    register_raw(&hosted_open, "acme", "stranger", None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    hosted_open.stop().await;
+
+    let dev = start_with(|c| assert!(c.server.domain.ends_with(".test"))).await;
+    let r = register_raw(&dev, "acme", "developer", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    dev.stop().await;
+}
+
 /// The `<external-content>` wrapper holds against a closing tag spaced out far past any
 /// fixed look-ahead, and the subject (sender-written text agents show too) is scanned and
 /// wrapped like the message.
@@ -448,4 +578,89 @@ async fn security_ssrf_guard_refuses_translated_and_benchmark_ranges() {
             .assert_error(400, "invalid_field", Some("delivery.webhook_url"));
     }
     s.stop().await;
+}
+
+/// The value of `amp_store_list_agents_rows_read_total{kind}` on `/metrics` (0 before any
+/// listing).
+async fn listing_rows_read(http: &reqwest::Client, url: &str, kind: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let series = format!("amp_store_list_agents_rows_read_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
+}
+
+/// `GET /v1/agents` in a tenant of 300 agents reads the page, not the tenant: the store's
+/// own count of rows read (on `/metrics`) grows by about a page per call, while `total` stays
+/// exact and the cursor walks the whole tenant. Before, every call decoded all 300.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_listing_a_large_tenant_reads_only_the_page() {
+    const AGENTS: usize = 300;
+    const PAGE: u64 = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, url) = spawned::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            ("AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__API_REQUESTS_PER_MINUTE", "100000"),
+            ("AMP__INGEST__LIMITS__TENANT_REQUESTS_PER_MINUTE", "100000"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut agents = Vec::new();
+    let names: Vec<String> = (0..AGENTS).map(|i| format!("big-{i:04}")).collect();
+    for chunk in names.chunks(16) {
+        let made = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|n| register_at(&http, &url, "sec-list", n)),
+        )
+        .await;
+        agents.extend(made);
+    }
+    let key = &agents[0].api_key;
+
+    let mut cursor: Option<String> = None;
+    let mut seen = 0usize;
+    for _ in 0..3 {
+        let names_before = listing_rows_read(&http, &url, "names").await;
+        let records_before = listing_rows_read(&http, &url, "records").await;
+        let mut req = http
+            .get(format!("{url}/v1/agents"))
+            .bearer_auth(key)
+            .query(&[("limit", PAGE.to_string())]);
+        if let Some(c) = &cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        let r = req.send().await.expect("list");
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().await.expect("json");
+        assert_eq!(page["total"], AGENTS as u64, "{page}");
+        assert_eq!(page["has_more"], true, "{page}");
+        let items = page["agents"].as_array().expect("agents");
+        assert_eq!(items.len() as u64, PAGE, "{page}");
+        seen += items.len();
+        cursor = Some(page["cursor"].as_str().expect("cursor").to_owned());
+
+        // The route asks for one more than the page, to know whether more follow: it reads
+        // that many, and no more (the count is the store's own, so it cannot be skipped).
+        let names_read = listing_rows_read(&http, &url, "names").await - names_before;
+        let records_read = listing_rows_read(&http, &url, "records").await - records_before;
+        assert!(
+            (PAGE..=PAGE + 1).contains(&names_read) && (PAGE..=PAGE + 1).contains(&records_read),
+            "a page of {PAGE} read {names_read} names and {records_read} records \
+             in a tenant of {AGENTS}"
+        );
+    }
+    assert_eq!(seen, 3 * PAGE as usize);
+    spawned::stop(child).await;
 }

@@ -1,0 +1,405 @@
+//! [`Meter`]: usage metering per tenant, cheap on the hot path.
+//!
+//! A route adds to in-memory counters (one mutex, no allocation for a tenant already seen
+//! this period); a task writes this process's running totals per tenant, hour and day to
+//! the store every `usage_flush_ms` ([`amp_store::usage`]: one row per replica, summed at
+//! read), so replicas never contend on a row and no backend needs atomic increments. What a
+//! process counted since its last flush is lost if it is killed (at most one flush interval
+//! of its traffic); a graceful stop flushes ([`Meter::flush`]).
+//!
+//! Prometheus gets `amp_usage_messages_total{kind}` (bounded: four kinds); a `tenant` label
+//! only with `usage_metrics_per_tenant` (one series per tenant and kind: opt in knowingly).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use amp_store::usage::{Period, Usage as _, UsageCounts};
+use amp_store::{Millis, Store};
+use parking_lot::Mutex;
+
+/// What one event adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A message the tenant's agent sent, accepted.
+    MessageIn,
+    /// A message of `bytes` written to one of the tenant's mailboxes.
+    MessageOut {
+        /// Its size.
+        bytes: u64,
+    },
+    /// A message from another provider to the tenant's agent.
+    FederatedIn,
+    /// A message of the tenant's agent to another provider.
+    FederatedOut,
+}
+
+impl Event {
+    fn kind(self) -> &'static str {
+        match self {
+            Event::MessageIn => "in",
+            Event::MessageOut { .. } => "out",
+            Event::FederatedIn => "federated_in",
+            Event::FederatedOut => "federated_out",
+        }
+    }
+}
+
+/// One tenant's counts of the current hour and day on this process, and those of ended
+/// periods not yet written.
+#[derive(Default)]
+struct TenantMeter {
+    hour: (Millis, UsageCounts),
+    day: (Millis, UsageCounts),
+    /// Open WebSocket connections now (on this process).
+    connections: u64,
+    dirty: bool,
+    ended: Vec<(Period, Millis, UsageCounts)>,
+    /// Whether this process listed the tenant among those with usage rows.
+    noted: bool,
+    /// The open connections this process last reported to the store.
+    connections_reported: Option<u64>,
+    /// When `agents` was last sampled (unix ms).
+    agents_sampled_at: Millis,
+    agents: u64,
+}
+
+impl TenantMeter {
+    /// Rolls the periods over to those holding `now`.
+    fn roll(&mut self, now: Millis) {
+        for (period, slot) in [(Period::Hour, &mut self.hour), (Period::Day, &mut self.day)] {
+            let start = period.start_of(now);
+            if slot.0 != start {
+                if slot.0 != 0 {
+                    self.ended.push((period, slot.0, slot.1));
+                }
+                *slot = (
+                    start,
+                    UsageCounts {
+                        connections: self.connections,
+                        agents: self.agents,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+
+    fn add(&mut self, event: Event) {
+        for c in [&mut self.hour.1, &mut self.day.1] {
+            match event {
+                Event::MessageIn => c.messages_in += 1,
+                Event::MessageOut { bytes } => {
+                    c.messages_out += 1;
+                    c.bytes_stored += bytes;
+                }
+                Event::FederatedIn => c.federated_in += 1,
+                Event::FederatedOut => c.federated_out += 1,
+            }
+        }
+        self.dirty = true;
+    }
+}
+
+struct Inner {
+    store: Store,
+    replica: String,
+    /// The flush interval: another replica's connection report older than three of them
+    /// is left out (that replica stopped).
+    every: Duration,
+    per_tenant_metrics: bool,
+    tenants: Mutex<HashMap<String, TenantMeter>>,
+    /// Serialises flushes (the task's and an explicit one).
+    flushing: tokio::sync::Mutex<()>,
+}
+
+/// Usage counters of this process; cheap to clone.
+#[derive(Clone)]
+pub struct Meter(Arc<Inner>);
+
+/// How often `agents` is sampled per tenant (a count of the tenant's agents in the store).
+const AGENTS_SAMPLE_MS: Millis = 60_000;
+
+impl Meter {
+    /// A meter writing to `store` every `flush` (a task that ends when the last clone is
+    /// dropped); `per_tenant_metrics` adds a `tenant` label to its Prometheus series.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn new(store: Store, flush: Duration, per_tenant_metrics: bool) -> Self {
+        let every = flush.max(Duration::from_millis(10));
+        let inner = Arc::new(Inner {
+            store,
+            every,
+            replica: format!("{:016x}", rand::random::<u64>()),
+            per_tenant_metrics,
+            tenants: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(run(Arc::downgrade(&inner), every));
+        Self(inner)
+    }
+
+    /// Counts `event` for `tenant`.
+    pub fn record(&self, tenant: &str, event: Event) {
+        let now = now_ms();
+        {
+            let mut tenants = self.0.tenants.lock();
+            match tenants.get_mut(tenant) {
+                Some(t) => {
+                    t.roll(now);
+                    t.add(event);
+                }
+                None => {
+                    let mut t = TenantMeter::default();
+                    t.roll(now);
+                    t.add(event);
+                    tenants.insert(tenant.to_owned(), t);
+                }
+            }
+        }
+        if self.0.per_tenant_metrics {
+            metrics::counter!("amp_usage_messages_total", "kind" => event.kind(), "tenant" => tenant.to_owned())
+                .increment(1);
+        } else {
+            metrics::counter!("amp_usage_messages_total", "kind" => event.kind()).increment(1);
+        }
+    }
+
+    /// Opens a WebSocket connection of the tenant's agent when fewer than `limit` are open
+    /// on this process (always with no limit); `false`: refused, nothing counted. Close it
+    /// with [`closed`](Self::closed).
+    pub fn try_open(&self, tenant: &str, limit: Option<u64>) -> bool {
+        let now = now_ms();
+        let mut tenants = self.0.tenants.lock();
+        let t = tenants.entry(tenant.to_owned()).or_default();
+        t.roll(now);
+        if limit.is_some_and(|l| t.connections >= l) {
+            return false;
+        }
+        t.connections += 1;
+        for c in [&mut t.hour.1, &mut t.day.1] {
+            c.connections = c.connections.max(t.connections);
+        }
+        t.dirty = true;
+        true
+    }
+
+    /// A connection opened by [`try_open`](Self::try_open) closed.
+    pub fn closed(&self, tenant: &str) {
+        if let Some(t) = self.0.tenants.lock().get_mut(tenant) {
+            t.connections = t.connections.saturating_sub(1);
+        }
+    }
+
+    /// The tenant's open connections on the other processes, as they last reported them
+    /// (every flush interval; a report older than three intervals is left out).
+    ///
+    /// Fails when the store cannot be read.
+    pub async fn connections_elsewhere(&self, tenant: &str) -> amp_store::Result<u64> {
+        let since = now_ms() - 3 * self.0.every.as_millis() as Millis;
+        self.0
+            .store
+            .connections_elsewhere(tenant, &self.0.replica, since)
+            .await
+    }
+
+    /// Writes what changed since the last flush to the store.
+    ///
+    /// Fails when the store does not take a row; what was not written is kept for the next
+    /// flush.
+    pub async fn flush(&self) -> amp_store::Result<()> {
+        flush(&self.0).await
+    }
+
+    /// Waits for `shutdown`, then writes what is left (a failure is logged): the last
+    /// counts of a graceful stop reach the store. Join it before closing the store.
+    pub async fn flush_at(self, shutdown: amp_runtime::Shutdown) {
+        shutdown.wait().await;
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "usage counts not written at shutdown");
+        }
+    }
+}
+
+/// Counts an accepted message of `sender` (of `bytes`) for `recipient`, or for another
+/// provider when `None`.
+pub(crate) fn count_accepted(
+    meter: &Meter,
+    sender: &amp_store::AgentRecord,
+    recipient: Option<&amp_store::AgentRecord>,
+    bytes: usize,
+) {
+    meter.record(&sender.tenant, Event::MessageIn);
+    match recipient {
+        Some(r) => meter.record(
+            &r.tenant,
+            Event::MessageOut {
+                bytes: bytes as u64,
+            },
+        ),
+        None => meter.record(&sender.tenant, Event::FederatedOut),
+    }
+}
+
+async fn run(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = flush(&inner).await {
+            tracing::warn!(error = %e, "usage counts not written; kept for the next flush");
+        }
+    }
+}
+
+/// What a flush writes for one tenant.
+struct Pending {
+    tenant: String,
+    rows: Vec<(Period, Millis, UsageCounts)>,
+    sample_agents: bool,
+    note: bool,
+    /// Open connections to report (changed, or still open: the report's time must stay
+    /// fresh for the other replicas to count it).
+    connections: Option<u64>,
+}
+
+async fn flush(inner: &Inner) -> amp_store::Result<()> {
+    let _one = inner.flushing.lock().await;
+    let now = now_ms();
+    // Take what is to be written under the lock, write without it.
+    let pending: Vec<Pending> = {
+        let mut tenants = inner.tenants.lock();
+        let mut out = Vec::new();
+        tenants.retain(|name, t| {
+            t.roll(now);
+            let report = t.connections > 0 || t.connections_reported != Some(t.connections);
+            if !t.dirty && t.ended.is_empty() && !report {
+                // Idle, nothing open, everything written: forget it once its hour is quiet.
+                return t.hour.1.messages_in + t.hour.1.messages_out > 0;
+            }
+            let mut rows = std::mem::take(&mut t.ended);
+            if t.dirty {
+                rows.push((Period::Hour, t.hour.0, t.hour.1));
+                rows.push((Period::Day, t.day.0, t.day.1));
+            }
+            let has_rows = !rows.is_empty();
+            out.push(Pending {
+                tenant: name.clone(),
+                rows,
+                sample_agents: has_rows && now - t.agents_sampled_at >= AGENTS_SAMPLE_MS,
+                note: has_rows && !t.noted,
+                connections: report.then_some(t.connections),
+            });
+            t.dirty = false;
+            true
+        });
+        out
+    };
+    let mut first_err = None;
+    for Pending {
+        tenant,
+        mut rows,
+        sample_agents,
+        note,
+        connections,
+    } in pending
+    {
+        if let Some(n) = connections {
+            match inner
+                .store
+                .put_connections(&tenant, &inner.replica, n, now)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(t) = inner.tenants.lock().get_mut(&tenant) {
+                        t.connections_reported = Some(n);
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if note {
+            match inner.store.note_usage_tenant(&tenant).await {
+                Ok(()) => {
+                    if let Some(t) = inner.tenants.lock().get_mut(&tenant) {
+                        t.noted = true;
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if sample_agents {
+            match inner.store.list_agents(&tenant, None, None, 1).await {
+                Ok((_, n)) => {
+                    let mut tenants = inner.tenants.lock();
+                    if let Some(t) = tenants.get_mut(&tenant) {
+                        t.agents = n;
+                        t.agents_sampled_at = now;
+                        t.hour.1.agents = n;
+                        t.day.1.agents = n;
+                    }
+                    for r in rows.iter_mut().filter(|r| r.1 == r.0.start_of(now)) {
+                        r.2.agents = n;
+                    }
+                }
+                Err(e) => tracing::debug!(tenant = %tenant, error = %e, "agents not counted"),
+            }
+        }
+        let mut failed = Vec::new();
+        for (period, start, counts) in rows {
+            if let Err(e) = inner
+                .store
+                .put_usage(&tenant, period, start, &inner.replica, &counts)
+                .await
+            {
+                failed.push((period, start, counts));
+                first_err.get_or_insert(e);
+            }
+        }
+        if !failed.is_empty() {
+            let mut tenants = inner.tenants.lock();
+            if let Some(t) = tenants.get_mut(&tenant) {
+                // Current periods are rewritten whole on the next flush; ended ones kept.
+                t.dirty = true;
+                let current = |p: Period, s: Millis| s == p.start_of(now);
+                t.ended
+                    .extend(failed.into_iter().filter(|(p, s, _)| !current(*p, *s)));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn now_ms() -> Millis {
+    amp_proto::Timestamp::now().unix_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_usage_periods_roll_over_and_keep_what_ended() {
+        let mut t = TenantMeter::default();
+        let h = Period::Hour.start_of(1_796_554_800_000);
+        t.roll(h + 10);
+        t.add(Event::MessageIn);
+        t.add(Event::MessageOut { bytes: 7 });
+        t.roll(h + Period::Hour.millis() + 1);
+        t.add(Event::MessageIn);
+        assert_eq!(t.ended.len(), 1, "the hour ended; the day goes on");
+        let (p, s, c) = t.ended[0];
+        assert_eq!(
+            (p, s, c.messages_in, c.bytes_stored),
+            (Period::Hour, h, 1, 7)
+        );
+        assert_eq!(t.hour.1.messages_in, 1);
+        assert_eq!(t.day.1.messages_in, 2);
+    }
+}
