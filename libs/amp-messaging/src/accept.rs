@@ -140,6 +140,7 @@ pub(crate) async fn accept(
     };
     let to = Address::parse(&to_text, ctx)
         .map_err(|e| ApiError::invalid("to", format!("invalid recipient address: {e}")))?;
+    crate::policy::check_recipient(sender, &to)?;
     if to.provider() != acc.domain {
         if to.is_local_network() {
             return Err(ApiError::invalid(

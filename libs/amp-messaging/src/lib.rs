@@ -14,6 +14,7 @@
 //! - [`cache`]: [`RegistryCache`], the registry and presence reads of every route kept for a
 //!   moment, dropped on the bus's registry-change events.
 //! - [`bounce`]: the `system` notice a sender gets when an accepted message cannot arrive.
+//! - [`policy`]: the agent communication policy (spec 03) and its route-time check.
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
@@ -31,6 +32,7 @@ pub mod cache;
 pub mod events;
 pub mod handoff;
 pub mod mailbox;
+pub mod policy;
 pub mod quota;
 pub mod render;
 pub mod shared_limits;

@@ -87,11 +87,14 @@ pub enum ErrorCode {
     /// 409 `conflict`: the resource is not in a state that allows the request (a second
     /// upload to a single-use URL).
     Conflict,
+    /// 403 `recipient_not_allowed`: the sender's communication policy does not allow this
+    /// recipient (spec 03).
+    RecipientNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -131,6 +134,7 @@ impl ErrorCode {
         ErrorCode::AttachmentsNotSupported,
         ErrorCode::InvalidDigestAlgorithm,
         ErrorCode::Conflict,
+        ErrorCode::RecipientNotAllowed,
     ];
 
     /// The `error` string of the body.
@@ -175,6 +179,7 @@ impl ErrorCode {
             ErrorCode::AttachmentsNotSupported => "attachments_not_supported",
             ErrorCode::InvalidDigestAlgorithm => "invalid_digest_algorithm",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::RecipientNotAllowed => "recipient_not_allowed",
         }
     }
 
@@ -194,7 +199,8 @@ impl ErrorCode {
             | ErrorCode::TenantAccessDenied
             | ErrorCode::AgentSuspended
             | ErrorCode::RecipientSuspended
-            | ErrorCode::ProviderNotTrusted => 403,
+            | ErrorCode::ProviderNotTrusted
+            | ErrorCode::RecipientNotAllowed => 403,
             ErrorCode::NotFound
             | ErrorCode::RecipientNotFound
             | ErrorCode::InvalidRecipient

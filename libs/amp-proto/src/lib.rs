@@ -4,6 +4,8 @@
 //!
 //! - [`attachment`]: attachment ids, the `sha256:` digest, filename sanitising, scan
 //!   statuses and a payload's `attachments` array (spec 04, 08).
+//! - [`card`]: the Agent Card (spec 02), its RFC 8785 canonical form, signing and
+//!   verification.
 //! - [`address`]: agent addresses (spec 02), parsing, normalisation, short forms, and the
 //!   rule that tells the provider domain from the scope.
 //! - [`message`]: message ids, priorities, timestamps, the envelope, the raw payload and the
@@ -18,6 +20,7 @@
 
 pub mod address;
 pub mod attachment;
+pub mod card;
 pub mod error;
 pub mod json;
 pub mod keys;

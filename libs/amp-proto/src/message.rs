@@ -285,8 +285,8 @@ pub struct Envelope {
     pub expires_at: Option<Timestamp>,
     /// The sender's signature (standard base64), unchanged.
     pub signature: String,
-    /// The message this one replies to.
-    #[serde(default)]
+    /// The message this one replies to; omitted when none (spec 04 JSON profile: no `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
     /// The first message of the thread.
     pub thread_id: String,

@@ -80,6 +80,36 @@ pub struct AgentRecord {
     pub last_seen_at: Option<Millis>,
     /// Active or deregistered.
     pub status: AgentStatus,
+    /// Capabilities as the agent declared them (spec 08), kept verbatim and in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Whom the agent may message (spec 03); `None` is `open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication_policy: Option<CommunicationPolicy>,
+    /// The Agent Card the agent signed (spec 02), compact JSON as verified on submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_card: Option<String>,
+}
+
+/// An agent's communication policy (spec 03): with `restricted`, the only recipients it may
+/// message are those matching an entry of `allowed_recipients`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommunicationPolicy {
+    /// `open` or `restricted`.
+    pub mode: PolicyMode,
+    /// `name@domain` patterns; `*` as the name, and `*.` leading the domain, are wildcards.
+    #[serde(default)]
+    pub allowed_recipients: Vec<String>,
+}
+
+/// The mode of a [`CommunicationPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// Any recipient.
+    Open,
+    /// Only `allowed_recipients`.
+    Restricted,
 }
 
 impl AgentRecord {

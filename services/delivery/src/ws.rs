@@ -60,6 +60,8 @@ pub(crate) async fn hint_gap(gaps: &mut Option<tokio::sync::watch::Receiver<u64>
     std::future::pending::<()>().await;
 }
 
+/// The WebSocket subprotocol of spec 08.
+const SUBPROTOCOL: &str = "amp.v1";
 /// How long one frame may take to reach the socket before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Socket buffers: small, so idle sockets stay cheap (larger frames still work: the buffers
@@ -70,7 +72,10 @@ const WRITE_BUFFER: usize = 4 * 1024;
 
 pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
     let max = inner.config.max_frame_bytes;
-    ws.max_message_size(max)
+    // Spec 08: `amp.v1` is confirmed when the client offers it; a client that offers no
+    // subprotocol (or only others) is served as before, without one.
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)

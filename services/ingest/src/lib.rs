@@ -44,6 +44,11 @@ pub const CAPABILITIES: &[&str] = &[
     // `afp` attachments are shape-checked and passed through untouched (spec 04); the
     // `attachments` capability is added where a blob store is configured.
     "attachments:afp",
+    // Agents declare `capabilities` and a `communication_policy` (spec 03, 08), and serve
+    // the Agent Card they signed at `GET /v1/agents/me/card` (spec 02).
+    "agent-capabilities",
+    "communication-policy",
+    "agent-card",
 ];
 
 /// Why the service could not start.

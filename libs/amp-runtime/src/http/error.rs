@@ -138,7 +138,7 @@ pub(crate) fn error_for_status(status: StatusCode, message: String) -> ApiError 
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         405 => ErrorCode::MethodNotAllowed,
-        413 => ErrorCode::PayloadTooLarge,
+        413 => ErrorCode::RequestTooLarge,
         415 => ErrorCode::UnsupportedMediaType,
         429 => ErrorCode::RateLimited,
         501 => ErrorCode::NotImplemented,

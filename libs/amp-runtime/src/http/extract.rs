@@ -45,7 +45,7 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+                ApiError::new(ErrorCode::RequestTooLarge, "request body is too large")
             } else {
                 ApiError::new(ErrorCode::InvalidRequest, "failed to read the request body")
             }

@@ -214,11 +214,11 @@ async fn oversize_body_is_413() {
     ))
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["error"], "request_too_large");
     // Even axum's own extractor answers JSON behind `harden`.
     let (status, _, body) = send(post_json("/v1/plain-json", Some("application/json"), big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["error"], "request_too_large");
 }
 
 #[tokio::test]

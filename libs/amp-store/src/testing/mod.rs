@@ -51,6 +51,9 @@ pub fn agent(tenant: &str, name: &str, now: Millis) -> AgentRecord {
         registered_at: now,
         last_seen_at: None,
         status: AgentStatus::Active,
+        capabilities: Vec::new(),
+        communication_policy: None,
+        agent_card: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod operator_dashboard;
 mod operator_delete;
 mod operator_quota;
 mod security;
+mod spec_next;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};
@@ -622,14 +623,9 @@ async fn reply_inherits_the_parents_thread() {
     let item = find(&page, &third);
     assert_eq!(item["envelope"]["in_reply_to"], second.as_str(), "{item}");
     assert_eq!(item["envelope"]["thread_id"], first.as_str(), "{item}");
-    // The first message has no parent: in_reply_to present and null.
+    // The first message has no parent: in_reply_to omitted, never `null` (spec-next 04).
     let item = find(&page, &first);
-    assert!(
-        item["envelope"]
-            .get("in_reply_to")
-            .is_some_and(Value::is_null),
-        "{item}"
-    );
+    assert!(item["envelope"].get("in_reply_to").is_none(), "{item}");
     s.stop().await;
 }
 
@@ -962,7 +958,7 @@ async fn field_validation_and_limits() {
         "b".repeat(270_000)
     ));
     let r = s.route(&alice, signed_flat(&m)).await;
-    r.assert_error(413, "invalid_request", None);
+    r.assert_error(413, "request_too_large", None);
 
     // Missing payload members, payload, to.
     let m = Msg::new(&to, "no type").payload(r#"{"message":"hi"}"#);
@@ -1066,7 +1062,8 @@ async fn pickup_items_and_aliases() {
             ] {
                 assert!(env[f].is_string(), "{path}: envelope.{f} missing: {item}");
             }
-            assert!(env.get("in_reply_to").is_some(), "{path}: {item}");
+            // Not a reply: omitted, never `null` (spec-next 04 JSON profile).
+            assert!(env.get("in_reply_to").is_none(), "{path}: {item}");
             assert_eq!(env["version"], "amp/0.1");
             assert_eq!(env["id"], item["id"]);
             assert_eq!(env["from"], alice.address.as_str());

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::profile::{check_capabilities, check_card, check_policy};
 use super::register::{DeliveryBody, check_alias, check_metadata, delivery_prefs};
 use super::{Caller, store_error};
 use crate::state::Inner;
@@ -27,6 +28,14 @@ fn pem_of(agent: &AgentRecord) -> Option<String> {
     amp_messaging::auth::agent_key(agent)
         .ok()
         .map(|k| k.to_pem())
+}
+
+/// The policy as `/v1/agents/me` shows it: `open` when none is set.
+fn policy_json(agent: &AgentRecord) -> Value {
+    match &agent.communication_policy {
+        Some(p) => json!({ "mode": p.mode, "allowed_recipients": p.allowed_recipients }),
+        None => json!({ "mode": "open" }),
+    }
 }
 
 pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Value> {
@@ -48,6 +57,8 @@ pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Valu
         "key_algorithm": agent.key_algorithm,
         "fingerprint": agent.fingerprint,
         "metadata": metadata,
+        "capabilities": agent.capabilities,
+        "communication_policy": policy_json(&agent),
         "registered_at": ts(agent.registered_at),
         "last_seen_at": agent.last_seen_at.map_or(Value::Null, ts),
     }))
@@ -63,6 +74,9 @@ pub(super) struct UpdateBody {
     public_key: Option<Value>,
     tenant: Option<Value>,
     key_algorithm: Option<Value>,
+    capabilities: Option<Value>,
+    communication_policy: Option<Value>,
+    agent_card: Option<Value>,
 }
 
 pub(super) async fn update_me(
@@ -111,6 +125,18 @@ pub(super) async fn update_me(
     }
     if body.metadata.is_some() {
         current.metadata = check_metadata(body.metadata)?;
+    }
+    if let Some(caps) = check_capabilities(body.capabilities.as_ref())? {
+        current.capabilities = caps;
+    }
+    if let Some(policy) = check_policy(body.communication_policy.as_ref())? {
+        current.communication_policy = policy;
+    }
+    if body.agent_card.is_some() {
+        let key = amp_messaging::auth::agent_key(&current)?;
+        let address = Address::parse_full(&current.address, &inner.identity.domain)
+            .map_err(|_| ApiError::internal())?;
+        current.agent_card = check_card(body.agent_card.as_ref(), &key, &address)?;
     }
     if let Some(d) = body.delivery {
         current.delivery = delivery_prefs(d, current.delivery.clone(), inner.config.outbound)?;
@@ -277,5 +303,6 @@ pub(super) async fn resolve(
         "key_algorithm": agent.key_algorithm,
         "fingerprint": agent.fingerprint,
         "online": online,
+        "capabilities": agent.capabilities,
     })))
 }

@@ -6,6 +6,7 @@ mod attachments;
 mod keys;
 mod messages;
 mod meta;
+mod profile;
 
 pub(crate) use meta::HealthCache;
 mod register;
@@ -37,6 +38,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
                 .patch(agents::update_me)
                 .delete(agents::delete_me),
         )
+        .route("/agents/me/card", get(profile::my_card))
         .route("/agents", get(agents::list))
         .route("/agents/resolve/{address}", get(agents::resolve))
         .route("/agents/{address}", get(agents::resolve))

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::store_error;
+use super::{profile, store_error};
 use crate::auth::{hash_key, new_api_key};
 use crate::state::Inner;
 
@@ -37,6 +37,9 @@ pub(super) struct RegisterBody {
     pub(super) delivery: Option<DeliveryBody>,
     metadata: Option<Box<RawValue>>,
     invite_code: Option<String>,
+    capabilities: Option<serde_json::Value>,
+    communication_policy: Option<serde_json::Value>,
+    agent_card: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +188,9 @@ pub(super) async fn register(
 
     let alias = check_alias(body.alias)?;
     let metadata = check_metadata(body.metadata)?;
+    let capabilities = profile::check_capabilities(body.capabilities.as_ref())?.unwrap_or_default();
+    let communication_policy = profile::check_policy(body.communication_policy.as_ref())?.flatten();
+    let agent_card = profile::check_card(body.agent_card.as_ref(), &key, &address)?;
     let delivery = delivery_prefs(
         body.delivery.unwrap_or_default(),
         DeliveryPrefs {
@@ -272,6 +278,9 @@ pub(super) async fn register(
         registered_at: now.unix_millis(),
         last_seen_at: None,
         status: AgentStatus::Active,
+        capabilities,
+        communication_policy,
+        agent_card,
     };
     match inner
         .store

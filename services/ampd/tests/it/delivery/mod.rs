@@ -12,6 +12,7 @@ mod receipts;
 mod restart;
 mod revocation;
 mod security;
+mod spec_next;
 mod tarpit;
 mod webhook;
 mod ws;

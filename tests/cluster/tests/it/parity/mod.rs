@@ -155,3 +155,21 @@ async fn spec_next_attachments_on_the_cluster() {
     };
     run_one(t, |t| Box::pin(checks::attachments::attachments(t))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_agent_profile_on_ampd() {
+    let _heavy = HEAVY.lock().await;
+    let Some(t) = Target::ampd("spec_next_agent_profile_on_ampd").await else {
+        return;
+    };
+    run_one(t, |t| Box::pin(checks::profile::agent_profile(t))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_agent_profile_on_the_cluster() {
+    let _heavy = HEAVY.lock().await;
+    let Some(t) = Target::cluster("spec_next_agent_profile_on_the_cluster").await else {
+        return;
+    };
+    run_one(t, |t| Box::pin(checks::profile::agent_profile(t))).await;
+}

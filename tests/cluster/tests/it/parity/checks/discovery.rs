@@ -10,7 +10,7 @@ use crate::parity::http::{Http, tenant};
 
 /// The capabilities every deployment without federation advertises (attachments: provider
 /// storage and AFP references, spec-next 08).
-const CAPABILITIES: [&str; 8] = [
+const CAPABILITIES: [&str; 11] = [
     "registration",
     "relay-queue",
     "websockets",
@@ -18,6 +18,9 @@ const CAPABILITIES: [&str; 8] = [
     "notify:v1",
     "notify:longpoll",
     "attachments:afp",
+    "agent-capabilities",
+    "communication-policy",
+    "agent-card",
     "attachments",
 ];
 

@@ -204,7 +204,7 @@ pub(crate) async fn size_limits(t: &Target) {
     assert!(body.len() > BODY_LIMIT);
     h.route(&alice, body)
         .await
-        .error(413, "invalid_request", None);
+        .error(413, "request_too_large", None);
     assert_eq!(
         h.pending_ids(&bob).await,
         [accepted],

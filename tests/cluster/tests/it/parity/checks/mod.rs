@@ -8,10 +8,12 @@
 //! - `replicas`: read your writes, cursors, acks, keys, long-poll, receipts across replicas.
 //! - `websocket`: connect, auth, replay and live push through the proxy.
 //! - `attachments`: upload, confirm, route checks and downloads across replicas.
+//! - `profile`: the Agent Card, capabilities and communication policy (spec-next 02, 03, 08).
 
 pub(crate) mod attachments;
 mod discovery;
 mod messages;
+pub(crate) mod profile;
 mod replicas;
 mod websocket;
 
@@ -51,6 +53,7 @@ pub(crate) fn all() -> Vec<(&'static str, Check)> {
         }),
         ("websocket_push", |t| Box::pin(websocket_push(t))),
         ("attachments", |t| Box::pin(attachments::attachments(t))),
+        ("agent_profile", |t| Box::pin(profile::agent_profile(t))),
     ]
 }
 
