@@ -12,7 +12,7 @@ mod operator_dashboard;
 mod operator_delete;
 mod operator_quota;
 mod security;
-mod spec_next;
+pub(crate) mod spec_next;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};

@@ -6,24 +6,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::*;
-
-/// Every `null` anywhere in `v`, by JSON path.
-fn nulls(v: &Value, path: &str, out: &mut Vec<String>) {
-    match v {
-        Value::Null => out.push(path.to_owned()),
-        Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                nulls(x, &format!("{path}[{i}]"), out);
-            }
-        }
-        Value::Object(m) => {
-            for (k, x) in m {
-                nulls(x, &format!("{path}.{k}"), out);
-            }
-        }
-        _ => {}
-    }
-}
+use crate::messaging::spec_next::nulls;
 
 /// Spec 08: a client that offers `amp.v1` gets it confirmed in the upgrade answer; a client
 /// that offers none is still served (without a subprotocol).

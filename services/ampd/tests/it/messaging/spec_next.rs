@@ -303,7 +303,7 @@ async fn spec_next_communication_policy_is_enforced_on_route() {
 }
 
 /// Every `null` anywhere in `v`, by JSON path.
-fn nulls(v: &Value, path: &str, out: &mut Vec<String>) {
+pub(crate) fn nulls(v: &Value, path: &str, out: &mut Vec<String>) {
     match v {
         Value::Null => out.push(path.to_owned()),
         Value::Array(a) => {
