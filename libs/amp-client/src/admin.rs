@@ -247,6 +247,30 @@ impl AdminClient {
         self.call(Method::POST, &path, Some(options)).await
     }
 
+    /// A page of a tenant's agents (addresses and metadata, never a key), after the cursor
+    /// `after`.
+    pub async fn tenant_agents(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Value> {
+        let mut q = Vec::new();
+        if let Some(a) = after {
+            q.push(format!("after={}", enc(a)));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        let query = if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        };
+        let path = format!("/tenants/{}/agents{query}", enc(tenant));
+        self.call(Method::GET, &path, None).await
+    }
+
     /// A tenant's owner keys (prefixes and metadata).
     pub async fn owner_keys(&self, tenant: &str) -> Result<Value> {
         let path = format!("/tenants/{}/owner-keys", enc(tenant));

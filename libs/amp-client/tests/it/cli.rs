@@ -272,6 +272,21 @@ async fn operator_tenant_delete_with_amp_admin() {
         .register(Some(&t), "alice", &SecretKey::generate(), None)
         .await
         .expect("register");
+    let listed = run(admin(&["tenants", "agents", &t])).await;
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(
+        listed.stdout.starts_with("ADDRESS") && listed.stdout.contains(agent.address()),
+        "{}",
+        listed.stdout
+    );
+    let listed = run(admin(&["--json", "tenants", "agents", &t, "--limit", "5"]))
+        .await
+        .json();
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert!(
+        !listed.to_string().contains(agent.api_key()),
+        "a listing shows no key: {listed}"
+    );
 
     let done = run(admin(&["--json", "tenants", "delete", &t, "--wait"]))
         .await

@@ -155,6 +155,17 @@ enum TenantCommand {
         /// The tenant.
         name: String,
     },
+    /// List a tenant's agents (addresses and metadata, never a key).
+    Agents {
+        /// The tenant.
+        name: String,
+        /// Agents after this cursor (the previous page's `next_cursor`).
+        #[arg(long)]
+        after: Option<String>,
+        /// Most agents.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,6 +324,10 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
                 c.tenant_deletion(&name).await?,
                 View::Record(DELETION_COLUMNS),
             ),
+            TenantCommand::Agents { name, after, limit } => (
+                c.tenant_agents(&name, after.as_deref(), limit).await?,
+                View::Table("agents", AGENT_COLUMNS),
+            ),
         },
         AdminCommand::Keys(k) => match k {
             KeyCommand::Issue {
@@ -446,6 +461,14 @@ const DELETION_COLUMNS: &[&str] = &[
     "purged",
     "error",
 ];
+const AGENT_COLUMNS: &[&str] = &[
+    "address",
+    "status",
+    "owner_id",
+    "created_at",
+    "last_seen_at",
+];
+
 const KEY_COLUMNS: &[&str] = &[
     "id",
     "prefix",
