@@ -152,21 +152,12 @@ impl AdminClient {
         limit: Option<usize>,
         status: Option<&str>,
     ) -> Result<Value> {
-        let mut q = Vec::new();
-        if let Some(a) = after {
-            q.push(format!("after={}", enc(a)));
-        }
-        if let Some(l) = limit {
-            q.push(format!("limit={l}"));
-        }
-        if let Some(s) = status {
-            q.push(format!("status={}", enc(s)));
-        }
-        let query = if q.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", q.join("&"))
-        };
+        let limit = limit.map(|l| l.to_string());
+        let query = query(&[
+            ("after", after),
+            ("limit", limit.as_deref()),
+            ("status", status),
+        ]);
         self.call(Method::GET, &format!("/tenants{query}"), None)
             .await
     }
@@ -255,18 +246,8 @@ impl AdminClient {
         after: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Value> {
-        let mut q = Vec::new();
-        if let Some(a) = after {
-            q.push(format!("after={}", enc(a)));
-        }
-        if let Some(l) = limit {
-            q.push(format!("limit={l}"));
-        }
-        let query = if q.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", q.join("&"))
-        };
+        let limit = limit.map(|l| l.to_string());
+        let query = query(&[("after", after), ("limit", limit.as_deref())]);
         let path = format!("/tenants/{}/agents{query}", enc(tenant));
         self.call(Method::GET, &path, None).await
     }
@@ -321,18 +302,8 @@ impl AdminClient {
 
     /// A page of the audit log, oldest first, after the entry `after`.
     pub async fn audit(&self, after: Option<&str>, limit: Option<usize>) -> Result<Value> {
-        let mut q = Vec::new();
-        if let Some(a) = after {
-            q.push(format!("after={}", enc(a)));
-        }
-        if let Some(l) = limit {
-            q.push(format!("limit={l}"));
-        }
-        let query = if q.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", q.join("&"))
-        };
+        let limit = limit.map(|l| l.to_string());
+        let query = query(&[("after", after), ("limit", limit.as_deref())]);
         self.call(Method::GET, &format!("/audit{query}"), None)
             .await
     }
@@ -345,8 +316,13 @@ fn enc(s: &str) -> String {
 
 /// `?period=…&from=…&to=…` of the usage endpoints, with what is given.
 fn usage_query(period: Option<&str>, from: Option<&str>, to: Option<&str>) -> String {
-    let q: Vec<String> = [("period", period), ("from", from), ("to", to)]
-        .into_iter()
+    query(&[("period", period), ("from", from), ("to", to)])
+}
+
+/// `?k=v&…` of the parameters given (in order, values URL-encoded); empty when none is.
+fn query(params: &[(&str, Option<&str>)]) -> String {
+    let q: Vec<String> = params
+        .iter()
         .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
         .collect();
     if q.is_empty() {
