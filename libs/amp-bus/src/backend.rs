@@ -14,6 +14,11 @@ pub trait BusBackend: Send + Sync + 'static {
     /// window. An `Ok` means the message will not be lost; [`PublishAck::acceptance`] says
     /// whether it was stored by a broker or already processed by a consumer.
     ///
+    /// An empty `dedup_id` is no dedup: for a consumer that is idempotent by itself. A
+    /// broker may then carry several such ingress publishes in one stream message (a pack,
+    /// see the JetStream backend): each is still its own delivery, but when one of them is
+    /// nak'ed the others come back with it, so each is delivered at least once.
+    ///
     /// Fails with [`crate::Error::Closed`] after shutdown, [`crate::Error::InvalidSubject`] for a
     /// malformed subject, [`crate::Error::Timeout`] when not accepted in time (the message may
     /// still be processed; republishing with the same `dedup_id` is safe), and

@@ -149,10 +149,16 @@ pub struct NatsConfig {
     /// Messages a router worker pulls at once from a stream (1: a message never waits in a
     /// busy worker while another is idle).
     pub fetch_batch: usize,
-    /// Most writes to one stream committed together (JetStream atomic batches: one fsync on
-    /// the server for all of them) when many are under way at once: ingress publishes and
-    /// mailbox writes. A lone write is never delayed. 1 turns batching off.
+    /// Most writes to one stream committed together (JetStream atomic batches: one request
+    /// and one acknowledgement for all of them; one Raft proposal on a replicated stream)
+    /// when many are under way at once: federation hand-offs and mailbox writes. A lone write
+    /// is never delayed. 1 turns batching off.
     pub publish_batch: usize,
+    /// Most routed messages carried by one ingress stream message (a pack: one write and one
+    /// fsync on the server, one delivery and one ack for all of them) when many are under
+    /// way at once. A lone message is never delayed. 1 turns packing off. Every binary reads
+    /// packs whatever this is.
+    pub ingress_pack: usize,
     /// `[nats.auth]`: this service's NATS user: `user` and `password_file`, or
     /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
     /// no credentials.
@@ -188,6 +194,7 @@ impl Default for NatsConfig {
             ingress_partitions: 1,
             fetch_batch: 1,
             publish_batch: 256,
+            ingress_pack: 128,
             limits_sync_ms: 100,
             auth: amp_nats::NatsAuth::default(),
             tls: amp_nats::NatsTls::default(),
@@ -289,6 +296,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
         ingress_partitions: nats.ingress_partitions,
         fetch_batch: nats.fetch_batch,
         publish_batch: nats.publish_batch,
+        ingress_pack: nats.ingress_pack,
         security: nats.security(),
         limits_sync: Duration::from_millis(nats.limits_sync_ms),
         ..JetStreamConfig::default()

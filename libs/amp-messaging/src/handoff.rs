@@ -64,16 +64,10 @@ pub async fn hand_off(
     .with_trace_context(amp_runtime::telemetry::trace_headers(
         &tracing::Span::current(),
     ));
-    // Same sender, id and signature is a retry; another signature is another message, which
-    // must reach the router to be refused as a conflict (409), never answered as the first.
-    let sig_digest = amp_proto::signing::sha256_b64(accepted.message.envelope.signature.as_bytes());
-    let dedup = format!(
-        "{}:{}:{}",
-        accepted.sender_address,
-        accepted.message.envelope.id,
-        &sig_digest[..16]
-    );
-    let publish = bus.publish_for_reply(StreamName::Ingress, &dedup, msg, waits.outcome_wait);
+    // No dedup id: the mailbox write is the duplicate rule (keyed by recipient and id), so a
+    // retry reaches the router and is answered from the mailbox (`Duplicate`, or `Conflict`
+    // for another signature), and a broker may pack this publish with others under way.
+    let publish = bus.publish_for_reply(StreamName::Ingress, "", msg, waits.outcome_wait);
     let ack = match tokio::time::timeout(waits.route_timeout + waits.outcome_wait, publish).await {
         Ok(Ok(ack)) => ack,
         Ok(Err(e)) => return Err(unavailable(e)),

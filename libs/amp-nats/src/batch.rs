@@ -1,10 +1,12 @@
 //! Group commit for JetStream publishes: [`BatchPublisher`].
 //!
-//! With the server's `sync_interval: always`, every JetStream publish is its own `fsync`, so
-//! a stream's rate is its disk's fsync rate and most of the server's CPU goes to waiting for
-//! it. JetStream's atomic batch publish (server 2.12+, streams with `allow_atomic`) stores a
-//! whole batch with one flush. The publisher turns concurrent publishes to one stream into
-//! such batches, the way a database's group commit does: a publish waits in its stream's
+//! JetStream's atomic batch publish (server 2.12+, streams with `allow_atomic`) stores a
+//! whole batch for one request and one acknowledgement. On a replicated stream the batch is
+//! one Raft proposal (one log flush on each replica); on a single-replica file stream with
+//! `sync_interval: always` the server still writes and fsyncs each message on its own (it
+//! saves round trips there, not flushes: a bus that wants one flush for many publishes packs
+//! them into one message, see `amp-bus`'s packs). The publisher turns concurrent publishes
+//! to one stream into such batches, the way a database's group commit does: a publish waits in its stream's
 //! queue while earlier batches are being committed, and everything that queued up meanwhile
 //! goes out as the next batch (at most `max_batch`, at most [`IN_FLIGHT`] batches per stream
 //! at once). A lone publish goes out alone, at once: no timer, no added latency when idle.
@@ -333,6 +335,18 @@ async fn atomic_batch(client: &Client, items: &[Item]) -> Result<u64, BatchRefus
         };
     }
     Err(BatchRefused::Other)
+}
+
+/// A plain JetStream publish of one message, waiting for the stream's acknowledgement.
+///
+/// Fails like [`BatchPublisher::publish`].
+pub async fn publish_one(
+    client: &Client,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Published, PublishError> {
+    single(client, subject, headers, payload).await
 }
 
 /// A plain JetStream publish: the message and the stream's acknowledgement.

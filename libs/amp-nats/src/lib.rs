@@ -20,7 +20,9 @@ mod batch;
 mod connect;
 mod security;
 
-pub use batch::{BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH};
+pub use batch::{
+    BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH, publish_one,
+};
 pub use connect::connect;
 pub use security::{NatsAuth, NatsSecurity, NatsTls, check_urls};
 

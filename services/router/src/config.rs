@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub struct Config {
     /// Durable consumer name shared by every router replica.
     pub consumer_name: String,
-    /// Concurrent consumers in this process.
+    /// Messages routed at once in this process.
     pub workers: usize,
     /// A TOML prompt-injection pattern database replacing the built-in one (spec 07,
     /// appendix A; updatable without a new release).

@@ -1,5 +1,5 @@
-//! The router's work loop: one accepted message at a time from the ingress stream, acked
-//! only once its effect is durable.
+//! The router's work loop: accepted messages from the ingress stream, each routed by a task
+//! of its own and acked only once its effect is durable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,12 @@ pub enum StartError {
     #[error("injection patterns: {0}")]
     Patterns(String),
 }
+
+/// Consumers of the ingress stream per router process (at least one per partition): they
+/// only take deliveries and hand them to tasks, so a few keep `workers` busy.
+const PULLERS: usize = 4;
+/// How long a stopping router waits for the messages it is routing.
+const FINISH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// The router service.
 #[derive(Clone)]
@@ -83,32 +89,52 @@ impl RouterService {
         })
     }
 
-    /// Consumes the ingress stream with `workers` concurrent consumers until `shutdown`;
-    /// with a partitioned ingress, each worker takes one partition (round robin, at least
-    /// one worker per partition).
+    /// Consumes the ingress stream until `shutdown`, routing up to `workers` messages at
+    /// once: a few pullers (at least one per partition, round robin) take deliveries as
+    /// slots free up and hand each to a task of its own, so the members of a pack (see
+    /// `amp-bus`) are routed side by side, not one after the other. On shutdown, what is
+    /// being routed is finished (for a few seconds at most; the rest comes back to another
+    /// replica after the ack wait).
     pub async fn run(self, shutdown: Shutdown) {
         let shards = match self.inner.bus.shards(StreamName::Ingress).await {
             Ok(n) => n.max(1),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot count the ingress partitions; consuming them all in every worker");
+                tracing::warn!(error = %e, "cannot count the ingress partitions; consuming them all in every puller");
                 0
             }
         };
+        let workers = self.inner.config.workers.max(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(workers));
         let mut tasks = Vec::new();
-        for i in 0..self.inner.config.workers.max(shards).max(1) {
+        for i in 0..PULLERS.max(shards) {
             let this = self.clone();
             let shutdown = shutdown.clone();
+            let slots = Arc::clone(&slots);
             let shard = (shards > 0).then_some(i);
-            tasks.push(tokio::spawn(
-                async move { this.consume(shard, shutdown).await },
-            ));
+            tasks.push(tokio::spawn(async move {
+                this.consume(shard, shutdown, slots).await;
+            }));
         }
         for t in tasks {
             let _ = t.await;
         }
+        let all = u32::try_from(workers).unwrap_or(u32::MAX);
+        if tokio::time::timeout(FINISH_ON_SHUTDOWN, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "messages still being routed at shutdown; they come back after the ack wait"
+            );
+        }
     }
 
-    async fn consume(&self, shard: Option<usize>, shutdown: Shutdown) {
+    async fn consume(
+        &self,
+        shard: Option<usize>,
+        shutdown: Shutdown,
+        slots: Arc<tokio::sync::Semaphore>,
+    ) {
         let bus = &self.inner.bus;
         let name = &self.inner.config.consumer_name;
         let consumer = match shard {
@@ -123,12 +149,26 @@ impl RouterService {
             }
         };
         loop {
+            // A slot first: nothing is taken from the stream that cannot be routed now.
+            let slot = tokio::select! {
+                () = shutdown.wait() => return,
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let delivery = tokio::select! {
                 () = shutdown.wait() => return,
                 d = consumer.next() => d,
             };
             match delivery {
-                Ok(d) => self.handle_delivery(d).await,
+                Ok(d) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.handle_delivery(d).await;
+                        drop(slot);
+                    });
+                }
                 Err(amp_bus::Error::Closed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "ingress consumer error");

@@ -52,10 +52,15 @@ pub struct JetStreamConfig {
     pub ingress_partitions: usize,
     /// Credentials and TLS (files read at connect). Default: none, plain TCP.
     pub security: amp_nats::NatsSecurity,
-    /// Most publishes to one stream committed together as one atomic batch (one `fsync` on
-    /// the server) when many are under way at once; a lone publish is never delayed. 1 turns
-    /// batching off. Default 256.
+    /// Most publishes to one stream committed together as one atomic batch (one request and
+    /// one acknowledgement; on a replicated stream one Raft proposal) when many are under way
+    /// at once; a lone publish is never delayed. 1 turns batching off. Default 256.
     pub publish_batch: usize,
+    /// Most ingress publishes without a dedup id carried by one stream message (a pack: one
+    /// write, one fsync, one delivery and one ack for all of them) when many are under way
+    /// at once; a lone publish is never delayed. Consumers of the ingress stream must be
+    /// idempotent: a nak brings a whole pack back. 1 turns packing off. Default 128.
+    pub ingress_pack: usize,
     /// How often each replica tells the others what its rate limiters counted (see
     /// [`crate::BusBackend::limits_sync`]): the replicas share every limit, over-allowing by
     /// at most what the others allowed in one such interval. Zero: each process limits
@@ -80,6 +85,7 @@ impl Default for JetStreamConfig {
             ingress_partitions: 1,
             security: amp_nats::NatsSecurity::default(),
             publish_batch: 256,
+            ingress_pack: 128,
             limits_sync: Duration::from_millis(100),
         }
     }
@@ -127,6 +133,9 @@ impl JetStreamConfig {
         }
         if self.fetch_batch == 0 {
             return bad("fetch_batch must be at least 1");
+        }
+        if self.ingress_pack == 0 {
+            return bad("ingress_pack must be at least 1");
         }
         if !(1..=64).contains(&self.ingress_partitions) {
             return bad("ingress_partitions must be 1 to 64");

@@ -2,7 +2,9 @@
 //!
 //! - `publish` is a JetStream publish with `Nats-Msg-Id = dedup_id` to a work-queue stream
 //!   (`AMP_INGRESS`, `AMP_FEDERATION`: file storage, `duplicate_window`, configurable
-//!   replicas); it returns once the stream acked it, as [`Acceptance::Persisted`]. With the
+//!   replicas); it returns once the stream acked it, as [`Acceptance::Persisted`]. Ingress
+//!   publishes without a dedup id are packed: those under way at once share one stream
+//!   message (`pack`). With the
 //!   server's `sync_interval: always` (see `deploy/nats/nats-server.conf`) that ack survives
 //!   a kill -9 or power loss.
 //! - `consume` binds one durable pull consumer per (stream, name), shared by every replica
@@ -23,6 +25,7 @@
 mod config;
 mod consumer;
 mod headers;
+mod pack;
 mod reply;
 mod streams;
 mod subscription;
@@ -61,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) js: jetstream::Context,
     /// Stream publishes, group-committed.
     batches: amp_nats::BatchPublisher,
+    /// Ingress publishes without a dedup id, packed.
+    packer: pack::Packer,
     pub(crate) closed: CancellationToken,
     /// Deliveries dropped unsettled, settled by a background task (drop cannot await).
     pub(crate) dropped: mpsc::UnboundedSender<Dropped>,
@@ -153,6 +158,7 @@ impl JetStreamBus {
         let shared = Arc::new(Shared {
             names: Names::new(&config.prefix),
             batches: amp_nats::BatchPublisher::new(client.clone(), config.publish_batch),
+            packer: pack::Packer::new(client.clone(), config.ingress_pack),
             config,
             client,
             js,
@@ -223,26 +229,40 @@ impl JetStreamBus {
             )));
         }
         let mut nats_headers = headers::to_nats(&msg.headers)?;
-        if let Some(to) = reply_to {
-            nats_headers.insert(reply::REPLY_HEADER, to);
-        }
-        if !dedup_id.is_empty() {
-            nats_headers.insert("Nats-Msg-Id", dedup_id);
-        }
         let partitions = shared.config.ingress_partitions;
         let subject = shared
             .names
             .physical_subject(stream, &msg.subject, partitions);
-        // Batches never span streams: the ingress partition's stream, or the stream itself.
+        // Batches and packs never span streams: the ingress partition's stream, or the
+        // stream itself.
         let stream_name = shared
             .names
             .physical_stream(stream, &msg.subject, partitions);
-        let ack = tokio::time::timeout(
-            shared.config.publish_timeout,
-            shared
-                .batches
-                .publish(&stream_name, subject, nats_headers, msg.payload),
-        );
+        let packed =
+            stream == StreamName::Ingress && dedup_id.is_empty() && shared.config.ingress_pack > 1;
+        let stored = if packed {
+            let member = pack::Member {
+                subject: msg.subject,
+                reply_to: reply_to.map(str::to_owned),
+                headers: msg.headers,
+                payload: msg.payload,
+            };
+            futures::future::Either::Left(shared.packer.publish(&stream_name, subject, member))
+        } else {
+            if let Some(to) = reply_to {
+                nats_headers.insert(reply::REPLY_HEADER, to);
+            }
+            if !dedup_id.is_empty() {
+                nats_headers.insert("Nats-Msg-Id", dedup_id);
+            }
+            futures::future::Either::Right(shared.batches.publish(
+                &stream_name,
+                subject,
+                nats_headers,
+                msg.payload,
+            ))
+        };
+        let ack = tokio::time::timeout(shared.config.publish_timeout, stored);
         let ack = tokio::select! {
             biased;
             () = shared.closed.cancelled() => return Err(Error::Closed),

@@ -537,3 +537,174 @@ async fn partitioned_ingress_one_consumer_per_shard() {
     assert!(per_shard.iter().all(|n| *n > 0), "spread: {per_shard:?}");
     bus.shutdown().await;
 }
+
+/// Publishes `n` ingress messages without a dedup id at once (so they are packed), each
+/// with its own `Amp-Id` header, and returns the stream's last sequence afterwards.
+async fn publish_packed(bus: &Bus, server: &NatsServer, prefix: &str, n: usize) -> u64 {
+    let sends = (0..n).map(|i| {
+        let bus = bus.clone();
+        async move {
+            let id = format!("p-{i}");
+            let msg = BusMessage::new(ingress_subject("t-pack"), id.clone())
+                .with_header("Amp-Id", &id)
+                .with_header("traceparent", &format!("00-{i:032x}-{i:016x}-01"));
+            bus.publish(StreamName::Ingress, "", msg).await
+        }
+    });
+    for ack in futures::future::join_all(sends).await {
+        let ack = ack.expect("packed publish");
+        assert_eq!(ack.acceptance, Acceptance::Persisted);
+        assert!(!ack.duplicate);
+    }
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    stream.info().await.expect("info").state.last_sequence
+}
+
+/// Ingress publishes without a dedup id, made at once, share stream messages (packs): far
+/// fewer stream messages than publishes, and each publish is delivered once, as its own
+/// delivery, with its own subject, headers and payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_publishes_share_stream_messages_and_arrive_one_by_one() {
+    const N: usize = 200;
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let bus = connect(config(&server.url(), &prefix)).await;
+    let stored = publish_packed(&bus, &server, &prefix, N).await;
+    assert!(
+        stored <= (N / 4) as u64,
+        "{N} concurrent publishes took {stored} stream messages"
+    );
+    let mut consumer = bus
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        let d = timeout(WAIT, consumer.next())
+            .await
+            .expect("a member")
+            .expect("delivery");
+        let id = d.message().header("Amp-Id").expect("Amp-Id").to_owned();
+        let n: usize = id.trim_start_matches("p-").parse().expect("number");
+        assert_eq!(d.message().subject, ingress_subject("t-pack"));
+        assert_eq!(d.message().payload.as_ref(), id.as_bytes());
+        assert_eq!(
+            d.message().header("traceparent"),
+            Some(&*format!("00-{n:032x}-{n:016x}-01"))
+        );
+        assert_eq!(d.attempt(), 1);
+        assert!(seen.insert(id), "a member delivered twice");
+        d.ack().await.expect("ack");
+    }
+    assert!(
+        timeout(Duration::from_secs(1), consumer.next())
+            .await
+            .is_err(),
+        "more deliveries than publishes"
+    );
+    bus.shutdown().await;
+}
+
+/// A pack is settled by its last member: a nak of one member brings every member back (the
+/// consumer is idempotent); once all are acked nothing comes back; a member that is
+/// terminated is dead-lettered alone, under its own subject and headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packs_members_settle_together_and_dead_letter_alone() {
+    const N: usize = 40;
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let bus = connect(config(&server.url(), &prefix)).await;
+    let stored = publish_packed(&bus, &server, &prefix, N).await;
+    assert!(stored < N as u64, "nothing was packed");
+    let mut consumer = bus
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    // First round: nak p-7, term p-9, ack the rest.
+    for _ in 0..N {
+        let d = timeout(WAIT, consumer.next())
+            .await
+            .expect("a member")
+            .expect("delivery");
+        match d.message().header("Amp-Id") {
+            Some("p-7") => d.nak(Duration::ZERO).await.expect("nak"),
+            Some("p-9") => d.term("poison member").await.expect("term"),
+            _ => d.ack().await.expect("ack"),
+        }
+    }
+    // Second round: the pack that held p-7 comes back whole (its other members were acked
+    // or dead-lettered, and come back too: at least once per member), attempt 2.
+    let mut again = Vec::new();
+    while let Ok(d) = timeout(Duration::from_secs(2), consumer.next()).await {
+        let d = d.expect("delivery");
+        assert_eq!(d.attempt(), 2);
+        let id = d.message().header("Amp-Id").expect("Amp-Id").to_owned();
+        assert!(!again.contains(&id), "{id} twice in one redelivery");
+        again.push(id);
+        d.ack().await.expect("ack");
+    }
+    assert!(
+        again.contains(&"p-7".to_owned()),
+        "the nak'ed member came back: {again:?}"
+    );
+    // After everything was acked the work queue is empty.
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut ingress = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    let left = timeout(WAIT, async {
+        loop {
+            let n = ingress.info().await.expect("info").state.messages;
+            if n == 0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(left.ok(), Some(0), "settled packs left in the work queue");
+    // The dead letter is p-9 alone, as published.
+    let dlq = js
+        .get_stream(format!("{prefix}_AMP_DEAD_LETTER"))
+        .await
+        .expect("dead-letter stream")
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .expect("dlq consumer");
+    let mut letters = dlq
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut found = Vec::new();
+    while let Ok(Some(Ok(m))) = timeout(WAIT, letters.next()).await {
+        let h = m.headers.clone().unwrap_or_default();
+        found.push((
+            m.subject.to_string(),
+            h.get("Amp-Id").map(|v| v.to_string()),
+            h.get("Amp-Dead-Letter-Reason").map(|v| v.to_string()),
+            String::from_utf8_lossy(&m.payload).into_owned(),
+        ));
+    }
+    let p9 = found
+        .iter()
+        .find(|f| f.1.as_deref() == Some("p-9"))
+        .unwrap_or_else(|| panic!("p-9 not dead-lettered: {found:?}"));
+    assert_eq!(p9.0, format!("{prefix}.amp.dlq.ingress.t-pack"));
+    assert_eq!(p9.2.as_deref(), Some("poison member"));
+    assert_eq!(p9.3, "p-9");
+    assert!(
+        found.iter().all(|f| f.1.as_deref() == Some("p-9")),
+        "only p-9 is a dead letter: {found:?}"
+    );
+    bus.shutdown().await;
+}

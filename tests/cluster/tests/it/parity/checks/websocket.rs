@@ -37,8 +37,30 @@ pub(crate) async fn websocket_push(t: &Target) {
         assert!(!live.replay, "a live push is not a replay");
         assert_eq!(live.envelope.from, alice.address);
         socket.ack(live.id()).await.expect("ack over the socket");
+        // The ack is durable once answered; the next socket (another connection, served
+        // concurrently) counts what is pending.
+        acked(&mut socket, live.id()).await;
         socket.close().await.expect("close");
     }
+}
+
+/// Waits for the `message.acked` answer to the ack of `id`.
+async fn acked(socket: &mut amp_client::Subscription, id: &str) {
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Frame::Other { kind, text })) if kind == "message.acked" => {
+                    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
+                    assert_eq!(v["data"]["id"], id, "{text}");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    answered.expect("a message.acked frame within 10 s");
 }
 
 /// The next `message.new` on `socket` (a push, not a poll: it arrives or the check fails).
