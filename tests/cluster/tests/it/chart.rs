@@ -865,6 +865,20 @@ fn security_chart_bundled_nats_tls_on_both_sides() {
     assert!(!plain.contains("/etc/nats-certs/nats/"), "{plain}");
 }
 
+/// The server configuration the chart renders with `extra` values, for
+/// [`NatsServer::start_with`] (which adds a port, JetStream and a temporary directory): its
+/// `accounts` block, each `$AMP_NATS_<SERVICE>_PASSWORD` defined as [`password`] of the Secret
+/// key the StatefulSet fills it from (in a pod, nats-server reads it from its environment).
+fn chart_nats_config(extra: &[&str]) -> String {
+    let docs = parse(&render_bundled(extra));
+    let conf = nats_conf(&docs);
+    let mut config = String::new();
+    for (var, (_, key)) in nats_server_env(&docs) {
+        config.push_str(&format!("{var}: \"{}\"\n", password(&key)));
+    }
+    config + &format!("accounts: {}\n", block(&conf, "accounts"))
+}
+
 fn password(service: &str) -> String {
     format!("pw-{service}-5be3c0d9e1")
 }
@@ -926,10 +940,26 @@ async fn refused(url: &str, user: &str) -> BTreeSet<String> {
             .expect("publish");
         subscriptions.push(client.subscribe(subject).await.expect("subscribe"));
     }
+    // A barrier: the server answers in order, so once the refusal of this publish (no user
+    // may send outside AMP's subjects) is in, every refusal of the probes before it is too.
+    let end = "zz.probes.end";
+    client.publish(end, "end".into()).await.expect("publish");
     client.flush().await.expect("flush");
-    // The server's -ERR lines come before the flush's PONG; the callback runs just after.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let errors = errors.lock().expect("lock").clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let errors = loop {
+        let errors = errors.lock().expect("lock").clone();
+        if errors
+            .iter()
+            .any(|e| e.contains(&format!("Publish to \"{end}\"")))
+        {
+            break errors;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user}: the barrier's refusal never came: {errors:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let mut out = BTreeSet::new();
     for e in &errors {
         for (op, marker) in [
@@ -957,14 +987,7 @@ async fn refused(url: &str, user: &str) -> BTreeSet<String> {
 /// a client without the right password is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_chart_bundled_nats_permissions_equal_deploy_auth_conf() {
-    let docs = parse(&render_bundled(&[]));
-    let conf = nats_conf(&docs);
-    let mut config = String::new();
-    for (var, (_, key)) in nats_server_env(&docs) {
-        config.push_str(&format!("{var}: \"{}\"\n", password(&key)));
-    }
-    config.push_str(&format!("accounts: {}\n", block(&conf, "accounts")));
-    let chart_nats = NatsServer::start_with(&config);
+    let chart_nats = NatsServer::start_with(&chart_nats_config(&[]));
     let deploy_nats = NatsServer::start_with(&nats_auth_config(password));
 
     for s in NATS_SERVICES {
@@ -1058,4 +1081,53 @@ async fn security_chart_bundled_nats_permissions_equal_deploy_auth_conf() {
         "one service's password opens another's user"
     );
     assert!(!chart_nats.log().contains(&password("ingest")));
+}
+
+/// The cluster's binaries on the NATS the chart renders, with a `nats.prefix`: each logs in as
+/// its own user from its password file (as the chart mounts it), and a message crosses ingest,
+/// the router and the mailbox with no permission refused on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_chart_bundled_nats_runs_the_cluster() {
+    use crate::common::{agent, client, mailbox_ids, message_id, send};
+    use cluster_tests::{Deployment, HEAVY, Topology};
+
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start_with(&chart_nats_config(&["--set", "nats.prefix=blue"]));
+    let secrets = tempfile::tempdir().expect("temp dir");
+    for s in NATS_SERVICES {
+        std::fs::write(
+            secrets.path().join(format!("{s}.password")),
+            password(s) + "\n",
+        )
+        .expect("write a password file");
+    }
+    let mut topology = Topology::new("chart.test", nats.url(), 1);
+    topology.replicas = [1, 1, 1, 0];
+    topology.prefix = "blue".to_owned();
+    topology.nats_passwords = Some(secrets.path().to_owned());
+    let d = Deployment::start(&topology).await;
+    let url = d.ingest[0].url();
+    let alice = agent(&url, "acme", "alice").await;
+    let bob = agent(&url, "acme", "bob").await;
+    let id = message_id();
+    send(
+        &client(&url),
+        &alice,
+        bob.address(),
+        &id,
+        "through the chart",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("route: {e}\n{}", d.logs()));
+    let deadline = tokio::time::Instant::now() + d.drain_timeout;
+    while mailbox_ids(&url, &bob).await != [id.clone()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let logs = d.logs().to_lowercase();
+    assert!(!logs.contains("permissions violation"), "{}", d.logs());
 }
