@@ -10,6 +10,7 @@
 
 mod chaos;
 mod chart;
+mod chart_nats;
 mod common;
 mod config;
 mod exchange;
