@@ -311,6 +311,17 @@ fn security_chart_bundled_nats_refuses_to_run_open_or_incomplete() {
         (
             [
                 &secret[..],
+                &[
+                    "--set",
+                    "nats.config.merge.accounts.amp.users[0].user=anyone",
+                ],
+            ]
+            .concat(),
+            vec!["nats.config.merge.accounts.amp"],
+        ),
+        (
+            [
+                &secret[..],
                 &["--set", "nats.config.merge.no_auth_user=ingest"],
             ]
             .concat(),
