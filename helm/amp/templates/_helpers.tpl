@@ -132,13 +132,22 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 
 {{/* Whether the services log in to NATS (mode cluster). */}}
 {{- define "amp.natsAuth" -}}
-{{- $mode := .Values.nats.auth.mode }}
+{{- $mode := include "amp.natsAuthMode" . }}
 {{- if not (has $mode (list "none" "password" "nkey" "credentials")) }}
 {{- fail (printf "nats.auth.mode must be none, password, nkey or credentials, not %q" $mode) }}
 {{- end }}
 {{- if ne $mode "none" }}
-{{- $_ := required "nats.auth.existingSecret is required when nats.auth.mode is not none" .Values.nats.auth.existingSecret }}true
+{{- /* With the bundled NATS a password Secret may be the generated one (nats-auth-secret.yaml). */}}
+{{- if not (and .Values.nats.enabled (eq $mode "password")) }}
+{{- $_ := required "nats.auth.existingSecret is required when nats.auth.mode is not none" .Values.nats.auth.existingSecret }}
+{{- end }}true
 {{- end }}
+{{- end }}
+
+{{/* The services' NATS login mode: nats.auth.mode, or when empty `password` with the bundled
+     NATS (nats.enabled) and `none` without. */}}
+{{- define "amp.natsAuthMode" -}}
+{{- include "amp.natsAuthModeOf" (dict "auth" .Values.nats.auth "enabled" .Values.nats.enabled) }}
 {{- end }}
 
 {{/* One service's NATS login, as AMP__NATS__AUTH__* variables: (dict "root" $ "component" "ingest"). */}}
@@ -146,7 +155,7 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- $root := .root }}
 {{- if include "amp.natsAuth" $root }}
 {{- $file := printf "%s/credential" (include "amp.natsAuthDir" $root) }}
-{{- $mode := $root.Values.nats.auth.mode }}
+{{- $mode := include "amp.natsAuthMode" $root }}
 {{- if eq $mode "password" }}
 - name: AMP__NATS__AUTH__USER
   value: {{ required (printf "nats.auth.users.%s is required" .component) (get $root.Values.nats.auth.users .component) | quote }}

@@ -1,44 +1,27 @@
-//! The Helm chart (`helm/amp`) rendered by the real `helm` (on PATH, or `$HELM`): the Ingress
-//! publishes only the protocol's paths, and the provider identity is never regenerated
-//! behind the operator's back. A missing `helm` fails these tests; it never skips them.
+//! The Helm chart (`helm/amp`) rendered by the real `helm` (on PATH, or `$HELM`; the nats
+//! chart is vendored in `helm/amp/charts/nats`, so every render is offline): the Ingress
+//! publishes only the protocol's paths, and the provider identity is never regenerated behind
+//! the operator's back. The bundled NATS's users: `chart_nats.rs`. A missing `helm` fails these
+//! tests; it never skips them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A copy of the chart without its optional NATS dependency (not vendored in the repo), so
-/// `helm template` renders offline.
-fn chart() -> (tempfile::TempDir, PathBuf) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/amp");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let dst = dir.path().join("amp");
-    copy_dir(&src, &dst);
-    let meta = dst.join("Chart.yaml");
-    let text = std::fs::read_to_string(&meta).expect("read Chart.yaml");
-    let cut = text.find("dependencies:").unwrap_or(text.len());
-    std::fs::write(&meta, &text[..cut]).expect("write Chart.yaml");
-    (dir, dst)
+/// The chart's directory in the repository.
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/amp")
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("create dir");
-    for entry in std::fs::read_dir(src).expect("read chart dir") {
-        let entry = entry.expect("dir entry");
-        let to = dst.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).expect("copy chart file");
-        }
-    }
+fn helm() -> String {
+    std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned())
 }
 
 /// `helm template` with `args`: the manifests, or helm's error.
-fn render(args: &[&str]) -> Result<String, String> {
-    let (_dir, chart) = chart();
-    let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned());
+pub(crate) fn render(args: &[&str]) -> Result<String, String> {
+    let helm = helm();
     let out = Command::new(&helm)
         .args(["template", "r"])
-        .arg(&chart)
+        .arg(chart())
         .args(["--namespace", "amp", "--kube-version", "1.30.0"])
         .args(args)
         .output()
@@ -48,6 +31,24 @@ fn render(args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// `helm lint --strict` with `args`; panics with helm's output when it fails.
+pub(crate) fn lint(args: &[&str]) {
+    let helm = helm();
+    let out = Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(chart())
+        .args(["--namespace", "amp", "--kube-version", "1.30.0"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {helm} (install helm or set HELM): {e}"));
+    assert!(
+        out.status.success(),
+        "helm lint --strict {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The documents of a rendered release whose `kind:` is `kind`.
@@ -231,6 +232,8 @@ fn security_chart_nats_routes_require_authentication() {
         "nats.enabled=true",
         "--set",
         "identity.existingSecret=amp-identity",
+        "--set",
+        "nats.auth.existingSecret=amp-nats-users",
     ];
     let err = render(&base).expect_err("a NATS cluster with open routes rendered");
     assert!(err.contains("routes need authentication"), "{err}");
