@@ -352,7 +352,7 @@ mod tests {
     fn member(i: usize) -> Member {
         Member {
             subject: format!("amp.ingress.acme.agent{i}"),
-            reply_to: (i % 2 == 0).then(|| format!("amp.reply.x.{i}")),
+            reply_to: i.is_multiple_of(2).then(|| format!("amp.reply.x.{i}")),
             headers: vec![
                 ("traceparent".into(), format!("00-{i:032x}-{i:016x}-01")),
                 ("b".into(), String::new()),

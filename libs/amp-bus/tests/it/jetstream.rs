@@ -547,7 +547,7 @@ async fn publish_packed(bus: &Bus, server: &NatsServer, prefix: &str, n: usize) 
             let id = format!("p-{i}");
             let msg = BusMessage::new(ingress_subject("t-pack"), id.clone())
                 .with_header("Amp-Id", &id)
-                .with_header("traceparent", &format!("00-{i:032x}-{i:016x}-01"));
+                .with_header("traceparent", format!("00-{i:032x}-{i:016x}-01"));
             bus.publish(StreamName::Ingress, "", msg).await
         }
     });

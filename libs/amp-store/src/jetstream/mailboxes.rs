@@ -23,7 +23,12 @@
 //!   `QUOTA_SLACK` below it) the count is all that is read and the id's expectation is the
 //!   commit point: writers of one mailbox take turns within a process, so fewer writer
 //!   processes than the slack cannot overshoot. Near the quota the agent-wide expectation
-//!   makes a concurrent enqueue retry: never more than `max_queued`.
+//!   makes a concurrent enqueue retry: never more than `max_queued`. A count this process
+//!   read less than [`COUNT_TRUST`] ago, plus its own writes since, stands in for the read
+//!   while it is below half of a quota of at least [`COUNT_HINT_MIN_QUOTA`] (`CountHints`):
+//!   acks only lower the true count, so the hint can be short of it only by what other
+//!   processes wrote to this one mailbox within that second. The quota can then be exceeded
+//!   only if they write more than half of it in one second.
 //! - **fetch** is one batched direct get on `amp.mbox.<agent>.q.*` from `after + 1` (no
 //!   consumer is created), skipping expired entries; `remaining` is the server's count of
 //!   matching messages after the last one returned (expired, unpurged ones included).
@@ -114,6 +119,47 @@ impl Stored {
 /// process is between its count and its write: the quota holds exactly with up to this
 /// many processes writing (router replicas), far more than a deployment runs.
 const QUOTA_SLACK: u64 = 64;
+/// How long a count read from the stream may stand in for the next read (see the module
+/// documentation, **Quota**).
+const COUNT_TRUST: std::time::Duration = std::time::Duration::from_secs(1);
+/// Smaller quotas are always counted exactly.
+const COUNT_HINT_MIN_QUOTA: u64 = 4 * QUOTA_SLACK;
+/// Agents whose counts are remembered; past it the hints start over.
+const COUNT_HINTS_MAX: usize = 100_000;
+
+/// Recent mailbox counts of this process: (count read, plus this process's writes since;
+/// when it was read).
+#[derive(Default)]
+pub(crate) struct CountHints(parking_lot::Mutex<HashMap<String, (u64, std::time::Instant)>>);
+
+impl CountHints {
+    /// A count to use instead of reading one: a recent read plus this process's writes
+    /// since, while below half of `max`.
+    fn usable(&self, agent_id: &str, max: u64) -> Option<u64> {
+        if max < COUNT_HINT_MIN_QUOTA {
+            return None;
+        }
+        let hints = self.0.lock();
+        let (count, read_at) = hints.get(agent_id)?;
+        (read_at.elapsed() < COUNT_TRUST && *count < max / 2).then_some(*count)
+    }
+
+    /// Remembers a count just read from the stream.
+    fn read(&self, agent_id: &str, count: u64) {
+        let mut hints = self.0.lock();
+        if hints.len() >= COUNT_HINTS_MAX && !hints.contains_key(agent_id) {
+            hints.clear();
+        }
+        hints.insert(agent_id.to_owned(), (count, std::time::Instant::now()));
+    }
+
+    /// One more message written by this process.
+    fn wrote(&self, agent_id: &str) {
+        if let Some((count, _)) = self.0.lock().get_mut(agent_id) {
+            *count = count.saturating_add(1);
+        }
+    }
+}
 
 fn meta_key(agent: &str) -> String {
     format!("meta.{}", tok(agent))
@@ -305,7 +351,14 @@ impl JetStreamStore {
         headers.insert("Nats-TTL", ttl);
         let near_full = match e.max_queued {
             Some(max) => {
-                let count = self.queued_count(&e.agent_id).await?;
+                let count = match self.counts.usable(&e.agent_id, max) {
+                    Some(count) => count,
+                    None => {
+                        let count = self.queued_count(&e.agent_id).await?;
+                        self.counts.read(&e.agent_id, count);
+                        count
+                    }
+                };
                 if count >= max {
                     // Full, unless this is a copy of a message already in it.
                     return Ok(Ok(match self.stored(&e.agent_id, &e.message_id).await? {
@@ -350,7 +403,10 @@ impl JetStreamStore {
             .publish_batched(&self.mailbox, subject, headers, Bytes::from(e.data.clone()))
             .await?
         {
-            Ok(ack) => Ok(Ok(Enqueued::New { seq: ack.sequence })),
+            Ok(ack) => {
+                self.counts.wrote(&e.agent_id);
+                Ok(Ok(Enqueued::New { seq: ack.sequence }))
+            }
             // Refused: the id is taken (answered from what holds it), or, on the exact path,
             // another write for the agent came first (the caller tries again).
             Err(Conflict) => match self.stored(&e.agent_id, &e.message_id).await? {
@@ -627,5 +683,45 @@ impl Mailboxes for JetStreamStore {
     async fn delete_mailbox(&self, agent_id: &str) -> Result<()> {
         // The ids' markers, messages and tombstones, then the meta (see `purge`).
         self.purge_mailbox(agent_id).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recent_count_stands_in_only_far_below_a_large_quota() {
+        let hints = CountHints::default();
+        assert_eq!(hints.usable("a", 1000), None, "never read: read it");
+        hints.read("a", 10);
+        assert_eq!(hints.usable("a", 1000), Some(10));
+        hints.wrote("a");
+        hints.wrote("a");
+        assert_eq!(hints.usable("a", 1000), Some(12), "own writes counted");
+        assert_eq!(
+            hints.usable("a", COUNT_HINT_MIN_QUOTA - 1),
+            None,
+            "small quotas are always counted"
+        );
+        hints.read("a", 499);
+        assert_eq!(hints.usable("a", 1000), Some(499));
+        hints.wrote("a");
+        assert_eq!(hints.usable("a", 1000), None, "half the quota: read it");
+        hints.wrote("b");
+        assert_eq!(hints.usable("b", 1000), None, "writes alone are no count");
+    }
+
+    #[test]
+    fn a_count_is_trusted_for_a_second_only() {
+        let hints = CountHints::default();
+        hints.0.lock().insert(
+            "a".into(),
+            (
+                5,
+                std::time::Instant::now() - COUNT_TRUST - std::time::Duration::from_millis(1),
+            ),
+        );
+        assert_eq!(hints.usable("a", 1000), None);
     }
 }

@@ -71,6 +71,9 @@ pub struct JetStreamStore {
     /// the agent id): the quota's compare-and-set then only races other processes, instead
     /// of hundreds of router workers retrying against each other.
     mailbox_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Mailbox counts this process read recently, plus its own writes since (see
+    /// `mailboxes::CountHints`): far from a quota, a recent count spares the read.
+    counts: mailboxes::CountHints,
 }
 
 impl JetStreamStore {
@@ -93,6 +96,7 @@ impl JetStreamStore {
             mailbox_locks: (0..MAILBOX_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            counts: mailboxes::CountHints::default(),
             conn,
             config,
         };
