@@ -41,7 +41,7 @@ pub use config::{Config, StaticPeer, TrustMode};
 pub use discovery::{Discovery, Peer};
 
 /// The job kind of outbound deliveries in the store's durable timers.
-pub const JOB_KIND: &str = "federation";
+pub const JOB_KIND: &str = amp_proto::relay::FEDERATION_JOB_KIND;
 /// The consumer name on the federation stream.
 pub const CONSUMER: &str = "federation";
 

@@ -381,6 +381,7 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
     let now = now_ms();
     let (tenant, other) = (unique("gone"), unique("kept"));
     let kind = unique("kind");
+    let federation_kind = unique("fed");
     let mut gone = vec![tenant.clone()];
     let mut kept = Vec::new();
     for (t, ids) in [(&tenant, &mut gone), (&other, &mut kept)] {
@@ -412,6 +413,26 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
             })
             .await
             .expect("job");
+        // Federation jobs: one naming its sender's tenant, one written before jobs did
+        // (told by its sender's address).
+        for (id, tenant_field) in [
+            ("new", format!(r#""tenant":"{t}","#)),
+            ("old", String::new()),
+        ] {
+            store
+                .schedule(Job {
+                    id: format!("federation:{}-{id}", a.id),
+                    kind: federation_kind.clone(),
+                    due_at: now,
+                    attempt: 0,
+                    data: format!(
+                        r#"{{{tenant_field}"accepted":{{"sender_address":"{}","recipient_address":"r@peer.example.org"}}}}"#,
+                        a.address
+                    ),
+                })
+                .await
+                .expect("federation job");
+        }
         store
             .put_owner_key(
                 &key_hash(&unique("uk")),
@@ -456,11 +477,31 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
         purged: Default::default(),
         error: None,
     };
-    let done = deletion::run(store, d, &[kind.as_str()], now_ms)
+    let done = deletion::run(store, d, &[kind.as_str(), federation_kind.as_str()], now_ms)
         .await
         .expect("run");
     assert_eq!(done.purged.agents, 2);
-    assert_eq!(done.purged.jobs, 1);
+    assert_eq!(
+        done.purged.jobs, 3,
+        "the webhook job and both federation jobs"
+    );
+    let federation_left: Vec<String> = store
+        .due_jobs(&federation_kind, Millis::MAX, 100)
+        .await
+        .expect("federation jobs")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        federation_left.len(),
+        2,
+        "the other tenant's: {federation_left:?}"
+    );
+    assert!(
+        federation_left
+            .iter()
+            .all(|id| kept.iter().any(|k| id.contains(k.as_str())))
+    );
     // The deletion's own record names the tenant: kept, like the audit log.
     store
         .record_take(deletion::DELETIONS, &tenant)
