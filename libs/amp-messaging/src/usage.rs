@@ -221,6 +221,32 @@ impl Meter {
     }
 }
 
+/// How often [`expire_at`] sweeps.
+pub const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Deletes usage rows past `retention` from `store` a minute after the start, then every
+/// [`RETENTION_SWEEP`], until `shutdown` (a failure is logged; the next sweep goes on). Every
+/// ingest replica may run it: the sweeps are idempotent deletions.
+pub async fn expire_at(
+    store: Store,
+    retention: amp_store::usage::UsageRetention,
+    shutdown: amp_runtime::Shutdown,
+) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = RETENTION_SWEEP;
+        match store.expire_usage(now_ms(), retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "usage rows past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "usage rows not swept; trying again later"),
+        }
+    }
+}
+
 /// Counts an accepted message of `sender` (of `bytes`) for `recipient`, or for another
 /// provider when `None`.
 pub(crate) fn count_accepted(

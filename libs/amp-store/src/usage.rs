@@ -9,7 +9,9 @@
 //! tenant's range is one listing that reads nothing of other tenants' rows, on every
 //! backend (the JetStream one scans a collection's keys). The tenants that have rows are
 //! listed in [`USAGE_TENANTS`], written once per tenant per process
-//! ([`Usage::note_usage_tenant`]), for the every-tenant export.
+//! ([`Usage::note_usage_tenant`]), for the every-tenant export. Rows past their retention
+//! ([`UsageRetention`]) are deleted by [`Usage::expire_usage`], a sweep every backend runs
+//! the same way through [`Records`].
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -139,6 +141,34 @@ pub struct UsageRow {
     pub start: Millis,
     /// The counts.
     pub counts: UsageCounts,
+}
+
+/// How long usage rows are kept, per period: a row whose period started more than this
+/// long ago is deleted by [`Usage::expire_usage`]. `None`: kept for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageRetention {
+    /// Hourly rows.
+    pub hourly: Option<Millis>,
+    /// Daily rows.
+    pub daily: Option<Millis>,
+}
+
+impl UsageRetention {
+    /// From days (0: kept for good).
+    pub fn days(hourly: u32, daily: u32) -> Self {
+        let ms = |d: u32| (d > 0).then(|| Millis::from(d) * DAY_MS);
+        Self {
+            hourly: ms(hourly),
+            daily: ms(daily),
+        }
+    }
+
+    fn of(&self, period: Period) -> Option<Millis> {
+        match period {
+            Period::Hour => self.hourly,
+            Period::Day => self.daily,
+        }
+    }
 }
 
 fn row_id(period: Period, start: Millis, replica: &str) -> String {
@@ -288,6 +318,80 @@ pub trait Usage: Records {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the usage rows of `tenant` whose period started before `now` less the
+    /// period's retention; returns how many. Reads only those rows (they lead the tenant's
+    /// collection for each period).
+    ///
+    /// Fails when the store fails (what was deleted stays deleted; a later call goes on).
+    async fn expire_usage_of(
+        &self,
+        tenant: &str,
+        now: Millis,
+        retention: UsageRetention,
+    ) -> Result<u64> {
+        const PAGE: usize = 500;
+        let collection = usage_collection(tenant);
+        let mut removed = 0;
+        for period in Period::ALL {
+            let Some(keep) = retention.of(period) else {
+                continue;
+            };
+            let cutoff = now.saturating_sub(keep);
+            // Ids of a period are `<tag>|…`: the first is after `<tag>|` (`|` < digits).
+            let mut after = format!("{}|", period.tag());
+            'list: loop {
+                let rows = self.record_list(&collection, Some(&after), PAGE).await?;
+                let n = rows.len();
+                for (id, _) in rows {
+                    let mut parts = id.splitn(3, '|');
+                    let (Some(tag), Some(start)) = (parts.next(), parts.next()) else {
+                        return Err(Error::Corrupt(format!("usage row id '{id}'")));
+                    };
+                    let start: Millis = start
+                        .parse()
+                        .map_err(|_| Error::Corrupt(format!("usage row id '{id}'")))?;
+                    if tag != period.tag() || start >= cutoff {
+                        break 'list;
+                    }
+                    if self.record_take(&collection, &id).await? {
+                        removed += 1;
+                    }
+                    after = id;
+                }
+                if n < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// [`expire_usage_of`](Self::expire_usage_of) for every tenant with usage rows; returns
+    /// how many rows went. Tenants stay listed (a name each; a tenant's rows may come back).
+    ///
+    /// Fails when the store fails (a later call goes on where it stopped).
+    async fn expire_usage(&self, now: Millis, retention: UsageRetention) -> Result<u64> {
+        const PAGE: usize = 500;
+        if retention.hourly.is_none() && retention.daily.is_none() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let names = self
+                .record_list(USAGE_TENANTS, after.as_deref(), PAGE)
+                .await?;
+            let n = names.len();
+            for (name, _) in names {
+                removed += self.expire_usage_of(&name, now, retention).await?;
+                after = Some(name);
+            }
+            if n < PAGE {
+                return Ok(removed);
+            }
+        }
     }
 }
 

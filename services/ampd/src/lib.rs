@@ -261,6 +261,7 @@ async fn serve_with(
         config.server.body_limit_bytes,
     );
 
+    let usage_sweep = tokio::spawn(ingest.clone().expire_usage_at(shutdown.clone()));
     let attachment_sweep = ingest
         .attachments()
         .map(|a| tokio::spawn(a.run_sweeper(ATTACHMENT_SWEEP_INTERVAL, shutdown.clone())));
@@ -293,6 +294,9 @@ async fn serve_with(
         None => None,
     } {
         tracing::warn!(error = %e, "attachment sweep task failed");
+    }
+    if let Err(e) = usage_sweep.await {
+        tracing::warn!(error = %e, "usage sweep task failed");
     }
     if let Err(e) = purge.await {
         tracing::warn!(error = %e, "purge task failed");

@@ -452,3 +452,100 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
         "no report left for a replica with nothing open"
     );
 }
+
+/// Usage rows older than their period's retention are deleted, the others kept, for one
+/// tenant and for every tenant; a second sweep finds nothing (`operator` runs it alone).
+pub async fn operator_usage_rows_expire_after_retention(store: &Store) {
+    use crate::usage::*;
+    let (a, b) = (unique("ur"), unique("ur"));
+    let now = now_ms();
+    let retention = UsageRetention::days(35, 400);
+    let hour = |days_ago: i64| Period::Hour.start_of(now - days_ago * DAY_MS);
+    let day = |days_ago: i64| Period::Day.start_of(now - days_ago * DAY_MS);
+    let one = UsageCounts {
+        messages_in: 1,
+        ..Default::default()
+    };
+    for t in [&a, &b] {
+        store.note_usage_tenant(t).await.expect("note");
+        for (period, start) in [
+            (Period::Hour, hour(40)),
+            (Period::Hour, hour(36)),
+            (Period::Hour, hour(34)),
+            (Period::Hour, hour(0)),
+            (Period::Day, day(500)),
+            (Period::Day, day(401)),
+            (Period::Day, day(399)),
+            (Period::Day, day(0)),
+        ] {
+            for replica in ["r1", "r2"] {
+                store
+                    .put_usage(t, period, start, replica, &one)
+                    .await
+                    .expect("put");
+            }
+        }
+    }
+    let starts = |rows: Vec<UsageRow>| rows.iter().map(|r| r.start).collect::<Vec<_>>();
+    let read = |t: String, period: Period| async move {
+        store
+            .usage(Some(&t), period, 0, now + DAY_MS)
+            .await
+            .expect("usage")
+    };
+
+    assert_eq!(
+        store
+            .expire_usage_of(&a, now, retention)
+            .await
+            .expect("expire"),
+        8,
+        "two old hours and two old days, of two replicas"
+    );
+    assert_eq!(
+        starts(read(a.clone(), Period::Hour).await),
+        vec![hour(34), hour(0)]
+    );
+    assert_eq!(
+        starts(read(a.clone(), Period::Day).await),
+        vec![day(399), day(0)]
+    );
+    assert!(read(a.clone(), Period::Hour).await[0].counts.messages_in == 2);
+    assert_eq!(
+        read(b.clone(), Period::Hour).await.len(),
+        4,
+        "another tenant's rows are its own"
+    );
+
+    // Every tenant; the other's rows go too, and nothing of what is kept.
+    let removed = store
+        .expire_usage(now, retention)
+        .await
+        .expect("expire all");
+    assert!(removed >= 8, "{removed}");
+    for t in [&a, &b] {
+        assert_eq!(
+            starts(read(t.clone(), Period::Hour).await),
+            vec![hour(34), hour(0)]
+        );
+        assert_eq!(
+            starts(read(t.clone(), Period::Day).await),
+            vec![day(399), day(0)]
+        );
+    }
+    assert_eq!(
+        store
+            .expire_usage_of(&a, now, retention)
+            .await
+            .expect("again"),
+        0
+    );
+    // Kept for good: nothing to do.
+    assert_eq!(
+        store
+            .expire_usage_of(&a, now + 10_000 * DAY_MS, UsageRetention::days(0, 0))
+            .await
+            .expect("never"),
+        0
+    );
+}

@@ -263,3 +263,11 @@ async fn jetstream_operator_usage_rows_sum_replicas() {
     let store = connect(&server.url(), &unique("usage")).await;
     amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
 }
+
+/// Usage rows past their retention deleted by the sweep (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_operator_usage_rows_expire_after_retention() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("usage")).await;
+    amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
+}
