@@ -10,9 +10,9 @@
 //! Prometheus gets `amp_usage_messages_total{kind}` (bounded: four kinds); a `tenant` label
 //! only with `usage_metrics_per_tenant` (one series per tenant and kind: opt in knowingly).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amp_store::usage::{Period, Usage as _, UsageCounts};
 use amp_store::{Millis, Store};
@@ -101,6 +101,41 @@ impl TenantMeter {
     }
 }
 
+/// A tenant's bytes held in mailboxes, as this process knows them.
+#[derive(Default)]
+struct Held {
+    /// This process's ledger since it started: net bytes by the end of their expiry's
+    /// bucket (`amp_store::usage::held_bucket`).
+    mine: BTreeMap<Millis, i64>,
+    /// `mine` changed since it was written.
+    dirty: bool,
+    /// The other processes' ledgers as last read, summed by bucket.
+    others: BTreeMap<Millis, i64>,
+    /// When `others` was read (`None`: never).
+    read_at: Option<Instant>,
+    /// A background read of `others` is under way.
+    reading: bool,
+}
+
+impl Held {
+    fn add(&mut self, bucket: Millis, delta: i64) {
+        let net = self.mine.entry(bucket).or_insert(0);
+        *net += delta;
+        if *net == 0 {
+            self.mine.remove(&bucket);
+        }
+        self.dirty = true;
+    }
+
+    /// Bytes held at `now`: the buckets that end after it, never below zero.
+    fn total(&self, now: Millis) -> u64 {
+        let live = |m: &BTreeMap<Millis, i64>| -> i64 {
+            m.range(now.saturating_add(1)..).map(|(_, n)| *n).sum()
+        };
+        u64::try_from(live(&self.mine) + live(&self.others)).unwrap_or(0)
+    }
+}
+
 struct Inner {
     store: Store,
     replica: String,
@@ -109,6 +144,9 @@ struct Inner {
     every: Duration,
     per_tenant_metrics: bool,
     tenants: Mutex<HashMap<String, TenantMeter>>,
+    /// Bytes held per tenant (kept apart: a ledger is cumulative, never forgotten while it
+    /// has a live bucket).
+    held: Mutex<HashMap<String, Held>>,
     /// Serialises flushes (the task's and an explicit one).
     flushing: tokio::sync::Mutex<()>,
 }
@@ -133,6 +171,7 @@ impl Meter {
             replica: format!("{:016x}", rand::random::<u64>()),
             per_tenant_metrics,
             tenants: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(run(Arc::downgrade(&inner), every));
@@ -163,6 +202,73 @@ impl Meter {
         } else {
             metrics::counter!("amp_usage_messages_total", "kind" => event.kind()).increment(1);
         }
+    }
+
+    /// Counts `bytes` written to a mailbox of `tenant`, expiring at `expires_at` (the
+    /// router, for each new mailbox entry: the length of its stored text).
+    pub fn held_added(&self, tenant: &str, bytes: u64, expires_at: Millis) {
+        self.held_change(tenant, i64::try_from(bytes).unwrap_or(i64::MAX), expires_at);
+    }
+
+    /// Counts `bytes` that left a mailbox of `tenant` before `expires_at`, their expiry
+    /// (acknowledged, or deleted with the agent). Expiry itself needs no call.
+    pub fn held_removed(&self, tenant: &str, bytes: u64, expires_at: Millis) {
+        self.held_change(
+            tenant,
+            -i64::try_from(bytes).unwrap_or(i64::MAX),
+            expires_at,
+        );
+    }
+
+    fn held_change(&self, tenant: &str, delta: i64, expires_at: Millis) {
+        if expires_at <= now_ms() || delta == 0 {
+            return;
+        }
+        let bucket = amp_store::usage::held_bucket(expires_at);
+        let mut held = self.0.held.lock();
+        match held.get_mut(tenant) {
+            Some(h) => h.add(bucket, delta),
+            None => {
+                let mut h = Held::default();
+                h.add(bucket, delta);
+                held.insert(tenant.to_owned(), h);
+            }
+        }
+    }
+
+    /// The bytes `tenant`'s mailboxes hold, as this process estimates them: its own ledger
+    /// exactly, the other processes' as they last wrote them (every flush interval) and as
+    /// this process last read them. The first call for a tenant reads the store; later ones
+    /// answer from memory and, once the read is a flush interval old, start another in the
+    /// background (one store read per tenant and interval, never one per message).
+    ///
+    /// Fails when the store cannot be read and this process never could for the tenant.
+    pub async fn held(&self, tenant: &str) -> amp_store::Result<u64> {
+        let now = now_ms();
+        let refresh = {
+            let mut held = self.0.held.lock();
+            let h = held.entry(tenant.to_owned()).or_default();
+            match h.read_at {
+                Some(at) => {
+                    let stale = at.elapsed() >= self.0.every && !h.reading;
+                    if stale {
+                        h.reading = true;
+                    }
+                    if !stale {
+                        return Ok(h.total(now));
+                    }
+                    false
+                }
+                None => true,
+            }
+        };
+        if refresh {
+            // Never read: read now (once per tenant and process).
+            read_held(&self.0, tenant).await?;
+        } else {
+            tokio::spawn(refresh_held(Arc::downgrade(&self.0), tenant.to_owned()));
+        }
+        Ok(self.0.held.lock().get(tenant).map_or(0, |h| h.total(now)))
     }
 
     /// Opens a WebSocket connection of the tenant's agent when fewer than `limit` are open
@@ -218,6 +324,28 @@ impl Meter {
         if let Err(e) = self.flush().await {
             tracing::warn!(error = %e, "usage counts not written at shutdown");
         }
+    }
+}
+
+/// Reads the other processes' held-bytes ledgers of `tenant` into `inner`.
+async fn read_held(inner: &Inner, tenant: &str) -> amp_store::Result<()> {
+    let result = inner
+        .store
+        .held_elsewhere(tenant, &inner.replica, now_ms())
+        .await;
+    let mut held = inner.held.lock();
+    let h = held.entry(tenant.to_owned()).or_default();
+    h.reading = false;
+    let others = result?;
+    h.others = others;
+    h.read_at = Some(Instant::now());
+    Ok(())
+}
+
+async fn refresh_held(inner: Weak<Inner>, tenant: String) {
+    let Some(inner) = inner.upgrade() else { return };
+    if let Err(e) = read_held(&inner, &tenant).await {
+        tracing::debug!(tenant = %tenant, error = %e, "held bytes not read; the last read stands");
     }
 }
 
@@ -324,6 +452,9 @@ async fn flush(inner: &Inner) -> amp_store::Result<()> {
         out
     };
     let mut first_err = None;
+    if let Err(e) = flush_held(inner, now).await {
+        first_err.get_or_insert(e);
+    }
     for Pending {
         tenant,
         mut rows,
@@ -402,6 +533,45 @@ async fn flush(inner: &Inner) -> amp_store::Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// Writes the held-bytes ledgers that changed; forgets a tenant whose ledger is empty and
+/// whose estimate nobody asked for in a while.
+async fn flush_held(inner: &Inner, now: Millis) -> amp_store::Result<()> {
+    let idle = inner.every * 30;
+    let pending: Vec<(String, amp_store::usage::HeldLedger)> = {
+        let mut held = inner.held.lock();
+        let mut out = Vec::new();
+        held.retain(|tenant, h| {
+            let before = h.mine.len();
+            h.mine.retain(|bucket, _| *bucket > now);
+            if h.dirty {
+                out.push((
+                    tenant.clone(),
+                    amp_store::usage::HeldLedger {
+                        at: now,
+                        buckets: h.mine.iter().map(|(b, n)| (*b, *n)).collect(),
+                    },
+                ));
+                h.dirty = false;
+            } else if h.mine.len() != before && h.mine.is_empty() {
+                // Everything expired: nothing of ours to count any more.
+                out.push((tenant.clone(), Default::default()));
+            }
+            !(h.mine.is_empty() && !h.reading && h.read_at.is_none_or(|at| at.elapsed() > idle))
+        });
+        out
+    };
+    let mut first_err = None;
+    for (tenant, ledger) in pending {
+        if let Err(e) = inner.store.put_held(&tenant, &inner.replica, &ledger).await {
+            if let Some(h) = inner.held.lock().get_mut(&tenant) {
+                h.dirty = true;
+            }
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 fn now_ms() -> Millis {
     amp_proto::Timestamp::now().unix_millis()
 }
@@ -409,6 +579,34 @@ fn now_ms() -> Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_held_bytes_add_up_and_expire_with_their_bucket() {
+        use amp_store::usage::{HELD_BUCKET_MS, held_bucket};
+        let t = 1_796_554_800_000; // on an hour
+        assert_eq!(
+            held_bucket(t),
+            t,
+            "an expiry on a boundary ends its own bucket"
+        );
+        assert_eq!(held_bucket(t + 1), t + HELD_BUCKET_MS);
+        let mut h = Held::default();
+        h.add(held_bucket(t + 10), 100);
+        h.add(held_bucket(t + HELD_BUCKET_MS + 10), 50);
+        h.others.insert(held_bucket(t + 10), 30);
+        assert_eq!(h.total(t), 180);
+        h.add(held_bucket(t + 10), -100);
+        assert!(
+            !h.mine.contains_key(&held_bucket(t + 10)),
+            "a net of zero is dropped"
+        );
+        assert_eq!(h.total(t), 80);
+        // The first bucket ended: its messages expired, nothing removes them by hand.
+        assert_eq!(h.total(t + HELD_BUCKET_MS), 50);
+        // Another replica acknowledged more than this one wrote: never below zero.
+        h.others.insert(held_bucket(t + HELD_BUCKET_MS + 10), -500);
+        assert_eq!(h.total(t), 0);
+    }
 
     #[test]
     fn operator_usage_periods_roll_over_and_keep_what_ended() {

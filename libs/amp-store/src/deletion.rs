@@ -195,22 +195,27 @@ pub async fn run(
     job_kinds: &[&str],
     now: impl Fn() -> Millis,
 ) -> Result<TenantDeletion> {
-    run_with(store, d, job_kinds, now, || async {}).await
+    run_with(store, d, job_kinds, now, |_| async {}, || async {}).await
 }
 
-/// [`run`], calling `purged` once every agent, key and invite of the tenant is gone and
-/// before the deletion is marked `done`: where caches of agent records must drop them (so
-/// that nothing purged is still served once the status says `done`).
+/// [`run`], calling `before_purge` with each agent's id just before it is purged (where
+/// what is counted about its mailbox is counted off), and `purged` once every agent, key
+/// and invite of the tenant is gone and before the deletion is marked `done`: where caches
+/// of agent records must drop them (so that nothing purged is still served once the status
+/// says `done`).
 ///
 /// Fails when the store fails; what was purged stays purged.
-pub async fn run_with<F, Fut>(
+pub async fn run_with<B, BFut, F, Fut>(
     store: &Store,
     mut d: TenantDeletion,
     job_kinds: &[&str],
     now: impl Fn() -> Millis,
+    before_purge: B,
     purged: F,
 ) -> Result<TenantDeletion>
 where
+    B: Fn(String) -> BFut,
+    BFut: std::future::Future<Output = ()>,
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -254,6 +259,7 @@ where
             )));
         }
         for id in &page {
+            before_purge(id.clone()).await;
             let p = store.purge_agent(id).await?;
             d.purged.agents += 1;
             d.purged.messages += p.messages;

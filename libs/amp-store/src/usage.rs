@@ -37,6 +37,40 @@ struct ConnectionsReport {
     at: Millis,
 }
 
+/// The collection of a tenant's held-bytes ledgers, one record per replica
+/// ([`HeldLedger`]).
+pub fn held_collection(tenant: &str) -> String {
+    format!("held.{tenant}")
+}
+
+/// Width of a held-bytes bucket: a message counts in the bucket that ends at the first
+/// multiple of this at or after its expiry, so it is counted at most this long after it
+/// expired.
+pub const HELD_BUCKET_MS: Millis = HOUR_MS;
+
+/// The end of the held-bytes bucket of a message expiring at `expires_at`.
+pub fn held_bucket(expires_at: Millis) -> Millis {
+    expires_at.div_euclid(HELD_BUCKET_MS) * HELD_BUCKET_MS
+        + if expires_at.rem_euclid(HELD_BUCKET_MS) == 0 {
+            0
+        } else {
+            HELD_BUCKET_MS
+        }
+}
+
+/// What one replica added to and removed from a tenant's mailboxes since it started, by
+/// the end of the bucket of the messages' expiry: bytes written (router) less bytes
+/// acknowledged or deleted (ingest, delivery). Replicas' ledgers add up; a bucket that ended
+/// counts for nothing (its messages expired), so expiry needs no event. A net may be
+/// negative (a replica that only acknowledges).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLedger {
+    /// When written, unix ms.
+    pub at: Millis,
+    /// `(bucket end, net bytes)`, by bucket.
+    pub buckets: Vec<(Millis, i64)>,
+}
+
 /// Collection of the tenants that have usage rows, by name (empty values).
 pub const USAGE_TENANTS: &str = "usage_tenants";
 
@@ -232,6 +266,57 @@ pub trait Usage: Records {
             }
         }
         Ok(sum)
+    }
+
+    /// Writes `replica`'s held-bytes ledger of `tenant` (replacing its previous one); an
+    /// empty ledger removes it.
+    async fn put_held(&self, tenant: &str, replica: &str, ledger: &HeldLedger) -> Result<()> {
+        if ledger.buckets.is_empty() {
+            return self
+                .record_take(&held_collection(tenant), replica)
+                .await
+                .map(|_| ());
+        }
+        let value = serde_json::to_vec(ledger).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.record_put(&held_collection(tenant), replica, value, PutMode::Replace)
+            .await
+            .map(|_| ())
+    }
+
+    /// The held-bytes ledgers of `tenant` of the replicas other than `except`, summed per
+    /// bucket, keeping the buckets that end after `now`. A ledger with none left (a stopped
+    /// replica's, all expired) is deleted on the way.
+    async fn held_elsewhere(
+        &self,
+        tenant: &str,
+        except: &str,
+        now: Millis,
+    ) -> Result<std::collections::BTreeMap<Millis, i64>> {
+        let collection = held_collection(tenant);
+        let mut sum = std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let rows = self
+                .record_list(&collection, after.as_deref(), 1000)
+                .await?;
+            let n = rows.len();
+            for (replica, value) in rows {
+                let ledger: HeldLedger =
+                    serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+                let live: Vec<_> = ledger.buckets.iter().filter(|(b, _)| *b > now).collect();
+                if live.is_empty() {
+                    self.record_take(&collection, &replica).await?;
+                } else if replica != except {
+                    for (b, net) in live {
+                        *sum.entry(*b).or_insert(0) += net;
+                    }
+                }
+                after = Some(replica);
+            }
+            if n < 1000 {
+                return Ok(sum);
+            }
+        }
     }
 
     /// Writes `replica`'s counts of `tenant` for the period starting at `start` (its running

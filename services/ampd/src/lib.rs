@@ -216,6 +216,8 @@ async fn serve_with(
             return Err(e).context("cannot start the federation service");
         }
     };
+    // Held bytes are counted in the acceptor's meter: exact in one process.
+    router.meter_held(ingest.acceptor().meter().clone());
     let router_task = tokio::spawn(router.run(shutdown.clone()));
     let federation_routes = federation
         .as_ref()

@@ -171,11 +171,31 @@ pub(crate) fn spawn(inner: Arc<Inner>, d: TenantDeletion) {
                 )
                 .await;
             };
+            // Each mailbox's bytes leave the tenant's `stored_bytes` before it goes.
+            let before_purge = |id: String| {
+                let inner = inner.clone();
+                async move {
+                    let Ok(Some(agent)) = inner.store.agent(&id).await else {
+                        return;
+                    };
+                    if let Err(e) = amp_messaging::mailbox::forget_held(
+                        &inner.store,
+                        inner.acceptor.meter(),
+                        &agent,
+                        Inner::now_ms(),
+                    )
+                    .await
+                    {
+                        tracing::debug!(agent = %id, error = %e, "held bytes of a purged mailbox not counted off");
+                    }
+                }
+            };
             match deletion::run_with(
                 &inner.store,
                 current,
                 AGENT_JOB_KINDS,
                 Inner::now_ms,
+                before_purge,
                 purged,
             )
             .await
