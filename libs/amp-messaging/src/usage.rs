@@ -237,36 +237,35 @@ impl Meter {
     }
 
     /// The bytes `tenant`'s mailboxes hold, as this process estimates them: its own ledger
-    /// exactly, the other processes' as they last wrote them (every flush interval) and as
-    /// this process last read them. The first call for a tenant reads the store; later ones
-    /// answer from memory and, once the read is a flush interval old, start another in the
-    /// background (one store read per tenant and interval, never one per message).
+    /// exactly, the other processes' as they last wrote them (every flush interval `F`) and
+    /// as this process last read them. A read younger than `F` is used as it is; one
+    /// between `F` and `2F` old is used while another runs in the background; an older one
+    /// (or none) is replaced by a read before answering. So at most one store read per
+    /// tenant and interval, never one per message, and the answer misses at most what the
+    /// other processes wrote or removed in the last `3F` (plus the store's latency).
     ///
-    /// Fails when the store cannot be read and this process never could for the tenant.
+    /// Fails when the store cannot be read and this process has no read of the tenant
+    /// younger than `2F`.
     pub async fn held(&self, tenant: &str) -> amp_store::Result<u64> {
         let now = now_ms();
-        let refresh = {
+        let every = self.0.every;
+        let read_now = {
             let mut held = self.0.held.lock();
             let h = held.entry(tenant.to_owned()).or_default();
-            match h.read_at {
-                Some(at) => {
-                    let stale = at.elapsed() >= self.0.every && !h.reading;
-                    if stale {
+            match h.read_at.map(|at| at.elapsed()) {
+                Some(age) if age < every => return Ok(h.total(now)),
+                Some(age) if age < 2 * every => {
+                    if !h.reading {
                         h.reading = true;
+                        tokio::spawn(refresh_held(Arc::downgrade(&self.0), tenant.to_owned()));
                     }
-                    if !stale {
-                        return Ok(h.total(now));
-                    }
-                    false
+                    return Ok(h.total(now));
                 }
-                None => true,
+                _ => true,
             }
         };
-        if refresh {
-            // Never read: read now (once per tenant and process).
+        if read_now {
             read_held(&self.0, tenant).await?;
-        } else {
-            tokio::spawn(refresh_held(Arc::downgrade(&self.0), tenant.to_owned()));
         }
         Ok(self.0.held.lock().get(tenant).map_or(0, |h| h.total(now)))
     }
