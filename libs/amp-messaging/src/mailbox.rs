@@ -67,11 +67,11 @@ pub async fn ack(
 }
 
 /// Counts the bytes queued in `agent`'s mailbox off its tenant's in `meter`, before the
-/// mailbox is deleted (deregistration, tenant deletion): one pass over the queued entries,
-/// a page at a time.
+/// mailbox is deleted (an agent's deregistration; a tenant's deletion removes its ledgers
+/// whole instead): one pass over the queued entries, a page at a time.
 ///
 /// Fails when the store cannot be read (nothing is counted off then).
-pub async fn forget_held(
+pub async fn release_held(
     store: &Store,
     meter: &Meter,
     agent: &AgentRecord,

@@ -270,6 +270,14 @@ impl Meter {
         Ok(self.0.held.lock().get(tenant).map_or(0, |h| h.total(now)))
     }
 
+    /// Forgets what this process counted of `tenant`'s held bytes (its deletion removes
+    /// every process's ledger next), waiting for a flush under way so that none is written
+    /// after.
+    pub async fn forget_held(&self, tenant: &str) {
+        let _one = self.0.flushing.lock().await;
+        self.0.held.lock().remove(tenant);
+    }
+
     /// Opens a WebSocket connection of the tenant's agent when fewer than `limit` are open
     /// on this process (always with no limit); `false`: refused, nothing counted. Close it
     /// with [`closed`](Self::closed).

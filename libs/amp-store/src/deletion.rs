@@ -17,7 +17,8 @@
 //! 2. agents, a page at a time ([`Purge::purge_agent`]: record, name, keys, mailbox,
 //!    receipts, presence);
 //! 3. the tenant's owner keys and invite codes;
-//! 4. the tenant record, last: from then on the name can be created afresh.
+//! 4. the held-bytes ledgers of its mailboxes ([`crate::usage::held_collection`]), then
+//!    the tenant record, last: from then on the name can be created afresh.
 //!
 //! The audit log is append-only and kept.
 
@@ -195,27 +196,23 @@ pub async fn run(
     job_kinds: &[&str],
     now: impl Fn() -> Millis,
 ) -> Result<TenantDeletion> {
-    run_with(store, d, job_kinds, now, |_| async {}, || async {}).await
+    run_with(store, d, job_kinds, now, || async {}).await
 }
 
-/// [`run`], calling `before_purge` with each agent's id just before it is purged (where
-/// what is counted about its mailbox is counted off), and `purged` once every agent, key
-/// and invite of the tenant is gone and before the deletion is marked `done`: where caches
-/// of agent records must drop them (so that nothing purged is still served once the status
-/// says `done`).
+/// [`run`], calling `purged` once every agent, key and invite of the tenant is gone and
+/// before the deletion is marked `done`: where caches of agent records must drop them (so
+/// that nothing purged is still served once the status says `done`), and where a process
+/// forgets what it counted of the tenant's held bytes before their ledgers are deleted.
 ///
 /// Fails when the store fails; what was purged stays purged.
-pub async fn run_with<B, BFut, F, Fut>(
+pub async fn run_with<F, Fut>(
     store: &Store,
     mut d: TenantDeletion,
     job_kinds: &[&str],
     now: impl Fn() -> Millis,
-    before_purge: B,
     purged: F,
 ) -> Result<TenantDeletion>
 where
-    B: Fn(String) -> BFut,
-    BFut: std::future::Future<Output = ()>,
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -259,7 +256,6 @@ where
             )));
         }
         for id in &page {
-            before_purge(id.clone()).await;
             let p = store.purge_agent(id).await?;
             d.purged.agents += 1;
             d.purged.messages += p.messages;
@@ -295,8 +291,20 @@ where
         }
     }
 
-    // 4. The tenant record, last.
+    // 4. The held-bytes ledgers (its mailboxes hold nothing now), then the tenant record,
+    //    last.
     purged().await;
+    let held = crate::usage::held_collection(&tenant);
+    loop {
+        let rows = store.record_list(&held, None, 500).await?;
+        let n = rows.len();
+        for (id, _) in rows {
+            store.record_take(&held, &id).await?;
+        }
+        if n < 500 {
+            break;
+        }
+    }
     store.record_take(TENANTS, &tenant).await?;
     d.status = DeletionStatus::Done;
     d.finished_at = Some(now());

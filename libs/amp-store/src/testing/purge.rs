@@ -4,6 +4,7 @@
 use crate::deletion::{self, DeletionStatus, TenantDeletion};
 use crate::operator::*;
 use crate::testing::{agent, entry, key_hash, now_ms, unique};
+use crate::usage::Usage as _;
 use crate::*;
 
 const DAY: i64 = 86_400_000;
@@ -413,6 +414,18 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
             })
             .await
             .expect("job");
+        // What a process counted of the tenant's held bytes.
+        store
+            .put_held(
+                t,
+                "r1",
+                &crate::usage::HeldLedger {
+                    at: now,
+                    buckets: vec![(crate::usage::held_bucket(now + DAY), 10)],
+                },
+            )
+            .await
+            .expect("held");
         // Federation jobs: one naming its sender's tenant, one written before jobs did
         // (told by its sender's address).
         for (id, tenant_field) in [

@@ -549,3 +549,58 @@ pub async fn operator_usage_rows_expire_after_retention(store: &Store) {
         0
     );
 }
+
+/// Held-bytes ledgers of several replicas: summed per bucket without the asking replica's,
+/// ended buckets left out, a ledger with nothing live deleted on the way, an empty ledger
+/// written as none (`operator` runs it alone).
+pub async fn operator_held_ledgers_sum_replicas(store: &Store) {
+    use crate::usage::*;
+    let t = unique("held");
+    let now = now_ms();
+    let b = |hours: i64| held_bucket(now) + hours * HELD_BUCKET_MS;
+    let ledger = |buckets: Vec<(Millis, i64)>| HeldLedger { at: now, buckets };
+    store
+        .put_held(&t, "r1", &ledger(vec![(b(1), 100), (b(2), 50)]))
+        .await
+        .expect("put");
+    store
+        .put_held(&t, "r1", &ledger(vec![(b(1), 300), (b(3), 7)]))
+        .await
+        .expect("replace");
+    store
+        .put_held(&t, "r2", &ledger(vec![(b(1), -40), (b(-2), 1000)]))
+        .await
+        .expect("put");
+    // A stopped replica's ledger, every bucket ended.
+    store
+        .put_held(&t, "r3", &ledger(vec![(b(-3), 9), (b(-1), 9)]))
+        .await
+        .expect("put");
+    store
+        .put_held(&unique("held"), "r1", &ledger(vec![(b(1), 5)]))
+        .await
+        .expect("another tenant");
+
+    let all = store.held_elsewhere(&t, "r9", now).await.expect("sum");
+    assert_eq!(
+        all.into_iter().collect::<Vec<_>>(),
+        vec![(b(1), 260), (b(3), 7)],
+        "replicas summed per bucket, ended buckets left out"
+    );
+    let others = store.held_elsewhere(&t, "r1", now).await.expect("sum");
+    assert_eq!(others.into_iter().collect::<Vec<_>>(), vec![(b(1), -40)]);
+    let ids: Vec<String> = store
+        .record_list(&held_collection(&t), None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, vec!["r1", "r2"], "the ended ledger went");
+    store
+        .put_held(&t, "r2", &HeldLedger::default())
+        .await
+        .expect("empty");
+    let others = store.held_elsewhere(&t, "r1", now).await.expect("sum");
+    assert!(others.is_empty(), "{others:?}");
+}

@@ -162,6 +162,8 @@ pub(crate) fn spawn(inner: Arc<Inner>, d: TenantDeletion) {
             // The tenant's agents are gone from the store: every replica's registry cache
             // drops what it still holds about them (and their sockets re-check) before the
             // deletion reads `done`.
+            // This process forgets what it counted of the tenant's held bytes before the
+            // deletion removes every process's ledger of them (`stored_bytes`).
             let purged = || async {
                 amp_messaging::events::registry_changed(
                     &inner.bus,
@@ -170,32 +172,13 @@ pub(crate) fn spawn(inner: Arc<Inner>, d: TenantDeletion) {
                     amp_messaging::events::ChangeKind::Purged,
                 )
                 .await;
-            };
-            // Each mailbox's bytes leave the tenant's `stored_bytes` before it goes.
-            let before_purge = |id: String| {
-                let inner = inner.clone();
-                async move {
-                    let Ok(Some(agent)) = inner.store.agent(&id).await else {
-                        return;
-                    };
-                    if let Err(e) = amp_messaging::mailbox::forget_held(
-                        &inner.store,
-                        inner.acceptor.meter(),
-                        &agent,
-                        Inner::now_ms(),
-                    )
-                    .await
-                    {
-                        tracing::debug!(agent = %id, error = %e, "held bytes of a purged mailbox not counted off");
-                    }
-                }
+                inner.acceptor.meter().forget_held(&d.tenant).await;
             };
             match deletion::run_with(
                 &inner.store,
                 current,
                 AGENT_JOB_KINDS,
                 Inner::now_ms,
-                before_purge,
                 purged,
             )
             .await

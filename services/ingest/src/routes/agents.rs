@@ -164,7 +164,7 @@ pub(super) async fn delete_me(
     let hold = i64::from(inner.config.registration.name_hold_days) * 24 * 3600 * 1000;
     // The mailbox goes with the agent: its bytes leave the tenant's `stored_bytes`. Read
     // before the deletion (a failure leaves them counted until they expire).
-    if let Err(e) = amp_messaging::mailbox::forget_held(
+    if let Err(e) = amp_messaging::mailbox::release_held(
         &inner.store,
         inner.acceptor.meter(),
         &agent,
