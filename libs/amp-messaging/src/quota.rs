@@ -191,11 +191,24 @@ pub(crate) async fn check_stored(
             .map_err(crate::store_err)?;
         acc.quotas.resolve(record.as_ref().map(|r| &r.plan))
     };
+    check_held(&acc.meter, &plan, recipient_tenant, bytes).await
+}
+
+/// `507 storage_quota_exceeded` when a message of `bytes` would take the bytes `tenant`'s
+/// mailboxes hold (as `meter` estimates them) past `plan`'s `stored_bytes`; nothing to do
+/// (and nothing read) when the plan sets none. Federation's inbound path checks with it.
+///
+/// Fails with that error, or `503` when the store cannot be read.
+pub async fn check_held(
+    meter: &crate::usage::Meter,
+    plan: &PlanLimits,
+    recipient_tenant: &str,
+    bytes: usize,
+) -> Result<(), ApiError> {
     let Some(limit) = plan.stored_bytes else {
         return Ok(());
     };
-    let held = acc
-        .meter
+    let held = meter
         .held(recipient_tenant)
         .await
         .map_err(crate::store_err)?;

@@ -225,6 +225,7 @@ async fn serve_with(
     // Inbound federated messages are metered with the rest of this process's usage.
     if let Some(f) = &federation {
         f.meter_usage(ingest.acceptor().meter().clone());
+        f.enforce_plans(ingest.acceptor().tenants().clone(), config.ingest.plan);
     }
     let federation_task = federation.map(|f| tokio::spawn(f.run(shutdown.clone())));
 
