@@ -7,6 +7,15 @@
 //! process counted since its last flush is lost if it is killed (at most one flush interval
 //! of its traffic); a graceful stop flushes ([`Meter::flush`]).
 //!
+//! The meter also keeps each tenant's held bytes (plans' `stored_bytes`): a ledger of the
+//! bytes this process wrote to the tenant's mailboxes (the router) less those acknowledged
+//! or deleted (ingest, delivery), by the hour their messages expire (a bucket that ended
+//! counts for nothing: expiry needs no event), written to the store with the usage rows
+//! (`amp_store::usage::HeldLedger`, one record per process) and read back from the other
+//! processes at most once per tenant and flush interval `F` ([`Meter::held`]). The estimate
+//! misses at most what the other processes changed in the last `3F`; in `ampd` the router
+//! and the acceptor share one meter, so it is exact there.
+//!
 //! Prometheus gets `amp_usage_messages_total{kind}` (bounded: four kinds); a `tenant` label
 //! only with `usage_metrics_per_tenant` (one series per tenant and kind: opt in knowingly).
 
