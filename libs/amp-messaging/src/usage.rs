@@ -260,7 +260,12 @@ impl Meter {
         let every = self.0.every;
         let read_now = {
             let mut held = self.0.held.lock();
-            let h = held.entry(tenant.to_owned()).or_default();
+            if !held.contains_key(tenant) {
+                held.insert(tenant.to_owned(), Held::default());
+            }
+            let Some(h) = held.get_mut(tenant) else {
+                return Ok(0);
+            };
             match h.read_at.map(|at| at.elapsed()) {
                 Some(age) if age < every => return Ok(h.total(now)),
                 Some(age) if age < 2 * every => {
