@@ -71,6 +71,8 @@ struct TenantMeter {
     /// When `agents` was last sampled (unix ms).
     agents_sampled_at: Millis,
     agents: u64,
+    /// The bytes held at the last sample (carried into the next period).
+    held: u64,
 }
 
 impl TenantMeter {
@@ -87,6 +89,7 @@ impl TenantMeter {
                     UsageCounts {
                         connections: self.connections,
                         agents: self.agents,
+                        bytes_held: self.held,
                         ..Default::default()
                     },
                 );
@@ -527,6 +530,25 @@ async fn flush(inner: &Inner) -> amp_store::Result<()> {
                     }
                 }
                 Err(e) => tracing::debug!(tenant = %tenant, error = %e, "agents not counted"),
+            }
+        }
+        if !rows.is_empty() {
+            // The bytes its mailboxes hold, sampled at every flush that writes its rows (one
+            // read of the ledgers, as a plan's check makes): the period keeps the largest.
+            match read_held(inner, &tenant).await {
+                Ok(()) => {
+                    let n = inner.held.lock().get(&tenant).map_or(0, |h| h.total(now));
+                    let mut tenants = inner.tenants.lock();
+                    if let Some(t) = tenants.get_mut(&tenant) {
+                        t.held = n;
+                        t.hour.1.bytes_held = t.hour.1.bytes_held.max(n);
+                        t.day.1.bytes_held = t.day.1.bytes_held.max(n);
+                    }
+                    for r in rows.iter_mut().filter(|r| r.1 == r.0.start_of(now)) {
+                        r.2.bytes_held = r.2.bytes_held.max(n);
+                    }
+                }
+                Err(e) => tracing::debug!(tenant = %tenant, error = %e, "held bytes not sampled"),
             }
         }
         let mut failed = Vec::new();

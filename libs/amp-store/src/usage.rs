@@ -131,9 +131,10 @@ impl Period {
     }
 }
 
-/// What was counted for a tenant in one period. Counters (`messages_*`, `federated_*`) add
-/// up across replicas; `connections` is each replica's peak, summed; `agents` and
-/// `bytes_stored` describe the whole tenant, so the largest replica's sample is kept.
+/// What was counted for a tenant in one period. Counters (`messages_*`, `federated_*`,
+/// `bytes_stored`) add up across replicas; `connections` is each replica's peak, summed;
+/// `agents` and `bytes_held` describe the whole tenant, so the largest replica's sample is
+/// kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UsageCounts {
@@ -151,6 +152,9 @@ pub struct UsageCounts {
     pub agents: u64,
     /// Peak WebSocket connections.
     pub connections: u64,
+    /// Bytes the tenant's mailboxes held (sampled: the largest sample of the period; the
+    /// level plans' `stored_bytes` limits).
+    pub bytes_held: u64,
 }
 
 impl UsageCounts {
@@ -163,6 +167,7 @@ impl UsageCounts {
         self.bytes_stored += other.bytes_stored;
         self.connections += other.connections;
         self.agents = self.agents.max(other.agents);
+        self.bytes_held = self.bytes_held.max(other.bytes_held);
     }
 }
 

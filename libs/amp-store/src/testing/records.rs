@@ -292,6 +292,7 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
         bytes_stored: 100 * n,
         agents: n,
         connections: 1,
+        bytes_held: 10 * n,
     };
     store.note_usage_tenant(&a).await.expect("note");
     store.note_usage_tenant(&longer).await.expect("note");
@@ -361,6 +362,7 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
     assert!(rows.iter().all(|r| r.tenant == a));
     assert_eq!(rows[1].counts.federated_in, 6);
     assert_eq!(rows[1].counts.bytes_stored, 600);
+    assert_eq!(rows[1].counts.bytes_held, 40, "the largest sample");
 
     // The range is [from, to).
     let rows = store

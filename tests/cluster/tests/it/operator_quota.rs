@@ -125,7 +125,7 @@ async fn operator_cluster_plan_is_shared_by_two_ingest_replicas_and_usage_summed
         .map(|c| c[3].parse::<u64>().expect("a number"))
         .sum();
     assert_eq!(day_in, total as u64, "{csv}");
-    assert!(mine.iter().all(|c| c.len() == 10 && c[1] == "day"), "{csv}");
+    assert!(mine.iter().all(|c| c.len() == 11 && c[1] == "day"), "{csv}");
 }
 
 /// The usage flush of the routers and ingest replicas of the stored-bytes test (`F`).

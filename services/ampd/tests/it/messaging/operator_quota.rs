@@ -265,6 +265,11 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
         "{last}"
     );
     assert_eq!(last["agents"], 2, "{last}");
+    // Nothing was acknowledged: meter-a's mailboxes hold its three messages.
+    assert!(
+        last["bytes_held"].as_u64().is_some_and(|b| b > 3 * 100),
+        "{last}"
+    );
     assert_eq!(
         (total(&b, "messages_in"), total(&b, "messages_out")),
         (1, 3)
@@ -312,7 +317,8 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
             "federated_out",
             "bytes_stored",
             "agents",
-            "connections"
+            "connections",
+            "bytes_held"
         ]
     );
     let mut in_by_tenant = std::collections::BTreeMap::<String, u64>::new();
