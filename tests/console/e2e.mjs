@@ -188,6 +188,7 @@ try {
     bytes_stored: 1_000_000 + i * 25_000,
     agents: 12 + Math.floor(i / 12),
     connections: 5 + (i % 4),
+    bytes_held: 500_000 + i * 10_000,
   }));
   await page.route(/\/admin\/v1\/tenants\/[^/]+\/usage\?/, (r) => {
     const q = new URL(r.request().url()).searchParams;

@@ -236,6 +236,11 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- if (get (get $c "ingest" | default dict) "owners") }}
 {{- fail "config: [[ingest.owners]] would put owner keys in a ConfigMap in plain text; enable `admin` and issue owner keys through the admin API (amp admin keys issue)" }}
 {{- end }}
+{{- /* Usage rows' retention: the values' days, unless `config` sets them. */}}
+{{- $usageIngest := get $c "ingest" | default dict }}
+{{- $retention := dict "usage_hourly_retention_days" (int $root.Values.usage.hourlyRetentionDays) "usage_daily_retention_days" (int $root.Values.usage.dailyRetentionDays) }}
+{{- $_ := set $usageIngest "messaging" (mustMergeOverwrite $retention (get $usageIngest "messaging" | default dict)) }}
+{{- $_ := set $c "ingest" $usageIngest }}
 {{- if $root.Values.admin.enabled }}
 {{- $ingest := get $c "ingest" | default dict }}
 {{- $_ := set $ingest "admin" (mustMergeOverwrite (dict "listen" (printf "127.0.0.1:%d" (int $root.Values.admin.port))) (get $ingest "admin" | default dict)) }}

@@ -306,6 +306,9 @@ pub(crate) async fn accept(
     amp_proto::message::validate_total(&envelope, &payload)?;
     let bytes = amp_proto::message::message_bytes(&envelope, &payload);
     crate::quota::check_size(&plan, bytes)?;
+    if let Some(r) = &recipient {
+        crate::quota::check_stored(acc, &sender.tenant, &plan, &r.tenant, bytes).await?;
+    }
     acc.quotas.take_message(&sender.tenant, &plan)?;
     // Attachments are checked and bound to this message last, once nothing else can refuse
     // it here (spec 05: before delivery).

@@ -95,6 +95,11 @@ pub struct MessagingConfig {
     /// Adds a `tenant` label to `amp_usage_messages_total` (one series per tenant: only
     /// for a bounded number of tenants).
     pub usage_metrics_per_tenant: bool,
+    /// Days hourly usage rows are kept (from the start of their hour); 0: for good. The
+    /// ingest processes delete older ones once an hour ([`usage::expire_at`]).
+    pub usage_hourly_retention_days: u32,
+    /// Days daily usage rows are kept (from the start of their day); 0: for good.
+    pub usage_daily_retention_days: u32,
 }
 
 impl Default for MessagingConfig {
@@ -111,6 +116,8 @@ impl Default for MessagingConfig {
             plan: Default::default(),
             usage_flush_ms: 10_000,
             usage_metrics_per_tenant: false,
+            usage_hourly_retention_days: 35,
+            usage_daily_retention_days: 400,
         }
     }
 }

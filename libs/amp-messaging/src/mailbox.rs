@@ -9,33 +9,47 @@ use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage, 
 
 use crate::events;
 use crate::render::StoredView;
+use crate::usage::Meter;
 
 /// Acknowledges `ids` in `agent`'s mailbox and sends a `message.delivered` receipt for each
-/// newly acknowledged message whose sender asked for one and has not had it yet.
+/// newly acknowledged message whose sender asked for one and has not had it yet; the bytes
+/// that left the mailbox are counted off the tenant's in `meter` (`stored_bytes`).
 ///
 /// Fails only on store errors (the acknowledgement itself is atomic per call).
 pub async fn ack(
     store: &Store,
     bus: &Bus,
+    meter: &Meter,
     domain: &str,
     agent: &AgentRecord,
     ids: &[String],
     now: i64,
 ) -> Result<Vec<AckOutcome>, amp_store::Error> {
-    // Read first: the entry leaves the mailbox with the ack, and with it the receipt flag.
-    // Only the flag is read (a borrowed view); the few messages that want a receipt are parsed.
+    // Read first: the entry leaves the mailbox with the ack, and with it the receipt flag
+    // and its size. Only the flag is read (a borrowed view); the few messages that want a
+    // receipt are parsed.
     let mut wanting = Vec::new();
+    let mut sizes = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(EntryState::Queued(e)) = store.entry(&agent.id, id, now).await?
-            && StoredView::parse(&e.data).is_ok_and(|v| v.receipt)
-            && let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data)
-        {
-            wanting.push(m);
+        let mut size = None;
+        if let Some(EntryState::Queued(e)) = store.entry(&agent.id, id, now).await? {
+            size = Some((e.data.len() as u64, e.expires_at));
+            if StoredView::parse(&e.data).is_ok_and(|v| v.receipt)
+                && let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data)
+            {
+                wanting.push(m);
+            }
         }
+        sizes.push(size);
     }
     let out = store.ack(&agent.id, ids, now).await?;
     let acked = out.iter().filter(|o| **o == AckOutcome::Acked).count();
     metrics::counter!("amp_mailbox_acked_total").increment(acked as u64);
+    for (outcome, size) in out.iter().zip(&sizes) {
+        if let (AckOutcome::Acked, Some((bytes, expires_at))) = (outcome, size) {
+            meter.held_removed(&agent.tenant, *bytes, *expires_at);
+        }
+    }
     for m in wanting {
         let newly = ids
             .iter()
@@ -50,6 +64,37 @@ pub async fn ack(
         }
     }
     Ok(out)
+}
+
+/// Counts the bytes queued in `agent`'s mailbox off its tenant's in `meter`, before the
+/// mailbox is deleted (an agent's deregistration; a tenant's deletion removes its ledgers
+/// whole instead): one pass over the queued entries, a page at a time.
+///
+/// Fails when the store cannot be read (nothing is counted off then).
+pub async fn release_held(
+    store: &Store,
+    meter: &Meter,
+    agent: &AgentRecord,
+    now: i64,
+) -> Result<(), amp_store::Error> {
+    const PAGE: usize = 200;
+    let mut sizes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.fetch(&agent.id, after, PAGE, now).await?;
+        let n = page.entries.len();
+        for e in page.entries {
+            sizes.push((e.data.len() as u64, e.expires_at));
+            after = Some(e.seq);
+        }
+        if n < PAGE || page.remaining == 0 {
+            break;
+        }
+    }
+    for (bytes, expires_at) in sizes {
+        meter.held_removed(&agent.tenant, bytes, expires_at);
+    }
+    Ok(())
 }
 
 /// How much one page of a mailbox may hold.

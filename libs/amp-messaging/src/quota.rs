@@ -11,6 +11,9 @@
 //! - `message_bytes`: `413 request_too_large`.
 //! - `federation = false`: a recipient on another provider is `403 forbidden`.
 //! - `agents`: checked by registration (ingest), `403 forbidden`.
+//! - `stored_bytes` (of the recipient's tenant): `507 storage_quota_exceeded`
+//!   ([`check_stored`]), against [`crate::usage::Meter::held`], an estimate kept in memory
+//!   and shared through the store every `usage_flush_ms` (its error bound is there).
 //! - `connections`: checked when a WebSocket authenticates ([`open_connection`]): this
 //!   process's open connections of the tenant, exact, plus the other processes' as they
 //!   last reported them to the store (every `usage_flush_ms`): a cluster over-admits by at
@@ -162,6 +165,64 @@ pub async fn open_connection(acc: &crate::Acceptor, tenant: &str) -> Result<(), 
         ),
     )
     .with_extra("retry_after", Value::from(60)))
+}
+
+/// `507 storage_quota_exceeded` when a message of `bytes` for an agent of
+/// `recipient_tenant` would take the bytes its mailboxes hold past its plan's
+/// `stored_bytes` (the sender's `sender_plan` when it is the sender's tenant; otherwise read
+/// through the tenant gate's cache). The bytes held are this process's estimate
+/// ([`crate::usage::Meter::held`]): no store read per message.
+///
+/// Fails with that error, or `503` when the store cannot be read.
+pub(crate) async fn check_stored(
+    acc: &crate::Acceptor,
+    sender_tenant: &str,
+    sender_plan: &PlanLimits,
+    recipient_tenant: &str,
+    bytes: usize,
+) -> Result<(), ApiError> {
+    let plan = if recipient_tenant == sender_tenant {
+        *sender_plan
+    } else {
+        let record = acc
+            .tenants
+            .tenant(recipient_tenant)
+            .await
+            .map_err(crate::store_err)?;
+        acc.quotas.resolve(record.as_ref().map(|r| &r.plan))
+    };
+    check_held(&acc.meter, &plan, recipient_tenant, bytes).await
+}
+
+/// `507 storage_quota_exceeded` when a message of `bytes` would take the bytes `tenant`'s
+/// mailboxes hold (as `meter` estimates them) past `plan`'s `stored_bytes`; nothing to do
+/// (and nothing read) when the plan sets none. Federation's inbound path checks with it.
+///
+/// Fails with that error, or `503` when the store cannot be read.
+pub async fn check_held(
+    meter: &crate::usage::Meter,
+    plan: &PlanLimits,
+    recipient_tenant: &str,
+    bytes: usize,
+) -> Result<(), ApiError> {
+    let Some(limit) = plan.stored_bytes else {
+        return Ok(());
+    };
+    let held = meter
+        .held(recipient_tenant)
+        .await
+        .map_err(crate::store_err)?;
+    if held.saturating_add(bytes as u64) <= limit {
+        return Ok(());
+    }
+    metrics::counter!("amp_plan_refusals_total", "quota" => "stored_bytes").increment(1);
+    Err(ApiError::new(
+        ErrorCode::StorageQuotaExceeded,
+        format!(
+            "the recipient's tenant '{recipient_tenant}' holds {held} bytes of messages, its plan's limit is {limit}; the message was not accepted"
+        ),
+    )
+    .with_field("to"))
 }
 
 /// `403 forbidden` when the plan does not allow sending to other providers.

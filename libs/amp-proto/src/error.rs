@@ -58,6 +58,9 @@ pub enum ErrorCode {
     ProviderNotTrusted,
     /// 507 `mailbox_full`: the recipient's mailbox is at its quota.
     MailboxFull,
+    /// 507 `storage_quota_exceeded`: the recipient's tenant holds its plan's `stored_bytes`
+    /// (not a spec code: the spec names none for a tenant's storage quota).
+    StorageQuotaExceeded,
     /// 500 `internal_error`.
     Internal,
     /// 501 `not_implemented`: a feature this provider does not (yet) offer.
@@ -94,7 +97,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 41] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -120,6 +123,7 @@ impl ErrorCode {
         ErrorCode::InvalidRecipient,
         ErrorCode::ProviderNotTrusted,
         ErrorCode::MailboxFull,
+        ErrorCode::StorageQuotaExceeded,
         ErrorCode::Internal,
         ErrorCode::NotImplemented,
         ErrorCode::BadGateway,
@@ -165,6 +169,7 @@ impl ErrorCode {
             ErrorCode::InvalidRecipient => "invalid_recipient",
             ErrorCode::ProviderNotTrusted => "provider_not_trusted",
             ErrorCode::MailboxFull => "mailbox_full",
+            ErrorCode::StorageQuotaExceeded => "storage_quota_exceeded",
             ErrorCode::Internal => "internal_error",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::BadGateway => "bad_gateway",
@@ -224,7 +229,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => 501,
             ErrorCode::BadGateway => 502,
             ErrorCode::Unavailable => 503,
-            ErrorCode::MailboxFull => 507,
+            ErrorCode::MailboxFull | ErrorCode::StorageQuotaExceeded => 507,
         }
     }
 }

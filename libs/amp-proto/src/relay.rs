@@ -106,3 +106,9 @@ impl WebhookJob {
     /// The job kind in the store.
     pub const KIND: &'static str = "webhook";
 }
+
+/// The job kind of an outbound federation delivery (written and run by the federation
+/// service). Its data carries `tenant`, the sending agent's tenant, so that a tenant's
+/// deletion finds its jobs; jobs written before that field existed are told by their
+/// `accepted.sender_address`.
+pub const FEDERATION_JOB_KIND: &str = "federation";

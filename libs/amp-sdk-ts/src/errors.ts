@@ -44,6 +44,7 @@ export const ErrorCode = {
   AgentSuspended: "agent_suspended",
   ProviderNotTrusted: "provider_not_trusted",
   MailboxFull: "mailbox_full",
+  StorageQuotaExceeded: "storage_quota_exceeded",
   RequestTooLarge: "request_too_large",
   TimestampFuture: "timestamp_future",
   MessageQuarantined: "message_quarantined",
@@ -188,7 +189,7 @@ export class RateLimitedError extends ApiError {
   }
 }
 
-/** 5xx (and 507 `mailbox_full`): the provider could not do it now. */
+/** 5xx (and 507 `mailbox_full`, `storage_quota_exceeded`): the provider could not do it now. */
 export class ServerError extends ApiError {
   constructor(init: ApiErrorInit) {
     super(init);

@@ -9,12 +9,16 @@
 //!
 //! The steps, in an order that keeps each one findable until it is done:
 //! 0. the tenant is marked `deleting` (if it is not yet): refused service from then on;
-//! 1. jobs of the given kinds whose data names (`agent_id`) an agent of the tenant, or an
-//!    agent no longer in the registry (one purged by an earlier run that stopped);
+//! 1. jobs of the given kinds whose data names the tenant (`tenant`: federation jobs), an
+//!    agent of the tenant (`agent_id`: webhook jobs) or an agent no longer in the registry
+//!    (one purged by an earlier run that stopped), or whose sender
+//!    (`accepted.sender_address`: federation jobs written before they carried `tenant`) is
+//!    an active agent of the tenant;
 //! 2. agents, a page at a time ([`Purge::purge_agent`]: record, name, keys, mailbox,
 //!    receipts, presence);
 //! 3. the tenant's owner keys and invite codes;
-//! 4. the tenant record, last: from then on the name can be created afresh.
+//! 4. the held-bytes ledgers of its mailboxes ([`crate::usage::held_collection`]), then
+//!    the tenant record, last: from then on the name can be created afresh.
 //!
 //! The audit log is append-only and kept.
 
@@ -61,7 +65,7 @@ pub struct PurgeCounts {
     pub messages: u64,
     /// Receipts.
     pub receipts: u64,
-    /// Jobs (webhook deliveries).
+    /// Jobs (webhook and federation deliveries).
     pub jobs: u64,
     /// Owner keys.
     pub owner_keys: u64,
@@ -145,8 +149,44 @@ pub async fn unfinished(store: &Store) -> Result<Vec<TenantDeletion>> {
     }
 }
 
-/// Runs (or resumes) a deletion to its end: `job_kinds` are the kinds of job whose data
-/// names an agent (`agent_id`). Saves progress after every step; returns the record marked
+/// Whether `job` belongs to `tenant`, by its data: its `tenant` field; else its
+/// `agent_id`, an agent of the tenant or one no longer in the registry (purged by an earlier
+/// run that stopped); else its `accepted.sender_address` (a federation job written before
+/// jobs carried their tenant), the address of an active agent of the tenant. A job whose
+/// data names none of them is nobody's.
+///
+/// Fails when the registry cannot be read.
+async fn job_of_tenant(store: &Store, job: &crate::Job, tenant: &str) -> Result<bool> {
+    let Ok(data) = serde_json::from_str::<serde_json::Value>(&job.data) else {
+        return Ok(false);
+    };
+    if let Some(t) = data.get("tenant").and_then(serde_json::Value::as_str) {
+        return Ok(t == tenant);
+    }
+    if let Some(agent) = data.get("agent_id").and_then(serde_json::Value::as_str) {
+        return Ok(match store.agent(agent).await? {
+            Some(a) => a.tenant == tenant,
+            None => true,
+        });
+    }
+    let sender = data
+        .get("accepted")
+        .and_then(|a| a.get("sender_address"))
+        .and_then(serde_json::Value::as_str);
+    if let Some(address) = sender
+        && let Some((name, _)) = address.split_once('@')
+        && let Some(a) = store
+            .agent_by_name(tenant, &name.to_ascii_lowercase())
+            .await?
+    {
+        return Ok(a.address.eq_ignore_ascii_case(address));
+    }
+    Ok(false)
+}
+
+/// Runs (or resumes) a deletion to its end: `job_kinds` are the kinds of job to look
+/// through for the tenant's (their data names the tenant, an agent of it by `agent_id`, or
+/// a sender of it by `accepted.sender_address`: [`job_of_tenant`]). Saves progress after every step; returns the record marked
 /// `done`. The caller marks it `failed` on an error (or retries: running again is safe).
 ///
 /// Fails when the store fails; what was purged stays purged.
@@ -161,7 +201,8 @@ pub async fn run(
 
 /// [`run`], calling `purged` once every agent, key and invite of the tenant is gone and
 /// before the deletion is marked `done`: where caches of agent records must drop them (so
-/// that nothing purged is still served once the status says `done`).
+/// that nothing purged is still served once the status says `done`), and where a process
+/// forgets what it counted of the tenant's held bytes before their ledgers are deleted.
 ///
 /// Fails when the store fails; what was purged stays purged.
 pub async fn run_with<F, Fut>(
@@ -194,17 +235,7 @@ where
     // 1. Jobs, while their agents can still be told apart by tenant.
     for kind in job_kinds {
         for job in store.due_jobs(kind, Millis::MAX, JOB_SCAN).await? {
-            let Some(agent) = serde_json::from_str::<serde_json::Value>(&job.data)
-                .ok()
-                .and_then(|v| v.get("agent_id")?.as_str().map(str::to_owned))
-            else {
-                continue;
-            };
-            let ours = match store.agent(&agent).await? {
-                Some(a) => a.tenant == tenant,
-                None => true,
-            };
-            if ours {
+            if job_of_tenant(store, &job, &tenant).await? {
                 store.complete(&job.id).await?;
                 d.purged.jobs += 1;
             }
@@ -260,8 +291,20 @@ where
         }
     }
 
-    // 4. The tenant record, last.
+    // 4. The held-bytes ledgers (its mailboxes hold nothing now), then the tenant record,
+    //    last.
     purged().await;
+    let held = crate::usage::held_collection(&tenant);
+    loop {
+        let rows = store.record_list(&held, None, 500).await?;
+        let n = rows.len();
+        for (id, _) in rows {
+            store.record_take(&held, &id).await?;
+        }
+        if n < 500 {
+            break;
+        }
+    }
     store.record_take(TENANTS, &tenant).await?;
     d.status = DeletionStatus::Done;
     d.finished_at = Some(now());

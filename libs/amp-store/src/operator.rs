@@ -88,7 +88,8 @@ pub struct PlanLimits {
     /// Messages sent by the tenant's agents per day, all together (`429 rate_limited`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_per_day: Option<u32>,
-    /// Most bytes of messages held in the tenant's mailboxes (recorded; not enforced yet).
+    /// Most bytes of messages held in the tenant's mailboxes (`507 storage_quota_exceeded`
+    /// for a message to any of its agents past it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
     /// Largest message (envelope and payload as JSON), bytes (`413`).

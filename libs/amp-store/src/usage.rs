@@ -9,7 +9,9 @@
 //! tenant's range is one listing that reads nothing of other tenants' rows, on every
 //! backend (the JetStream one scans a collection's keys). The tenants that have rows are
 //! listed in [`USAGE_TENANTS`], written once per tenant per process
-//! ([`Usage::note_usage_tenant`]), for the every-tenant export.
+//! ([`Usage::note_usage_tenant`]), for the every-tenant export. Rows past their retention
+//! ([`UsageRetention`]) are deleted by [`Usage::expire_usage`], a sweep every backend runs
+//! the same way through [`Records`].
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,40 @@ struct ConnectionsReport {
     n: u64,
     /// When reported, unix ms.
     at: Millis,
+}
+
+/// The collection of a tenant's held-bytes ledgers, one record per replica
+/// ([`HeldLedger`]).
+pub fn held_collection(tenant: &str) -> String {
+    format!("held.{tenant}")
+}
+
+/// Width of a held-bytes bucket: a message counts in the bucket that ends at the first
+/// multiple of this at or after its expiry, so it is counted at most this long after it
+/// expired.
+pub const HELD_BUCKET_MS: Millis = HOUR_MS;
+
+/// The end of the held-bytes bucket of a message expiring at `expires_at`.
+pub fn held_bucket(expires_at: Millis) -> Millis {
+    expires_at.div_euclid(HELD_BUCKET_MS) * HELD_BUCKET_MS
+        + if expires_at.rem_euclid(HELD_BUCKET_MS) == 0 {
+            0
+        } else {
+            HELD_BUCKET_MS
+        }
+}
+
+/// What one replica added to and removed from a tenant's mailboxes since it started, by
+/// the end of the bucket of the messages' expiry: bytes written (router) less bytes
+/// acknowledged or deleted (ingest, delivery). Replicas' ledgers add up; a bucket that ended
+/// counts for nothing (its messages expired), so expiry needs no event. A net may be
+/// negative (a replica that only acknowledges).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLedger {
+    /// When written, unix ms.
+    pub at: Millis,
+    /// `(bucket end, net bytes)`, by bucket.
+    pub buckets: Vec<(Millis, i64)>,
 }
 
 /// Collection of the tenants that have usage rows, by name (empty values).
@@ -95,9 +131,10 @@ impl Period {
     }
 }
 
-/// What was counted for a tenant in one period. Counters (`messages_*`, `federated_*`) add
-/// up across replicas; `connections` is each replica's peak, summed; `agents` and
-/// `bytes_stored` describe the whole tenant, so the largest replica's sample is kept.
+/// What was counted for a tenant in one period. Counters (`messages_*`, `federated_*`,
+/// `bytes_stored`) add up across replicas; `connections` is each replica's peak, summed;
+/// `agents` and `bytes_held` describe the whole tenant, so the largest replica's sample is
+/// kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UsageCounts {
@@ -115,6 +152,9 @@ pub struct UsageCounts {
     pub agents: u64,
     /// Peak WebSocket connections.
     pub connections: u64,
+    /// Bytes the tenant's mailboxes held (sampled: the largest sample of the period; the
+    /// level plans' `stored_bytes` limits).
+    pub bytes_held: u64,
 }
 
 impl UsageCounts {
@@ -127,6 +167,7 @@ impl UsageCounts {
         self.bytes_stored += other.bytes_stored;
         self.connections += other.connections;
         self.agents = self.agents.max(other.agents);
+        self.bytes_held = self.bytes_held.max(other.bytes_held);
     }
 }
 
@@ -139,6 +180,34 @@ pub struct UsageRow {
     pub start: Millis,
     /// The counts.
     pub counts: UsageCounts,
+}
+
+/// How long usage rows are kept, per period: a row whose period started more than this
+/// long ago is deleted by [`Usage::expire_usage`]. `None`: kept for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageRetention {
+    /// Hourly rows.
+    pub hourly: Option<Millis>,
+    /// Daily rows.
+    pub daily: Option<Millis>,
+}
+
+impl UsageRetention {
+    /// From days (0: kept for good).
+    pub fn days(hourly: u32, daily: u32) -> Self {
+        let ms = |d: u32| (d > 0).then(|| Millis::from(d) * DAY_MS);
+        Self {
+            hourly: ms(hourly),
+            daily: ms(daily),
+        }
+    }
+
+    fn of(&self, period: Period) -> Option<Millis> {
+        match period {
+            Period::Hour => self.hourly,
+            Period::Day => self.daily,
+        }
+    }
 }
 
 fn row_id(period: Period, start: Millis, replica: &str) -> String {
@@ -202,6 +271,57 @@ pub trait Usage: Records {
             }
         }
         Ok(sum)
+    }
+
+    /// Writes `replica`'s held-bytes ledger of `tenant` (replacing its previous one); an
+    /// empty ledger removes it.
+    async fn put_held(&self, tenant: &str, replica: &str, ledger: &HeldLedger) -> Result<()> {
+        if ledger.buckets.is_empty() {
+            return self
+                .record_take(&held_collection(tenant), replica)
+                .await
+                .map(|_| ());
+        }
+        let value = serde_json::to_vec(ledger).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.record_put(&held_collection(tenant), replica, value, PutMode::Replace)
+            .await
+            .map(|_| ())
+    }
+
+    /// The held-bytes ledgers of `tenant` of the replicas other than `except`, summed per
+    /// bucket, keeping the buckets that end after `now`. A ledger with none left (a stopped
+    /// replica's, all expired) is deleted on the way.
+    async fn held_elsewhere(
+        &self,
+        tenant: &str,
+        except: &str,
+        now: Millis,
+    ) -> Result<std::collections::BTreeMap<Millis, i64>> {
+        let collection = held_collection(tenant);
+        let mut sum = std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let rows = self
+                .record_list(&collection, after.as_deref(), 1000)
+                .await?;
+            let n = rows.len();
+            for (replica, value) in rows {
+                let ledger: HeldLedger =
+                    serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+                let live: Vec<_> = ledger.buckets.iter().filter(|(b, _)| *b > now).collect();
+                if live.is_empty() {
+                    self.record_take(&collection, &replica).await?;
+                } else if replica != except {
+                    for (b, net) in live {
+                        *sum.entry(*b).or_insert(0) += net;
+                    }
+                }
+                after = Some(replica);
+            }
+            if n < 1000 {
+                return Ok(sum);
+            }
+        }
     }
 
     /// Writes `replica`'s counts of `tenant` for the period starting at `start` (its running
@@ -288,6 +408,80 @@ pub trait Usage: Records {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the usage rows of `tenant` whose period started before `now` less the
+    /// period's retention; returns how many. Reads only those rows (they lead the tenant's
+    /// collection for each period).
+    ///
+    /// Fails when the store fails (what was deleted stays deleted; a later call goes on).
+    async fn expire_usage_of(
+        &self,
+        tenant: &str,
+        now: Millis,
+        retention: UsageRetention,
+    ) -> Result<u64> {
+        const PAGE: usize = 500;
+        let collection = usage_collection(tenant);
+        let mut removed = 0;
+        for period in Period::ALL {
+            let Some(keep) = retention.of(period) else {
+                continue;
+            };
+            let cutoff = now.saturating_sub(keep);
+            // Ids of a period are `<tag>|…`: the first is after `<tag>|` (`|` < digits).
+            let mut after = format!("{}|", period.tag());
+            'list: loop {
+                let rows = self.record_list(&collection, Some(&after), PAGE).await?;
+                let n = rows.len();
+                for (id, _) in rows {
+                    let mut parts = id.splitn(3, '|');
+                    let (Some(tag), Some(start)) = (parts.next(), parts.next()) else {
+                        return Err(Error::Corrupt(format!("usage row id '{id}'")));
+                    };
+                    let start: Millis = start
+                        .parse()
+                        .map_err(|_| Error::Corrupt(format!("usage row id '{id}'")))?;
+                    if tag != period.tag() || start >= cutoff {
+                        break 'list;
+                    }
+                    if self.record_take(&collection, &id).await? {
+                        removed += 1;
+                    }
+                    after = id;
+                }
+                if n < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// [`expire_usage_of`](Self::expire_usage_of) for every tenant with usage rows; returns
+    /// how many rows went. Tenants stay listed (a name each; a tenant's rows may come back).
+    ///
+    /// Fails when the store fails (a later call goes on where it stopped).
+    async fn expire_usage(&self, now: Millis, retention: UsageRetention) -> Result<u64> {
+        const PAGE: usize = 500;
+        if retention.hourly.is_none() && retention.daily.is_none() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let names = self
+                .record_list(USAGE_TENANTS, after.as_deref(), PAGE)
+                .await?;
+            let n = names.len();
+            for (name, _) in names {
+                removed += self.expire_usage_of(&name, now, retention).await?;
+                after = Some(name);
+            }
+            if n < PAGE {
+                return Ok(removed);
+            }
+        }
     }
 }
 

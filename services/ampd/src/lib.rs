@@ -216,6 +216,8 @@ async fn serve_with(
             return Err(e).context("cannot start the federation service");
         }
     };
+    // Held bytes are counted in the acceptor's meter: exact in one process.
+    router.meter_held(ingest.acceptor().meter().clone());
     let router_task = tokio::spawn(router.run(shutdown.clone()));
     let federation_routes = federation
         .as_ref()
@@ -223,6 +225,7 @@ async fn serve_with(
     // Inbound federated messages are metered with the rest of this process's usage.
     if let Some(f) = &federation {
         f.meter_usage(ingest.acceptor().meter().clone());
+        f.enforce_plans(ingest.acceptor().tenants().clone(), config.ingest.plan);
     }
     let federation_task = federation.map(|f| tokio::spawn(f.run(shutdown.clone())));
 
@@ -261,6 +264,7 @@ async fn serve_with(
         config.server.body_limit_bytes,
     );
 
+    let usage_sweep = tokio::spawn(ingest.clone().expire_usage_at(shutdown.clone()));
     let attachment_sweep = ingest
         .attachments()
         .map(|a| tokio::spawn(a.run_sweeper(ATTACHMENT_SWEEP_INTERVAL, shutdown.clone())));
@@ -293,6 +297,9 @@ async fn serve_with(
         None => None,
     } {
         tracing::warn!(error = %e, "attachment sweep task failed");
+    }
+    if let Err(e) = usage_sweep.await {
+        tracing::warn!(error = %e, "usage sweep task failed");
     }
     if let Err(e) = purge.await {
         tracing::warn!(error = %e, "purge task failed");

@@ -922,6 +922,7 @@ impl Session {
         let out = amp_messaging::mailbox::ack(
             &inner.store,
             &inner.bus,
+            inner.acceptor.meter(),
             &inner.identity.domain,
             &self.agent,
             std::slice::from_ref(&id),

@@ -249,6 +249,17 @@ pub(crate) async fn deliver(
         ));
     }
 
+    // Within the recipient's tenant plan's `stored_bytes` (no store read per message: the
+    // gate's cached record and the meter's estimate).
+    if let (Some(meter), Some((gate, defaults))) = (inner.meter.get(), inner.plans.get()) {
+        let record = gate.tenant(&recipient.tenant).await.map_err(store_err)?;
+        let plan = record.map_or(*defaults, |r| r.plan.over(defaults));
+        let bytes = amp_proto::message::message_bytes(&env, &payload);
+        amp_messaging::quota::check_held(meter, &plan, &recipient.tenant, bytes)
+            .await
+            .map_err(|e| HttpError::new(e.with_extra("accepted", Value::Bool(false))))?;
+    }
+
     // To the router, which classifies it (`external` at best: it came from a peer) and
     // writes the mailbox: the same hand-off as a local sender's message.
     let id = env.id.clone();

@@ -41,7 +41,7 @@ pub use config::{Config, StaticPeer, TrustMode};
 pub use discovery::{Discovery, Peer};
 
 /// The job kind of outbound deliveries in the store's durable timers.
-pub const JOB_KIND: &str = "federation";
+pub const JOB_KIND: &str = amp_proto::relay::FEDERATION_JOB_KIND;
 /// The consumer name on the federation stream.
 pub const CONSUMER: &str = "federation";
 
@@ -91,6 +91,10 @@ pub(crate) struct Inner {
     pub(crate) wake: tokio::sync::Notify,
     /// Usage metering of inbound messages (`federated_in`), when the composer gives one.
     pub(crate) meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
+    /// Recipients' tenant plans (their records through the gate, over the default plan),
+    /// when the composer gives them: inbound messages are held to `stored_bytes`.
+    pub(crate) plans:
+        std::sync::OnceLock<(amp_messaging::TenantGate, amp_store::operator::PlanLimits)>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -145,6 +149,7 @@ impl Federation {
                 seen: Mutex::new(HashMap::new()),
                 wake: tokio::sync::Notify::new(),
                 meter: std::sync::OnceLock::new(),
+                plans: std::sync::OnceLock::new(),
                 http,
                 config,
                 identity,
@@ -160,6 +165,18 @@ impl Federation {
     /// ignored.
     pub fn meter_usage(&self, meter: amp_messaging::usage::Meter) {
         let _ = self.inner.meter.set(meter);
+    }
+
+    /// Holds inbound messages to their recipient's tenant plan's `stored_bytes` (`507
+    /// storage_quota_exceeded`), reading tenant records through `gate` over `defaults` (the
+    /// default plan) and the bytes held through the meter of [`meter_usage`]
+    /// (Self::meter_usage), which must be set too. Set once; later calls are ignored.
+    pub fn enforce_plans(
+        &self,
+        gate: amp_messaging::TenantGate,
+        defaults: amp_store::operator::PlanLimits,
+    ) {
+        let _ = self.inner.plans.set((gate, defaults));
     }
 
     /// The federation service's HTTP routes.

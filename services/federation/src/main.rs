@@ -71,6 +71,10 @@ async fn run() -> anyhow::Result<()> {
         cfg.ingest.messaging.usage_metrics_per_tenant,
     );
     service.meter_usage(meter.clone());
+    service.enforce_plans(
+        amp_messaging::TenantGate::new(store.clone()),
+        cfg.ingest.plan,
+    );
     let worker = tokio::spawn(service.clone().run(shutdown.clone()));
     let meter_task = tokio::spawn(meter.flush_at(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;

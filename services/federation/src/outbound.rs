@@ -32,6 +32,10 @@ const SCAN_BATCH: usize = 256;
 /// What a federation job carries.
 #[derive(Serialize, Deserialize)]
 struct JobData {
+    /// The sending agent's tenant: a tenant's deletion removes its jobs by it
+    /// (`amp_store::deletion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
     /// The message as the router handed it over.
     accepted: Accepted,
     /// Why the previous attempt failed.
@@ -85,6 +89,13 @@ fn job_id(a: &Accepted) -> String {
     format!("federation:{}", &sha256_b64(key.as_bytes())[..22])
 }
 
+/// The tenant of a message's sender (a local agent: only they send through federation).
+fn sender_tenant(inner: &Inner, a: &Accepted) -> Option<String> {
+    amp_proto::Address::parse_full(&a.sender_address, &inner.identity.domain)
+        .ok()
+        .map(|a| a.tenant().to_owned())
+}
+
 fn now_ms() -> i64 {
     Timestamp::now().unix_millis()
 }
@@ -131,6 +142,7 @@ async fn enqueue(inner: &Inner, d: Delivery) {
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
     let data = match serde_json::to_string(&JobData {
+        tenant: sender_tenant(inner, &accepted),
         accepted,
         last_error: None,
         trace,
@@ -341,6 +353,7 @@ async fn reschedule(
     attempt: u32,
 ) {
     let data = JobData {
+        tenant: sender_tenant(inner, accepted),
         accepted: accepted.clone(),
         last_error: error,
         trace: serde_json::from_str::<JobTrace>(&job.data)

@@ -459,7 +459,7 @@
     const label = metric.replace('_', ' ');
     note.textContent = rows.length
       ? rows.length + ' ' + (period === 'hour' ? 'hours' : 'days') + '; ' + label + ': ' +
-        (metric === 'bytes_stored' || metric === 'agents' || metric === 'connections'
+        (metric === 'bytes_held' || metric === 'agents' || metric === 'connections'
           ? 'latest ' + fmt(Number(rows[rows.length - 1][metric]) || 0)
           : 'total ' + fmt(total))
       : 'no usage recorded in this period';

@@ -159,6 +159,18 @@ impl Ingest {
         self.inner.attachments.clone()
     }
 
+    /// Deletes usage rows past their retention (`[ingest.messaging]
+    /// usage_hourly_retention_days`, `usage_daily_retention_days`) once an hour until
+    /// `shutdown`; spawn it beside the server.
+    pub async fn expire_usage_at(self, shutdown: amp_runtime::Shutdown) {
+        let m = &self.inner.config.messaging;
+        let retention = amp_store::usage::UsageRetention::days(
+            m.usage_hourly_retention_days,
+            m.usage_daily_retention_days,
+        );
+        amp_messaging::usage::expire_at(self.inner.store.clone(), retention, shutdown).await;
+    }
+
     /// The provider key this service signs and advertises with.
     pub fn provider_key(&self) -> &SecretKey {
         &self.inner.identity.provider_key

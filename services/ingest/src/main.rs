@@ -90,6 +90,10 @@ async fn run() -> anyhow::Result<()> {
     workers.push(tokio::spawn(
         ingest.acceptor().meter().clone().flush_at(shutdown.clone()),
     ));
+    // Usage rows past their retention (idempotent deletions: every replica may sweep).
+    workers.push(tokio::spawn(
+        ingest.clone().expire_usage_at(shutdown.clone()),
+    ));
     // Every replica sweeps expired attachments; each deletion is claimed by one.
     workers.extend(
         ingest

@@ -25,8 +25,9 @@ struct Config {
     nats: NatsConfig,
     store: StoreConfig,
     router: router::Config,
+    /// Of `[ingest]`, how often usage counts are written (the held bytes of `stored_bytes`).
+    ingest: amp_cluster::IngestView,
     // The other services' sections of the shared file.
-    ingest: OtherSection,
     delivery: OtherSection,
     federation: OtherSection,
     capabilities: OtherSection,
@@ -52,7 +53,16 @@ async fn run() -> anyhow::Result<()> {
         store.clone(),
         bus.clone(),
     )?;
+    // The bytes this replica writes to each tenant's mailboxes, shared with the others
+    // through the store every usage flush (plans' `stored_bytes`).
+    let meter = amp_messaging::usage::Meter::new(
+        store.clone(),
+        std::time::Duration::from_millis(cfg.ingest.messaging.usage_flush_ms),
+        false,
+    );
+    service.meter_held(meter.clone());
     let worker = tokio::spawn(service.run(shutdown.clone()));
+    let meter_task = tokio::spawn(meter.flush_at(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
     let app = axum::Router::new();
     amp_cluster::serve(
@@ -62,7 +72,7 @@ async fn run() -> anyhow::Result<()> {
         bus,
         &cfg.server,
         shutdown,
-        vec![worker],
+        vec![worker, meter_task],
     )
     .await
 }

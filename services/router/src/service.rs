@@ -48,6 +48,8 @@ struct Inner {
     scanner: InjectionScanner,
     /// Signs bounces (`postmaster@system.<domain>`).
     provider_key: SecretKey,
+    /// Counts the bytes written to each tenant's mailboxes (plans' `stored_bytes`).
+    meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
 }
 
 impl RouterService {
@@ -85,8 +87,16 @@ impl RouterService {
                 bus,
                 scanner,
                 provider_key,
+                meter: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Counts the bytes of every new mailbox entry in `meter` (the tenants' held bytes,
+    /// which plans' `stored_bytes` limit); without it nothing is counted. Set once; later
+    /// calls are ignored.
+    pub fn meter_held(&self, meter: amp_messaging::usage::Meter) {
+        let _ = self.inner.meter.set(meter);
     }
 
     /// Consumes the ingress stream until `shutdown`, routing up to `workers` messages at
@@ -283,8 +293,12 @@ impl RouterService {
             expires_at: expires_at.unix_millis(),
             max_queued: accepted.max_queued,
         };
+        let held = (entry.data.len() as u64, entry.expires_at);
         let outcome = match inner.store.enqueue(entry).await? {
             Enqueued::New { seq } => {
+                if let Some(meter) = inner.meter.get() {
+                    meter.held_added(&recipient.tenant, held.0, held.1);
+                }
                 if recipient.delivery.webhook_url.is_some() {
                     // Durable, so webhook attempts and their retries survive a restart; the
                     // delivery service re-reads the mailbox before every attempt.

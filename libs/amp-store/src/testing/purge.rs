@@ -4,6 +4,7 @@
 use crate::deletion::{self, DeletionStatus, TenantDeletion};
 use crate::operator::*;
 use crate::testing::{agent, entry, key_hash, now_ms, unique};
+use crate::usage::Usage as _;
 use crate::*;
 
 const DAY: i64 = 86_400_000;
@@ -381,6 +382,7 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
     let now = now_ms();
     let (tenant, other) = (unique("gone"), unique("kept"));
     let kind = unique("kind");
+    let federation_kind = unique("fed");
     let mut gone = vec![tenant.clone()];
     let mut kept = Vec::new();
     for (t, ids) in [(&tenant, &mut gone), (&other, &mut kept)] {
@@ -412,6 +414,38 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
             })
             .await
             .expect("job");
+        // What a process counted of the tenant's held bytes.
+        store
+            .put_held(
+                t,
+                "r1",
+                &crate::usage::HeldLedger {
+                    at: now,
+                    buckets: vec![(crate::usage::held_bucket(now + DAY), 10)],
+                },
+            )
+            .await
+            .expect("held");
+        // Federation jobs: one naming its sender's tenant, one written before jobs did
+        // (told by its sender's address).
+        for (id, tenant_field) in [
+            ("new", format!(r#""tenant":"{t}","#)),
+            ("old", String::new()),
+        ] {
+            store
+                .schedule(Job {
+                    id: format!("federation:{}-{id}", a.id),
+                    kind: federation_kind.clone(),
+                    due_at: now,
+                    attempt: 0,
+                    data: format!(
+                        r#"{{{tenant_field}"accepted":{{"sender_address":"{}","recipient_address":"r@peer.example.org"}}}}"#,
+                        a.address
+                    ),
+                })
+                .await
+                .expect("federation job");
+        }
         store
             .put_owner_key(
                 &key_hash(&unique("uk")),
@@ -456,11 +490,31 @@ pub async fn delete_a_tenant_for_a_scan(store: &Store) -> (Vec<String>, Vec<Stri
         purged: Default::default(),
         error: None,
     };
-    let done = deletion::run(store, d, &[kind.as_str()], now_ms)
+    let done = deletion::run(store, d, &[kind.as_str(), federation_kind.as_str()], now_ms)
         .await
         .expect("run");
     assert_eq!(done.purged.agents, 2);
-    assert_eq!(done.purged.jobs, 1);
+    assert_eq!(
+        done.purged.jobs, 3,
+        "the webhook job and both federation jobs"
+    );
+    let federation_left: Vec<String> = store
+        .due_jobs(&federation_kind, Millis::MAX, 100)
+        .await
+        .expect("federation jobs")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        federation_left.len(),
+        2,
+        "the other tenant's: {federation_left:?}"
+    );
+    assert!(
+        federation_left
+            .iter()
+            .all(|id| kept.iter().any(|k| id.contains(k.as_str())))
+    );
     // The deletion's own record names the tenant: kept, like the audit log.
     store
         .record_take(deletion::DELETIONS, &tenant)

@@ -292,6 +292,7 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
         bytes_stored: 100 * n,
         agents: n,
         connections: 1,
+        bytes_held: 10 * n,
     };
     store.note_usage_tenant(&a).await.expect("note");
     store.note_usage_tenant(&longer).await.expect("note");
@@ -361,6 +362,7 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
     assert!(rows.iter().all(|r| r.tenant == a));
     assert_eq!(rows[1].counts.federated_in, 6);
     assert_eq!(rows[1].counts.bytes_stored, 600);
+    assert_eq!(rows[1].counts.bytes_held, 40, "the largest sample");
 
     // The range is [from, to).
     let rows = store
@@ -451,4 +453,156 @@ pub async fn operator_usage_rows_sum_replicas(store: &Store) {
             .all(|(r, _)| r != "r2"),
         "no report left for a replica with nothing open"
     );
+}
+
+/// Usage rows older than their period's retention are deleted, the others kept, for one
+/// tenant and for every tenant; a second sweep finds nothing (`operator` runs it alone).
+pub async fn operator_usage_rows_expire_after_retention(store: &Store) {
+    use crate::usage::*;
+    let (a, b) = (unique("ur"), unique("ur"));
+    let now = now_ms();
+    let retention = UsageRetention::days(35, 400);
+    let hour = |days_ago: i64| Period::Hour.start_of(now - days_ago * DAY_MS);
+    let day = |days_ago: i64| Period::Day.start_of(now - days_ago * DAY_MS);
+    let one = UsageCounts {
+        messages_in: 1,
+        ..Default::default()
+    };
+    for t in [&a, &b] {
+        store.note_usage_tenant(t).await.expect("note");
+        for (period, start) in [
+            (Period::Hour, hour(40)),
+            (Period::Hour, hour(36)),
+            (Period::Hour, hour(34)),
+            (Period::Hour, hour(0)),
+            (Period::Day, day(500)),
+            (Period::Day, day(401)),
+            (Period::Day, day(399)),
+            (Period::Day, day(0)),
+        ] {
+            for replica in ["r1", "r2"] {
+                store
+                    .put_usage(t, period, start, replica, &one)
+                    .await
+                    .expect("put");
+            }
+        }
+    }
+    let starts = |rows: Vec<UsageRow>| rows.iter().map(|r| r.start).collect::<Vec<_>>();
+    let read = |t: String, period: Period| async move {
+        store
+            .usage(Some(&t), period, 0, now + DAY_MS)
+            .await
+            .expect("usage")
+    };
+
+    assert_eq!(
+        store
+            .expire_usage_of(&a, now, retention)
+            .await
+            .expect("expire"),
+        8,
+        "two old hours and two old days, of two replicas"
+    );
+    assert_eq!(
+        starts(read(a.clone(), Period::Hour).await),
+        vec![hour(34), hour(0)]
+    );
+    assert_eq!(
+        starts(read(a.clone(), Period::Day).await),
+        vec![day(399), day(0)]
+    );
+    assert!(read(a.clone(), Period::Hour).await[0].counts.messages_in == 2);
+    assert_eq!(
+        read(b.clone(), Period::Hour).await.len(),
+        4,
+        "another tenant's rows are its own"
+    );
+
+    // Every tenant; the other's rows go too, and nothing of what is kept.
+    let removed = store
+        .expire_usage(now, retention)
+        .await
+        .expect("expire all");
+    assert!(removed >= 8, "{removed}");
+    for t in [&a, &b] {
+        assert_eq!(
+            starts(read(t.clone(), Period::Hour).await),
+            vec![hour(34), hour(0)]
+        );
+        assert_eq!(
+            starts(read(t.clone(), Period::Day).await),
+            vec![day(399), day(0)]
+        );
+    }
+    assert_eq!(
+        store
+            .expire_usage_of(&a, now, retention)
+            .await
+            .expect("again"),
+        0
+    );
+    // Kept for good: nothing to do.
+    assert_eq!(
+        store
+            .expire_usage_of(&a, now + 10_000 * DAY_MS, UsageRetention::days(0, 0))
+            .await
+            .expect("never"),
+        0
+    );
+}
+
+/// Held-bytes ledgers of several replicas: summed per bucket without the asking replica's,
+/// ended buckets left out, a ledger with nothing live deleted on the way, an empty ledger
+/// written as none (`operator` runs it alone).
+pub async fn operator_held_ledgers_sum_replicas(store: &Store) {
+    use crate::usage::*;
+    let t = unique("held");
+    let now = now_ms();
+    let b = |hours: i64| held_bucket(now) + hours * HELD_BUCKET_MS;
+    let ledger = |buckets: Vec<(Millis, i64)>| HeldLedger { at: now, buckets };
+    store
+        .put_held(&t, "r1", &ledger(vec![(b(1), 100), (b(2), 50)]))
+        .await
+        .expect("put");
+    store
+        .put_held(&t, "r1", &ledger(vec![(b(1), 300), (b(3), 7)]))
+        .await
+        .expect("replace");
+    store
+        .put_held(&t, "r2", &ledger(vec![(b(1), -40), (b(-2), 1000)]))
+        .await
+        .expect("put");
+    // A stopped replica's ledger, every bucket ended.
+    store
+        .put_held(&t, "r3", &ledger(vec![(b(-3), 9), (b(-1), 9)]))
+        .await
+        .expect("put");
+    store
+        .put_held(&unique("held"), "r1", &ledger(vec![(b(1), 5)]))
+        .await
+        .expect("another tenant");
+
+    let all = store.held_elsewhere(&t, "r9", now).await.expect("sum");
+    assert_eq!(
+        all.into_iter().collect::<Vec<_>>(),
+        vec![(b(1), 260), (b(3), 7)],
+        "replicas summed per bucket, ended buckets left out"
+    );
+    let others = store.held_elsewhere(&t, "r1", now).await.expect("sum");
+    assert_eq!(others.into_iter().collect::<Vec<_>>(), vec![(b(1), -40)]);
+    let ids: Vec<String> = store
+        .record_list(&held_collection(&t), None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, vec!["r1", "r2"], "the ended ledger went");
+    store
+        .put_held(&t, "r2", &HeldLedger::default())
+        .await
+        .expect("empty");
+    let others = store.held_elsewhere(&t, "r1", now).await.expect("sum");
+    assert!(others.is_empty(), "{others:?}");
 }

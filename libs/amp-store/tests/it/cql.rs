@@ -73,6 +73,22 @@ async fn cql_operator_usage_rows_sum_replicas() {
     amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
 }
 
+/// Held-bytes ledgers of several replicas, summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_operator_held_ledgers_sum_replicas() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    amp_store::testing::records::operator_held_ledgers_sum_replicas(&store).await;
+}
+
+/// Usage rows past their retention deleted by the sweep (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_operator_usage_rows_expire_after_retention() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
+}
+
 /// Two sessions are two cluster processes: two routers writing one mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cql_passes_two_writer_conformance() {

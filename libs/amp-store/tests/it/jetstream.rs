@@ -263,3 +263,19 @@ async fn jetstream_operator_usage_rows_sum_replicas() {
     let store = connect(&server.url(), &unique("usage")).await;
     amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
 }
+
+/// Held-bytes ledgers of several replicas, summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_operator_held_ledgers_sum_replicas() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("held")).await;
+    amp_store::testing::records::operator_held_ledgers_sum_replicas(&store).await;
+}
+
+/// Usage rows past their retention deleted by the sweep (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_operator_usage_rows_expire_after_retention() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("usage")).await;
+    amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
+}

@@ -119,6 +119,24 @@ async fn redb_operator_usage_rows_sum_replicas() {
     store.close().await.expect("close");
 }
 
+/// Held-bytes ledgers of several replicas, summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_operator_held_ledgers_sum_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_held_ledgers_sum_replicas(&store).await;
+    store.close().await.expect("close");
+}
+
+/// Usage rows past their retention deleted by the sweep (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_operator_usage_rows_expire_after_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
+    store.close().await.expect("close");
+}
+
 /// redb serialises every write in one process: the same store twice is the two-writer case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_passes_two_writer_conformance() {

@@ -298,3 +298,61 @@ async fn security_shared_limits_replay_on_another_replica_stores_nothing_twice()
     );
     b.stop().await;
 }
+
+/// Issue 17: inbound federated messages are held to the recipient's tenant plan's
+/// `stored_bytes` like local ones: `507 storage_quota_exceeded` (`accepted: false`) once
+/// its mailboxes hold it, accepted again once the recipient acknowledged.
+#[tokio::test]
+async fn operator_federation_inbound_stored_bytes_is_enforced_with_507() {
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let b = pb
+        .start_with(|c| {
+            c.federation.peers = vec![pa.as_peer()];
+            c.ingest.plan.stored_bytes = Some(12_000);
+        })
+        .await;
+    let bob = b.register("team", "bob").await;
+    let alice = remote_agent("alice@acme.alpha.test");
+    let payload = payload_with(&"x".repeat(2500));
+    let now = Timestamp::now().unix_secs();
+    let deliver = async |n: u64| {
+        let id = format!("msg_1706648400000_{n:016x}");
+        let m = body(&alice, &bob.address, &id, &payload, &payload);
+        b.deliver_raw(&headers("alpha.test", &pa.key, now, &m), &m)
+            .await
+    };
+    let mut accepted = 0;
+    let refusal = loop {
+        let r = deliver(accepted).await;
+        if r.status.as_u16() == 507 {
+            break r;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        accepted += 1;
+        assert!(accepted < 20, "20 messages of 3 KB fit in 12 KB");
+    };
+    assert_refused(&refusal, 507, "storage_quota_exceeded");
+    assert!((2..=4).contains(&accepted), "{accepted}");
+    assert_eq!(b.pending_count(&bob).await, accepted as usize);
+
+    let (page, _) = b.pending(&bob).await;
+    let ids: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    let r = b
+        .http
+        .post(format!("{}/v1/messages/pending/ack", b.url))
+        .bearer_auth(&bob.api_key)
+        .json(&json!({ "ids": ids }))
+        .send()
+        .await
+        .expect("ack");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = deliver(100).await;
+    assert_eq!(r.status, StatusCode::OK, "room again: {}", r.text);
+    b.stop().await;
+}

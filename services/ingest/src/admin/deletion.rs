@@ -25,8 +25,12 @@ use super::{Caller, audit, new_id, rfc3339, tenants};
 use crate::routes::store_error;
 use crate::state::Inner;
 
-/// The job kinds whose data names an agent (`agent_id`): removed with the agent.
-const AGENT_JOB_KINDS: &[&str] = &[amp_proto::relay::WebhookJob::KIND];
+/// The job kinds a tenant's deletion looks through (webhook jobs name their agent,
+/// federation jobs their sender's tenant): removed with the tenant.
+const AGENT_JOB_KINDS: &[&str] = &[
+    amp_proto::relay::WebhookJob::KIND,
+    amp_proto::relay::FEDERATION_JOB_KIND,
+];
 /// Attempts of a run that fails on the store before the deletion is marked `failed`.
 const ATTEMPTS: u32 = 5;
 
@@ -158,6 +162,8 @@ pub(crate) fn spawn(inner: Arc<Inner>, d: TenantDeletion) {
             // The tenant's agents are gone from the store: every replica's registry cache
             // drops what it still holds about them (and their sockets re-check) before the
             // deletion reads `done`.
+            // This process forgets what it counted of the tenant's held bytes before the
+            // deletion removes every process's ledger of them (`stored_bytes`).
             let purged = || async {
                 amp_messaging::events::registry_changed(
                     &inner.bus,
@@ -166,6 +172,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, d: TenantDeletion) {
                     amp_messaging::events::ChangeKind::Purged,
                 )
                 .await;
+                inner.acceptor.meter().forget_held(&d.tenant).await;
             };
             match deletion::run_with(
                 &inner.store,

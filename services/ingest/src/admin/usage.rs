@@ -132,6 +132,7 @@ pub(super) async fn tenant_json(
                 "bytes_stored": c.bytes_stored,
                 "agents": c.agents,
                 "connections": c.connections,
+                "bytes_held": c.bytes_held,
             })
         })
         .collect();
@@ -166,7 +167,7 @@ pub(super) async fn all_csv(
 }
 
 /// The CSV header line.
-pub(crate) const CSV_HEADER: &str = "tenant,period,start,messages_in,messages_out,federated_in,federated_out,bytes_stored,agents,connections";
+pub(crate) const CSV_HEADER: &str = "tenant,period,start,messages_in,messages_out,federated_in,federated_out,bytes_stored,agents,connections,bytes_held";
 
 /// One line per tenant per period. Tenant names are DNS labels and times RFC 3339: nothing
 /// needs quoting.
@@ -177,7 +178,7 @@ fn csv(r: &Range, tenants: &[String], rows: &[UsageRow]) -> Response {
         for (start, c) in filled(t, r, rows) {
             let _ = writeln!(
                 out,
-                "{t},{},{},{},{},{},{},{},{},{}",
+                "{t},{},{},{},{},{},{},{},{},{},{}",
                 r.period.as_str(),
                 start_text(start),
                 c.messages_in,
@@ -186,7 +187,8 @@ fn csv(r: &Range, tenants: &[String], rows: &[UsageRow]) -> Response {
                 c.federated_out,
                 c.bytes_stored,
                 c.agents,
-                c.connections
+                c.connections,
+                c.bytes_held
             );
         }
     }

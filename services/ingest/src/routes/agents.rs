@@ -162,6 +162,18 @@ pub(super) async fn delete_me(
 ) -> ApiResult<Json<Value>> {
     let now = Timestamp::now();
     let hold = i64::from(inner.config.registration.name_hold_days) * 24 * 3600 * 1000;
+    // The mailbox goes with the agent: its bytes leave the tenant's `stored_bytes`. Read
+    // before the deletion (a failure leaves them counted until they expire).
+    if let Err(e) = amp_messaging::mailbox::release_held(
+        &inner.store,
+        inner.acceptor.meter(),
+        &agent,
+        now.unix_millis(),
+    )
+    .await
+    {
+        tracing::warn!(agent = %agent.id, error = %e, "held bytes of a deleted mailbox not counted off");
+    }
     match inner
         .store
         .deregister_agent(&agent.id, now.unix_millis(), now.unix_millis() + hold)

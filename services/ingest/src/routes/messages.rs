@@ -181,6 +181,7 @@ async fn ack_one(inner: &Inner, agent: &AgentRecord, id: &str) -> ApiResult<Json
     let out = amp_messaging::mailbox::ack(
         &inner.store,
         &inner.bus,
+        inner.acceptor.meter(),
         &inner.identity.domain,
         agent,
         &[id.to_owned()],
@@ -244,6 +245,7 @@ pub(super) async fn ack_batch(
     let out = amp_messaging::mailbox::ack(
         &inner.store,
         &inner.bus,
+        inner.acceptor.meter(),
         &inner.identity.domain,
         &agent,
         &ids,

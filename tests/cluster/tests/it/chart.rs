@@ -415,3 +415,43 @@ fn security_chart_network_policies_admit_only_the_proxy() {
     .unwrap_or_else(|e| panic!("render off: {e}"));
     assert!(documents(&off, "NetworkPolicy").is_empty(), "{off}");
 }
+
+/// Issue 17: usage rows' retention is a chart value rendered into `[ingest.messaging]` of
+/// both modes' config, and a value set in `config` wins over it.
+#[test]
+fn operator_chart_renders_usage_retention() {
+    let cluster = render(&[
+        "--set",
+        "identity.existingSecret=amp-identity",
+        "--set",
+        "usage.hourlyRetentionDays=10",
+    ])
+    .expect("renders");
+    assert!(
+        cluster.contains("usage_hourly_retention_days = 10\n")
+            && cluster.contains("usage_daily_retention_days = 400\n"),
+        "{cluster}"
+    );
+    let single = render(&[
+        "--set",
+        "mode=single",
+        "--set",
+        "identity.existingSecret=amp-identity",
+        "--set-json",
+        r#"config.ampd={"ingest":{"messaging":{"usage_daily_retention_days":7}}}"#,
+    ])
+    .expect("renders");
+    assert!(
+        single.contains("usage_hourly_retention_days = 35\n")
+            && single.contains("usage_daily_retention_days = 7\n"),
+        "{single}"
+    );
+    let err = render(&[
+        "--set",
+        "identity.existingSecret=amp-identity",
+        "--set",
+        "usage.hourlyRetentionDays=-1",
+    ])
+    .expect_err("a negative retention is refused by the schema");
+    assert!(err.contains("hourlyRetentionDays"), "{err}");
+}

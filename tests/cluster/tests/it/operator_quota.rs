@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use amp_client::AdminClient;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology, free_port};
+use cluster_tests::{Deployment, HEAVY, Kind, Service, Topology, free_port};
 use serde_json::json;
 
-use crate::common::{agent, client, message_id, send};
+use crate::common::{agent, client, mailbox_ids, message_id, send};
 use crate::operator::{BOOTSTRAP, ingest_with_admin};
 
 const LIMIT: u32 = 10;
@@ -125,5 +125,114 @@ async fn operator_cluster_plan_is_shared_by_two_ingest_replicas_and_usage_summed
         .map(|c| c[3].parse::<u64>().expect("a number"))
         .sum();
     assert_eq!(day_in, total as u64, "{csv}");
-    assert!(mine.iter().all(|c| c.len() == 10 && c[1] == "day"), "{csv}");
+    assert!(mine.iter().all(|c| c.len() == 11 && c[1] == "day"), "{csv}");
+}
+
+/// The usage flush of the routers and ingest replicas of the stored-bytes test (`F`).
+const FLUSH_MS: u64 = 200;
+
+/// A router replica writing its held bytes every [`FLUSH_MS`].
+async fn router_flushing(d: &Deployment, n: usize) -> Service {
+    let name = format!("router-held-{n}");
+    Service::start_with_env(
+        Kind::Router,
+        name.clone(),
+        d.dir().join("cluster.toml"),
+        d.dir().join(format!("{name}.log")),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec![(
+            "AMP__INGEST__MESSAGING__USAGE_FLUSH_MS".into(),
+            FLUSH_MS.to_string(),
+        )],
+    )
+    .await
+}
+
+/// Issue 17: a tenant's `stored_bytes` holds for two ingest replicas together: the bytes
+/// two routers wrote and one replica's acknowledgements removed reach both replicas'
+/// estimates through the store. Routes spaced by more than the documented lag (`3F`, the
+/// usage flush interval `F`) overshoot by at most one message; acknowledged bytes make
+/// room on the other replica within that lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_cluster_stored_bytes_is_shared_by_two_ingest_replicas() {
+    const LIMIT: u64 = 15_000;
+    const TEXT: usize = 2500;
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("held.test", nats.url(), 1);
+    topology.replicas = [0, 0, 1, 0];
+    let d = Deployment::start(&topology).await;
+    let _routers = [router_flushing(&d, 1).await, router_flushing(&d, 2).await];
+    let (p1, p2) = (free_port(), free_port());
+    let i1 = ingest_with_admin(&d, 1, p1).await;
+    let i2 = ingest_with_admin(&d, 2, p2).await;
+    let urls = [i1.url(), i2.url()];
+    let a1 = AdminClient::new(&format!("http://127.0.0.1:{p1}"), BOOTSTRAP).expect("admin");
+    a1.create_tenant("held", Some("open"))
+        .await
+        .expect("create tenant");
+    let t = a1
+        .set_plan("held", json!({ "stored_bytes": LIMIT }))
+        .await
+        .expect("set plan");
+    assert_eq!(t["limits"]["stored_bytes"], LIMIT, "{t}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let alice = agent(&urls[0], "held", "alice").await;
+    let bob = agent(&urls[1], "held", "bob").await;
+    let clients = [client(&urls[0]), client(&urls[1])];
+    let text = "x".repeat(TEXT);
+    let spacing = Duration::from_millis(3 * FLUSH_MS + 300);
+
+    // Alternating replicas, spaced past the lag: each sees the other's and the routers'.
+    let (mut accepted, mut refused) = ([0usize; 2], [0usize; 2]);
+    for i in 0..12 {
+        match send(&clients[i % 2], &alice, bob.address(), &message_id(), &text).await {
+            Ok(_) => accepted[i % 2] += 1,
+            Err(code) if code == "storage_quota_exceeded" => refused[i % 2] += 1,
+            Err(code) => panic!("route {i}: {code}\n{}", d.logs()),
+        }
+        tokio::time::sleep(spacing).await;
+    }
+    let total = accepted[0] + accepted[1];
+    // Each message holds more than TEXT bytes: a tenant at its limit holds at most
+    // LIMIT / TEXT of them, and the bound allows one more.
+    let bound = (LIMIT as usize).div_ceil(TEXT) + 1;
+    eprintln!(
+        "stored_bytes {LIMIT} over two ingest replicas: {total} accepted ({accepted:?}), \
+         {refused:?} refused, bound {bound}"
+    );
+    assert!(total >= 2, "{accepted:?} {refused:?}\n{}", d.logs());
+    assert!(
+        total <= bound,
+        "{total} messages of over {TEXT} bytes accepted for {LIMIT}\n{}",
+        d.logs()
+    );
+    assert!(
+        refused.iter().all(|n| *n > 0),
+        "both replicas refuse: {refused:?}"
+    );
+    let ids = mailbox_ids(&urls[1], &bob).await;
+    assert_eq!(ids.len(), total, "nothing refused was stored");
+
+    // Acknowledged through replica 2: replica 1 accepts again within the lag.
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    clients[1].ack(&bob, &refs).await.expect("ack");
+    let start = Instant::now();
+    loop {
+        match send(&clients[0], &alice, bob.address(), &message_id(), &text).await {
+            Ok(_) => break,
+            Err(code) if code == "storage_quota_exceeded" => {}
+            Err(code) => panic!("after the ack: {code}\n{}", d.logs()),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "replica 1 never saw the acknowledged bytes go\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "room again on the other replica after {:?}",
+        start.elapsed()
+    );
 }

@@ -451,6 +451,7 @@ const USAGE_COLUMNS: &[&str] = &[
     "bytes_stored",
     "agents",
     "connections",
+    "bytes_held",
 ];
 const DELETION_COLUMNS: &[&str] = &[
     "id",

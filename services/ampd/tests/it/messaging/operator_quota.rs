@@ -265,6 +265,11 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
         "{last}"
     );
     assert_eq!(last["agents"], 2, "{last}");
+    // Nothing was acknowledged: meter-a's mailboxes hold its three messages.
+    assert!(
+        last["bytes_held"].as_u64().is_some_and(|b| b > 3 * 100),
+        "{last}"
+    );
     assert_eq!(
         (total(&b, "messages_in"), total(&b, "messages_out")),
         (1, 3)
@@ -312,7 +317,8 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
             "federated_out",
             "bytes_stored",
             "agents",
-            "connections"
+            "connections",
+            "bytes_held"
         ]
     );
     let mut in_by_tenant = std::collections::BTreeMap::<String, u64>::new();
@@ -455,6 +461,86 @@ async fn operator_plan_connections_are_enforced_on_websockets() {
             "no room after a close: {hello:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
+
+/// Routes ~3 KB messages from `from` to `to` until the recipient's tenant is at its
+/// `stored_bytes`; returns how many were accepted and the refusal.
+async fn fill(s: &Server, from: &super::Agent, to: &str) -> (usize, super::Resp) {
+    let text = "x".repeat(2500);
+    for accepted in 0..20 {
+        let m = Msg::new(to, "s").payload(&payload_with(&text));
+        let r = s.route(from, m.flat(Some(&m.sign(from)))).await;
+        if r.status.as_u16() == 507 {
+            return (accepted, r);
+        }
+        r.assert_ok();
+    }
+    panic!("20 messages of 3 KB fit in 12 KB");
+}
+
+/// Issue 17: a tenant's `stored_bytes` (the bytes its agents' mailboxes hold) is enforced on
+/// route with `507 storage_quota_exceeded`, whoever sends, for every mailbox of the tenant;
+/// acknowledged messages and a deleted mailbox leave the count, and routes are accepted
+/// again.
+#[tokio::test]
+async fn operator_plan_stored_bytes_is_enforced_with_507() {
+    let (s, base) = start_admin(|_| {}).await;
+    tenant(&s, &base, "hold", "open").await;
+    let alice = s.register("hold", "alice").await;
+    let bob = s.register("hold", "bob").await;
+    let carol = s.register("hold", "carol").await;
+    let dan = s.register("roomy", "dan").await;
+    let t = set_plan(&s, &base, "hold", json!({"stored_bytes": 12_000})).await;
+    assert_eq!(t["limits"]["stored_bytes"], 12_000, "{t}");
+
+    let (accepted, refusal) = fill(&s, &alice, &bob.address).await;
+    assert!(
+        (2..=4).contains(&accepted),
+        "{accepted} messages of 3 KB in 12 KB"
+    );
+    refusal.assert_error(507, "storage_quota_exceeded", Some("to"));
+    // The recipient's tenant's quota, whoever sends; every mailbox of the tenant.
+    // (A message as large as those that filled it: a small one may still fit.)
+    let big = "z".repeat(2500);
+    let m = Msg::new(&bob.address, "s").payload(&payload_with(&big));
+    s.route(&dan, m.flat(Some(&m.sign(&dan))))
+        .await
+        .assert_error(507, "storage_quota_exceeded", Some("to"));
+    let m = Msg::new(&carol.address, "s").payload(&payload_with(&big));
+    s.route(&alice, m.flat(Some(&m.sign(&alice))))
+        .await
+        .assert_error(507, "storage_quota_exceeded", Some("to"));
+    // A full tenant still sends to others.
+    s.send_text(&alice, &dan.address, "out is fine").await;
+    // Nothing refused was stored.
+    let ids = s.pending_ids(&bob).await;
+    assert_eq!(ids.len(), accepted);
+    assert!(s.pending_ids(&carol).await.is_empty());
+
+    // Acknowledged: the bytes leave, routes are accepted again.
+    let body = json!({ "ids": ids }).to_string();
+    let v = s
+        .post(&bob, "/v1/messages/pending/ack", Some(body))
+        .await
+        .assert_ok();
+    assert_eq!(v["acknowledged"], accepted, "{v}");
+    s.send_text(&alice, &carol.address, "room again").await;
+    let (refilled, refusal) = fill(&s, &alice, &bob.address).await;
+    refusal.assert_error(507, "storage_quota_exceeded", Some("to"));
+    assert!(refilled + 1 >= accepted, "{refilled} after {accepted}");
+
+    // A deleted mailbox (the agent deregistered) leaves the count with it.
+    s.delete(&bob, "/v1/agents/me").await.assert_ok();
+    s.send_text(&alice, &carol.address, "bob's bytes are gone")
+        .await;
+
+    // Without a limit, the plan costs nothing: a large mailbox is fine.
+    set_plan(&s, &base, "hold", json!({})).await;
+    for i in 0..6 {
+        s.send_text(&alice, &carol.address, &"y".repeat(2500 + i))
+            .await;
     }
     s.stop().await;
 }
