@@ -103,6 +103,7 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$rust_log"
 # The CQL store's tests and the rest, counted (the CQL ones run on the real node).
 echo "CQL tests passed: $(grep -cE '^test .*cql.* \.\.\. ok$' "$rust_log" || true);" \
   "skipped for want of a node: $(grep -c 'CQL TEST SKIPPED' "$rust_log" || true)"
+echo "S3 tests skipped for want of s3s-fs: $(grep -c 'S3 TEST SKIPPED' "$rust_log" || true)"
 rm -f "$rust_log"
 
 if [ "$#" -gt 0 ]; then
