@@ -6,8 +6,9 @@
 # (npm ci, against the release ampd). Extra arguments go to `cargo test` (a filter, e.g.
 # `deploy/test.sh cql`; the SDK's tests run only without one).
 #
-# AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 / AMP_REQUIRE_BROWSER=1 (set by .ci/run) turn a
-# missing server (or Chromium, apt chromium + npm ci in tests/console) into a failure; without
+# AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 / AMP_REQUIRE_BROWSER=1 / AMP_REQUIRE_S3=1 (set by
+# .ci/run) turn a missing server (or Chromium, apt chromium + npm ci in tests/console, or the
+# S3-compatible server s3s-fs, cargo install) into a failure; without
 # them a test that cannot start its server says so loudly and is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,22 @@ if [ -z "${HELM:-}" ] && ! command -v helm >/dev/null 2>&1; then
 fi
 echo "helm: ${HELM:-$(command -v helm || echo missing)}"
 
+echo "== s3s-fs, a real S3-compatible server, for the S3 blob backend's tests (spec_next_*s3*)"
+if [ -z "${S3S_FS_BIN:-}" ] && ! command -v s3s-fs >/dev/null 2>&1; then
+  s3s_root="${XDG_CACHE_HOME:-$HOME/.cache}/amp-tools/s3s-fs"
+  if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
+    # Built with cargo install (a pinned release, its own lock file), once per machine: about
+    # 10 minutes on 2 cores, in a target directory of its own so the workspace's is untouched.
+    started=$(date +%s)
+    CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/amp-tools/s3s-fs-build" \
+      cargo install s3s-fs --version 0.14.1 --locked --features binary --root "$s3s_root" --quiet
+    rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/amp-tools/s3s-fs-build"
+    echo "s3s-fs built in $(($(date +%s) - started)) s"
+  fi
+  export S3S_FS_BIN="$s3s_root/bin/s3s-fs"
+fi
+echo "s3s-fs: ${S3S_FS_BIN:-$(command -v s3s-fs || echo missing)}"
+
 echo "== the Claude Code plugin (pinned commit) for the plugin attachment test"
 if plugin_dir="$(deploy/plugin/fetch.sh)"; then
   export AMP_PLUGIN_DIR="$plugin_dir"
@@ -86,6 +103,7 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$rust_log"
 # The CQL store's tests and the rest, counted (the CQL ones run on the real node).
 echo "CQL tests passed: $(grep -cE '^test .*cql.* \.\.\. ok$' "$rust_log" || true);" \
   "skipped for want of a node: $(grep -c 'CQL TEST SKIPPED' "$rust_log" || true)"
+echo "S3 tests skipped for want of s3s-fs: $(grep -c 'S3 TEST SKIPPED' "$rust_log" || true)"
 rm -f "$rust_log"
 
 if [ "$#" -gt 0 ]; then

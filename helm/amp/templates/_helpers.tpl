@@ -200,6 +200,12 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- end }}{{ end }}
 {{- $_ := set $store "cql" $cql }}
 {{- end }}
+{{- with .Values.store.blobs }}{{ if eq .backend "s3" }}
+{{- $s3 := dict "bucket" .s3.bucket "prefix" .s3.prefix "region" .s3.region "path_style" .s3.pathStyle "allow_http" .s3.allowHttp }}
+{{- with .s3.endpoint }}{{ $_ := set $s3 "endpoint" . }}{{ end }}
+{{- if .s3.secretAccessKeySecret }}{{ $_ := set $s3 "access_key_id" .s3.accessKeyId }}{{ $_ := set $s3 "secret_access_key_file" "/run/amp/s3/secret-access-key" }}{{ end }}
+{{- $_ := set $store "blobs" (dict "backend" "s3" "s3" $s3) }}
+{{- end }}{{ end }}
 {{- toYaml (dict "server" $server "log" (dict "filter" .Values.log.filter "format" "json") "nats" $nats "store" $store) }}
 {{- end }}
 

@@ -236,6 +236,30 @@ pub struct StoreConfig {
     pub presence: Option<StoreBackend>,
     /// See `registry`.
     pub kv: Option<StoreBackend>,
+    /// Where attachment bytes live (`[store.blobs]`).
+    pub blobs: BlobsConfig,
+}
+
+/// Where the cluster keeps attachment bytes (`[store.blobs]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// `jetstream` (default: the object store `amp_attachments` on the deployment's NATS)
+    /// or `s3` (`[store.blobs.s3]`).
+    pub backend: BlobsBackend,
+    /// The S3-compatible bucket, when `backend = "s3"`.
+    pub s3: amp_store::s3::S3BlobsConfig,
+}
+
+/// The attachment blob backends of the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobsBackend {
+    /// The NATS JetStream object store. The default.
+    #[default]
+    Jetstream,
+    /// S3-compatible object storage.
+    S3,
 }
 
 /// The HTTP side of a service.
@@ -349,10 +373,20 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
 }
 
 /// Connects the blob store of attachment bytes: the JetStream object store on the
-/// deployment's NATS (bucket `amp_attachments` under the prefix).
+/// deployment's NATS (bucket `amp_attachments` under the prefix), or the S3-compatible bucket
+/// of `[store.blobs.s3]`.
 ///
-/// Fails when NATS cannot be reached or the bucket cannot be created.
-pub async fn connect_blobs(nats: &NatsConfig) -> anyhow::Result<amp_store::blob::Blobs> {
+/// Fails when NATS cannot be reached or the bucket cannot be created, or when the S3 settings
+/// are invalid.
+pub async fn connect_blobs(
+    nats: &NatsConfig,
+    blobs: &BlobsConfig,
+) -> anyhow::Result<amp_store::blob::Blobs> {
+    if blobs.backend == BlobsBackend::S3 {
+        let s3 = amp_store::s3::S3Blobs::open(&blobs.s3).map_err(anyhow::Error::msg)?;
+        tracing::info!(bucket = %blobs.s3.bucket, prefix = %blobs.s3.prefix, "attachment bytes in S3-compatible storage");
+        return Ok(amp_store::blob::Blobs::new(s3));
+    }
     let blobs = amp_store::jetstream::JetStreamBlobs::connect(&JetStreamStoreConfig {
         urls: nats_urls(nats),
         replicas: nats.replicas,

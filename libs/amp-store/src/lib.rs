@@ -21,6 +21,8 @@
 //! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend shared by cluster processes.
 //! - [`cql`] (feature `cql`, default): the CQL backend (ScyllaDB; Apache Cassandra in tests),
 //!   the cluster's store at scale.
+//! - [`s3`] (feature `s3`): attachment bytes in S3-compatible object storage, the cluster's
+//!   alternative to the JetStream object store.
 //! - [`testing`] (feature `testing`): `testing::conformance`, the suite every backend passes.
 //!
 //! Every write returns only after it is durable (committed and fsynced, or acknowledged by a
@@ -44,6 +46,8 @@ pub mod cql;
 pub mod jetstream;
 #[cfg(feature = "redb")]
 pub mod redb;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "testing")]
 pub mod testing;
 

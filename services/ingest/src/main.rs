@@ -64,9 +64,10 @@ async fn run() -> anyhow::Result<()> {
         }),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    // Attachment bytes in the JetStream object store, shared by every replica.
+    // Attachment bytes in the JetStream object store (or an S3-compatible bucket), shared
+    // by every replica.
     let blobs = match cfg.ingest.attachments.enabled {
-        true => Some(amp_cluster::connect_blobs(&cfg.nats).await?),
+        true => Some(amp_cluster::connect_blobs(&cfg.nats, &cfg.store.blobs).await?),
         false => None,
     };
     let ingest =

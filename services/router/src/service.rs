@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
 use crate::config::Config;
-use crate::security::{Delivered, InjectionScanner, Origin, assess};
+use crate::security::{
+    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments,
+};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +269,7 @@ impl RouterService {
         let recipient_address = Address::parse_full(&recipient.address, &inner.domain)
             .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
         let security = security_of(inner, &accepted, &recipient_address)
+            .await?
             .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
         let mut message = accepted.message;
         message.security = Some(security);
@@ -455,13 +458,14 @@ pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
 /// delivered message has one: what cannot be classified (a sender address that does not
 /// parse) is `untrusted`, never left without a decision.
 ///
-/// Fails only if the annotation cannot be serialised (then the message is not written
-/// without one).
-fn security_of(
+/// Fails when the store is unavailable (its attachments' scan results are read from it), or
+/// (the inner result) if the annotation cannot be serialised: then the message is not
+/// written without one.
+async fn security_of(
     inner: &Inner,
     accepted: &Accepted,
     recipient: &Address,
-) -> serde_json::Result<Box<RawValue>> {
+) -> amp_store::Result<serde_json::Result<Box<RawValue>>> {
     let message = &accepted.message;
     let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok();
     let origin = if accepted.via_provider.is_some() {
@@ -484,7 +488,17 @@ fn security_of(
             context: context.as_deref(),
         },
     );
-    serde_json::value::to_raw_value(&meta)
+    let meta = SecurityMeta {
+        attachments: assess_attachments(
+            &inner.store,
+            message.payload.get(),
+            &accepted.sender_address,
+            origin,
+        )
+        .await?,
+        ..meta
+    };
+    Ok(serde_json::value::to_raw_value(&meta))
 }
 
 /// Longest context text scanned for injection patterns.

@@ -1,7 +1,8 @@
 //! nginx in front of a provider, configured as a hosted deployment runs it: `/v1/ws` and
 //! `/api/v1/ws` go to delivery with the WebSocket upgrade headers, everything else round
 //! robin to the ingest replicas, `X-Forwarded-For` set, bodies up to 1 MiB passed on (so the
-//! provider, not the proxy, answers an oversize body). Every answer carries
+//! provider, not the proxy, answers an oversize body), and up to 26 MiB, unbuffered, on the
+//! attachment upload URL and the direct upload endpoint. Every answer carries
 //! `X-Amp-Upstream: <ip:port>`, the replica that served it, so a test can prove that a read
 //! crossed replicas.
 //!
@@ -122,7 +123,7 @@ impl Proxy {
                      add_header X-Amp-Upstream $upstream_addr always;\n        \
                      location = /v1/ws {{\n            {websocket}\n        }}\n        \
                      location = /api/v1/ws {{\n            {websocket}\n        }}\n        \
-                     location ~ ^/(v1/|api/v1/)?attachments/[^/]+/upload$ {{\n            \
+                     location ~ ^/(v1/|api/v1/)?attachments/([^/]+/upload|upload/direct)$ {{\n            \
                          client_max_body_size 26m;\n            \
                          proxy_request_buffering off;\n            \
                          proxy_pass http://ingest;\n            \

@@ -15,6 +15,8 @@
 //! 7 days after routing (spec 05). Deletion is a durable job per attachment (`Jobs`), run by
 //! [`AttachmentService::sweep`].
 
+mod direct;
+mod quota;
 pub(crate) mod route;
 pub mod scan;
 mod url;
@@ -64,6 +66,15 @@ pub struct AttachmentsConfig {
     pub scan_command_is_antivirus: bool,
     /// How long confirm waits for the scan before answering `pending`, in milliseconds.
     pub confirm_wait_ms: u64,
+    /// How many attachments one agent may hold at once (from its upload request until the
+    /// attachment is deleted or rejected by the scan); 0: no limit.
+    pub agent_max_attachments: u64,
+    /// How many bytes of attachments one agent may hold at once; 0: no limit.
+    pub agent_max_bytes: u64,
+    /// How many attachments the agents of one tenant may hold at once; 0: no limit.
+    pub tenant_max_attachments: u64,
+    /// How many bytes of attachments the agents of one tenant may hold at once; 0: no limit.
+    pub tenant_max_bytes: u64,
 }
 
 impl Default for AttachmentsConfig {
@@ -77,6 +88,10 @@ impl Default for AttachmentsConfig {
             scan_command_timeout_secs: 30,
             scan_command_is_antivirus: false,
             confirm_wait_ms: 2000,
+            agent_max_attachments: 100,
+            agent_max_bytes: 1 << 30,
+            tenant_max_attachments: 1000,
+            tenant_max_bytes: 10 << 30,
         }
     }
 }
@@ -122,6 +137,14 @@ pub struct UploadRequest {
     pub size: Option<Value>,
     /// `sha256:<hex>`.
     pub digest: Option<String>,
+}
+
+/// An upload request's metadata once checked.
+struct Metadata {
+    filename: String,
+    content_type: String,
+    size: u64,
+    digest: Digest,
 }
 
 /// The attachment service: cheap to clone.
@@ -187,7 +210,7 @@ impl AttachmentService {
             "max_attachment_size": self.0.config.max_attachment_size,
             "max_total_attachment_size": attachment::MAX_TOTAL_ATTACHMENT_SIZE,
             "max_attachments_per_message": attachment::MAX_ATTACHMENTS_PER_MESSAGE,
-            "direct_upload": false,
+            "direct_upload": true,
             "av_scanning": self.0.scanner.has_antivirus(),
         })
     }
@@ -199,12 +222,12 @@ impl AttachmentService {
         (max + max / 100 + 1) as usize
     }
 
-    /// `POST /v1/attachments/upload`: validates the metadata, records the attachment and
-    /// answers the single-use upload URL (201 body).
+    /// The upload metadata of spec 08, checked: the sanitised filename, a MIME type, a size
+    /// within the limit and a `sha256:` digest.
     ///
     /// Fails with `400` for missing or malformed fields, `413 attachment_too_large`, `422
-    /// invalid_digest_algorithm`, or `503` when the store is unavailable.
-    pub async fn init(&self, owner: &AgentRecord, req: UploadRequest) -> Result<Value, ApiError> {
+    /// invalid_digest_algorithm`.
+    fn validate(&self, req: UploadRequest) -> Result<Metadata, ApiError> {
         let filename = req.filename.ok_or_else(|| ApiError::missing("filename"))?;
         let filename = attachment::sanitize_filename(&filename).map_err(|_| {
             ApiError::invalid(
@@ -246,7 +269,22 @@ impl AttachmentService {
         }
         let digest_text = req.digest.ok_or_else(|| ApiError::missing("digest"))?;
         let digest = Digest::parse("digest", &digest_text)?;
+        Ok(Metadata {
+            filename,
+            content_type,
+            size,
+            digest,
+        })
+    }
 
+    /// `POST /v1/attachments/upload`: validates the metadata, records the attachment and
+    /// answers the single-use upload URL (201 body).
+    ///
+    /// Fails with `400` for missing or malformed fields, `413 attachment_too_large`, `422
+    /// invalid_digest_algorithm`, or `503` when the store is unavailable.
+    pub async fn init(&self, owner: &AgentRecord, req: UploadRequest) -> Result<Value, ApiError> {
+        let meta = self.validate(req)?;
+        self.check_quota(owner, meta.size).await?;
         let now = Timestamp::now();
         let id = attachment::generate_id(now);
         let token = hex::encode(rand_bytes());
@@ -256,10 +294,10 @@ impl AttachmentService {
             tenant: owner.tenant.clone(),
             owner_id: owner.id.clone(),
             owner_address: owner.address.clone(),
-            filename,
-            content_type: content_type.clone(),
-            size,
-            digest: digest.wire(),
+            filename: meta.filename,
+            content_type: meta.content_type.clone(),
+            size: meta.size,
+            digest: meta.digest.wire(),
             created_at: now.unix_millis(),
             upload_token_sha256: Some(hex::encode(sha2::Sha256::digest(token.as_bytes()))),
             upload_expires_at: now.unix_millis() + ttl_ms,
@@ -282,12 +320,13 @@ impl AttachmentService {
             return Err(internal("a fresh attachment id was taken"));
         }
         self.schedule_expiry(&record).await?;
-        tracing::info!(tenant = %owner.tenant, agent = %owner.id, attachment = %id, size, "attachment upload requested");
+        self.note_quota(&record).await?;
+        tracing::info!(tenant = %owner.tenant, agent = %owner.id, attachment = %id, size = meta.size, "attachment upload requested");
         Ok(json!({
             "attachment_id": id,
             "upload_url": format!("{}/v1/attachments/{id}/upload?token={token}", self.0.public_url),
             "upload_method": "PUT",
-            "upload_headers": { "Content-Type": content_type },
+            "upload_headers": { "Content-Type": meta.content_type },
             "expires_in": self.0.config.upload_url_ttl_secs,
             "scan_status": "pending",
         }))
@@ -395,17 +434,23 @@ impl AttachmentService {
                 return self.status_body(caller, id).await;
             }
             self.schedule_expiry(&rec).await?;
-            let svc = self.clone();
-            let scan = tokio::spawn(async move { svc.scan(rec).await });
-            let wait = Duration::from_millis(self.0.config.confirm_wait_ms);
-            match tokio::time::timeout(wait, scan).await {
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Err(e)) => return Err(internal(format!("scan task: {e}"))),
-                Ok(Ok(Ok(()))) | Err(_) => {}
-            }
+            self.scan_and_wait(rec).await?;
         }
         let v = self.owned(caller, id).await?;
         Ok(json!({ "attachment_id": id, "scan_status": v.value.scan_status }))
+    }
+
+    /// Starts the scan of a confirmed attachment and waits for it up to `confirm_wait_ms`
+    /// (past that it goes on, and the status says `pending` until it ends).
+    async fn scan_and_wait(&self, rec: AttachmentRecord) -> Result<(), ApiError> {
+        let svc = self.clone();
+        let scan = tokio::spawn(async move { svc.scan(rec).await });
+        let wait = Duration::from_millis(self.0.config.confirm_wait_ms);
+        match tokio::time::timeout(wait, scan).await {
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(e)) => Err(internal(format!("scan task: {e}"))),
+            Ok(Ok(Ok(()))) | Err(_) => Ok(()),
+        }
     }
 
     /// Runs the pipeline over the received bytes and records the outcome (once: the status
@@ -446,6 +491,8 @@ impl AttachmentService {
                 .delete(&received.blob)
                 .await
                 .map_err(store_err)?;
+            // Its bytes are gone: it no longer counts against the quotas.
+            self.release_quota(&scanned).await.map_err(store_err)?;
         }
         Ok(())
     }
@@ -701,6 +748,7 @@ impl AttachmentService {
                         self.0.blobs.delete(&r.blob).await?;
                     }
                     self.0.store.attachment_delete(id).await?;
+                    self.release_quota(&v.value).await?;
                     tracing::info!(tenant = %v.value.tenant, attachment = %id, routed = v.value.used_by.is_some(), "attachment deleted at its expiry");
                     done += 1;
                 }

@@ -6,6 +6,7 @@
 //!   returned survives a crash.
 //! - `JetStreamBlobs` (feature `jetstream`, in [`crate::jetstream`]): the NATS JetStream
 //!   object store, the cluster's default.
+//! - `S3Blobs` (feature `s3`, in `crate::s3`): S3-compatible object storage.
 //! - [`testing`] (feature `testing`): the conformance checks every backend's test runs.
 //!
 //! Objects are named by the caller; attachment objects are content-addressed

@@ -7,6 +7,7 @@ mod cql_cost;
 mod cql_tls;
 mod crash;
 mod jetstream;
+mod s3;
 
 use amp_store::Store;
 use amp_store::redb::{RedbConfig, RedbStore};

@@ -1,6 +1,8 @@
 //! The attachment endpoints of spec 08, over `amp_messaging::attachments`:
 //!
 //! - `POST /attachments/upload` (agent): the single-use upload URL;
+//! - `POST /attachments/upload/direct` (agent): metadata and file in one multipart request,
+//!   upload and confirm in one step (spec 08 "Direct Upload");
 //! - `PUT /attachments/{id}/upload?token=…` (the upload URL; no API key, the token is the
 //!   credential);
 //! - `POST /attachments/{id}/confirm`, `GET /attachments/{id}` (the uploader; the status
@@ -20,6 +22,7 @@ use amp_runtime::{ApiJson, ApiResult, HttpError};
 use amp_store::AttachmentRecord;
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +48,79 @@ pub(super) async fn init(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let body = service(&inner)?.init(&agent, req).await?;
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Longest `metadata` part: four short fields.
+const MAX_METADATA: usize = 8 * 1024;
+
+pub(super) async fn direct(
+    State(inner): State<Arc<Inner>>,
+    Extension(Caller(agent)): Extension<Caller>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let svc = service(&inner)?;
+    let mut multipart = multipart.map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "send multipart/form-data with a `metadata` part (JSON) and a `file` part",
+        )
+    })?;
+    let mut metadata: Option<UploadRequest> = None;
+    let mut file: Option<Bytes> = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("metadata") if metadata.is_none() => {
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                if bytes.len() > MAX_METADATA {
+                    return Err(
+                        ApiError::invalid("metadata", "the metadata part is too long").into(),
+                    );
+                }
+                let req = serde_json::from_slice::<UploadRequest>(&bytes).map_err(|_| {
+                    ApiError::invalid(
+                        "metadata",
+                        "metadata must be a JSON object with filename, content_type, size and digest",
+                    )
+                })?;
+                metadata = Some(req);
+            }
+            Some("file") if file.is_none() => {
+                file = Some(field.bytes().await.map_err(multipart_error)?);
+            }
+            Some(name @ ("metadata" | "file")) => {
+                return Err(
+                    ApiError::invalid(name, format!("only one `{name}` part may be sent")).into(),
+                );
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "only the `metadata` and `file` parts may be sent",
+                )
+                .into());
+            }
+        }
+    }
+    let metadata = metadata.ok_or_else(|| ApiError::missing("metadata"))?;
+    let file = file.ok_or_else(|| ApiError::missing("file"))?;
+    let body = svc.direct(&agent, metadata, file).await?;
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// A multipart body that could not be read: over the size limit is `413
+/// attachment_too_large`, anything else `400 invalid_request`.
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorCode::AttachmentTooLarge,
+            "the upload is larger than this provider's attachment limit",
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the multipart body could not be read",
+        )
+    }
 }
 
 #[derive(Deserialize)]

@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
 use crate::state::Inner;
+use amp_messaging::attachments::AttachmentService;
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     let open = Router::new()
@@ -85,6 +86,15 @@ fn attachment_routes(inner: &Arc<Inner>) -> Router<Arc<Inner>> {
         .route("/attachments/{id}/content", get(attachments::content));
     let authed = Router::new()
         .route("/attachments/upload", post(attachments::init))
+        .route(
+            "/attachments/upload/direct",
+            post(attachments::direct).layer(axum::extract::DefaultBodyLimit::max(
+                inner
+                    .attachments
+                    .as_ref()
+                    .map_or(0, AttachmentService::max_direct_body),
+            )),
+        )
         .route("/attachments/{id}/confirm", post(attachments::confirm))
         .route("/attachments/{id}", get(attachments::status))
         .route("/attachments/{id}/download", get(attachments::download))

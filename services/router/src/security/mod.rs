@@ -10,10 +10,13 @@
 //! - [`InjectionScanner`]: appendix A categories over normalised text (`scanner`, with the
 //!   normalisation in `normalize` and the built-in database in `patterns.toml`).
 //! - [`assess`]: all three at once, for one delivered message.
+//! - [`assess_attachments`]: the scan results of its attachments (`attachments`).
 
+mod attachments;
 mod normalize;
 mod scanner;
 
+pub use attachments::{AttachmentSecurity, assess_attachments};
 pub use scanner::{InjectionScanner, MAX_SCAN_BYTES, PatternError};
 
 use amp_proto::Address;
@@ -191,6 +194,10 @@ pub struct SecurityMeta {
     /// agents show it. Absent for verified messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapped_subject: Option<String>,
+    /// The scan results of the message's `provider` attachments (spec 07 "Attachment
+    /// Security Metadata"); absent when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentSecurity>,
 }
 
 /// What [`assess`] looks at in one delivered message.
@@ -244,6 +251,7 @@ pub fn assess(scanner: &InjectionScanner, m: &Delivered<'_>) -> SecurityMeta {
         verified_at: m.verified_at.map(str::to_owned),
         wrapped_content,
         wrapped_subject,
+        attachments: Vec::new(),
     }
 }
 

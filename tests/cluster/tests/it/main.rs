@@ -8,6 +8,7 @@
 //! replicas and usage summed across them (`operator_cluster_plan_*`); `… security_shared_limits` the
 //! rate limits shared by replicas.
 
+mod attachments_s3;
 mod chaos;
 mod chart;
 mod chart_nats;

@@ -7,6 +7,7 @@
 //! Delays are configured short so the module runs in seconds: a 1 s auth timeout, webhook
 //! retries after 0, 300 and 600 ms, a 50 ms job poll.
 
+mod attachments;
 mod measure;
 mod receipts;
 mod restart;

@@ -138,7 +138,7 @@ async fn spec_next_attachment_upload_route_and_download() {
     assert_eq!(limits["max_attachment_size"], 26_214_400, "{info}");
     assert_eq!(limits["max_total_attachment_size"], 104_857_600, "{info}");
     assert_eq!(limits["max_attachments_per_message"], 10, "{info}");
-    assert_eq!(limits["direct_upload"], false, "{info}");
+    assert_eq!(limits["direct_upload"], true, "{info}");
     assert_eq!(limits["av_scanning"], false, "{info}");
 
     // Upload init: the digest rule and the limits.

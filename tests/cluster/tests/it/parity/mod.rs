@@ -12,7 +12,7 @@
 
 mod checks;
 mod concurrency;
-mod http;
+pub(crate) mod http;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

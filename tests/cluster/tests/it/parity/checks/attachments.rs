@@ -1,5 +1,5 @@
 //! Attachments (spec-next 04, 05, 08) across replicas: upload init on one ingest, the PUT
-//! through the proxy, confirm on the other; route-time checks; both download forms. On the
+//! through the proxy, confirm on the other; a direct upload through the proxy; route-time checks; both download forms. On the
 //! cluster the bytes are in the JetStream object store, so every replica serves them.
 
 use amp_proto::attachment::Digest;
@@ -145,6 +145,43 @@ pub(crate) async fn attachments(t: &Target) {
         Some("attachment; filename=\"big.log\"")
     );
     assert_eq!(r.bytes().await.expect("body").as_ref(), bytes.as_slice());
+
+    // The direct upload (multipart, upload and confirm in one) of the same 2 MiB through the
+    // proxy, which passes it on like the upload URL; the status on the other replica.
+    let boundary = "----AMPparityBoundary";
+    let meta = json!({"filename": "direct.log", "content_type": "text/plain",
+                      "size": bytes.len(), "digest": Digest::of(&bytes).wire()});
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{meta}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"direct.log\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let direct = proxy
+        .send(
+            proxy
+                .request(Method::POST, "/v1/attachments/upload/direct")
+                .bearer_auth(&alice.api_key)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body),
+        )
+        .await
+        .ok(201);
+    assert_eq!(direct["scan_status"], "basic_clean", "{direct}");
+    let direct_id = direct["attachment_id"].as_str().expect("id");
+    let (code, got) = b
+        .client_get(
+            &format!("/v1/attachments/{direct_id}/download"),
+            &alice.api_key,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(got, bytes, "the directly uploaded bytes");
 
     // Rejected and pending are refused on route.
     let png = b"\x89PNG\r\n\x1a\nnope";
