@@ -8,6 +8,8 @@
 //! - [`handoff`]: the last stage of every acceptance path (REST, WebSocket, federation
 //!   inbound): the record to the router, its outcome back, what the sender is told, and the
 //!   one store-error mapping.
+//! - [`idempotency`]: idempotency keys (and older clients' ids) on route: the derived
+//!   message id and the first answer, kept 7 days.
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
@@ -31,6 +33,7 @@ pub mod bounce;
 pub mod cache;
 pub mod events;
 pub mod handoff;
+pub mod idempotency;
 pub mod mailbox;
 pub mod policy;
 pub mod quota;

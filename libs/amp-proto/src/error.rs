@@ -25,6 +25,9 @@ pub enum ErrorCode {
     NameTaken,
     /// 409 `duplicate_message`: same sender and id with another signature.
     DuplicateMessage,
+    /// 409 `duplicate_idempotency_key` (spec-next 08): the sender's key was used with another
+    /// request.
+    DuplicateIdempotencyKey,
     /// 410 `cursor_expired` (spec 12.3).
     CursorExpired,
     /// 413 `invalid_request`: the body is over the size limit.
@@ -94,7 +97,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 41] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -104,6 +107,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::NameTaken,
         ErrorCode::DuplicateMessage,
+        ErrorCode::DuplicateIdempotencyKey,
         ErrorCode::CursorExpired,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RequestTooLarge,
@@ -152,6 +156,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::DuplicateMessage => "duplicate_message",
+            ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
             ErrorCode::CursorExpired => "cursor_expired",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::SignatureMissing => "signature_missing",
@@ -208,6 +213,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::NameTaken
             | ErrorCode::DuplicateMessage
+            | ErrorCode::DuplicateIdempotencyKey
             | ErrorCode::AttachmentPending
             | ErrorCode::AttachmentAlreadyUsed
             | ErrorCode::Conflict => 409,
