@@ -104,10 +104,13 @@ pub(crate) async fn accept(
     if let Some(k) = &explicit_key {
         amp_proto::message::validate_idempotency_key(k)?;
     }
-    let idem = match (&explicit_key, client_id.as_deref()) {
+    let client_id_ok = client_id.as_deref().filter(|c| MessageId::is_valid(c));
+    let keep_client_id = acc.config.keep_client_ids && client_id_ok.is_some();
+    let idem = match (&explicit_key, client_id_ok) {
         (Some(k), _) => Some(Key::new(Kind::Explicit, &sender.id, k)),
-        // An older client's well-formed id: replaced, but still the message's name.
-        (None, Some(c)) if MessageId::is_valid(c) => Some(Key::new(Kind::ClientId, &sender.id, c)),
+        // A client's id that is replaced still names the message. A kept one is the
+        // message's id, and the mailbox's duplicate rule is its idempotency (as before).
+        (None, Some(c)) if !keep_client_id => Some(Key::new(Kind::ClientId, &sender.id, c)),
         _ => None,
     };
     // "The same request": the fields the sender chose, the payload by its canonical hash (a
@@ -301,12 +304,36 @@ pub(crate) async fn accept(
         }
     };
 
-    // Id: ours, never the client's (spec-next 04; ids are not signed). With a key it is
-    // derived from sender and key, so a retry on any replica lands on the same mailbox key
-    // (one copy, and no read for it); without one it is fresh (64 random bits).
-    let id = idem
-        .as_ref()
-        .map_or_else(|| MessageId::generate(now), Key::message_id);
+    // Id: a well-formed client id when they are kept (`keep_client_ids`), else ours (spec-next
+    // 04; ids are not signed either way). Ours is derived from sender and key when there is
+    // one, so a retry on any replica lands on the same mailbox key (one copy, and no read for
+    // it), else fresh (64 random bits).
+    let ours = || {
+        idem.as_ref()
+            .map_or_else(|| MessageId::generate(now), Key::message_id)
+    };
+    let mut id = match client_id_ok.filter(|_| keep_client_id) {
+        Some(c) => MessageId::from_trusted(c.to_owned()),
+        None => ours(),
+    };
+    // A kept client id may be another sender's in this mailbox: that sender's message keeps
+    // it, this one gets ours.
+    if keep_client_id && let Some(r) = &recipient {
+        // Expired entries count too (`Millis::MIN`): their ids stay taken until purged.
+        let existing = acc
+            .store
+            .entry(&r.id, id.as_str(), amp_store::Millis::MIN)
+            .await
+            .map_err(store_err)?;
+        let owner = match existing {
+            Some(EntryState::Queued(e)) => Some(e.sender),
+            Some(EntryState::Acked { sender }) => Some(sender),
+            None => None,
+        };
+        if owner.is_some_and(|o| o != sender.address) {
+            id = ours();
+        }
+    }
     let thread_id = match (thread_id, &in_reply_to) {
         // An older client names its first message's thread by the id it chose: ours now.
         (Some(t), _) if client_id.as_deref() == Some(t.as_str()) => id.to_string(),

@@ -98,6 +98,13 @@ pub struct MessagingConfig {
     /// Adds a `tenant` label to `amp_usage_messages_total` (one series per tenant: only
     /// for a bounded number of tenants).
     pub usage_metrics_per_tenant: bool,
+    /// Keeps a well-formed client `envelope.id` (`msg_<digits>_<hex>`) as the message id, as
+    /// the older text and COMPAT.md have it: the Claude Code plugin names its sent copy by
+    /// that id, prints it, and threads replies by it, so replacing it breaks the plugin's own
+    /// flows. `false`: every id is the provider's (spec-next 04 "providers MUST overwrite"),
+    /// and a client's id only names its message for retries (an implicit idempotency key).
+    /// Either way a message without a client id gets the provider's id.
+    pub keep_client_ids: bool,
 }
 
 impl Default for MessagingConfig {
@@ -114,6 +121,7 @@ impl Default for MessagingConfig {
             plan: Default::default(),
             usage_flush_ms: 10_000,
             usage_metrics_per_tenant: false,
+            keep_client_ids: true,
         }
     }
 }

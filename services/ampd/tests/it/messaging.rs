@@ -14,6 +14,7 @@ mod operator_delete;
 mod operator_quota;
 mod security;
 pub(crate) mod spec_next;
+mod spec_next_nulls;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};
@@ -538,12 +539,9 @@ async fn route_flat_and_envelope_bodies_on_both_prefixes() {
             .await;
         let v = r.assert_ok();
         assert_route_answer(&v);
-        // Spec-next 04: the provider's id, never the client's (which still names the
-        // message: `messaging::idempotency`).
-        let id = v["id"].as_str().expect("id").to_owned();
-        assert_ne!(id, client_id, "client id replaced: {v}");
-        assert_eq!(v["thread_id"], id.as_str(), "{v}");
-        sent.push((id, m, true));
+        assert_eq!(v["id"], client_id.as_str(), "client id kept: {v}");
+        assert_eq!(v["thread_id"], client_id.as_str(), "{v}");
+        sent.push((client_id, m, true));
     }
     let (page, text) = s.pending(&bob, "").await;
     assert_eq!(page["count"], 4, "{page}");
@@ -649,8 +647,7 @@ async fn reply_inherits_the_parents_thread() {
 }
 
 /// SEC-10, §4.24: a retry is idempotent; the same id with another signature is a conflict;
-/// another sender's colliding id gets a fresh id. The client's id names the message; the
-/// provider's id replaces it (spec-next 04).
+/// another sender's colliding id gets a fresh id.
 #[tokio::test]
 async fn retries_are_idempotent_and_conflicts_are_refused() {
     let s = start().await;
@@ -662,12 +659,11 @@ async fn retries_are_idempotent_and_conflicts_are_refused() {
     let first = s.route(&alice, body.clone()).await.assert_ok();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let again = s.route(&alice, body).await.assert_ok();
-    let ours = first["id"].as_str().expect("id").to_owned();
-    assert_ne!(ours, id, "{first}");
-    assert_eq!(again["id"], ours.as_str(), "{again}");
+    assert_eq!(first["id"], id, "{first}");
+    assert_eq!(again["id"], id, "{again}");
     assert_eq!(again["queued_at"], first["queued_at"], "{first} vs {again}");
     assert_eq!(again["thread_id"], first["thread_id"]);
-    assert_eq!(s.pending_ids(&bob).await, [ours.clone()], "one mailbox entry");
+    assert_eq!(s.pending_ids(&bob).await, [id], "one mailbox entry");
 
     // Same id, different subject, re-signed.
     let mut other = m.clone();
@@ -679,14 +675,13 @@ async fn retries_are_idempotent_and_conflicts_are_refused() {
         )
         .await;
     r.assert_error(409, "duplicate_message", None);
-    assert_eq!(s.pending_ids(&bob).await, [ours]);
+    assert_eq!(s.pending_ids(&bob).await, [id]);
     let (page, _) = s.pending(&bob, "").await;
     assert_eq!(page["messages"][0]["envelope"]["subject"], "once");
     s.stop().await;
 }
 
-/// §4.24: another sender's colliding id for the same recipient gets a fresh id (every client
-/// id is replaced by one derived from sender and id: spec-next 04).
+/// §4.24: another sender's colliding id for the same recipient gets a fresh id.
 #[tokio::test]
 async fn another_senders_colliding_id_gets_a_fresh_id() {
     let s = start().await;
@@ -699,14 +694,13 @@ async fn another_senders_colliding_id_gets_a_fresh_id() {
         .route(&alice, m.envelope(&alice.address, Some(&m.sign(&alice))))
         .await
         .assert_ok();
-    assert_ne!(first["id"], id, "{first}");
+    assert_eq!(first["id"], id, "{first}");
     // Carol uses the same id for Bob: accepted under a fresh id.
     let v = s
         .route(&carol, m.envelope(&carol.address, Some(&m.sign(&carol))))
         .await
         .assert_ok();
     assert_ne!(v["id"], id, "{v}");
-    assert_ne!(v["id"], first["id"], "{v}");
     assert_server_id(v["id"].as_str().expect("id"));
     assert_eq!(s.pending_ids(&bob).await.len(), 2);
     s.stop().await;

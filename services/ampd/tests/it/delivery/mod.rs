@@ -13,6 +13,7 @@ mod restart;
 mod revocation;
 mod security;
 mod spec_next;
+mod spec_next_idempotency;
 mod tarpit;
 mod webhook;
 mod ws;

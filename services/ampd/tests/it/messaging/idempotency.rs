@@ -115,14 +115,15 @@ async fn spec_next_idempotency_key_is_bounded() {
     s.stop().await;
 }
 
-/// Spec-next 04: the provider assigns `envelope.id` (and `timestamp`), overwriting the
-/// client's; for clients built on the older text the id they chose still names the message:
-/// a retry gets the first answer and leaves one copy, another message under it is `409
-/// duplicate_message`. A thread the client named by its own id is the message's thread under
-/// the provider's id, and the sender's signature still verifies (ids are not signed).
+/// Spec-next 04 with `keep_client_ids = false`: the provider assigns `envelope.id` (and
+/// `timestamp`), overwriting the client's; for clients built on the older text the id they
+/// chose still names the message: a retry gets the first answer and leaves one copy, another
+/// message under it is `409 duplicate_message`. A thread the client named by its own id is
+/// the message's thread under the provider's id, and the sender's signature still verifies
+/// (ids are not signed).
 #[tokio::test]
 async fn spec_next_client_ids_are_replaced_but_name_the_message() {
-    let s = start().await;
+    let s = start_with(|c| c.ingest.messaging.keep_client_ids = false).await;
     let alice = s.register("ids", "alice").await;
     let bob = s.register("ids", "bob").await;
     let client_id = "msg_1700000000000_deadbeef";
@@ -209,4 +210,42 @@ async fn spec_next_idempotency_key_races_leave_one_copy() {
         Ok(s) => s.stop().await,
         Err(_) => panic!("server still shared"),
     }
+}
+
+/// The default (`keep_client_ids`, for the Claude Code plugin, which names its messages by
+/// the id it chose): a well-formed client id is the message's id, also beside an
+/// `idempotency_key`; the key still names the message (the first answer again, one copy, and
+/// `409 duplicate_idempotency_key` for another request under it). Without a client id the
+/// provider's id is derived from the key.
+#[tokio::test]
+async fn spec_next_kept_client_ids_and_idempotency_keys_together() {
+    let s = start().await;
+    let alice = s.register("keepids", "alice").await;
+    let bob = s.register("keepids", "bob").await;
+    let key = fresh_key();
+    let client_id = "msg_1700000000000_00c0ffee";
+    let m = Msg::new(&bob.address, "kept").id(client_id).key(&key);
+    let body = m.envelope(&alice.address, Some(&m.sign(&alice)));
+    let first = s.route(&alice, body.clone()).await.assert_ok();
+    assert_eq!(first["id"], client_id, "{first}");
+    assert_eq!(s.route(&alice, body).await.assert_ok(), first);
+    assert_eq!(s.pending_ids(&bob).await, [client_id]);
+    let mut other = m.clone();
+    other.subject = "another".into();
+    s.route(
+        &alice,
+        other.envelope(&alice.address, Some(&other.sign(&alice))),
+    )
+    .await
+    .assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+
+    let keyed = Msg::new(&bob.address, "no id").key(&fresh_key());
+    let v = s
+        .route(&alice, keyed.flat(Some(&keyed.sign(&alice))))
+        .await
+        .assert_ok();
+    let id = v["id"].as_str().expect("id");
+    assert!(id.starts_with("msg_0_"), "derived from the key: {v}");
+    assert_eq!(s.pending_ids(&bob).await, [client_id, id]);
+    s.stop().await;
 }

@@ -46,12 +46,9 @@ pub(crate) async fn route_answers(t: &Target) {
             )
             .await;
         let v = assert_mailbox_written(&r);
-        // Spec-next 04: the provider's id replaces the client's.
-        let id = v["id"].as_str().expect("id").to_owned();
-        assert_ne!(id, client_id, "client id replaced: {v}");
-        assert_server_id(&id);
-        assert_eq!(v["thread_id"], id.as_str(), "{v}");
-        sent.push((id, m));
+        assert_eq!(v["id"], client_id.as_str(), "client id kept: {v}");
+        assert_eq!(v["thread_id"], client_id.as_str(), "{v}");
+        sent.push((client_id, m));
     }
     let (page, text) = h.pending(&bob, "").await;
     assert_eq!(page["count"], 4, "{page}");
@@ -73,9 +70,8 @@ pub(crate) async fn route_answers(t: &Target) {
     }
 }
 
-/// The duplicate rule: the same client id and signature again is answered like the first
-/// (the id the provider gave it); the same id with another signature is 409
-/// `duplicate_message`, sequentially and across replicas.
+/// The duplicate rule: the same id and signature again is answered like the first; the same
+/// id with another signature is 409 `duplicate_message`, sequentially and across replicas.
 pub(crate) async fn duplicates(t: &Target) {
     let (a, b) = (Http::new(&t.ingest[0]), Http::new(&t.ingest[1]));
     let tn = tenant("dup");
@@ -87,9 +83,8 @@ pub(crate) async fn duplicates(t: &Target) {
     let first = assert_mailbox_written(&a.route(&alice, body.clone()).await);
     // The retry on the other replica.
     let again = assert_mailbox_written(&b.route(&alice, body.clone()).await);
-    let ours = first["id"].as_str().expect("id").to_owned();
-    assert_ne!(ours, id, "{first}");
-    assert_eq!(again["id"], ours.as_str(), "{again}");
+    assert_eq!(first["id"], id.as_str(), "{first}");
+    assert_eq!(again["id"], id.as_str(), "{again}");
     assert_eq!(again["queued_at"], first["queued_at"], "{first} vs {again}");
     assert_eq!(again["thread_id"], first["thread_id"], "{first} vs {again}");
     // Same id, another subject, re-signed: on either replica.
@@ -102,7 +97,7 @@ pub(crate) async fn duplicates(t: &Target) {
             .error(409, "duplicate_message", None);
     }
     let (page, _) = b.pending(&bob, "").await;
-    assert_eq!(ids_of(&page), [ours], "one mailbox entry: {page}");
+    assert_eq!(ids_of(&page), [id], "one mailbox entry: {page}");
     assert_eq!(page["messages"][0]["envelope"]["subject"], "once", "{page}");
 }
 
