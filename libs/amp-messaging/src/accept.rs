@@ -420,6 +420,19 @@ pub(crate) async fn accept(
     if let (Some(RouteOutcome::Conflict), Some(k)) = (outcome, &idem) {
         return Err(k.conflict());
     }
+    // A racing attempt the broker recognised before the router wrote the first: the first
+    // attempt's answer is moments away; give that one rather than a weaker `queued`.
+    if let Some(k) = &idem
+        && handed.retried
+        && outcome.is_none()
+        && prior.is_none()
+        && let Some(first) = wait_for_record(acc, k, &fp).await?
+    {
+        return Ok(RouteAnswer {
+            outcome_known: first.status == 200,
+            body: first.body,
+        });
+    }
     if let Some(e) = outcome.and_then(crate::handoff::refusal) {
         return Err(e);
     }
@@ -493,6 +506,27 @@ pub(crate) async fn accept(
         body: answer,
         outcome_known,
     })
+}
+
+/// The record of `key` once the attempt that holds it writes it, within the outcome wait.
+async fn wait_for_record(
+    acc: &Acceptor,
+    key: &Key,
+    fp: &str,
+) -> Result<Option<idempotency::Record>, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(acc.config.outcome_wait_ms);
+    loop {
+        if let Some(record) = idempotency::lookup(&acc.store, key)
+            .await
+            .map_err(store_err)?
+        {
+            return idempotency::replay(key, record, fp).map(Some);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Subscribes to push confirmations for `recipient` when one can happen: it has a live

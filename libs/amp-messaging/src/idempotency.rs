@@ -157,7 +157,11 @@ pub async fn remember(store: &Store, key: &Key, record: &Record, now: amp_store:
         return;
     };
     if let Err(e) = store
-        .put(&key.store_key(), bytes, Some(now.saturating_add(RETENTION_MS)))
+        .put(
+            &key.store_key(),
+            bytes,
+            Some(now.saturating_add(RETENTION_MS)),
+        )
         .await
     {
         tracing::warn!(error = %e, "idempotency record not written");

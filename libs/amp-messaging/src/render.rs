@@ -324,8 +324,14 @@ mod tests {
         let want = serde_json::to_string(&Item::new(&entry, &message, None)).expect("json");
         assert_eq!(got, want);
         assert!(!got.contains(r#","in_reply_to":null,"#), "{got}");
-        assert!(got.contains(r#""context":{"in_reply_to":null}"#), "payload untouched: {got}");
-        assert!(got.contains(r#""subject":"s \"in_reply_to\":null""#), "{got}");
+        assert!(
+            got.contains(r#""context":{"in_reply_to":null}"#),
+            "payload untouched: {got}"
+        );
+        assert!(
+            got.contains(r#""subject":"s \"in_reply_to\":null""#),
+            "{got}"
+        );
     }
 
     #[test]

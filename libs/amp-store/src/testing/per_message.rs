@@ -13,11 +13,19 @@ pub async fn idempotency_records_expire(store: &Store) {
     let key = unique("idem/");
     let now = now_ms();
     store
-        .put(&key, br#"{"fp":"a","status":200}"#.to_vec(), Some(now + 7 * DAY))
+        .put(
+            &key,
+            br#"{"fp":"a","status":200}"#.to_vec(),
+            Some(now + 7 * DAY),
+        )
         .await
         .expect("put");
     store
-        .put(&key, br#"{"fp":"a","status":202}"#.to_vec(), Some(now + 7 * DAY))
+        .put(
+            &key,
+            br#"{"fp":"a","status":202}"#.to_vec(),
+            Some(now + 7 * DAY),
+        )
         .await
         .expect("put");
     assert_eq!(

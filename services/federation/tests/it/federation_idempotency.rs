@@ -126,13 +126,17 @@ async fn spec_next_federation_inbound_applies_the_senders_idempotency_key() {
     let key = "idk_7d0c2f0e-7c1a-4d5e-9f3b-1a2b3c4d5e6f";
 
     let good = keyed_body(&alice, &bob.address, "msg_1700000000000_0a", "hello", key);
-    let r = b.deliver_raw(&headers("alpha.test", &pa.key, &good), &good).await;
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, &good), &good)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let first: Value = r.json();
     assert_eq!(first["id"], "msg_1700000000000_0a", "the peer's id is kept");
 
     let same = keyed_body(&alice, &bob.address, "msg_1700000000001_0b", "hello", key);
-    let r = b.deliver_raw(&headers("alpha.test", &pa.key, &same), &same).await;
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, &same), &same)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json(), first, "the first answer");
     assert_eq!(b.pending_count(&bob).await, 1, "not delivered twice");
@@ -153,8 +157,14 @@ async fn spec_next_federation_inbound_applies_the_senders_idempotency_key() {
         key: SecretKey::generate(),
     };
     let hers = keyed_body(&carol, &bob.address, "msg_1700000000003_0d", "hello", key);
-    let r = b.deliver_raw(&headers("alpha.test", &pa.key, &hers), &hers).await;
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, &hers), &hers)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(b.pending_count(&bob).await, 2, "another sender's key is its own");
+    assert_eq!(
+        b.pending_count(&bob).await,
+        2,
+        "another sender's key is its own"
+    );
     b.stop().await;
 }

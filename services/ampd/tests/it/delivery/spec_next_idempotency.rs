@@ -28,7 +28,10 @@ async fn spec_next_ws_route_frames_apply_idempotency_keys() {
     let id = id_of(&first["data"]);
     let f = recv(&mut wb).await;
     assert_message_new(&f, &id, false);
-    assert_eq!(f["data"]["envelope"]["idempotency_key"], "idk_ws-0001", "{f}");
+    assert_eq!(
+        f["data"]["envelope"]["idempotency_key"], "idk_ws-0001",
+        "{f}"
+    );
 
     send_text(
         &mut wa,
@@ -39,7 +42,10 @@ async fn spec_next_ws_route_frames_apply_idempotency_keys() {
     assert_eq!(again["ref"], "r-2", "{again}");
     assert_eq!(again["data"], first["data"], "the first answer");
     // The same request over REST: the same key, the same answer.
-    let rest = s.route(&alice, &bob.address, &payload, key.clone()).await.ok();
+    let rest = s
+        .route(&alice, &bob.address, &payload, key.clone())
+        .await
+        .ok();
     assert_eq!(rest, first["data"]);
     let more = frames_within(&mut wb, Duration::from_millis(400)).await;
     assert!(

@@ -185,7 +185,10 @@ async fn spec_next_idempotency_key_races_leave_one_copy() {
         } else {
             Msg::new(&bob.address, &format!("b {round}")).key(&key)
         };
-        let (ba, bb) = (ma.flat(Some(&ma.sign(&alice))), mb.flat(Some(&mb.sign(&alice))));
+        let (ba, bb) = (
+            ma.flat(Some(&ma.sign(&alice))),
+            mb.flat(Some(&mb.sign(&alice))),
+        );
         let (s1, s2, a1, a2) = (s.clone(), s.clone(), alice.clone(), alice.clone());
         let t1 = tokio::spawn(async move { s1.route(&a1, ba).await });
         let t2 = tokio::spawn(async move { s2.route(&a2, bb).await });

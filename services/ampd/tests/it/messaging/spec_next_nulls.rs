@@ -21,8 +21,20 @@ async fn spec_next_no_answer_of_a_session_holds_null() {
             answers.push(($what.to_owned(), r));
         }};
     }
-    // Alias and metadata never set: absent, not null.
+    // Alias and metadata never set: absent, not null. Empty mailbox and receipts.
     call!("GET /v1/agents/me", s.get(&alice, "/v1/agents/me").await);
+    call!(
+        "GET /v1/messages/pending (empty)",
+        s.get(&bob, "/v1/messages/pending").await
+    );
+    call!(
+        "GET /v1/messages/pending/count (empty)",
+        s.get(&bob, "/v1/messages/pending/count").await
+    );
+    call!(
+        "GET /v1/messages/receipts (empty)",
+        s.get(&alice, "/v1/messages/receipts").await
+    );
     call!(
         "GET /v1/agents?limit=1",
         s.get(&alice, "/v1/agents?limit=1").await
@@ -43,7 +55,10 @@ async fn spec_next_no_answer_of_a_session_holds_null() {
         )
         .await
     );
-    call!("GET /v1/agents/me (alias)", s.get(&alice, "/v1/agents/me").await);
+    call!(
+        "GET /v1/agents/me (alias)",
+        s.get(&alice, "/v1/agents/me").await
+    );
     let m = Msg::new(&bob.address, "hello").key("idk_nulls-1");
     let first = s.route(&alice, m.flat(Some(&m.sign(&alice)))).await;
     let id = first.json()["id"].as_str().expect("id").to_owned();
@@ -95,8 +110,14 @@ async fn spec_next_no_answer_of_a_session_holds_null() {
         "POST /v1/auth/rotate-key",
         s.post(&bob, "/v1/auth/rotate-key", None).await
     );
-    call!("GET /v1/info", s.call(Method::GET, "/v1/info", None, None).await);
-    call!("GET /v1/health", s.call(Method::GET, "/v1/health", None, None).await);
+    call!(
+        "GET /v1/info",
+        s.call(Method::GET, "/v1/info", None, None).await
+    );
+    call!(
+        "GET /v1/health",
+        s.call(Method::GET, "/v1/health", None, None).await
+    );
     call!(
         "GET /.well-known/agent-messaging.json",
         s.call(Method::GET, "/.well-known/agent-messaging.json", None, None)
