@@ -161,8 +161,8 @@ const NULL_REPLY: &str = ",\"in_reply_to\":null";
 fn push_envelope(out: &mut Vec<u8>, envelope: &str) {
     match envelope.find(NULL_REPLY) {
         Some(at) => {
-            out.extend_from_slice(envelope[..at].as_bytes());
-            out.extend_from_slice(envelope[at + NULL_REPLY.len()..].as_bytes());
+            out.extend_from_slice(&envelope.as_bytes()[..at]);
+            out.extend_from_slice(&envelope.as_bytes()[at + NULL_REPLY.len()..]);
         }
         None => out.extend_from_slice(envelope.as_bytes()),
     }

@@ -52,7 +52,11 @@ async fn spec_next_ws_route_frames_apply_idempotency_keys() {
         more.iter().all(|f| f["data"]["id"] != id.as_str()),
         "pushed twice: {more:?}"
     );
-    assert_eq!(s.pending_ids(&bob).await, [id.clone()], "one copy");
+    assert_eq!(
+        s.pending_ids(&bob).await,
+        std::slice::from_ref(&id),
+        "one copy"
+    );
 
     let other = signed_body(&alice, &bob.address, "another", &payload, key);
     send_text(
