@@ -416,8 +416,11 @@ pub(crate) async fn accept(
     // of the first publish (`None`: still on its way).
     let (outcome, prior) = crate::handoff::settle_retry(&acc.store, &accepted, handed).await?;
     // The key's message is another one (two attempts raced past the record, or the record
-    // was lost): the mailbox kept the first.
-    if let (Some(RouteOutcome::Conflict), Some(k)) = (outcome, &idem) {
+    // was lost): the mailbox kept the first. (A kept client id's conflict is the id's:
+    // `duplicate_message`, below.)
+    if let (Some(RouteOutcome::Conflict), Some(k)) = (outcome, &idem)
+        && !keep_client_id
+    {
         return Err(k.conflict());
     }
     // A racing attempt the broker recognised before the router wrote the first: the first

@@ -245,6 +245,15 @@ async fn spec_next_kept_client_ids_and_idempotency_keys_together() {
     )
     .await
     .assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+    // The kept id with another key and other content: the id's conflict, as before.
+    let mut reused = other.clone();
+    reused.idempotency_key = Some(fresh_key());
+    s.route(
+        &alice,
+        reused.envelope(&alice.address, Some(&reused.sign(&alice))),
+    )
+    .await
+    .assert_error(409, "duplicate_message", None);
 
     let keyed = Msg::new(&bob.address, "no id").key(&fresh_key());
     let v = s
