@@ -21,6 +21,16 @@ async fn spec_next_no_answer_of_a_session_holds_null() {
             answers.push(($what.to_owned(), r));
         }};
     }
+    let key = SecretKey::generate();
+    let reg = json!({
+        "tenant": "nulls", "name": "dave",
+        "public_key": key.public().to_pem(), "key_algorithm": "Ed25519",
+    });
+    call!(
+        "POST /v1/register",
+        s.call(Method::POST, "/v1/register", None, Some(reg.to_string()))
+            .await
+    );
     // Alias and metadata never set: absent, not null. Empty mailbox and receipts.
     call!("GET /v1/agents/me", s.get(&alice, "/v1/agents/me").await);
     call!(
