@@ -227,9 +227,11 @@ strings as JSON strings (valid TOML basic strings), nil values left out.
 {{- /* The cluster: one file for every binary (each reads its own sections). */}}
 {{- $c = fromYaml (include "amp.commonConfig" $root) }}
 {{- if $root.Values.federation.enabled }}
-{{- /* ingest's built-in capability list plus `federation` (ingest/src/main.rs); delivery
-     reads it too (remote recipients accepted on route frames). */}}
-{{- $_ := set $c "capabilities" (list "registration" "relay-queue" "websockets" "webhooks" "notify:v1" "notify:longpoll" "federation") }}
+{{- /* ingest's built-in capability list (ingest::CAPABILITIES, services/ingest/src/lib.rs;
+     a unit test there keeps this list equal to it) plus `federation`; delivery reads it too
+     (remote recipients accepted on route frames). `attachments` is added by ingest itself
+     where a blob store is configured. */}}
+{{- $_ := set $c "capabilities" (list "registration" "relay-queue" "websockets" "webhooks" "notify:v1" "notify:longpoll" "attachments:afp" "agent-capabilities" "communication-policy" "agent-card" "federation") }}
 {{- $_ := set $c "federation" (fromYaml (include "amp.federationConfig" $root)) }}
 {{- end }}
 {{- range (list "cluster" "ingest" "router" "delivery" "federation") }}

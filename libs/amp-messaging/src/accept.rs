@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::idempotency::{self, Key, Kind};
 use crate::{Acceptor, store_err};
 
 /// Both body forms: flat fields, or `envelope` + `payload`. Unknown members (`_forwarded`,
@@ -39,6 +40,8 @@ pub struct RouteRequest {
     expires_at: Option<String>,
     signature: Option<String>,
     options: Option<RouteOptions>,
+    /// The spec's first place for it (08); the envelope's wins when both are given (04).
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,6 +57,7 @@ struct EnvelopeBody {
     thread_id: Option<String>,
     expires_at: Option<String>,
     signature: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -90,8 +94,54 @@ pub(crate) async fn accept(
     let expires_text = pick(env.expires_at, body.expires_at);
     let signature = pick(env.signature, body.signature).filter(|s| !s.is_empty());
     let want_receipt = body.options.and_then(|o| o.receipt).unwrap_or(false);
+    let explicit_key = pick(env.idempotency_key, body.idempotency_key);
 
     let payload_raw = body.payload.ok_or_else(|| ApiError::missing("payload"))?;
+
+    // Idempotency (spec-next 04, 08): a key names one message of this sender; a request
+    // with a known key is answered from its record, before anything else is checked or
+    // taken (quota, attachments), and never routed again.
+    if let Some(k) = &explicit_key {
+        amp_proto::message::validate_idempotency_key(k)?;
+    }
+    let client_id_ok = client_id.as_deref().filter(|c| MessageId::is_valid(c));
+    let keep_client_id = acc.config.keep_client_ids && client_id_ok.is_some();
+    let idem = match (&explicit_key, client_id_ok) {
+        (Some(k), _) => Some(Key::new(Kind::Explicit, &sender.id, k)),
+        // A client's id that is replaced still names the message. A kept one is the
+        // message's id, and the mailbox's duplicate rule is its idempotency (as before).
+        (None, Some(c)) if !keep_client_id => Some(Key::new(Kind::ClientId, &sender.id, c)),
+        _ => None,
+    };
+    // "The same request": the fields the sender chose, the payload by its canonical hash (a
+    // retry that re-serialised it is still the same), computed only for keyed requests.
+    let fp = match &idem {
+        Some(_) => idempotency::fingerprint(&[
+            to_text.trim(),
+            &subject,
+            priority_text.as_deref().unwrap_or("normal"),
+            in_reply_to.as_deref().unwrap_or(""),
+            thread_id.as_deref().unwrap_or(""),
+            expires_text.as_deref().unwrap_or(""),
+            if want_receipt { "receipt" } else { "" },
+            signature.as_deref().unwrap_or(""),
+            &amp_proto::signing::payload_hash(payload_raw.get())
+                .map_err(|_| ApiError::invalid("payload", "payload is not valid JSON"))?,
+        ]),
+        None => String::new(),
+    };
+    if let Some(k) = &idem
+        && let Some(record) = idempotency::lookup(&acc.store, k)
+            .await
+            .map_err(store_err)?
+    {
+        let first = idempotency::replay(k, record, &fp)?;
+        tracing::debug!(tenant = %sender.tenant, agent = %sender.id, "idempotent retry answered from its record");
+        return Ok(RouteAnswer {
+            outcome_known: first.status == 200,
+            body: first.body,
+        });
+    }
     let payload = RawPayload::from_json(payload_raw.get().to_owned())
         .map_err(|_| ApiError::invalid("payload", "payload is not valid JSON"))?;
     payload.validate()?;
@@ -254,32 +304,39 @@ pub(crate) async fn accept(
         }
     };
 
-    // Id: a well-formed client id is kept (retries are idempotent); another sender's
-    // colliding id for this recipient gets a fresh one (ids are not signed).
-    let kept = client_id.as_deref().and_then(MessageId::parse);
-    let client_chose_id = kept.is_some();
-    let mut id = kept.unwrap_or_else(|| MessageId::generate(now));
-    let existing = match &recipient {
-        // An id we generate (64 random bits) is nobody's yet: no read for it.
-        Some(_) if !client_chose_id => None,
+    // Id: a well-formed client id when they are kept (`keep_client_ids`), else ours (spec-next
+    // 04; ids are not signed either way). Ours is derived from sender and key when there is
+    // one, so a retry on any replica lands on the same mailbox key (one copy, and no read for
+    // it), else fresh (64 random bits).
+    let ours = || {
+        idem.as_ref()
+            .map_or_else(|| MessageId::generate(now), Key::message_id)
+    };
+    let mut id = match client_id_ok.filter(|_| keep_client_id) {
+        Some(c) => MessageId::from_trusted(c.to_owned()),
+        None => ours(),
+    };
+    // A kept client id may be another sender's in this mailbox: that sender's message keeps
+    // it, this one gets ours.
+    if keep_client_id && let Some(r) = &recipient {
         // Expired entries count too (`Millis::MIN`): their ids stay taken until purged.
-        Some(r) => acc
+        let existing = acc
             .store
             .entry(&r.id, id.as_str(), amp_store::Millis::MIN)
             .await
-            .map_err(store_err)?,
-        None => None,
-    };
-    if let Some(state) = existing {
-        let owner = match state {
-            EntryState::Queued(e) => e.sender,
-            EntryState::Acked { sender } => sender,
+            .map_err(store_err)?;
+        let owner = match existing {
+            Some(EntryState::Queued(e)) => Some(e.sender),
+            Some(EntryState::Acked { sender }) => Some(sender),
+            None => None,
         };
-        if owner != sender.address {
-            id = MessageId::generate(now);
+        if owner.is_some_and(|o| o != sender.address) {
+            id = ours();
         }
     }
     let thread_id = match (thread_id, &in_reply_to) {
+        // An older client names its first message's thread by the id it chose: ours now.
+        (Some(t), _) if client_id.as_deref() == Some(t.as_str()) => id.to_string(),
         (Some(t), _) => t,
         (None, Some(parent)) => parent_thread(acc, sender, parent)
             .await
@@ -300,6 +357,7 @@ pub(crate) async fn accept(
         signature,
         in_reply_to,
         thread_id,
+        idempotency_key: explicit_key,
     };
     // Every field is within its limit by now; the whole may still not be (a short `message`
     // beside a large member of its own). The same check as federation's inbound path.
@@ -360,6 +418,27 @@ pub(crate) async fn accept(
     // A retry the broker recognised gets no outcome of its own: the mailbox says what became
     // of the first publish (`None`: still on its way).
     let (outcome, prior) = crate::handoff::settle_retry(&acc.store, &accepted, handed).await?;
+    // The key's message is another one (two attempts raced past the record, or the record
+    // was lost): the mailbox kept the first. (A kept client id's conflict is the id's:
+    // `duplicate_message`, below.)
+    if let (Some(RouteOutcome::Conflict), Some(k)) = (outcome, &idem)
+        && !keep_client_id
+    {
+        return Err(k.conflict());
+    }
+    // A racing attempt the broker recognised before the router wrote the first: the first
+    // attempt's answer is moments away; give that one rather than a weaker `queued`.
+    if let Some(k) = &idem
+        && handed.retried
+        && outcome.is_none()
+        && prior.is_none()
+        && let Some(first) = wait_for_record(acc, k, &fp).await?
+    {
+        return Ok(RouteAnswer {
+            outcome_known: first.status == 200,
+            body: first.body,
+        });
+    }
     if let Some(e) = outcome.and_then(crate::handoff::refusal) {
         return Err(e);
     }
@@ -420,10 +499,40 @@ pub(crate) async fn accept(
         answer["receipt"] = json!(if online > 0 { "websocket" } else { "retained" });
     }
     tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
+    let outcome_known = recipient.is_none() || outcome.is_some();
+    if let Some(k) = &idem {
+        let record = idempotency::Record {
+            fp,
+            status: if outcome_known { 200 } else { 202 },
+            body: answer.clone(),
+        };
+        idempotency::remember(&acc.store, k, &record, now.unix_millis()).await;
+    }
     Ok(RouteAnswer {
         body: answer,
-        outcome_known: recipient.is_none() || outcome.is_some(),
+        outcome_known,
     })
+}
+
+/// The record of `key` once the attempt that holds it writes it, within the outcome wait.
+async fn wait_for_record(
+    acc: &Acceptor,
+    key: &Key,
+    fp: &str,
+) -> Result<Option<idempotency::Record>, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(acc.config.outcome_wait_ms);
+    loop {
+        if let Some(record) = idempotency::lookup(&acc.store, key)
+            .await
+            .map_err(store_err)?
+        {
+            return idempotency::replay(key, record, fp).map(Some);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Subscribes to push confirmations for `recipient` when one can happen: it has a live

@@ -93,6 +93,7 @@ fn notice(
         signature,
         in_reply_to: Some(in_reply_to),
         thread_id: orig.thread_id.clone(),
+        idempotency_key: None,
     };
     Ok(Accepted {
         v: 1,

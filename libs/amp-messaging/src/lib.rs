@@ -8,6 +8,8 @@
 //! - [`handoff`]: the last stage of every acceptance path (REST, WebSocket, federation
 //!   inbound): the record to the router, its outcome back, what the sender is told, and the
 //!   one store-error mapping.
+//! - [`idempotency`]: idempotency keys (and older clients' ids) on route: the derived
+//!   message id and the first answer, kept 7 days.
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
@@ -31,6 +33,7 @@ pub mod bounce;
 pub mod cache;
 pub mod events;
 pub mod handoff;
+pub mod idempotency;
 pub mod mailbox;
 pub mod policy;
 pub mod quota;
@@ -100,6 +103,13 @@ pub struct MessagingConfig {
     pub usage_hourly_retention_days: u32,
     /// Days daily usage rows are kept (from the start of their day); 0: for good.
     pub usage_daily_retention_days: u32,
+    /// Keeps a well-formed client `envelope.id` (`msg_<digits>_<hex>`) as the message id, as
+    /// the older text and COMPAT.md have it: the Claude Code plugin names its sent copy by
+    /// that id, prints it, and threads replies by it, so replacing it breaks the plugin's own
+    /// flows. `false`: every id is the provider's (spec-next 04 "providers MUST overwrite"),
+    /// and a client's id only names its message for retries (an implicit idempotency key).
+    /// Either way a message without a client id gets the provider's id.
+    pub keep_client_ids: bool,
 }
 
 impl Default for MessagingConfig {
@@ -118,6 +128,7 @@ impl Default for MessagingConfig {
             usage_metrics_per_tenant: false,
             usage_hourly_retention_days: 35,
             usage_daily_retention_days: 400,
+            keep_client_ids: true,
         }
     }
 }

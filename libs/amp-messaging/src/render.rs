@@ -123,7 +123,7 @@ pub fn write_item(
     out.extend_from_slice(b"{\"id\":");
     serde_json::to_writer(&mut *out, entry.message_id.as_str())?;
     out.extend_from_slice(b",\"envelope\":");
-    out.extend_from_slice(m.envelope.get().as_bytes());
+    push_envelope(out, m.envelope.get());
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(m.payload.get().as_bytes());
     out.extend_from_slice(b",\"queued_at\":");
@@ -149,6 +149,23 @@ pub fn write_item(
     }
     out.push(b'}');
     Ok(())
+}
+
+/// What messages stored before the JSON profile (spec-next 04) hold for an absent
+/// `in_reply_to`, exactly as serde wrote it: the envelope is flat (strings only), so this
+/// sequence, unescaped quotes and all, can only be the member itself, never string content.
+const NULL_REPLY: &str = ",\"in_reply_to\":null";
+
+/// Appends a stored envelope's JSON, without the `"in_reply_to":null` of messages stored
+/// before the JSON profile (one scan of a few hundred bytes; nothing else changes).
+fn push_envelope(out: &mut Vec<u8>, envelope: &str) {
+    match envelope.find(NULL_REPLY) {
+        Some(at) => {
+            out.extend_from_slice(&envelope.as_bytes()[..at]);
+            out.extend_from_slice(&envelope.as_bytes()[at + NULL_REPLY.len()..]);
+        }
+        None => out.extend_from_slice(envelope.as_bytes()),
+    }
 }
 
 /// Appends a decimal number.
@@ -285,6 +302,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Messages stored before the JSON profile hold `"in_reply_to":null`; pickup serves
+    /// them without it (as `Item` would), and everything else byte for byte.
+    #[test]
+    fn spec_next_stored_null_in_reply_to_is_stripped_on_pickup() {
+        let old = r#"{"envelope":{"version":"amp/0.1","id":"msg_1_ab","from":"a@x.test","to":"b@x.test","subject":"s \"in_reply_to\":null","priority":"normal","timestamp":"2023-11-14T22:13:20.123Z","signature":"c2ln","in_reply_to":null,"thread_id":"msg_1_ab"},"payload":{"type":"t","message":"m","context":{"in_reply_to":null}}}"#;
+        let entry = MailboxEntry {
+            seq: 7,
+            message_id: "msg_1_ab".into(),
+            sender: "a@x.test".into(),
+            data: old.into(),
+            queued_at: 1_700_000_000_123,
+            expires_at: 1_700_604_800_123,
+        };
+        let mut got = Vec::new();
+        write_item(&mut got, &entry, None).expect("writes");
+        let got = String::from_utf8(got).expect("utf-8");
+        let message: StoredMessage = serde_json::from_str(old).expect("parses");
+        let want = serde_json::to_string(&Item::new(&entry, &message, None)).expect("json");
+        assert_eq!(got, want);
+        assert!(!got.contains(r#","in_reply_to":null,"#), "{got}");
+        assert!(
+            got.contains(r#""context":{"in_reply_to":null}"#),
+            "payload untouched: {got}"
+        );
+        assert!(
+            got.contains(r#""subject":"s \"in_reply_to\":null""#),
+            "{got}"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum ErrorCode {
     NameTaken,
     /// 409 `duplicate_message`: same sender and id with another signature.
     DuplicateMessage,
+    /// 409 `duplicate_idempotency_key` (spec-next 08): the sender's key was used with another
+    /// request.
+    DuplicateIdempotencyKey,
     /// 410 `cursor_expired` (spec 12.3).
     CursorExpired,
     /// 413 `invalid_request`: the body is over the size limit.
@@ -107,6 +110,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::NameTaken,
         ErrorCode::DuplicateMessage,
+        ErrorCode::DuplicateIdempotencyKey,
         ErrorCode::CursorExpired,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RequestTooLarge,
@@ -156,6 +160,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::DuplicateMessage => "duplicate_message",
+            ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
             ErrorCode::CursorExpired => "cursor_expired",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::SignatureMissing => "signature_missing",
@@ -213,6 +218,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::NameTaken
             | ErrorCode::DuplicateMessage
+            | ErrorCode::DuplicateIdempotencyKey
             | ErrorCode::AttachmentPending
             | ErrorCode::AttachmentAlreadyUsed
             | ErrorCode::Conflict => 409,

@@ -36,6 +36,8 @@ pub mod limits {
     pub const BODY_BYTES: usize = TOTAL_BYTES + 8 * 1024;
     /// Default and longest relay lifetime: 7 days, in seconds.
     pub const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
+    /// An `idempotency_key`: bytes (the spec's `idk_` + UUID is 40).
+    pub const IDEMPOTENCY_KEY_BYTES: usize = 128;
 }
 
 /// A message identifier, `msg_<digits>_<lowercase hex>` when the provider makes it.
@@ -290,6 +292,11 @@ pub struct Envelope {
     pub in_reply_to: Option<String>,
     /// The first message of the thread.
     pub thread_id: String,
+    /// The sender's deduplication key (spec-next 04 "Idempotency"): routing metadata, not
+    /// signed, kept across federation so every provider on the way applies it. Omitted when
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl Envelope {
@@ -493,8 +500,29 @@ pub fn validate_reference(field: &'static str, value: &str) -> Result<(), Valida
     Ok(())
 }
 
+/// Checks an `idempotency_key`: 1 to [`limits::IDEMPOTENCY_KEY_BYTES`] bytes of printable
+/// ASCII without spaces (`idk_<uuid>` as the spec suggests, or any other token of that shape).
+///
+/// Fails with [`ValidationError::Invalid`] naming `idempotency_key`.
+pub fn validate_idempotency_key(value: &str) -> Result<(), ValidationError> {
+    if value.is_empty()
+        || value.len() > limits::IDEMPOTENCY_KEY_BYTES
+        || !value.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ValidationError::Invalid {
+            field: "idempotency_key",
+            reason: format!(
+                "idempotency_key must be 1 to {} printable ASCII characters without spaces",
+                limits::IDEMPOTENCY_KEY_BYTES
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks the envelope fields a sender or another provider chose: a well-formed id, the
-/// subject, and the references. The same rules whichever way the message arrived.
+/// subject, the references and the idempotency key. The same rules whichever way the message
+/// arrived.
 ///
 /// Fails with the first problem found.
 pub fn validate_envelope(envelope: &Envelope) -> Result<(), ValidationError> {
@@ -511,7 +539,11 @@ pub fn validate_envelope(envelope: &Envelope) -> Result<(), ValidationError> {
     if let Some(r) = &envelope.in_reply_to {
         validate_reference("in_reply_to", r)?;
     }
-    validate_reference("thread_id", &envelope.thread_id)
+    validate_reference("thread_id", &envelope.thread_id)?;
+    if let Some(k) = &envelope.idempotency_key {
+        validate_idempotency_key(k)?;
+    }
+    Ok(())
 }
 
 /// Bytes of the message as the one JSON document `{"envelope":…,"payload":…}`: what the
@@ -653,6 +685,7 @@ mod tests {
             signature: String::new(),
             in_reply_to: None,
             thread_id: id.into(),
+            idempotency_key: None,
         }
     }
 

@@ -274,13 +274,17 @@ impl Kv for Composed {
 
 impl Composed {
     /// Where `key` lives: a per-message marker ([`crate::message_marker`]) with its
-    /// mailbox, whose purge removes it with the messages; anything else with the small
-    /// values.
+    /// mailbox, whose purge removes it with the messages, and a per-message idempotency
+    /// record ([`crate::PER_MESSAGE_VALUES`]) with the mailboxes too (their volume is the
+    /// messages'); anything else with the small values.
     fn kv_of(&self, key: &str) -> &Arc<dyn StoreBackend> {
-        let marker = crate::MESSAGE_MARKERS.iter().any(|kind| {
-            key.strip_prefix(kind)
-                .is_some_and(|rest| rest.starts_with('/'))
-        });
+        let marker = crate::MESSAGE_MARKERS
+            .iter()
+            .chain(crate::PER_MESSAGE_VALUES)
+            .any(|kind| {
+                key.strip_prefix(kind)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            });
         if marker { &self.mailboxes } else { &self.kv }
     }
 }

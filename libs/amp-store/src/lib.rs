@@ -271,6 +271,12 @@ pub trait Kv: Send + Sync {
 /// mailbox.
 pub const MESSAGE_MARKERS: &[&str] = &["read", "receipt-sent"];
 
+/// Prefixes (before a `/`) of other [`Kv`] values written once per message and expiring on
+/// their own (the idempotency records of route, `idem/…`): kept where the mailboxes are
+/// (see [`Composed`]), not with the small provider state. Not keyed by a mailbox's ids, so
+/// a [`Purge`] leaves them to expire.
+pub const PER_MESSAGE_VALUES: &[&str] = &["idem"];
+
 /// The [`Kv`] key of a per-message marker of `kind` (one of [`MESSAGE_MARKERS`]) for the
 /// message `message_id` in the mailbox of `agent_id`.
 pub fn message_marker(kind: &str, agent_id: &str, message_id: &str) -> String {

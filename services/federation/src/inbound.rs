@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amp_messaging::handoff;
+use amp_messaging::idempotency::{self, Key, Kind};
 use amp_proto::message::{self, ValidationError};
 use amp_proto::relay::{Accepted, RouteOutcome, StoredMessage};
 use amp_proto::signing::{VerifyError, verify_message};
@@ -222,6 +223,38 @@ pub(crate) async fn deliver(
     let from = from.as_str().to_owned();
     pin_sender_key(&inner, &from, &sender_key).await;
 
+    // The sender's idempotency key (spec-next 04): kept by its provider in the envelope; a
+    // message under a key this sender used before is answered as the first was, or refused
+    // (409) when it is another message. Scoped to the sender's address (its provider is
+    // authenticated by now, and the address is under that provider's domain).
+    let idem = env
+        .idempotency_key
+        .as_deref()
+        .map(|k| Key::new(Kind::Explicit, &format!("fed:{from}"), k));
+    // The same message: its signed fields, signature and payload (by canonical hash; the
+    // payload parsed as JSON already). Ids differ between two messages of the sender's
+    // provider under one key, so they are not part of it.
+    let fp = match &idem {
+        Some(_) => idempotency::fingerprint(&[
+            &env.to,
+            &env.subject,
+            env.priority.as_str(),
+            env.in_reply_to.as_deref().unwrap_or(""),
+            &env.signature,
+            &amp_proto::signing::payload_hash(payload.get()).unwrap_or_default(),
+        ]),
+        None => String::new(),
+    };
+    if let Some(k) = &idem
+        && let Some(record) = idempotency::lookup(&inner.store, k)
+            .await
+            .map_err(store_err)?
+    {
+        let first = idempotency::replay(k, record, &fp)
+            .map_err(|e| HttpError::new(e.with_extra("accepted", Value::Bool(false))))?;
+        return Ok(Json(first.body));
+    }
+
     // 5. The recipient.
     let to_text = env.to.clone();
     let not_found = || {
@@ -336,12 +369,21 @@ pub(crate) async fn deliver(
             },
         );
     }
-    Ok(Json(json!({
+    let answer = json!({
         "accepted": true,
         "id": id,
         "delivered": delivered,
         "method": "relay",
-    })))
+    });
+    if let Some(k) = &idem {
+        let record = idempotency::Record {
+            fp,
+            status: 200,
+            body: answer.clone(),
+        };
+        idempotency::remember(&inner.store, k, &record, now.unix_millis()).await;
+    }
+    Ok(Json(answer))
 }
 
 /// The checks of a request body that need no network: its shape, the envelope's fields (the

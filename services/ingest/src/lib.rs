@@ -51,6 +51,47 @@ pub const CAPABILITIES: &[&str] = &[
     "agent-card",
 ];
 
+#[cfg(test)]
+mod capability_tests {
+    /// The deployments that configure `capabilities` themselves (they replace this list):
+    /// the Helm chart's cluster ConfigMap and the compose cluster's file list exactly the
+    /// built-in tokens plus `federation`, so `/v1/info` tells the same truth everywhere.
+    #[test]
+    fn spec_next_configured_capability_lists_agree_with_the_built_in_one() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut want: Vec<String> = super::CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        want.push("federation".to_owned());
+
+        let compose = std::fs::read_to_string(root.join("deploy/docker/cluster.toml"))
+            .expect("deploy/docker/cluster.toml");
+        let table: toml::Table = compose.parse().expect("toml");
+        let got: Vec<String> = table["capabilities"]
+            .as_array()
+            .expect("capabilities")
+            .iter()
+            .map(|v| v.as_str().expect("string").to_owned())
+            .collect();
+        assert_eq!(got, want, "deploy/docker/cluster.toml");
+
+        let helpers = std::fs::read_to_string(root.join("helm/amp/templates/_helpers.tpl"))
+            .expect("helm/amp/templates/_helpers.tpl");
+        let line = helpers
+            .lines()
+            .find(|l| l.contains("\"capabilities\" (list "))
+            .expect("the chart's capability list");
+        let list = line
+            .split_once("(list ")
+            .and_then(|(_, r)| r.split_once(')'))
+            .map(|(l, _)| l)
+            .expect("(list …)");
+        let got: Vec<String> = list
+            .split_whitespace()
+            .map(|t| t.trim_matches('"').to_owned())
+            .collect();
+        assert_eq!(got, want, "helm/amp/templates/_helpers.tpl");
+    }
+}
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -28,6 +28,7 @@ pub async fn run_all(store: &Store) {
     jobs_due_in_order_and_replaced(store).await;
     jobs_by_kind_and_claimed_once(store).await;
     kv_round_trip(store).await;
+    super::per_message::idempotency_records_expire(store).await;
     presence_leases(store).await;
     concurrent_writes_all_commit(store).await;
     super::records::records_create_replace_list_take(store).await;

@@ -1,6 +1,7 @@
 //! Test support for backends: the conformance suite ([`conformance`]) and record builders.
 
 pub mod conformance;
+pub mod per_message;
 pub mod purge;
 pub mod records;
 

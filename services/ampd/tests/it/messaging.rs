@@ -6,6 +6,7 @@
 //! JSON text so that the bytes fetched back can be compared with the bytes sent.
 
 mod attachments;
+mod idempotency;
 mod operator;
 mod operator_console;
 mod operator_dashboard;
@@ -13,6 +14,7 @@ mod operator_delete;
 mod operator_quota;
 mod security;
 pub(crate) mod spec_next;
+mod spec_next_nulls;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};
@@ -288,6 +290,7 @@ struct Msg {
     thread_id: Option<String>,
     id: Option<String>,
     expires_at: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 impl Msg {
@@ -301,7 +304,15 @@ impl Msg {
             thread_id: None,
             id: None,
             expires_at: None,
+            idempotency_key: None,
         }
+    }
+
+    /// An `idempotency_key` (spec-next 04, 08): top level in the flat body, in the envelope
+    /// of the envelope body.
+    fn key(mut self, key: &str) -> Self {
+        self.idempotency_key = Some(key.to_owned());
+        self
     }
 
     fn payload(mut self, raw: &str) -> Self {
@@ -368,6 +379,9 @@ impl Msg {
         if let Some(e) = &self.expires_at {
             o["expires_at"] = json!(e);
         }
+        if let Some(k) = &self.idempotency_key {
+            o["idempotency_key"] = json!(k);
+        }
         if let Some(s) = signature {
             o["signature"] = json!(s);
         }
@@ -389,6 +403,9 @@ impl Msg {
         });
         if let Some(i) = &self.id {
             env["id"] = json!(i);
+        }
+        if let Some(k) = &self.idempotency_key {
+            env["idempotency_key"] = json!(k);
         }
         if let Some(s) = signature {
             env["signature"] = json!(s);

@@ -4,6 +4,7 @@
 mod common;
 mod federation_attachments;
 mod federation_delivery;
+mod federation_idempotency;
 mod federation_loopback_perf;
 mod federation_refusals;
 mod federation_security;

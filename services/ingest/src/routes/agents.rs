@@ -43,7 +43,7 @@ pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Valu
         .metadata
         .as_deref()
         .and_then(|m| serde_json::from_str::<Value>(m).ok());
-    Json(json!({
+    Json(super::no_nulls(json!({
         "address": agent.address,
         "agent_id": agent.id,
         "name": agent.name,
@@ -61,7 +61,7 @@ pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Valu
         "communication_policy": policy_json(&agent),
         "registered_at": ts(agent.registered_at),
         "last_seen_at": agent.last_seen_at.map_or(Value::Null, ts),
-    }))
+    })))
 }
 
 #[derive(Deserialize)]
@@ -273,12 +273,12 @@ pub(super) async fn list(
             > 0;
         agents.push(json!({ "address": a.address, "alias": a.alias, "online": online }));
     }
-    Ok(Json(json!({
+    Ok(Json(super::no_nulls(json!({
         "agents": agents,
         "total": total,
         "cursor": cursor,
         "has_more": has_more,
-    })))
+    }))))
 }
 
 pub(super) async fn resolve(
@@ -308,7 +308,7 @@ pub(super) async fn resolve(
         .await
         .map_err(store_error)?
         > 0;
-    Ok(Json(json!({
+    Ok(Json(super::no_nulls(json!({
         "address": agent.address,
         "alias": agent.alias,
         "public_key": pem_of(&agent),
@@ -316,5 +316,5 @@ pub(super) async fn resolve(
         "fingerprint": agent.fingerprint,
         "online": online,
         "capabilities": agent.capabilities,
-    })))
+    }))))
 }

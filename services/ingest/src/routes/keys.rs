@@ -44,9 +44,10 @@ pub(super) async fn rotate_key(
     )
     .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api key rotated");
+    // 03's example shows `"expires_at": null` (the new key does not expire); omitted, as
+    // every absent value we emit (spec-next 04 JSON profile).
     Ok(Json(json!({
         "api_key": key,
-        "expires_at": null,
         "previous_key_valid_until": until.to_rfc3339(),
     })))
 }

@@ -162,11 +162,11 @@ pub(super) async fn count(
         .count(&agent.id, Timestamp::now().unix_millis())
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({
+    Ok(Json(super::no_nulls(json!({
         "count": c.count,
         "oldest_queued_at": c.oldest_queued_at.map(ts),
         "cursor": cursor(c.head),
-    })))
+    }))))
 }
 
 fn check_id(id: &str) -> Result<(), HttpError> {
@@ -356,9 +356,12 @@ pub(super) async fn receipts(
         })
         .collect();
     let next = list.last().map(|r| r.seq).or(q.after);
-    Ok(Json(
-        json!({ "receipts": items, "count": items.len(), "next_after": next }),
-    ))
+    // `next_after` omitted when there is nothing to read after (no null: spec-next 04).
+    let mut body = json!({ "receipts": items, "count": items.len() });
+    if let Some(n) = next {
+        body["next_after"] = json!(n);
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,24 @@ use axum::routing::{delete, get, post, put};
 use crate::state::Inner;
 use amp_messaging::attachments::AttachmentService;
 
+/// `v` without `null` members, at every depth (spec-next 04 JSON profile, which we apply to
+/// every answer we build: an absent value is omitted, never `null`). Only for answers built
+/// from our own records; message payloads are served as stored and never pass through here.
+pub(crate) fn no_nulls(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     let open = Router::new()
         .route("/health", get(meta::health))

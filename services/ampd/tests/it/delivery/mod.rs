@@ -14,6 +14,7 @@ mod restart;
 mod revocation;
 mod security;
 mod spec_next;
+mod spec_next_idempotency;
 mod tarpit;
 mod webhook;
 mod ws;

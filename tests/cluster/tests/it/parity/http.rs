@@ -274,6 +274,7 @@ pub(crate) struct Msg {
     pub(crate) priority: Option<String>,
     pub(crate) payload: String,
     pub(crate) id: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 /// A client timestamp the server must override.
@@ -287,7 +288,14 @@ impl Msg {
             priority: None,
             payload: PLAIN.to_owned(),
             id: None,
+            idempotency_key: None,
         }
+    }
+
+    /// An `idempotency_key` (spec-next 04, 08), top level in the flat body.
+    pub(crate) fn key(mut self, key: &str) -> Self {
+        self.idempotency_key = Some(key.to_owned());
+        self
     }
 
     pub(crate) fn payload(mut self, raw: &str) -> Self {
@@ -334,6 +342,9 @@ impl Msg {
         }
         if let Some(i) = &self.id {
             o["id"] = json!(i);
+        }
+        if let Some(k) = &self.idempotency_key {
+            o["idempotency_key"] = json!(k);
         }
         if let Some(s) = signature {
             o["signature"] = json!(s);

@@ -121,6 +121,33 @@ async fn parity_simultaneous_duplicates_on_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parity_spec_next_simultaneous_idempotency_keys_on_ampd() {
+    let _heavy = HEAVY.lock().await;
+    let Some(t) = Target::ampd("parity_spec_next_simultaneous_idempotency_keys_on_ampd").await
+    else {
+        return;
+    };
+    run_one(t, |t| {
+        Box::pin(concurrency::spec_next_simultaneous_idempotency_keys(t))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parity_spec_next_simultaneous_idempotency_keys_on_the_cluster() {
+    let _heavy = HEAVY.lock().await;
+    let Some(t) =
+        Target::cluster("parity_spec_next_simultaneous_idempotency_keys_on_the_cluster").await
+    else {
+        return;
+    };
+    run_one(t, |t| {
+        Box::pin(concurrency::spec_next_simultaneous_idempotency_keys(t))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_read_your_writes_on_ampd() {
     let _heavy = HEAVY.lock().await;
     let Some(t) = Target::ampd("parity_read_your_writes_on_ampd").await else {
