@@ -152,7 +152,10 @@ pub struct NatsConfig {
     /// Most writes to one stream committed together (JetStream atomic batches: one request
     /// and one acknowledgement for all of them; one Raft proposal on a replicated stream)
     /// when many are under way at once: federation hand-offs and mailbox writes. A lone write
-    /// is never delayed. 1 turns batching off.
+    /// is never delayed. Default 1, no batching: on a single-replica file stream the server
+    /// stages each batch in a file store of its own and still fsyncs every message, which
+    /// cost more than it saved (`deploy/CAPACITY.md`); measure before raising it on
+    /// replicated streams.
     pub publish_batch: usize,
     /// Most routed messages carried by one ingress stream message (a pack: one write and one
     /// fsync on the server, one delivery and one ack for all of them) when many are under
@@ -193,7 +196,7 @@ impl Default for NatsConfig {
             ack_wait_ms: 30_000,
             ingress_partitions: 1,
             fetch_batch: 1,
-            publish_batch: 256,
+            publish_batch: 1,
             ingress_pack: 128,
             limits_sync_ms: 100,
             auth: amp_nats::NatsAuth::default(),

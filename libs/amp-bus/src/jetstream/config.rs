@@ -54,7 +54,10 @@ pub struct JetStreamConfig {
     pub security: amp_nats::NatsSecurity,
     /// Most publishes to one stream committed together as one atomic batch (one request and
     /// one acknowledgement; on a replicated stream one Raft proposal) when many are under way
-    /// at once; a lone publish is never delayed. 1 turns batching off. Default 256.
+    /// at once; a lone publish is never delayed. Default 1, no batching: on a single-replica
+    /// file stream the server stages each atomic batch in a file store of its own and still
+    /// fsyncs each message (see `ingress_pack` for what does share a flush). On replicated
+    /// streams measure before raising it.
     pub publish_batch: usize,
     /// Most ingress publishes without a dedup id carried by one stream message (a pack: one
     /// write, one fsync, one delivery and one ack for all of them) when many are under way
@@ -84,7 +87,7 @@ impl Default for JetStreamConfig {
             connect_timeout: Duration::from_secs(5),
             ingress_partitions: 1,
             security: amp_nats::NatsSecurity::default(),
-            publish_batch: 256,
+            publish_batch: 1,
             ingress_pack: 128,
             limits_sync: Duration::from_millis(100),
         }
