@@ -387,21 +387,7 @@ async fn exhausted_and_terminated_messages_reach_the_dead_letter_stream() {
     let after = crate::recorder::counter("amp_bus_dead_letters_total", &labels);
     assert!(after - before >= 2, "dead letters not counted");
     // Nothing is left in the work queue.
-    let mut ingress = js
-        .get_stream(format!("{prefix}_AMP_INGRESS"))
-        .await
-        .expect("ingress");
-    let left = timeout(WAIT, async {
-        loop {
-            let n = ingress.info().await.expect("info").state.messages;
-            if n == 0 {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert_eq!(left.ok(), Some(0), "dead letters left in the work queue");
+    assert_ingress_drains(&js, &prefix, "dead letters left in the work queue").await;
     bus.shutdown().await;
     drop(held);
 }
@@ -538,6 +524,25 @@ async fn partitioned_ingress_one_consumer_per_shard() {
     bus.shutdown().await;
 }
 
+/// Fails with `why` unless the ingress work queue under `prefix` is empty within [`WAIT`].
+async fn assert_ingress_drains(js: &async_nats::jetstream::Context, prefix: &str, why: &str) {
+    let mut ingress = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    let left = timeout(WAIT, async {
+        loop {
+            let n = ingress.info().await.expect("info").state.messages;
+            if n == 0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(left.ok(), Some(0), "{why}");
+}
+
 /// Publishes `n` ingress messages without a dedup id at once (so they are packed), each
 /// with its own `Amp-Id` header, and returns the stream's last sequence afterwards.
 async fn publish_packed(bus: &Bus, server: &NatsServer, prefix: &str, n: usize) -> u64 {
@@ -655,21 +660,7 @@ async fn a_packs_members_settle_together_and_dead_letter_alone() {
     // After everything was acked the work queue is empty.
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let mut ingress = js
-        .get_stream(format!("{prefix}_AMP_INGRESS"))
-        .await
-        .expect("ingress");
-    let left = timeout(WAIT, async {
-        loop {
-            let n = ingress.info().await.expect("info").state.messages;
-            if n == 0 {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert_eq!(left.ok(), Some(0), "settled packs left in the work queue");
+    assert_ingress_drains(&js, &prefix, "settled packs left in the work queue").await;
     // The dead letter is p-9 alone, as published.
     let dlq = js
         .get_stream(format!("{prefix}_AMP_DEAD_LETTER"))
