@@ -19,11 +19,23 @@ pub async fn connect(
 ) -> Result<Client> {
     check_urls(urls)?;
     security.validate()?;
+    install_crypto_provider();
     let options = apply(security, options).await?;
     options
         .connect(urls)
         .await
         .map_err(|e| describe(&e, urls, security))
+}
+
+/// Installs ring as the process's rustls crypto back end, once (a no-op when one is
+/// installed already). Both back ends are compiled into the services (async-nats brings
+/// ring, the S3 client of the blob store aws-lc-rs), and rustls then refuses to pick one by
+/// itself: the first TLS connection to NATS would panic.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// `options` with the credentials and TLS of `security`.

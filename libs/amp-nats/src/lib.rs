@@ -23,7 +23,7 @@ mod security;
 pub use batch::{
     BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH, publish_one,
 };
-pub use connect::connect;
+pub use connect::{connect, install_crypto_provider};
 pub use security::{NatsAuth, NatsSecurity, NatsTls, check_urls};
 
 /// Why a NATS connection could not be set up. The messages name the setting or the file at
