@@ -163,7 +163,8 @@ pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
         duplicate_window: config.dedup_window,
         max_age,
         discard: stream::DiscardPolicy::Old,
-        // Group commit of concurrent publishes (`amp_nats::BatchPublisher`).
+        // Atomic batches of concurrent publishes when `publish_batch` is raised
+        // (`amp_nats::BatchPublisher`).
         allow_atomic_publish: true,
         ..unlimited()
     };

@@ -81,7 +81,8 @@ pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 pub(super) struct Conn {
     pub(super) client: async_nats::Client,
     js: jetstream::Context,
-    /// Mailbox and receipt writes, group-committed.
+    /// Mailbox and receipt writes: plain publishes, or atomic batches when `publish_batch`
+    /// is raised.
     batches: amp_nats::BatchPublisher,
     prefix: String,
     op_timeout: Duration,
@@ -169,7 +170,7 @@ impl Conn {
             discard: stream::DiscardPolicy::Old,
             allow_direct: true,
             allow_message_ttl: true,
-            // Group commit (see `publish_batched`).
+            // Atomic batches when `publish_batch` is raised (see `publish_batched`).
             allow_atomic_publish: true,
             max_bytes: -1,
             max_messages: -1,
@@ -247,8 +248,10 @@ impl Conn {
         }
     }
 
-    /// Publishes to `stream` and waits for the stream's ack, in one atomic batch with the
-    /// other writes to that stream under way (one fsync on the server for all of them).
+    /// Publishes to `stream` and waits for the stream's ack; with `publish_batch` above 1, in
+    /// one atomic batch with the other writes to that stream under way (one request and one
+    /// acknowledgement for all of them; on a single-replica stream each is still its own
+    /// fsync).
     /// `Ok(Err(Conflict))` when an expected last subject sequence did not hold.
     pub(super) async fn publish_batched(
         &self,
