@@ -27,8 +27,8 @@ async fn me_returns_the_profile_and_no_secrets() {
     assert_eq!(b["address"], r.address);
     assert_eq!(b["alias"], "Alice");
     assert!(b["delivery"].is_object(), "{b}");
-    assert!(b["delivery"].get("webhook_url").is_some(), "{b}");
-    assert!(b["delivery"]["webhook_url"].is_null(), "{b}");
+    // No webhook: the field is omitted, never `null` (spec-next 04's JSON profile).
+    assert!(b["delivery"].get("webhook_url").is_none(), "{b}");
     assert_eq!(b["delivery"]["prefer_websocket"], true, "{b}");
     assert_eq!(b["fingerprint"], fingerprint_of(&r.key.public()));
     assert_eq!(b["registered_at"], r.body["registered_at"]);
@@ -259,7 +259,11 @@ async fn list_shows_only_the_callers_tenant() {
         HashSet::from([a.address.as_str(), b.address.as_str()])
     );
     for agent in agents {
-        assert!(agent.get("alias").is_some(), "{agent}");
+        // An alias when the agent has one, omitted otherwise, never `null`.
+        assert!(
+            agent.get("alias").is_none_or(serde_json::Value::is_string),
+            "{agent}"
+        );
         assert!(agent["online"].is_boolean(), "{agent}");
         assert!(agent.get("api_key").is_none(), "{agent}");
     }

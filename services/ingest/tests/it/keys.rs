@@ -19,11 +19,9 @@ async fn rotate_key_issues_a_new_key_and_keeps_the_old_one_for_24h() {
     let new_key = res.body["api_key"].as_str().expect("api_key").to_owned();
     assert!(is_api_key(&new_key), "{new_key}");
     assert_ne!(new_key, r.api_key);
-    assert!(
-        res.body.get("expires_at").is_some() && res.body["expires_at"].is_null(),
-        "{}",
-        res.text
-    );
+    // The new key does not expire: `expires_at` is omitted, never `null` (spec-next 04's
+    // JSON profile; the README's "Protocol decisions").
+    assert!(res.body.get("expires_at").is_none(), "{}", res.text);
     let until = unix_secs(&res.body["previous_key_valid_until"]);
     let day = 24 * 3600;
     assert!(
