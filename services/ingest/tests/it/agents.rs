@@ -33,7 +33,12 @@ async fn me_returns_the_profile_and_no_secrets() {
     assert_eq!(b["fingerprint"], fingerprint_of(&r.key.public()));
     assert_eq!(b["registered_at"], r.body["registered_at"]);
     assert!(is_rfc3339(&b["registered_at"]), "{b}");
-    assert!(b.get("last_seen_at").is_some(), "API-06 last_seen_at: {b}");
+    // API-06's `last_seen_at`: a time once the agent was seen, omitted before (never
+    // `null`, spec-next 04's JSON profile).
+    assert!(
+        b.get("last_seen_at").is_none_or(is_rfc3339),
+        "API-06 last_seen_at: {b}"
+    );
     assert!(!res.text.contains("api_key"), "{}", res.text);
     assert!(!res.text.contains(&r.api_key), "{}", res.text);
     assert!(!res.text.contains("webhook_secret"), "{}", res.text);
