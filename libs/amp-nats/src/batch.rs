@@ -78,7 +78,7 @@ pub struct BatchPublisher {
 struct Inner {
     client: Client,
     max_batch: usize,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Item>>>,
+    queues: StreamQueues<Item>,
     stats: Arc<Counters>,
 }
 
@@ -114,7 +114,7 @@ impl BatchPublisher {
             inner: Arc::new(Inner {
                 client,
                 max_batch: max_batch.clamp(1, SERVER_MAX_BATCH),
-                queues: Mutex::new(HashMap::new()),
+                queues: StreamQueues::default(),
                 stats: Arc::default(),
             }),
         }
@@ -162,8 +162,42 @@ impl BatchPublisher {
 
     /// The queue of `stream`, and its committer started on first use.
     fn queue(&self, stream: &str) -> mpsc::UnboundedSender<Item> {
+        let inner = &self.inner;
+        inner.queues.sender(stream, |rx| {
+            commit_loop(
+                inner.client.clone(),
+                inner.max_batch,
+                Arc::clone(&inner.stats),
+                rx,
+            )
+        })
+    }
+}
+
+/// One unbounded queue per stream, each drained by a task started on its first use (and
+/// started again if that task has ended). Batches and packs never span streams, so their
+/// publishers keep one of these.
+pub struct StreamQueues<T> {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<T>>>,
+}
+
+impl<T> Default for StreamQueues<T> {
+    fn default() -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Send + 'static> StreamQueues<T> {
+    /// The sender of `stream`'s queue; on first use (or after its task ended) a new queue
+    /// whose receiver `drain` is spawned with. Must be called within a tokio runtime.
+    pub fn sender<F, Fut>(&self, stream: &str, drain: F) -> mpsc::UnboundedSender<T>
+    where
+        F: FnOnce(mpsc::UnboundedReceiver<T>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let mut queues = self
-            .inner
             .queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -173,12 +207,7 @@ impl BatchPublisher {
             return q.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(commit_loop(
-            self.inner.client.clone(),
-            self.inner.max_batch,
-            Arc::clone(&self.inner.stats),
-            rx,
-        ));
+        tokio::spawn(drain(rx));
         queues.insert(stream.to_owned(), tx.clone());
         tx
     }

@@ -21,7 +21,8 @@ mod connect;
 mod security;
 
 pub use batch::{
-    BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH, publish_one,
+    BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH, StreamQueues,
+    publish_one,
 };
 pub use connect::{connect, install_crypto_provider};
 pub use security::{NatsAuth, NatsSecurity, NatsTls, check_urls};

@@ -26,8 +26,7 @@
 //! `u32`-prefixed value, and a `u32`-prefixed payload. Decoding checks every length against
 //! what is left, so a damaged pack is refused whole (and dead-lettered), never misread.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_nats::{Client, HeaderMap};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -202,7 +201,7 @@ pub(crate) struct Packer {
 struct Inner {
     client: Client,
     max_members: usize,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
+    queues: amp_nats::StreamQueues<Queued>,
 }
 
 impl Packer {
@@ -212,7 +211,7 @@ impl Packer {
             inner: Arc::new(Inner {
                 client,
                 max_members: max_members.max(1),
-                queues: Mutex::new(HashMap::new()),
+                queues: amp_nats::StreamQueues::default(),
             }),
         }
     }
@@ -266,25 +265,11 @@ impl Packer {
     }
 
     fn queue(&self, stream: &str) -> mpsc::UnboundedSender<Queued> {
-        let mut queues = self
-            .inner
-            .queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(q) = queues.get(stream)
-            && !q.is_closed()
-        {
-            return q.clone();
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(pack_loop(
-            self.inner.client.clone(),
-            self.inner.max_members,
-            self.max_bytes(),
-            rx,
-        ));
-        queues.insert(stream.to_owned(), tx.clone());
-        tx
+        let inner = &self.inner;
+        let max_bytes = self.max_bytes();
+        inner.queues.sender(stream, |rx| {
+            pack_loop(inner.client.clone(), inner.max_members, max_bytes, rx)
+        })
     }
 }
 
