@@ -214,6 +214,25 @@ fn row_id(period: Period, start: Millis, replica: &str) -> String {
     format!("{}|{:015}|{replica}", period.tag(), start.max(0))
 }
 
+/// Replaces `key` of `collection` with `value` as JSON, or removes it when there is none.
+async fn replace_or_take<R: Records + ?Sized, V: Serialize + Sync>(
+    records: &R,
+    collection: &str,
+    key: &str,
+    value: Option<&V>,
+) -> Result<()> {
+    match value {
+        None => records.record_take(collection, key).await.map(|_| ()),
+        Some(v) => {
+            let value = serde_json::to_vec(v).map_err(|e| Error::Corrupt(e.to_string()))?;
+            records
+                .record_put(collection, key, value, PutMode::Replace)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
 /// Usage rows with their types, over any [`Records`].
 #[async_trait]
 pub trait Usage: Records {
@@ -233,22 +252,14 @@ pub trait Usage: Records {
         open: u64,
         at: Millis,
     ) -> Result<()> {
-        if open == 0 {
-            return self
-                .record_take(&connections_collection(tenant), replica)
-                .await
-                .map(|_| ());
-        }
-        let value = serde_json::to_vec(&ConnectionsReport { n: open, at })
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
-        self.record_put(
+        let report = (open > 0).then_some(ConnectionsReport { n: open, at });
+        replace_or_take(
+            self,
             &connections_collection(tenant),
             replica,
-            value,
-            PutMode::Replace,
+            report.as_ref(),
         )
         .await
-        .map(|_| ())
     }
 
     /// The open connections of `tenant` the replicas other than `except` reported at or
@@ -276,16 +287,8 @@ pub trait Usage: Records {
     /// Writes `replica`'s held-bytes ledger of `tenant` (replacing its previous one); an
     /// empty ledger removes it.
     async fn put_held(&self, tenant: &str, replica: &str, ledger: &HeldLedger) -> Result<()> {
-        if ledger.buckets.is_empty() {
-            return self
-                .record_take(&held_collection(tenant), replica)
-                .await
-                .map(|_| ());
-        }
-        let value = serde_json::to_vec(ledger).map_err(|e| Error::Corrupt(e.to_string()))?;
-        self.record_put(&held_collection(tenant), replica, value, PutMode::Replace)
-            .await
-            .map(|_| ())
+        let ledger = (!ledger.buckets.is_empty()).then_some(ledger);
+        replace_or_take(self, &held_collection(tenant), replica, ledger).await
     }
 
     /// The held-bytes ledgers of `tenant` of the replicas other than `except`, summed per
