@@ -147,6 +147,23 @@ struct ClientFrame {
     data: Option<Box<serde_json::value::RawValue>>,
 }
 
+/// What a client's text frame decodes to, through the same parsing the session uses: its
+/// `type`, and for a `route` frame its `data` as a route request (or why not). For the fuzz
+/// targets (`tests/fuzz`); `None` when the frame is not a JSON object of the frame's shape.
+#[doc(hidden)]
+pub fn decode_client_frame(text: &str) -> Option<(Option<String>, Option<Result<(), String>>)> {
+    let frame: ClientFrame = serde_json::from_str(text).ok()?;
+    let route = match (frame.kind.as_deref(), &frame.data) {
+        (Some("route"), Some(data)) => Some(
+            serde_json::from_str::<RouteRequest>(data.get())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        ),
+        _ => None,
+    };
+    Some((frame.kind, route))
+}
+
 async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     // Boxed (here and below): an `.await` inlines the callee's state into the caller's
     // future, and the session's future is held for every idle socket; one-off and per-frame
