@@ -127,13 +127,14 @@ impl AttachmentsConfig {
 }
 
 /// The upload request of spec 08.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UploadRequest {
     /// The original filename (sanitised by the provider).
     pub filename: Option<String>,
     /// The MIME type.
     pub content_type: Option<String>,
     /// The size in bytes.
+    #[schema(value_type = Option<u64>)]
     pub size: Option<Value>,
     /// `sha256:<hex>`.
     pub digest: Option<String>,
