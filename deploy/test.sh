@@ -130,6 +130,9 @@ else
   echo "no docker compose client: docker-compose.yml not checked here"
 fi
 
+echo "== Schemathesis against a live ampd (the release build; the OpenAPI document it serves)"
+deploy/schemathesis/run.sh
+
 echo "== TypeScript SDK (libs/amp-sdk-ts): unit tests, then against the release ampd and the Rust amp CLI"
 command -v npm >/dev/null 2>&1 || { echo "npm (Node >= 20.19) is required for the TypeScript SDK's tests" >&2; exit 1; }
 node --version

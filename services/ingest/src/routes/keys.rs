@@ -82,8 +82,10 @@ pub(super) async fn revoke_key(
 #[serde(deny_unknown_fields)]
 #[schema(as = KeypairRotation)]
 pub(super) struct RotateKeysBody {
+    #[schema(required = true, nullable = false)]
     new_public_key: Option<String>,
     key_algorithm: Option<String>,
+    #[schema(required = true, nullable = false)]
     proof: Option<String>,
 }
 

@@ -206,7 +206,7 @@ async fn ack_one(inner: &Inner, agent: &AgentRecord, id: &str) -> ApiResult<Json
 }
 
 #[utoipa::path(delete, path = "/v1/messages/pending/{id}", tag = "messaging", operation_id = "ack_message", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The message id")),
+    params(("id" = String, Path, description = "The message id", max_length = 128)),
     responses((status = 200, body = crate::routes::openapi::AckedDoc), (status = 404)))]
 pub(super) async fn ack_path(
     State(inner): State<Arc<Inner>>,
@@ -220,6 +220,7 @@ pub(super) async fn ack_path(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct IdQuery {
+    #[param(required = true, nullable = false, min_length = 1, max_length = 128)]
     id: Option<String>,
 }
 
@@ -237,6 +238,7 @@ pub(super) async fn ack_query(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = BatchAck)]
 pub(super) struct BatchBody {
+    #[schema(required = true, nullable = false, schema_with = super::openapi::message_ids)]
     ids: Option<Vec<String>>,
 }
 
@@ -287,7 +289,7 @@ pub(super) async fn ack_batch(
 /// `POST /v1/messages/{id}/read`: a receipt to the sender, retained for it; never an ack.
 /// Only the recipient may send it (anyone else gets 404); repeating it sends nothing new.
 #[utoipa::path(post, path = "/v1/messages/{id}/read", tag = "messaging", operation_id = "send_read_receipt", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The message id")),
+    params(("id" = String, Path, description = "The message id", max_length = 128)),
     responses((status = 200, body = crate::routes::openapi::ReadDoc), (status = 404)))]
 pub(super) async fn read(
     State(inner): State<Arc<Inner>>,
@@ -388,6 +390,7 @@ pub(super) async fn receipts(
 #[serde(deny_unknown_fields)]
 #[schema(as = ReceiptsAck)]
 pub(super) struct ReceiptsAck {
+    #[schema(required = true, nullable = false)]
     upto: Option<u64>,
 }
 

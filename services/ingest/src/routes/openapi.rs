@@ -92,9 +92,43 @@ pub const BEARER: &str = "api_key";
 )]
 pub struct ApiDoc;
 
-/// The document as served.
-pub fn document() -> Document {
-    ApiDoc::openapi()
+/// The document as served, as JSON (utoipa's types do not read back what they write, so the
+/// final touches of [`fix_schemas`] are made on the JSON).
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    fix_schemas(&mut doc);
+    doc
+}
+
+/// What utoipa cannot say by itself: an unsigned 64-bit integer (`u64`, `usize`) is `uint64`
+/// within its whole range (utoipa writes `u-int64` or nothing, and no upper bound; the handlers
+/// take any u64 and refuse more),
+/// and a body of bytes (`Vec<u8>`) is a binary string, not an array of integers.
+fn fix_schemas(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let bytes = m.get("type") == Some(&Value::from("array"))
+                && m.get("items").and_then(|i| i.get("format")) == Some(&Value::from("u-int8"));
+            if bytes {
+                m.clear();
+                m.insert("type".into(), Value::from("string"));
+                m.insert("format".into(), Value::from("binary"));
+                return;
+            }
+            // `usize` comes without a format: on our 64-bit targets it is a u64.
+            let usize_like = m.get("type") == Some(&Value::from("integer"))
+                && m.get("minimum") == Some(&Value::from(0))
+                && !m.contains_key("format");
+            if usize_like || m.get("format") == Some(&Value::from("u-int64")) {
+                m.insert("format".into(), Value::from("uint64"));
+                m.insert("minimum".into(), Value::from(0));
+                m.insert("maximum".into(), Value::from(u64::MAX));
+            }
+            m.values_mut().for_each(fix_schemas);
+        }
+        Value::Array(a) => a.iter_mut().for_each(fix_schemas),
+        _ => {}
+    }
 }
 
 /// The document as JSON text, pretty-printed with a final newline (the committed copy).
@@ -315,7 +349,7 @@ fn inbox() {}
 
 /// `POST /v1/inbox/{id}/ack`: one acknowledgement under the inbox name.
 #[utoipa::path(post, path = "/v1/inbox/{id}/ack", tag = "messaging", operation_id = "ack_inbox_message",
-    params(("id" = String, Path, description = "The message id")),
+    params(("id" = String, Path, description = "The message id", max_length = 128)),
     security(("api_key" = [])),
     responses((status = 200, body = AckedDoc), (status = 404)))]
 #[allow(dead_code)]
@@ -664,4 +698,18 @@ pub(crate) struct ReceiptsDoc {
 pub(crate) struct ReceiptsAckedDoc {
     acknowledged: bool,
     upto: u64,
+}
+
+/// `ids` of a batch acknowledgement: 1 to 1000 message ids of 1 to 128 characters.
+pub(crate) fn message_ids() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(128)),
+        )
+        .max_items(Some(1000))
+        .build()
 }

@@ -30,8 +30,11 @@ use crate::state::Inner;
 #[schema(as = RegisterRequest)]
 pub(super) struct RegisterBody {
     tenant: Option<String>,
+    #[schema(required = true, nullable = false)]
     name: Option<String>,
+    #[schema(required = true, nullable = false)]
     public_key: Option<String>,
+    #[schema(required = true, nullable = false)]
     key_algorithm: Option<String>,
     alias: Option<String>,
     scope: Option<ScopeBody>,
