@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 import threading
 
 import requests
@@ -60,6 +61,21 @@ def _shared(role):
         return _agents[role]
 
 
+def _sender_key():
+    """The shared sender's key, checked first: should any request have ended it (the hooks
+    give those operations agents of their own), say so and register another."""
+    agent = _shared("sender")
+    me = requests.get(
+        f"{BASE}/v1/agents/me", headers={"Authorization": f"Bearer {agent['api_key']}"}, timeout=10
+    )
+    if me.status_code == 401:
+        print(f"hooks: the shared sender's key stopped working: {me.text}", file=sys.stderr)
+        with _lock:
+            _agents["sender"] = _register(f"sender-{secrets.token_hex(4)}")
+        return _agents["sender"]["api_key"]
+    return agent["api_key"]
+
+
 def _operation(case):
     return (case.operation.method.upper(), case.operation.path)
 
@@ -71,7 +87,7 @@ class AgentKey:
     def get(self, case, ctx):
         if _operation(case) in DESTRUCTIVE:
             return _register(f"once-{secrets.token_hex(6)}")["api_key"]
-        return _shared("sender")["api_key"]
+        return _sender_key()
 
     def set(self, case, data, ctx):
         case.headers = case.headers or {}

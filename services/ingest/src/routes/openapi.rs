@@ -157,8 +157,8 @@ pub(crate) async fn openapi_json() -> axum::response::Response {
         authenticates with the API key. Without upgrade headers the request is refused.",
     responses(
         (status = 101, description = "Switching protocols"),
-        (status = 400, description = "Not a WebSocket upgrade request (plain text)", content_type = "text/plain", body = String),
-        (status = 426, description = "The connection cannot be upgraded (plain text)", content_type = "text/plain", body = String),
+        (status = 400, description = "Not a WebSocket upgrade request"),
+        (status = 426, description = "The connection cannot be upgraded", body = ErrorDoc),
     ))]
 #[allow(dead_code)]
 fn websocket() {}
