@@ -4,7 +4,10 @@
 # the parity suite's reverse proxy, the Apache Cassandra node's jars
 # (Maven Central, deploy/cassandra), the Rust workspace's tests, then the TypeScript SDK's
 # (npm ci, against the release ampd). Extra arguments go to `cargo test` (a filter, e.g.
-# `deploy/test.sh cql`; the SDK's tests run only without one).
+# `deploy/test.sh cql`; the steps after the Rust tests run only without one): then the Helm
+# chart checked offline (deploy/helm/check.sh: lint, template, kubernetes-validate), and
+# Schemathesis against a live ampd (deploy/schemathesis/run.sh), both installing their PyPI
+# packages into virtualenvs under ~/.cache/amp-tools themselves.
 #
 # AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 / AMP_REQUIRE_BROWSER=1 / AMP_REQUIRE_S3=1 (set by
 # .ci/run) turn a missing server (or Chromium, apt chromium + npm ci in tests/console, or the
@@ -112,6 +115,23 @@ rm -f "$rust_log"
 if [ "$#" -gt 0 ]; then
   exit 0
 fi
+
+echo "== the Helm chart: helm lint --strict, helm template and kubernetes-validate over the main values combinations"
+HELM="${HELM:-$(command -v helm || true)}" deploy/helm/check.sh
+
+echo "== docker compose config (only where the compose client is available)"
+if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+  for profiles in "--profile single" "--profile cluster" "--profile cluster --profile scylla"; do
+    # shellcheck disable=SC2086 # one word per flag
+    docker compose $profiles config --quiet
+    echo "ok   docker compose $profiles config"
+  done
+else
+  echo "no docker compose client: docker-compose.yml not checked here"
+fi
+
+echo "== Schemathesis against a live ampd (the release build; the OpenAPI document it serves)"
+deploy/schemathesis/run.sh
 
 echo "== TypeScript SDK (libs/amp-sdk-ts): unit tests, then against the release ampd and the Rust amp CLI"
 command -v npm >/dev/null 2>&1 || { echo "npm (Node >= 20.19) is required for the TypeScript SDK's tests" >&2; exit 1; }

@@ -24,9 +24,10 @@ use crate::{Acceptor, store_err};
 
 /// Both body forms: flat fields, or `envelope` + `payload`. Unknown members (`_forwarded`,
 /// …) are ignored (spec 06a).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct RouteRequest {
     envelope: Option<EnvelopeBody>,
+    #[schema(value_type = Option<Object>)]
     payload: Option<Box<RawValue>>,
     to: Option<String>,
     from: Option<String>,
@@ -44,7 +45,8 @@ pub struct RouteRequest {
     idempotency_key: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = RouteEnvelope)]
 struct EnvelopeBody {
     id: Option<String>,
     from: Option<String>,
@@ -60,7 +62,7 @@ struct EnvelopeBody {
     idempotency_key: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct RouteOptions {
     receipt: Option<bool>,
 }

@@ -8,7 +8,8 @@
 //!
 //! - [`config`]: registration policy, owners, limits.
 //! - `auth`: API-key and user-key hashing and the authenticated-agent extractor.
-//! - `routes`: one module per group of endpoints.
+//! - `routes`: one module per group of endpoints; [`openapi`]: the OpenAPI 3.1 document built
+//!   from them (`GET /v1/openapi.json`).
 //! - `admin`: the admin API (operator plane) on its own listener: tenants, owner keys,
 //!   invite codes, operator tokens, the audit log; the bootstrap import; and the web console
 //!   (`/console/`), a page built into the binary over that API.
@@ -19,6 +20,8 @@ mod admin;
 mod auth;
 mod routes;
 mod state;
+
+pub use routes::openapi;
 
 use std::sync::Arc;
 

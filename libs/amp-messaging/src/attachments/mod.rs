@@ -127,15 +127,19 @@ impl AttachmentsConfig {
 }
 
 /// The upload request of spec 08.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UploadRequest {
     /// The original filename (sanitised by the provider).
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub filename: Option<String>,
     /// The MIME type.
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub content_type: Option<String>,
     /// The size in bytes.
+    #[schema(value_type = Option<u64>, required = true, nullable = false, minimum = 1)]
     pub size: Option<Value>,
     /// `sha256:<hex>`.
+    #[schema(required = true, nullable = false, pattern = "^sha256:[0-9a-f]{64}$")]
     pub digest: Option<String>,
 }
 

@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod in_process;
 mod messaging;
+mod openapi;
 mod plugin_attachments;
 mod shell_client;
 mod spawned;

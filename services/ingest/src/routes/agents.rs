@@ -38,6 +38,8 @@ fn policy_json(agent: &AgentRecord) -> Value {
     }
 }
 
+#[utoipa::path(get, path = "/v1/agents/me", tag = "agents", operation_id = "get_self", security(("api_key" = [])),
+    responses((status = 200, body = crate::routes::openapi::AgentSelfDoc)))]
 pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Value> {
     let metadata = agent
         .metadata
@@ -64,21 +66,28 @@ pub(super) async fn me(Extension(Caller(agent)): Extension<Caller>) -> Json<Valu
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AgentUpdate)]
 pub(super) struct UpdateBody {
     alias: Option<String>,
     delivery: Option<DeliveryBody>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Box<RawValue>>,
     name: Option<Value>,
     public_key: Option<Value>,
     tenant: Option<Value>,
     key_algorithm: Option<Value>,
+    #[schema(value_type = Option<Vec<String>>)]
     capabilities: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     communication_policy: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     agent_card: Option<Value>,
 }
 
+#[utoipa::path(patch, path = "/v1/agents/me", tag = "agents", operation_id = "update_self", security(("api_key" = [])),
+    request_body = UpdateBody, responses((status = 200, body = crate::routes::openapi::UpdatedDoc)))]
 pub(super) async fn update_me(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -156,6 +165,8 @@ pub(super) async fn update_me(
     Ok(Json(json!({ "updated": true, "address": agent.address })))
 }
 
+#[utoipa::path(delete, path = "/v1/agents/me", tag = "agents", operation_id = "deregister_self", security(("api_key" = [])),
+    responses((status = 200, body = crate::routes::openapi::DeregisteredDoc)))]
 pub(super) async fn delete_me(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -197,8 +208,9 @@ pub(super) async fn delete_me(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     tenant: Option<String>,
     search: Option<String>,
@@ -209,6 +221,8 @@ pub(super) struct ListQuery {
 const DEFAULT_LIST_LIMIT: usize = 50;
 const MAX_LIST_LIMIT: usize = 200;
 
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", operation_id = "list_agents", security(("api_key" = [])),
+    params(ListQuery), responses((status = 200, body = crate::routes::openapi::AgentListDoc)))]
 pub(super) async fn list(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -281,6 +295,9 @@ pub(super) async fn list(
     }))))
 }
 
+#[utoipa::path(get, path = "/v1/agents/resolve/{address}", tag = "agents", operation_id = "resolve_agent", security(("api_key" = [])),
+    params(("address" = String, Path, description = "The agent's address, or its name in the caller's tenant")),
+    responses((status = 200, body = crate::routes::openapi::ResolvedAgentDoc), (status = 404)))]
 pub(super) async fn resolve(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(caller)): Extension<Caller>,

@@ -41,6 +41,9 @@ fn service(inner: &Inner) -> Result<&AttachmentService, HttpError> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/attachments/upload", tag = "attachments", operation_id = "request_upload_url", security(("api_key" = [])),
+    request_body = UploadRequest,
+    responses((status = 201, description = "The upload URL and attachment id (spec 08)", body = Object), (status = 404), (status = 422)))]
 pub(super) async fn init(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -53,6 +56,9 @@ pub(super) async fn init(
 /// Longest `metadata` part: four short fields.
 const MAX_METADATA: usize = 8 * 1024;
 
+#[utoipa::path(post, path = "/v1/attachments/upload/direct", tag = "attachments", operation_id = "upload_attachment_direct", security(("api_key" = [])),
+    request_body(content_type = "multipart/form-data", content = Object, description = "`metadata` (JSON) and `file` parts"),
+    responses((status = 201, description = "The stored attachment (spec 08)", body = Object), (status = 404), (status = 422)))]
 pub(super) async fn direct(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -123,11 +129,17 @@ fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UploadQuery {
     token: Option<String>,
 }
 
+#[utoipa::path(put, path = "/v1/attachments/{id}/upload", tag = "attachments", operation_id = "upload_attachment",
+    description = "The upload URL returned by `POST /v1/attachments/upload`: its `token` is the credential.",
+    params(("id" = String, Path, description = "The attachment id"), UploadQuery),
+    request_body(content_type = "application/octet-stream", content = Vec<u8>),
+    responses((status = 200, description = "Uploaded", body = Object), (status = 404), (status = 413), (status = 422)))]
 pub(super) async fn upload(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<String>,
@@ -151,6 +163,9 @@ pub(super) async fn upload(
     Ok(Json(svc.upload(&id, &token, bytes).await?))
 }
 
+#[utoipa::path(post, path = "/v1/attachments/{id}/confirm", tag = "attachments", operation_id = "confirm_upload", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The attachment id")),
+    responses((status = 200, description = "The attachment's state (spec 08)", body = Object), (status = 404), (status = 409), (status = 410), (status = 422)))]
 pub(super) async fn confirm(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -159,6 +174,9 @@ pub(super) async fn confirm(
     Ok(Json(service(&inner)?.confirm(&agent, &id).await?))
 }
 
+#[utoipa::path(get, path = "/v1/attachments/{id}", tag = "attachments", operation_id = "get_attachment_status", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The attachment id")),
+    responses((status = 200, description = "The attachment's scan state (spec 08)", body = Object), (status = 404), (status = 410)))]
 pub(super) async fn status(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -167,6 +185,10 @@ pub(super) async fn status(
     Ok(Json(service(&inner)?.status_body(&agent, &id).await?))
 }
 
+#[utoipa::path(get, path = "/v1/attachments/{id}/download", tag = "attachments", operation_id = "download_attachment", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The attachment id")),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "A range of the file", content_type = "application/octet-stream", body = Vec<u8>), (status = 404), (status = 409), (status = 410), (status = 416)))]
 pub(super) async fn download(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -177,12 +199,18 @@ pub(super) async fn download(
     Ok(file_response(&rec, bytes, &headers, false))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SignedQuery {
     expires: Option<String>,
     signature: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/attachments/{id}/content", tag = "attachments", operation_id = "download_attachment_signed",
+    description = "The signed download URL: `expires` and `signature` are the credential.",
+    params(("id" = String, Path, description = "The attachment id"), SignedQuery),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "A range of the file", content_type = "application/octet-stream", body = Vec<u8>), (status = 404), (status = 410), (status = 416)))]
 pub(super) async fn content(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<String>,

@@ -17,6 +17,8 @@ use crate::auth::{hash_key, new_api_key};
 use crate::state::Inner;
 use amp_messaging::events::ChangeKind;
 
+#[utoipa::path(post, path = "/v1/auth/rotate-key", tag = "keys", operation_id = "rotate_api_key", security(("api_key" = [])),
+    responses((status = 200, body = crate::routes::openapi::KeyRotatedDoc)))]
 pub(super) async fn rotate_key(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -52,6 +54,8 @@ pub(super) async fn rotate_key(
     })))
 }
 
+#[utoipa::path(delete, path = "/v1/auth/revoke-key", tag = "keys", operation_id = "revoke_api_keys", security(("api_key" = [])),
+    responses((status = 200, body = crate::routes::openapi::KeysRevokedDoc)))]
 pub(super) async fn revoke_key(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -74,14 +78,19 @@ pub(super) async fn revoke_key(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = KeypairRotation)]
 pub(super) struct RotateKeysBody {
+    #[schema(required = true, nullable = false)]
     new_public_key: Option<String>,
     key_algorithm: Option<String>,
+    #[schema(required = true, nullable = false)]
     proof: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/auth/rotate-keys", tag = "keys", operation_id = "rotate_keypair", security(("api_key" = [])),
+    request_body = RotateKeysBody, responses((status = 200, body = crate::routes::openapi::KeypairRotatedDoc)))]
 pub(super) async fn rotate_keys(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,

@@ -32,8 +32,9 @@ const MAX_BATCH: usize = 1000;
 /// Longest id accepted by the ack endpoints (SPEC-CHECKLIST §4.15).
 const MAX_ID_LEN: usize = 128;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PendingQuery {
     limit: Option<usize>,
     after: Option<String>,
@@ -48,6 +49,8 @@ fn cursor_expired() -> HttpError {
     .into()
 }
 
+#[utoipa::path(get, path = "/v1/messages/pending", tag = "messaging", operation_id = "get_pending_messages", security(("api_key" = [])),
+    params(PendingQuery), responses((status = 200, body = crate::routes::openapi::PendingDoc), (status = 410)))]
 pub(super) async fn pending(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -153,6 +156,8 @@ fn render_page(page: &MailboxPage, after: Option<u64>) -> ApiResult<Response> {
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/messages/pending/count", tag = "messaging", operation_id = "count_pending_messages", security(("api_key" = [])),
+    responses((status = 200, body = crate::routes::openapi::CountDoc)))]
 pub(super) async fn count(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -200,6 +205,9 @@ async fn ack_one(inner: &Inner, agent: &AgentRecord, id: &str) -> ApiResult<Json
     }
 }
 
+#[utoipa::path(delete, path = "/v1/messages/pending/{id}", tag = "messaging", operation_id = "ack_message", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The message id", max_length = 128)),
+    responses((status = 200, body = crate::routes::openapi::AckedDoc), (status = 404)))]
 pub(super) async fn ack_path(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -208,12 +216,16 @@ pub(super) async fn ack_path(
     ack_one(&inner, &agent, &id).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct IdQuery {
+    #[param(required = true, nullable = false, min_length = 1, max_length = 128)]
     id: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/v1/messages/pending", tag = "messaging", operation_id = "ack_message_by_query", security(("api_key" = [])),
+    params(IdQuery), responses((status = 200, body = crate::routes::openapi::AckedDoc), (status = 404)))]
 pub(super) async fn ack_query(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -223,11 +235,15 @@ pub(super) async fn ack_query(
     ack_one(&inner, &agent, &id).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = BatchAck)]
 pub(super) struct BatchBody {
+    #[schema(required = true, nullable = false, schema_with = super::openapi::message_ids)]
     ids: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/v1/messages/pending", tag = "messaging", operation_id = "ack_messages", security(("api_key" = [])),
+    request_body = BatchBody, responses((status = 200, body = crate::routes::openapi::BatchAckedDoc)))]
 pub(super) async fn ack_batch(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -272,6 +288,9 @@ pub(super) async fn ack_batch(
 
 /// `POST /v1/messages/{id}/read`: a receipt to the sender, retained for it; never an ack.
 /// Only the recipient may send it (anyone else gets 404); repeating it sends nothing new.
+#[utoipa::path(post, path = "/v1/messages/{id}/read", tag = "messaging", operation_id = "send_read_receipt", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The message id", max_length = 128)),
+    responses((status = 200, body = crate::routes::openapi::ReadDoc), (status = 404)))]
 pub(super) async fn read(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -325,8 +344,9 @@ pub(super) async fn read(
     Ok(Json(json!({ "read_receipt_sent": true })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ReceiptsQuery {
     after: Option<u64>,
     limit: Option<usize>,
@@ -334,6 +354,8 @@ pub(super) struct ReceiptsQuery {
 
 /// `GET /v1/messages/receipts`: receipts retained for the caller as sender, oldest first,
 /// each the frame a WebSocket would have carried plus its `seq`.
+#[utoipa::path(get, path = "/v1/messages/receipts", tag = "messaging", operation_id = "get_receipts", security(("api_key" = [])),
+    params(ReceiptsQuery), responses((status = 200, body = crate::routes::openapi::ReceiptsDoc)))]
 pub(super) async fn receipts(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
@@ -364,13 +386,17 @@ pub(super) async fn receipts(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReceiptsAck)]
 pub(super) struct ReceiptsAck {
+    #[schema(required = true, nullable = false)]
     upto: Option<u64>,
 }
 
 /// `POST /v1/messages/receipts/ack {upto}`: drops the caller's receipts up to `upto`.
+#[utoipa::path(post, path = "/v1/messages/receipts/ack", tag = "messaging", operation_id = "ack_receipts", security(("api_key" = [])),
+    request_body = ReceiptsAck, responses((status = 200, body = crate::routes::openapi::ReceiptsAckedDoc)))]
 pub(super) async fn receipts_ack(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,

@@ -37,6 +37,8 @@ impl HealthCache {
     }
 }
 
+#[utoipa::path(get, path = "/v1/health", tag = "discovery", operation_id = "health",
+    responses((status = 200, body = crate::routes::openapi::HealthDoc), (status = 503, description = "The store is not ready", body = crate::routes::openapi::HealthDoc)))]
 pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json<Value>) {
     let (ready, online) = inner.health.get(&inner.store).await;
     let status = if ready {
@@ -55,6 +57,8 @@ pub(super) async fn health(State(inner): State<Arc<Inner>>) -> (StatusCode, Json
     (status, Json(body))
 }
 
+#[utoipa::path(get, path = "/v1/info", tag = "discovery", operation_id = "provider_info",
+    responses((status = 200, body = crate::routes::openapi::InfoDoc)))]
 pub(super) async fn info(State(inner): State<Arc<Inner>>) -> Json<Value> {
     let modes = match inner.config.registration.mode {
         RegistrationMode::Open => vec!["open", "owner"],
@@ -80,6 +84,8 @@ pub(super) async fn info(State(inner): State<Arc<Inner>>) -> Json<Value> {
     Json(info)
 }
 
+#[utoipa::path(get, path = "/.well-known/agent-messaging.json", tag = "discovery", operation_id = "well_known",
+    responses((status = 200, body = crate::routes::openapi::WellKnownDoc)))]
 pub(super) async fn well_known(State(inner): State<Arc<Inner>>) -> Json<Value> {
     Json(json!({
         "version": "AMP1",

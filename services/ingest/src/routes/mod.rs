@@ -6,6 +6,7 @@ mod attachments;
 mod keys;
 mod messages;
 mod meta;
+pub mod openapi;
 mod profile;
 
 pub(crate) use meta::HealthCache;
@@ -49,6 +50,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     let open = Router::new()
         .route("/health", get(meta::health))
         .route("/info", get(meta::info))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/register", post(register::register));
     let authed = Router::new()
         .route(

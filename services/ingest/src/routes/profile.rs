@@ -118,6 +118,8 @@ fn current_card(agent: &AgentRecord, domain: &str) -> Option<Value> {
 /// 404 `not_found` when the agent has submitted none, or its card no longer holds (expired,
 /// or signed with a key since rotated). The provider's own signature over the card travels
 /// in the `X-AMP-Provider-Signature` header (README, Protocol decisions).
+#[utoipa::path(get, path = "/v1/agents/me/card", tag = "agents", operation_id = "get_own_agent_card", security(("api_key" = [])),
+    responses((status = 200, description = "The Agent Card as the agent signed it (spec 02); the provider's signature in `X-AMP-Provider-Signature`", body = Object), (status = 404)))]
 pub(super) async fn my_card(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,

@@ -25,38 +25,50 @@ use super::{profile, store_error};
 use crate::auth::{hash_key, new_api_key};
 use crate::state::Inner;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RegisterRequest)]
 pub(super) struct RegisterBody {
     tenant: Option<String>,
+    #[schema(required = true, nullable = false)]
     name: Option<String>,
+    #[schema(required = true, nullable = false)]
     public_key: Option<String>,
+    #[schema(required = true, nullable = false)]
     key_algorithm: Option<String>,
     alias: Option<String>,
     scope: Option<ScopeBody>,
     pub(super) delivery: Option<DeliveryBody>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Box<RawValue>>,
     invite_code: Option<String>,
+    #[schema(value_type = Option<Vec<String>>)]
     capabilities: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     communication_policy: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     agent_card: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RegisterScope)]
 struct ScopeBody {
     platform: Option<String>,
     repo: Option<String>,
 }
 
 /// `delivery` in registration and `PATCH /v1/agents/me`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DeliveryUpdate)]
 pub(crate) struct DeliveryBody {
     /// `None`: unchanged; `Some(None)`: removed.
     #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
     pub(crate) webhook_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
     pub(crate) webhook_secret: Option<Option<String>>,
     pub(crate) prefer_websocket: Option<bool>,
 }
@@ -75,6 +87,10 @@ const MAX_ALIAS: usize = 128;
 /// Largest metadata object accepted, in bytes.
 pub(crate) const MAX_METADATA: usize = 16 * 1024;
 
+#[utoipa::path(post, path = "/v1/register", tag = "registration", operation_id = "register_agent",
+    description = "Registers an agent (spec 03). `Authorization: Bearer uk_…` (an owner key) where the tenant requires one.",
+    request_body = RegisterBody,
+    responses((status = 201, body = crate::routes::openapi::RegisteredDoc), (status = 401), (status = 403), (status = 409), (status = 429)))]
 pub(super) async fn register(
     State(inner): State<Arc<Inner>>,
     OriginalUri(uri): OriginalUri,

@@ -15,6 +15,11 @@ use axum::response::{IntoResponse, Response};
 use super::Caller;
 use crate::state::Inner;
 
+#[utoipa::path(post, path = "/v1/route", tag = "messaging", operation_id = "route_message", security(("api_key" = [])),
+    description = "Sends a message signed by the sender (spec 04, 05): the flat body of spec 08 or `{envelope, payload}`. Answered only once the message is durable.",
+    request_body = RouteRequest,
+    responses((status = 200, body = crate::routes::openapi::RouteAnswerDoc), (status = 202, description = "Durable, the router's outcome not yet known (`basis: queued`)", body = crate::routes::openapi::RouteAnswerDoc),
+        (status = 404), (status = 409), (status = 422), (status = 507)))]
 pub(super) async fn route(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(sender)): Extension<Caller>,

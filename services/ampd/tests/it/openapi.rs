@@ -1,0 +1,242 @@
+//! The OpenAPI document (`GET /v1/openapi.json`): what ampd serves is the committed
+//! `docs/openapi.json`, and every public route of the router is in it (and nothing else).
+//!
+//! Regenerate the committed copy after changing an endpoint:
+//! `AMP_UPDATE_OPENAPI=1 cargo test -p ampd --test it openapi`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use amp_runtime::Shutdown;
+use ampd::Config;
+use tokio::net::TcpListener;
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// ampd with every optional public surface on (attachments, federation).
+async fn start(
+    data_dir: &Path,
+) -> (
+    String,
+    Shutdown,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut config = Config::default();
+    config.server.data_dir = data_dir.to_owned();
+    config.server.shutdown_grace_secs = 2;
+    config.ingest.attachments.enabled = true;
+    config.federation.enabled = true;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (url, shutdown, task)
+}
+
+async fn stop(shutdown: Shutdown, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+#[tokio::test]
+async fn openapi_document_served_is_the_committed_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, shutdown, task) = start(dir.path()).await;
+    let served = reqwest::get(format!("{url}/v1/openapi.json"))
+        .await
+        .expect("openapi.json");
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["content-type"].to_str().ok(),
+        Some("application/json")
+    );
+    let served = served.text().await.expect("body");
+    let alias = reqwest::get(format!("{url}/api/v1/openapi.json"))
+        .await
+        .expect("alias")
+        .text()
+        .await
+        .expect("body");
+    stop(shutdown, task).await;
+    assert_eq!(served, alias, "/api/v1/openapi.json differs from /v1's");
+    let doc: serde_json::Value = serde_json::from_str(&served).expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(served, ingest::openapi::document_json());
+
+    let committed_path = workspace().join("docs/openapi.json");
+    if std::env::var_os("AMP_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&committed_path, &served).expect("write docs/openapi.json");
+    }
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    assert!(
+        committed == served,
+        "docs/openapi.json differs from the document ampd serves; regenerate it with \
+         `AMP_UPDATE_OPENAPI=1 cargo test -p ampd --test it openapi` and commit it"
+    );
+}
+
+/// The `.route("…"` paths of a router source file.
+fn routed_paths(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace().join(file)).expect("router source");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(".route(") {
+        rest = &rest[i + ".route(".len()..];
+        let Some(open) = rest.find('"') else { break };
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('"') else { break };
+        out.push(after[..close].to_owned());
+        rest = &after[close..];
+    }
+    assert!(!out.is_empty(), "no routes found in {file}");
+    out
+}
+
+/// Every public path the composed router serves, from the routers' sources: the ingest
+/// routes under `/v1` (the root ones as they are), the delivery and federation ones as
+/// written (their `/api/v1` copies are aliases, checked below).
+fn public_paths() -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for p in routed_paths("services/ingest/src/routes/mod.rs") {
+        if p.starts_with("/.well-known") {
+            paths.insert(p);
+        } else {
+            paths.insert(format!("/v1{p}"));
+        }
+    }
+    for file in [
+        "services/delivery/src/lib.rs",
+        "services/federation/src/lib.rs",
+    ] {
+        for p in routed_paths(file) {
+            if p.starts_with("/v1/") {
+                paths.insert(p);
+            }
+        }
+    }
+    paths
+}
+
+fn concrete(template: &str) -> String {
+    let mut out = String::new();
+    let mut in_param = false;
+    for c in template.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push_str("x1");
+            }
+            '}' => in_param = false,
+            _ if in_param => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The methods `path` answers on (anything but 405), unauthenticated.
+async fn served_methods(client: &reqwest::Client, url: &str, path: &str) -> BTreeMap<String, u16> {
+    let mut out = BTreeMap::new();
+    for m in METHODS {
+        let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
+        let status = client
+            .request(method, format!("{url}{}", concrete(path)))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16();
+        if status != 405 {
+            out.insert(m.to_owned(), status);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn openapi_document_has_every_public_route_and_no_other() {
+    let doc = ingest::openapi::document();
+    let documented: BTreeMap<String, BTreeSet<String>> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .map(|(p, item)| {
+            let methods = METHODS
+                .iter()
+                .filter(|m| item.get(**m).is_some())
+                .map(|m| (*m).to_owned())
+                .collect();
+            (p.clone(), methods)
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, shutdown, task) = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let mut missing = Vec::new();
+    let routed = public_paths();
+    for path in &routed {
+        let served = served_methods(&client, &url, path).await;
+        // A routed path answers 405 to the methods it lacks; an unrouted one 404 to all.
+        assert!(
+            served.len() < METHODS.len() || served.values().any(|s| *s != 404),
+            "{path} is not served at all (every method 404): is its feature on in this test?"
+        );
+        let in_doc = documented.get(path).cloned().unwrap_or_default();
+        for m in served.keys() {
+            if !in_doc.contains(m) {
+                missing.push(format!("{} {path}", m.to_uppercase()));
+            }
+        }
+        // The `/api/v1` alias answers as `/v1` does.
+        if let Some(rest) = path.strip_prefix("/v1/") {
+            let alias = served_methods(&client, &url, &format!("/api/v1/{rest}")).await;
+            assert_eq!(alias, served, "/api/v1/{rest} does not answer as {path}");
+        }
+    }
+    // And nothing documented that the router does not serve (an authenticated operation
+    // answers 401 without a key; any other is routed when it does not answer 405).
+    let mut extra = Vec::new();
+    for (path, methods) in &documented {
+        if !routed.contains(path) {
+            extra.push(path.clone());
+            continue;
+        }
+        let served = served_methods(&client, &url, path).await;
+        for m in methods {
+            let secured = doc["paths"][path][m]["security"].is_array();
+            match served.get(m) {
+                None => extra.push(format!("{} {path}", m.to_uppercase())),
+                Some(s) if secured && *s != 401 => extra.push(format!(
+                    "{} {path} (answers {s} without a key)",
+                    m.to_uppercase()
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    stop(shutdown, task).await;
+    assert!(
+        missing.is_empty(),
+        "routes served but not in the OpenAPI document (add #[utoipa::path] to the handler and \
+         its name to ApiDoc's paths in services/ingest/src/routes/openapi.rs): {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "documented but not served as documented: {extra:?}"
+    );
+}
