@@ -42,6 +42,8 @@ pub struct RouteRequest {
     options: Option<RouteOptions>,
     /// The spec's first place for it (08); the envelope's wins when both are given (04).
     idempotency_key: Option<String>,
+    /// The client's clock; ours replaces it, but one far ahead is refused (spec-next 07).
+    timestamp: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -58,6 +60,7 @@ struct EnvelopeBody {
     expires_at: Option<String>,
     signature: Option<String>,
     idempotency_key: Option<String>,
+    timestamp: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -95,6 +98,10 @@ pub(crate) async fn accept(
     let signature = pick(env.signature, body.signature).filter(|s| !s.is_empty());
     let want_receipt = body.options.and_then(|o| o.receipt).unwrap_or(false);
     let explicit_key = pick(env.idempotency_key, body.idempotency_key);
+    crate::revocation::refuse_future_client_timestamp(
+        pick(env.timestamp, body.timestamp).as_deref(),
+        Timestamp::now(),
+    )?;
 
     let payload_raw = body.payload.ok_or_else(|| ApiError::missing("payload"))?;
 
@@ -281,6 +288,16 @@ pub(crate) async fn accept(
                 }
                 Err(e) => {
                     metrics::counter!("amp_signatures_rejected_total").increment(1);
+                    if matches!(e, VerifyError::Invalid) {
+                        crate::revocation::refuse_revoked_signer(
+                            &acc.store,
+                            sender,
+                            &fields,
+                            payload.get(),
+                            &sig,
+                        )
+                        .await?;
+                    }
                     let msg = match e {
                         VerifyError::Malformed => "signature is not base64 of 64 bytes",
                         VerifyError::Invalid => {

@@ -165,6 +165,22 @@ pub(super) async fn register(
         body.invite_code.as_deref(),
     )?;
     let key = parse_key(algorithm, public_key_text)?;
+    // Spec-next 07 over 03 (issue 18): a revoked key stays refused for its retention, the
+    // owner's re-registration of its own agent included.
+    if let Some(entry) = amp_store::revocation::revoked(&inner.store, &key.fingerprint())
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::new(
+            ErrorCode::KeyRevoked,
+            format!(
+                "this public key ({}) was revoked and cannot register again",
+                entry.fingerprint
+            ),
+        )
+        .with_field("public_key")
+        .into());
+    }
 
     let mut scope = Vec::new();
     if let Some(s) = &body.scope {
