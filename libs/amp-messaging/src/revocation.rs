@@ -37,10 +37,7 @@ pub fn refuse_future(timestamp: Timestamp, now: Timestamp) -> Result<(), ApiErro
 /// [`refuse_future`] for the timestamp a local client sent, if it sent one. The provider
 /// assigns the message's timestamp anyway (spec-next 04); one the client's clock put far in
 /// the future is still refused (07), and one that does not parse is ignored, as before.
-pub fn refuse_future_client_timestamp(
-    text: Option<&str>,
-    now: Timestamp,
-) -> Result<(), ApiError> {
+pub fn refuse_future_client_timestamp(text: Option<&str>, now: Timestamp) -> Result<(), ApiError> {
     match text.and_then(Timestamp::parse) {
         Some(t) => refuse_future(t, now),
         None => Ok(()),

@@ -136,7 +136,10 @@ async fn spec_next_federation_key_revoked_header_is_announced_and_honoured() {
         format!("{}, not-a-fingerprint", carol.key.public().fingerprint()),
     )];
     let r = b
-        .deliver_raw(&headers("alpha.test", &pa.key, &announce, &extra), &announce)
+        .deliver_raw(
+            &headers("alpha.test", &pa.key, &announce, &extra),
+            &announce,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = b
@@ -220,6 +223,10 @@ async fn spec_next_federation_future_timestamps_refused_and_replays_stored_once(
         r.status,
         r.text
     );
-    assert_eq!(b.pending_count(&bob).await, 0, "delivered again after its ack");
+    assert_eq!(
+        b.pending_count(&bob).await,
+        0,
+        "delivered again after its ack"
+    );
     b.stop().await;
 }

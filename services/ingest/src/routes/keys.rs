@@ -178,11 +178,9 @@ pub(super) async fn rotate_keys(
     current.fingerprint = new_key.fingerprint();
     let fingerprint = current.fingerprint.clone();
     if old_fingerprint == fingerprint {
-        return Err(ApiError::invalid(
-            "new_public_key",
-            "the new public key is the current one",
-        )
-        .into());
+        return Err(
+            ApiError::invalid("new_public_key", "the new public key is the current one").into(),
+        );
     }
     // A revoked key does not come back (spec-next 07).
     if revocation::revoked(&inner.store, &fingerprint)
@@ -190,9 +188,11 @@ pub(super) async fn rotate_keys(
         .map_err(store_error)?
         .is_some()
     {
-        return Err(ApiError::new(ErrorCode::KeyRevoked, "the new public key is revoked")
-            .with_field("new_public_key")
-            .into());
+        return Err(
+            ApiError::new(ErrorCode::KeyRevoked, "the new public key is revoked")
+                .with_field("new_public_key")
+                .into(),
+        );
     }
     inner
         .store

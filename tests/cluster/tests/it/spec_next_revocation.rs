@@ -16,12 +16,7 @@ struct Agent {
     key: SecretKey,
 }
 
-async fn register(
-    http: &reqwest::Client,
-    url: &str,
-    name: &str,
-    key: &SecretKey,
-) -> (u16, Value) {
+async fn register(http: &reqwest::Client, url: &str, name: &str, key: &SecretKey) -> (u16, Value) {
     let r = http
         .post(format!("{url}/v1/register"))
         .json(&json!({
@@ -120,7 +115,10 @@ async fn spec_next_cluster_revoked_key_is_refused_on_another_ingest_replica() {
             v["fingerprint"].as_str().unwrap_or_default().to_owned()
         }
     };
-    assert_eq!(cached_fingerprint(b.clone()).await, old_key.public().fingerprint());
+    assert_eq!(
+        cached_fingerprint(b.clone()).await,
+        old_key.public().fingerprint()
+    );
 
     // The keypair rotated through replica A.
     let new_key = SecretKey::generate();

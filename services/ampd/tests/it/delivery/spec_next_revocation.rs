@@ -10,9 +10,7 @@ use amp_proto::{SecretKey, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{
-    Agent, Server, payload_with, recv_type, send_text, signed_body, start, start_with,
-};
+use super::{Agent, Server, payload_with, recv_type, send_text, signed_body, start, start_with};
 
 /// `POST /v1/register` of `key` as `name` in `tenant`; the answer as it came.
 async fn register_key(s: &Server, tenant: &str, name: &str, key: &SecretKey) -> super::Resp {
@@ -73,7 +71,9 @@ async fn spec_next_rotated_out_key_is_revoked_on_rest_websocket_and_registration
         "{}",
         r.text
     );
-    let sent = s.send(&alice, &bob.address, "signed with the new key").await;
+    let sent = s
+        .send(&alice, &bob.address, "signed with the new key")
+        .await;
     // A key that never was the agent's is still `signature_invalid`, not `key_revoked`.
     let stranger = signing_with(&alice, &SecretKey::generate());
     s.route(&stranger, &bob.address, &payload, json!({}))
