@@ -43,7 +43,8 @@ pub struct RouteRequest {
     /// The spec's first place for it (08); the envelope's wins when both are given (04).
     idempotency_key: Option<String>,
     /// The client's clock; ours replaces it, but one far ahead is refused (spec-next 07).
-    timestamp: Option<String>,
+    /// Any JSON (a value that is not RFC 3339 text is ignored, as before).
+    timestamp: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -60,7 +61,7 @@ struct EnvelopeBody {
     expires_at: Option<String>,
     signature: Option<String>,
     idempotency_key: Option<String>,
-    timestamp: Option<String>,
+    timestamp: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,7 +100,10 @@ pub(crate) async fn accept(
     let want_receipt = body.options.and_then(|o| o.receipt).unwrap_or(false);
     let explicit_key = pick(env.idempotency_key, body.idempotency_key);
     crate::revocation::refuse_future_client_timestamp(
-        pick(env.timestamp, body.timestamp).as_deref(),
+        env.timestamp
+            .or(body.timestamp)
+            .as_ref()
+            .and_then(Value::as_str),
         Timestamp::now(),
     )?;
 

@@ -222,6 +222,15 @@ async fn spec_next_timestamps_over_60_s_ahead_are_refused_on_rest_and_websocket(
     )
     .await
     .ok();
+    // A timestamp that is not RFC 3339 text is ignored, as before (ours replaces it).
+    s.route(
+        &alice,
+        &bob.address,
+        &payload,
+        json!({ "timestamp": 99_999_999_999_u64 }),
+    )
+    .await
+    .ok();
 
     // WebSocket `route` frame.
     let (mut ws, _) = s.connect(&alice).await;
@@ -243,7 +252,7 @@ async fn spec_next_timestamps_over_60_s_ahead_are_refused_on_rest_and_websocket(
 
     let page = s.get(&bob, "/v1/messages/pending?limit=100").await.ok();
     let messages = page["messages"].as_array().expect("messages");
-    assert_eq!(messages.len(), 2, "{page}");
+    assert_eq!(messages.len(), 3, "{page}");
     let now = Timestamp::now();
     for m in messages {
         let ts = Timestamp::parse(m["envelope"]["timestamp"].as_str().expect("timestamp"))
