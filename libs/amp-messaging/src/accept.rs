@@ -43,6 +43,9 @@ pub struct RouteRequest {
     options: Option<RouteOptions>,
     /// The spec's first place for it (08); the envelope's wins when both are given (04).
     idempotency_key: Option<String>,
+    /// The client's clock; ours replaces it, but one far ahead is refused (spec-next 07).
+    /// Any JSON (a value that is not RFC 3339 text is ignored, as before).
+    timestamp: Option<Value>,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -60,6 +63,7 @@ struct EnvelopeBody {
     expires_at: Option<String>,
     signature: Option<String>,
     idempotency_key: Option<String>,
+    timestamp: Option<Value>,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -97,6 +101,13 @@ pub(crate) async fn accept(
     let signature = pick(env.signature, body.signature).filter(|s| !s.is_empty());
     let want_receipt = body.options.and_then(|o| o.receipt).unwrap_or(false);
     let explicit_key = pick(env.idempotency_key, body.idempotency_key);
+    crate::revocation::refuse_future_client_timestamp(
+        env.timestamp
+            .or(body.timestamp)
+            .as_ref()
+            .and_then(Value::as_str),
+        Timestamp::now(),
+    )?;
 
     let payload_raw = body.payload.ok_or_else(|| ApiError::missing("payload"))?;
 
@@ -283,6 +294,16 @@ pub(crate) async fn accept(
                 }
                 Err(e) => {
                     metrics::counter!("amp_signatures_rejected_total").increment(1);
+                    if matches!(e, VerifyError::Invalid) {
+                        crate::revocation::refuse_revoked_signer(
+                            &acc.store,
+                            sender,
+                            &fields,
+                            payload.get(),
+                            &sig,
+                        )
+                        .await?;
+                    }
                     let msg = match e {
                         VerifyError::Malformed => "signature is not base64 of 64 bytes",
                         VerifyError::Invalid => {

@@ -20,6 +20,8 @@
 //! - [`render`]: a mailbox entry as agents receive it (byte-preserving).
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
+//! - [`revocation`]: spec-next 07's `key_revoked` and `timestamp_future` checks, shared by
+//!   every acceptance path.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
 //! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
 //! - [`quota`]: tenant plans (quotas) on the acceptance path.
@@ -38,6 +40,7 @@ pub mod mailbox;
 pub mod policy;
 pub mod quota;
 pub mod render;
+pub mod revocation;
 pub mod shared_limits;
 pub mod tenants;
 pub mod usage;

@@ -96,11 +96,17 @@ pub enum ErrorCode {
     /// 403 `recipient_not_allowed`: the sender's communication policy does not allow this
     /// recipient (spec 03).
     RecipientNotAllowed,
+    /// 403 `key_revoked` (spec-next 07): the message is signed with a revoked public key, or
+    /// a registration presents one.
+    KeyRevoked,
+    /// 400 `timestamp_future` (spec-next 07, 08): the message's timestamp is more than 60 s
+    /// ahead of this provider's clock.
+    TimestampFuture,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 42] = [
+    pub const ALL: [ErrorCode; 44] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -143,6 +149,8 @@ impl ErrorCode {
         ErrorCode::InvalidDigestAlgorithm,
         ErrorCode::Conflict,
         ErrorCode::RecipientNotAllowed,
+        ErrorCode::KeyRevoked,
+        ErrorCode::TimestampFuture,
     ];
 
     /// The `error` string of the body.
@@ -190,6 +198,8 @@ impl ErrorCode {
             ErrorCode::InvalidDigestAlgorithm => "invalid_digest_algorithm",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RecipientNotAllowed => "recipient_not_allowed",
+            ErrorCode::KeyRevoked => "key_revoked",
+            ErrorCode::TimestampFuture => "timestamp_future",
         }
     }
 
@@ -202,7 +212,8 @@ impl ErrorCode {
             | ErrorCode::SignatureMissing
             | ErrorCode::SignatureInvalid
             | ErrorCode::KeyNotFound
-            | ErrorCode::TooManyAttachments => 400,
+            | ErrorCode::TooManyAttachments
+            | ErrorCode::TimestampFuture => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden
             | ErrorCode::KeyMismatch
@@ -210,7 +221,8 @@ impl ErrorCode {
             | ErrorCode::AgentSuspended
             | ErrorCode::RecipientSuspended
             | ErrorCode::ProviderNotTrusted
-            | ErrorCode::RecipientNotAllowed => 403,
+            | ErrorCode::RecipientNotAllowed
+            | ErrorCode::KeyRevoked => 403,
             ErrorCode::NotFound
             | ErrorCode::RecipientNotFound
             | ErrorCode::InvalidRecipient

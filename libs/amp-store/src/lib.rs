@@ -14,6 +14,7 @@
 //!   JetStream object store for the cluster), behind its own small trait.
 //! - [`list_cost`]: what an agent listing reads, counted for the tests that bound it.
 //! - [`usage`]: usage metering's rows (per tenant, period and replica; summed at read).
+//! - [`revocation`]: the key revocation list (spec-next 07), on [`Kv`] and [`Records`].
 //! - [`deletion`]: tenant deletion, a resumable job over the traits (its state a record).
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
@@ -37,6 +38,7 @@ pub mod composed;
 pub mod deletion;
 pub mod list_cost;
 pub mod operator;
+pub mod revocation;
 pub mod types;
 pub mod usage;
 

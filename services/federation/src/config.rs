@@ -67,6 +67,12 @@ pub struct Config {
     pub allow_private_targets: bool,
     /// Seconds a request timestamp (`X-AMP-Timestamp`) may differ from our clock.
     pub timestamp_window_secs: u64,
+    /// Seconds a key a peer reported revoked (`X-AMP-Key-Revoked`) stays refused in that
+    /// peer's messages (spec-next 07: at least 90 days, the default).
+    pub key_revocation_retention_secs: u64,
+    /// Seconds after one of our revocations during which every outbound request announces
+    /// it (`X-AMP-Key-Revoked`); peers that hear from us less often miss it.
+    pub key_revoked_announce_secs: u64,
     /// Timeout of one outbound request (delivery or discovery), milliseconds.
     pub request_timeout_ms: u64,
     /// Timeout of establishing a connection to a peer, milliseconds.
@@ -145,6 +151,8 @@ impl Default for Config {
             allow_insecure_http: false,
             allow_private_targets: false,
             timestamp_window_secs: 300,
+            key_revocation_retention_secs: amp_store::revocation::DEFAULT_RETENTION_SECS,
+            key_revoked_announce_secs: 7 * 24 * 3600,
             request_timeout_ms: 10_000,
             connect_timeout_ms: 5_000,
             max_response_bytes: 64 * 1024,

@@ -3,14 +3,16 @@
 //! Checks, in order (cheap and unauthenticated ones first, nothing on the network before the
 //! request could be valid): the headers and timestamp window (401; `X-AMP-Provider`
 //! normalised, so `evil.com.` is `evil.com`), the trust policy (403), the body (400/413:
-//! the same envelope and payload rules as a local sender's, the peer's timestamp bounded, the
+//! the same envelope and payload rules as a local sender's, the peer's timestamp at most 60 s
+//! ahead (`timestamp_future`, spec-next 07) and not older than a relay keeps a message, the
 //! expiry capped, the sender an agent under the calling provider's own domain and never one
 //! of ours, 403), the sending provider's key through discovery (rate limited, single-flight,
 //! bounded cache) and its signature over `"<ts>.<raw body>"` (401), replay of the same signed
-//! request (401), rate limits (429), the sender's signature over the payload as received
-//! (400), the recipient (404). Then the message goes to the router marked as delivered by
-//! the peer, so it is classified `external` at best. Every error body carries
-//! `accepted: false`.
+//! request (401), then the peer's `X-AMP-Key-Revoked` announcements are recorded
+//! (`revocations`), rate limits (429), the sender's signature over the payload as received
+//! (400), a revoked sender key (403 `key_revoked`, spec-next 07), the recipient (404). Then
+//! the message goes to the router marked as delivered by the peer, so it is classified
+//! `external` at best. Every error body carries `accepted: false`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -187,6 +189,8 @@ pub(crate) async fn deliver(
             "this signed request was already received (replay)",
         ));
     }
+    // The peer's own key revocations (spec-next 07), trusted now that its signature is.
+    inner.revocations.learn(&inner, &provider, &headers).await;
     let decision = inner.inbound_provider_limiter.check(&provider);
     if !decision.allowed {
         return Err(rate_limited(
@@ -220,6 +224,10 @@ pub(crate) async fn deliver(
         };
         return Err(refused(ErrorCode::SignatureInvalid, msg));
     }
+    // A key on our list, or on what this peer reported, signs nothing (spec-next 07).
+    amp_messaging::revocation::refuse_revoked_key(&inner.store, &provider, &sender_key)
+        .await
+        .map_err(|e| HttpError::new(e.with_extra("accepted", Value::Bool(false))))?;
     let from = from.as_str().to_owned();
     pin_sender_key(&inner, &from, &sender_key).await;
 
@@ -412,13 +420,12 @@ fn check_body(
     // The peer's clock says when its agent sent it: shown to the recipient, never trusted
     // for our own times (queued_at, expiry), and bounded so it cannot claim the far future
     // or a message older than any relay keeps one.
+    // More than 60 s ahead is `timestamp_future` (spec-next 07).
+    amp_messaging::revocation::refuse_future(env.timestamp, now).map_err(|mut e| {
+        e.field = Some("envelope.timestamp".into());
+        HttpError::new(e.with_extra("accepted", Value::Bool(false)))
+    })?;
     let window = i64::try_from(inner.config.timestamp_window_secs).unwrap_or(300);
-    if env.timestamp > now.plus_secs(window) {
-        return Err(refused(
-            ErrorCode::InvalidField,
-            "envelope.timestamp is in the future",
-        ));
-    }
     if env.timestamp < now.plus_secs(-(message::limits::DEFAULT_TTL_SECS + window)) {
         return Err(refused(
             ErrorCode::InvalidField,

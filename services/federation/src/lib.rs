@@ -14,7 +14,8 @@
 //! - [`discovery`]: static peers, DNS TXT `_amp._tcp.<domain>`, the well-known document.
 //! - [`config`]: the `[federation]` section; [`net`]: the guarded HTTP client;
 //!   [`signature`]: the provider request signature; `attachments`: a message with
-//!   `provider` attachments goes only to a peer whose `/v1/info` takes them (spec 06).
+//!   `provider` attachments goes only to a peer whose `/v1/info` takes them (spec 06);
+//!   `revocations`: `X-AMP-Key-Revoked` both ways (spec-next 07).
 
 mod attachments;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod discovery;
 pub mod inbound;
 pub mod net;
 pub mod outbound;
+pub mod revocations;
 pub mod signature;
 
 use std::collections::HashMap;
@@ -95,6 +97,8 @@ pub(crate) struct Inner {
     /// when the composer gives them: inbound messages are held to `stored_bytes`.
     pub(crate) plans:
         std::sync::OnceLock<(amp_messaging::TenantGate, amp_store::operator::PlanLimits)>,
+    /// `X-AMP-Key-Revoked`: what we announce, what peers announced.
+    pub(crate) revocations: revocations::Revocations,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -150,6 +154,7 @@ impl Federation {
                 wake: tokio::sync::Notify::new(),
                 meter: std::sync::OnceLock::new(),
                 plans: std::sync::OnceLock::new(),
+                revocations: revocations::Revocations::default(),
                 http,
                 config,
                 identity,

@@ -501,16 +501,18 @@ async fn attempt(inner: &Inner, a: &Accepted) -> Attempt {
     }
     let ts = Timestamp::now().unix_secs().to_string();
     let sig = signature::sign(&inner.identity.provider_key, &ts, body.as_bytes());
-    let sent = inner
+    let mut request = inner
         .http
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(PROVIDER_HEADER, &inner.identity.domain)
         .header(TIMESTAMP_HEADER, &ts)
-        .header(SIGNATURE_HEADER, &sig)
-        .body(body)
-        .send()
-        .await;
+        .header(SIGNATURE_HEADER, &sig);
+    // Our recent key revocations, one line each (spec-next 07).
+    for fp in inner.revocations.announced(inner).await {
+        request = request.header(crate::revocations::KEY_REVOKED_HEADER, fp);
+    }
+    let sent = request.body(body).send().await;
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {

@@ -36,6 +36,10 @@ pub struct Config {
     /// Seconds a rotated-out API key keeps working (`POST /v1/auth/rotate-key`); sockets
     /// opened with it close when it ends.
     pub key_rotation_grace_secs: u64,
+    /// Seconds a revoked public key stays on the revocation list (spec-next 07: at least 90
+    /// days, the default): messages it signs are `403 key_revoked` and it cannot register
+    /// again. Shorter values break the spec's minimum; they exist for tests.
+    pub key_revocation_retention_secs: u64,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             outbound: amp_runtime::outbound::OutboundPolicy::default(),
             client_address: amp_runtime::client_addr::ClientAddressConfig::default(),
             key_rotation_grace_secs: 24 * 3600,
+            key_revocation_retention_secs: amp_store::revocation::DEFAULT_RETENTION_SECS,
         }
     }
 }

@@ -35,6 +35,7 @@ pub async fn run_all(store: &Store) {
     super::records::operator_records_typed(store).await;
     super::records::operator_usage_rows_sum_replicas(store).await;
     attachments_compare_and_set(store).await;
+    super::revocation::spec_next_revocation_list(store).await;
     super::purge::purge_agent_removes_everything_about_it(store).await;
     super::purge::tenant_agents_lists_active_and_deregistered(store).await;
     super::purge::tenant_deletion_runs_to_the_end(store).await;

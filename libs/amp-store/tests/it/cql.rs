@@ -57,6 +57,15 @@ async fn cql_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// The key revocation list alone (also in the suite): `cargo test spec_next` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_spec_next_revocation_list() {
+    let Some(t) = target() else { return };
+    let store = connect(&t, shared_keyspace()).await;
+    amp_store::testing::revocation::spec_next_revocation_list(&store).await;
+    store.close().await.expect("close");
+}
+
 /// Issue 16: a listing page reads the page's agent records, not the tenant's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_security_list_agents_reads_the_page_not_the_tenant() {

@@ -25,6 +25,15 @@ async fn redb_passes_conformance() {
     store.close().await.expect("close");
 }
 
+/// The key revocation list alone (also in the suite): `cargo test spec_next` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_spec_next_revocation_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::revocation::spec_next_revocation_list(&store).await;
+    store.close().await.expect("close");
+}
+
 /// A tenant deleted, then every row of every table read: nothing of it is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {

@@ -7,4 +7,5 @@ mod federation_delivery;
 mod federation_idempotency;
 mod federation_loopback_perf;
 mod federation_refusals;
+mod federation_revocation;
 mod federation_security;

@@ -1,10 +1,12 @@
 //! Key management (spec 03/08): rotate the API key (old one valid 24 h), rotate the keypair
-//! (proof signed by the old key), revoke the API key (immediately).
+//! (proof signed by the old key), revoke the API key (immediately). A keypair rotation and a
+//! revocation put the agent's old public key on the revocation list (spec-next 07).
 
 use std::sync::Arc;
 
-use amp_proto::{ApiError, Timestamp};
+use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::{ApiJson, ApiResult};
+use amp_store::revocation::{self, Reason, Revocation};
 use amp_store::{AgentRecord, PastKey};
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -54,12 +56,50 @@ pub(super) async fn rotate_key(
     })))
 }
 
+/// Puts `fingerprint`, the agent's key until now, on the revocation list (spec-next 07).
+async fn revoke_public_key(
+    inner: &Inner,
+    agent: &AgentRecord,
+    fingerprint: &str,
+    reason: Reason,
+    superseded_by: Option<String>,
+    now: Timestamp,
+) -> Result<(), amp_runtime::HttpError> {
+    let retention = i64::try_from(inner.config.key_revocation_retention_secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
+    let entry = Revocation {
+        fingerprint: fingerprint.to_owned(),
+        agent_address: agent.address.clone(),
+        revoked_at: now.unix_millis(),
+        reason,
+        superseded_by,
+        reported_by: None,
+    };
+    revocation::revoke(&inner.store, &entry, retention)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(tenant = %agent.tenant, agent = %agent.id, fingerprint = %fingerprint, reason = ?reason, "public key revoked");
+    Ok(())
+}
+
 #[utoipa::path(delete, path = "/v1/auth/revoke-key", tag = "keys", operation_id = "revoke_api_keys", security(("api_key" = [])),
     responses((status = 200, body = crate::routes::openapi::KeysRevokedDoc)))]
 pub(super) async fn revoke_key(
     State(inner): State<Arc<Inner>>,
     Extension(Caller(agent)): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
+    let now = Timestamp::now();
+    // On the list before the keys go: a failure leaves the agent able to retry.
+    revoke_public_key(
+        &inner,
+        &agent,
+        &agent.fingerprint,
+        Reason::KeyCompromise,
+        None,
+        now,
+    )
+    .await?;
     inner
         .store
         .revoke_api_keys(&agent.id)
@@ -74,7 +114,7 @@ pub(super) async fn revoke_key(
     .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "api keys revoked");
     Ok(Json(
-        json!({ "revoked": true, "revoked_at": Timestamp::now().to_rfc3339() }),
+        json!({ "revoked": true, "revoked_at": now.to_rfc3339() }),
     ))
 }
 
@@ -129,7 +169,8 @@ pub(super) async fn rotate_keys(
         )
         .into());
     }
-    let now = Timestamp::now().unix_millis();
+    let at = Timestamp::now();
+    let now = at.unix_millis();
     let mut current: AgentRecord = inner
         .store
         .agent(&agent.id)
@@ -137,6 +178,7 @@ pub(super) async fn rotate_keys(
         .map_err(store_error)?
         .filter(AgentRecord::is_active)
         .ok_or_else(ApiError::unauthorized)?;
+    let old_fingerprint = current.fingerprint.clone();
     current.past_keys.push(PastKey {
         public_key_hex: current.public_key_hex.clone(),
         replaced_at: now,
@@ -144,11 +186,39 @@ pub(super) async fn rotate_keys(
     current.public_key_hex = hex::encode(new_key.to_bytes());
     current.fingerprint = new_key.fingerprint();
     let fingerprint = current.fingerprint.clone();
+    if old_fingerprint == fingerprint {
+        return Err(
+            ApiError::invalid("new_public_key", "the new public key is the current one").into(),
+        );
+    }
+    // A revoked key does not come back (spec-next 07).
+    if revocation::revoked(&inner.store, &fingerprint)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(
+            ApiError::new(ErrorCode::KeyRevoked, "the new public key is revoked")
+                .with_field("new_public_key")
+                .into(),
+        );
+    }
     inner
         .store
         .update_agent(current)
         .await
         .map_err(store_error)?;
+    // The old key is superseded at once: 07 gives a keypair rotation no grace (the 24 h of
+    // 03 are the API key's).
+    revoke_public_key(
+        &inner,
+        &agent,
+        &old_fingerprint,
+        Reason::KeyRotation,
+        Some(fingerprint.clone()),
+        at,
+    )
+    .await?;
     amp_messaging::events::registry_changed(
         &inner.bus,
         inner.acceptor.registry(),

@@ -181,6 +181,22 @@ pub(super) async fn register(
         body.invite_code.as_deref(),
     )?;
     let key = parse_key(algorithm, public_key_text)?;
+    // Spec-next 07 over 03 (issue 18): a revoked key stays refused for its retention, the
+    // owner's re-registration of its own agent included.
+    if let Some(entry) = amp_store::revocation::revoked(&inner.store, &key.fingerprint())
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::new(
+            ErrorCode::KeyRevoked,
+            format!(
+                "this public key ({}) was revoked and cannot register again",
+                entry.fingerprint
+            ),
+        )
+        .with_field("public_key")
+        .into());
+    }
 
     let mut scope = Vec::new();
     if let Some(s) = &body.scope {
@@ -310,16 +326,42 @@ pub(super) async fn register(
         Ok(()) => {}
         Err(amp_store::Error::NameTaken) if owner.is_some() => {
             // SPEC-CHECKLIST §4.21: the owner may re-key its own agent (after a revocation)
-            // by registering the same name with the same public key.
+            // by registering the same name with the same public key. Spec-next 07 refuses
+            // a revoked key (above), so once the agent's key is revoked the owner brings a
+            // new one, which replaces it.
             let o = owner.as_ref().map(|o| o.owner_id.clone());
-            if let Some(existing) = inner
+            if let Some(mut existing) = inner
                 .store
                 .agent_by_name(&tenant, &name)
                 .await
                 .map_err(store_error)?
                 && existing.owner_id == o
-                && existing.public_key_hex == agent.public_key_hex
+                && (existing.public_key_hex == agent.public_key_hex
+                    || amp_store::revocation::revoked(&inner.store, &existing.fingerprint)
+                        .await
+                        .map_err(store_error)?
+                        .is_some())
             {
+                if existing.public_key_hex != agent.public_key_hex {
+                    existing.past_keys.push(amp_store::PastKey {
+                        public_key_hex: existing.public_key_hex.clone(),
+                        replaced_at: now.unix_millis(),
+                    });
+                    existing.public_key_hex = agent.public_key_hex.clone();
+                    existing.fingerprint = agent.fingerprint.clone();
+                    inner
+                        .store
+                        .update_agent(existing.clone())
+                        .await
+                        .map_err(store_error)?;
+                    amp_messaging::events::registry_changed(
+                        &inner.bus,
+                        inner.acceptor.registry(),
+                        &existing.id,
+                        amp_messaging::events::ChangeKind::Rotated,
+                    )
+                    .await;
+                }
                 inner
                     .store
                     .rotate_api_key(

@@ -127,9 +127,10 @@ async fn owner_mode_requires_a_user_key() {
 }
 
 #[tokio::test]
-async fn revoked_agent_gets_a_new_key_only_through_its_owner() {
-    // Decision 4.21: same owner, same name, same public key → 201 with a new key;
-    // anyone else → 409.
+async fn spec_next_revoked_agent_gets_a_new_key_only_through_its_owner() {
+    // Decision 4.21, with spec-next 07 over 03 (issue 18): the revoked public key cannot
+    // register again, not even for its owner; the owner re-registers the name with a new
+    // key (201, a new API key); anyone else → 409.
     let tenant = unique("owned");
     let server = owner_server(&tenant, RegistrationMode::Open).await;
     let body = body_without_tenant("phoenix");
@@ -149,20 +150,36 @@ async fn revoked_agent_gets_a_new_key_only_through_its_owner() {
         .await
         .expect_error(401, "unauthorized");
 
-    let res = server.register_raw(&body, Some(USER_KEY)).await;
+    // The revoked key: refused, for its owner too, under any name.
+    server
+        .register_raw(&body, Some(USER_KEY))
+        .await
+        .expect_error(403, "key_revoked");
+    let mut renamed = body.clone();
+    renamed["name"] = Value::from("phoenix-two");
+    server
+        .register_raw(&renamed, Some(USER_KEY))
+        .await
+        .expect_error(403, "key_revoked");
+
+    // A new key: the owner's agent again, with a new API key.
+    let fresh = amp_proto::SecretKey::generate();
+    let mut rekeyed = body.clone();
+    rekeyed["public_key"] = Value::from(fresh.public().to_pem());
+    let res = server.register_raw(&rekeyed, Some(USER_KEY)).await;
     res.expect_status(201);
+    assert_eq!(res.body["fingerprint"], fresh.public().fingerprint());
     let new_key = res.body["api_key"].as_str().expect("api_key");
     assert_ne!(new_key, old_key);
-    server
-        .get("/v1/agents/me", Some(new_key))
-        .await
-        .expect_status(200);
+    let me = server.get("/v1/agents/me", Some(new_key)).await;
+    me.expect_status(200);
+    assert_eq!(me.body["fingerprint"], fresh.public().fingerprint());
     server
         .get("/v1/agents/me", Some(&old_key))
         .await
         .expect_error(401, "unauthorized");
 
-    // A different public key for the same name is not the same agent.
+    // Now that its key is valid, another key for the same name is not the same agent.
     let res = server
         .register_raw(&json!({"name": "phoenix", "public_key": amp_proto::SecretKey::generate().public().to_pem(), "key_algorithm": "Ed25519"}), Some(USER_KEY))
         .await;

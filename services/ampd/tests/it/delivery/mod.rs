@@ -15,6 +15,7 @@ mod revocation;
 mod security;
 mod spec_next;
 mod spec_next_idempotency;
+mod spec_next_revocation;
 mod tarpit;
 mod webhook;
 mod ws;

@@ -162,7 +162,8 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
     }
 
     // Signing key: rotated on A, a message signed with the new key routes on B at once,
-    // one signed with the old key is refused there.
+    // one signed with the old key is refused there: it is on the revocation list
+    // (spec-next 07, `key_revoked`).
     let new_key = SecretKey::generate();
     let new_pem = new_key.public().to_pem();
     let proof = alice.key.sign_b64(new_pem.as_bytes());
@@ -189,7 +190,7 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
         stale.flat(Some(&stale.sign_with(&old_key, &alice.address))),
     )
     .await
-    .error(400, "signature_invalid", None);
+    .error(403, "key_revoked", Some("signature"));
     let v = b
         .get(&bob, &format!("/v1/agents/resolve/{}", alice.address))
         .await
