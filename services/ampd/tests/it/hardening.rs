@@ -329,3 +329,37 @@ async fn hardening_the_total_cap_sheds_the_next_connection() {
     );
     s.stop().await;
 }
+
+/// `[server.connections]` loads from a file and from `AMP__SERVER__CONNECTIONS__…` (the
+/// bench scripts turn the caps off that way), with unknown keys refused.
+#[test]
+fn hardening_connection_limits_load_from_file_and_environment() {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(
+        b"[server.connections]\nheader_read_timeout_ms = 5000\nuncapped_addresses = [\"10.0.0.0/8\"]\n",
+    )
+    .expect("write");
+    let env = vec![(
+        "AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS_PER_ADDRESS".to_owned(),
+        "0".to_owned(),
+    )];
+    let cfg: ampd::Config =
+        amp_runtime::config::load_with_env(Some(file.path()), "AMP", env, &[]).expect("loads");
+    let c = &cfg.server.connections;
+    assert_eq!(c.header_read_timeout_ms, 5000);
+    assert_eq!(c.max_connections_per_address, 0);
+    assert_eq!(
+        c.max_connections,
+        ConnectionLimits::default().max_connections
+    );
+    assert!(c.uncapped_addresses[0].contains("10.1.2.3".parse().expect("ip")));
+
+    file.write_all(b"slowloris = 1\n").expect("write");
+    let refused: Result<ampd::Config, _> =
+        amp_runtime::config::load_with_env(Some(file.path()), "AMP", vec![], &[]);
+    assert!(refused.is_err(), "an unknown key is refused");
+}
