@@ -9,6 +9,7 @@
 
 mod attachments;
 mod hardening;
+mod hardening_disk;
 mod measure;
 mod receipts;
 mod restart;
