@@ -279,6 +279,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Largest request body, in bytes.
     pub body_limit_bytes: usize,
+    /// `[server.connections]`: header, body and idle timeouts and connection caps of the
+    /// listener (and of ingest's admin API).
+    pub connections: amp_runtime::listener::ConnectionLimits,
     /// The provider key file (PKCS#8 PEM), shared by every replica (a mounted secret).
     pub key_file: PathBuf,
     /// The API-key pepper file (hex), shared by every replica (a mounted secret).
@@ -293,6 +296,7 @@ impl Default for ServerConfig {
             public_url: None,
             shutdown_grace_secs: 10,
             body_limit_bytes: 532_480,
+            connections: amp_runtime::listener::ConnectionLimits::default(),
             key_file: PathBuf::from("/var/lib/amp/provider-key.pem"),
             pepper_file: PathBuf::from("/var/lib/amp/key-pepper"),
         }
@@ -460,7 +464,9 @@ pub async fn serve(
     readiness.follow(&shutdown);
     let app = harden(app.merge(ops_router(readiness)), server.body_limit_bytes);
     let grace = Duration::from_secs(server.shutdown_grace_secs);
-    let served = amp_runtime::shutdown::serve(listener, app, shutdown.clone(), grace).await;
+    let served =
+        amp_runtime::shutdown::serve(listener, app, &server.connections, shutdown.clone(), grace)
+            .await;
     shutdown.trigger();
     let drained = tokio::time::timeout(grace, futures::future::join_all(workers)).await;
     if drained.is_err() {

@@ -51,6 +51,13 @@ impl std::str::FromStr for ProxyRange {
     }
 }
 
+impl ProxyRange {
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
 impl TryFrom<String> for ProxyRange {
     type Error = InvalidProxy;
     fn try_from(s: String) -> Result<Self, InvalidProxy> {
@@ -109,7 +116,7 @@ impl ClientAddressConfig {
 
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, from a dual-stack listener) as IPv4, so a
 /// v4 range matches them.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

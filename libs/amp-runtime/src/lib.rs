@@ -15,8 +15,10 @@
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`ops`]: `/healthz`, `/readyz` (named async checks, fails once shutdown begins) and
 //!   `/metrics`.
-//! - [`shutdown`]: the [`Shutdown`] signal and [`shutdown::serve`], axum with a bounded
-//!   graceful drain.
+//! - [`shutdown`]: the [`Shutdown`] signal and [`shutdown::serve`], the HTTP server with a
+//!   bounded graceful drain.
+//! - [`listener`]: the connection limits every listener serves with
+//!   ([`listener::ConnectionLimits`]: header, body and idle timeouts, connection caps).
 //! - [`http`]: the spec error body for every failure — [`http::HttpError`], the
 //!   [`http::ApiJson`] / [`http::ApiQuery`] / [`http::ApiPath`] extractors, JSON 404/405/413/500
 //!   via [`http::harden`], and [`http::bearer_token`].
@@ -32,6 +34,7 @@ pub mod client_addr;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;

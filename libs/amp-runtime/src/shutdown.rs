@@ -1,11 +1,13 @@
-//! The process-wide shutdown signal and [`serve`], axum with a bounded graceful drain.
+//! The process-wide shutdown signal and [`serve`], the HTTP server with a bounded graceful
+//! drain.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::listener::ConnectionLimits;
 
 /// A cheap-clone shutdown signal: triggered once (by a signal or by code), seen by every
 /// clone and child. Children can be triggered on their own without affecting the parent.
@@ -82,51 +84,27 @@ impl Shutdown {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` triggers, then stops accepting and lets
-/// in-flight requests finish for at most `grace`, after which it gives up on them (with a
-/// warning) and returns.
+/// Serves `app` on `listener` with `limits` until `shutdown` triggers, then stops accepting
+/// and lets in-flight requests finish for at most `grace`, after which it gives up on them
+/// (with a warning) and returns.
 ///
 /// Handlers can extract `ConnectInfo<SocketAddr>` for the peer address. Long-lived
 /// connections (WebSockets, long polls) should watch `shutdown` themselves so they end
 /// within the grace period.
 ///
 /// # Errors
-/// Only what `axum::serve` reports (in practice it retries accept errors and returns
-/// `Ok`).
+/// None in practice: accept errors are logged and retried.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: &ConnectionLimits,
     shutdown: Shutdown,
     grace: Duration,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(addr = %addr, "listening");
     }
-    let signal = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.wait().await });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown.wait() => {}
-    }
-    tracing::info!(
-        grace_ms = grace.as_millis() as u64,
-        "draining in-flight requests"
-    );
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "grace period over with requests still in flight; giving up on them"
-            );
-            Ok(())
-        }
-    }
+    crate::listener::serve(listener, app, limits, shutdown, grace).await
 }
 
 #[cfg(test)]
@@ -134,6 +112,7 @@ mod tests {
     use super::*;
     use axum::extract::ConnectInfo;
     use axum::routing::get;
+    use std::net::SocketAddr;
 
     #[tokio::test]
     async fn trigger_reaches_clones_and_children_but_not_parents() {
@@ -177,7 +156,17 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(serve(listener, app, shutdown.clone(), grace));
+        let shutdown2 = shutdown.clone();
+        let task = tokio::spawn(async move {
+            serve(
+                listener,
+                app,
+                &ConnectionLimits::default(),
+                shutdown2,
+                grace,
+            )
+            .await
+        });
         (addr, shutdown, task)
     }
 

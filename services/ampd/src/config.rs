@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes (larger ones get 413).
     pub body_limit_bytes: usize,
+    /// `[server.connections]`: header, body and idle timeouts and connection caps of the
+    /// listener (and of the admin API's).
+    pub connections: amp_runtime::listener::ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             // The spec's 512 KiB message limit plus room for the envelope.
             body_limit_bytes: 532_480,
+            connections: amp_runtime::listener::ConnectionLimits::default(),
         }
     }
 }

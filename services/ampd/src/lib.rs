@@ -163,12 +163,18 @@ async fn serve_with(
         }
     };
 
+    // The proxies in front carry many clients each: not capped per address.
+    let mut connections = config.server.connections.clone();
+    if connections.uncapped_addresses.is_empty() {
+        connections.uncapped_addresses = config.ingest.client_address.trusted_proxies.clone();
+    }
     let admin = match ingest
         .serve_admin(
             local_addr,
             config.server.body_limit_bytes,
             shutdown.clone(),
             Duration::from_secs(config.server.shutdown_grace_secs),
+            &connections,
         )
         .await
     {
@@ -282,7 +288,8 @@ async fn serve_with(
         "ampd listening"
     );
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let served = amp_runtime::shutdown::serve(listener, app, shutdown.clone(), grace).await;
+    let served =
+        amp_runtime::shutdown::serve(listener, app, &connections, shutdown.clone(), grace).await;
 
     // Serving can also end on its own (an I/O error); stop everything else either way.
     shutdown.trigger();

@@ -5,7 +5,8 @@
 //! `message.new` with `replay: true`), the receipts retained for the agent, and live pushes as
 //! messages are committed (`replay: false`). One socket never gets the same message twice
 //! (except as a replay on a new connection). Close codes: 4001 unauthorized, 4008 auth
-//! timeout, 1008 first frame not `auth` or slow consumer, 1001 idle or shutting down.
+//! timeout, 1008 first frame not `auth` or slow consumer, 1009 frame over `max_frame_bytes`,
+//! 1001 idle or shutting down.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ const CLOSE_SUSPENDED: u16 = 4003;
 const CLOSE_AUTH_TIMEOUT: u16 = 4008;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// RFC 6455: a frame or message over `max_frame_bytes`.
+const CLOSE_TOO_BIG: u16 = 1009;
 /// Pushed positions remembered per socket to avoid pushing a message twice.
 const REMEMBERED_PUSHES: usize = 10_000;
 /// Mailbox page size during replay, in messages (its bytes are bounded by the send queue's).
@@ -80,6 +83,16 @@ pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrad
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| session(inner, socket))
+}
+
+/// A failed read ends the session; a frame over the size cap is answered 1009 (the socket
+/// can still take the close), anything else was the connection going away.
+fn read_failed(e: axum::Error) -> Result<(), (u16, String)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => Err((CLOSE_TOO_BIG, "frame too large".into())),
+        _ => Ok(()),
+    }
 }
 
 /// A frame for the writer task; a pushed message carries its mailbox entry, which the
@@ -734,7 +747,8 @@ impl Session {
                 }
                 frame = stream.next() => {
                     match frame {
-                        None | Some(Err(_)) => return Ok(()),
+                        None => return Ok(()),
+                        Some(Err(e)) => return read_failed(e),
                         Some(Ok(Message::Close(_))) => return Ok(()),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                             idle_deadline = tokio::time::Instant::now() + idle;

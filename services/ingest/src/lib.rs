@@ -166,6 +166,7 @@ impl Ingest {
         body_limit: usize,
         shutdown: amp_runtime::Shutdown,
         grace: std::time::Duration,
+        limits: &amp_runtime::listener::ConnectionLimits,
     ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, StartError> {
         let Some(addr) = self.inner.config.admin.listen else {
             return Ok(None);
@@ -187,9 +188,10 @@ impl Ingest {
         })?;
         tracing::info!(addr = %addr, "admin API listening");
         let app = amp_runtime::http::harden(self.admin_router(), body_limit);
-        Ok(Some(tokio::spawn(amp_runtime::shutdown::serve(
-            listener, app, shutdown, grace,
-        ))))
+        let limits = limits.clone();
+        Ok(Some(tokio::spawn(async move {
+            amp_runtime::shutdown::serve(listener, app, &limits, shutdown, grace).await
+        })))
     }
 
     /// The message acceptance pipeline, for other services that accept messages the same

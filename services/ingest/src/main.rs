@@ -43,7 +43,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let cfg: Config = cli.flags.load()?;
+    let mut cfg: Config = cli.flags.load()?;
+    // The proxies in front carry many clients each: not capped per address.
+    if cfg.server.connections.uncapped_addresses.is_empty() {
+        cfg.server.connections.uncapped_addresses =
+            cfg.ingest.client_address.trusted_proxies.clone();
+    }
     if cli.flags.migrate {
         return amp_cluster::migrate(&cfg.store).await;
     }
@@ -74,7 +79,13 @@ async fn run() -> anyhow::Result<()> {
         ingest::Ingest::new(cfg.ingest, identity, store.clone(), bus.clone(), blobs).await?;
     let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
     let admin = ingest
-        .serve_admin(addr, cfg.server.body_limit_bytes, shutdown.clone(), grace)
+        .serve_admin(
+            addr,
+            cfg.server.body_limit_bytes,
+            shutdown.clone(),
+            grace,
+            &cfg.server.connections,
+        )
         .await?;
     // The admin server drains with the others (a worker joined after serving ends).
     let mut workers: Vec<_> = admin

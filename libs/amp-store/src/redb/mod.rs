@@ -97,7 +97,7 @@ impl RedbConfig {
 
 /// The embedded store.
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Arc<writer::Shared>,
     writer: Writer,
 }
 
@@ -248,7 +248,7 @@ impl RedbStore {
             txn.open_table(ATTACHMENTS).map_err(st)?;
         }
         txn.commit().map_err(st)?;
-        let db = Arc::new(db);
+        let db = Arc::new(writer::Shared::new(db, cfg.path.clone()));
         let writer = Writer::start(
             db.clone(),
             cfg.group_commit,
@@ -259,7 +259,7 @@ impl RedbStore {
     }
 
     fn read(&self) -> Result<ReadTransaction> {
-        self.db.begin_read().map_err(st)
+        self.db.current()?.begin_read().map_err(st)
     }
 }
 
@@ -1264,7 +1264,11 @@ impl Presence for RedbStore {
 #[async_trait]
 impl StoreBackend for RedbStore {
     async fn ready(&self) -> bool {
-        let Ok(txn) = self.db.begin_read() else {
+        // Not ready while writes cannot commit (a full disk), even though reads may.
+        if !self.db.writable() {
+            return false;
+        }
+        let Ok(txn) = self.read() else {
             return false;
         };
         txn.open_table(KV).is_ok_and(|t| t.len().is_ok())

@@ -215,12 +215,12 @@ impl TestServer {
             .expect("ingest starts");
         let app = amp_runtime::http::harden(ingest.router(), BODY_LIMIT);
         let shutdown = Shutdown::new();
-        tokio::spawn(amp_runtime::shutdown::serve(
-            listener,
-            app,
-            shutdown.clone(),
-            Duration::from_secs(1),
-        ));
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            let limits = amp_runtime::listener::ConnectionLimits::default();
+            amp_runtime::shutdown::serve(listener, app, &limits, signal, Duration::from_secs(1))
+                .await
+        });
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

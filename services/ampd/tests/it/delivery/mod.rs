@@ -8,6 +8,8 @@
 //! retries after 0, 300 and 600 ms, a 50 ms job poll.
 
 mod attachments;
+mod hardening;
+mod hardening_disk;
 mod measure;
 mod receipts;
 mod restart;
