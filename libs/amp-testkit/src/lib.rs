@@ -27,15 +27,18 @@
 //!   contact point every CQL test uses.
 //! - `s3`: [`S3Server`], a real S3-compatible server (`s3s-fs`) for the S3 blob backend's
 //!   tests; missing, it is skipped loudly, or a failure with `AMP_REQUIRE_S3=1` (CI).
+//! - [`Link`]: a TCP forwarder that can be cut and healed, for network-partition tests.
 
 mod binary;
 pub mod cql;
+mod link;
 mod pki;
 mod process;
 mod s3;
 mod server;
 
 pub use binary::nats_server_binary;
+pub use link::Link;
 pub use pki::TestPki;
 pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use server::{NATS_SERVICES, NatsCluster, NatsServer, nats_auth_config};

@@ -191,6 +191,13 @@ impl Service {
         self.child.is_some()
     }
 
+    /// Sets an environment variable for its next start ([`restart`](Self::restart)), e.g.
+    /// `AMP__NATS__URLS` to reach NATS through a [`amp_testkit::Link`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Kills it with SIGKILL and reaps it.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -46,7 +46,10 @@ pub fn canonical_json(data: &[u8]) {
     };
     let strict = json::parse_strict(text);
     let Ok(tree) = json::parse(text) else {
-        assert!(strict.is_err(), "the strict parser accepted what the lenient one refused");
+        assert!(
+            strict.is_err(),
+            "the strict parser accepted what the lenient one refused"
+        );
         return;
     };
     for form in FORMS {
@@ -117,7 +120,13 @@ pub fn address(data: &[u8]) {
             let again = Address::parse_full(a.as_str(), "fuzz.test")
                 .unwrap_or_else(|e| panic!("{} does not parse again: {e}", a.as_str()));
             assert_eq!(again.as_str(), a.as_str());
-            let _ = (a.name(), a.scope(), a.tenant(), a.provider(), a.short_address());
+            let _ = (
+                a.name(),
+                a.scope(),
+                a.tenant(),
+                a.provider(),
+                a.short_address(),
+            );
         }
     }
 }

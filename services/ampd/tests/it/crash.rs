@@ -1,6 +1,11 @@
 //! Durability under `kill -9`: `ampd` is killed while clients send, restarted on the same
 //! data directory, and every message it acknowledged must be in the recipient's mailbox,
 //! exactly once (spec 05: a 2xx from the route means the message is durably queued).
+//!
+//! The soak repeats that: `AMP_SOAK_CYCLES` cycles (10 by default, as CI runs it;
+//! `deploy/soak.sh` runs 100) of load, `kill -9` and restart on the same data directory,
+//! then one count of everything acknowledged over all cycles, with the time each restart
+//! took to answer `/readyz`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -72,6 +77,7 @@ struct Outcomes {
 
 /// Sends signed messages until `stop`; every id is recorded with the answer it got.
 async fn sender(
+    cycle: usize,
     task: usize,
     http: reqwest::Client,
     url: String,
@@ -85,7 +91,7 @@ async fn sender(
     while !stop.load(Ordering::SeqCst) {
         seq += 1;
         let now = amp_proto::Timestamp::now();
-        let id = format!("msg_{}_{task:02x}{seq:08x}", now.unix_millis());
+        let id = format!("msg_{}_{cycle:03x}{task:02x}{seq:08x}", now.unix_millis());
         let subject = format!("crash {task}/{seq}");
         let payload = json!({
             "type": "notification",
@@ -177,10 +183,20 @@ async fn fetch_all(http: &reqwest::Client, base: &str, agent: &Agent) -> Vec<Str
     panic!("pending never ran out after 1000 pages");
 }
 
+/// The cycles the soak runs: `AMP_SOAK_CYCLES`, or `default`.
+fn soak_cycles(default: usize) -> usize {
+    std::env::var("AMP_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_acknowledged_message_survives_kill_9() {
+async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
+    let cycles = soak_cycles(10);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut ampd, base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
+    let (mut ampd, mut base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -188,51 +204,72 @@ async fn every_acknowledged_message_survives_kill_9() {
     let alice = Arc::new(register(&http, &base, "sender").await);
     let bob = register(&http, &base, "recipient").await;
 
-    let stop_flag = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..SENDERS)
-        .map(|task| {
-            tokio::spawn(sender(
-                task,
-                http.clone(),
-                format!("{base}/v1/route"),
-                alice.clone(),
-                bob.address.clone(),
-                stop_flag.clone(),
-                acked.clone(),
-            ))
-        })
-        .collect();
-
-    let started = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let n = acked.load(Ordering::SeqCst);
-        let elapsed = started.elapsed();
-        if n > 0 && (elapsed >= KILL_AFTER || n >= KILL_AFTER_ACKS) {
-            break;
-        }
-        if elapsed >= FIRST_ACK_TIMEOUT {
-            stop_flag.store(true, Ordering::SeqCst);
-            panic!("no message was acknowledged in {FIRST_ACK_TIMEOUT:?}");
-        }
-    }
-    // SIGKILL mid-traffic; then the senders finish their in-flight requests and stop.
-    ampd.kill().await.expect("kill -9 ampd");
-    let acked_at_kill = acked.load(Ordering::SeqCst);
-    stop_flag.store(true, Ordering::SeqCst);
     let mut all = Outcomes::default();
-    for t in tasks {
-        let o = t.await.expect("sender task");
-        all.sent.extend(o.sent);
-        all.acked.extend(o.acked);
-        all.rejected.extend(o.rejected);
-        all.unanswered.extend(o.unanswered);
-    }
+    let mut acked_at_kills = Vec::with_capacity(cycles);
+    let mut recoveries = Vec::with_capacity(cycles);
+    for cycle in 0..cycles {
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..SENDERS)
+            .map(|task| {
+                tokio::spawn(sender(
+                    cycle,
+                    task,
+                    http.clone(),
+                    format!("{base}/v1/route"),
+                    alice.clone(),
+                    bob.address.clone(),
+                    stop_flag.clone(),
+                    acked.clone(),
+                ))
+            })
+            .collect();
 
-    // Restart on the same data directory.
-    let (ampd, base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
+        let started = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let n = acked.load(Ordering::SeqCst);
+            let elapsed = started.elapsed();
+            if n > 0 && (elapsed >= KILL_AFTER || n >= KILL_AFTER_ACKS) {
+                break;
+            }
+            if elapsed >= FIRST_ACK_TIMEOUT {
+                stop_flag.store(true, Ordering::SeqCst);
+                panic!("cycle {cycle}: no message was acknowledged in {FIRST_ACK_TIMEOUT:?}");
+            }
+        }
+        // SIGKILL mid-traffic; then the senders finish their in-flight requests and stop.
+        ampd.kill().await.expect("kill -9 ampd");
+        acked_at_kills.push(acked.load(Ordering::SeqCst));
+        stop_flag.store(true, Ordering::SeqCst);
+        for t in tasks {
+            let o = t.await.expect("sender task");
+            all.sent.extend(o.sent);
+            all.acked.extend(o.acked);
+            all.rejected.extend(o.rejected);
+            all.unanswered.extend(o.unanswered);
+        }
+
+        // Restart on the same data directory; the time until `/readyz` answers is the
+        // recovery.
+        let restarted = std::time::Instant::now();
+        (ampd, base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
+        recoveries.push(restarted.elapsed());
+    }
+    let acked_at_kill: usize = acked_at_kills.iter().sum();
+    let slowest = recoveries.iter().max().copied().unwrap_or_default();
+    let mean = recoveries.iter().sum::<Duration>() / u32::try_from(cycles.max(1)).unwrap_or(1);
+    eprintln!(
+        "soak: {cycles} kill -9 cycles; restart to ready: mean {} ms, slowest {} ms",
+        mean.as_millis(),
+        slowest.as_millis()
+    );
     let found = fetch_all(&http, &base, &bob).await;
+    assert!(
+        all.acked.len() >= cycles,
+        "too little was acknowledged to prove anything: {} over {cycles} cycles",
+        all.acked.len()
+    );
 
     let sent: HashSet<&str> = all.sent.iter().map(String::as_str).collect();
     let unanswered: HashSet<&str> = all.unanswered.iter().map(String::as_str).collect();
@@ -245,7 +282,7 @@ async fn every_acknowledged_message_survives_kill_9() {
         .filter(|id| unanswered.contains(id.as_str()))
         .count();
     eprintln!(
-        "crash: sent {}, acknowledged {} ({} when killed), rejected {}, unanswered {}, \
+        "soak: sent {}, acknowledged {} ({} when killed), rejected {}, unanswered {}, \
          found {}, unanswered-but-present {}",
         all.sent.len(),
         all.acked.len(),
@@ -256,7 +293,7 @@ async fn every_acknowledged_message_survives_kill_9() {
         unanswered_present,
     );
     for (id, status, body) in all.rejected.iter().take(5) {
-        eprintln!("crash: rejected {id}: {status} {body}");
+        eprintln!("soak: rejected {id}: {status} {body}");
     }
 
     assert_eq!(sent.len(), all.sent.len(), "the test reused an id");
@@ -274,7 +311,7 @@ async fn every_acknowledged_message_survives_kill_9() {
         .collect();
     assert!(
         lost.is_empty(),
-        "{} acknowledged messages lost by kill -9: {:?}",
+        "{} acknowledged messages lost over {cycles} kill -9 cycles: {:?}",
         lost.len(),
         &lost[..lost.len().min(10)]
     );

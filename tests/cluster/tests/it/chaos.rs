@@ -512,3 +512,162 @@ async fn chaos_stopped_router_hands_its_messages_to_the_other() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     run.verify_again("chaos, router resumed", &d).await;
 }
+
+/// The cycles the soak runs: `AMP_SOAK_CYCLES`, or `default`.
+fn soak_cycles(default: usize) -> usize {
+    std::env::var("AMP_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+/// Messages per soak cycle.
+const SOAK_PER_CYCLE: usize = 600;
+/// How long a killed process stays down before it is restarted.
+const DOWN: Duration = Duration::from_millis(200);
+
+/// The soak: `AMP_SOAK_CYCLES` cycles (2 by default, as CI runs it; `deploy/soak.sh` runs
+/// 100) in each of which one random replica of ingest, router and delivery, then one node of
+/// a three-node NATS cluster, is killed with SIGKILL under load and restarted. At the end
+/// nothing acknowledged is lost and nothing appears twice; the time each process took to be
+/// ready again is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_cluster_kill9_cycles_with_a_three_node_nats_cluster() {
+    let cycles = soak_cycles(2);
+    let _heavy = HEAVY.lock().await;
+    let mut nats = NatsCluster::start(3);
+    let mut topology = Topology::new("soak.test", nats.urls().join(","), 3);
+    topology.ack_wait_ms = 3_000;
+    let mut d = Deployment::start(&topology).await;
+    let total = cycles * SOAK_PER_CYCLE;
+    let recoveries: Arc<Mutex<BTreeMap<&'static str, Vec<Duration>>>> = Arc::default();
+    let nats = &mut nats;
+    let times = recoveries.clone();
+    run_chaos("soak, 3 NATS nodes", &mut d, total, async |d, done| {
+        let record = |kind: &'static str, took: Duration| {
+            if let Ok(mut t) = times.lock() {
+                t.entry(kind).or_default().push(took);
+            }
+        };
+        for cycle in 0..cycles {
+            let base = cycle * SOAK_PER_CYCLE;
+            let at = |fifth: usize| base + SOAK_PER_CYCLE * fifth / 5;
+            reach(&done, at(1)).await;
+            let i = pick(d.ingest.len());
+            d.ingest[i].kill9().await;
+            tokio::time::sleep(DOWN).await;
+            let restarted = Instant::now();
+            d.ingest[i].restart().await;
+            record("ingest", restarted.elapsed());
+
+            reach(&done, at(2)).await;
+            let i = pick(d.router.len());
+            d.router[i].kill9().await;
+            tokio::time::sleep(DOWN).await;
+            let restarted = Instant::now();
+            d.router[i].restart().await;
+            record("router", restarted.elapsed());
+
+            reach(&done, at(3)).await;
+            let i = pick(d.delivery.len());
+            d.delivery[i].kill9().await;
+            tokio::time::sleep(DOWN).await;
+            let restarted = Instant::now();
+            d.delivery[i].restart().await;
+            record("delivery", restarted.elapsed());
+
+            reach(&done, at(4)).await;
+            let n = pick(nats.len());
+            tokio::task::block_in_place(|| nats.kill(n));
+            tokio::time::sleep(DOWN).await;
+            let restarted = Instant::now();
+            tokio::task::block_in_place(|| nats.restart(n));
+            record("nats-server", restarted.elapsed());
+        }
+    })
+    .await
+    .verify_again("soak, 3 NATS nodes, settled", &d)
+    .await;
+    let times = recoveries.lock().map(|t| t.clone()).unwrap_or_default();
+    for (kind, took) in &times {
+        assert_eq!(took.len(), cycles, "{kind} was not restarted every cycle");
+        let slowest = took.iter().max().copied().unwrap_or_default();
+        let mean = took.iter().sum::<Duration>() / u32::try_from(took.len()).unwrap_or(1);
+        eprintln!(
+            "soak: {kind} killed {cycles} times; restart to ready: mean {} ms, slowest {} ms",
+            mean.as_millis(),
+            slowest.as_millis()
+        );
+    }
+    assert_eq!(
+        times.len(),
+        4,
+        "every kind of process was killed: {times:?}"
+    );
+}
+
+/// How long the partition tests keep a link cut: longer than the consumers' ack wait, so
+/// what the cut-off process held must be redelivered to the others.
+const CUT_FOR: Duration = Duration::from_secs(5);
+
+/// A network partition between one router and NATS under load (a [`amp_testkit::Link`] that
+/// stops forwarding, like a route that drops packets): the other router keeps writing
+/// mailboxes while it is cut, what the cut-off one held is redelivered after the ack wait,
+/// and after the link heals the cut-off router serves again; nothing acknowledged is lost,
+/// nothing appears twice. Reports how much was acknowledged during the cut and how long the
+/// router took to be ready after the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_partition_router_cut_off_from_nats_under_load() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let upstream: std::net::SocketAddr = nats
+        .url()
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("the NATS address");
+    let link = amp_testkit::Link::start(upstream);
+    let mut topology = Topology::new("partition.test", nats.url(), 1);
+    topology.ack_wait_ms = 3_000;
+    let mut d = Deployment::start(&topology).await;
+    d.router[0].set_env("AMP__NATS__URLS", &link.nats_url());
+    d.router[0].restart().await;
+    let total = 2_000;
+    let during_cut = Arc::new(AtomicUsize::new(0));
+    let back_after = Arc::new(Mutex::new(Duration::ZERO));
+    let (cut_count, back) = (during_cut.clone(), back_after.clone());
+    let link = &link;
+    run_chaos(
+        "partition, router cut off",
+        &mut d,
+        total,
+        async |d, done| {
+            reach(&done, total / 5).await;
+            link.cut();
+            let before = done.load(Ordering::SeqCst);
+            tokio::time::sleep(CUT_FOR).await;
+            cut_count.store(done.load(Ordering::SeqCst) - before, Ordering::SeqCst);
+            link.heal();
+            let healed = Instant::now();
+            d.router[0].wait_ready().await;
+            if let Ok(mut b) = back.lock() {
+                *b = healed.elapsed();
+            }
+        },
+    )
+    .await
+    .verify_again("partition, router cut off, settled", &d)
+    .await;
+    let acked_during_cut = during_cut.load(Ordering::SeqCst);
+    let back_after = back_after.lock().map(|b| *b).unwrap_or_default();
+    eprintln!(
+        "partition: {acked_during_cut} messages answered while one router was cut off for {} s; \
+         the router was ready {} ms after the heal",
+        CUT_FOR.as_secs(),
+        back_after.as_millis()
+    );
+    assert!(
+        acked_during_cut > 0,
+        "the cluster stopped answering while one of two routers was cut off"
+    );
+}
