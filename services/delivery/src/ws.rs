@@ -160,11 +160,20 @@ struct ClientFrame {
     data: Option<Box<serde_json::value::RawValue>>,
 }
 
-/// What a client's text frame decodes to, through the same parsing the session uses: its
-/// `type`, and for a `route` frame its `data` as a route request (or why not). For the fuzz
-/// targets (`tests/fuzz`); `None` when the frame is not a JSON object of the frame's shape.
+/// What a client's text frame decodes to, through the same parsing the session uses. For the
+/// fuzz targets (`tests/fuzz`).
 #[doc(hidden)]
-pub fn decode_client_frame(text: &str) -> Option<(Option<String>, Option<Result<(), String>>)> {
+#[derive(Debug)]
+pub struct DecodedFrame {
+    /// The frame's `type`.
+    pub kind: Option<String>,
+    /// For a `route` frame with `data`: whether that reads as a route request (or why not).
+    pub route: Option<Result<(), String>>,
+}
+
+/// Decodes a client's text frame; `None` when it is not a JSON object of the frame's shape.
+#[doc(hidden)]
+pub fn decode_client_frame(text: &str) -> Option<DecodedFrame> {
     let frame: ClientFrame = serde_json::from_str(text).ok()?;
     let route = match (frame.kind.as_deref(), &frame.data) {
         (Some("route"), Some(data)) => Some(
@@ -174,7 +183,10 @@ pub fn decode_client_frame(text: &str) -> Option<(Option<String>, Option<Result<
         ),
         _ => None,
     };
-    Some((frame.kind, route))
+    Some(DecodedFrame {
+        kind: frame.kind,
+        route,
+    })
 }
 
 async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
