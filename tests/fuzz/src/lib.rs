@@ -17,8 +17,11 @@ use amp_proto::json::{self, CanonicalForm};
 use amp_proto::signing::{self, SignedFields};
 use amp_proto::{Address, AddressContext, Envelope, RawPayload, SecretKey, Timestamp, message};
 
+/// A target's body: the fuzzer's bytes in, a panic on a crash or a broken property.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their corpus directory and `cargo fuzz` target.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("canonical_json", canonical_json),
     ("envelope", envelope),
     ("address", address),
