@@ -76,9 +76,9 @@ struct Outcomes {
 }
 
 /// Sends signed messages until `stop`; every id is recorded with the answer it got.
+/// `(cycle, task)` names the sender in its ids.
 async fn sender(
-    cycle: usize,
-    task: usize,
+    (cycle, task): (usize, usize),
     http: reqwest::Client,
     url: String,
     from: Arc<Agent>,
@@ -213,8 +213,7 @@ async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
         let tasks: Vec<_> = (0..SENDERS)
             .map(|task| {
                 tokio::spawn(sender(
-                    cycle,
-                    task,
+                    (cycle, task),
                     http.clone(),
                     format!("{base}/v1/route"),
                     alice.clone(),
