@@ -12,6 +12,7 @@
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
+//! - [`suspension`]: agent suspensions (spec-next 07), typed over [`Records`].
 //! - [`list_cost`]: what an agent listing reads, counted for the tests that bound it.
 //! - [`usage`]: usage metering's rows (per tenant, period and replica; summed at read).
 //! - [`deletion`]: tenant deletion, a resumable job over the traits (its state a record).
@@ -37,6 +38,7 @@ pub mod composed;
 pub mod deletion;
 pub mod list_cost;
 pub mod operator;
+pub mod suspension;
 pub mod types;
 pub mod usage;
 

@@ -870,3 +870,13 @@ async fn spec_next_cql_attachments() {
     let store = connect(&t, shared_keyspace()).await;
     conformance::attachments_compare_and_set(&store).await;
 }
+
+/// spec_next 07: agent suspensions on the CQL store, written by one session and read by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_cql_suspensions() {
+    let Some(t) = target() else { return };
+    let a = connect(&t, shared_keyspace()).await;
+    let b = connect(&t, shared_keyspace()).await;
+    amp_store::testing::suspension::spec_next_suspensions_round_trip(&a).await;
+    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
+}

@@ -279,3 +279,14 @@ async fn jetstream_operator_usage_rows_expire_after_retention() {
     let store = connect(&server.url(), &unique("usage")).await;
     amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
 }
+
+/// spec_next 07: agent suspensions on JetStream, written by one process and read by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_jetstream_suspensions() {
+    let server = NatsServer::start();
+    let prefix = unique("susp");
+    let a = connect(&server.url(), &prefix).await;
+    let b = connect(&server.url(), &prefix).await;
+    amp_store::testing::suspension::spec_next_suspensions_round_trip(&a).await;
+    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
+}
