@@ -232,6 +232,8 @@ pub(crate) async fn accept(
     {
         acc.tenants.check_recipient(&r.tenant).await?;
     }
+    // Nor a suspended agent, nor anyone a suspended agent (spec-next 07).
+    crate::suspension::check_route(acc, sender, recipient.as_ref()).await?;
 
     // Expiry.
     let now = Timestamp::now();

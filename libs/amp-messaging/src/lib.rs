@@ -21,6 +21,8 @@
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
+//! - [`suspension`]: agent suspension (spec-next 07): the checks of every message path,
+//!   suspend and unsuspend.
 //! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
 //! - [`quota`]: tenant plans (quotas) on the acceptance path.
 //! - [`usage`]: [`usage::Meter`], usage metering per tenant, flushed to the store.
@@ -39,6 +41,7 @@ pub mod policy;
 pub mod quota;
 pub mod render;
 pub mod shared_limits;
+pub mod suspension;
 pub mod tenants;
 pub mod usage;
 

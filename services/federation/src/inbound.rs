@@ -274,6 +274,16 @@ pub(crate) async fn deliver(
         .map_err(store_err)?
         .filter(|a| a.is_active() && (a.address == to.as_str() || !to.is_scoped()))
         .ok_or_else(not_found)?;
+    // A suspended recipient receives nothing, from anywhere (spec-next 07); its mailbox is
+    // kept as it is.
+    if let Some(s) = amp_store::suspension::Suspensions::suspension(&*inner.store, &recipient.id)
+        .await
+        .map_err(store_err)?
+        .filter(|s| s.active_at(now.unix_millis()))
+    {
+        let e = amp_messaging::suspension::refusal(ErrorCode::RecipientSuspended, &s);
+        return Err(HttpError::new(e.with_extra("accepted", Value::Bool(false))));
+    }
     let decision = inner.inbound_recipient_limiter.check(&recipient.id);
     if !decision.allowed {
         return Err(rate_limited(

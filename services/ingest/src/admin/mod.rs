@@ -16,6 +16,8 @@
 //! - `usage`: usage per tenant and hour or day, as JSON and CSV.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 //! - `agents`: the agents of a tenant, paged (no keys).
+//! - `suspension`: suspend and unsuspend an agent (spec-next 07), here and at the spec's
+//!   paths on the public API.
 //! - `console`: the web console's page, served at `/console/` beside the API.
 
 mod agents;
@@ -24,6 +26,7 @@ mod console;
 pub(crate) mod deletion;
 mod owner_keys;
 pub(crate) mod seed;
+pub(crate) mod suspension;
 mod tenants;
 mod tokens;
 mod usage;
@@ -77,6 +80,18 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             post(owner_keys::revoke),
         )
         .route("/tenants/{name}/invites", post(owner_keys::invite))
+        .route(
+            "/tenants/{name}/agents/{agent}/suspend",
+            post(suspension::admin_suspend),
+        )
+        .route(
+            "/tenants/{name}/agents/{agent}/resume",
+            post(suspension::admin_resume),
+        )
+        .route(
+            "/tenants/{name}/agents/{agent}/unsuspend",
+            post(suspension::admin_resume),
+        )
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::TenantAdmin),
             authenticate,
@@ -122,8 +137,9 @@ pub(crate) struct Caller {
     pub(crate) request_id: Option<String>,
 }
 
-/// Resolves the operator token and checks its scope against the route's.
-async fn authenticate(
+/// Resolves the operator token and checks its scope against the route's (also in front of
+/// the spec's operator endpoints on the public API, [`suspension`]).
+pub(crate) async fn authenticate(
     State((inner, needed)): State<(Arc<Inner>, TokenScope)>,
     mut req: Request,
     next: Next,

@@ -1,0 +1,266 @@
+//! Agent suspension (spec-next 07, 08; issue 18) against a whole `ampd`: the spec's operator
+//! endpoints on the public API and the admin API's, every message path of the suspended
+//! agent (`agent_suspended`, WebSocket close 4003) and to it (`recipient_suspended`), the
+//! held mailbox delivered after the suspension is lifted.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reqwest::Method;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::operator::{BOOTSTRAP, admin, start_admin, token};
+use super::*;
+
+/// The agent's id (`agt_…`), from its own profile.
+async fn id_of(s: &Server, a: &Agent) -> String {
+    let v = s.get(a, "/v1/agents/me").await.assert_ok();
+    v["agent_id"].as_str().expect("agent_id").to_owned()
+}
+
+/// A call with an operator token (or any bearer) to the public API.
+async fn operator_call(s: &Server, token: &str, path: &str, body: Option<Value>) -> Resp {
+    s.call(Method::POST, path, Some(token), body.map(|b| b.to_string()))
+        .await
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A socket of `who`, authenticated (its `connected` frame read).
+async fn socket(s: &Server, who: &Agent) -> Ws {
+    let url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        json!({"type": "auth", "token": who.api_key}).to_string(),
+    ))
+    .await
+    .expect("auth");
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an answer to auth")
+            .expect("open")
+            .expect("frame");
+        if m.to_text().is_ok_and(|t| t.contains("connected")) {
+            return ws;
+        }
+        assert!(!m.is_close(), "closed at auth: {m:?}");
+    }
+}
+
+/// The close frame's code and reason, waiting at most `within`.
+async fn closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
+    tokio::time::timeout(within, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some((u16::from(f.code), f.reason.to_string()));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time")
+}
+
+/// A socket opened by `who` that is refused at its `auth` frame: the close code and reason.
+async fn refused_socket(s: &Server, who: &Agent) -> Option<(u16, String)> {
+    let url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        json!({"type": "auth", "token": who.api_key}).to_string(),
+    ))
+    .await
+    .expect("auth");
+    closed(&mut ws, Duration::from_secs(3)).await
+}
+
+/// spec-next 07 "Behavior When Suspended", every row, with the spec's endpoints of 08: a
+/// suspended agent's open socket closes with 4003 `agent_suspended` at once, a new one is
+/// refused with it; its pickup, acks, profile and routes answer `403 agent_suspended`;
+/// routes to it `403 recipient_suspended`; its queued mail is kept and delivered after
+/// `unsuspend`; the suspension is in the audit log. Operator tokens only.
+#[tokio::test]
+async fn spec_next_agent_suspension_on_every_path() {
+    let (s, base) = start_admin(|_| {}).await;
+    let alice = s.register("susp", "alice").await;
+    let bob = s.register("susp", "bob").await;
+    let carol = s.register("other", "carol").await;
+    let alice_id = id_of(&s, &alice).await;
+    let held = s
+        .send_text(&bob, &alice.address, "held while suspended")
+        .await;
+    let mut ws = socket(&s, &alice).await;
+
+    // Not an operator: an agent's API key, an operator token without the scope, no token.
+    let path = format!("/v1/agents/{alice_id}/suspend");
+    let body = json!({"reason": "suspicious_activity", "duration_hours": 24});
+    operator_call(&s, &bob.api_key, &path, Some(body.clone()))
+        .await
+        .assert_error(401, "unauthorized", None);
+    let (_, reader) = token(&s, &base, "read").await;
+    operator_call(&s, &reader, &path, Some(body.clone()))
+        .await
+        .assert_error(403, "forbidden", None);
+    s.call(Method::POST, &path, None, Some(body.to_string()))
+        .await
+        .assert_error(401, "unauthorized", None);
+    // Bodies and agents the endpoint refuses.
+    operator_call(&s, BOOTSTRAP, &path, Some(json!({})))
+        .await
+        .assert_error(400, "missing_field", Some("reason"));
+    operator_call(
+        &s,
+        BOOTSTRAP,
+        &path,
+        Some(json!({"reason": "x", "duration_hours": 0})),
+    )
+    .await
+    .assert_error(400, "invalid_field", Some("duration_hours"));
+    operator_call(
+        &s,
+        BOOTSTRAP,
+        "/v1/agents/agt_0000000000000000/suspend",
+        Some(body.clone()),
+    )
+    .await
+    .assert_error(404, "not_found", None);
+    s.get(&alice, "/v1/agents/me").await.assert_ok();
+
+    // Suspended for 24 hours (spec 08's answer).
+    let r = operator_call(&s, BOOTSTRAP, &path, Some(body.clone())).await;
+    let v = r.assert_ok();
+    assert_eq!(v["agent_id"], alice_id.as_str());
+    assert_eq!(v["suspended"], true);
+    let at = Timestamp::parse(v["suspended_at"].as_str().expect("suspended_at")).expect("time");
+    let until = Timestamp::parse(v["expires_at"].as_str().expect("expires_at")).expect("time");
+    assert_eq!(until.unix_millis() - at.unix_millis(), 24 * 3_600_000);
+
+    // The open socket: 4003 `agent_suspended`, within a second.
+    assert_eq!(
+        closed(&mut ws, Duration::from_secs(1)).await,
+        Some((4003, "agent_suspended".to_owned()))
+    );
+    assert_eq!(
+        refused_socket(&s, &alice).await,
+        Some((4003, "agent_suspended".to_owned()))
+    );
+    // Every authenticated call of the agent: pickup, count, ack, profile, route.
+    for p in [
+        "/v1/messages/pending",
+        "/v1/messages/pending/count",
+        "/v1/agents/me",
+        "/v1/messages/receipts",
+    ] {
+        let r = s.get(&alice, p).await;
+        r.assert_error(403, "agent_suspended", None);
+        assert!(
+            r.json()["suspended_until"].is_string(),
+            "{p}: when it ends is said: {}",
+            r.text
+        );
+        assert!(
+            !r.text.contains("suspicious_activity"),
+            "the reason stays with the operator"
+        );
+    }
+    s.delete(&alice, &format!("/v1/messages/pending/{held}"))
+        .await
+        .assert_error(403, "agent_suspended", None);
+    let m = Msg::new(&bob.address, "from a suspended agent");
+    s.route(&alice, m.flat(Some(&m.sign(&alice))))
+        .await
+        .assert_error(403, "agent_suspended", None);
+    // Nobody reaches it, from its tenant or another.
+    for from in [&bob, &carol] {
+        let m = Msg::new(&alice.address, "to a suspended agent");
+        s.route(from, m.flat(Some(&m.sign(from))))
+            .await
+            .assert_error(403, "recipient_suspended", None);
+    }
+    // Others are untouched.
+    s.send_text(&bob, &carol.address, "unaffected").await;
+
+    // Unsuspended: the held message is there, the agent sends and receives again.
+    let r = operator_call(
+        &s,
+        BOOTSTRAP,
+        &format!("/v1/agents/{alice_id}/unsuspend"),
+        None,
+    )
+    .await;
+    let v = r.assert_ok();
+    assert_eq!(v["suspended"], false);
+    assert!(v["unsuspended_at"].is_string());
+    assert_eq!(s.pending_ids(&alice).await, vec![held.clone()]);
+    s.send_text(&alice, &bob.address, "back").await;
+    s.send_text(&carol, &alice.address, "welcome back").await;
+    let mut ws = socket(&s, &alice).await;
+    ws.close(None).await.expect("close");
+
+    // Both actions are audited, with the operator as actor.
+    let log = admin(
+        &s.http,
+        &base,
+        Some(BOOTSTRAP),
+        Method::GET,
+        "/audit?limit=500",
+        None,
+    )
+    .await
+    .json();
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["target"] == alice.address.as_str())
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"agent.suspend"), "{log}");
+    assert!(actions.contains(&"agent.unsuspend"), "{log}");
+    s.stop().await;
+}
+
+/// The admin API's form: by the agent's name within its tenant (another tenant's agent is
+/// unknown there), indefinite without `duration_hours`, lifted by `resume`.
+#[tokio::test]
+async fn spec_next_agent_suspension_on_the_admin_api() {
+    let (s, base) = start_admin(|_| {}).await;
+    let dave = s.register("adm", "dave").await;
+    let erin = s.register("adm2", "erin").await;
+    let (_, tenant_admin) = token(&s, &base, "tenant_admin").await;
+    let call = |path: &'static str, body: Option<Value>| {
+        let (http, base, t) = (s.http.clone(), base.clone(), tenant_admin.clone());
+        async move { admin(&http, &base, Some(&t), Method::POST, path, body).await }
+    };
+    call(
+        "/tenants/adm/agents/erin/suspend",
+        Some(json!({"reason": "x"})),
+    )
+    .await
+    .assert_error(404, "not_found", None);
+    let r = call(
+        "/tenants/adm/agents/dave/suspend",
+        Some(json!({"reason": "admin_action"})),
+    )
+    .await;
+    let v = r.assert_ok();
+    assert_eq!(v["suspended"], true);
+    assert!(
+        v.get("expires_at").is_none(),
+        "indefinite: no end, and no null: {v}"
+    );
+    s.get(&dave, "/v1/agents/me")
+        .await
+        .assert_error(403, "agent_suspended", None);
+    s.get(&erin, "/v1/agents/me").await.assert_ok();
+    call("/tenants/adm/agents/dave/resume", None)
+        .await
+        .assert_ok();
+    s.get(&dave, "/v1/agents/me").await.assert_ok();
+    s.stop().await;
+}
