@@ -21,3 +21,4 @@ mod operator_quota;
 mod parity;
 mod security;
 mod shared_limits;
+mod spec_next_suspension;
