@@ -4,6 +4,7 @@ pub mod conformance;
 pub mod per_message;
 pub mod purge;
 pub mod records;
+pub mod risk;
 pub mod suspension;
 
 use crate::{AgentRecord, AgentStatus, DeliveryPrefs, KeyHash, Millis, NewMailboxEntry};

@@ -280,7 +280,7 @@ async fn jetstream_operator_usage_rows_expire_after_retention() {
     amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
 }
 
-/// spec_next 07: agent suspensions on JetStream, written by one process and read by another.
+/// spec_next 07: agent suspensions (written by one process, read by another) and risk rows on JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_next_jetstream_suspensions() {
     let server = NatsServer::start();
@@ -288,5 +288,6 @@ async fn spec_next_jetstream_suspensions() {
     let a = connect(&server.url(), &prefix).await;
     let b = connect(&server.url(), &prefix).await;
     amp_store::testing::suspension::spec_next_suspensions_round_trip(&a).await;
+    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&a).await;
     amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
 }
