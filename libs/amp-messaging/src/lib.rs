@@ -21,6 +21,8 @@
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
+//! - [`risk`]: risk scoring (spec-next 07): [`risk::RiskMeter`], counts per agent flushed to
+//!   the store, the score and the automatic suspension.
 //! - [`suspension`]: agent suspension (spec-next 07): the checks of every message path,
 //!   suspend and unsuspend.
 //! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
@@ -40,6 +42,7 @@ pub mod mailbox;
 pub mod policy;
 pub mod quota;
 pub mod render;
+pub mod risk;
 pub mod shared_limits;
 pub mod suspension;
 pub mod tenants;

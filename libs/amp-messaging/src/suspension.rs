@@ -105,12 +105,27 @@ pub async fn suspend(
         suspended_by: by.to_owned(),
         expires_at: duration_ms.map(|d| now.saturating_add(d)),
     };
-    acc.store.put_suspension(&record).await?;
-    events::registry_changed(&acc.bus, &acc.cache, agent_id, ChangeKind::Suspension).await;
-    tracing::info!(agent = %agent_id, by, reason, expires_at = ?record.expires_at, "agent suspended");
+    put(&acc.store, &acc.bus, &acc.cache, &record).await?;
+    Ok(record)
+}
+
+/// Writes a suspension record and announces it (see [`suspend`]): for a process without an
+/// acceptor (the router's automatic suspensions).
+///
+/// Fails only on store errors (nothing was suspended).
+pub async fn put(
+    store: &amp_store::Store,
+    bus: &amp_bus::Bus,
+    cache: &RegistryCache,
+    record: &AgentSuspension,
+) -> Result<(), amp_store::Error> {
+    store.put_suspension(record).await?;
+    events::registry_changed(bus, cache, &record.agent_id, ChangeKind::Suspension).await;
+    let by = record.suspended_by.as_str();
+    tracing::info!(agent = %record.agent_id, by, reason = %record.reason, expires_at = ?record.expires_at, "agent suspended");
     metrics::counter!("amp_agent_suspensions_total", "by" => if by == "system" { "system" } else { "operator" })
         .increment(1);
-    Ok(record)
+    Ok(())
 }
 
 /// Lifts `agent_id`'s suspension (nothing when it has none) and announces it; returns

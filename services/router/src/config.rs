@@ -19,6 +19,8 @@ pub struct Config {
     /// `[ingest.messaging] registry_cache_ms`: changes reach it by the registry-change
     /// event, never later than this). 0: every message reads it.
     pub registry_cache_ms: u64,
+    /// Risk scoring of local senders (spec-next 07): counts, and the automatic suspension.
+    pub risk: amp_messaging::risk::RiskConfig,
 }
 
 impl Default for Config {
@@ -28,6 +30,7 @@ impl Default for Config {
             workers: 256,
             injection_patterns_file: None,
             registry_cache_ms: 30_000,
+            risk: amp_messaging::risk::RiskConfig::default(),
         }
     }
 }

@@ -52,6 +52,8 @@ struct Inner {
     provider_key: SecretKey,
     /// Counts the bytes written to each tenant's mailboxes (plans' `stored_bytes`).
     meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
+    /// Counts local senders' messages and injection flags (spec-next 07 risk scoring).
+    risk: amp_messaging::risk::RiskMeter,
 }
 
 impl RouterService {
@@ -80,8 +82,15 @@ impl RouterService {
             Duration::from_millis(config.registry_cache_ms),
         );
         registry.follow(&bus);
+        let risk = amp_messaging::risk::RiskMeter::new(
+            config.risk.clone(),
+            store.clone(),
+            bus.clone(),
+            registry.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
+                risk,
                 registry,
                 config,
                 domain: domain.to_ascii_lowercase(),
@@ -116,6 +125,7 @@ impl RouterService {
             }
         };
         let workers = self.inner.config.workers.max(1);
+        let risk = tokio::spawn(self.inner.risk.clone().run(shutdown.clone()));
         let slots = Arc::new(tokio::sync::Semaphore::new(workers));
         let mut tasks = Vec::new();
         for i in 0..PULLERS.max(shards) {
@@ -130,6 +140,7 @@ impl RouterService {
         for t in tasks {
             let _ = t.await;
         }
+        let _ = risk.await;
         let all = u32::try_from(workers).unwrap_or(u32::MAX);
         if tokio::time::timeout(FINISH_ON_SHUTDOWN, slots.acquire_many(all))
             .await
@@ -268,9 +279,8 @@ impl RouterService {
         };
         let recipient_address = Address::parse_full(&recipient.address, &inner.domain)
             .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
-        let security = security_of(inner, &accepted, &recipient_address)
-            .await?
-            .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
+        let (security, flagged) = security_of(inner, &accepted, &recipient_address).await?;
+        let security = security.map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
         let mut message = accepted.message;
         message.security = Some(security);
 
@@ -299,6 +309,12 @@ impl RouterService {
         let held = (entry.data.len() as u64, entry.expires_at);
         let outcome = match inner.store.enqueue(entry).await? {
             Enqueued::New { seq } => {
+                self.count_risk(
+                    &accepted.sender_address,
+                    accepted.via_provider.is_some(),
+                    flagged,
+                )
+                .await;
                 if let Some(meter) = inner.meter.get() {
                     meter.held_added(&recipient.tenant, held.0, held.1);
                 }
@@ -373,6 +389,29 @@ impl RouterService {
 }
 
 impl RouterService {
+    /// Counts a message newly written for the risk score of its sender, when the sender is
+    /// one of this provider's agents (a peer's senders are the peer's to score).
+    async fn count_risk(&self, sender: &str, via_peer: bool, flagged: bool) {
+        let inner = &self.inner;
+        if via_peer || !inner.risk.enabled() {
+            return;
+        }
+        let Ok(from) = Address::parse_full(sender, &inner.domain) else {
+            return;
+        };
+        if let Ok(Some(agent)) = inner
+            .registry
+            .agent_by_name(from.tenant(), from.name())
+            .await
+        {
+            inner.risk.record(
+                &agent.id,
+                amp_proto::Timestamp::now().unix_millis(),
+                flagged,
+            );
+        }
+    }
+
     /// Tells the local sender of `original` that it cannot arrive (`outcome`), with a
     /// `system` message in the sender's mailbox. A bounce is never bounced, and a sender on
     /// another provider cannot be reached from here (logged).
@@ -458,6 +497,8 @@ pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
 /// delivered message has one: what cannot be classified (a sender address that does not
 /// parse) is `untrusted`, never left without a decision.
 ///
+/// Also says whether the message was flagged (injection flags), for the sender's risk score.
+///
 /// Fails when the store is unavailable (its attachments' scan results are read from it), or
 /// (the inner result) if the annotation cannot be serialised: then the message is not
 /// written without one.
@@ -465,7 +506,7 @@ async fn security_of(
     inner: &Inner,
     accepted: &Accepted,
     recipient: &Address,
-) -> amp_store::Result<serde_json::Result<Box<RawValue>>> {
+) -> amp_store::Result<(serde_json::Result<Box<RawValue>>, bool)> {
     let message = &accepted.message;
     let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok();
     let origin = if accepted.via_provider.is_some() {
@@ -498,7 +539,8 @@ async fn security_of(
         .await?,
         ..meta
     };
-    Ok(serde_json::value::to_raw_value(&meta))
+    let flagged = !meta.injection_flags.is_empty();
+    Ok((serde_json::value::to_raw_value(&meta), flagged))
 }
 
 /// Longest context text scanned for injection patterns.

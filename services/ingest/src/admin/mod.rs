@@ -25,6 +25,7 @@ mod audit;
 mod console;
 pub(crate) mod deletion;
 mod owner_keys;
+pub(crate) mod risk;
 pub(crate) mod seed;
 pub(crate) mod suspension;
 mod tenants;

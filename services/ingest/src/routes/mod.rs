@@ -94,9 +94,15 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             (inner.clone(), amp_store::operator::TokenScope::TenantAdmin),
             crate::admin::authenticate,
         ));
+    // Its own credentials check: the agent itself or an operator (spec-next 08).
+    let risk = Router::new().route(
+        "/agents/{address}/risk",
+        get(crate::admin::risk::agent_risk),
+    );
     let api = open
         .merge(authed)
         .merge(operator)
+        .merge(risk)
         .merge(attachment_routes(&inner))
         .with_state(inner.clone());
     Router::new()
