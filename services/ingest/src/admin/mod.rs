@@ -18,6 +18,8 @@
 //! - `agents`: the agents of a tenant, paged (no keys).
 //! - `suspension`: suspend and unsuspend an agent (spec-next 07), here and at the spec's
 //!   paths on the public API.
+//! - `risk`: an agent's risk score (spec-next 08), on the public API, for the agent itself
+//!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
 
 mod agents;
