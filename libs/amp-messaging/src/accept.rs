@@ -487,6 +487,8 @@ pub(crate) async fn accept(
         answer["basis"] = json!(p.basis);
         answer["delivered_at"] = json!(p.at);
     }
+    // Held for review (spec-next 07): `202 quarantined`, nothing more said.
+    let held = crate::quarantine::answer(&mut answer, outcome);
     if !warnings.is_empty() {
         answer["warnings"] = json!(warnings);
     }
@@ -501,7 +503,7 @@ pub(crate) async fn accept(
         answer["receipt"] = json!(if online > 0 { "websocket" } else { "retained" });
     }
     tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
-    let outcome_known = recipient.is_none() || outcome.is_some();
+    let outcome_known = (recipient.is_none() || outcome.is_some()) && !held;
     if let Some(k) = &idem {
         let record = idempotency::Record {
             fp,

@@ -21,6 +21,8 @@
 //! - [`mailbox`]: the acknowledgement shared by REST and WebSocket, with its receipts, and
 //!   the byte-bounded mailbox page behind pickup and WebSocket replay.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
+//! - [`quarantine`]: messages held for review (spec-next 07): the route answer and the
+//!   operator's review (list, show, approve, reject).
 //! - [`risk`]: risk scoring (spec-next 07): [`risk::RiskMeter`], counts per agent flushed to
 //!   the store, the score and the automatic suspension.
 //! - [`suspension`]: agent suspension (spec-next 07): the checks of every message path,
@@ -40,6 +42,7 @@ pub mod handoff;
 pub mod idempotency;
 pub mod mailbox;
 pub mod policy;
+pub mod quarantine;
 pub mod quota;
 pub mod render;
 pub mod risk;

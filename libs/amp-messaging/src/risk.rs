@@ -95,6 +95,17 @@ pub async fn window(store: &Store, agent_id: &str, now: i64) -> amp_store::Resul
     store.risk_sum(agent_id, h - 23, h).await
 }
 
+/// What became of a counted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered, nothing detected.
+    Clean,
+    /// Delivered with injection flags.
+    Flagged,
+    /// Held for review.
+    Quarantined,
+}
+
 /// Counts per agent, in memory, flushed to the store (see the module doc). Cheap to clone.
 #[derive(Clone)]
 pub struct RiskMeter {
@@ -150,9 +161,8 @@ impl RiskMeter {
         self.inner.config.enabled
     }
 
-    /// Counts one message of `agent_id` at `now`: `flagged` when it was delivered with
-    /// injection flags.
-    pub fn record(&self, agent_id: &str, now: i64, flagged: bool) {
+    /// Counts one message of `agent_id` at `now` with what became of it.
+    pub fn record(&self, agent_id: &str, now: i64, verdict: Verdict) {
         if !self.inner.config.enabled {
             return;
         }
@@ -166,8 +176,10 @@ impl RiskMeter {
         }
         let c = st.counts.entry((agent_id.to_owned(), hour)).or_default();
         c.total_messages += 1;
-        if flagged {
-            c.flagged += 1;
+        match verdict {
+            Verdict::Clean => {}
+            Verdict::Flagged => c.flagged += 1,
+            Verdict::Quarantined => c.quarantined += 1,
         }
         st.dirty.insert(agent_id.to_owned(), hour);
     }

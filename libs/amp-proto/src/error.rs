@@ -96,11 +96,13 @@ pub enum ErrorCode {
     /// 403 `recipient_not_allowed`: the sender's communication policy does not allow this
     /// recipient (spec 03).
     RecipientNotAllowed,
+    /// 410 `quarantine_expired` (spec-next 08): the quarantine entry expired unreviewed.
+    QuarantineExpired,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 42] = [
+    pub const ALL: [ErrorCode; 43] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -143,6 +145,7 @@ impl ErrorCode {
         ErrorCode::InvalidDigestAlgorithm,
         ErrorCode::Conflict,
         ErrorCode::RecipientNotAllowed,
+        ErrorCode::QuarantineExpired,
     ];
 
     /// The `error` string of the body.
@@ -190,6 +193,7 @@ impl ErrorCode {
             ErrorCode::InvalidDigestAlgorithm => "invalid_digest_algorithm",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RecipientNotAllowed => "recipient_not_allowed",
+            ErrorCode::QuarantineExpired => "quarantine_expired",
         }
     }
 
@@ -222,7 +226,9 @@ impl ErrorCode {
             | ErrorCode::AttachmentPending
             | ErrorCode::AttachmentAlreadyUsed
             | ErrorCode::Conflict => 409,
-            ErrorCode::CursorExpired | ErrorCode::AttachmentExpired => 410,
+            ErrorCode::CursorExpired
+            | ErrorCode::AttachmentExpired
+            | ErrorCode::QuarantineExpired => 410,
             ErrorCode::PayloadTooLarge
             | ErrorCode::RequestTooLarge
             | ErrorCode::AttachmentTooLarge => 413,

@@ -12,6 +12,7 @@
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
+//! - [`quarantine`]: messages held for review (spec-next 07), typed over [`Records`].
 //! - [`risk`]: risk counters (spec-next 07) per agent, hour and process, typed over [`Records`].
 //! - [`suspension`]: agent suspensions (spec-next 07), typed over [`Records`].
 //! - [`list_cost`]: what an agent listing reads, counted for the tests that bound it.
@@ -39,6 +40,7 @@ pub mod composed;
 pub mod deletion;
 pub mod list_cost;
 pub mod operator;
+pub mod quarantine;
 pub mod risk;
 pub mod suspension;
 pub mod types;

@@ -350,8 +350,9 @@ pub(crate) async fn deliver(
     if let Some(e) = outcome.and_then(handoff::refusal) {
         return Err(refused_by_peer_rules(e));
     }
-    // `false`: a broker holds it durably and the router had not reported within the wait.
-    let delivered = outcome.is_some();
+    // `false`: a broker holds it durably and the router had not reported within the wait,
+    // or it is held for review (spec-next 07 quarantine).
+    let delivered = outcome.is_some() && outcome != Some(RouteOutcome::Quarantined);
     tracing::info!(
         event = "federation.received",
         timestamp = %now,

@@ -279,8 +279,9 @@ impl RouterService {
         };
         let recipient_address = Address::parse_full(&recipient.address, &inner.domain)
             .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
-        let (security, flagged) = security_of(inner, &accepted, &recipient_address).await?;
+        let (security, flags) = security_of(inner, &accepted, &recipient_address).await?;
         let security = security.map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
+        let flagged = !flags.is_empty();
         let mut message = accepted.message;
         message.security = Some(security);
 
@@ -306,13 +307,32 @@ impl RouterService {
             expires_at: expires_at.unix_millis(),
             max_queued: accepted.max_queued,
         };
+        let rules: Vec<String> = flags
+            .iter()
+            .filter(|f| inner.config.quarantine.categories.contains(f))
+            .cloned()
+            .collect();
+        if !rules.is_empty() {
+            let from = (
+                accepted.sender_address.as_str(),
+                accepted.via_provider.is_some(),
+            );
+            return self
+                .hold(from, &message.envelope.subject, &recipient, entry, rules)
+                .await;
+        }
         let held = (entry.data.len() as u64, entry.expires_at);
         let outcome = match inner.store.enqueue(entry).await? {
             Enqueued::New { seq } => {
+                let verdict = if flagged {
+                    amp_messaging::risk::Verdict::Flagged
+                } else {
+                    amp_messaging::risk::Verdict::Clean
+                };
                 self.count_risk(
                     &accepted.sender_address,
                     accepted.via_provider.is_some(),
-                    flagged,
+                    verdict,
                 )
                 .await;
                 if let Some(meter) = inner.meter.get() {
@@ -389,9 +409,66 @@ impl RouterService {
 }
 
 impl RouterService {
+    /// Holds a message for review instead of writing the mailbox (spec-next 07): one entry
+    /// per (recipient, message id), so a redelivery holds nothing twice. The sender is told
+    /// `quarantined`, never why; the recipient nothing until an operator approves it.
+    async fn hold(
+        &self,
+        (sender, via_peer): (&str, bool),
+        subject: &str,
+        recipient: &amp_store::AgentRecord,
+        entry: NewMailboxEntry,
+        rules: Vec<String>,
+    ) -> Result<RouteOutcome, amp_store::Error> {
+        use amp_store::quarantine::{Quarantine as _, QuarantineEntry};
+        let inner = &self.inner;
+        let queued = entry.queued_at;
+        let digest = amp_proto::signing::sha256_b64(
+            format!("{}\n{}", recipient.id, entry.message_id).as_bytes(),
+        );
+        let tag: String = digest
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
+        let id = format!("qtn_{:010}_{tag}", queued.div_euclid(1000));
+        let ttl = i64::try_from(inner.config.quarantine.ttl_hours.max(1))
+            .unwrap_or(72)
+            .saturating_mul(3_600_000);
+        let held = QuarantineEntry {
+            quarantine_id: id.clone(),
+            from: sender.to_owned(),
+            to: recipient.address.clone(),
+            recipient_id: recipient.id.clone(),
+            subject: subject.to_owned(),
+            reason: "injection_detected".into(),
+            rules_triggered: rules,
+            severity: "high".into(),
+            quarantined_at: queued,
+            expires_at: queued.saturating_add(ttl),
+            message_id: entry.message_id.clone(),
+            data: entry.data,
+            mailbox_expires_at: entry.expires_at,
+            max_queued: entry.max_queued,
+            signature: entry.signature,
+        };
+        if inner.store.put_quarantine(&held).await? {
+            self.count_risk(sender, via_peer, amp_messaging::risk::Verdict::Quarantined)
+                .await;
+            metrics::counter!("amp_router_messages_total", "outcome" => "quarantined").increment(1);
+            tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %held.message_id, quarantine = %id, "message quarantined");
+        }
+        Ok(RouteOutcome::Quarantined)
+    }
+
     /// Counts a message newly written for the risk score of its sender, when the sender is
     /// one of this provider's agents (a peer's senders are the peer's to score).
-    async fn count_risk(&self, sender: &str, via_peer: bool, flagged: bool) {
+    async fn count_risk(
+        &self,
+        sender: &str,
+        via_peer: bool,
+        verdict: amp_messaging::risk::Verdict,
+    ) {
         let inner = &self.inner;
         if via_peer || !inner.risk.enabled() {
             return;
@@ -407,7 +484,7 @@ impl RouterService {
             inner.risk.record(
                 &agent.id,
                 amp_proto::Timestamp::now().unix_millis(),
-                flagged,
+                verdict,
             );
         }
     }
@@ -497,7 +574,7 @@ pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
 /// delivered message has one: what cannot be classified (a sender address that does not
 /// parse) is `untrusted`, never left without a decision.
 ///
-/// Also says whether the message was flagged (injection flags), for the sender's risk score.
+/// Also gives the message's injection flags (the sender's risk score, the quarantine).
 ///
 /// Fails when the store is unavailable (its attachments' scan results are read from it), or
 /// (the inner result) if the annotation cannot be serialised: then the message is not
@@ -506,7 +583,7 @@ async fn security_of(
     inner: &Inner,
     accepted: &Accepted,
     recipient: &Address,
-) -> amp_store::Result<(serde_json::Result<Box<RawValue>>, bool)> {
+) -> amp_store::Result<(serde_json::Result<Box<RawValue>>, Vec<String>)> {
     let message = &accepted.message;
     let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok();
     let origin = if accepted.via_provider.is_some() {
@@ -539,8 +616,8 @@ async fn security_of(
         .await?,
         ..meta
     };
-    let flagged = !meta.injection_flags.is_empty();
-    Ok((serde_json::value::to_raw_value(&meta), flagged))
+    let raw = serde_json::value::to_raw_value(&meta);
+    Ok((raw, meta.injection_flags))
 }
 
 /// Longest context text scanned for injection patterns.

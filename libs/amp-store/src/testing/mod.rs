@@ -3,6 +3,7 @@
 pub mod conformance;
 pub mod per_message;
 pub mod purge;
+pub mod quarantine;
 pub mod records;
 pub mod risk;
 pub mod suspension;

@@ -879,5 +879,6 @@ async fn spec_next_cql_suspensions() {
     let b = connect(&t, shared_keyspace()).await;
     amp_store::testing::suspension::spec_next_suspensions_round_trip(&a).await;
     amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&a).await;
+    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&a).await;
     amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
 }

@@ -18,6 +18,8 @@
 //! - `agents`: the agents of a tenant, paged (no keys).
 //! - `suspension`: suspend and unsuspend an agent (spec-next 07), here and at the spec's
 //!   paths on the public API.
+//! - `quarantine`: the review of quarantined messages (spec-next 08), here and on the
+//!   public API.
 //! - `risk`: an agent's risk score (spec-next 08), on the public API, for the agent itself
 //!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
@@ -27,6 +29,7 @@ mod audit;
 mod console;
 pub(crate) mod deletion;
 mod owner_keys;
+pub(crate) mod quarantine;
 pub(crate) mod risk;
 pub(crate) mod seed;
 pub(crate) mod suspension;
@@ -121,6 +124,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             read.merge(tenant_admin)
                 .merge(full)
                 .merge(console_api)
+                .merge(quarantine::routes(&inner))
                 .with_state(inner.clone()),
         )
         .merge(console::router())

@@ -103,6 +103,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .merge(authed)
         .merge(operator)
         .merge(risk)
+        .merge(crate::admin::quarantine::routes(&inner))
         .merge(attachment_routes(&inner))
         .with_state(inner.clone());
     Router::new()
