@@ -294,6 +294,7 @@ mod tests {
             from: "a@x".into(),
             to: "b@y".into(),
             recipient_id: "agt_b".into(),
+            tenant: "t".into(),
             subject: "s".into(),
             reason: "injection_detected".into(),
             rules_triggered: vec![],

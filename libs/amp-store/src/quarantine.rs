@@ -27,6 +27,9 @@ pub struct QuarantineEntry {
     pub to: String,
     /// The recipient agent.
     pub recipient_id: String,
+    /// The recipient's tenant (its deletion deletes the entry).
+    #[serde(default)]
+    pub tenant: String,
     /// The envelope's subject.
     pub subject: String,
     /// `injection_detected`, `risk_threshold`, …
@@ -110,6 +113,30 @@ pub trait Quarantine: Records {
         match self.record_get(DECISIONS, id).await? {
             Some(b) => from_slice(&b).map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// Deletes the entries held for `tenant`'s agents, with their decisions (the tenant's
+    /// deletion); returns how many.
+    async fn drop_tenant_quarantine(&self, tenant: &str) -> Result<u64> {
+        let mut after: Option<String> = None;
+        let mut n = 0;
+        loop {
+            let rows = self.record_list(QUARANTINE, after.as_deref(), 500).await?;
+            let len = rows.len();
+            for (id, b) in rows {
+                let e: QuarantineEntry = from_slice(&b)?;
+                if e.tenant == tenant {
+                    self.record_take(DECISIONS, &id).await?;
+                    if self.record_take(QUARANTINE, &id).await? {
+                        n += 1;
+                    }
+                }
+                after = Some(id);
+            }
+            if len < 500 {
+                return Ok(n);
+            }
         }
     }
 }

@@ -109,6 +109,25 @@ pub trait Risk: Records {
         }
         Ok(sum)
     }
+
+    /// Deletes every row of `agent_id` (its tenant's deletion).
+    async fn drop_risk(&self, agent_id: &str) -> Result<()> {
+        let prefix = format!("{agent_id}.");
+        loop {
+            let rows = self.record_list(RISK, Some(&prefix), 200).await?;
+            let mine: Vec<String> = rows
+                .into_iter()
+                .map(|(id, _)| id)
+                .take_while(|id| parse_row(agent_id, id).is_some())
+                .collect();
+            if mine.is_empty() {
+                return Ok(());
+            }
+            for id in mine {
+                self.record_take(RISK, &id).await?;
+            }
+        }
+    }
 }
 
 impl<T: Records + ?Sized> Risk for T {}

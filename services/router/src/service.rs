@@ -440,6 +440,7 @@ impl RouterService {
             from: sender.to_owned(),
             to: recipient.address.clone(),
             recipient_id: recipient.id.clone(),
+            tenant: recipient.tenant.clone(),
             subject: subject.to_owned(),
             reason: "injection_detected".into(),
             rules_triggered: rules,

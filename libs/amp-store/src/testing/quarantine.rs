@@ -15,6 +15,7 @@ pub async fn spec_next_quarantine_held_once_and_decided_once(store: &Store) {
         from: "eve@a.example.test".into(),
         to: "bob@b.example.test".into(),
         recipient_id: "agt_bob".into(),
+        tenant: format!("t{tag}"),
         subject: "s".into(),
         reason: "injection_detected".into(),
         rules_triggered: vec!["instruction_override".into()],

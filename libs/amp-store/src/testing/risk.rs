@@ -63,4 +63,14 @@ pub async fn spec_next_risk_rows_summed_over_the_window(store: &Store) {
             .expect("none"),
         RiskCounts::default()
     );
+    // Dropped (its tenant's deletion): its rows only.
+    store.drop_risk(&a).await.expect("drop");
+    assert_eq!(
+        store.risk_sum(&a, h - 100, h + 100).await.expect("gone"),
+        RiskCounts::default()
+    );
+    assert_eq!(
+        store.risk_sum(&longer, h - 23, h).await.expect("kept"),
+        c(7, 7)
+    );
 }
