@@ -200,6 +200,37 @@ impl AdminClient {
         .await
     }
 
+    /// Suspends one agent of a tenant (by name or `agt_…` id) for `hours` (`None`: until
+    /// resumed), spec-next 07.
+    pub async fn suspend_agent(
+        &self,
+        tenant: &str,
+        agent: &str,
+        reason: &str,
+        hours: Option<u64>,
+    ) -> Result<Value> {
+        let mut body = json!({ "reason": reason });
+        if let Some(h) = hours {
+            body["duration_hours"] = json!(h);
+        }
+        self.call(
+            Method::POST,
+            &format!("/tenants/{}/agents/{}/suspend", enc(tenant), enc(agent)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Lifts an agent's suspension.
+    pub async fn resume_agent(&self, tenant: &str, agent: &str) -> Result<Value> {
+        self.call(
+            Method::POST,
+            &format!("/tenants/{}/agents/{}/resume", enc(tenant), enc(agent)),
+            None,
+        )
+        .await
+    }
+
     /// Deletes a tenant: suspended at once, purged in the background; the answer is the
     /// deletion's status (see [`tenant_deletion`](Self::tenant_deletion)).
     pub async fn delete_tenant(&self, name: &str) -> Result<Value> {

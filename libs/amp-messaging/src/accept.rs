@@ -245,6 +245,8 @@ pub(crate) async fn accept(
     {
         acc.tenants.check_recipient(&r.tenant).await?;
     }
+    // Nor a suspended agent, nor anyone a suspended agent (spec-next 07).
+    crate::suspension::check_route(acc, sender, recipient.as_ref()).await?;
 
     // Expiry.
     let now = Timestamp::now();
@@ -508,6 +510,8 @@ pub(crate) async fn accept(
         answer["basis"] = json!(p.basis);
         answer["delivered_at"] = json!(p.at);
     }
+    // Held for review (spec-next 07): `202 quarantined`, nothing more said.
+    let held = crate::quarantine::answer(&mut answer, outcome);
     if !warnings.is_empty() {
         answer["warnings"] = json!(warnings);
     }
@@ -522,7 +526,7 @@ pub(crate) async fn accept(
         answer["receipt"] = json!(if online > 0 { "websocket" } else { "retained" });
     }
     tracing::debug!(tenant = %sender.tenant, agent = %sender.id, id = %id, "message accepted");
-    let outcome_known = recipient.is_none() || outcome.is_some();
+    let outcome_known = (recipient.is_none() || outcome.is_some()) && !held;
     if let Some(k) = &idem {
         let record = idempotency::Record {
             fp,

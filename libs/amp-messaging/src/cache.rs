@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use amp_bus::{Bus, subjects};
+use amp_store::suspension::{AgentSuspension, Suspensions as _};
 use amp_store::{AgentRecord, ApiKeyRecord, Store};
 
 /// How long a presence count is kept at most (never longer than the registry entries).
@@ -68,6 +69,9 @@ struct Maps {
     by_name: HashMap<(String, String), Entry<AgentRecord>>,
     by_id: HashMap<String, Entry<AgentRecord>>,
     presence: HashMap<String, Entry<u32>>,
+    /// Agents' suspension records, the absence of one included (most agents have none, and
+    /// every route asks about two agents); dropped with the agent's other entries.
+    suspensions: HashMap<String, Entry<Option<AgentSuspension>>>,
     /// Which `by_key` and `by_name` keys hold each agent, so forgetting an agent costs its
     /// own entries, not a scan of every map (events arrive for every socket that opens).
     held: HashMap<String, Held>,
@@ -108,6 +112,7 @@ impl Maps {
         }
         self.by_id.remove(agent_id);
         self.presence.remove(agent_id);
+        self.suspensions.remove(agent_id);
     }
 }
 
@@ -237,6 +242,34 @@ impl RegistryCache {
         Ok(n)
     }
 
+    /// The suspension record of `agent_id` (spec-next 07), expired or not, or `None`. Unlike
+    /// the registry entries, the absence of a record is kept too: a suspension announces
+    /// itself ([`ChangeKind::Suspension`](crate::events::ChangeKind::Suspension)), so a
+    /// remembered "none" is dropped as a revoked key is, and lives at most the cache's TTL.
+    ///
+    /// Fails only on store errors.
+    pub async fn suspension(
+        &self,
+        agent_id: &str,
+    ) -> Result<Option<AgentSuspension>, amp_store::Error> {
+        let ttl = self.inner.ttl;
+        if let Some(hit) = fresh(&self.maps().suspensions, agent_id, ttl) {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let found = self.inner.store.suspension(agent_id).await?;
+        if let Some(mut maps) = self.maps_since(generation) {
+            remember(
+                &mut maps.suspensions,
+                agent_id.to_owned(),
+                agent_id,
+                found.clone(),
+                ttl,
+            );
+        }
+        Ok(found)
+    }
+
     /// Drops everything known about `agent_id` (its keys, its name, its presence).
     pub fn forget(&self, agent_id: &str) {
         let mut maps = self.maps();
@@ -260,7 +293,8 @@ impl RegistryCache {
             ChangeKind::Revoked
             | ChangeKind::Deregistered
             | ChangeKind::Rotated
-            | ChangeKind::Updated => self.forget(&change.agent_id),
+            | ChangeKind::Updated
+            | ChangeKind::Suspension => self.forget(&change.agent_id),
         }
     }
 

@@ -57,6 +57,9 @@ pub enum ChangeKind {
     Rotated,
     /// Its profile (delivery preferences) changed.
     Updated,
+    /// It was suspended or unsuspended (spec-next 07): caches drop what they knew and its
+    /// sockets re-check (a suspended agent's close with 4003).
+    Suspension,
     /// A WebSocket session of it opened or closed (whether a route waits for a push
     /// depends on it; caches of its presence are dropped).
     Presence,

@@ -134,7 +134,8 @@ pub fn refusal(outcome: RouteOutcome) -> Option<ApiError> {
     match outcome {
         RouteOutcome::MailboxWritten { .. }
         | RouteOutcome::Duplicate { .. }
-        | RouteOutcome::Forwarded => None,
+        | RouteOutcome::Forwarded
+        | RouteOutcome::Quarantined => None,
         RouteOutcome::Conflict => Some(
             ApiError::new(
                 ErrorCode::DuplicateMessage,

@@ -23,6 +23,12 @@
 //! - [`revocation`]: spec-next 07's `key_revoked` and `timestamp_future` checks, shared by
 //!   every acceptance path.
 //! - [`tenants`]: [`TenantGate`], tenant suspension as every replica sees it within a second.
+//! - [`quarantine`]: messages held for review (spec-next 07): the route answer and the
+//!   operator's review (list, show, approve, reject).
+//! - [`risk`]: risk scoring (spec-next 07): [`risk::RiskMeter`], counts per agent flushed to
+//!   the store, the score and the automatic suspension.
+//! - [`suspension`]: agent suspension (spec-next 07): the checks of every message path,
+//!   suspend and unsuspend.
 //! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
 //! - [`quota`]: tenant plans (quotas) on the acceptance path.
 //! - [`usage`]: [`usage::Meter`], usage metering per tenant, flushed to the store.
@@ -38,10 +44,13 @@ pub mod handoff;
 pub mod idempotency;
 pub mod mailbox;
 pub mod policy;
+pub mod quarantine;
 pub mod quota;
 pub mod render;
 pub mod revocation;
+pub mod risk;
 pub mod shared_limits;
+pub mod suspension;
 pub mod tenants;
 pub mod usage;
 

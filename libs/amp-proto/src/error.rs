@@ -102,11 +102,13 @@ pub enum ErrorCode {
     /// 400 `timestamp_future` (spec-next 07, 08): the message's timestamp is more than 60 s
     /// ahead of this provider's clock.
     TimestampFuture,
+    /// 410 `quarantine_expired` (spec-next 08): the quarantine entry expired unreviewed.
+    QuarantineExpired,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 44] = [
+    pub const ALL: [ErrorCode; 45] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
@@ -151,6 +153,7 @@ impl ErrorCode {
         ErrorCode::RecipientNotAllowed,
         ErrorCode::KeyRevoked,
         ErrorCode::TimestampFuture,
+        ErrorCode::QuarantineExpired,
     ];
 
     /// The `error` string of the body.
@@ -200,6 +203,7 @@ impl ErrorCode {
             ErrorCode::RecipientNotAllowed => "recipient_not_allowed",
             ErrorCode::KeyRevoked => "key_revoked",
             ErrorCode::TimestampFuture => "timestamp_future",
+            ErrorCode::QuarantineExpired => "quarantine_expired",
         }
     }
 
@@ -234,7 +238,9 @@ impl ErrorCode {
             | ErrorCode::AttachmentPending
             | ErrorCode::AttachmentAlreadyUsed
             | ErrorCode::Conflict => 409,
-            ErrorCode::CursorExpired | ErrorCode::AttachmentExpired => 410,
+            ErrorCode::CursorExpired
+            | ErrorCode::AttachmentExpired
+            | ErrorCode::QuarantineExpired => 410,
             ErrorCode::PayloadTooLarge
             | ErrorCode::RequestTooLarge
             | ErrorCode::AttachmentTooLarge => 413,

@@ -83,6 +83,9 @@ pub enum RouteOutcome {
     RecipientGone,
     /// The recipient is on another provider; the message is on the federation stream.
     Forwarded,
+    /// Held for review (spec-next 07 quarantine), not in the mailbox: an operator approves
+    /// (then it is written) or rejects it, else it expires.
+    Quarantined,
 }
 
 /// The data of a durable `webhook` job: which mailbox entry to deliver (delivery re-reads it

@@ -256,6 +256,10 @@ where
             )));
         }
         for id in &page {
+            // Its suspension and risk rows (spec-next 07) first: the agent stays listed
+            // until its purge completes, so a resumed deletion gets here again.
+            crate::suspension::Suspensions::clear_suspension(&**store, id).await?;
+            crate::risk::Risk::drop_risk(&**store, id).await?;
             let p = store.purge_agent(id).await?;
             d.purged.agents += 1;
             d.purged.messages += p.messages;
@@ -290,6 +294,9 @@ where
             break;
         }
     }
+
+    // 3b. Messages held for review for its agents (spec-next 07 quarantine).
+    crate::quarantine::Quarantine::drop_tenant_quarantine(&**store, &tenant).await?;
 
     // 4. The held-bytes ledgers (its mailboxes hold nothing now), then the tenant record,
     //    last.

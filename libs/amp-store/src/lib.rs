@@ -12,6 +12,9 @@
 //!   implements [`StoreBackend`], all of them; services hold a [`Store`], a cheap clone.
 //! - [`blob`]: [`blob::Blobs`], where attachment bytes live (a directory for `ampd`, the
 //!   JetStream object store for the cluster), behind its own small trait.
+//! - [`quarantine`]: messages held for review (spec-next 07), typed over [`Records`].
+//! - [`risk`]: risk counters (spec-next 07) per agent, hour and process, typed over [`Records`].
+//! - [`suspension`]: agent suspensions (spec-next 07), typed over [`Records`].
 //! - [`list_cost`]: what an agent listing reads, counted for the tests that bound it.
 //! - [`usage`]: usage metering's rows (per tenant, period and replica; summed at read).
 //! - [`revocation`]: the key revocation list (spec-next 07), on [`Kv`] and [`Records`].
@@ -38,7 +41,10 @@ pub mod composed;
 pub mod deletion;
 pub mod list_cost;
 pub mod operator;
+pub mod quarantine;
 pub mod revocation;
+pub mod risk;
+pub mod suspension;
 pub mod types;
 pub mod usage;
 

@@ -190,6 +190,14 @@ async fn attempt(
         tracing::info!(tenant = %agent.tenant, agent = %agent_id, "webhook skipped: tenant suspended");
         return Attempt::Moot;
     }
+    // So does a suspended agent's (the same rule, its own record).
+    if let Ok(Some(_)) =
+        amp_messaging::suspension::active(inner.acceptor.registry(), agent_id, now.unix_millis())
+            .await
+    {
+        tracing::info!(tenant = %agent.tenant, agent = %agent_id, "webhook skipped: agent suspended");
+        return Attempt::Moot;
+    }
     let (Some(url), Some(secret)) = (
         agent.delivery.webhook_url.clone(),
         agent.delivery.webhook_secret.clone(),

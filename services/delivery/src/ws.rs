@@ -33,7 +33,7 @@ use crate::Inner;
 
 /// Close codes (SPEC-CHECKLIST §4.8).
 const CLOSE_UNAUTHORIZED: u16 = 4001;
-/// Spec-next 07: a suspended agent's socket (here: its tenant's) closes with 4003.
+/// Spec-next 07: a suspended agent's socket (or its tenant's) closes with 4003.
 const CLOSE_SUSPENDED: u16 = 4003;
 const CLOSE_AUTH_TIMEOUT: u16 = 4008;
 const CLOSE_POLICY: u16 = 1008;
@@ -326,7 +326,18 @@ async fn authenticate(inner: &Inner, socket: &mut WebSocket) -> Option<(AgentRec
         .await
     {
         Ok(Some((agent, key, hash))) => {
-            match inner.acceptor.tenants().check_caller(&agent.tenant).await {
+            let checked = match inner.acceptor.tenants().check_caller(&agent.tenant).await {
+                Ok(()) => {
+                    amp_messaging::suspension::check_caller(
+                        inner.acceptor.registry(),
+                        &agent.id,
+                        now,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match checked {
                 Ok(()) => Some((
                     agent,
                     SessionKey {
@@ -881,11 +892,33 @@ impl Session {
         at
     }
 
+    /// Closes the socket with 4003 `agent_suspended` when the agent is suspended (spec-next
+    /// 07), read from the store itself: this runs on the agent's suspension event, which may
+    /// arrive here before the process's cache has dropped its entry. A store that does not
+    /// answer keeps the socket until the next check.
+    async fn recheck_suspension(&mut self, now: i64) -> Result<(), Ended> {
+        use amp_store::suspension::Suspensions as _;
+        match self.inner.store.suspension(&self.agent.id).await {
+            Ok(Some(s)) if s.active_at(now) => {
+                let e = amp_messaging::suspension::refusal(ErrorCode::AgentSuspended, &s);
+                tracing::info!(tenant = %self.agent.tenant, agent = %self.agent.id, "socket closed: agent suspended");
+                let _ = self.send(error_frame(e.code.as_str(), &e.message, None));
+                Err((CLOSE_SUSPENDED, "agent_suspended".into()))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot re-check a websocket's suspension");
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the key still authenticates this agent: a revoked key, a rotated-out one past
     /// its grace, or a deregistered agent closes the socket (4001). A store that does not
     /// answer keeps the socket until the next check.
     async fn recheck(&mut self) -> Result<(), Ended> {
         let now = Timestamp::now().unix_millis();
+        self.recheck_suspension(now).await?;
         match self.inner.store.agent_by_api_key(&self.key.hash).await {
             Ok(Some((agent, key)))
                 if agent.id == self.agent.id && agent.is_active() && key.is_valid_at(now) =>

@@ -282,6 +282,16 @@ pub(crate) async fn deliver(
         .map_err(store_err)?
         .filter(|a| a.is_active() && (a.address == to.as_str() || !to.is_scoped()))
         .ok_or_else(not_found)?;
+    // A suspended recipient receives nothing, from anywhere (spec-next 07); its mailbox is
+    // kept as it is.
+    if let Some(s) = amp_store::suspension::Suspensions::suspension(&*inner.store, &recipient.id)
+        .await
+        .map_err(store_err)?
+        .filter(|s| s.active_at(now.unix_millis()))
+    {
+        let e = amp_messaging::suspension::refusal(ErrorCode::RecipientSuspended, &s);
+        return Err(HttpError::new(e.with_extra("accepted", Value::Bool(false))));
+    }
     let decision = inner.inbound_recipient_limiter.check(&recipient.id);
     if !decision.allowed {
         return Err(rate_limited(
@@ -348,8 +358,9 @@ pub(crate) async fn deliver(
     if let Some(e) = outcome.and_then(handoff::refusal) {
         return Err(refused_by_peer_rules(e));
     }
-    // `false`: a broker holds it durably and the router had not reported within the wait.
-    let delivered = outcome.is_some();
+    // `false`: a broker holds it durably and the router had not reported within the wait,
+    // or it is held for review (spec-next 07 quarantine).
+    let delivered = outcome.is_some() && outcome != Some(RouteOutcome::Quarantined);
     tracing::info!(
         event = "federation.received",
         timestamp = %now,

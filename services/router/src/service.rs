@@ -52,6 +52,8 @@ struct Inner {
     provider_key: SecretKey,
     /// Counts the bytes written to each tenant's mailboxes (plans' `stored_bytes`).
     meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
+    /// Counts local senders' messages and injection flags (spec-next 07 risk scoring).
+    risk: amp_messaging::risk::RiskMeter,
 }
 
 impl RouterService {
@@ -80,8 +82,15 @@ impl RouterService {
             Duration::from_millis(config.registry_cache_ms),
         );
         registry.follow(&bus);
+        let risk = amp_messaging::risk::RiskMeter::new(
+            config.risk.clone(),
+            store.clone(),
+            bus.clone(),
+            registry.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
+                risk,
                 registry,
                 config,
                 domain: domain.to_ascii_lowercase(),
@@ -116,6 +125,7 @@ impl RouterService {
             }
         };
         let workers = self.inner.config.workers.max(1);
+        let risk = tokio::spawn(self.inner.risk.clone().run(shutdown.clone()));
         let slots = Arc::new(tokio::sync::Semaphore::new(workers));
         let mut tasks = Vec::new();
         for i in 0..PULLERS.max(shards) {
@@ -130,6 +140,7 @@ impl RouterService {
         for t in tasks {
             let _ = t.await;
         }
+        let _ = risk.await;
         let all = u32::try_from(workers).unwrap_or(u32::MAX);
         if tokio::time::timeout(FINISH_ON_SHUTDOWN, slots.acquire_many(all))
             .await
@@ -268,9 +279,9 @@ impl RouterService {
         };
         let recipient_address = Address::parse_full(&recipient.address, &inner.domain)
             .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
-        let security = security_of(inner, &accepted, &recipient_address)
-            .await?
-            .map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
+        let (security, flags) = security_of(inner, &accepted, &recipient_address).await?;
+        let security = security.map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
+        let flagged = !flags.is_empty();
         let mut message = accepted.message;
         message.security = Some(security);
 
@@ -296,9 +307,34 @@ impl RouterService {
             expires_at: expires_at.unix_millis(),
             max_queued: accepted.max_queued,
         };
+        let rules: Vec<String> = flags
+            .iter()
+            .filter(|f| inner.config.quarantine.categories.contains(f))
+            .cloned()
+            .collect();
+        if !rules.is_empty() {
+            let from = (
+                accepted.sender_address.as_str(),
+                accepted.via_provider.is_some(),
+            );
+            return self
+                .hold(from, &message.envelope.subject, &recipient, entry, rules)
+                .await;
+        }
         let held = (entry.data.len() as u64, entry.expires_at);
         let outcome = match inner.store.enqueue(entry).await? {
             Enqueued::New { seq } => {
+                let verdict = if flagged {
+                    amp_messaging::risk::Verdict::Flagged
+                } else {
+                    amp_messaging::risk::Verdict::Clean
+                };
+                self.count_risk(
+                    &accepted.sender_address,
+                    accepted.via_provider.is_some(),
+                    verdict,
+                )
+                .await;
                 if let Some(meter) = inner.meter.get() {
                     meter.held_added(&recipient.tenant, held.0, held.1);
                 }
@@ -373,6 +409,87 @@ impl RouterService {
 }
 
 impl RouterService {
+    /// Holds a message for review instead of writing the mailbox (spec-next 07): one entry
+    /// per (recipient, message id), so a redelivery holds nothing twice. The sender is told
+    /// `quarantined`, never why; the recipient nothing until an operator approves it.
+    async fn hold(
+        &self,
+        (sender, via_peer): (&str, bool),
+        subject: &str,
+        recipient: &amp_store::AgentRecord,
+        entry: NewMailboxEntry,
+        rules: Vec<String>,
+    ) -> Result<RouteOutcome, amp_store::Error> {
+        use amp_store::quarantine::{Quarantine as _, QuarantineEntry};
+        let inner = &self.inner;
+        let queued = entry.queued_at;
+        let digest = amp_proto::signing::sha256_b64(
+            format!("{}\n{}", recipient.id, entry.message_id).as_bytes(),
+        );
+        let tag: String = digest
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
+        let id = format!("qtn_{:010}_{tag}", queued.div_euclid(1000));
+        let ttl = i64::try_from(inner.config.quarantine.ttl_hours.max(1))
+            .unwrap_or(72)
+            .saturating_mul(3_600_000);
+        let held = QuarantineEntry {
+            quarantine_id: id.clone(),
+            from: sender.to_owned(),
+            to: recipient.address.clone(),
+            recipient_id: recipient.id.clone(),
+            tenant: recipient.tenant.clone(),
+            subject: subject.to_owned(),
+            reason: "injection_detected".into(),
+            rules_triggered: rules,
+            severity: "high".into(),
+            quarantined_at: queued,
+            expires_at: queued.saturating_add(ttl),
+            message_id: entry.message_id.clone(),
+            data: entry.data,
+            mailbox_expires_at: entry.expires_at,
+            max_queued: entry.max_queued,
+            signature: entry.signature,
+        };
+        if inner.store.put_quarantine(&held).await? {
+            self.count_risk(sender, via_peer, amp_messaging::risk::Verdict::Quarantined)
+                .await;
+            metrics::counter!("amp_router_messages_total", "outcome" => "quarantined").increment(1);
+            tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %held.message_id, quarantine = %id, "message quarantined");
+        }
+        Ok(RouteOutcome::Quarantined)
+    }
+
+    /// Counts a message newly written for the risk score of its sender, when the sender is
+    /// one of this provider's agents (a peer's senders are the peer's to score).
+    async fn count_risk(
+        &self,
+        sender: &str,
+        via_peer: bool,
+        verdict: amp_messaging::risk::Verdict,
+    ) {
+        let inner = &self.inner;
+        if via_peer || !inner.risk.enabled() {
+            return;
+        }
+        let Ok(from) = Address::parse_full(sender, &inner.domain) else {
+            return;
+        };
+        if let Ok(Some(agent)) = inner
+            .registry
+            .agent_by_name(from.tenant(), from.name())
+            .await
+        {
+            inner.risk.record(
+                &agent.id,
+                amp_proto::Timestamp::now().unix_millis(),
+                verdict,
+            );
+        }
+    }
+
     /// Tells the local sender of `original` that it cannot arrive (`outcome`), with a
     /// `system` message in the sender's mailbox. A bounce is never bounced, and a sender on
     /// another provider cannot be reached from here (logged).
@@ -458,6 +575,8 @@ pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
 /// delivered message has one: what cannot be classified (a sender address that does not
 /// parse) is `untrusted`, never left without a decision.
 ///
+/// Also gives the message's injection flags (the sender's risk score, the quarantine).
+///
 /// Fails when the store is unavailable (its attachments' scan results are read from it), or
 /// (the inner result) if the annotation cannot be serialised: then the message is not
 /// written without one.
@@ -465,7 +584,7 @@ async fn security_of(
     inner: &Inner,
     accepted: &Accepted,
     recipient: &Address,
-) -> amp_store::Result<serde_json::Result<Box<RawValue>>> {
+) -> amp_store::Result<(serde_json::Result<Box<RawValue>>, Vec<String>)> {
     let message = &accepted.message;
     let sender = Address::parse_full(&accepted.sender_address, &inner.domain).ok();
     let origin = if accepted.via_provider.is_some() {
@@ -498,7 +617,8 @@ async fn security_of(
         .await?,
         ..meta
     };
-    Ok(serde_json::value::to_raw_value(&meta))
+    let raw = serde_json::value::to_raw_value(&meta);
+    Ok((raw, meta.injection_flags))
 }
 
 /// Longest context text scanned for injection patterns.

@@ -315,3 +315,56 @@ async fn operator_tenant_delete_with_amp_admin() {
     );
     p.stop().await;
 }
+
+/// `amp admin agents suspend` (spec-next 07) refuses the agent until `amp admin agents
+/// resume`; the table names the agent and its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_amp_admin_agents_suspend_and_resume() {
+    const TOKEN: &str = "amp_op_cli-test-bootstrap-token-0123456789abcdef";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let p = Provider::start_with(|c| {
+        c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
+        c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(TOKEN));
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin_url = format!("http://127.0.0.1:{port}");
+    let t = tenant("susp");
+    let agent = p
+        .client()
+        .register(Some(&t), "alice", &SecretKey::generate(), None)
+        .await
+        .expect("register");
+    let args = |more: &[&str]| {
+        let mut all = vec!["admin", "--admin-url", admin_url.as_str(), "--token", TOKEN];
+        all.extend_from_slice(more);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let dir = dir.path().to_owned();
+        async move {
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            amp(&dir, &refs).await
+        }
+    };
+    let shown = run(args(&[
+        "agents", "suspend", &t, "alice", "--reason", "abuse", "--hours", "2",
+    ]))
+    .await;
+    assert!(shown.ok, "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains(agent.address()) && shown.stdout.contains("true"),
+        "{}",
+        shown.stdout
+    );
+    let err = p.client().count(&agent).await.expect_err("suspended");
+    assert_eq!(err.code(), "agent_suspended");
+    let resumed = run(args(&["--json", "agents", "resume", &t, "alice"]))
+        .await
+        .json();
+    assert_eq!(resumed["suspended"], false, "{resumed}");
+    p.client().count(&agent).await.expect("served again");
+}

@@ -34,6 +34,9 @@ pub async fn run_all(store: &Store) {
     super::records::records_create_replace_list_take(store).await;
     super::records::operator_records_typed(store).await;
     super::records::operator_usage_rows_sum_replicas(store).await;
+    super::suspension::spec_next_suspensions_round_trip(store).await;
+    super::risk::spec_next_risk_rows_summed_over_the_window(store).await;
+    super::quarantine::spec_next_quarantine_held_once_and_decided_once(store).await;
     attachments_compare_and_set(store).await;
     super::revocation::spec_next_revocation_list(store).await;
     super::purge::purge_agent_removes_everything_about_it(store).await;
@@ -1037,6 +1040,7 @@ pub async fn run_two_writers(a: &Store, b: &Store) {
     same_message_from_two_writers_is_stored_once(a, b).await;
     quota_never_exceeded_by_two_writers(a, b).await;
     super::records::records_created_and_taken_once(a, b).await;
+    super::suspension::spec_next_suspension_seen_by_another_writer(a, b).await;
 }
 
 /// Two writers append to one mailbox at the same moment while a reader follows it with

@@ -3,8 +3,11 @@
 pub mod conformance;
 pub mod per_message;
 pub mod purge;
+pub mod quarantine;
 pub mod records;
 pub mod revocation;
+pub mod risk;
+pub mod suspension;
 
 use crate::{AgentRecord, AgentStatus, DeliveryPrefs, KeyHash, Millis, NewMailboxEntry};
 

@@ -879,3 +879,15 @@ async fn spec_next_cql_attachments() {
     let store = connect(&t, shared_keyspace()).await;
     conformance::attachments_compare_and_set(&store).await;
 }
+
+/// spec_next 07: agent suspensions (written by one session, read by another) and risk rows on CQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_cql_suspensions() {
+    let Some(t) = target() else { return };
+    let a = connect(&t, shared_keyspace()).await;
+    let b = connect(&t, shared_keyspace()).await;
+    amp_store::testing::suspension::spec_next_suspensions_round_trip(&a).await;
+    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&a).await;
+    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&a).await;
+    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
+}

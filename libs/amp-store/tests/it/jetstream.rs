@@ -288,3 +288,16 @@ async fn jetstream_operator_usage_rows_expire_after_retention() {
     let store = connect(&server.url(), &unique("usage")).await;
     amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
 }
+
+/// spec_next 07: agent suspensions (written by one process, read by another) and risk rows on JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_jetstream_suspensions() {
+    let server = NatsServer::start();
+    let prefix = unique("susp");
+    let a = connect(&server.url(), &prefix).await;
+    let b = connect(&server.url(), &prefix).await;
+    amp_store::testing::suspension::spec_next_suspensions_round_trip(&a).await;
+    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&a).await;
+    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&a).await;
+    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
+}

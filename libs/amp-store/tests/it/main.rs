@@ -190,3 +190,16 @@ async fn spec_next_redb_attachments_and_fs_blobs() {
     );
     amp_store::blob::testing::run_all(&blobs).await;
 }
+
+/// spec_next 07: agent suspensions and risk rows on the embedded store (also in the conformance run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_redb_suspensions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::suspension::spec_next_suspensions_round_trip(&store).await;
+    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&store).await;
+    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&store).await;
+    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&store, &store)
+        .await;
+    store.close().await.expect("close");
+}

@@ -356,3 +356,79 @@ async fn operator_federation_inbound_stored_bytes_is_enforced_with_507() {
     assert_eq!(r.status, StatusCode::OK, "room again: {}", r.text);
     b.stop().await;
 }
+
+/// spec-next 07: a suspended recipient receives nothing from other providers either: `403
+/// recipient_suspended` (`accepted: false`), nothing stored; once unsuspended, delivered.
+#[tokio::test]
+async fn spec_next_federation_inbound_to_a_suspended_agent_is_refused() {
+    const TOKEN: &str = "amp_op_federation-suspension-test-token-0123456789";
+    let pa = Provider::new("alpha.test").await;
+    let pb = Provider::new("beta.test").await;
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let b = pb
+        .start_with(|c| {
+            c.federation.peers = vec![pa.as_peer()];
+            c.ingest.admin.listen = Some(([127, 0, 0, 1], admin_port).into());
+            c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(TOKEN));
+        })
+        .await;
+    let bob = b.register("team", "bob").await;
+    let me: serde_json::Value = b
+        .http
+        .get(format!("{}/v1/agents/me", b.url))
+        .bearer_auth(&bob.api_key)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    let bob_id = me["agent_id"].as_str().expect("agent_id").to_owned();
+    let operator = |action: &str| {
+        b.http
+            .post(format!("{}/v1/agents/{bob_id}/{action}", b.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"reason": "federation test"}))
+            .send()
+    };
+    let r = operator("suspend").await.expect("suspend");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let alice = remote_agent("alice@acme.alpha.test");
+    let payload = payload_with("to a suspended agent");
+    let now = Timestamp::now().unix_secs();
+    let m = body(
+        &alice,
+        &bob.address,
+        "msg_1706648400000_00000000000000aa",
+        &payload,
+        &payload,
+    );
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, now, &m), &m)
+        .await;
+    assert_refused(&r, 403, "recipient_suspended");
+
+    let r = operator("unsuspend").await.expect("unsuspend");
+    assert_eq!(r.status(), StatusCode::OK);
+    let m = body(
+        &alice,
+        &bob.address,
+        "msg_1706648400000_00000000000000ab",
+        &payload,
+        &payload,
+    );
+    let r = b
+        .deliver_raw(&headers("alpha.test", &pa.key, now, &m), &m)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        b.pending_count(&bob).await,
+        1,
+        "only the message after the suspension"
+    );
+    b.stop().await;
+}

@@ -16,6 +16,12 @@
 //! - `usage`: usage per tenant and hour or day, as JSON and CSV.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 //! - `agents`: the agents of a tenant, paged (no keys).
+//! - `suspension`: suspend and unsuspend an agent (spec-next 07), here and at the spec's
+//!   paths on the public API.
+//! - `quarantine`: the review of quarantined messages (spec-next 08), here and on the
+//!   public API.
+//! - `risk`: an agent's risk score (spec-next 08), on the public API, for the agent itself
+//!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
 
 mod agents;
@@ -23,7 +29,10 @@ mod audit;
 mod console;
 pub(crate) mod deletion;
 mod owner_keys;
+pub(crate) mod quarantine;
+pub(crate) mod risk;
 pub(crate) mod seed;
+pub(crate) mod suspension;
 mod tenants;
 mod tokens;
 mod usage;
@@ -77,6 +86,18 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             post(owner_keys::revoke),
         )
         .route("/tenants/{name}/invites", post(owner_keys::invite))
+        .route(
+            "/tenants/{name}/agents/{agent}/suspend",
+            post(suspension::admin_suspend),
+        )
+        .route(
+            "/tenants/{name}/agents/{agent}/resume",
+            post(suspension::admin_resume),
+        )
+        .route(
+            "/tenants/{name}/agents/{agent}/unsuspend",
+            post(suspension::admin_resume),
+        )
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::TenantAdmin),
             authenticate,
@@ -103,6 +124,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             read.merge(tenant_admin)
                 .merge(full)
                 .merge(console_api)
+                .merge(quarantine::routes(&inner))
                 .with_state(inner.clone()),
         )
         .merge(console::router())
@@ -122,8 +144,9 @@ pub(crate) struct Caller {
     pub(crate) request_id: Option<String>,
 }
 
-/// Resolves the operator token and checks its scope against the route's.
-async fn authenticate(
+/// Resolves the operator token and checks its scope against the route's (also in front of
+/// the spec's operator endpoints on the public API, [`suspension`]).
+pub(crate) async fn authenticate(
     State((inner, needed)): State<(Arc<Inner>, TokenScope)>,
     mut req: Request,
     next: Next,

@@ -82,8 +82,30 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/inbox", get(messages::pending))
         .route("/inbox/{id}/ack", post(messages::ack_path))
         .route_layer(middleware::from_fn_with_state(inner.clone(), authenticate));
+    // The spec's operator endpoints (spec-next 08), with the admin API's operator tokens.
+    let operator = Router::new()
+        .route(
+            "/agents/{address}/suspend",
+            post(crate::admin::suspension::public_suspend),
+        )
+        .route(
+            "/agents/{address}/unsuspend",
+            post(crate::admin::suspension::public_unsuspend),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            (inner.clone(), amp_store::operator::TokenScope::TenantAdmin),
+            crate::admin::authenticate,
+        ));
+    // Its own credentials check: the agent itself or an operator (spec-next 08).
+    let risk = Router::new().route(
+        "/agents/{address}/risk",
+        get(crate::admin::risk::agent_risk),
+    );
     let api = open
         .merge(authed)
+        .merge(operator)
+        .merge(risk)
+        .merge(crate::admin::quarantine::routes(&inner))
         .merge(attachment_routes(&inner))
         .with_state(inner.clone());
     Router::new()
@@ -159,6 +181,12 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
     };
     // A suspended tenant's agents are refused everywhere (spec-next 07 `agent_suspended`).
     if let Err(e) = inner.acceptor.tenants().check_caller(&agent.tenant).await {
+        return HttpError::from(e).into_response();
+    }
+    // And a suspended agent (spec-next 07: pickup, ack and every other call as well).
+    if let Err(e) =
+        amp_messaging::suspension::check_caller(inner.acceptor.registry(), &agent.id, now).await
+    {
         return HttpError::from(e).into_response();
     }
     let decision = inner.agent_limiter.check(&agent.id);

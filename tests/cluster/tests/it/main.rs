@@ -6,7 +6,8 @@
 //! `… operator` the operator plane across ingest replicas, and the chart's alert rules and
 //! dashboard (`operator_dashboard_chart_*`, needs `helm`), tenant plans shared by ingest
 //! replicas and usage summed across them (`operator_cluster_plan_*`); `… security_shared_limits` the
-//! rate limits shared by replicas.
+//! rate limits shared by replicas; `… spec_next_cluster` agent suspension, quarantine and risk
+//! across replicas.
 
 mod attachments_s3;
 mod chaos;
@@ -22,3 +23,4 @@ mod parity;
 mod security;
 mod shared_limits;
 mod spec_next_revocation;
+mod spec_next_suspension;

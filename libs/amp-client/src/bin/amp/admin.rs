@@ -25,6 +25,9 @@ enum AdminCommand {
     /// Tenants: list, create, show, change, suspend, resume, delete.
     #[command(subcommand)]
     Tenants(TenantCommand),
+    /// One agent: suspend (spec-next 07), resume.
+    #[command(subcommand)]
+    Agents(AgentCommand),
     /// Owner keys (`uk_…`) of a tenant: issue, list, rotate, revoke.
     #[command(subcommand)]
     Keys(KeyCommand),
@@ -60,6 +63,31 @@ enum AdminCommand {
         /// Most entries (1-500).
         #[arg(long)]
         limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Suspend an agent: its requests 403 agent_suspended, routes to it 403
+    /// recipient_suspended, its sockets closed (4003); its mailbox is kept.
+    Suspend {
+        /// The tenant.
+        tenant: String,
+        /// The agent's name in the tenant, or its `agt_…` id.
+        agent: String,
+        /// Why (kept in the record and the audit log, never shown to the agent).
+        #[arg(long)]
+        reason: String,
+        /// For this many hours (default: until resumed).
+        #[arg(long)]
+        hours: Option<u64>,
+    },
+    /// Lift an agent's suspension.
+    Resume {
+        /// The tenant.
+        tenant: String,
+        /// The agent's name in the tenant, or its `agt_…` id.
+        agent: String,
     },
 }
 
@@ -413,6 +441,21 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
                 View::Table("rows", USAGE_COLUMNS),
             )
         }
+        AdminCommand::Agents(a) => match a {
+            AgentCommand::Suspend {
+                tenant,
+                agent,
+                reason,
+                hours,
+            } => (
+                c.suspend_agent(&tenant, &agent, &reason, hours).await?,
+                View::Record(AGENT_SUSPENSION_COLUMNS),
+            ),
+            AgentCommand::Resume { tenant, agent } => (
+                c.resume_agent(&tenant, &agent).await?,
+                View::Record(AGENT_SUSPENSION_COLUMNS),
+            ),
+        },
         AdminCommand::Audit { after, limit } => (
             c.audit(after.as_deref(), limit).await?,
             View::Table("entries", AUDIT_COLUMNS),
@@ -478,6 +521,14 @@ const KEY_COLUMNS: &[&str] = &[
     "created_at",
     "expires_at",
     "revoked_at",
+];
+const AGENT_SUSPENSION_COLUMNS: &[&str] = &[
+    "address",
+    "agent_id",
+    "suspended",
+    "suspended_at",
+    "expires_at",
+    "unsuspended_at",
 ];
 const TOKEN_COLUMNS: &[&str] = &["id", "name", "scope", "created_at", "revoked_at"];
 const AUDIT_COLUMNS: &[&str] = &["at", "actor", "action", "target", "request_id"];

@@ -1,0 +1,319 @@
+//! Message quarantine (spec-next 07 "Message Quarantine", 08 "Quarantine Management"): the
+//! route answer for a held message, and the review (list, show, approve, reject) behind the
+//! operator endpoints. The router holds a message ([`amp_store::quarantine`]) when one of
+//! its injection detections is a `[router.quarantine] categories` entry; nothing is held
+//! otherwise.
+//!
+//! - The sender is answered `202` with `status: "quarantined"` and never told why (07).
+//! - Approval writes the message to the recipient's mailbox as the router would (the
+//!   mailbox's idempotent enqueue, the hint to its sockets, the webhook job), so it is
+//!   delivered normally; approving again is answered the same and writes nothing twice.
+//! - Rejection drops it for good. The first decision wins (approve after reject, or the
+//!   reverse, is `409 conflict`); an entry past its `expires_at` is `expired`, and approving
+//!   or rejecting it is `410 quarantine_expired`.
+
+use amp_proto::relay::RouteOutcome;
+use amp_proto::{ApiError, ErrorCode, Timestamp};
+use amp_store::quarantine::{Quarantine as _, QuarantineDecision, QuarantineEntry};
+use amp_store::{Enqueued, Job, NewMailboxEntry};
+use serde_json::{Value, json};
+
+use crate::events::{self, Hint};
+use crate::{Acceptor, store_err};
+
+/// The route stage: a held message's answer (`status: "quarantined"`, no delivery method).
+/// Returns whether the message was held.
+pub(crate) fn answer(answer: &mut Value, outcome: Option<RouteOutcome>) -> bool {
+    if outcome != Some(RouteOutcome::Quarantined) {
+        return false;
+    }
+    answer["status"] = json!("quarantined");
+    if let Some(m) = answer.as_object_mut() {
+        m.remove("method");
+    }
+    true
+}
+
+/// An entry's state at `now`: `pending`, `approved`, `rejected` or `expired`.
+fn state(entry: &QuarantineEntry, decision: Option<&QuarantineDecision>, now: i64) -> String {
+    match decision {
+        Some(d) => d.status.clone(),
+        None if now >= entry.expires_at => "expired".into(),
+        None => "pending".into(),
+    }
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    Timestamp::from_unix_millis(ms).map(Timestamp::to_rfc3339)
+}
+
+/// 08's view of an entry; with `message`, the held envelope and payload too.
+fn view(entry: &QuarantineEntry, status: &str, message: bool) -> Value {
+    let mut v = json!({
+        "quarantine_id": entry.quarantine_id,
+        "from": entry.from,
+        "to": entry.to,
+        "subject": entry.subject,
+        "reason": entry.reason,
+        "rules_triggered": entry.rules_triggered,
+        "severity": entry.severity,
+        "quarantined_at": rfc3339(entry.quarantined_at),
+        "expires_at": rfc3339(entry.expires_at),
+        "status": status,
+        "message_id": entry.message_id,
+    });
+    if message && let Ok(stored) = serde_json::from_str::<Value>(&entry.data) {
+        v["message"] = json!({
+            "envelope": stored.get("envelope").cloned().unwrap_or(Value::Null),
+            "payload": stored.get("payload").cloned().unwrap_or(Value::Null),
+        });
+    }
+    v
+}
+
+async fn load(acc: &Acceptor, id: &str) -> Result<QuarantineEntry, ApiError> {
+    let found = if id.starts_with("qtn_") && id.len() <= 128 {
+        acc.store.quarantine(id).await.map_err(store_err)?
+    } else {
+        None
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("no quarantine entry '{id}'")))
+}
+
+/// `GET /v1/quarantine/{id}`: the entry with its message.
+///
+/// Fails with `404` for an unknown id, `503` when the store cannot be read.
+pub async fn show(acc: &Acceptor, id: &str, now: i64) -> Result<Value, ApiError> {
+    let entry = load(acc, id).await?;
+    let d = acc.store.quarantine_decision(id).await.map_err(store_err)?;
+    Ok(view(&entry, &state(&entry, d.as_ref(), now), true))
+}
+
+/// Most entries one listing reads, whatever it finds: a listing by a rare status returns
+/// fewer than `limit` with a `next_cursor` rather than scanning everything.
+const MAX_SCANNED: usize = 2_000;
+
+/// `GET /v1/quarantine?status=&limit=&cursor=`: entries in `status` (default `pending`),
+/// oldest first, `limit` 1-100 (default 20).
+///
+/// Fails with `400` for a bad status or limit, `503` when the store cannot be read.
+pub async fn list(
+    acc: &Acceptor,
+    status: Option<&str>,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let status = status.unwrap_or("pending");
+    if !["pending", "approved", "rejected", "expired"].contains(&status) {
+        return Err(ApiError::invalid(
+            "status",
+            "status must be pending, approved, rejected or expired",
+        ));
+    }
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be 1 to 100"));
+    }
+    let mut items = Vec::new();
+    let mut after = cursor.map(str::to_owned);
+    let mut scanned = 0;
+    let mut more = true;
+    while items.len() < limit && scanned < MAX_SCANNED {
+        let page = acc
+            .store
+            .quarantine_page(after.as_deref(), 200)
+            .await
+            .map_err(store_err)?;
+        let n = page.len();
+        for entry in page {
+            scanned += 1;
+            after = Some(entry.quarantine_id.clone());
+            let d = acc
+                .store
+                .quarantine_decision(&entry.quarantine_id)
+                .await
+                .map_err(store_err)?;
+            let s = state(&entry, d.as_ref(), now);
+            if s == status {
+                items.push(view(&entry, &s, false));
+                if items.len() == limit {
+                    break;
+                }
+            }
+        }
+        if n < 200 {
+            more = items.len() == limit;
+            break;
+        }
+    }
+    let count = items.len();
+    let mut v = json!({ "items": items, "count": count });
+    if more && let Some(c) = after {
+        v["next_cursor"] = json!(c);
+    }
+    Ok(v)
+}
+
+/// `POST /v1/quarantine/{id}/approve` by `by`: delivered as if it had just arrived.
+///
+/// Fails with `404`, `409 conflict` (rejected), `410 quarantine_expired`, or `503`.
+pub async fn approve(acc: &Acceptor, id: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+    let entry = load(acc, id).await?;
+    decide(acc, &entry, "approved", by, now).await?;
+    let delivered = deliver(acc, &entry, now).await?;
+    tracing::info!(quarantine = %id, actor = %by, id = %entry.message_id, delivered, "quarantined message approved");
+    Ok(json!({
+        "quarantine_id": id,
+        "status": "approved",
+        "message_id": entry.message_id,
+        "delivered": delivered,
+    }))
+}
+
+/// `POST /v1/quarantine/{id}/reject` by `by`: never delivered.
+///
+/// Fails with `404`, `409 conflict` (approved), `410 quarantine_expired`, or `503`.
+pub async fn reject(acc: &Acceptor, id: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+    let entry = load(acc, id).await?;
+    decide(acc, &entry, "rejected", by, now).await?;
+    tracing::info!(quarantine = %id, actor = %by, id = %entry.message_id, "quarantined message rejected");
+    Ok(json!({ "quarantine_id": id, "status": "rejected" }))
+}
+
+/// Records `status` as the entry's decision, or accepts the same decision made before (a
+/// retry); another decision, or none before the expiry, refuses.
+async fn decide(
+    acc: &Acceptor,
+    entry: &QuarantineEntry,
+    status: &str,
+    by: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    let id = &entry.quarantine_id;
+    let d = QuarantineDecision {
+        status: status.into(),
+        by: by.into(),
+        at: now,
+    };
+    let earlier = acc.store.quarantine_decision(id).await.map_err(store_err)?;
+    let earlier = match earlier {
+        Some(e) => Some(e),
+        None if now >= entry.expires_at => {
+            return Err(ApiError::new(
+                ErrorCode::QuarantineExpired,
+                "the quarantine entry expired unreviewed; the message was not delivered",
+            ));
+        }
+        None if acc
+            .store
+            .decide_quarantine(id, &d)
+            .await
+            .map_err(store_err)? =>
+        {
+            None
+        }
+        // Another reviewer decided meanwhile.
+        None => acc.store.quarantine_decision(id).await.map_err(store_err)?,
+    };
+    match earlier {
+        Some(e) if e.status != status => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("the message was {} already", e.status),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes an approved message to its recipient's mailbox, with its hint and webhook job;
+/// `false` when it cannot be delivered any more (the recipient is gone, the message expired,
+/// or the mailbox is full).
+async fn deliver(acc: &Acceptor, entry: &QuarantineEntry, now: i64) -> Result<bool, ApiError> {
+    let Some(recipient) = acc
+        .store
+        .agent(&entry.recipient_id)
+        .await
+        .map_err(store_err)?
+        .filter(amp_store::AgentRecord::is_active)
+    else {
+        return Ok(false);
+    };
+    if entry.mailbox_expires_at <= now {
+        return Ok(false);
+    }
+    let new = NewMailboxEntry {
+        agent_id: recipient.id.clone(),
+        message_id: entry.message_id.clone(),
+        sender: entry.from.clone(),
+        signature: entry.signature.clone(),
+        data: entry.data.clone(),
+        queued_at: now,
+        expires_at: entry.mailbox_expires_at,
+        max_queued: entry.max_queued,
+    };
+    let seq = match acc.store.enqueue(new).await.map_err(store_err)? {
+        Enqueued::New { seq } => {
+            if recipient.delivery.webhook_url.is_some() {
+                let data = amp_proto::relay::WebhookJob {
+                    agent_id: recipient.id.clone(),
+                    message_id: entry.message_id.clone(),
+                    ..Default::default()
+                };
+                let job = Job {
+                    id: format!("webhook/{}/{}", recipient.id, entry.message_id),
+                    kind: amp_proto::relay::WebhookJob::KIND.into(),
+                    due_at: now,
+                    attempt: 0,
+                    data: serde_json::to_string(&data).map_err(crate::internal)?,
+                };
+                if let Err(e) = acc.store.schedule(job).await {
+                    tracing::warn!(error = %e, "webhook job not scheduled; the message stays in the mailbox");
+                }
+            }
+            seq
+        }
+        Enqueued::Duplicate { seq } => seq,
+        Enqueued::Conflict | Enqueued::Full => return Ok(false),
+    };
+    let hint = Hint::Message {
+        id: entry.message_id.clone(),
+        seq,
+    };
+    events::hint(&acc.bus, &recipient.tenant, &recipient.id, &hint).await;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_next_quarantine_states_expire_unreviewed_only() {
+        let e = QuarantineEntry {
+            quarantine_id: "qtn_1_x".into(),
+            from: "a@x".into(),
+            to: "b@y".into(),
+            recipient_id: "agt_b".into(),
+            tenant: "t".into(),
+            subject: "s".into(),
+            reason: "injection_detected".into(),
+            rules_triggered: vec![],
+            severity: "high".into(),
+            quarantined_at: 0,
+            expires_at: 1_000,
+            message_id: "msg_1".into(),
+            data: "{}".into(),
+            mailbox_expires_at: 2_000,
+            max_queued: None,
+            signature: String::new(),
+        };
+        let d = QuarantineDecision {
+            status: "approved".into(),
+            by: "opt_x".into(),
+            at: 10,
+        };
+        assert_eq!(state(&e, None, 999), "pending");
+        assert_eq!(state(&e, None, 1_000), "expired");
+        assert_eq!(state(&e, Some(&d), 5_000), "approved", "a decision stays");
+    }
+}

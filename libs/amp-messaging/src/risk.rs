@@ -1,0 +1,313 @@
+//! Risk scoring (spec-next 07 "Risk Scoring"): per sender agent, over a rolling 24 hours,
+//! `risk_score = (blocked × 3 + quarantined × 2 + flagged × 1) / total_messages × 100`, and
+//! the automatic suspension at the `critical` level.
+//!
+//! Counting costs the hot path one map update in memory: the process that scans messages
+//! (the router: it alone sees every local sender's message with its injection verdict, in
+//! `ampd` and in the cluster) keeps its counts per agent and hour in a [`RiskMeter`] and
+//! writes its running totals to the store every `flush_ms` ([`amp_store::risk`]: one row
+//! per agent, hour and process, summed at read). After each flush it reads the 24-hour sum
+//! of every agent it counted in that interval, and suspends one whose score reached
+//! `suspend_score` over at least `min_messages` messages (reason `automated_risk_threshold`,
+//! by `system`, for `suspend_hours`). The window is the current hour and the 23 before it.
+//!
+//! Why not a store counter per message: the cluster's stores have no cheap atomic
+//! increment (a compare-and-set per message on JetStream KV or a CQL LWT would cost more
+//! than the route), and two routers would contend on one agent's counter. The price of the
+//! in-memory counts: a process killed with SIGKILL loses at most its last interval's counts
+//! (the score is a guard, not a ledger), and `GET /v1/agents/{id}/risk` lags by at most
+//! `flush_ms`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_bus::Bus;
+use amp_store::Store;
+use amp_store::risk::{Risk as _, RiskCounts};
+use amp_store::suspension::AgentSuspension;
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use crate::RegistryCache;
+
+/// Risk scoring settings (`[router.risk]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    /// Count messages and suspend automatically (counting alone costs a map update per
+    /// message; `false` turns both off).
+    pub enabled: bool,
+    /// How often a process writes its counts and checks the agents it counted, in ms.
+    pub flush_ms: u64,
+    /// The score (0-100) at which an agent is suspended automatically (spec: 61, the
+    /// `critical` level); above 100: never.
+    pub suspend_score: u32,
+    /// The fewest messages in the window before a score suspends anyone: without it a new
+    /// agent's first flagged message (a score of 100) would.
+    pub min_messages: u64,
+    /// How long an automatic suspension lasts, in hours (spec: 1).
+    pub suspend_hours: u64,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            flush_ms: 5_000,
+            suspend_score: 61,
+            min_messages: 20,
+            suspend_hours: 1,
+        }
+    }
+}
+
+/// The score of `c`, 0 to 100 (0 with no messages).
+pub fn score(c: &RiskCounts) -> u32 {
+    if c.total_messages == 0 {
+        return 0;
+    }
+    let weighted = c.blocked * 3 + c.quarantined * 2 + c.flagged;
+    u32::try_from((weighted.saturating_mul(100) / c.total_messages).min(100)).unwrap_or(100)
+}
+
+/// The spec's level of a score: `low` (0-10), `medium` (11-30), `high` (31-60),
+/// `critical` (61-100).
+pub fn level(score: u32) -> &'static str {
+    match score {
+        0..=10 => "low",
+        11..=30 => "medium",
+        31..=60 => "high",
+        _ => "critical",
+    }
+}
+
+/// Unix hours of `ms`.
+fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(3_600_000)
+}
+
+/// The agent's counts over the window ending at `now` (the current hour and the 23 before).
+///
+/// Fails only on store errors.
+pub async fn window(store: &Store, agent_id: &str, now: i64) -> amp_store::Result<RiskCounts> {
+    let h = hour_of(now);
+    store.risk_sum(agent_id, h - 23, h).await
+}
+
+/// What became of a counted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered, nothing detected.
+    Clean,
+    /// Delivered with injection flags.
+    Flagged,
+    /// Held for review.
+    Quarantined,
+}
+
+/// Counts per agent, in memory, flushed to the store (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct RiskMeter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RiskConfig,
+    store: Store,
+    bus: Bus,
+    cache: RegistryCache,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// This process's name in the rows; a new one whenever the counts start again from
+    /// zero (a full map was emptied), so a row is never replaced by a smaller total.
+    replica: String,
+    /// Running totals per (agent, hour) since the replica name was taken.
+    counts: HashMap<(String, i64), RiskCounts>,
+    /// Agents counted since the last flush.
+    dirty: HashMap<String, i64>,
+}
+
+/// Most (agent, hour) totals held before the map starts afresh under a new replica name.
+const MAX_COUNTED: usize = 200_000;
+
+fn new_replica() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl RiskMeter {
+    /// A meter writing to `store`; suspensions are announced on `bus` and dropped from
+    /// `cache` at once.
+    pub fn new(config: RiskConfig, store: Store, bus: Bus, cache: RegistryCache) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                bus,
+                cache,
+                state: Mutex::new(State {
+                    replica: new_replica(),
+                    counts: HashMap::new(),
+                    dirty: HashMap::new(),
+                }),
+            }),
+        }
+    }
+
+    /// Whether counting is on.
+    pub fn enabled(&self) -> bool {
+        self.inner.config.enabled
+    }
+
+    /// Counts one message of `agent_id` at `now` with what became of it.
+    pub fn record(&self, agent_id: &str, now: i64, verdict: Verdict) {
+        if !self.inner.config.enabled {
+            return;
+        }
+        let hour = hour_of(now);
+        let mut st = self.inner.state.lock();
+        if st.counts.len() >= MAX_COUNTED && !st.counts.contains_key(&(agent_id.to_owned(), hour)) {
+            // What was not flushed yet goes; the rows written stay and are summed.
+            st.counts.clear();
+            st.dirty.clear();
+            st.replica = new_replica();
+        }
+        let c = st.counts.entry((agent_id.to_owned(), hour)).or_default();
+        c.total_messages += 1;
+        match verdict {
+            Verdict::Clean => {}
+            Verdict::Flagged => c.flagged += 1,
+            Verdict::Quarantined => c.quarantined += 1,
+        }
+        st.dirty.insert(agent_id.to_owned(), hour);
+    }
+
+    /// Writes the counts of the agents counted since the last flush, and suspends those
+    /// whose window reached the threshold. Failures are logged; the counts stay dirty
+    /// until written.
+    pub async fn flush(&self, now: i64) {
+        let (replica, rows) = {
+            let mut st = self.inner.state.lock();
+            let current = hour_of(now);
+            // Earlier hours were written by an earlier flush after their last count.
+            st.counts.retain(|(_, h), _| *h >= current - 1);
+            let dirty = std::mem::take(&mut st.dirty);
+            let rows: Vec<(String, i64, RiskCounts)> = dirty
+                .into_iter()
+                .filter_map(|(agent, hour)| {
+                    st.counts
+                        .get(&(agent.clone(), hour))
+                        .map(|c| (agent, hour, *c))
+                })
+                .collect();
+            (st.replica.clone(), rows)
+        };
+        for (agent, hour, counts) in rows {
+            if let Err(e) = self
+                .inner
+                .store
+                .put_risk(&agent, hour, &replica, &counts)
+                .await
+            {
+                tracing::warn!(error = %e, agent = %agent, "risk counts not written; retried at the next flush");
+                self.inner.state.lock().dirty.insert(agent, hour);
+                continue;
+            }
+            self.check(&agent, now).await;
+        }
+    }
+
+    /// Suspends `agent_id` when its window's score reached the threshold.
+    async fn check(&self, agent_id: &str, now: i64) {
+        let config = &self.inner.config;
+        if config.suspend_score > 100 {
+            return;
+        }
+        let counts = match window(&self.inner.store, agent_id, now).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, agent = %agent_id, "risk window not read");
+                return;
+            }
+        };
+        let s = score(&counts);
+        if counts.total_messages < config.min_messages || s < config.suspend_score {
+            return;
+        }
+        match crate::suspension::active(&self.inner.cache, agent_id, now).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, agent = %agent_id, "suspension not read");
+                return;
+            }
+        }
+        let hours = i64::try_from(config.suspend_hours.max(1)).unwrap_or(1);
+        let record = AgentSuspension {
+            agent_id: agent_id.to_owned(),
+            suspended_at: now,
+            reason: "automated_risk_threshold".into(),
+            suspended_by: "system".into(),
+            expires_at: Some(now.saturating_add(hours.saturating_mul(3_600_000))),
+        };
+        tracing::warn!(agent = %agent_id, score = s, total = counts.total_messages, flagged = counts.flagged, "risk score critical: agent suspended automatically");
+        if let Err(e) = crate::suspension::put(
+            &self.inner.store,
+            &self.inner.bus,
+            &self.inner.cache,
+            &record,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, agent = %agent_id, "automatic suspension not written");
+        }
+    }
+
+    /// Flushes every `flush_ms` until `shutdown`, then once more.
+    pub async fn run(self, shutdown: amp_runtime::Shutdown) {
+        if !self.inner.config.enabled {
+            return;
+        }
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.inner.config.flush_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.flush(amp_proto::Timestamp::now().unix_millis()).await,
+                () = shutdown.wait() => {
+                    self.flush(amp_proto::Timestamp::now().unix_millis()).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_next_risk_score_formula_and_levels() {
+        let c = |total, blocked, quarantined, flagged| RiskCounts {
+            total_messages: total,
+            blocked,
+            quarantined,
+            flagged,
+        };
+        assert_eq!(score(&c(0, 0, 0, 0)), 0);
+        // 08's example: (5*3 + 10*2 + 20) / 200 * 100 = 27.5 → 27.
+        assert_eq!(score(&c(200, 5, 10, 20)), 27);
+        assert_eq!(score(&c(10, 10, 0, 0)), 100, "capped at 100");
+        assert_eq!(level(0), "low");
+        assert_eq!(level(10), "low");
+        assert_eq!(level(11), "medium");
+        assert_eq!(level(30), "medium");
+        assert_eq!(level(31), "high");
+        assert_eq!(level(60), "high");
+        assert_eq!(level(61), "critical");
+        assert_eq!(level(100), "critical");
+    }
+}

@@ -1,0 +1,92 @@
+//! `GET /v1/agents/{agent_id}/risk` (spec-next 08 "Risk Score"): the agent's score over the
+//! rolling 24 hours, for the agent itself (its API key; also while it is suspended, so it
+//! can learn why) or an operator (a token of any scope). Another agent's id is unknown to
+//! an agent (`404`), as its existence must not leak.
+
+use std::sync::Arc;
+
+use amp_proto::{ApiError, ErrorCode, Timestamp};
+use amp_runtime::http::bearer_token;
+use amp_runtime::{ApiPath, ApiResult, HttpError};
+use amp_store::operator::Operator as _;
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{TOKEN_PREFIX, rfc3339};
+use crate::auth::hash_key;
+use crate::routes::store_error;
+use crate::state::Inner;
+
+pub(crate) async fn agent_risk(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let unauthorized = |msg: &str| HttpError::from(ApiError::new(ErrorCode::Unauthorized, msg));
+    let Some(token) = bearer_token(&headers) else {
+        return Err(unauthorized(
+            "missing credentials: send Authorization: Bearer <api_key or operator token>",
+        ));
+    };
+    let now = Timestamp::now().unix_millis();
+    let unknown = || HttpError::from(ApiError::not_found(format!("no agent '{id}'")));
+    if token.starts_with(TOKEN_PREFIX) {
+        let hash = hash_key(&inner.identity.key_pepper, token);
+        match inner.store.token_by_hash(&hash).await {
+            Ok(Some(t)) if t.revoked_at.is_none() => {}
+            Ok(_) => return Err(unauthorized("unknown or revoked operator token")),
+            Err(e) => return Err(store_error(e)),
+        }
+        let found = if id.starts_with("agt_") && id.len() <= 64 {
+            inner.store.agent(&id).await.map_err(store_error)?
+        } else {
+            None
+        };
+        if !found.is_some_and(|a| a.is_active()) {
+            return Err(unknown());
+        }
+    } else {
+        let agent = amp_messaging::auth::agent_for_key_cached(
+            inner.acceptor.registry(),
+            &inner.identity.key_pepper,
+            token,
+            now,
+        )
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| unauthorized("invalid or expired API key"))?;
+        let decision = inner.agent_limiter.check(&agent.id);
+        if !decision.allowed {
+            return Err(decision.into_error());
+        }
+        if agent.id != id {
+            return Err(unknown());
+        }
+    }
+    let counts = amp_messaging::risk::window(&inner.store, &id, now)
+        .await
+        .map_err(store_error)?;
+    let score = amp_messaging::risk::score(&counts);
+    let suspended = amp_messaging::suspension::active(inner.acceptor.registry(), &id, now)
+        .await
+        .map_err(store_error)?
+        .is_some();
+    Ok(Json(json!({
+        "agent_id": id,
+        "risk_score": score,
+        "risk_level": amp_messaging::risk::level(score),
+        "window": "24h",
+        "breakdown": {
+            "total_messages": counts.total_messages,
+            "blocked": counts.blocked,
+            "quarantined": counts.quarantined,
+            "flagged": counts.flagged,
+        },
+        "suspended": suspended,
+        "computed_at": rfc3339(now),
+    }))
+    .into_response())
+}
