@@ -111,7 +111,11 @@ fn routed_paths(file: &str) -> Vec<String> {
 /// written (their `/api/v1` copies are aliases, checked below).
 fn public_paths() -> BTreeSet<String> {
     let mut paths = BTreeSet::new();
-    for p in routed_paths("services/ingest/src/routes/mod.rs") {
+    let ingest = [
+        "services/ingest/src/routes/mod.rs",
+        "services/ingest/src/admin/quarantine.rs",
+    ];
+    for p in ingest.iter().flat_map(|f| routed_paths(f)) {
         if p.starts_with("/.well-known") {
             paths.insert(p);
         } else {

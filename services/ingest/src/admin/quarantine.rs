@@ -26,6 +26,14 @@ pub(crate) struct ListQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/quarantine", tag = "operator", operation_id = "list_quarantine",
+    params(
+        ("status" = Option<String>, Query, description = "`pending`, `approved`, `rejected` or `expired`"),
+        ("limit" = Option<u64>, Query, description = "Entries per page"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+    ),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "Quarantined messages", body = Object), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn list(
     State(inner): State<Arc<Inner>>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -42,6 +50,10 @@ pub(crate) async fn list(
     Ok(Json(v).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/quarantine/{id}", tag = "operator", operation_id = "show_quarantine",
+    params(("id" = String, Path, description = "The quarantine entry's id")),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "The entry", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn show(
     State(inner): State<Arc<Inner>>,
     ApiPath(id): ApiPath<String>,
@@ -52,6 +64,10 @@ pub(crate) async fn show(
     Ok(Json(v).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/quarantine/{id}/approve", tag = "operator", operation_id = "approve_quarantine",
+    params(("id" = String, Path, description = "The quarantine entry's id")),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "Approved: the message is delivered", body = Object), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)))]
 pub(crate) async fn approve(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -76,6 +92,10 @@ pub(crate) async fn approve(
     Ok(Json(v).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/quarantine/{id}/reject", tag = "operator", operation_id = "reject_quarantine",
+    params(("id" = String, Path, description = "The quarantine entry's id")),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "Rejected: the message is dropped", body = Object), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)))]
 pub(crate) async fn reject(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,

@@ -20,6 +20,13 @@ use crate::auth::hash_key;
 use crate::routes::store_error;
 use crate::state::Inner;
 
+#[utoipa::path(get, path = "/v1/agents/{address}/risk", tag = "operator",
+    operation_id = "agent_risk",
+    description = "The agent's risk score over the last 24 h (spec-next 07): for the agent itself \
+        (its API key) or an operator.",
+    params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
+    security(("api_key" = []), ("operator_token" = [])),
+    responses((status = 200, description = "The score and its counts", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn agent_risk(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,

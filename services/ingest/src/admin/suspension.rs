@@ -56,6 +56,14 @@ pub(super) async fn admin_resume(
 }
 
 /// `POST /v1/agents/{agent_id}/suspend` (spec-next 08).
+#[utoipa::path(post, path = "/v1/agents/{address}/suspend", tag = "operator",
+    operation_id = "suspend_agent",
+    description = "Suspends an agent (spec-next 07, 08): every authenticated call of the agent and \
+        every message to it is refused until it is unsuspended or `duration_hours` pass.",
+    params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
+    request_body(content = Object, description = "`{reason?, duration_hours?}`"),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "Suspended", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn public_suspend(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -67,6 +75,11 @@ pub(crate) async fn public_suspend(
 }
 
 /// `POST /v1/agents/{agent_id}/unsuspend` (spec-next 08).
+#[utoipa::path(post, path = "/v1/agents/{address}/unsuspend", tag = "operator",
+    operation_id = "unsuspend_agent",
+    params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "No longer suspended", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn public_unsuspend(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,

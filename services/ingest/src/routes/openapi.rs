@@ -77,6 +77,13 @@ pub const BEARER: &str = "api_key";
         super::attachments::content,
         websocket,
         federation_deliver,
+        crate::admin::suspension::public_suspend,
+        crate::admin::suspension::public_unsuspend,
+        crate::admin::risk::agent_risk,
+        crate::admin::quarantine::list,
+        crate::admin::quarantine::show,
+        crate::admin::quarantine::approve,
+        crate::admin::quarantine::reject,
     ),
     components(schemas(ErrorDoc)),
     modifiers(&Errors, &Security),
@@ -88,6 +95,7 @@ pub const BEARER: &str = "api_key";
         (name = "messaging", description = "Route, pickup, acknowledge, receipts (spec 05, 08, 12)"),
         (name = "attachments", description = "Spec 08 attachments, where a blob store is configured (else 404)"),
         (name = "federation", description = "Provider to provider (spec 06)"),
+        (name = "operator", description = "Agent suspension, risk and quarantine review (spec-next 07, 08), with an operator token"),
     ),
 )]
 pub struct ApiDoc;
@@ -306,6 +314,18 @@ impl Modify for Security {
                     .bearer_format("amp_live_sk_…")
                     .description(Some(
                         "The agent's API key, returned by registration and key rotation",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "operator_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An operator token of the admin API (`amp admin tokens`), with the \
+                         scope the operation needs",
                     ))
                     .build(),
             ),
