@@ -117,7 +117,16 @@ impl Node {
     /// # Panics
     /// At the deadline, with the server's log.
     pub(crate) fn try_wait_healthy(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_DEADLINE;
+        self.wait_healthy_until(Instant::now() + START_DEADLINE, true)
+    }
+
+    /// Waits until healthy or `deadline`: an early exit is an `Err`, and so is the deadline
+    /// unless `panic_at_deadline` (then it panics with the server's log).
+    pub(crate) fn wait_healthy_until(
+        &mut self,
+        deadline: Instant,
+        panic_at_deadline: bool,
+    ) -> Result<(), String> {
         let client: SocketAddr = ([127, 0, 0, 1], self.spec.port).into();
         loop {
             if let Some(child) = self.child.as_mut()
@@ -135,11 +144,13 @@ impl Node {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "nats-server {} not healthy after {START_DEADLINE:?}; log:\n{}",
+                let message = format!(
+                    "nats-server {} not healthy in time; log:\n{}",
                     self.spec.name,
                     self.log()
                 );
+                assert!(!panic_at_deadline, "{message}");
+                return Err(message);
             }
             thread::sleep(Duration::from_millis(50));
         }

@@ -1,12 +1,15 @@
 //! [`NatsServer`] (one node) and [`NatsCluster`] (N routed nodes).
 
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::binary::nats_server_binary;
 use crate::process::{Node, free_port, node_spec};
+
+/// How long a new cluster's nodes may take, together, to be healthy (a meta leader elected).
+const CLUSTER_START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One `nats-server -js` on a free loopback port with a temporary store directory. Killed on
 /// drop; the directory is removed after.
@@ -132,32 +135,52 @@ impl NatsCluster {
             .tempdir()
             .expect("create a temp dir");
         let binary = nats_server_binary();
-        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let routes: Vec<String> = cluster_ports
-            .iter()
-            .map(|port| format!("nats-route://127.0.0.1:{port}"))
-            .collect();
-        let mut nodes: Vec<Node> = cluster_ports
-            .iter()
-            .enumerate()
-            .map(|(i, cluster_port)| {
-                let spec = node_spec(dir.path(), &format!("n{i}"), "");
-                let block = format!(
-                    "cluster {{\n  name: amp-test\n  listen: 127.0.0.1:{cluster_port}\n  \
-                     routes: [{}]\n}}",
-                    routes.join(", ")
-                );
-                spec.write_config(Some(&block));
-                Node::new(binary.clone(), spec)
-            })
-            .collect();
-        // All nodes must run before any can elect a meta leader.
-        for node in &mut nodes {
-            node.spawn();
-        }
-        for node in &mut nodes {
-            node.wait_healthy();
-        }
+        // Rarely, a freshly formed cluster elects no JetStream meta leader in time on a loaded
+        // machine (or a probed free port is taken meanwhile): then it is started again, on
+        // fresh ports and stores, up to three times.
+        let mut attempt = 0;
+        let nodes = loop {
+            attempt += 1;
+            let attempt_dir = dir.path().join(format!("attempt-{attempt}"));
+            std::fs::create_dir_all(&attempt_dir).expect("create the attempt's dir");
+            let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .map(|port| format!("nats-route://127.0.0.1:{port}"))
+                .collect();
+            let mut nodes: Vec<Node> = cluster_ports
+                .iter()
+                .enumerate()
+                .map(|(i, cluster_port)| {
+                    let spec = node_spec(&attempt_dir, &format!("n{i}"), "");
+                    let block = format!(
+                        "cluster {{\n  name: amp-test\n  listen: 127.0.0.1:{cluster_port}\n  \
+                         routes: [{}]\n}}",
+                        routes.join(", ")
+                    );
+                    spec.write_config(Some(&block));
+                    Node::new(binary.clone(), spec)
+                })
+                .collect();
+            // All nodes must run before any can elect a meta leader.
+            for node in &mut nodes {
+                node.spawn();
+            }
+            let deadline = Instant::now() + CLUSTER_START_DEADLINE;
+            let last = attempt >= 3;
+            let failed = nodes
+                .iter_mut()
+                .find_map(|node| node.wait_healthy_until(deadline, last).err());
+            match failed {
+                None => break nodes,
+                Some(e) => {
+                    tracing::warn!(attempt, error = %e, "the NATS cluster did not form; starting it again");
+                    for node in &mut nodes {
+                        node.kill();
+                    }
+                }
+            }
+        };
         Self { nodes, dir }
     }
 
