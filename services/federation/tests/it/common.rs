@@ -25,18 +25,21 @@ pub(crate) struct Provider {
     pub(crate) key: SecretKey,
     pub(crate) addr: SocketAddr,
     pub(crate) dir: tempfile::TempDir,
+    /// The port's listener, held from [`Provider::new`] until the first start takes it (a
+    /// released port can be taken by another socket before it is bound again).
+    reserved: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 impl Provider {
-    /// A provider for `domain` on a free loopback port (reserved, then released).
+    /// A provider for `domain` on a free loopback port, held until its first start.
     pub(crate) async fn new(domain: &str) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
-        drop(l);
         Self {
             domain: domain.to_owned(),
             key: SecretKey::generate(),
             addr,
+            reserved: std::sync::Mutex::new(Some(l)),
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
@@ -108,7 +111,15 @@ impl Provider {
         f.inbound_per_recipient_per_minute = 100_000;
         f.inbound_total_per_minute = 100_000;
         tweak(&mut config);
-        let listener = TcpListener::bind(self.addr).await.expect("bind again");
+        let held = self.reserved.lock().ok().and_then(|mut r| r.take());
+        let listener = match held {
+            Some(l) => {
+                l.set_nonblocking(true).expect("nonblocking");
+                TcpListener::from_std(l).expect("the reserved listener")
+            }
+            // A restart: the port was released when the provider stopped.
+            None => TcpListener::bind(self.addr).await.expect("bind again"),
+        };
         let shutdown = Shutdown::new();
         let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
         let node = Node {
