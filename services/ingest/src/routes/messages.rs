@@ -174,8 +174,10 @@ pub(super) async fn count(
     }))))
 }
 
+/// 1-128 characters (code points, as the OpenAPI document's `maxLength` counts them; an id
+/// that was never a message's is then simply not found).
 fn check_id(id: &str) -> Result<(), HttpError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
+    if id.is_empty() || id.chars().count() > MAX_ID_LEN {
         return Err(ApiError::invalid("id", "message id must be 1-128 characters").into());
     }
     Ok(())
