@@ -272,7 +272,8 @@ test("key rotation: new keypair with proof, new API key with grace, revocation",
   assert.ok(m!.verify((await bob.resolve(carol.address)).public_key));
   const stale = buildRoute(oldKey, carol.address, bob.address, "old key", "x");
   const refused = await carol.sendPrepared(stale).catch((e: unknown) => e);
-  assert.equal((refused as { code?: string }).code, "signature_invalid", "the old key no longer signs");
+  // Spec-next 07: the rotated-out key is on the revocation list.
+  assert.equal((refused as { code?: string }).code, "key_revoked", "the old key no longer signs");
 
   const oldApiKey = carol.identity.apiKey;
   const k = await carol.rotateApiKey();
