@@ -137,6 +137,11 @@ fn pump(state: &State, mut from: TcpStream, mut to: TcpStream) {
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                // A read already under way when the link was cut: what it got waits for the
+                // heal like everything else, so a cut is never late by one read.
+                while state.cut.load(Ordering::SeqCst) && !state.closed.load(Ordering::SeqCst) {
+                    thread::sleep(POLL);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
