@@ -102,6 +102,14 @@ fn encode(r: &Revocation) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_default()
 }
 
+/// A configured retention or window in seconds as [`Millis`], saturating at the largest
+/// (any `u64` a config file holds is accepted).
+pub fn secs_to_millis(secs: u64) -> Millis {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
 /// Adds `entry` to the list until `revoked_at + retention_ms`. This provider's own entries
 /// (`reported_by: None`) also go into the feed; a peer's report is kept apart and never
 /// replaces one of ours. Idempotent: revoking a key again restarts its retention.

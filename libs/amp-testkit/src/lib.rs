@@ -39,6 +39,16 @@ mod server;
 
 pub use binary::nats_server_binary;
 pub use link::Link;
+
+/// The kill -9 cycles a soak test runs: `AMP_SOAK_CYCLES` when set to a positive number,
+/// else `default` (what CI runs; `deploy/soak.sh` sets 100).
+pub fn soak_cycles(default: usize) -> usize {
+    std::env::var("AMP_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
 pub use pki::TestPki;
 pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use server::{NATS_SERVICES, NatsCluster, NatsServer, nats_auth_config};

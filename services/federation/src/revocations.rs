@@ -60,9 +60,7 @@ impl Revocations {
         {
             return list.clone();
         }
-        let window = i64::try_from(inner.config.key_revoked_announce_secs)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
+        let window = revocation::secs_to_millis(inner.config.key_revoked_announce_secs);
         let since = Timestamp::now().unix_millis().saturating_sub(window);
         match revocation::recent(&inner.store, since, MAX_ANNOUNCED).await {
             Ok(entries) => {
@@ -97,9 +95,7 @@ impl Revocations {
         if fingerprints.is_empty() {
             return;
         }
-        let retention = i64::try_from(inner.config.key_revocation_retention_secs)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
+        let retention = revocation::secs_to_millis(inner.config.key_revocation_retention_secs);
         let now = Timestamp::now().unix_millis();
         for fp in fingerprints {
             let pair = (provider.to_owned(), fp.to_owned());

@@ -183,18 +183,9 @@ async fn fetch_all(http: &reqwest::Client, base: &str, agent: &Agent) -> Vec<Str
     panic!("pending never ran out after 1000 pages");
 }
 
-/// The cycles the soak runs: `AMP_SOAK_CYCLES`, or `default`.
-fn soak_cycles(default: usize) -> usize {
-    std::env::var("AMP_SOAK_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
-    let cycles = soak_cycles(10);
+    let cycles = amp_testkit::soak_cycles(10);
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut ampd, mut base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
     let http = reqwest::Client::builder()

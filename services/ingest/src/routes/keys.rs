@@ -65,9 +65,7 @@ async fn revoke_public_key(
     superseded_by: Option<String>,
     now: Timestamp,
 ) -> Result<(), amp_runtime::HttpError> {
-    let retention = i64::try_from(inner.config.key_revocation_retention_secs)
-        .unwrap_or(i64::MAX / 1000)
-        .saturating_mul(1000);
+    let retention = revocation::secs_to_millis(inner.config.key_revocation_retention_secs);
     let entry = Revocation {
         fingerprint: fingerprint.to_owned(),
         agent_address: agent.address.clone(),

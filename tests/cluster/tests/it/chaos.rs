@@ -523,15 +523,6 @@ async fn chaos_stopped_router_hands_its_messages_to_the_other() {
     run.verify_again("chaos, router resumed", &d).await;
 }
 
-/// The cycles the soak runs: `AMP_SOAK_CYCLES`, or `default`.
-fn soak_cycles(default: usize) -> usize {
-    std::env::var("AMP_SOAK_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
 /// Messages per soak cycle.
 const SOAK_PER_CYCLE: usize = 600;
 /// How long a killed process stays down before it is restarted.
@@ -544,7 +535,7 @@ const DOWN: Duration = Duration::from_millis(200);
 /// ready again is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_cluster_kill9_cycles_with_a_three_node_nats_cluster() {
-    let cycles = soak_cycles(2);
+    let cycles = amp_testkit::soak_cycles(2);
     let _heavy = HEAVY.lock().await;
     let mut nats = NatsCluster::start(3);
     let mut topology = Topology::new("soak.test", nats.urls().join(","), 3);
