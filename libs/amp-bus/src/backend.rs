@@ -173,6 +173,13 @@ pub trait Acker: Send {
         let _ = (reply, confirm);
         false
     }
+
+    /// Whether a broker holds the message durably until it is settled (JetStream: it was
+    /// persisted before the publisher's ack). The in-process bus holds it only in memory,
+    /// for a publisher that waits for the outcome: `false`.
+    fn durable(&self) -> bool {
+        true
+    }
 }
 
 /// One delivery of a message to a consumer. Settle it with [`ack`](Self::ack),
@@ -215,6 +222,13 @@ impl Delivery {
             Some(acker) => acker.offer_reply(reply, confirm).await,
             None => false,
         }
+    }
+
+    /// Whether a broker holds the message durably until this delivery is settled (see
+    /// [`Acker::durable`]). When it does not, a consumer that cannot process the message now
+    /// may answer its waiting publisher with the failure rather than retry behind its back.
+    pub fn durable(&self) -> bool {
+        self.acker.as_ref().is_some_and(|a| a.durable())
     }
 
     /// Acks: the effect is durable; never redeliver. Fails with [`crate::Error::Closed`] if

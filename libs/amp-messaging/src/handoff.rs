@@ -153,6 +153,9 @@ pub fn refusal(outcome: RouteOutcome) -> Option<ApiError> {
         RouteOutcome::RecipientGone => {
             Some(ApiError::not_found("recipient not found on this provider").with_field("to"))
         }
+        RouteOutcome::Unavailable => Some(unavailable(
+            "the message could not be stored now (the store cannot write); retry later",
+        )),
     }
 }
 

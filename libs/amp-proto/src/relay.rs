@@ -86,6 +86,11 @@ pub enum RouteOutcome {
     /// Held for review (spec-next 07 quarantine), not in the mailbox: an operator approves
     /// (then it is written) or rejects it, else it expires.
     Quarantined,
+    /// The store could not take the message now (a full disk, a store being reopened):
+    /// nothing was written and nothing holds the message; the sender is told to retry
+    /// (`503`). Only given to a publisher that waits for it on a bus that does not hold the
+    /// message durably (the in-process bus); on a broker the router retries instead.
+    Unavailable,
 }
 
 /// The data of a durable `webhook` job: which mailbox entry to deliver (delivery re-reads it

@@ -248,6 +248,21 @@ impl RouterService {
                 }
             }
             Err(e) => {
+                // Nothing but this delivery holds the message (the in-process bus): its
+                // publisher still waits, so it is told now (`503`, retry) rather than after
+                // its route timeout, and nothing is left to retry behind its back.
+                let mut d = d;
+                if !d.durable() {
+                    let reply = serde_json::to_vec(&RouteOutcome::Unavailable).unwrap_or_default();
+                    if d.offer_reply(Bytes::from(reply), true).await {
+                        tracing::warn!(error = %e, "routing failed; the sender is told to retry");
+                        metrics::counter!("amp_router_refused_unavailable_total").increment(1);
+                        if let Err(e) = d.ack().await {
+                            tracing::warn!(error = %e, "ack of a refused message failed");
+                        }
+                        return;
+                    }
+                }
                 // Transient (store unavailable): try again shortly; the bus dead-letters after
                 // its bounded redeliveries.
                 // Exponential, so a store failover of seconds (a NATS node restarting) is

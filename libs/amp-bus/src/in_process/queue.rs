@@ -330,6 +330,10 @@ impl Acker for InProcessAcker {
         true
     }
 
+    fn durable(&self) -> bool {
+        false
+    }
+
     fn dropped(self: Box<Self>) {
         let InProcessAcker { queue, pending, .. } = *self;
         if !queue.closed.is_cancelled() {
