@@ -11,6 +11,14 @@ pub struct Config {
     pub auth_timeout_secs: u64,
     /// Seconds without any client frame before the socket is closed (spec 05: 300).
     pub idle_timeout_secs: u64,
+    /// Every this many seconds the server sends a WebSocket ping frame (RFC 6455 5.5.2; every
+    /// client library answers it by itself); 0: never. With `ping_timeout_secs`, a peer that
+    /// vanished without a close (a dropped network, a suspended laptop) is found in about
+    /// the sum of the two rather than the idle timeout.
+    pub ping_interval_secs: u64,
+    /// Seconds a ping may go unanswered (no pong, nor any other frame) before the socket is
+    /// closed (1001 `ping timeout`).
+    pub ping_timeout_secs: u64,
     /// Frames queued for one socket before it counts as a slow consumer and is closed.
     pub send_queue_frames: usize,
     /// Bytes of frames queued for one socket before it counts as a slow consumer and is
@@ -47,6 +55,8 @@ impl Default for Config {
         Self {
             auth_timeout_secs: 10,
             idle_timeout_secs: 300,
+            ping_interval_secs: 30,
+            ping_timeout_secs: 30,
             send_queue_frames: 1024,
             send_queue_bytes: 4 * 1024 * 1024,
             max_frame_bytes: 1024 * 1024,

@@ -100,12 +100,15 @@ fn read_failed(e: axum::Error) -> Result<(), (u16, String)> {
 enum Out {
     Text(String),
     Push(String, Box<MailboxEntry>),
+    /// A WebSocket ping frame (the server's liveness probe).
+    Ping,
 }
 
 impl Out {
     fn len(&self) -> usize {
         match self {
             Out::Text(t) | Out::Push(t, _) => t.len(),
+            Out::Ping => 0,
         }
     }
 }
@@ -160,6 +163,16 @@ struct ClientFrame {
     data: Option<Box<serde_json::value::RawValue>>,
 }
 
+/// A client's text frame; `None` when it is not a JSON object of the frame's shape.
+fn parse_frame(text: &str) -> Option<ClientFrame> {
+    serde_json::from_str(text).ok()
+}
+
+/// The `data` of a `route` frame as a route request (the same body as `POST /v1/route`).
+fn parse_route(data: &serde_json::value::RawValue) -> serde_json::Result<RouteRequest> {
+    serde_json::from_str(data.get())
+}
+
 /// What a client's text frame decodes to, through the same parsing the session uses. For the
 /// fuzz targets (`tests/fuzz`).
 #[doc(hidden)]
@@ -174,13 +187,11 @@ pub struct DecodedFrame {
 /// Decodes a client's text frame; `None` when it is not a JSON object of the frame's shape.
 #[doc(hidden)]
 pub fn decode_client_frame(text: &str) -> Option<DecodedFrame> {
-    let frame: ClientFrame = serde_json::from_str(text).ok()?;
+    let frame = parse_frame(text)?;
     let route = match (frame.kind.as_deref(), &frame.data) {
-        (Some("route"), Some(data)) => Some(
-            serde_json::from_str::<RouteRequest>(data.get())
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        ),
+        (Some("route"), Some(data)) => {
+            Some(parse_route(data).map(|_| ()).map_err(|e| e.to_string()))
+        }
         _ => None,
     };
     Some(DecodedFrame {
@@ -408,6 +419,7 @@ async fn write_loop(
                     let (frame, entry) = match queued.out {
                         Out::Text(t) => (t, None),
                         Out::Push(t, e) => (t, Some(e)),
+                        Out::Ping => continue,
                     };
                     if !write(&mut sink, Message::Text(frame.into())).await {
                         return;
@@ -432,6 +444,11 @@ async fn write_loop(
                         return;
                     }
                     let _ = written.send(entry);
+                }
+                Some(Out::Ping) => {
+                    if !write(&mut sink, Message::Ping(Default::default())).await {
+                        return;
+                    }
                 }
                 None => return,
             }
@@ -708,6 +725,11 @@ impl Session {
         let inner = self.inner.clone();
         let idle = Duration::from_secs(inner.config.idle_timeout_secs);
         let mut idle_deadline = tokio::time::Instant::now() + idle;
+        // The server's pings: the next one, and when the peer must have answered one sent.
+        let ping_every = Duration::from_secs(inner.config.ping_interval_secs);
+        let ping_timeout = Duration::from_secs(inner.config.ping_timeout_secs.max(1));
+        let mut ping_at = (!ping_every.is_zero()).then(|| tokio::time::Instant::now() + ping_every);
+        let mut pong_due: Option<tokio::time::Instant> = None;
         let lease = Duration::from_secs(inner.config.presence_lease_secs.max(3));
         let resync = Duration::from_secs(inner.config.resync_secs);
         // One ticker for both chores: the presence renewal and the periodic mailbox sweep.
@@ -757,6 +779,17 @@ impl Session {
                 () = tokio::time::sleep_until(idle_deadline) => {
                     return Err((CLOSE_GOING_AWAY, "idle timeout".into()));
                 }
+                () = tokio::time::sleep_until(ping_at.unwrap_or_else(tokio::time::Instant::now)), if ping_at.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    ping_at = Some(now + ping_every);
+                    pong_due.get_or_insert(now + ping_timeout);
+                    self.enqueue(Out::Ping)?;
+                }
+                () = tokio::time::sleep_until(pong_due.unwrap_or_else(tokio::time::Instant::now)), if pong_due.is_some() => {
+                    metrics::counter!("amp_ws_ping_timeout_closes_total").increment(1);
+                    tracing::info!(agent = %self.agent.id, "closing a websocket whose peer stopped answering pings");
+                    return Err((CLOSE_GOING_AWAY, "ping timeout".into()));
+                }
                 now = renew.tick() => {
                     if now >= renew_at {
                         renew_at = now + lease / 3;
@@ -769,6 +802,7 @@ impl Session {
                     }
                 }
                 frame = stream.next() => {
+                    pong_due = None;
                     match frame {
                         None => return Ok(()),
                         Some(Err(e)) => return read_failed(e),
@@ -944,9 +978,9 @@ impl Session {
     }
 
     async fn client_frame(&mut self, text: &str) -> Result<(), Ended> {
-        let frame: ClientFrame = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(_) => {
+        let frame = match parse_frame(text) {
+            Some(f) => f,
+            None => {
                 return self.send(error_frame(
                     "invalid_request",
                     "frame is not a JSON object",
@@ -1034,7 +1068,7 @@ impl Session {
                 .with_extra("retry_after", json!(limit.retry_after_secs));
             return self.send(api_error_frame(&e, reference));
         }
-        let request: RouteRequest = match serde_json::from_str(data.get()) {
+        let request = match parse_route(&data) {
             Ok(r) => r,
             Err(e) => {
                 let e = ApiError::new(

@@ -60,3 +60,87 @@ async fn hardening_ws_oversized_frame_is_refused() {
     assert_eq!(code, 1009, "{reason}");
     s.stop().await;
 }
+
+/// The server pings every socket (WebSocket ping frames, `ping_interval_secs`): a client that
+/// reads answers them (its library does) and stays connected well past the ping timeout.
+#[tokio::test]
+async fn hardening_ws_server_pings_keep_a_reading_client_connected() {
+    let s = start_with(|c| {
+        c.delivery.ping_interval_secs = 1;
+        c.delivery.ping_timeout_secs = 1;
+    })
+    .await;
+    let alice = s.register("acme", "alice").await;
+    let (mut ws, _) = s.connect(&alice).await;
+    // Read (and so answer pings) for 4 s: 4 pings, each answered within its 1 s timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut ws)).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(c)))) => panic!("closed while answering pings: {c:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("socket ended: {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "{pings} server pings in 4 s at a 1 s interval");
+    // Still open and served.
+    send_text(&mut ws, json!({ "type": "ping" }).to_string()).await;
+    let pong = recv(&mut ws).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    s.stop().await;
+}
+
+/// A peer that stops answering (here: a client that reads nothing, so its library sends no
+/// pong) is closed at the ping timeout, 1001 `ping timeout`, long before the idle timeout.
+/// The frames are read from the TCP stream itself: a WebSocket library would answer the
+/// pings while reading its way to the close.
+#[tokio::test]
+async fn hardening_ws_peer_that_stops_answering_pings_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let s = start_with(|c| {
+        c.delivery.ping_interval_secs = 1;
+        c.delivery.ping_timeout_secs = 1;
+        c.delivery.idle_timeout_secs = 300;
+    })
+    .await;
+    let alice = s.register("acme", "alice").await;
+    let (mut ws, _) = s.connect(&alice).await;
+    let started = Instant::now();
+    let tcp = match ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(t) => t,
+        _ => panic!("a plain TCP stream was expected"),
+    };
+    // Everything the server sends until it closes the connection (a ping at 1 s, unanswered
+    // and due at 2 s, then the close).
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the server kept the connection open for 10 s");
+    let took = started.elapsed();
+    // Server frames are unmasked and small here: [0x80 | opcode, length, payload...].
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 2 <= raw.len() {
+        let (opcode, len) = (raw[at] & 0x0f, usize::from(raw[at + 1] & 0x7f));
+        assert!(
+            len < 126 && at + 2 + len <= raw.len(),
+            "unexpected frame bytes {raw:?}"
+        );
+        frames.push((opcode, raw[at + 2..at + 2 + len].to_vec()));
+        at += 2 + len;
+    }
+    assert!(
+        frames.iter().any(|(op, _)| *op == 0x9),
+        "no ping before the close: {frames:?}"
+    );
+    let (op, close) = frames.last().expect("a close frame");
+    assert_eq!(*op, 0x8, "the last frame is not a close: {frames:?}");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
+    assert_eq!(&close[2..], b"ping timeout");
+    assert!(
+        took >= Duration::from_millis(1_500) && took < Duration::from_secs(8),
+        "closed after {took:?} (ping at 1 s, due at 2 s)"
+    );
+    s.stop().await;
+}
