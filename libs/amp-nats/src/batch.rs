@@ -398,6 +398,11 @@ async fn single(
         })?;
     let ack: Ack = serde_json::from_slice(&answer.payload)
         .map_err(|e| PublishError::Other(format!("unreadable acknowledgement: {e}")))?;
+    crate::space::note(
+        ack.error
+            .as_ref()
+            .map(|e| crate::space::is_space_refusal(Some(e.err_code), &e.description)),
+    );
     match ack.error {
         None => Ok(Published {
             sequence: ack.seq,

@@ -15,10 +15,12 @@
 //! - `security`: [`NatsSecurity`], [`NatsAuth`], [`NatsTls`] and their checks.
 //! - `connect`: [`connect`] and the description of connection errors.
 //! - `batch`: [`BatchPublisher`], group commit of JetStream publishes over atomic batches.
+//! - [`space`]: whether JetStream refuses writes for lack of space, as every publish saw it.
 
 mod batch;
 mod connect;
 mod security;
+pub mod space;
 
 pub use batch::{
     BatchPublisher, BatchStats, PublishError, Published, SERVER_MAX_BATCH, StreamQueues,

@@ -32,6 +32,9 @@ pub(crate) struct NodeSpec {
     /// `/healthz` query: `?js-enabled-only=true` for a single node; a cluster node waits for
     /// the full check (it has found the meta leader).
     pub(crate) health_query: &'static str,
+    /// Lines inside the config's `jetstream { .. }` block (after `sync_interval`), such as
+    /// `max_file_store: 16MB`.
+    pub(crate) jetstream: String,
 }
 
 impl NodeSpec {
@@ -46,11 +49,12 @@ impl NodeSpec {
             "server_name: {name}\n\
              listen: 127.0.0.1:{port}\n\
              http: 127.0.0.1:{monitor}\n\
-             jetstream {{\n  sync_interval: always\n}}\n\
+             jetstream {{\n  sync_interval: always\n  {jetstream}\n}}\n\
              {extra}\n",
             name = self.name,
             port = self.port,
             monitor = self.monitor_port,
+            jetstream = self.jetstream,
             extra = extra.unwrap_or(""),
         );
         fs::write(&self.config_path, config).expect("write the nats-server config");
@@ -172,6 +176,16 @@ impl Node {
         }
     }
 
+    /// Sends SIGHUP: the server reloads its config file.
+    pub(crate) fn reload(&self) {
+        let child = self.child.as_ref().expect("the server is not running");
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("run kill -HUP");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
     pub(crate) fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -210,5 +224,6 @@ pub(crate) fn node_spec(dir: &Path, name: &str, health_query: &'static str) -> N
         config_path: dir.join(format!("{name}.conf")),
         log_path: dir.join(format!("{name}.log")),
         health_query,
+        jetstream: String::new(),
     }
 }

@@ -37,6 +37,16 @@ impl NatsServer {
     /// # Panics
     /// Like [`start`](Self::start), and when the server refuses the config.
     pub fn start_with(config: &str) -> Self {
+        Self::start_with_jetstream("", config)
+    }
+
+    /// [`start_with`](Self::start_with), with `jetstream` inside the config's
+    /// `jetstream { .. }` block: its limits, such as `max_file_store: 16MB` (the space
+    /// JetStream may use, which an operator sets below the volume's size).
+    ///
+    /// # Panics
+    /// Like [`start_with`](Self::start_with).
+    pub fn start_with_jetstream(jetstream: &str, config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("amp-nats-")
             .tempdir()
@@ -46,7 +56,8 @@ impl NatsServer {
         let mut attempt = 0;
         let node = loop {
             attempt += 1;
-            let spec = node_spec(dir.path(), "n0", "?js-enabled-only=true");
+            let mut spec = node_spec(dir.path(), "n0", "?js-enabled-only=true");
+            spec.jetstream = jetstream.to_owned();
             spec.write_config(Some(config));
             let mut node = Node::new(nats_server_binary(), spec);
             node.spawn();
@@ -80,6 +91,15 @@ impl NatsServer {
     /// Whether the process is running (not killed).
     pub fn is_running(&self) -> bool {
         self.node.is_running()
+    }
+
+    /// Rewrites the `jetstream { .. }` block's extra lines (keeping the rest of the config
+    /// but any `config` given at start) and has the running server reload its config
+    /// (SIGHUP): `max_file_store` changes take effect without a restart.
+    pub fn reload_jetstream(&mut self, jetstream: &str) {
+        self.node.spec.jetstream = jetstream.to_owned();
+        self.node.spec.write_config(None);
+        self.node.reload();
     }
 
     /// Starts the server again on the same port and store directory (killing it first if it

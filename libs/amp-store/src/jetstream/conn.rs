@@ -236,7 +236,12 @@ impl Conn {
                 .await?
                 .await
         };
-        match ack.await {
+        let ack = ack.await;
+        amp_nats::space::note(match &ack {
+            Ok(_) => None,
+            Err(e) => Some(amp_nats::space::is_space_refusal(None, &e.to_string())),
+        });
+        match ack {
             Ok(ack) => Ok(Ok(ack)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 Ok(Err(Conflict))
@@ -553,6 +558,33 @@ impl Conn {
             return Err(Error::Unavailable(format!("{what}: {err}")));
         }
         Ok(reply)
+    }
+
+    /// Whether JetStream takes a write of `PROBE_BYTES` now: written to `key` of `bucket`
+    /// and purged again. A success also clears [`amp_nats::space::out_of_space`].
+    pub(super) async fn probe_space(&self, bucket: &str, key: &str) -> bool {
+        /// As large as a big message, so that room for the probe is room for real writes.
+        const PROBE_BYTES: usize = 64 * 1024;
+        let put = self
+            .kv_put(
+                bucket,
+                key,
+                Bytes::from(vec![0u8; PROBE_BYTES]),
+                Expect::Any,
+                None,
+            )
+            .await;
+        let ok = matches!(put, Ok(Ok(_)));
+        if ok {
+            let _ = self
+                .purge(
+                    &format!("KV_{bucket}"),
+                    &format!("$KV.{bucket}.{key}"),
+                    None,
+                )
+                .await;
+        }
+        ok
     }
 
     /// Whether the server answers JetStream requests.

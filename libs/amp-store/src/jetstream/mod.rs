@@ -176,7 +176,16 @@ fn wall_ms() -> Millis {
 #[async_trait]
 impl StoreBackend for JetStreamStore {
     async fn ready(&self) -> bool {
-        self.conn.ping().await
+        if !self.conn.ping().await {
+            return false;
+        }
+        // JetStream refused a write of this process for lack of space: not ready until a
+        // write of its own shows there is room again (a raised `max_file_store`, acks that
+        // freed space), so nothing is routed here meanwhile and it recovers by itself.
+        if amp_nats::space::out_of_space() {
+            return self.conn.probe_space(&self.state, "amp-space-probe").await;
+        }
+        true
     }
 
     async fn close(&self) -> Result<()> {

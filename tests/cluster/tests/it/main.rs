@@ -24,3 +24,4 @@ mod security;
 mod shared_limits;
 mod spec_next_revocation;
 mod spec_next_suspension;
+mod storage_faults;

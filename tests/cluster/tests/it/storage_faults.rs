@@ -1,0 +1,138 @@
+//! Storage faults of the cluster's stores: JetStream out of space (its `max_file_store`
+//! reached) and unreachable. A write the store cannot take is refused at once with a clear
+//! error, `/readyz` turns 503 while the store cannot write, the services recover by
+//! themselves when it can again, and nothing acknowledged is lost.
+//!
+//! `cargo test -p cluster-tests --test it faults_` runs these.
+
+use std::time::{Duration, Instant};
+
+use amp_testkit::NatsServer;
+use cluster_tests::{Deployment, HEAVY, Topology};
+
+use crate::common::{agent, client, mailbox_ids, message_id, send};
+
+async fn readyz(url: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{url}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Waits (at most `within`) until `/readyz` of `url` answers `want`; how long it took.
+async fn wait_readyz(url: &str, want: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = readyz(url).await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{url}/readyz still answers {got}, not {want}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// JetStream's space runs out (`max_file_store`, which operators set below the volume's
+/// size: a volume that really fills makes nats-server disable JetStream altogether). Routes
+/// are refused at once with `503` (the ingress publish is refused), `/readyz` of ingest and
+/// router turns 503, and when the limit is raised (a config reload) both are ready again
+/// without a restart and every acknowledged message is in its mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_jetstream_out_of_space_is_refused_fast_and_recovers() {
+    let _heavy = HEAVY.lock().await;
+    let mut nats = NatsServer::start_with_jetstream("max_file_store: 12MB", "");
+    let mut topology = Topology::new("faults.test", nats.url(), 1);
+    topology.replicas = [1, 1, 1, 0];
+    let d = Deployment::start(&topology).await;
+    let (ingest, router) = (d.ingest[0].url(), d.router[0].url());
+    let alice = agent(&ingest, "faults", "alice").await;
+    let bob = agent(&ingest, "faults", "bob").await;
+    let c = client(&ingest);
+    let filler = "z".repeat(50_000);
+    let mut acked = Vec::new();
+    let (first_code, first_took) = loop {
+        assert!(acked.len() < 1_000, "12 MB took 1,000 messages of 50 KB");
+        let id = message_id();
+        let started = Instant::now();
+        match send(
+            &c,
+            &alice,
+            bob.address(),
+            &id,
+            &format!("{} {filler}", acked.len()),
+        )
+        .await
+        {
+            Ok(_) => acked.push(id),
+            Err(code) => break (code, started.elapsed()),
+        }
+    };
+    eprintln!(
+        "JetStream full after {} messages: the first refusal was {first_code} in {first_took:?}",
+        acked.len()
+    );
+    assert!(
+        !acked.is_empty(),
+        "nothing was accepted before the space ran out"
+    );
+    assert_eq!(first_code, "service_unavailable");
+    assert!(
+        first_took < Duration::from_secs(1),
+        "the first refusal took {first_took:?}"
+    );
+    let unready = wait_readyz(&ingest, 503, Duration::from_secs(10)).await;
+    wait_readyz(&router, 503, Duration::from_secs(10)).await;
+    eprintln!("ingest /readyz turned 503 {unready:?} after the first refusal");
+    for i in 0..5 {
+        let started = Instant::now();
+        let r = send(
+            &c,
+            &alice,
+            bob.address(),
+            &message_id(),
+            &format!("full {i}"),
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(
+            r.err().as_deref(),
+            Some("service_unavailable"),
+            "while full"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "a refusal while full took {took:?}"
+        );
+    }
+
+    nats.reload_jetstream("max_file_store: 256MB");
+    let back = wait_readyz(&ingest, 200, Duration::from_secs(20)).await;
+    wait_readyz(&router, 200, Duration::from_secs(20)).await;
+    eprintln!("ingest /readyz back to 200 {back:?} after the limit was raised");
+    let id = message_id();
+    send(&c, &alice, bob.address(), &id, "after the limit was raised")
+        .await
+        .expect("a route after recovery");
+    acked.push(id);
+    let deadline = Instant::now() + d.drain_timeout;
+    loop {
+        let stored = mailbox_ids(&ingest, &bob).await;
+        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
+        if missing.is_empty() {
+            let unique: std::collections::HashSet<&String> = stored.iter().collect();
+            assert_eq!(unique.len(), stored.len(), "a message appears twice");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged messages lost: {missing:?}\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
