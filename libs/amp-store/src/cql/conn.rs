@@ -361,12 +361,15 @@ impl Conn {
         Ok(Self { session, st })
     }
 
-    /// Whether a node answers (for `/readyz`).
+    /// Whether the store can serve requests now (for `/readyz`).
     pub(super) async fn ping(&self) -> bool {
+        // A read of one partition of the keyspace at the store's consistency: it needs as
+        // many live replicas as a write does (a quorum), so a cluster that has lost them
+        // (Cassandra's `Unavailable`) is not ready, although a node still answers.
         tokio::time::timeout(
             Duration::from_secs(2),
             self.session
-                .query_unpaged("SELECT release_version FROM system.local", ()),
+                .query_unpaged("SELECT key FROM kv WHERE key = 'amp-ready-probe'", ()),
         )
         .await
         .is_ok_and(|r| r.is_ok())

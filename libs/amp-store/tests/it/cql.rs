@@ -891,3 +891,67 @@ async fn spec_next_cql_suspensions() {
     amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&a).await;
     amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
 }
+
+/// Too few live replicas for the store's consistency (Cassandra's `Unavailable`; here the
+/// keyspace raised to 3 replicas on a one-node cluster, `local_quorum` needing 2): writes fail
+/// at once with `Error::Unavailable` (503 for a client), never after a timeout, the store is
+/// not ready, and once the replicas are there again (the keyspace back to 1) the same store
+/// is ready and writes, with what it held before intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_too_few_replicas_fail_fast_and_recover() {
+    let Some(t) = target() else { return };
+    let ks = unique_keyspace("amp_replicas");
+    let store = connect(&t, &ks).await;
+    let now = now_ms();
+    let before = agent("replicas", "before", now);
+    store
+        .create_agent(before.clone(), key_hash("replicas-before"), now)
+        .await
+        .expect("a write with its replica");
+    assert!(store.ready().await, "ready with every replica");
+
+    let raw = scylla_session(&t).await;
+    let alter = |rf: u32| {
+        format!(
+            "ALTER KEYSPACE {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', 'datacenter1': {rf}}}"
+        )
+    };
+    raw.query_unpaged(alter(3), ()).await.expect("alter to 3");
+    let started = Instant::now();
+    let err = store
+        .create_agent(
+            agent("replicas", "during", now),
+            key_hash("replicas-during"),
+            now,
+        )
+        .await
+        .expect_err("a quorum of 3 on one node");
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Unavailable(_)), "{err}");
+    assert!(took < Duration::from_secs(1), "the refusal took {took:?}");
+    assert!(!store.ready().await, "ready without a quorum of replicas");
+
+    raw.query_unpaged(alter(1), ()).await.expect("alter to 1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.ready().await {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again 30 s after the replicas returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store
+        .create_agent(
+            agent("replicas", "after", now),
+            key_hash("replicas-after"),
+            now,
+        )
+        .await
+        .expect("a write once the replicas are back");
+    let found = store
+        .agent(&before.id)
+        .await
+        .expect("read")
+        .expect("the agent written before");
+    assert_eq!(found.name, "before");
+}

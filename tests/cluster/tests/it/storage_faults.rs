@@ -136,3 +136,87 @@ async fn faults_jetstream_out_of_space_is_refused_fast_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The CQL store becomes unreachable (every service's path to the Cassandra node cut, as a
+/// network partition or a node that stopped answering does): routes are refused with `503`
+/// within the store's request timeout, never hang; `/readyz` turns 503; when the path heals
+/// the services are ready again by themselves and every acknowledged message is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_cql_store_unreachable_is_refused_in_bounded_time_and_recovers() {
+    let Some(cql) = amp_testkit::cql::cql_target() else {
+        return;
+    };
+    let _heavy = HEAVY.lock().await;
+    let upstream: std::net::SocketAddr = cql.parse().expect("the CQL contact point");
+    let link = amp_testkit::Link::start(upstream);
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("faults.test", nats.url(), 1).with_cql_store(
+        &link.addr().to_string(),
+        &amp_testkit::cql::unique_keyspace("amp_faults"),
+    );
+    topology.replicas = [1, 1, 1, 0];
+    // Still inside `[store.cql]`: the default request timeout (5 s) bounds the waits.
+    topology.store_toml.push_str("request_timeout_ms = 5000\n");
+    let d = Deployment::start(&topology).await;
+    let (ingest, router) = (d.ingest[0].url(), d.router[0].url());
+    let alice = agent(&ingest, "faults", "alice").await;
+    let bob = agent(&ingest, "faults", "bob").await;
+    let c = client(&ingest);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let id = message_id();
+        send(&c, &alice, bob.address(), &id, &format!("before {i}"))
+            .await
+            .expect("a route before the cut");
+        acked.push(id);
+    }
+
+    link.cut();
+    let started = Instant::now();
+    let r = send(&c, &alice, bob.address(), &message_id(), "during the cut").await;
+    let took = started.elapsed();
+    eprintln!("CQL cut: a route was answered {r:?} in {took:?}");
+    // Refused (the registry cannot be read), or accepted by the bus (`queued`: JetStream
+    // holds it; the router writes it after the heal): never a hang past the client's 10 s.
+    if let Ok(answer) = &r {
+        assert_eq!(answer.basis.as_deref(), Some("queued"), "{answer:?}");
+    } else {
+        assert_eq!(
+            r.as_ref().err().map(String::as_str),
+            Some("service_unavailable")
+        );
+    }
+    assert!(
+        took < Duration::from_secs(8),
+        "a route during the cut took {took:?}"
+    );
+    let unready = wait_readyz(&ingest, 503, Duration::from_secs(15)).await;
+    wait_readyz(&router, 503, Duration::from_secs(15)).await;
+    eprintln!("ingest /readyz turned 503 {unready:?} after the first route of the cut");
+
+    link.heal();
+    let back = wait_readyz(&ingest, 200, Duration::from_secs(60)).await;
+    wait_readyz(&router, 200, Duration::from_secs(60)).await;
+    eprintln!("ingest /readyz back to 200 {back:?} after the heal");
+    let id = message_id();
+    send(&c, &alice, bob.address(), &id, "after the heal")
+        .await
+        .expect("a route after the heal");
+    acked.push(id);
+    let deadline = Instant::now() + d.drain_timeout;
+    loop {
+        let stored = mailbox_ids(&ingest, &bob).await;
+        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
+        if missing.is_empty() {
+            let unique: std::collections::HashSet<&String> = stored.iter().collect();
+            assert_eq!(unique.len(), stored.len(), "a message appears twice");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged messages lost: {missing:?}\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
