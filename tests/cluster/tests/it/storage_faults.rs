@@ -220,3 +220,74 @@ async fn faults_cql_store_unreachable_is_refused_in_bounded_time_and_recovers() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// NATS becomes unreachable for an ingest replica (its network path cut: packets dropped,
+/// no reset, the worst case for a client): a route is answered `503` in bounded time, never
+/// hangs, `/readyz` turns 503 so the proxy sends clients elsewhere, and after the heal the
+/// replica is ready again by itself with every acknowledged message in its mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_nats_unreachable_from_ingest_is_refused_in_bounded_time_and_recovers() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let upstream: std::net::SocketAddr = nats
+        .url()
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("the NATS address");
+    let link = amp_testkit::Link::start(upstream);
+    let mut topology = Topology::new("faults.test", nats.url(), 1);
+    topology.replicas = [1, 1, 1, 0];
+    let mut d = Deployment::start(&topology).await;
+    d.ingest[0].set_env("AMP__NATS__URLS", &link.nats_url());
+    d.ingest[0].restart().await;
+    let ingest = d.ingest[0].url();
+    let alice = agent(&ingest, "faults", "alice").await;
+    let bob = agent(&ingest, "faults", "bob").await;
+    let c = client(&ingest).with_timeout(Duration::from_secs(30));
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let id = message_id();
+        send(&c, &alice, bob.address(), &id, &format!("before {i}"))
+            .await
+            .expect("a route before the cut");
+        acked.push(id);
+    }
+
+    link.cut();
+    let started = Instant::now();
+    let r = send(&c, &alice, bob.address(), &message_id(), "during the cut").await;
+    let took = started.elapsed();
+    eprintln!("NATS cut: a route was answered {r:?} in {took:?}");
+    assert_eq!(r.err().as_deref(), Some("service_unavailable"));
+    assert!(
+        took < Duration::from_secs(15),
+        "a route during the cut took {took:?}"
+    );
+    let unready = wait_readyz(&ingest, 503, Duration::from_secs(15)).await;
+    eprintln!("ingest /readyz turned 503 {unready:?} after the first route of the cut");
+
+    link.heal();
+    let back = wait_readyz(&ingest, 200, Duration::from_secs(60)).await;
+    eprintln!("ingest /readyz back to 200 {back:?} after the heal");
+    let id = message_id();
+    send(&c, &alice, bob.address(), &id, "after the heal")
+        .await
+        .expect("a route after the heal");
+    acked.push(id);
+    let deadline = Instant::now() + d.drain_timeout;
+    loop {
+        let stored = mailbox_ids(&ingest, &bob).await;
+        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
+        if missing.is_empty() {
+            let unique: std::collections::HashSet<&String> = stored.iter().collect();
+            assert_eq!(unique.len(), stored.len(), "a message appears twice");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged messages lost: {missing:?}\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
