@@ -86,7 +86,18 @@ pub(super) struct Conn {
     batches: amp_nats::BatchPublisher,
     prefix: String,
     op_timeout: Duration,
+    /// Replicated streams (`replicas` above 1): reads that must see every write acknowledged
+    /// before them go to the stream leader, or read again until the replica that answers a
+    /// direct get has caught up with it (see [`Conn::get`], and the mailbox listing). A direct get
+    /// may be answered by any replica (`allow_direct`), including a follower that has not
+    /// applied a write its leader already acknowledged.
+    consistent: bool,
 }
+
+/// How many times a read answered by a lagging replica is made again before it goes ahead
+/// anyway (the waits double from 1 ms up to 64 ms: about half a second in all; a follower
+/// further behind than that is logged).
+pub(super) const CATCH_UP_TRIES: u32 = 12;
 
 impl Conn {
     /// Connects (failing over between `urls`).
@@ -124,6 +135,7 @@ impl Conn {
             js,
             prefix: config.prefix.clone(),
             op_timeout: config.op_timeout,
+            consistent: config.replicas > 1,
         })
     }
 
@@ -352,7 +364,7 @@ impl Conn {
     /// The current value of `key` and its revision.
     pub(super) async fn kv_get(&self, bucket: &str, key: &str) -> Result<Current> {
         let raw = self
-            .direct_get(
+            .get(
                 &format!("KV_{bucket}"),
                 json!({ "last_by_subj": format!("$KV.{bucket}.{key}") }),
             )
@@ -485,12 +497,111 @@ impl Conn {
         Ok(out)
     }
 
-    /// One direct get (`{"seq": n}`, `{"last_by_subj": s}`, …); `None` when not found.
-    pub(super) async fn direct_get(
+    /// One message (`{"seq": n}`, `{"last_by_subj": s}`, `{"seq": n, "next_by_subj": s}`)
+    /// as of every write acknowledged before the call: from the stream leader on a
+    /// replicated store, by a direct get otherwise (the only replica is the leader). `None`
+    /// when not found.
+    pub(super) async fn get(
         &self,
         stream: &str,
         request: serde_json::Value,
     ) -> Result<Option<Raw>> {
+        if self.consistent {
+            self.leader_get(stream, &request).await
+        } else {
+            self.direct_get(stream, request).await
+        }
+    }
+
+    /// [`get`](Self::get) through the leader (`STREAM.MSG.GET`): answered by the stream's
+    /// leader only.
+    async fn leader_get(&self, stream: &str, request: &serde_json::Value) -> Result<Option<Raw>> {
+        use jetstream::stream::RawMessageErrorKind;
+        let what = || format!("leader get on {stream}");
+        let handle = self
+            .js
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        let mut b = handle.raw_message_builder();
+        if let Some(seq) = request.get("seq").and_then(serde_json::Value::as_u64) {
+            b = b.sequence(seq);
+        }
+        if let Some(s) = request
+            .get("last_by_subj")
+            .and_then(serde_json::Value::as_str)
+        {
+            b = b.last_by_subject(s);
+        }
+        if let Some(s) = request
+            .get("next_by_subj")
+            .and_then(serde_json::Value::as_str)
+        {
+            b = b.next_by_subject(s);
+        }
+        match b.send().await {
+            Ok(m) => Ok(Some(Raw {
+                seq: m.sequence,
+                subject: m.subject.to_string(),
+                headers: m.headers,
+                payload: m.payload,
+            })),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(&what(), e)),
+        }
+    }
+
+    /// Whether the streams are replicated, so that a direct get may be answered by a follower
+    /// behind its leader (see [`get`](Self::get)).
+    pub(super) fn replicated(&self) -> bool {
+        self.consistent
+    }
+
+    /// The last message of each of `subjects` that has one (one batched direct get,
+    /// `multi_last`), in stream order.
+    pub(super) async fn multi_last(&self, stream: &str, subjects: &[String]) -> Result<Vec<Raw>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inbox = self.client.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable("subscribe", e))?;
+        let request = json!({ "multi_last": subjects, "batch": subjects.len() });
+        self.client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{stream}"),
+                inbox,
+                Bytes::from(request.to_string()),
+            )
+            .await
+            .map_err(|e| unavailable("direct get", e))?;
+        let mut out = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(self.op_timeout, sub.next())
+                .await
+                .map_err(|_| Error::Unavailable(format!("direct get on {stream} timed out")))?
+                .ok_or_else(|| Error::Unavailable("direct get: subscription closed".into()))?;
+            match msg.status.map(u16::from) {
+                None => out.push(raw_from(msg)?),
+                // End of batch (204) or nothing at all (404).
+                Some(204 | 404) => break,
+                Some(code) => {
+                    return Err(Error::Unavailable(format!(
+                        "direct get on {stream}: status {code} {:?}",
+                        msg.description
+                    )));
+                }
+            }
+        }
+        let _ = sub.unsubscribe().await;
+        Ok(out)
+    }
+
+    /// One direct get (`{"seq": n}`, `{"last_by_subj": s}`, …); `None` when not found.
+    async fn direct_get(&self, stream: &str, request: serde_json::Value) -> Result<Option<Raw>> {
         let msg = self
             .client
             .request(

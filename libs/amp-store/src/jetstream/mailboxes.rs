@@ -33,6 +33,15 @@
 //!   consumer is created), skipping expired entries; `remaining` is the server's count of
 //!   matching messages after the last one returned (expired, unpurged ones included).
 //!   Tombstones are on other subjects: they are never read by a fetch or counted.
+//! - **Replicated streams** (`replicas` above 1): any replica answers a direct get, also a
+//!   follower that has not applied what its leader acknowledged. Single reads (the id's
+//!   state, the agent's last position, the meta) then go to the leader (`STREAM.MSG.GET`),
+//!   and a fetch first asks the leader for the mailbox's newest message and reads the page
+//!   again (bounded, about half a second) until the replica that answers has reached it,
+//!   then drops entries whose tombstone it finds (an ack's delete may not have reached that
+//!   replica yet). So a listing shows every message acknowledged `mailbox_written` before it,
+//!   on any process. `count` and the expiry scan stay direct reads: a count may lag an ack or
+//!   a write by the replication delay.
 //! - **ack** writes the tombstone **first** (expecting the message's sequence as the id's
 //!   last, so of two concurrent acks one wins), then deletes the message. From the tombstone
 //!   on, the id reads as acknowledged and can never be enqueued again until its expiry; an
@@ -232,7 +241,7 @@ impl JetStreamStore {
     async fn stored(&self, agent_id: &str, id: &str) -> Result<Option<Stored>> {
         let Some(raw) = self
             .conn
-            .direct_get(
+            .get(
                 &self.mailbox,
                 json!({ "last_by_subj": self.id_filter(agent_id, id) }),
             )
@@ -247,6 +256,29 @@ impl JetStreamStore {
         }
         let (entry, signature) = parse_queued(raw)?;
         Ok(Some(Stored::Queued { entry, signature }))
+    }
+
+    /// `entries` less those with an acknowledgement tombstone (one batched read).
+    async fn drop_acked(
+        &self,
+        agent_id: &str,
+        mut entries: Vec<MailboxEntry>,
+    ) -> Result<Vec<MailboxEntry>> {
+        let subjects: Vec<String> = entries
+            .iter()
+            .map(|e| self.acked_subject(agent_id, &e.message_id))
+            .collect();
+        let acked: std::collections::HashSet<String> = self
+            .conn
+            .multi_last(&self.mailbox, &subjects)
+            .await?
+            .into_iter()
+            .map(|r| r.subject)
+            .collect();
+        if !acked.is_empty() {
+            entries.retain(|e| !acked.contains(&self.acked_subject(agent_id, &e.message_id)));
+        }
+        Ok(entries)
     }
 
     /// How many messages the mailbox holds (expired, unpurged ones included).
@@ -266,7 +298,7 @@ impl JetStreamStore {
     async fn agent_last(&self, agent_id: &str) -> Result<u64> {
         Ok(self
             .conn
-            .direct_get(
+            .get(
                 &self.mailbox,
                 json!({ "last_by_subj": self.agent_filter(agent_id) }),
             )
@@ -470,8 +502,12 @@ impl Mailboxes for JetStreamStore {
         now: Millis,
     ) -> Result<MailboxPage> {
         let subject = self.queued_filter(agent_id);
-        let read = async {
-            let mut start = after.map_or(0, |a| a.saturating_add(1));
+        let first = after.map_or(0, |a| a.saturating_add(1));
+        // The page, the count after it, and how far the replica that answered was read: the
+        // last sequence seen when the mailbox ran out, `u64::MAX` when the page filled first
+        // (a replica that returned sequence X holds every message up to X).
+        let read = || async {
+            let mut start = first;
             let mut entries = Vec::new();
             if limit == 0 {
                 let b = self.conn.batch(&self.mailbox, &subject, start, 1).await?;
@@ -480,8 +516,9 @@ impl Mailboxes for JetStreamStore {
                 } else {
                     b.pending + 1
                 };
-                return Ok((entries, remaining));
+                return Ok((entries, remaining, u64::MAX));
             }
+            let mut reached = 0;
             loop {
                 let want = (limit - entries.len()).clamp(1, MAX_BATCH);
                 let b = self
@@ -489,9 +526,10 @@ impl Mailboxes for JetStreamStore {
                     .batch(&self.mailbox, &subject, start, want)
                     .await?;
                 let Some(last) = b.messages.last() else {
-                    return Ok((entries, 0));
+                    return Ok((entries, 0, reached));
                 };
                 start = last.seq + 1;
+                reached = last.seq;
                 for raw in b.messages {
                     let pending: u64 = raw
                         .header("Nats-Num-Pending")
@@ -501,16 +539,52 @@ impl Mailboxes for JetStreamStore {
                     if e.expires_at > now {
                         entries.push(e);
                         if entries.len() >= limit {
-                            return Ok((entries, pending));
+                            return Ok((entries, pending, u64::MAX));
                         }
                     }
                 }
                 if b.pending == 0 {
-                    return Ok((entries, 0));
+                    return Ok((entries, 0, reached));
                 }
             }
         };
-        let ((entries, remaining), (head, _)) = tokio::try_join!(read, self.head(agent_id))?;
+        let ((entries, remaining), head) = if self.conn.replicated() {
+            // Every write acknowledged before this call, whichever process made it, although
+            // a direct get may be answered by a follower that has not applied it: the
+            // leader's newest queued message first, then the page again until the replica
+            // that answers has reached it, less what was acknowledged (its tombstone is read;
+            // the message's delete may not have reached that replica yet).
+            let newest = async {
+                Ok::<_, Error>(
+                    self.conn
+                        .get(&self.mailbox, json!({ "last_by_subj": subject }))
+                        .await?
+                        .map_or(0, |r| r.seq),
+                )
+            };
+            let (newest, (head, _)) = tokio::try_join!(newest, self.head(agent_id))?;
+            let mut attempt = 0;
+            let (entries, remaining) = loop {
+                let (entries, remaining, reached) = read().await?;
+                if newest < first || reached >= newest || attempt >= super::conn::CATCH_UP_TRIES {
+                    if reached < newest && newest >= first {
+                        tracing::warn!(
+                            agent = agent_id,
+                            "a replica stayed behind its leader; listing from it anyway"
+                        );
+                    }
+                    break (entries, remaining);
+                }
+                metrics::counter!("amp_store_replica_catch_up_waits_total").increment(1);
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
+                attempt += 1;
+            };
+            ((self.drop_acked(agent_id, entries).await?, remaining), head)
+        } else {
+            let ((entries, remaining, _), (head, _)) =
+                tokio::try_join!(read(), self.head(agent_id))?;
+            ((entries, remaining), head)
+        };
         let head = entries.last().map_or(head, |e| head.max(e.seq));
         Ok(MailboxPage {
             entries,

@@ -301,3 +301,70 @@ async fn spec_next_jetstream_suspensions() {
     amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&a).await;
     amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&a, &b).await;
 }
+
+/// Read your writes on replicated streams (3 NATS nodes, 3 replicas): what one process wrote
+/// and had acknowledged is what another process, connected to another node, reads next, with
+/// no retry: an agent by its key, a message in the mailbox listing, an acknowledgement (the
+/// message gone from the listing, and an ack from the reader finding what the writer
+/// enqueued). Direct gets alone can be answered by a follower that has not applied the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_replicated_reads_see_acknowledged_writes() {
+    let nats = amp_testkit::NatsCluster::start(3);
+    let urls = nats.urls();
+    let prefix = unique("ryw");
+    let on = |i: usize| {
+        let mut c = config(&urls[i], &prefix);
+        c.replicas = 3;
+        c
+    };
+    let writer = Store::new(JetStreamStore::connect(on(0)).await.expect("writer"));
+    let reader = Store::new(JetStreamStore::connect(on(1)).await.expect("reader"));
+    let now = now_ms();
+    let owner = agent("ryw", "owner", now);
+    writer
+        .create_agent(owner.clone(), key_hash("ryw-owner"), now)
+        .await
+        .expect("owner");
+    let mut stale = Vec::new();
+    for i in 0..150 {
+        let a = agent("ryw", &format!("a{i}"), now);
+        let key = key_hash(&format!("ryw-key-{i}"));
+        writer
+            .create_agent(a.clone(), key, now)
+            .await
+            .expect("create");
+        if reader.agent_by_api_key(&key).await.expect("read").is_none() {
+            stale.push(format!("{i}: a new agent's key not found"));
+        }
+        let id = format!("m{i}");
+        writer
+            .enqueue(entry(&owner.id, &id, "sender", now, 3_600_000))
+            .await
+            .expect("enqueue");
+        let page = reader
+            .fetch(&owner.id, None, 1_000, now)
+            .await
+            .expect("fetch");
+        if !page.entries.iter().any(|e| e.message_id == id) {
+            stale.push(format!("{i}: an enqueued message missing from the listing"));
+        }
+        // Every other message acked by the writer (then gone for the reader), the others by
+        // the reader (which must find them).
+        let acker = if i % 2 == 0 { &writer } else { &reader };
+        let out = acker
+            .ack(&owner.id, std::slice::from_ref(&id), now)
+            .await
+            .expect("ack");
+        if out != vec![AckOutcome::Acked] {
+            stale.push(format!("{i}: ack answered {out:?}"));
+        }
+        let page = reader
+            .fetch(&owner.id, None, 1_000, now)
+            .await
+            .expect("fetch");
+        if page.entries.iter().any(|e| e.message_id == id) {
+            stale.push(format!("{i}: an acknowledged message still listed"));
+        }
+    }
+    assert!(stale.is_empty(), "{} stale reads: {stale:#?}", stale.len());
+}
