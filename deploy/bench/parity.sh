@@ -14,6 +14,13 @@
 #   BENCH_ROUNDS       ampd/cluster rounds (default 2)
 #   BENCH_AGENTS       agents registered on each side (default 200)
 #   BENCH_CONCURRENCY  routes in flight, closed loop (default 64)
+#   BENCH_OPEN_RATE    routes/s of the open-loop phase that follows each closed-loop one,
+#                      the same rate on both sides (default 800, about half of what the
+#                      cluster takes at most on a 2-core machine; 0: no open-loop phase).
+#                      Latency there is counted from each route's scheduled send time, so
+#                      it shows the pipeline's delay at a load both sides carry, where the
+#                      closed loop's p99 is mostly queueing (at saturation, 64 in flight over
+#                      the rate)
 #   BENCH_PARTITIONS   the cluster's [nats] ingress_partitions (default 1)
 #   BENCH_FETCH_BATCH  the cluster's [nats] fetch_batch (default 1)
 #   BENCH_NATS_TOML    extra lines for the cluster's [nats] section (e.g. "publish_batch = 1")
@@ -35,6 +42,7 @@ SECS=${BENCH_SECS:-15}
 ROUNDS=${BENCH_ROUNDS:-2}
 AGENTS=${BENCH_AGENTS:-200}
 CONC=${BENCH_CONCURRENCY:-64}
+OPEN_RATE=${BENCH_OPEN_RATE:-800}
 PARTITIONS=${BENCH_PARTITIONS:-1}
 FETCH_BATCH=${BENCH_FETCH_BATCH:-1}
 WORK=$(mktemp -d /tmp/amp-parity.XXXXXX)
@@ -179,6 +187,11 @@ measure() {
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu1"
   nats_counts > "$OUT/$label-$round.nats1"
   printf '%s\n' proxy "${PROVIDER_ROLES[@]}" > "$OUT/$label-$round.roles"
+  if [ "$OPEN_RATE" -gt 0 ]; then
+    "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --reuse "$agents" --mix route \
+      --rate "$OPEN_RATE" --duration "$SECS" --quiet --json "$OUT/$label-$round.open.json" \
+      > "$OUT/$label-$round.open.txt"
+  fi
 }
 
 run_ampd() {
@@ -252,9 +265,9 @@ for r in $(seq 1 "$ROUNDS"); do
   run_cluster "$r"
 done
 
-python3 - "$OUT" "$ROUNDS" "$SECS" "$AGENTS" "$CONC" "$PARTITIONS" <<'EOF'
-import json, sys, statistics as st
-out, rounds, secs, agents, conc, parts = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+python3 - "$OUT" "$ROUNDS" "$SECS" "$AGENTS" "$CONC" "$PARTITIONS" "$OPEN_RATE" <<'EOF'
+import json, os, sys, statistics as st
+out, rounds, secs, agents, conc, parts, open_rate = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 def side(label):
     rows = []
     for r in range(1, rounds + 1):
@@ -275,9 +288,16 @@ def side(label):
         n1 = [float(x) for x in open(f"{out}/{label}-{r}.nats1").read().split()]
         row["nats_msgs"] = (n1[0] - n0[0]) / ok
         row["js_api"] = (n1[1] - n0[1]) / ok
+        opened = f"{out}/{label}-{r}.open.json"
+        if os.path.exists(opened):
+            o = json.load(open(opened))["ops"]["route"]
+            row.update(open_rate=o["per_second"], open_p50=o["latency"]["p50_ms"],
+                       open_p99=o["latency"]["p99_ms"], open_errors=o["errors"])
         rows.append(row)
     med = {k: st.median(r[k] for r in rows) for k in rows[0]}
     med["errors"] = sum(r["errors"] for r in rows)
+    if "open_errors" in med:
+        med["open_errors"] = sum(r["open_errors"] for r in rows)
     return med
 a, c = side("ampd"), side("cluster")
 print(f"\nparity: {rounds} round(s) of {secs} s, {agents} agents, {conc} in flight, "
@@ -290,6 +310,11 @@ print(f"| p99 ms | {a['p99']:.1f} | {c['p99']:.1f} | {c['p99']/a['p99']:.2f} | â
 print(f"| CPU ms per routed message (all provider processes) | {a['cpu_ms']:.2f} | {c['cpu_ms']:.2f} | {c['cpu_ms']/a['cpu_ms']:.2f} | â‰¤ 2 |")
 print(f"| nginx CPU ms per message (not counted above) | {a['proxy_ms']:.2f} | {c['proxy_ms']:.2f} | | |")
 print(f"| errors | {a['errors']} | {c['errors']} | | 0 |")
+if "open_p99" in a and "open_p99" in c:
+    print(f"| open loop at {open_rate}/s: routes/s answered | {a['open_rate']:.0f} | {c['open_rate']:.0f} | | |")
+    print(f"| open loop: p50 ms | {a['open_p50']:.1f} | {c['open_p50']:.1f} | {c['open_p50']/a['open_p50']:.2f} | |")
+    print(f"| open loop: p99 ms | {a['open_p99']:.1f} | {c['open_p99']:.1f} | {c['open_p99']/a['open_p99']:.2f} | |")
+    print(f"| open loop: errors | {a['open_errors']} | {c['open_errors']} | | 0 |")
 print(f"| NATS messages in per routed message (JetStream API calls) | | {c['nats_msgs']:.1f} ({c['js_api']:.1f}) | | |")
 print("\nCPU ms per routed message, by process kind (summed over its replicas):\n")
 print("| process | ms/msg |")
