@@ -153,6 +153,12 @@ pub fn refusal(outcome: RouteOutcome) -> Option<ApiError> {
         RouteOutcome::RecipientGone => {
             Some(ApiError::not_found("recipient not found on this provider").with_field("to"))
         }
+        // 07's `block` verdict is `403`; 08 has no code of its own for it. Which rule
+        // matched is never said (07: it would help an attacker refine the payload).
+        RouteOutcome::Blocked => Some(ApiError::new(
+            ErrorCode::Forbidden,
+            "the message was refused by this provider's content security policy",
+        )),
     }
 }
 

@@ -104,6 +104,8 @@ pub enum Verdict {
     Flagged,
     /// Held for review.
     Quarantined,
+    /// Refused by a security rule (spec-next 07's `block` verdict).
+    Blocked,
 }
 
 /// Counts per agent, in memory, flushed to the store (see the module doc). Cheap to clone.
@@ -180,6 +182,7 @@ impl RiskMeter {
             Verdict::Clean => {}
             Verdict::Flagged => c.flagged += 1,
             Verdict::Quarantined => c.quarantined += 1,
+            Verdict::Blocked => c.blocked += 1,
         }
         st.dirty.insert(agent_id.to_owned(), hour);
     }

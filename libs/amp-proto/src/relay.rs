@@ -86,6 +86,8 @@ pub enum RouteOutcome {
     /// Held for review (spec-next 07 quarantine), not in the mailbox: an operator approves
     /// (then it is written) or rejects it, else it expires.
     Quarantined,
+    /// Refused by a content-security rule (spec-next 07's `block` verdict): not stored.
+    Blocked,
 }
 
 /// The data of a durable `webhook` job: which mailbox entry to deliver (delivery re-reads it

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
-use crate::config::Config;
+use crate::config::{Action, Config};
 use crate::security::{
-    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments,
+    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments, verdict,
 };
 
 /// Why the router could not start.
@@ -231,6 +231,7 @@ impl RouterService {
                     RouteOutcome::MailboxFull
                         | RouteOutcome::RecipientGone
                         | RouteOutcome::Conflict
+                        | RouteOutcome::Blocked
                 );
                 let mut d = d;
                 let taken = d.offer_reply(Bytes::from(reply), failed).await;
@@ -281,7 +282,37 @@ impl RouterService {
             .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
         let (security, flags) = security_of(inner, &accepted, &recipient_address).await?;
         let security = security.map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
-        let flagged = !flags.is_empty();
+        // What the findings do to it (spec-next 07): flag, quarantine, block; a sender's
+        // repeated flags escalate its next message to quarantine.
+        let qc = &inner.config.quarantine;
+        let mut decision = verdict::decide(&inner.scanner, qc, &flags);
+        let flagged = decision.action == Action::Flag;
+        let mut reason = "injection_detected";
+        if decision.action < Action::Quarantine
+            && verdict::escalate(
+                &inner.store,
+                qc,
+                &accepted.sender_address,
+                amp_proto::Timestamp::now().unix_millis(),
+                flagged,
+            )
+            .await?
+        {
+            decision.action = Action::Quarantine;
+            reason = "repeated_flags";
+        }
+        if decision.action == Action::Block {
+            self.count_risk(
+                &accepted.sender_address,
+                accepted.via_provider.is_some(),
+                amp_messaging::risk::Verdict::Blocked,
+            )
+            .await;
+            metrics::counter!("amp_router_messages_total", "outcome" => "blocked").increment(1);
+            tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %accepted.message.envelope.id,
+                rules = ?decision.rules, severity = decision.severity.as_str(), "message blocked by a security rule");
+            return Ok(RouteOutcome::Blocked);
+        }
         let mut message = accepted.message;
         message.security = Some(security);
 
@@ -307,18 +338,20 @@ impl RouterService {
             expires_at: expires_at.unix_millis(),
             max_queued: accepted.max_queued,
         };
-        let rules: Vec<String> = flags
-            .iter()
-            .filter(|f| inner.config.quarantine.categories.contains(f))
-            .cloned()
-            .collect();
-        if !rules.is_empty() {
+        if decision.action == Action::Quarantine {
             let from = (
                 accepted.sender_address.as_str(),
                 accepted.via_provider.is_some(),
             );
             return self
-                .hold(from, &message.envelope.subject, &recipient, entry, rules)
+                .hold(
+                    from,
+                    &message.envelope.subject,
+                    &recipient,
+                    entry,
+                    reason,
+                    decision,
+                )
                 .await;
         }
         let held = (entry.data.len() as u64, entry.expires_at);
@@ -418,7 +451,8 @@ impl RouterService {
         subject: &str,
         recipient: &amp_store::AgentRecord,
         entry: NewMailboxEntry,
-        rules: Vec<String>,
+        reason: &str,
+        decision: verdict::Decision,
     ) -> Result<RouteOutcome, amp_store::Error> {
         use amp_store::quarantine::{Quarantine as _, QuarantineEntry};
         let inner = &self.inner;
@@ -442,9 +476,16 @@ impl RouterService {
             recipient_id: recipient.id.clone(),
             tenant: recipient.tenant.clone(),
             subject: subject.to_owned(),
-            reason: "injection_detected".into(),
-            rules_triggered: rules,
-            severity: "high".into(),
+            reason: reason.into(),
+            rules_triggered: decision.rules,
+            // A message escalated on its sender's history alone has no rule of its own:
+            // 07's quarantine row.
+            severity: if reason == "injection_detected" {
+                decision.severity.as_str()
+            } else {
+                "high"
+            }
+            .into(),
             quarantined_at: queued,
             expires_at: queued.saturating_add(ttl),
             message_id: entry.message_id.clone(),
@@ -509,6 +550,11 @@ impl RouterService {
             RouteOutcome::RecipientGone => (
                 "recipient_not_found",
                 "the recipient no longer exists on this provider; the message was not delivered",
+            ),
+            // Which rule matched is never said (07).
+            RouteOutcome::Blocked => (
+                "forbidden",
+                "the message was refused by the provider's content security policy; it was not delivered",
             ),
             RouteOutcome::Conflict => (
                 "duplicate_message",
@@ -607,7 +653,7 @@ async fn security_of(
             context: context.as_deref(),
         },
     );
-    let meta = SecurityMeta {
+    let mut meta = SecurityMeta {
         attachments: assess_attachments(
             &inner.store,
             message.payload.get(),
@@ -617,6 +663,9 @@ async fn security_of(
         .await?,
         ..meta
     };
+    // An `ignore` action: not a finding at all (07), so not in the delivered metadata.
+    meta.injection_flags
+        .retain(|f| !verdict::ignored(&inner.config.quarantine, f));
     let raw = serde_json::value::to_raw_value(&meta);
     Ok((raw, meta.injection_flags))
 }
