@@ -89,12 +89,18 @@ pub async fn show(acc: &Acceptor, id: &str, now: i64) -> Result<Value, ApiError>
     Ok(view(&entry, &state(&entry, d.as_ref(), now), true))
 }
 
-/// Most entries one listing reads, whatever it finds: a listing by a rare status returns
-/// fewer than `limit` with a `next_cursor` rather than scanning everything.
-const MAX_SCANNED: usize = 2_000;
+/// Most entries (and as many decisions) one listing reads: the periodic purge keeps the
+/// collection to the entries of the last `ttl_hours` + `keep_expired_hours`, so this is
+/// only reached by a flood; past it a listing omits `total` and pages on with
+/// `next_cursor`.
+const MAX_SCANNED: usize = 10_000;
+
+/// Rows per store read.
+const PAGE: usize = 500;
 
 /// `GET /v1/quarantine?status=&limit=&cursor=`: entries in `status` (default `pending`),
-/// oldest first, `limit` 1-100 (default 20).
+/// oldest first, `limit` 1-100 (default 20), with 08's `count` (this page) and `total`
+/// (entries in the status, all pages), and `next_cursor` when more follow.
 ///
 /// Fails with `400` for a bad status or limit, `503` when the store cannot be read.
 pub async fn list(
@@ -115,41 +121,78 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be 1 to 100"));
     }
-    let mut items = Vec::new();
-    let mut after = cursor.map(str::to_owned);
-    let mut scanned = 0;
-    let mut more = true;
-    while items.len() < limit && scanned < MAX_SCANNED {
+    // The decisions first, in bulk: a read per entry would cost a round trip each.
+    let mut decisions = std::collections::HashMap::new();
+    let mut after: Option<String> = None;
+    let mut complete = true;
+    loop {
         let page = acc
             .store
-            .quarantine_page(after.as_deref(), 200)
+            .quarantine_decisions_page(after.as_deref(), PAGE)
+            .await
+            .map_err(store_err)?;
+        let n = page.len();
+        after = page.last().map(|(id, _)| id.clone());
+        decisions.extend(page);
+        if n < PAGE {
+            break;
+        }
+        if decisions.len() >= MAX_SCANNED {
+            complete = false;
+            break;
+        }
+    }
+    // Every entry, from the oldest: the total counts them all, the page starts after the
+    // cursor.
+    let mut items = Vec::new();
+    let (mut total, mut scanned, mut more) = (0usize, 0usize, false);
+    let mut last: Option<String> = None;
+    let mut after: Option<String> = None;
+    loop {
+        let page = acc
+            .store
+            .quarantine_page(after.as_deref(), PAGE)
             .await
             .map_err(store_err)?;
         let n = page.len();
         for entry in page {
             scanned += 1;
             after = Some(entry.quarantine_id.clone());
-            let d = acc
-                .store
-                .quarantine_decision(&entry.quarantine_id)
-                .await
-                .map_err(store_err)?;
-            let s = state(&entry, d.as_ref(), now);
-            if s == status {
+            let s = state(&entry, decisions.get(&entry.quarantine_id), now);
+            if s != status {
+                continue;
+            }
+            total += 1;
+            if cursor.is_some_and(|c| entry.quarantine_id.as_str() <= c) {
+                continue;
+            }
+            if items.len() < limit {
+                last = Some(entry.quarantine_id.clone());
                 items.push(view(&entry, &s, false));
-                if items.len() == limit {
-                    break;
-                }
+            } else {
+                more = true;
             }
         }
-        if n < 200 {
-            more = items.len() == limit;
+        if n < PAGE {
+            break;
+        }
+        if scanned >= MAX_SCANNED {
+            // Not all read: the total is not known, and the listing goes on from the last
+            // item given (or the last entry read, when the page is not full).
+            complete = false;
+            more = true;
+            if items.len() < limit {
+                last = after;
+            }
             break;
         }
     }
     let count = items.len();
     let mut v = json!({ "items": items, "count": count });
-    if more && let Some(c) = after {
+    if complete {
+        v["total"] = json!(total);
+    }
+    if more && let Some(c) = last {
         v["next_cursor"] = json!(c);
     }
     Ok(v)

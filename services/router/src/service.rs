@@ -126,6 +126,7 @@ impl RouterService {
         };
         let workers = self.inner.config.workers.max(1);
         let risk = tokio::spawn(self.inner.risk.clone().run(shutdown.clone()));
+        let purge = tokio::spawn(self.clone().purge_quarantine(shutdown.clone()));
         let slots = Arc::new(tokio::sync::Semaphore::new(workers));
         let mut tasks = Vec::new();
         for i in 0..PULLERS.max(shards) {
@@ -141,6 +142,7 @@ impl RouterService {
             let _ = t.await;
         }
         let _ = risk.await;
+        let _ = purge.await;
         let all = u32::try_from(workers).unwrap_or(u32::MAX);
         if tokio::time::timeout(FINISH_ON_SHUTDOWN, slots.acquire_many(all))
             .await
@@ -503,6 +505,53 @@ impl RouterService {
         Ok(RouteOutcome::Quarantined)
     }
 
+    /// Deletes quarantine entries `keep_expired_hours` past their expiry, every
+    /// `purge_interval_secs`, until `shutdown` (every replica does; deleting twice is
+    /// harmless). An entry that expired unreviewed is logged as it goes (07: the expiration
+    /// SHOULD be logged for audit; the message was never delivered).
+    async fn purge_quarantine(self, shutdown: Shutdown) {
+        let qc = &self.inner.config.quarantine;
+        let keep =
+            amp_store::revocation::secs_to_millis(qc.keep_expired_hours.saturating_mul(3600));
+        let mut tick = tokio::time::interval(Duration::from_secs(qc.purge_interval_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; start-up does not wait on a sweep.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                _ = tick.tick() => {}
+            }
+            let cutoff = amp_proto::Timestamp::now()
+                .unix_millis()
+                .saturating_sub(keep);
+            use amp_store::quarantine::Quarantine as _;
+            match self
+                .inner
+                .store
+                .purge_quarantine(cutoff, QUARANTINE_PURGE_SCAN)
+                .await
+            {
+                Ok(gone) => {
+                    for (e, decision) in gone {
+                        match decision {
+                            None => {
+                                tracing::info!(quarantine = %e.quarantine_id, tenant = %e.tenant,
+                                agent = %e.recipient_id, id = %e.message_id,
+                                "quarantined message expired unreviewed and was not delivered; entry deleted")
+                            }
+                            Some(d) => {
+                                tracing::debug!(quarantine = %e.quarantine_id, status = %d.status,
+                                "reviewed quarantine entry deleted")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "purging expired quarantine entries failed"),
+            }
+        }
+    }
+
     /// Counts a message newly written for the risk score of its sender, when the sender is
     /// one of this provider's agents (a peer's senders are the peer's to score).
     async fn count_risk(
@@ -611,6 +660,9 @@ impl RouterService {
         Ok(RouteOutcome::Forwarded)
     }
 }
+
+/// Most quarantine entries one purge sweep looks at.
+const QUARANTINE_PURGE_SCAN: usize = 10_000;
 
 /// The id of the webhook job for one message (one job per recipient and message).
 pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
