@@ -501,8 +501,60 @@ impl RouterService {
                 .await;
             metrics::counter!("amp_router_messages_total", "outcome" => "quarantined").increment(1);
             tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %held.message_id, quarantine = %id, "message quarantined");
+            if inner.config.quarantine.notify_recipient {
+                self.notify_held(recipient, &held).await;
+            }
         }
         Ok(RouteOutcome::Quarantined)
+    }
+
+    /// Tells `recipient` that a message for it is held for review (spec-next 07
+    /// "Notifications"): a `system` message from `postmaster@system.<domain>` naming the
+    /// sender and the message's id, never its subject or content. Written once, with the
+    /// entry (a redelivery holds nothing again); a notice that cannot be written is logged,
+    /// the message stays held.
+    async fn notify_held(
+        &self,
+        recipient: &amp_store::AgentRecord,
+        held: &amp_store::quarantine::QuarantineEntry,
+    ) {
+        let inner = &self.inner;
+        let payload = serde_json::json!({
+            "type": "system",
+            "message": format!(
+                "A message for you from {} is held for a security review. It is delivered \
+                 if a reviewer releases it, and dropped otherwise.",
+                held.from
+            ),
+            "context": {
+                "held_message_id": held.message_id,
+                "sender": held.from,
+                "status": "quarantined",
+            },
+        });
+        let notice = match amp_messaging::bounce::system_notice(
+            &inner.domain,
+            &inner.provider_key,
+            recipient,
+            "Message held for review",
+            &payload,
+            None,
+            None,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "held-message notice not built");
+                return;
+            }
+        };
+        match Box::pin(self.route(notice)).await {
+            Ok(outcome) => {
+                tracing::debug!(agent = %recipient.id, id = %held.message_id, outcome = ?outcome, "recipient told of a held message")
+            }
+            Err(e) => {
+                tracing::warn!(agent = %recipient.id, id = %held.message_id, error = %e, "recipient not told of a held message")
+            }
+        }
     }
 
     /// Deletes quarantine entries `keep_expired_hours` past their expiry, every

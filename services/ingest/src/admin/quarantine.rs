@@ -106,6 +106,7 @@ pub(crate) async fn reject(
         &id,
         &caller.id,
         Timestamp::now().unix_millis(),
+        &inner.identity.provider_key,
     )
     .await
     .map_err(HttpError::from)?;
