@@ -58,6 +58,14 @@ pub struct QuarantineConfig {
     pub keep_expired_hours: u64,
     /// How often this process purges entries past `keep_expired_hours`, in seconds.
     pub purge_interval_secs: u64,
+    /// Scan each message together with the sender's last `window_messages` messages to the
+    /// same recipient within `window_secs` (07 "Multi-Message Window Scanning"), in memory;
+    /// off by default (every message is scanned again with its window).
+    pub window_scan: bool,
+    /// Messages in a window (07: 5).
+    pub window_messages: usize,
+    /// The window's time, in seconds (07: 10 minutes).
+    pub window_secs: u64,
     /// Tell the recipient that a message for it is held (07 "Notifications"), with a
     /// `system` message from `postmaster@system.<domain>` (sender and id, no content).
     pub notify_recipient: bool,
@@ -89,6 +97,9 @@ impl Default for QuarantineConfig {
             keep_expired_hours: 24,
             purge_interval_secs: 300,
             notify_recipient: true,
+            window_scan: false,
+            window_messages: 5,
+            window_secs: 600,
         }
     }
 }

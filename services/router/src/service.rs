@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::config::{Action, Config};
 use crate::security::{
-    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments, verdict,
+    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments, verdict, window,
 };
 
 /// Why the router could not start.
@@ -54,6 +54,8 @@ struct Inner {
     meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
     /// Counts local senders' messages and injection flags (spec-next 07 risk scoring).
     risk: amp_messaging::risk::RiskMeter,
+    /// The multi-message windows (spec-next 07), when `window_scan` is on.
+    windows: Option<window::Windows>,
 }
 
 impl RouterService {
@@ -88,8 +90,16 @@ impl RouterService {
             bus.clone(),
             registry.clone(),
         );
+        let qc = &config.quarantine;
+        let windows = qc.window_scan.then(|| {
+            window::Windows::new(
+                qc.window_messages,
+                Duration::from_secs(qc.window_secs.max(1)),
+            )
+        });
         Ok(Self {
             inner: Arc::new(Inner {
+                windows,
                 risk,
                 registry,
                 config,
@@ -767,6 +777,23 @@ async fn security_of(
         .await?,
         ..meta
     };
+    // The sender's recent messages to this recipient, scanned together (07): what only
+    // the window shows is added, marked `window_scan`.
+    if let Some(windows) = &inner.windows {
+        let extra = windows.scan(
+            &inner.scanner,
+            &accepted.sender_address,
+            recipient.as_str(),
+            &text,
+            std::time::Instant::now(),
+            &meta.injection_flags,
+        );
+        if !extra.is_empty() {
+            tracing::info!(recipient = %recipient, categories = ?extra, "injection found by the multi-message window scan");
+            meta.injection_flags.extend(extra);
+            meta.injection_flags.push(window::WINDOW_SCAN.to_owned());
+        }
+    }
     // An `ignore` action: not a finding at all (07), so not in the delivered metadata.
     meta.injection_flags
         .retain(|f| !verdict::ignored(&inner.config.quarantine, f));

@@ -12,11 +12,14 @@
 //! - [`assess`]: all three at once, for one delivered message.
 //! - [`assess_attachments`]: the scan results of its attachments (`attachments`).
 //! - [`verdict`]: what the findings do to the message (flag, quarantine, block, ignore).
+//! - [`window`]: the multi-message window scan of a sender's recent messages to one
+//!   recipient.
 
 mod attachments;
 mod normalize;
 mod scanner;
 pub mod verdict;
+pub mod window;
 
 pub use attachments::{AttachmentSecurity, assess_attachments};
 pub use scanner::{InjectionScanner, MAX_SCAN_BYTES, PatternError, Severity};
