@@ -272,6 +272,8 @@ pub(crate) async fn accept(
                 priority: priority_text.as_deref().unwrap_or("normal"),
                 in_reply_to: in_reply_to.as_deref().unwrap_or(""),
             };
+            // The fingerprint of the key that verified, when it is not the cached record's.
+            let mut fresh_fingerprint = None;
             let checked = match verify_message(&sender_key, &fields, payload.get(), &sig) {
                 Err(VerifyError::Invalid) => {
                     // The sender's record may be a cached copy from before a key rotation
@@ -281,6 +283,7 @@ pub(crate) async fn accept(
                         Some(fresh) if fresh.public_key_hex != sender.public_key_hex => {
                             acc.cache.forget(&sender.id);
                             let key = crate::auth::agent_key(&fresh)?;
+                            fresh_fingerprint = Some(fresh.fingerprint);
                             verify_message(&key, &fields, payload.get(), &sig)
                         }
                         _ => Err(VerifyError::Invalid),
@@ -290,6 +293,13 @@ pub(crate) async fn accept(
             };
             match checked {
                 Ok(v) => {
+                    // A current key an operator revoked (spec-next 07) signs nothing either.
+                    crate::revocation::refuse_revoked_current(
+                        &acc.cache,
+                        &sender.id,
+                        fresh_fingerprint.as_deref().unwrap_or(&sender.fingerprint),
+                    )
+                    .await?;
                     metrics::counter!("amp_signatures_verified_total", "form" => v.hash_form.as_str())
                         .increment(1);
                     (sig, true)

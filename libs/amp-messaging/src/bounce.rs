@@ -2,6 +2,8 @@
 //! recipient's mailbox is full, the recipient is gone, a peer provider refused it), its sender
 //! gets a `system` message from `postmaster@system.<domain>` saying why, signed with the
 //! provider key, threaded under the original. Nothing accepted is dropped silently.
+//! [`system_notice`] builds the provider's other notices the same way (spec-next 07
+//! "Notifications": a message held for review, a held message rejected).
 
 use amp_proto::message::{PROTOCOL_VERSION, limits};
 use amp_proto::relay::{Accepted, StoredMessage};
@@ -52,8 +54,6 @@ fn notice(
     why: &str,
 ) -> Result<Accepted, String> {
     let orig = &original.message.envelope;
-    let now = Timestamp::now();
-    let postmaster = format!("postmaster@system.{domain}");
     let payload = json!({
         "type": "system",
         "message": why,
@@ -62,37 +62,66 @@ fn notice(
             "recipient": original.recipient_address,
             "error": code,
         },
-    })
-    .to_string();
-    let subject: String = format!("Undeliverable: {}", orig.subject)
-        .chars()
-        .take(limits::SUBJECT_CHARS)
-        .collect();
-    let in_reply_to = orig.id.to_string();
+    });
+    let subject = format!("Undeliverable: {}", orig.subject);
+    system_notice(
+        domain,
+        provider_key,
+        sender,
+        &subject,
+        &payload,
+        Some(orig.id.as_str()),
+        Some(orig.thread_id.clone()),
+    )
+}
+
+/// A `system` message from `postmaster@system.<domain>` to the local agent `to`, signed
+/// with the provider key, ready to be routed to its mailbox: the provider's notices (a
+/// bounce, a held message, a rejected one). `subject` is cut to the subject limit;
+/// `payload` is the message's payload (`type: "system"`); `thread_id` `None` starts a
+/// thread of its own.
+///
+/// Fails when the notice cannot be signed or encoded.
+pub fn system_notice(
+    domain: &str,
+    provider_key: &SecretKey,
+    to: &AgentRecord,
+    subject: &str,
+    payload: &serde_json::Value,
+    in_reply_to: Option<&str>,
+    thread_id: Option<String>,
+) -> Result<Accepted, String> {
+    let now = Timestamp::now();
+    let postmaster = format!("postmaster@system.{domain}");
+    let payload = payload.to_string();
+    let subject: String = subject.chars().take(limits::SUBJECT_CHARS).collect();
     let signature = sign_message(
         provider_key,
         &SignedFields {
             from: &postmaster,
-            to: &sender.address,
+            to: &to.address,
             subject: &subject,
             priority: Priority::Normal.as_str(),
-            in_reply_to: &in_reply_to,
+            in_reply_to: in_reply_to.unwrap_or(""),
         },
         &payload,
     )
     .map_err(|e| e.to_string())?;
+    let id = MessageId::generate(now);
+    // A notice about nothing the agent has starts its own thread.
+    let thread_id = thread_id.unwrap_or_else(|| id.to_string());
     let envelope = Envelope {
         version: PROTOCOL_VERSION.to_owned(),
-        id: MessageId::generate(now),
+        id,
         from: postmaster.clone(),
-        to: sender.address.clone(),
+        to: to.address.clone(),
         subject,
         priority: Priority::Normal,
         timestamp: now,
         expires_at: Some(now.plus_secs(limits::DEFAULT_TTL_SECS)),
         signature,
-        in_reply_to: Some(in_reply_to),
-        thread_id: orig.thread_id.clone(),
+        in_reply_to: in_reply_to.map(str::to_owned),
+        thread_id,
         idempotency_key: None,
     };
     Ok(Accepted {
@@ -104,8 +133,8 @@ fn notice(
             security: None,
             receipt: false,
         },
-        recipient_id: sender.id.clone(),
-        recipient_address: sender.address.clone(),
+        recipient_id: to.id.clone(),
+        recipient_address: to.address.clone(),
         sender_address: postmaster,
         signature_valid: true,
         verified_at: Some(now),

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use amp_bus::{Bus, subjects};
+use amp_store::revocation::{self, Revocation};
 use amp_store::suspension::{AgentSuspension, Suspensions as _};
 use amp_store::{AgentRecord, ApiKeyRecord, Store};
 
@@ -72,6 +73,9 @@ struct Maps {
     /// Agents' suspension records, the absence of one included (most agents have none, and
     /// every route asks about two agents); dropped with the agent's other entries.
     suspensions: HashMap<String, Entry<Option<AgentSuspension>>>,
+    /// Whether each agent's current key (by fingerprint) is on the revocation list, the
+    /// answer "no" included, as for suspensions.
+    revoked_current: HashMap<String, Entry<(String, Option<Revocation>)>>,
     /// Which `by_key` and `by_name` keys hold each agent, so forgetting an agent costs its
     /// own entries, not a scan of every map (events arrive for every socket that opens).
     held: HashMap<String, Held>,
@@ -113,6 +117,7 @@ impl Maps {
         self.by_id.remove(agent_id);
         self.presence.remove(agent_id);
         self.suspensions.remove(agent_id);
+        self.revoked_current.remove(agent_id);
     }
 }
 
@@ -264,6 +269,40 @@ impl RegistryCache {
                 agent_id.to_owned(),
                 agent_id,
                 found.clone(),
+                ttl,
+            );
+        }
+        Ok(found)
+    }
+
+    /// The revocation list's entry for `fingerprint`, the current key of `agent_id`
+    /// (spec-next 07), or `None`. Kept like [`suspension`](Self::suspension), the absence
+    /// included: a revocation announces itself ([`ChangeKind::Revoked`]), so a remembered
+    /// "not revoked" is dropped by its event and lives at most the cache's TTL. A key
+    /// rotation changes the fingerprint asked about, which is then read afresh.
+    ///
+    /// [`ChangeKind::Revoked`]: crate::events::ChangeKind::Revoked
+    ///
+    /// Fails only on store errors.
+    pub async fn current_key_revocation(
+        &self,
+        agent_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Revocation>, amp_store::Error> {
+        let ttl = self.inner.ttl;
+        if let Some((fp, hit)) = fresh(&self.maps().revoked_current, agent_id, ttl)
+            && fp == fingerprint
+        {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let found = revocation::revoked(&self.inner.store, fingerprint).await?;
+        if let Some(mut maps) = self.maps_since(generation) {
+            remember(
+                &mut maps.revoked_current,
+                agent_id.to_owned(),
+                agent_id,
+                (fingerprint.to_owned(), found.clone()),
                 ttl,
             );
         }

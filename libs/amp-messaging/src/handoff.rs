@@ -156,6 +156,12 @@ pub fn refusal(outcome: RouteOutcome) -> Option<ApiError> {
         RouteOutcome::Unavailable => Some(unavailable(
             "the message could not be stored now (the store cannot write); retry later",
         )),
+        // 07's `block` verdict is `403`; 08 has no code of its own for it. Which rule
+        // matched is never said (07: it would help an attacker refine the payload).
+        RouteOutcome::Blocked => Some(ApiError::new(
+            ErrorCode::Forbidden,
+            "the message was refused by this provider's content security policy",
+        )),
     }
 }
 

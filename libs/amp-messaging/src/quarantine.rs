@@ -8,12 +8,12 @@
 //! - Approval writes the message to the recipient's mailbox as the router would (the
 //!   mailbox's idempotent enqueue, the hint to its sockets, the webhook job), so it is
 //!   delivered normally; approving again is answered the same and writes nothing twice.
-//! - Rejection drops it for good. The first decision wins (approve after reject, or the
+//! - Rejection drops it for good, and its sender (one of ours) is told, never why (07). The first decision wins (approve after reject, or the
 //!   reverse, is `409 conflict`); an entry past its `expires_at` is `expired`, and approving
 //!   or rejecting it is `410 quarantine_expired`.
 
 use amp_proto::relay::RouteOutcome;
-use amp_proto::{ApiError, ErrorCode, Timestamp};
+use amp_proto::{ApiError, ErrorCode, SecretKey, Timestamp};
 use amp_store::quarantine::{Quarantine as _, QuarantineDecision, QuarantineEntry};
 use amp_store::{Enqueued, Job, NewMailboxEntry};
 use serde_json::{Value, json};
@@ -89,12 +89,18 @@ pub async fn show(acc: &Acceptor, id: &str, now: i64) -> Result<Value, ApiError>
     Ok(view(&entry, &state(&entry, d.as_ref(), now), true))
 }
 
-/// Most entries one listing reads, whatever it finds: a listing by a rare status returns
-/// fewer than `limit` with a `next_cursor` rather than scanning everything.
-const MAX_SCANNED: usize = 2_000;
+/// Most entries (and as many decisions) one listing reads: the periodic purge keeps the
+/// collection to the entries of the last `ttl_hours` + `keep_expired_hours`, so this is
+/// only reached by a flood; past it a listing omits `total` and pages on with
+/// `next_cursor`.
+const MAX_SCANNED: usize = 10_000;
+
+/// Rows per store read.
+const PAGE: usize = 500;
 
 /// `GET /v1/quarantine?status=&limit=&cursor=`: entries in `status` (default `pending`),
-/// oldest first, `limit` 1-100 (default 20).
+/// oldest first, `limit` 1-100 (default 20), with 08's `count` (this page) and `total`
+/// (entries in the status, all pages), and `next_cursor` when more follow.
 ///
 /// Fails with `400` for a bad status or limit, `503` when the store cannot be read.
 pub async fn list(
@@ -115,41 +121,78 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be 1 to 100"));
     }
-    let mut items = Vec::new();
-    let mut after = cursor.map(str::to_owned);
-    let mut scanned = 0;
-    let mut more = true;
-    while items.len() < limit && scanned < MAX_SCANNED {
+    // The decisions first, in bulk: a read per entry would cost a round trip each.
+    let mut decisions = std::collections::HashMap::new();
+    let mut after: Option<String> = None;
+    let mut complete = true;
+    loop {
         let page = acc
             .store
-            .quarantine_page(after.as_deref(), 200)
+            .quarantine_decisions_page(after.as_deref(), PAGE)
+            .await
+            .map_err(store_err)?;
+        let n = page.len();
+        after = page.last().map(|(id, _)| id.clone());
+        decisions.extend(page);
+        if n < PAGE {
+            break;
+        }
+        if decisions.len() >= MAX_SCANNED {
+            complete = false;
+            break;
+        }
+    }
+    // Every entry, from the oldest: the total counts them all, the page starts after the
+    // cursor.
+    let mut items = Vec::new();
+    let (mut total, mut scanned, mut more) = (0usize, 0usize, false);
+    let mut last: Option<String> = None;
+    let mut after: Option<String> = None;
+    loop {
+        let page = acc
+            .store
+            .quarantine_page(after.as_deref(), PAGE)
             .await
             .map_err(store_err)?;
         let n = page.len();
         for entry in page {
             scanned += 1;
             after = Some(entry.quarantine_id.clone());
-            let d = acc
-                .store
-                .quarantine_decision(&entry.quarantine_id)
-                .await
-                .map_err(store_err)?;
-            let s = state(&entry, d.as_ref(), now);
-            if s == status {
+            let s = state(&entry, decisions.get(&entry.quarantine_id), now);
+            if s != status {
+                continue;
+            }
+            total += 1;
+            if cursor.is_some_and(|c| entry.quarantine_id.as_str() <= c) {
+                continue;
+            }
+            if items.len() < limit {
+                last = Some(entry.quarantine_id.clone());
                 items.push(view(&entry, &s, false));
-                if items.len() == limit {
-                    break;
-                }
+            } else {
+                more = true;
             }
         }
-        if n < 200 {
-            more = items.len() == limit;
+        if n < PAGE {
+            break;
+        }
+        if scanned >= MAX_SCANNED {
+            // Not all read: the total is not known, and the listing goes on from the last
+            // item given (or the last entry read, when the page is not full).
+            complete = false;
+            more = true;
+            if items.len() < limit {
+                last = after;
+            }
             break;
         }
     }
     let count = items.len();
     let mut v = json!({ "items": items, "count": count });
-    if more && let Some(c) = after {
+    if complete {
+        v["total"] = json!(total);
+    }
+    if more && let Some(c) = last {
         v["next_cursor"] = json!(c);
     }
     Ok(v)
@@ -171,25 +214,96 @@ pub async fn approve(acc: &Acceptor, id: &str, by: &str, now: i64) -> Result<Val
     }))
 }
 
-/// `POST /v1/quarantine/{id}/reject` by `by`: never delivered.
+/// `POST /v1/quarantine/{id}/reject` by `by`: never delivered. The sender, when it is one
+/// of this provider's agents, is told with a notice signed by `provider_key` (07
+/// "Notifications"): which message, to whom, that a review rejected it, never which rules
+/// held it. Told once: a repeated rejection tells nothing again.
 ///
 /// Fails with `404`, `409 conflict` (approved), `410 quarantine_expired`, or `503`.
-pub async fn reject(acc: &Acceptor, id: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn reject(
+    acc: &Acceptor,
+    id: &str,
+    by: &str,
+    now: i64,
+    provider_key: &SecretKey,
+) -> Result<Value, ApiError> {
     let entry = load(acc, id).await?;
-    decide(acc, &entry, "rejected", by, now).await?;
+    let first = decide(acc, &entry, "rejected", by, now).await?;
     tracing::info!(quarantine = %id, actor = %by, id = %entry.message_id, "quarantined message rejected");
+    if first {
+        notify_rejected(acc, &entry, provider_key).await;
+    }
     Ok(json!({ "quarantine_id": id, "status": "rejected" }))
 }
 
-/// Records `status` as the entry's decision, or accepts the same decision made before (a
-/// retry); another decision, or none before the expiry, refuses.
+/// The notice to the sender of a rejected message (see [`reject`]); a sender on another
+/// provider (or gone) is not told, and a notice that cannot be handed to the router is
+/// logged (the rejection stands).
+async fn notify_rejected(acc: &Acceptor, entry: &QuarantineEntry, provider_key: &SecretKey) {
+    let sender = match amp_proto::Address::parse_full(&entry.from, &acc.domain) {
+        Ok(a) if a.provider() == acc.domain && a.tenant() != "system" => a,
+        _ => return,
+    };
+    let agent = match acc
+        .store
+        .agent_by_name(sender.tenant(), sender.name())
+        .await
+    {
+        Ok(Some(a)) if a.is_active() && a.address == sender.as_str() => a,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, id = %entry.message_id, "sender of a rejected message not told");
+            return;
+        }
+    };
+    let thread = serde_json::from_str::<amp_proto::relay::StoredMessage>(&entry.data)
+        .ok()
+        .map(|m| m.envelope.thread_id);
+    let payload = json!({
+        "type": "system",
+        "message": format!(
+            "Your message to {} was not delivered: a security review rejected it.",
+            entry.to
+        ),
+        "context": {
+            "original_id": entry.message_id,
+            "recipient": entry.to,
+            "error": "message_rejected",
+        },
+    });
+    let notice = match crate::bounce::system_notice(
+        &acc.domain,
+        provider_key,
+        &agent,
+        &format!("Undeliverable: {}", entry.subject),
+        &payload,
+        Some(&entry.message_id),
+        thread,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "rejection notice not built");
+            return;
+        }
+    };
+    let waits = crate::handoff::Waits {
+        route_timeout: std::time::Duration::from_millis(acc.config.route_timeout_ms),
+        outcome_wait: std::time::Duration::from_millis(acc.config.outcome_wait_ms),
+    };
+    if let Err(e) = crate::handoff::hand_off(&acc.bus, &agent.tenant, &notice, waits).await {
+        tracing::warn!(error = %e.message, agent = %agent.id, id = %entry.message_id, "sender of a rejected message not told");
+    }
+}
+
+/// Records `status` as the entry's decision (`true`), or accepts the same decision made
+/// before (a retry, `false`); another decision, or none before the expiry, refuses.
 async fn decide(
     acc: &Acceptor,
     entry: &QuarantineEntry,
     status: &str,
     by: &str,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let id = &entry.quarantine_id;
     let d = QuarantineDecision {
         status: status.into(),
@@ -221,7 +335,8 @@ async fn decide(
             ErrorCode::Conflict,
             format!("the message was {} already", e.status),
         )),
-        _ => Ok(()),
+        Some(_) => Ok(false),
+        None => Ok(true),
     }
 }
 

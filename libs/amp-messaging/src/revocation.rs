@@ -2,7 +2,8 @@
 //! (REST, WebSocket `route` frames, federation inbound):
 //!
 //! - a message signed with a revoked key is `403 key_revoked` ([`refuse_revoked_signer`] for
-//!   a local sender, [`refuse_revoked_key`] for a federated one);
+//!   a local sender's earlier key, [`refuse_revoked_current`] for its current one, revoked
+//!   by an operator or by itself, [`refuse_revoked_key`] for a federated one);
 //! - a message whose timestamp is more than [`MAX_FUTURE_SECS`] ahead of our clock is `400
 //!   timestamp_future` ([`refuse_future`]).
 //!
@@ -97,6 +98,28 @@ pub async fn refuse_revoked_signer(
         }
     }
     Ok(())
+}
+
+/// `403 key_revoked` when `fingerprint`, the current key of the agent `agent_id` that just
+/// verified a message's signature, is on the revocation list: an operator revoked it
+/// without replacing it (`admin_action`), or the agent revoked it itself. Read through the
+/// [`RegistryCache`](crate::RegistryCache) (the revocation's event drops the cached "no"),
+/// so an accepted message costs no store read while the answer is cached.
+///
+/// Fails with `503` when the store does not answer.
+pub async fn refuse_revoked_current(
+    cache: &crate::RegistryCache,
+    agent_id: &str,
+    fingerprint: &str,
+) -> Result<(), ApiError> {
+    match cache
+        .current_key_revocation(agent_id, fingerprint)
+        .await
+        .map_err(crate::store_err)?
+    {
+        Some(entry) => Err(key_revoked(&entry)),
+        None => Ok(()),
+    }
 }
 
 /// `403 key_revoked` when `key`, which signed a message federated by `provider`, is on our

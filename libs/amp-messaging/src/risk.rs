@@ -10,6 +10,9 @@
 //! of every agent it counted in that interval, and suspends one whose score reached
 //! `suspend_score` over at least `min_messages` messages (reason `automated_risk_threshold`,
 //! by `system`, for `suspend_hours`). The window is the current hour and the 23 before it.
+//! A change of the agent's level (07: `low`, `medium`, `high`, `critical`) and an automatic
+//! suspension are written to the operator plane's audit log (actor `system`): 07's
+//! "notify the tenant admin", for want of a tenant webhook.
 //!
 //! Why not a store counter per message: the cluster's stores have no cheap atomic
 //! increment (a compare-and-set per message on JetStream KV or a CQL LWT would cost more
@@ -104,6 +107,8 @@ pub enum Verdict {
     Flagged,
     /// Held for review.
     Quarantined,
+    /// Refused by a security rule (spec-next 07's `block` verdict).
+    Blocked,
 }
 
 /// Counts per agent, in memory, flushed to the store (see the module doc). Cheap to clone.
@@ -180,6 +185,7 @@ impl RiskMeter {
             Verdict::Clean => {}
             Verdict::Flagged => c.flagged += 1,
             Verdict::Quarantined => c.quarantined += 1,
+            Verdict::Blocked => c.blocked += 1,
         }
         st.dirty.insert(agent_id.to_owned(), hour);
     }
@@ -219,12 +225,10 @@ impl RiskMeter {
         }
     }
 
-    /// Suspends `agent_id` when its window's score reached the threshold.
+    /// Tells of a change of `agent_id`'s level, and suspends it when its window's score
+    /// reached the threshold.
     async fn check(&self, agent_id: &str, now: i64) {
         let config = &self.inner.config;
-        if config.suspend_score > 100 {
-            return;
-        }
         let counts = match window(&self.inner.store, agent_id, now).await {
             Ok(c) => c,
             Err(e) => {
@@ -233,7 +237,18 @@ impl RiskMeter {
             }
         };
         let s = score(&counts);
-        if counts.total_messages < config.min_messages || s < config.suspend_score {
+        // Below `min_messages` a score says little (one flagged message is 100): `low`.
+        let now_level = if counts.total_messages < config.min_messages {
+            "low"
+        } else {
+            level(s)
+        };
+        self.level_changed(agent_id, now_level, s, &counts, now)
+            .await;
+        if config.suspend_score > 100
+            || counts.total_messages < config.min_messages
+            || s < config.suspend_score
+        {
             return;
         }
         match crate::suspension::active(&self.inner.cache, agent_id, now).await {
@@ -262,6 +277,93 @@ impl RiskMeter {
         .await
         {
             tracing::warn!(error = %e, agent = %agent_id, "automatic suspension not written");
+            return;
+        }
+        // 07's "notify admin": the operator plane's audit log, as every suspension.
+        self.audit(
+            agent_id,
+            "agent.suspend",
+            serde_json::json!({
+                "agent_id": agent_id,
+                "reason": "automated_risk_threshold",
+                "duration_hours": config.suspend_hours.max(1),
+                "risk_score": s,
+            }),
+            now,
+        )
+        .await;
+    }
+
+    /// 07 "Risk Scoring": "notify tenant admins when an agent's risk level changes", and
+    /// the `medium` level's "log + notification to tenant admin". There is no tenant admin
+    /// webhook (nor role) to notify, so the notification is an entry of the operator
+    /// plane's audit log (`agent.risk_level`, actor `system`, the agent's address as
+    /// target), plus a log line at `warn` from `medium` up. The last level told is kept
+    /// in the store for the window (`risk-level/<agent>`), so each change is told once,
+    /// by whichever router counted the agent, and a level that lapses with the window
+    /// starts from `low` again.
+    async fn level_changed(&self, agent_id: &str, level: &str, s: u32, c: &RiskCounts, now: i64) {
+        let store = &self.inner.store;
+        let key = format!("risk-level/{agent_id}");
+        let before = match store.get(&key).await {
+            Ok(v) => v.map_or_else(
+                || "low".to_owned(),
+                |b| String::from_utf8_lossy(&b).into_owned(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, agent = %agent_id, "risk level not read");
+                return;
+            }
+        };
+        if before == level {
+            return;
+        }
+        let until = now.saturating_add(24 * 3_600_000);
+        if let Err(e) = store
+            .put(&key, level.as_bytes().to_vec(), Some(until))
+            .await
+        {
+            tracing::warn!(error = %e, agent = %agent_id, "risk level not written");
+            return;
+        }
+        if level == "low" {
+            tracing::info!(agent = %agent_id, score = s, from = %before, "risk level back to low");
+        } else {
+            tracing::warn!(agent = %agent_id, score = s, from = %before, to = level, total = c.total_messages,
+                "risk level changed; tenant admin notified through the audit log");
+        }
+        self.audit(
+            agent_id,
+            "agent.risk_level",
+            serde_json::json!({
+                "agent_id": agent_id,
+                "from": before,
+                "to": level,
+                "risk_score": s,
+                "breakdown": {
+                    "total_messages": c.total_messages,
+                    "blocked": c.blocked,
+                    "quarantined": c.quarantined,
+                    "flagged": c.flagged,
+                },
+            }),
+            now,
+        )
+        .await;
+    }
+
+    /// An audit entry by `system` about the agent (its address as target, as the
+    /// operators' entries have it; the id when it is gone).
+    async fn audit(&self, agent_id: &str, action: &str, details: serde_json::Value, now: i64) {
+        use amp_store::operator::{AuditEntry, Operator as _};
+        let target = match self.inner.cache.agent(agent_id).await {
+            Ok(Some(a)) => a.address,
+            _ => agent_id.to_owned(),
+        };
+        let mut entry = AuditEntry::new(now, "system", action, target);
+        entry.details = Some(details);
+        if let Err(e) = self.inner.store.append_audit(&entry).await {
+            tracing::warn!(error = %e, agent = %agent_id, action, "audit entry not written");
         }
     }
 

@@ -91,6 +91,8 @@ pub enum RouteOutcome {
     /// (`503`). Only given to a publisher that waits for it on a bus that does not hold the
     /// message durably (the in-process bus); on a broker the router retries instead.
     Unavailable,
+    /// Refused by a content-security rule (spec-next 07's `block` verdict): not stored.
+    Blocked,
 }
 
 /// The data of a durable `webhook` job: which mailbox entry to deliver (delivery re-reads it

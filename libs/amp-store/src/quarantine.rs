@@ -4,7 +4,8 @@
 //! once: of two reviewers deciding at the same moment exactly one wins (the record's
 //! create-if-absent), so a message is never both approved and rejected, nor approved twice.
 //! An entry's expiry is judged by its reader (`expires_at`), as the spec's `expired` state
-//! is just an unreviewed entry past its time.
+//! is just an unreviewed entry past its time; [`Quarantine::purge_quarantine`] deletes
+//! entries some time after it (the periodic purge), decided or not.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,18 @@ pub trait Quarantine: Records {
         rows.iter().map(|(_, b)| from_slice(b)).collect()
     }
 
+    /// Decisions after the entry id `after`, in id order, at most `limit`.
+    async fn quarantine_decisions_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, QuarantineDecision)>> {
+        let rows = self.record_list(DECISIONS, after, limit).await?;
+        rows.into_iter()
+            .map(|(id, b)| from_slice(&b).map(|d| (id, d)))
+            .collect()
+    }
+
     /// Records the decision on `id` unless one exists; `false`: another came first.
     async fn decide_quarantine(&self, id: &str, d: &QuarantineDecision) -> Result<bool> {
         self.record_put(DECISIONS, id, to_vec(d)?, PutMode::Create)
@@ -114,6 +127,45 @@ pub trait Quarantine: Records {
             Some(b) => from_slice(&b).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Deletes the entries that expired before `cutoff` (`expires_at < cutoff`), with their
+    /// decisions, looking at no more than `max_scanned` entries from the oldest; returns the
+    /// deleted entries with their decision (`None`: it expired unreviewed), for the log.
+    /// Entries are listed by quarantine time and none expires before it was held, so the
+    /// scan stops at the first entry held at `cutoff` or later.
+    async fn purge_quarantine(
+        &self,
+        cutoff: Millis,
+        max_scanned: usize,
+    ) -> Result<Vec<(QuarantineEntry, Option<QuarantineDecision>)>> {
+        let mut after: Option<String> = None;
+        let mut scanned = 0;
+        let mut gone = Vec::new();
+        while scanned < max_scanned {
+            let want = (max_scanned - scanned).min(500);
+            let rows = self.record_list(QUARANTINE, after.as_deref(), want).await?;
+            let len = rows.len();
+            for (id, b) in rows {
+                scanned += 1;
+                let e: QuarantineEntry = from_slice(&b)?;
+                if e.quarantined_at >= cutoff {
+                    return Ok(gone);
+                }
+                if e.expires_at < cutoff {
+                    let decision = self.quarantine_decision(&id).await?;
+                    self.record_take(DECISIONS, &id).await?;
+                    if self.record_take(QUARANTINE, &id).await? {
+                        gone.push((e, decision));
+                    }
+                }
+                after = Some(id);
+            }
+            if len < want {
+                break;
+            }
+        }
+        Ok(gone)
     }
 
     /// Deletes the entries held for `tenant`'s agents, with their decisions (the tenant's

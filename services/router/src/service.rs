@@ -15,9 +15,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
-use crate::config::Config;
+use crate::config::{Action, Config};
 use crate::security::{
-    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments,
+    Delivered, InjectionScanner, Origin, SecurityMeta, assess, assess_attachments, verdict, window,
 };
 
 /// Why the router could not start.
@@ -54,6 +54,8 @@ struct Inner {
     meter: std::sync::OnceLock<amp_messaging::usage::Meter>,
     /// Counts local senders' messages and injection flags (spec-next 07 risk scoring).
     risk: amp_messaging::risk::RiskMeter,
+    /// The multi-message windows (spec-next 07), when `window_scan` is on.
+    windows: Option<window::Windows>,
 }
 
 impl RouterService {
@@ -88,8 +90,16 @@ impl RouterService {
             bus.clone(),
             registry.clone(),
         );
+        let qc = &config.quarantine;
+        let windows = qc.window_scan.then(|| {
+            window::Windows::new(
+                qc.window_messages,
+                Duration::from_secs(qc.window_secs.max(1)),
+            )
+        });
         Ok(Self {
             inner: Arc::new(Inner {
+                windows,
                 risk,
                 registry,
                 config,
@@ -126,6 +136,7 @@ impl RouterService {
         };
         let workers = self.inner.config.workers.max(1);
         let risk = tokio::spawn(self.inner.risk.clone().run(shutdown.clone()));
+        let purge = tokio::spawn(self.clone().purge_quarantine(shutdown.clone()));
         let slots = Arc::new(tokio::sync::Semaphore::new(workers));
         let mut tasks = Vec::new();
         for i in 0..PULLERS.max(shards) {
@@ -141,6 +152,7 @@ impl RouterService {
             let _ = t.await;
         }
         let _ = risk.await;
+        let _ = purge.await;
         let all = u32::try_from(workers).unwrap_or(u32::MAX);
         if tokio::time::timeout(FINISH_ON_SHUTDOWN, slots.acquire_many(all))
             .await
@@ -231,6 +243,7 @@ impl RouterService {
                     RouteOutcome::MailboxFull
                         | RouteOutcome::RecipientGone
                         | RouteOutcome::Conflict
+                        | RouteOutcome::Blocked
                 );
                 let mut d = d;
                 let taken = d.offer_reply(Bytes::from(reply), failed).await;
@@ -296,7 +309,37 @@ impl RouterService {
             .map_err(|e| amp_store::Error::Corrupt(format!("recipient address: {e}")))?;
         let (security, flags) = security_of(inner, &accepted, &recipient_address).await?;
         let security = security.map_err(|e| amp_store::Error::Corrupt(e.to_string()))?;
-        let flagged = !flags.is_empty();
+        // What the findings do to it (spec-next 07): flag, quarantine, block; a sender's
+        // repeated flags escalate its next message to quarantine.
+        let qc = &inner.config.quarantine;
+        let mut decision = verdict::decide(&inner.scanner, qc, &flags);
+        let flagged = decision.action == Action::Flag;
+        let mut reason = "injection_detected";
+        if decision.action < Action::Quarantine
+            && verdict::escalate(
+                &inner.store,
+                qc,
+                &accepted.sender_address,
+                amp_proto::Timestamp::now().unix_millis(),
+                flagged,
+            )
+            .await?
+        {
+            decision.action = Action::Quarantine;
+            reason = "repeated_flags";
+        }
+        if decision.action == Action::Block {
+            self.count_risk(
+                &accepted.sender_address,
+                accepted.via_provider.is_some(),
+                amp_messaging::risk::Verdict::Blocked,
+            )
+            .await;
+            metrics::counter!("amp_router_messages_total", "outcome" => "blocked").increment(1);
+            tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %accepted.message.envelope.id,
+                rules = ?decision.rules, severity = decision.severity.as_str(), "message blocked by a security rule");
+            return Ok(RouteOutcome::Blocked);
+        }
         let mut message = accepted.message;
         message.security = Some(security);
 
@@ -322,18 +365,20 @@ impl RouterService {
             expires_at: expires_at.unix_millis(),
             max_queued: accepted.max_queued,
         };
-        let rules: Vec<String> = flags
-            .iter()
-            .filter(|f| inner.config.quarantine.categories.contains(f))
-            .cloned()
-            .collect();
-        if !rules.is_empty() {
+        if decision.action == Action::Quarantine {
             let from = (
                 accepted.sender_address.as_str(),
                 accepted.via_provider.is_some(),
             );
             return self
-                .hold(from, &message.envelope.subject, &recipient, entry, rules)
+                .hold(
+                    from,
+                    &message.envelope.subject,
+                    &recipient,
+                    entry,
+                    reason,
+                    decision,
+                )
                 .await;
         }
         let held = (entry.data.len() as u64, entry.expires_at);
@@ -433,7 +478,8 @@ impl RouterService {
         subject: &str,
         recipient: &amp_store::AgentRecord,
         entry: NewMailboxEntry,
-        rules: Vec<String>,
+        reason: &str,
+        decision: verdict::Decision,
     ) -> Result<RouteOutcome, amp_store::Error> {
         use amp_store::quarantine::{Quarantine as _, QuarantineEntry};
         let inner = &self.inner;
@@ -457,9 +503,16 @@ impl RouterService {
             recipient_id: recipient.id.clone(),
             tenant: recipient.tenant.clone(),
             subject: subject.to_owned(),
-            reason: "injection_detected".into(),
-            rules_triggered: rules,
-            severity: "high".into(),
+            reason: reason.into(),
+            rules_triggered: decision.rules,
+            // A message escalated on its sender's history alone has no rule of its own:
+            // 07's quarantine row.
+            severity: if reason == "injection_detected" {
+                decision.severity.as_str()
+            } else {
+                "high"
+            }
+            .into(),
             quarantined_at: queued,
             expires_at: queued.saturating_add(ttl),
             message_id: entry.message_id.clone(),
@@ -473,8 +526,107 @@ impl RouterService {
                 .await;
             metrics::counter!("amp_router_messages_total", "outcome" => "quarantined").increment(1);
             tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %held.message_id, quarantine = %id, "message quarantined");
+            if inner.config.quarantine.notify_recipient {
+                self.notify_held(recipient, &held).await;
+            }
         }
         Ok(RouteOutcome::Quarantined)
+    }
+
+    /// Tells `recipient` that a message for it is held for review (spec-next 07
+    /// "Notifications"): a `system` message from `postmaster@system.<domain>` naming the
+    /// sender and the message's id, never its subject or content. Written once, with the
+    /// entry (a redelivery holds nothing again); a notice that cannot be written is logged,
+    /// the message stays held.
+    async fn notify_held(
+        &self,
+        recipient: &amp_store::AgentRecord,
+        held: &amp_store::quarantine::QuarantineEntry,
+    ) {
+        let inner = &self.inner;
+        let payload = serde_json::json!({
+            "type": "system",
+            "message": format!(
+                "A message for you from {} is held for a security review. It is delivered \
+                 if a reviewer releases it, and dropped otherwise.",
+                held.from
+            ),
+            "context": {
+                "held_message_id": held.message_id,
+                "sender": held.from,
+                "status": "quarantined",
+            },
+        });
+        let notice = match amp_messaging::bounce::system_notice(
+            &inner.domain,
+            &inner.provider_key,
+            recipient,
+            "Message held for review",
+            &payload,
+            None,
+            None,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "held-message notice not built");
+                return;
+            }
+        };
+        match Box::pin(self.route(notice)).await {
+            Ok(outcome) => {
+                tracing::debug!(agent = %recipient.id, id = %held.message_id, outcome = ?outcome, "recipient told of a held message")
+            }
+            Err(e) => {
+                tracing::warn!(agent = %recipient.id, id = %held.message_id, error = %e, "recipient not told of a held message")
+            }
+        }
+    }
+
+    /// Deletes quarantine entries `keep_expired_hours` past their expiry, every
+    /// `purge_interval_secs`, until `shutdown` (every replica does; deleting twice is
+    /// harmless). An entry that expired unreviewed is logged as it goes (07: the expiration
+    /// SHOULD be logged for audit; the message was never delivered).
+    async fn purge_quarantine(self, shutdown: Shutdown) {
+        let qc = &self.inner.config.quarantine;
+        let keep =
+            amp_store::revocation::secs_to_millis(qc.keep_expired_hours.saturating_mul(3600));
+        let mut tick = tokio::time::interval(Duration::from_secs(qc.purge_interval_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; start-up does not wait on a sweep.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                _ = tick.tick() => {}
+            }
+            let cutoff = amp_proto::Timestamp::now()
+                .unix_millis()
+                .saturating_sub(keep);
+            use amp_store::quarantine::Quarantine as _;
+            match self
+                .inner
+                .store
+                .purge_quarantine(cutoff, QUARANTINE_PURGE_SCAN)
+                .await
+            {
+                Ok(gone) => {
+                    for (e, decision) in gone {
+                        match decision {
+                            None => {
+                                tracing::info!(quarantine = %e.quarantine_id, tenant = %e.tenant,
+                                agent = %e.recipient_id, id = %e.message_id,
+                                "quarantined message expired unreviewed and was not delivered; entry deleted")
+                            }
+                            Some(d) => {
+                                tracing::debug!(quarantine = %e.quarantine_id, status = %d.status,
+                                "reviewed quarantine entry deleted")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "purging expired quarantine entries failed"),
+            }
+        }
     }
 
     /// Counts a message newly written for the risk score of its sender, when the sender is
@@ -524,6 +676,11 @@ impl RouterService {
             RouteOutcome::RecipientGone => (
                 "recipient_not_found",
                 "the recipient no longer exists on this provider; the message was not delivered",
+            ),
+            // Which rule matched is never said (07).
+            RouteOutcome::Blocked => (
+                "forbidden",
+                "the message was refused by the provider's content security policy; it was not delivered",
             ),
             RouteOutcome::Conflict => (
                 "duplicate_message",
@@ -581,6 +738,9 @@ impl RouterService {
     }
 }
 
+/// Most quarantine entries one purge sweep looks at.
+const QUARANTINE_PURGE_SCAN: usize = 10_000;
+
 /// The id of the webhook job for one message (one job per recipient and message).
 pub fn webhook_job_id(agent_id: &str, message_id: &str) -> String {
     format!("webhook/{agent_id}/{message_id}")
@@ -622,7 +782,7 @@ async fn security_of(
             context: context.as_deref(),
         },
     );
-    let meta = SecurityMeta {
+    let mut meta = SecurityMeta {
         attachments: assess_attachments(
             &inner.store,
             message.payload.get(),
@@ -632,6 +792,26 @@ async fn security_of(
         .await?,
         ..meta
     };
+    // The sender's recent messages to this recipient, scanned together (07): what only
+    // the window shows is added, marked `window_scan`.
+    if let Some(windows) = &inner.windows {
+        let extra = windows.scan(
+            &inner.scanner,
+            &accepted.sender_address,
+            recipient.as_str(),
+            &text,
+            std::time::Instant::now(),
+            &meta.injection_flags,
+        );
+        if !extra.is_empty() {
+            tracing::info!(recipient = %recipient, categories = ?extra, "injection found by the multi-message window scan");
+            meta.injection_flags.extend(extra);
+            meta.injection_flags.push(window::WINDOW_SCAN.to_owned());
+        }
+    }
+    // An `ignore` action: not a finding at all (07), so not in the delivered metadata.
+    meta.injection_flags
+        .retain(|f| !verdict::ignored(&inner.config.quarantine, f));
     let raw = serde_json::value::to_raw_value(&meta);
     Ok((raw, meta.injection_flags))
 }

@@ -37,6 +37,7 @@ pub async fn run_all(store: &Store) {
     super::suspension::spec_next_suspensions_round_trip(store).await;
     super::risk::spec_next_risk_rows_summed_over_the_window(store).await;
     super::quarantine::spec_next_quarantine_held_once_and_decided_once(store).await;
+    super::quarantine::spec_next_quarantine_purge_deletes_expired_entries(store).await;
     attachments_compare_and_set(store).await;
     super::revocation::spec_next_revocation_list(store).await;
     super::purge::purge_agent_removes_everything_about_it(store).await;

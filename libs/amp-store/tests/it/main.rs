@@ -34,6 +34,16 @@ async fn redb_spec_next_revocation_list() {
     store.close().await.expect("close");
 }
 
+/// The quarantine's periodic purge alone (also in the suite): `cargo test quarantine`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_spec_next_quarantine_purge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::quarantine::spec_next_quarantine_purge_deletes_expired_entries(&store)
+        .await;
+    store.close().await.expect("close");
+}
+
 /// A tenant deleted, then every row of every table read: nothing of it is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {

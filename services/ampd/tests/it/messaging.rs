@@ -15,6 +15,8 @@ mod operator_quota;
 mod security;
 pub(crate) mod spec_next;
 mod spec_next_nulls;
+mod spec_next_quarantine;
+mod spec_next_revocation_admin;
 mod spec_next_suspension;
 mod trusted_proxies;
 

@@ -16,6 +16,7 @@
 //! - `usage`: usage per tenant and hour or day, as JSON and CSV.
 //! - `seed`: the bootstrap import (`[[ingest.owners]]`, the bootstrap token).
 //! - `agents`: the agents of a tenant, paged (no keys).
+//! - `agent_keys`: revoke an agent's public key, deregister an agent (spec-next 07).
 //! - `suspension`: suspend and unsuspend an agent (spec-next 07), here and at the spec's
 //!   paths on the public API.
 //! - `quarantine`: the review of quarantined messages (spec-next 08), here and on the
@@ -24,6 +25,7 @@
 //!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
 
+mod agent_keys;
 mod agents;
 mod audit;
 mod console;
@@ -97,6 +99,14 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(
             "/tenants/{name}/agents/{agent}/unsuspend",
             post(suspension::admin_resume),
+        )
+        .route(
+            "/tenants/{name}/agents/{agent}/revoke-key",
+            post(agent_keys::revoke_key),
+        )
+        .route(
+            "/tenants/{name}/agents/{agent}",
+            axum::routing::delete(agent_keys::deregister),
         )
         .route_layer(middleware::from_fn_with_state(
             (inner.clone(), TokenScope::TenantAdmin),

@@ -33,7 +33,7 @@ pub(crate) struct ListQuery {
         ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
     ),
     security(("operator_token" = [])),
-    responses((status = 200, description = "Quarantined messages", body = Object), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, description = "Quarantined messages: `items`, `count` (this page), `total` (every entry in the status) and `next_cursor` when more follow", body = Object), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn list(
     State(inner): State<Arc<Inner>>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -95,7 +95,7 @@ pub(crate) async fn approve(
 #[utoipa::path(post, path = "/v1/quarantine/{id}/reject", tag = "operator", operation_id = "reject_quarantine",
     params(("id" = String, Path, description = "The quarantine entry's id")),
     security(("operator_token" = [])),
-    responses((status = 200, description = "Rejected: the message is dropped", body = Object), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)))]
+    responses((status = 200, description = "Rejected: the message is dropped and its sender (one of this provider's agents) told, without the rules", body = Object), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)))]
 pub(crate) async fn reject(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -106,6 +106,7 @@ pub(crate) async fn reject(
         &id,
         &caller.id,
         Timestamp::now().unix_millis(),
+        &inner.identity.provider_key,
     )
     .await
     .map_err(HttpError::from)?;

@@ -90,7 +90,7 @@ pub(crate) async fn public_unsuspend(
 }
 
 /// The active agent `agent` (name or `agt_…` id) of `tenant`; another tenant's is unknown.
-async fn in_tenant(inner: &Inner, tenant: &str, agent: &str) -> ApiResult<AgentRecord> {
+pub(super) async fn in_tenant(inner: &Inner, tenant: &str, agent: &str) -> ApiResult<AgentRecord> {
     let tenant = tenant_name(tenant, "name")?;
     let found = if agent.starts_with("agt_") {
         inner.store.agent(agent).await.map_err(store_error)?

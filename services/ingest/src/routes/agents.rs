@@ -172,13 +172,38 @@ pub(super) async fn delete_me(
     Extension(Caller(agent)): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     let now = Timestamp::now();
+    deregister(&inner, &agent, now).await?;
+    Ok(Json(json!({
+        "deregistered": true,
+        "address": agent.address,
+        "deregistered_at": now.to_rfc3339(),
+    })))
+}
+
+/// Deregisters `agent` (by itself, or by an operator): its public key goes on the
+/// revocation list first (spec-next 07: a key no longer trusted is not used again, and a
+/// failure there leaves the agent as it was, to retry), then its mailbox and record.
+pub(crate) async fn deregister(
+    inner: &Inner,
+    agent: &amp_store::AgentRecord,
+    now: Timestamp,
+) -> Result<(), amp_runtime::HttpError> {
+    super::keys::revoke_public_key(
+        inner,
+        agent,
+        &agent.fingerprint,
+        amp_store::revocation::Reason::AgentDeregistered,
+        None,
+        now,
+    )
+    .await?;
     let hold = i64::from(inner.config.registration.name_hold_days) * 24 * 3600 * 1000;
     // The mailbox goes with the agent: its bytes leave the tenant's `stored_bytes`. Read
     // before the deletion (a failure leaves them counted until they expire).
     if let Err(e) = amp_messaging::mailbox::release_held(
         &inner.store,
         inner.acceptor.meter(),
-        &agent,
+        agent,
         now.unix_millis(),
     )
     .await
@@ -201,11 +226,7 @@ pub(super) async fn delete_me(
     )
     .await;
     tracing::info!(tenant = %agent.tenant, agent = %agent.id, "agent deregistered");
-    Ok(Json(json!({
-        "deregistered": true,
-        "address": agent.address,
-        "deregistered_at": now.to_rfc3339(),
-    })))
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

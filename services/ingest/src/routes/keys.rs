@@ -57,7 +57,8 @@ pub(super) async fn rotate_key(
 }
 
 /// Puts `fingerprint`, the agent's key until now, on the revocation list (spec-next 07).
-async fn revoke_public_key(
+/// Also used by the operator's revocation and by deregistration.
+pub(crate) async fn revoke_public_key(
     inner: &Inner,
     agent: &AgentRecord,
     fingerprint: &str,
@@ -150,6 +151,22 @@ pub(super) async fn rotate_keys(
         e
     })?;
     let old = amp_messaging::auth::agent_key(&agent)?;
+    // A revoked key proves nothing: whoever took it could otherwise rotate it to their own
+    // (an operator's revocation is lifted by the owner's re-registration with a new key).
+    if let Some(entry) = revocation::revoked(&inner.store, &agent.fingerprint)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::new(
+            ErrorCode::KeyRevoked,
+            format!(
+                "the current public key ({}) is revoked and cannot sign a rotation",
+                entry.fingerprint
+            ),
+        )
+        .with_field("proof")
+        .into());
+    }
     // SPEC-CHECKLIST §4.20: the proof signs the new key exactly as sent; its DER SPKI and
     // its raw 32 bytes are accepted too.
     let signed_forms: [Vec<u8>; 3] = [

@@ -1,9 +1,9 @@
 //! The HTTP routes: one module per group of endpoints, all mounted under `/v1` and `/api/v1`
 //! (the attachment endpoints also at the root, where the Claude Code plugin calls them).
 
-mod agents;
+pub(crate) mod agents;
 mod attachments;
-mod keys;
+pub(crate) mod keys;
 mod messages;
 mod meta;
 pub mod openapi;

@@ -11,13 +11,18 @@
 //!   normalisation in `normalize` and the built-in database in `patterns.toml`).
 //! - [`assess`]: all three at once, for one delivered message.
 //! - [`assess_attachments`]: the scan results of its attachments (`attachments`).
+//! - [`verdict`]: what the findings do to the message (flag, quarantine, block, ignore).
+//! - [`window`]: the multi-message window scan of a sender's recent messages to one
+//!   recipient.
 
 mod attachments;
 mod normalize;
 mod scanner;
+pub mod verdict;
+pub mod window;
 
 pub use attachments::{AttachmentSecurity, assess_attachments};
-pub use scanner::{InjectionScanner, MAX_SCAN_BYTES, PatternError};
+pub use scanner::{InjectionScanner, MAX_SCAN_BYTES, PatternError, Severity};
 
 use amp_proto::Address;
 use serde::{Deserialize, Serialize};

@@ -102,6 +102,35 @@ struct CategorySpec {
     /// Case-insensitive regexes over normalised text.
     #[serde(default)]
     patterns: Vec<String>,
+    /// How grave a detection is (spec-next 07's `warning`, `high`, `critical`); `warning`
+    /// when omitted.
+    #[serde(default)]
+    severity: Severity,
+}
+
+/// How grave a detection is (spec-next 07 "Quarantine Metadata": `warning`, `high`,
+/// `critical`), the input of 07's default severity-to-verdict table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Flag and deliver.
+    #[default]
+    Warning,
+    /// Quarantine.
+    High,
+    /// Block.
+    Critical,
+}
+
+impl Severity {
+    /// The spec's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -116,6 +145,8 @@ fn default_true() -> bool {
 pub struct InjectionScanner {
     /// Category ids, in reporting order.
     categories: Vec<String>,
+    /// Each category's severity, in the same order.
+    severities: Vec<Severity>,
     /// Every pattern of every category.
     set: RegexSet,
     /// For each pattern in `set`, the index of its category.
@@ -143,6 +174,7 @@ impl InjectionScanner {
     pub fn from_toml(text: &str) -> Result<Self, PatternError> {
         let db: Database = toml::from_str(text)?;
         let mut categories = Vec::with_capacity(db.categories.len());
+        let mut severities = Vec::with_capacity(db.categories.len());
         let mut patterns = Vec::new();
         let mut pattern_category = Vec::new();
         for (slot, category) in db.categories.into_iter().enumerate() {
@@ -170,6 +202,7 @@ impl InjectionScanner {
                 pattern_category.push(slot);
             }
             categories.push(category.id);
+            severities.push(category.severity);
         }
         let set = RegexSetBuilder::new(&patterns)
             .case_insensitive(true)
@@ -185,6 +218,7 @@ impl InjectionScanner {
         let encoding_slot = categories.iter().position(|c| c == ENCODING_TRICKS);
         Ok(Self {
             categories,
+            severities,
             set,
             pattern_category,
             encoding_heuristics: db.encoding_heuristics,
@@ -207,6 +241,15 @@ impl InjectionScanner {
     /// The category ids this scanner can report, in reporting order.
     pub fn categories(&self) -> impl Iterator<Item = &str> {
         self.categories.iter().map(String::as_str)
+    }
+
+    /// The severity of category `id` (`warning` for an id the database does not list, such
+    /// as `encoding_tricks` reported by the heuristics alone).
+    pub fn severity(&self, id: &str) -> Severity {
+        self.categories
+            .iter()
+            .position(|c| c == id)
+            .map_or(Severity::Warning, |i| self.severities[i])
     }
 
     /// The distinct category ids whose patterns match `text`, in the database's order

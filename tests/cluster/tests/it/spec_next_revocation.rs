@@ -2,12 +2,15 @@
 //! replica is refused on another (the list lives in the shared store; a replica's cached
 //! copy of the agent is dropped by the registry-change event, milliseconds, as for every
 //! key change), for messages and for registration alike; timestamps more than 60 s ahead
-//! are refused there too.
+//! are refused there too. An operator's revocation and deregistration through one replica's
+//! admin API reach the other the same way.
 
 use amp_proto::signing::{SignedFields, sign_message};
 use amp_proto::{SecretKey, Timestamp};
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology};
+use cluster_tests::{Deployment, HEAVY, Topology, free_port};
+
+use crate::operator::{BOOTSTRAP, ingest_with_admin};
 use serde_json::{Value, json};
 
 struct Agent {
@@ -184,4 +187,84 @@ async fn spec_next_cluster_revoked_key_is_refused_on_another_ingest_replica() {
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"], "timestamp_future", "{v}");
     }
+}
+
+/// An operator revokes an agent's current key through replica 1's admin API (spec-next 07):
+/// replica 2, whose cache had just read the key as not revoked, refuses what it signs
+/// within the registry event's delivery. An agent deregistered through replica 2's admin
+/// API has its key refused at registration through replica 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_cluster_operator_revocation_refused_by_the_other_ingest_replica() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsServer::start();
+    let mut topology = Topology::new("oprevoke.test", nats.url(), 1);
+    topology.replicas = [0, 1, 1, 0];
+    let d = Deployment::start(&topology).await;
+    let (p1, p2) = (free_port(), free_port());
+    let i1 = ingest_with_admin(&d, 1, p1).await;
+    let i2 = ingest_with_admin(&d, 2, p2).await;
+    let (u1, u2) = (i1.url(), i2.url());
+    let http = reqwest::Client::new();
+
+    let key = SecretKey::generate();
+    let (status, v) = register(&http, &u2, "dora", &key).await;
+    assert_eq!(status, 201, "{v}\n{}", d.logs());
+    let dora = Agent {
+        address: v["address"].as_str().expect("address").to_owned(),
+        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
+        key: key.clone(),
+    };
+    let (status, v) = register(&http, &u2, "bob", &SecretKey::generate()).await;
+    assert_eq!(status, 201, "{v}");
+    let bob = v["address"].as_str().expect("address").to_owned();
+    // Replica 2 has just read dora's key as not revoked.
+    let (status, v) = route(&http, &u2, &dora, &dora.key, &bob, json!({})).await;
+    assert!(status == 200 || status == 202, "{status} {v}\n{}", d.logs());
+
+    let r = http
+        .post(format!(
+            "http://127.0.0.1:{p1}/admin/v1/tenants/acme/agents/dora/revoke-key"
+        ))
+        .bearer_auth(BOOTSTRAP)
+        .json(&json!({"reason": "cluster test"}))
+        .send()
+        .await
+        .expect("revoke-key");
+    assert_eq!(r.status().as_u16(), 200);
+    let revoked = std::time::Instant::now();
+    loop {
+        let (status, v) = route(&http, &u2, &dora, &dora.key, &bob, json!({})).await;
+        if status == 403 {
+            assert_eq!(v["error"], "key_revoked", "{v}");
+            break;
+        }
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_millis(1_500),
+            "replica 2 still accepts the revoked key after {:?}: {status} {v}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "operator revocation enforced by replica 2 after {:?}",
+        revoked.elapsed()
+    );
+
+    // Deregistered by the operator through replica 2: the key registers nowhere.
+    let erin_key = SecretKey::generate();
+    let (status, v) = register(&http, &u1, "erin", &erin_key).await;
+    assert_eq!(status, 201, "{v}");
+    let r = http
+        .delete(format!(
+            "http://127.0.0.1:{p2}/admin/v1/tenants/acme/agents/erin"
+        ))
+        .bearer_auth(BOOTSTRAP)
+        .send()
+        .await
+        .expect("deregister");
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, v) = register(&http, &u1, "erin-two", &erin_key).await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"], "key_revoked", "{v}");
+    drop((i1, i2));
 }

@@ -126,8 +126,10 @@ async fn spec_next_cluster_suspended_agent_refused_by_the_other_ingest_replica()
 
 /// spec-next 07, 08 quarantine and risk in the cluster: a message held by a router (a
 /// configured category) is answered `202 quarantined` through one ingest replica, listed
-/// and approved through the other, then in the recipient's mailbox once; the routers' risk
-/// rows (JetStream store) count it for the sender, read through either replica.
+/// and approved through the other, then in the recipient's mailbox once (after the router's
+/// notice that it was held); another, rejected, is never delivered and its sender is told;
+/// the routers' risk rows (JetStream store) count them for the sender, read through either
+/// replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_next_cluster_quarantine_approved_on_the_other_replica() {
     let _heavy = HEAVY.lock().await;
@@ -172,17 +174,54 @@ async fn spec_next_cluster_quarantine_approved_on_the_other_replica() {
         .expect("quarantine_id")
         .to_owned();
     assert_eq!(list["items"][0]["message_id"], held.id.as_str(), "{list}");
-    assert_eq!(
-        crate::common::mailbox_ids(&u1, &bob).await,
-        vec![plain.id.clone()]
-    );
+    // Bob has the plain message and the router's notice of the held one (07
+    // "Notifications"), not the held one.
+    let before = crate::common::mailbox_ids(&u1, &bob).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.contains(&plain.id) && !before.contains(&held.id));
 
     let (status, v) = operator_post(&format!("{u2}/v1/quarantine/{qid}/approve"), None).await;
     assert_eq!(status, 200, "{v}\n{}", d.logs());
     assert_eq!(v["delivered"], true, "{v}");
-    assert_eq!(
-        crate::common::mailbox_ids(&u1, &bob).await,
-        vec![plain.id.clone(), held.id.clone()]
+    let after = crate::common::mailbox_ids(&u1, &bob).await;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after.iter().filter(|id| **id == held.id).count(), 1);
+
+    // Another one rejected through replica 2: its sender is told by a notice that ingest
+    // hands to a router (another process), never delivered to bob.
+    let second = send(&client(&u1), &eve, bob.address(), &message_id(), injected)
+        .await
+        .expect("second route");
+    assert_eq!(second.status, "quarantined", "{second:?}");
+    let list: Value = http
+        .get(format!("{u2}/v1/quarantine?status=pending"))
+        .bearer_auth(BOOTSTRAP)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["total"], 1, "{list}");
+    let qid = list["items"][0]["quarantine_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, v) = operator_post(&format!("{u2}/v1/quarantine/{qid}/reject"), None).await;
+    assert_eq!(status, 200, "{v}\n{}", d.logs());
+    let start = Instant::now();
+    while crate::common::mailbox_ids(&u1, &eve).await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the sender was never told\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !crate::common::mailbox_ids(&u1, &bob)
+            .await
+            .contains(&second.id)
     );
 
     // The routers' counts, flushed to the shared store, read through either replica.
@@ -197,8 +236,8 @@ async fn spec_next_cluster_quarantine_approved_on_the_other_replica() {
             .json()
             .await
             .expect("json");
-        if r["breakdown"]["total_messages"] == 2 {
-            assert_eq!(r["breakdown"]["quarantined"], 1, "{r}");
+        if r["breakdown"]["total_messages"] == 3 {
+            assert_eq!(r["breakdown"]["quarantined"], 2, "{r}");
             assert_eq!(r["risk_score"], 100, "{r}");
             break;
         }

@@ -338,6 +338,48 @@ async fn spec_next_risk_score_and_automatic_suspension() {
     let v = risk(&mallory, &mallory_id).await.assert_ok();
     assert_eq!(v["suspended"], true, "{v}");
     assert_eq!(v["breakdown"]["total_messages"], 4, "{v}");
+    // 07's "notify admin": the level change and the suspension are in the audit log, by
+    // `system` (the clean sender's level never changed: nothing about it). The entry of
+    // the suspension follows its record.
+    let audit_log = || async {
+        admin(
+            &s.http,
+            &_base,
+            Some(BOOTSTRAP),
+            Method::GET,
+            "/audit?limit=500",
+            None,
+        )
+        .await
+        .assert_ok()
+    };
+    super::operator::within(Duration::from_secs(3), || async {
+        audit_log().await.to_string().contains("agent.suspend")
+    })
+    .await;
+    let log = audit_log().await;
+    let about = |who: &str| -> Vec<Value> {
+        log["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["target"] == who)
+            .cloned()
+            .collect()
+    };
+    let mut m = about(&mallory.address);
+    // Both are written in the same millisecond: ordered by action here.
+    m.sort_by_key(|e| e["action"].as_str().unwrap_or_default().to_owned());
+    let actions: Vec<&str> = m.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["agent.risk_level", "agent.suspend"], "{log}");
+    assert!(m.iter().all(|e| e["actor"] == "system"), "{log}");
+    assert_eq!(m[0]["details"]["from"], "low", "{log}");
+    assert_eq!(m[0]["details"]["to"], "critical", "{log}");
+    assert_eq!(
+        m[1]["details"]["reason"], "automated_risk_threshold",
+        "{log}"
+    );
+    assert!(about(&clean.address).is_empty(), "{log}");
 
     // The clean sender: counted, score 0, not suspended; its score is not mallory's to read.
     let v = risk(&clean, &clean_id).await.assert_ok();
@@ -378,6 +420,9 @@ async fn spec_next_risk_score_and_automatic_suspension() {
 async fn spec_next_quarantine_review() {
     let (s, base) = start_admin(|c| {
         c.router.quarantine.categories = vec!["instruction_override".into()];
+        // The notices are `spec_next_quarantine_notifications`' subject; here the
+        // recipient's mailbox holds only what was sent to it.
+        c.router.quarantine.notify_recipient = false;
         c.router.risk.flush_ms = 50;
     })
     .await;
