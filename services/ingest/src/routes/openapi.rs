@@ -112,7 +112,7 @@ pub fn document() -> Value {
 /// within its whole range (utoipa writes `u-int64` or nothing, and no upper bound; the handlers
 /// take any u64 and refuse more),
 /// and a body of bytes (`Vec<u8>`) is a binary string, not an array of integers.
-fn fix_schemas(v: &mut Value) {
+pub(crate) fn fix_schemas(v: &mut Value) {
     match v {
         Value::Object(m) => {
             let bytes = m.get("type") == Some(&Value::from("array"))
@@ -209,7 +209,7 @@ pub struct ErrorDoc {
 /// Fills in every operation's error answers: their codes (from [`ErrorCode::ALL`], by
 /// status), the spec's body, and the answers every operation can give (400, 413 and 415 with
 /// a body, 401 and 429 where authenticated, 500 and 503 everywhere).
-struct Errors;
+pub(crate) struct Errors;
 
 impl Modify for Errors {
     fn modify(&self, doc: &mut Document) {
