@@ -21,6 +21,9 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -311,6 +314,31 @@ pub(crate) enum ScopeDoc {
     Full,
 }
 
+/// A usage period's query value: `hour`, `day`, or empty (the default, `hour`).
+pub(crate) fn period_or_empty() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["hour", "day", ""]))
+        .build()
+}
+
+/// A time of the usage query: RFC 3339, or empty (the default).
+pub(crate) fn time_or_empty() -> Schema {
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .build()
+        .into()
+}
+
 /// A usage period.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Period)]
@@ -344,6 +372,7 @@ pub(crate) enum DeletionStatusDoc {
 /// in the limits in force, no limit.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Plan)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub(crate) struct PlanDoc {
     /// Most active agents.

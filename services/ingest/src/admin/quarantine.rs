@@ -28,8 +28,8 @@ pub(crate) struct ListQuery {
 
 #[utoipa::path(get, path = "/v1/quarantine", tag = "operator", operation_id = "list_quarantine",
     params(
-        ("status" = Option<String>, Query, description = "`pending`, `approved`, `rejected` or `expired`"),
-        ("limit" = Option<u64>, Query, description = "Entries per page"),
+        ("status" = Option<String>, Query, description = "`pending` (default), `approved`, `rejected` or `expired`", pattern = "^(pending|approved|rejected|expired)$"),
+        ("limit" = Option<u64>, Query, description = "Entries per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
     ),
     security(("operator_token" = [])),

@@ -203,14 +203,14 @@ pub(super) async fn get(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
-#[schema(as = TenantUpdate)]
+#[schema(as = TenantUpdate, min_properties = 1)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateBody {
     /// Who may register agents.
-    #[schema(value_type = Option<super::openapi::RegistrationDoc>)]
+    #[schema(nullable = false, value_type = Option<super::openapi::RegistrationDoc>)]
     registration: Option<TenantRegistration>,
     /// Replaces the tenant's own limits whole (`{}`: the default plan's, all of them).
-    #[schema(value_type = Option<super::openapi::PlanDoc>)]
+    #[schema(nullable = false, value_type = Option<super::openapi::PlanDoc>)]
     plan: Option<PlanLimits>,
 }
 

@@ -32,14 +32,16 @@ const MAX_DAYS: i64 = 366;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsageQuery {
-    /// `hour` (default) or `day`.
-    #[param(value_type = Option<super::openapi::PeriodDoc>)]
+    /// `hour` (default) or `day`; empty is the default.
+    #[param(schema_with = super::openapi::period_or_empty)]
     period: Option<String>,
-    /// The first period's start, RFC 3339, rounded down to its period (default: `to` less 24 hours).
-    #[param(format = DateTime)]
+    /// The first period's start, RFC 3339, rounded down to its period (default, or empty:
+    /// `to` less 24 hours).
+    #[param(schema_with = super::openapi::time_or_empty)]
     from: Option<String>,
-    /// The end, RFC 3339, excluded (default: now). At most 744 hours or 366 days from `from`.
-    #[param(format = DateTime)]
+    /// The end, RFC 3339, excluded (default, or empty: now). At most 744 hours or 366 days
+    /// from `from`.
+    #[param(schema_with = super::openapi::time_or_empty)]
     to: Option<String>,
 }
 

@@ -109,8 +109,8 @@ pub fn document() -> Value {
 }
 
 /// What utoipa cannot say by itself: an unsigned 64-bit integer (`u64`, `usize`) is `uint64`
-/// within its whole range (utoipa writes `u-int64` or nothing, and no upper bound; the handlers
-/// take any u64 and refuse more),
+/// within its whole range (a `u32` likewise `uint32`) (utoipa writes `u-int64` or nothing, and no upper bound; the handlers
+/// take any u64 and refuse more; bounds written on a field are kept),
 /// and a body of bytes (`Vec<u8>`) is a binary string, not an array of integers.
 pub(crate) fn fix_schemas(v: &mut Value) {
     match v {
@@ -129,8 +129,13 @@ pub(crate) fn fix_schemas(v: &mut Value) {
                 && !m.contains_key("format");
             if usize_like || m.get("format") == Some(&Value::from("u-int64")) {
                 m.insert("format".into(), Value::from("uint64"));
-                m.insert("minimum".into(), Value::from(0));
-                m.insert("maximum".into(), Value::from(u64::MAX));
+                m.entry("minimum").or_insert_with(|| Value::from(0));
+                m.entry("maximum").or_insert_with(|| Value::from(u64::MAX));
+            }
+            if m.get("format") == Some(&Value::from("u-int32")) {
+                m.insert("format".into(), Value::from("uint32"));
+                m.entry("minimum").or_insert_with(|| Value::from(0));
+                m.entry("maximum").or_insert_with(|| Value::from(u32::MAX));
             }
             m.values_mut().for_each(fix_schemas);
         }
