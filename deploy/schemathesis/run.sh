@@ -173,6 +173,7 @@ else
   echo "SCHEMATHESIS_TARGET must be ampd or cluster, not $target"; exit 2
 fi
 extra=()
+workers=2
 schema="$url/v1/openapi.json"
 base="$url"
 hooks=hooks
@@ -190,6 +191,14 @@ if [ "$doc" = admin ]; then
   schema="$admin_url/admin/v1/openapi.json"
   base="$admin_url"
   hooks=admin_hooks
+  # The links Schemathesis infers include POST /tenants -> GET /tenants/{name}/deletion,
+  # which is 404 until the tenant is deleted: not a resource the creation made. And a
+  # tenant's deletion is a background purge (202, the tenant `deleting` meanwhile): its
+  # routes answer until the purge is done, which a check that expects 404 at once misreads.
+  extra+=(--exclude-checks ensure_resource_availability,use_after_free)
+  # One worker: with two, the Python 3.11 under Schemathesis fails now and then in its own
+  # code ("AST constructor recursion depth mismatch", parsing in two threads at once).
+  workers=1
 fi
 echo "schemathesis against $target ($doc API) at $base"
 if [ "$target" = cluster ]; then
@@ -206,7 +215,7 @@ status=0
   --url "$base" \
   --checks all \
   --max-time "${SCHEMATHESIS_MAX_TIME:-180}" \
-  --workers 2 \
+  --workers "$workers" \
   --seed "${SCHEMATHESIS_SEED:-20261206}" \
   --request-timeout 40 \
   --suppress-health-check all \

@@ -207,15 +207,15 @@ pub(super) async fn get(
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateBody {
     /// Who may register agents.
-    #[schema(nullable = false, value_type = Option<super::openapi::RegistrationDoc>)]
+    #[schema(value_type = Option<super::openapi::RegistrationDoc>)]
     registration: Option<TenantRegistration>,
     /// Replaces the tenant's own limits whole (`{}`: the default plan's, all of them).
-    #[schema(nullable = false, value_type = Option<super::openapi::PlanDoc>)]
+    #[schema(value_type = Option<super::openapi::PlanDoc>)]
     plan: Option<PlanLimits>,
 }
 
 #[utoipa::path(patch, path = "/admin/v1/tenants/{name}", tag = "tenants", operation_id = "update_tenant",
-    description = "Changes the registration mode or the plan (at least one of them).",
+    description = "Changes the registration mode or the plan (at least one of them, not null; `null` is absent).",
     params(super::openapi::TenantName),
     request_body = UpdateBody,
     security(("operator_token" = ["tenant_admin"])),
