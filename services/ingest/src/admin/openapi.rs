@@ -24,7 +24,7 @@ use serde_json::Value;
 use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type,
 };
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
@@ -174,8 +174,8 @@ fn describe_scopes(doc: &mut Value) {
 }
 
 /// The operations not written on a handler of their own: the quarantine review (the public
-/// API's operations, served under `/admin/v1` too, read with scope `read` and decided with
-/// `tenant_admin`), and `…/unsuspend`, an alias of `…/resume`.
+/// API's operations, with their scopes, served under `/admin/v1` too), and `…/unsuspend`, an
+/// alias of `…/resume`.
 struct Derived;
 
 impl Modify for Derived {
@@ -186,12 +186,9 @@ impl Modify for Derived {
                 continue;
             };
             let mut item = item.clone();
-            for (op, scope) in [(&mut item.get, "read"), (&mut item.post, "tenant_admin")] {
-                if let Some(op) = op {
-                    op.operation_id = op.operation_id.take().map(|id| format!("admin_{id}"));
-                    op.tags = Some(vec!["quarantine".into()]);
-                    op.security = Some(vec![SecurityRequirement::new(OPERATOR, [scope])]);
-                }
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                op.operation_id = op.operation_id.take().map(|id| format!("admin_{id}"));
+                op.tags = Some(vec!["quarantine".into()]);
             }
             doc.paths
                 .paths

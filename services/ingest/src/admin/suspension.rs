@@ -77,8 +77,8 @@ pub(super) async fn admin_resume(
     description = "Suspends an agent (spec-next 07, 08): every authenticated call of the agent and \
         every message to it is refused until it is unsuspended or `duration_hours` pass.",
     params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
-    request_body(content = Object, description = "`{reason?, duration_hours?}`"),
-    security(("operator_token" = [])),
+    request_body = SuspendBody,
+    security(("operator_token" = ["tenant_admin"])),
     responses((status = 200, description = "Suspended", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn public_suspend(
     State(inner): State<Arc<Inner>>,
@@ -94,7 +94,7 @@ pub(crate) async fn public_suspend(
 #[utoipa::path(post, path = "/v1/agents/{address}/unsuspend", tag = "operator",
     operation_id = "unsuspend_agent",
     params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
-    security(("operator_token" = [])),
+    security(("operator_token" = ["tenant_admin"])),
     responses((status = 200, description = "No longer suspended", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn public_unsuspend(
     State(inner): State<Arc<Inner>>,

@@ -328,9 +328,11 @@ impl Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("amp_op_…")
                     .description(Some(
                         "An operator token of the admin API (`amp admin tokens`), with the \
-                         scope the operation needs",
+                         scope the operation's security requirement names (`read` < \
+                         `tenant_admin` < `full`)",
                     ))
                     .build(),
             ),
