@@ -109,9 +109,10 @@ pub fn document() -> Value {
 }
 
 /// What utoipa cannot say by itself: an unsigned 64-bit integer (`u64`, `usize`) is `uint64`
-/// within its whole range (a `u32` likewise `uint32`) (utoipa writes `u-int64` or nothing, and no upper bound; the handlers
-/// take any u64 and refuse more; bounds written on a field are kept),
-/// and a body of bytes (`Vec<u8>`) is a binary string, not an array of integers.
+/// within its whole range, a `u32` `uint32` within its own (utoipa writes `u-int64`,
+/// `u-int32` or nothing, and no upper bound; the handlers take any such integer and refuse
+/// more; bounds written on a field are kept), and a body of bytes (`Vec<u8>`) is a binary
+/// string, not an array of integers.
 pub(crate) fn fix_schemas(v: &mut Value) {
     match v {
         Value::Object(m) => {
