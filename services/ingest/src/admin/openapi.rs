@@ -316,12 +316,17 @@ pub(crate) fn period_or_empty() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(["hour", "day", ""]))
+        .description(Some("`hour` (default) or `day`; empty is the default"))
         .build()
 }
 
 /// A time of the usage query: RFC 3339, or empty (the default).
 pub(crate) fn time_or_empty() -> Schema {
     AnyOfBuilder::new()
+        .description(Some(
+            "RFC 3339; empty is the default (`from`: `to` less 24 hours; `to`: now). At most \
+             744 hours or 366 days from `from` to `to`",
+        ))
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
