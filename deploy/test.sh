@@ -6,8 +6,8 @@
 # (npm ci, against the release ampd). Extra arguments go to `cargo test` (a filter, e.g.
 # `deploy/test.sh cql`; the steps after the Rust tests run only without one): then the Helm
 # chart checked offline (deploy/helm/check.sh: lint, template, kubernetes-validate), and
-# Schemathesis against a live ampd and against the cluster behind nginx
-# (deploy/schemathesis/run.sh), both installing their PyPI
+# Schemathesis against a live ampd (its public and its admin API) and against the cluster
+# behind nginx (deploy/schemathesis/run.sh), all installing their PyPI
 # packages into virtualenvs under ~/.cache/amp-tools themselves.
 #
 # AMP_REQUIRE_NATS=1 / AMP_REQUIRE_CQL=1 / AMP_REQUIRE_BROWSER=1 / AMP_REQUIRE_S3=1 (set by
@@ -133,6 +133,9 @@ fi
 
 echo "== Schemathesis against a live ampd (the release build; the OpenAPI document it serves)"
 deploy/schemathesis/run.sh
+
+echo "== Schemathesis against the admin API of a live ampd (the release build; the document its admin listener serves)"
+SCHEMATHESIS_DOC=admin SCHEMATHESIS_MAX_TIME="${SCHEMATHESIS_ADMIN_MAX_TIME:-90}" deploy/schemathesis/run.sh
 
 echo "== Schemathesis against the cluster behind nginx (nats-server, router, delivery, federation, ingest; debug builds)"
 SCHEMATHESIS_TARGET=cluster SCHEMATHESIS_MAX_TIME="${SCHEMATHESIS_CLUSTER_MAX_TIME:-120}" deploy/schemathesis/run.sh

@@ -12,6 +12,11 @@
 # seconds, 180 by default). Exits non-zero on any failure, or when a provider process logged
 # an error, and prints "N passed, N failed".
 #
+# SCHEMATHESIS_DOC=admin (ampd only): the admin API instead, from the document its listener
+# serves (GET /admin/v1/openapi.json), every operation with the bootstrap operator token
+# (`[ingest.admin] bootstrap_token`, scope full, made up for the run), a tenant `fuzz` with an
+# agent to act on (deploy/schemathesis/admin_hooks.py).
+#
 # AMPD_BIN: the ampd binary (default: cargo build --release -p ampd, then target/release/ampd).
 # CLUSTER_BIN_DIR: where the cluster's binaries are (default: cargo build -p ingest -p router
 # -p delivery -p federation, then target/debug). The cluster mode needs nats-server and nginx.
@@ -27,6 +32,12 @@ if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/python" -c 'import cryptogr
 fi
 
 target="${SCHEMATHESIS_TARGET:-ampd}"
+doc="${SCHEMATHESIS_DOC:-public}"
+case "$doc" in
+  public) ;;
+  admin) [ "$target" = ampd ] || { echo "SCHEMATHESIS_DOC=admin runs against ampd only"; exit 2; } ;;
+  *) echo "SCHEMATHESIS_DOC must be public or admin, not $doc"; exit 2 ;;
+esac
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -78,6 +89,15 @@ if [ "$target" = ampd ]; then
   fi
   port="$(free_port)"
   url="http://127.0.0.1:$port"
+  admin_toml=''
+  if [ "$doc" = admin ]; then
+    aport="$(free_port)"
+    admin_url="http://127.0.0.1:$aport"
+    operator_token="amp_op_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    admin_toml="[ingest.admin]
+listen = \"127.0.0.1:$aport\"
+bootstrap_token = \"$operator_token\""
+  fi
   cat >"$work/ampd.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -86,6 +106,7 @@ data_dir = "$work/data"
 shutdown_grace_secs = 2
 
 $limits_toml
+$admin_toml
 TOML
   "$AMPD_BIN" --config "$work/ampd.toml" >"$work/ampd.log" 2>&1 &
   pids+=($!)
@@ -151,8 +172,35 @@ NGINX
 else
   echo "SCHEMATHESIS_TARGET must be ampd or cluster, not $target"; exit 2
 fi
-echo "schemathesis against $target at $url"
 extra=()
+workers=2
+schema="$url/v1/openapi.json"
+base="$url"
+hooks=hooks
+if [ "$doc" = admin ]; then
+  # The tenant and agent the hooks point half of the cases at.
+  auth=(-H "Authorization: Bearer $operator_token")
+  curl -fsS "${auth[@]}" -H 'content-type: application/json' -d '{"name":"fuzz","registration":"open"}' \
+    "$admin_url/admin/v1/tenants" >/dev/null
+  agent="agent-$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
+  pem="$(python3 -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; print(K.generate().public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode(), end="")' 2>/dev/null \
+    || "$venv/bin/python" -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; print(K.generate().public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode(), end="")')"
+  python3 -c 'import json, sys; print(json.dumps({"tenant": "fuzz", "name": sys.argv[1], "public_key": sys.argv[2], "key_algorithm": "Ed25519"}))' "$agent" "$pem" \
+    | curl -fsS -H 'content-type: application/json' --data-binary @- "$url/v1/register" >/dev/null
+  export AMP_OPERATOR_TOKEN="$operator_token" AMP_ADMIN_URL="$admin_url" AMP_FUZZ_TENANT=fuzz AMP_FUZZ_AGENT="$agent"
+  schema="$admin_url/admin/v1/openapi.json"
+  base="$admin_url"
+  hooks=admin_hooks
+  # The links Schemathesis infers include POST /tenants -> GET /tenants/{name}/deletion,
+  # which is 404 until the tenant is deleted: not a resource the creation made. And a
+  # tenant's deletion is a background purge (202, the tenant `deleting` meanwhile): its
+  # routes answer until the purge is done, which a check that expects 404 at once misreads.
+  extra+=(--exclude-checks ensure_resource_availability,use_after_free)
+  # One worker: with two, the Python 3.11 under Schemathesis fails now and then in its own
+  # code ("AST constructor recursion depth mismatch", parsing in two threads at once).
+  workers=1
+fi
+echo "schemathesis against $target ($doc API) at $base"
 if [ "$target" = cluster ]; then
   # nginx answers TRACE itself (405 without `Allow`, before any location), as every nginx
   # in front of a provider does: not the provider's answer. The undeclared methods that reach
@@ -162,12 +210,12 @@ fi
 
 status=0
 # Run from the temporary directory: Schemathesis keeps a cache (.schemathesis/) where it runs.
-(cd "$work" && AMP_URL="$url" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$here" PYTHONDONTWRITEBYTECODE=1 \
-  "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$url/v1/openapi.json" \
-  --url "$url" \
+(cd "$work" && AMP_URL="$url" SCHEMATHESIS_HOOKS="$hooks" PYTHONPATH="$here" PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$schema" \
+  --url "$base" \
   --checks all \
   --max-time "${SCHEMATHESIS_MAX_TIME:-180}" \
-  --workers 2 \
+  --workers "$workers" \
   --seed "${SCHEMATHESIS_SEED:-20261206}" \
   --request-timeout 40 \
   --suppress-health-check all \

@@ -21,6 +21,7 @@ mod auth;
 mod routes;
 mod state;
 
+pub use admin::openapi as admin_openapi;
 pub use routes::openapi;
 
 use std::sync::Arc;

@@ -27,14 +27,22 @@ use super::suspension::in_tenant;
 use super::{Caller, audit, optional_json, rfc3339};
 use crate::state::Inner;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = AgentKeyRevoke)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeBody {
     /// Why, for the audit log (at most 500 characters).
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
 /// `POST /admin/v1/tenants/{name}/agents/{agent}/revoke-key`.
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/agents/{agent}/revoke-key", tag = "agents", operation_id = "admin_revoke_agent_key",
+    description = "Puts the agent's current public key on the revocation list (spec-next 07, `admin_action`): every message it signs is refused from now on. The body is optional.",
+    params(super::openapi::TenantAgent),
+    request_body = Option<RevokeBody>,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "Revoked", body = super::openapi::AgentKeyRevokedDoc), (status = 404)))]
 pub(super) async fn revoke_key(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -92,6 +100,11 @@ pub(super) async fn revoke_key(
 }
 
 /// `DELETE /admin/v1/tenants/{name}/agents/{agent}`.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{name}/agents/{agent}", tag = "agents", operation_id = "admin_deregister_agent",
+    description = "Deregisters the agent as its own `DELETE /v1/agents/me` does, its key revoked (`agent_deregistered`).",
+    params(super::openapi::TenantAgent),
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "Deregistered", body = super::openapi::AgentDeregisteredDoc), (status = 404)))]
 pub(super) async fn deregister(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,

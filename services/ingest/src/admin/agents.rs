@@ -32,6 +32,10 @@ fn view(a: &AgentRecord) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{name}/agents", tag = "agents", operation_id = "list_tenant_agents",
+    params(super::openapi::TenantName, super::Page),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "A page of the tenant's agents, by name (no keys)", body = super::openapi::AgentListDoc), (status = 404)))]
 pub(super) async fn list(
     State(inner): State<Arc<Inner>>,
     ApiPath(name): ApiPath<String>,

@@ -12,6 +12,10 @@ use super::{Page, rfc3339};
 use crate::routes::store_error;
 use crate::state::Inner;
 
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", operation_id = "list_audit",
+    params(super::Page),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "A page of the audit log, oldest first", body = super::openapi::AuditPageDoc)))]
 pub(super) async fn list(
     State(inner): State<Arc<Inner>>,
     ApiQuery(page): ApiQuery<Page>,

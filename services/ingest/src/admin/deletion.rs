@@ -53,6 +53,14 @@ fn location(tenant: &str) -> String {
     format!("/admin/v1/tenants/{tenant}/deletion")
 }
 
+#[utoipa::path(delete, path = "/admin/v1/tenants/{name}", tag = "tenants", operation_id = "delete_tenant",
+    description = "Marks the tenant `deleting` (refused from now on) and purges it in the background; asked again after a failure, resumes it.",
+    params(super::openapi::TenantName),
+    security(("operator_token" = ["full"])),
+    responses((status = 202, description = "The deletion, started", body = super::openapi::DeletionDoc,
+            headers(("Location" = String, description = "Its status: `/admin/v1/tenants/{name}/deletion`"))),
+        (status = 403, description = "Error: `forbidden` (a reserved tenant, or the token's scope)"),
+        (status = 404), (status = 409, description = "Error: `conflict` (already being deleted)")))]
 pub(super) async fn delete(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -129,6 +137,10 @@ pub(super) async fn delete(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{name}/deletion", tag = "tenants", operation_id = "tenant_deletion",
+    params(super::openapi::TenantName),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "How far the deletion got", body = super::openapi::DeletionDoc), (status = 404)))]
 pub(super) async fn status(
     State(inner): State<Arc<Inner>>,
     ApiPath(name): ApiPath<String>,

@@ -30,6 +30,7 @@ mod agents;
 mod audit;
 mod console;
 pub(crate) mod deletion;
+pub mod openapi;
 mod owner_keys;
 pub(crate) mod quarantine;
 pub(crate) mod risk;
@@ -135,6 +136,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
                 .merge(full)
                 .merge(console_api)
                 .merge(quarantine::routes(&inner))
+                .route("/openapi.json", get(openapi::openapi_json))
                 .with_state(inner.clone()),
         )
         .merge(console::router())
@@ -247,10 +249,14 @@ pub(crate) async fn audit(
 }
 
 /// `?after=…&limit=…` of the paged listings.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Page {
+    /// The previous page's `next_cursor`.
     after: Option<String>,
+    /// Entries per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 

@@ -62,15 +62,18 @@ fn seconds(v: Option<u64>, field: &str, default: Option<u64>) -> ApiResult<Optio
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = OwnerKeyIssue)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IssueBody {
     /// The owner the key's agents belong to; default: the tenant's first owner, else
     /// `own_<tenant>`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     owner_id: Option<String>,
     /// Most agents of the owner.
     agent_limit: Option<u32>,
-    /// Valid for, in seconds; default: until revoked.
+    /// Valid for, in seconds (at most 90 days); default: until revoked.
+    #[schema(minimum = 1, maximum = 7776000)]
     expires_in_secs: Option<u64>,
 }
 
@@ -103,6 +106,12 @@ async fn mint(
     Ok((key, record))
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/owner-keys", tag = "owner keys", operation_id = "issue_owner_key",
+    description = "Issues an owner key (`uk_…`) for registration in the tenant. The key is in this answer only. The body is optional.",
+    params(super::openapi::TenantName),
+    request_body = Option<IssueBody>,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 201, description = "Issued", body = super::openapi::OwnerKeyIssuedDoc), (status = 404)))]
 pub(super) async fn issue(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -146,6 +155,10 @@ pub(super) async fn issue(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{name}/owner-keys", tag = "owner keys", operation_id = "list_owner_keys",
+    params(super::openapi::TenantName),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "The tenant's owner keys (never the keys themselves)", body = super::openapi::OwnerKeyListDoc), (status = 404)))]
 pub(super) async fn list(
     State(inner): State<Arc<Inner>>,
     ApiPath(name): ApiPath<String>,
@@ -170,13 +183,22 @@ async fn find(inner: &Inner, tenant: &str, id: &str) -> ApiResult<(String, Owner
         .ok_or_else(|| ApiError::not_found(format!("no owner key '{id}' in this tenant")).into())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = OwnerKeyRotate)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RotateBody {
-    /// How long the old key keeps working, in seconds (default one day).
+    /// How long the old key keeps working, in seconds (default one day, at most 90 days).
+    #[schema(minimum = 1, maximum = 7776000)]
     overlap_secs: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/owner-keys/{id}/rotate", tag = "owner keys", operation_id = "rotate_owner_key",
+    description = "Issues a new key for the same owner; the old one keeps working for the overlap. The body is optional.",
+    params(super::openapi::OwnerKeyPath),
+    request_body = Option<RotateBody>,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 201, description = "The new key (shown once) and the old one as it is now", body = super::openapi::OwnerKeyRotatedDoc),
+        (status = 400, description = "Error: `invalid_field` (the key is revoked or expired, or a bad field)"), (status = 404)))]
 pub(super) async fn rotate(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -214,6 +236,11 @@ pub(super) async fn rotate(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/owner-keys/{id}/revoke", tag = "owner keys", operation_id = "revoke_owner_key",
+    description = "Revokes the key (idempotent).",
+    params(super::openapi::OwnerKeyPath),
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "The key, revoked", body = super::openapi::OwnerKeyDoc), (status = 404)))]
 pub(super) async fn revoke(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -240,13 +267,21 @@ pub(super) async fn revoke(
     Ok(axum::Json(view(&k)).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = InviteCreate)]
 #[serde(deny_unknown_fields)]
 pub(super) struct InviteBody {
-    /// Valid for, in seconds (default 7 days).
+    /// Valid for, in seconds (default 7 days, at most 90 days).
+    #[schema(minimum = 1, maximum = 7776000)]
     expires_in_secs: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/invites", tag = "owner keys", operation_id = "create_invite",
+    description = "A single-use invite code (`amp_inv_…`) for registration in an `invite` tenant. The code is in this answer only. The body is optional.",
+    params(super::openapi::TenantName),
+    request_body = Option<InviteBody>,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 201, description = "Created", body = super::openapi::InviteDoc), (status = 404)))]
 pub(super) async fn invite(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,

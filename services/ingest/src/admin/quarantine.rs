@@ -28,11 +28,11 @@ pub(crate) struct ListQuery {
 
 #[utoipa::path(get, path = "/v1/quarantine", tag = "operator", operation_id = "list_quarantine",
     params(
-        ("status" = Option<String>, Query, description = "`pending`, `approved`, `rejected` or `expired`"),
-        ("limit" = Option<u64>, Query, description = "Entries per page"),
+        ("status" = Option<String>, Query, description = "`pending` (default), `approved`, `rejected` or `expired`", pattern = "^(pending|approved|rejected|expired)$"),
+        ("limit" = Option<u64>, Query, description = "Entries per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
     ),
-    security(("operator_token" = [])),
+    security(("operator_token" = ["read"])),
     responses((status = 200, description = "Quarantined messages: `items`, `count` (this page), `total` (every entry in the status) and `next_cursor` when more follow", body = Object), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn list(
     State(inner): State<Arc<Inner>>,
@@ -52,7 +52,7 @@ pub(crate) async fn list(
 
 #[utoipa::path(get, path = "/v1/quarantine/{id}", tag = "operator", operation_id = "show_quarantine",
     params(("id" = String, Path, description = "The quarantine entry's id")),
-    security(("operator_token" = [])),
+    security(("operator_token" = ["read"])),
     responses((status = 200, description = "The entry", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn show(
     State(inner): State<Arc<Inner>>,
@@ -66,7 +66,7 @@ pub(crate) async fn show(
 
 #[utoipa::path(post, path = "/v1/quarantine/{id}/approve", tag = "operator", operation_id = "approve_quarantine",
     params(("id" = String, Path, description = "The quarantine entry's id")),
-    security(("operator_token" = [])),
+    security(("operator_token" = ["tenant_admin"])),
     responses((status = 200, description = "Approved: the message is delivered", body = Object), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)))]
 pub(crate) async fn approve(
     State(inner): State<Arc<Inner>>,
@@ -94,7 +94,7 @@ pub(crate) async fn approve(
 
 #[utoipa::path(post, path = "/v1/quarantine/{id}/reject", tag = "operator", operation_id = "reject_quarantine",
     params(("id" = String, Path, description = "The quarantine entry's id")),
-    security(("operator_token" = [])),
+    security(("operator_token" = ["tenant_admin"])),
     responses((status = 200, description = "Rejected: the message is dropped and its sender (one of this provider's agents) told, without the rules", body = Object), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)))]
 pub(crate) async fn reject(
     State(inner): State<Arc<Inner>>,

@@ -25,7 +25,7 @@ use crate::state::Inner;
     description = "The agent's risk score over the last 24 h (spec-next 07): for the agent itself \
         (its API key) or an operator.",
     params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
-    security(("api_key" = []), ("operator_token" = [])),
+    security(("api_key" = []), ("operator_token" = ["read"])),
     responses((status = 200, description = "The score and its counts", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn agent_risk(
     State(inner): State<Arc<Inner>>,

@@ -27,14 +27,25 @@ use crate::state::Inner;
 /// The longest suspension with an end: ten years (longer is "until unsuspended").
 const MAX_HOURS: u64 = 10 * 366 * 24;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AgentSuspend)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SuspendBody {
+    /// Why (required, at most 500 characters, not only spaces).
+    #[schema(required = true, nullable = false, max_length = 500, pattern = "\\S")]
     reason: Option<String>,
+    /// For how long, in hours (1 to 87840); omitted, until unsuspended.
+    #[schema(minimum = 1, maximum = 87840)]
     duration_hours: Option<u64>,
 }
 
 /// `POST /admin/v1/tenants/{name}/agents/{agent}/suspend`.
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/agents/{agent}/suspend", tag = "agents", operation_id = "admin_suspend_agent",
+    description = "Suspends an agent (spec-next 07): every authenticated call of the agent and every message to it is refused until it is unsuspended or `duration_hours` pass.",
+    params(super::openapi::TenantAgent),
+    request_body = SuspendBody,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "Suspended", body = super::openapi::AgentSuspendedDoc), (status = 404)))]
 pub(super) async fn admin_suspend(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -46,6 +57,11 @@ pub(super) async fn admin_suspend(
 }
 
 /// `POST /admin/v1/tenants/{name}/agents/{agent}/resume` (also `…/unsuspend`).
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/agents/{agent}/resume", tag = "agents", operation_id = "admin_resume_agent",
+    description = "Ends an agent's suspension (idempotent). Also at `…/unsuspend`.",
+    params(super::openapi::TenantAgent),
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "No longer suspended", body = super::openapi::AgentUnsuspendedDoc), (status = 404)))]
 pub(super) async fn admin_resume(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -61,8 +77,8 @@ pub(super) async fn admin_resume(
     description = "Suspends an agent (spec-next 07, 08): every authenticated call of the agent and \
         every message to it is refused until it is unsuspended or `duration_hours` pass.",
     params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
-    request_body(content = Object, description = "`{reason?, duration_hours?}`"),
-    security(("operator_token" = [])),
+    request_body = SuspendBody,
+    security(("operator_token" = ["tenant_admin"])),
     responses((status = 200, description = "Suspended", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn public_suspend(
     State(inner): State<Arc<Inner>>,
@@ -78,7 +94,7 @@ pub(crate) async fn public_suspend(
 #[utoipa::path(post, path = "/v1/agents/{address}/unsuspend", tag = "operator",
     operation_id = "unsuspend_agent",
     params(("address" = String, Path, description = "The agent's id (`agt_…`) or address")),
-    security(("operator_token" = [])),
+    security(("operator_token" = ["tenant_admin"])),
     responses((status = 200, description = "No longer suspended", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn public_unsuspend(
     State(inner): State<Arc<Inner>>,

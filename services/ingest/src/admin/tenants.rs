@@ -33,14 +33,26 @@ pub(crate) fn view(inner: &Inner, t: &TenantRecord) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = TenantCreate)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
+    /// The tenant's label: 1-63 characters of a-z, 0-9 and `-` (required).
+    #[schema(required = true, nullable = false, pattern = "^[a-z0-9-]{1,63}$")]
     name: Option<String>,
+    /// Who may register agents (default `owner_key`).
+    #[schema(value_type = Option<super::openapi::RegistrationDoc>)]
     registration: Option<TenantRegistration>,
+    /// Its own limits (default: none, the default plan's).
+    #[schema(value_type = Option<super::openapi::PlanDoc>)]
     plan: Option<PlanLimits>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants", tag = "tenants", operation_id = "create_tenant",
+    request_body = CreateBody,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 201, description = "Created", body = super::openapi::TenantDoc),
+        (status = 409, description = "Error: `name_taken` (the tenant exists)")))]
 pub(super) async fn create(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -88,14 +100,24 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, axum::Json(view(&inner, &tenant))).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
+    /// The previous page's `next_cursor`.
     after: Option<String>,
+    /// Tenants per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// Only tenants in this status.
+    #[param(value_type = Option<super::openapi::TenantStatusDoc>)]
     status: Option<TenantStatus>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants", tag = "tenants", operation_id = "list_tenants",
+    params(ListQuery),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "A page of tenants, by name", body = super::openapi::TenantListDoc)))]
 pub(super) async fn list(
     State(inner): State<Arc<Inner>>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -168,6 +190,10 @@ pub(super) async fn load(inner: &Inner, raw: &str) -> ApiResult<TenantRecord> {
         .ok_or_else(|| ApiError::not_found(format!("no tenant '{name}'")).into())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{name}", tag = "tenants", operation_id = "get_tenant",
+    params(super::openapi::TenantName),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "The tenant", body = super::openapi::TenantDoc), (status = 404)))]
 pub(super) async fn get(
     State(inner): State<Arc<Inner>>,
     ApiPath(name): ApiPath<String>,
@@ -176,14 +202,25 @@ pub(super) async fn get(
     Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = TenantUpdate, min_properties = 1)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateBody {
+    /// Who may register agents.
+    #[schema(value_type = Option<super::openapi::RegistrationDoc>)]
     registration: Option<TenantRegistration>,
     /// Replaces the tenant's own limits whole (`{}`: the default plan's, all of them).
+    #[schema(value_type = Option<super::openapi::PlanDoc>)]
     plan: Option<PlanLimits>,
 }
 
+#[utoipa::path(patch, path = "/admin/v1/tenants/{name}", tag = "tenants", operation_id = "update_tenant",
+    description = "Changes the registration mode or the plan (at least one of them, not null; `null` is absent).",
+    params(super::openapi::TenantName),
+    request_body = UpdateBody,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "The tenant as changed", body = super::openapi::TenantDoc),
+        (status = 404), (status = 409, description = "Error: `conflict` (the tenant is being deleted)")))]
 pub(super) async fn update(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -216,12 +253,22 @@ pub(super) async fn update(
     Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = TenantSuspend)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SuspendBody {
+    /// Why, shown on the tenant (at most 500 characters).
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/suspend", tag = "tenants", operation_id = "suspend_tenant",
+    description = "Refuses the tenant's agents' requests and routes, closes their sockets. The body is optional.",
+    params(super::openapi::TenantName),
+    request_body = Option<SuspendBody>,
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "The tenant, suspended", body = super::openapi::TenantDoc),
+        (status = 404), (status = 409, description = "Error: `conflict` (the tenant is being deleted)")))]
 pub(super) async fn suspend(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -250,6 +297,11 @@ pub(super) async fn suspend(
     Ok(axum::Json(view(&inner, &t)).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/tenants/{name}/resume", tag = "tenants", operation_id = "resume_tenant",
+    params(super::openapi::TenantName),
+    security(("operator_token" = ["tenant_admin"])),
+    responses((status = 200, description = "The tenant, active", body = super::openapi::TenantDoc),
+        (status = 404), (status = 409, description = "Error: `conflict` (the tenant is being deleted)")))]
 pub(super) async fn resume(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,

@@ -28,13 +28,29 @@ fn view(t: &OperatorToken) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = TokenCreate)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
+    /// What the token is for: 1-64 printable characters, not only spaces (required).
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     name: Option<String>,
+    /// `read`, `tenant_admin` or `full` (required).
+    #[schema(required = true, nullable = false, value_type = Option<super::openapi::ScopeDoc>)]
     scope: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tokens", tag = "operator tokens", operation_id = "create_token",
+    description = "Creates an operator token. The token is in this answer only.",
+    request_body = CreateBody,
+    security(("operator_token" = ["full"])),
+    responses((status = 201, description = "Created", body = super::openapi::TokenCreatedDoc)))]
 pub(super) async fn create(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,
@@ -80,6 +96,9 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tokens", tag = "operator tokens", operation_id = "list_tokens",
+    security(("operator_token" = ["full"])),
+    responses((status = 200, description = "Every operator token, oldest first (never the tokens themselves)", body = super::openapi::TokenListDoc)))]
 pub(super) async fn list(State(inner): State<Arc<Inner>>) -> ApiResult<Response> {
     let mut tokens = inner.store.list_tokens().await.map_err(store_error)?;
     tokens.sort_by_key(|(_, t)| t.created_at);
@@ -89,6 +108,11 @@ pub(super) async fn list(State(inner): State<Arc<Inner>>) -> ApiResult<Response>
     .into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/tokens/{id}/revoke", tag = "operator tokens", operation_id = "revoke_token",
+    description = "Revokes the token (idempotent).",
+    params(("id" = String, Path, description = "The token's public id (`opt_…`)")),
+    security(("operator_token" = ["full"])),
+    responses((status = 200, description = "The token, revoked", body = super::openapi::TokenDoc), (status = 404)))]
 pub(super) async fn revoke(
     State(inner): State<Arc<Inner>>,
     Extension(caller): Extension<Caller>,

@@ -28,11 +28,20 @@ use crate::state::Inner;
 pub(crate) const MAX_ROWS: i64 = 31 * 24;
 const MAX_DAYS: i64 = 366;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsageQuery {
+    /// `hour` (default) or `day`; empty is the default.
+    #[param(schema_with = super::openapi::period_or_empty)]
     period: Option<String>,
+    /// The first period's start, RFC 3339, rounded down to its period (default, or empty:
+    /// `to` less 24 hours).
+    #[param(schema_with = super::openapi::time_or_empty)]
     from: Option<String>,
+    /// The end, RFC 3339, excluded (default, or empty: now). At most 744 hours or 366 days
+    /// from `from`.
+    #[param(schema_with = super::openapi::time_or_empty)]
     to: Option<String>,
 }
 
@@ -112,6 +121,11 @@ async fn load(inner: &Inner, tenant: Option<&str>, r: &Range) -> ApiResult<Vec<U
         .map_err(store_error)
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{name}/usage", tag = "usage", operation_id = "tenant_usage",
+    description = "The tenant's usage per period in `[from, to)`, periods without traffic as zeros.",
+    params(super::openapi::TenantName, UsageQuery),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "One row per period, in time order", body = super::openapi::UsageDoc)))]
 pub(super) async fn tenant_json(
     State(inner): State<Arc<Inner>>,
     ApiPath(name): ApiPath<String>,
@@ -144,6 +158,11 @@ pub(super) async fn tenant_json(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/tenants/{name}/usage.csv", tag = "usage", operation_id = "tenant_usage_csv",
+    description = "The tenant's usage as CSV, one line per period (header: `tenant,period,start,messages_in,messages_out,federated_in,federated_out,bytes_stored,agents,connections,bytes_held`).",
+    params(super::openapi::TenantName, UsageQuery),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "CSV", content_type = "text/csv; charset=utf-8", body = String)))]
 pub(super) async fn tenant_csv(
     State(inner): State<Arc<Inner>>,
     ApiPath(name): ApiPath<String>,
@@ -155,6 +174,11 @@ pub(super) async fn tenant_csv(
     Ok(csv(&r, &[name], &rows))
 }
 
+#[utoipa::path(get, path = "/admin/v1/usage.csv", tag = "usage", operation_id = "usage_csv",
+    description = "Every tenant's usage with traffic in the range, as CSV (the header of the tenant's).",
+    params(UsageQuery),
+    security(("operator_token" = ["read"])),
+    responses((status = 200, description = "CSV", content_type = "text/csv; charset=utf-8", body = String)))]
 pub(super) async fn all_csv(
     State(inner): State<Arc<Inner>>,
     ApiQuery(q): ApiQuery<UsageQuery>,

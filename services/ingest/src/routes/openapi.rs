@@ -109,10 +109,11 @@ pub fn document() -> Value {
 }
 
 /// What utoipa cannot say by itself: an unsigned 64-bit integer (`u64`, `usize`) is `uint64`
-/// within its whole range (utoipa writes `u-int64` or nothing, and no upper bound; the handlers
-/// take any u64 and refuse more),
-/// and a body of bytes (`Vec<u8>`) is a binary string, not an array of integers.
-fn fix_schemas(v: &mut Value) {
+/// within its whole range, a `u32` `uint32` within its own (utoipa writes `u-int64`,
+/// `u-int32` or nothing, and no upper bound; the handlers take any such integer and refuse
+/// more; bounds written on a field are kept), and a body of bytes (`Vec<u8>`) is a binary
+/// string, not an array of integers.
+pub(crate) fn fix_schemas(v: &mut Value) {
     match v {
         Value::Object(m) => {
             let bytes = m.get("type") == Some(&Value::from("array"))
@@ -129,8 +130,13 @@ fn fix_schemas(v: &mut Value) {
                 && !m.contains_key("format");
             if usize_like || m.get("format") == Some(&Value::from("u-int64")) {
                 m.insert("format".into(), Value::from("uint64"));
-                m.insert("minimum".into(), Value::from(0));
-                m.insert("maximum".into(), Value::from(u64::MAX));
+                m.entry("minimum").or_insert_with(|| Value::from(0));
+                m.entry("maximum").or_insert_with(|| Value::from(u64::MAX));
+            }
+            if m.get("format") == Some(&Value::from("u-int32")) {
+                m.insert("format".into(), Value::from("uint32"));
+                m.entry("minimum").or_insert_with(|| Value::from(0));
+                m.entry("maximum").or_insert_with(|| Value::from(u32::MAX));
             }
             m.values_mut().for_each(fix_schemas);
         }
@@ -209,7 +215,7 @@ pub struct ErrorDoc {
 /// Fills in every operation's error answers: their codes (from [`ErrorCode::ALL`], by
 /// status), the spec's body, and the answers every operation can give (400, 413 and 415 with
 /// a body, 401 and 429 where authenticated, 500 and 503 everywhere).
-struct Errors;
+pub(crate) struct Errors;
 
 impl Modify for Errors {
     fn modify(&self, doc: &mut Document) {
@@ -323,9 +329,11 @@ impl Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("amp_op_…")
                     .description(Some(
                         "An operator token of the admin API (`amp admin tokens`), with the \
-                         scope the operation needs",
+                         scope the operation's security requirement names (`read` < \
+                         `tenant_admin` < `full`)",
                     ))
                     .build(),
             ),
