@@ -138,6 +138,9 @@ impl std::fmt::Debug for NatsServer {
 /// Every node is killed on drop.
 pub struct NatsCluster {
     nodes: Vec<Node>,
+    /// With [`NatsCluster::start_isolatable`]: every route connection of node 0 (the ones
+    /// its peers dial, and the ones it dials) passes through one of these links.
+    node0_links: Vec<crate::Link>,
     dir: TempDir,
 }
 
@@ -149,6 +152,44 @@ impl NatsCluster {
     /// When `size` is 0, no `nats-server` is found, or a node is not healthy in time (the panic
     /// carries its log).
     pub fn start(size: usize) -> Self {
+        Self::start_with_links(size, false)
+    }
+
+    /// [`start`](Self::start), with every route connection of node 0 through a [`crate::Link`]
+    /// (its peers reach it at a link, advertised as its cluster address; it reaches each peer
+    /// through a link of its own), so [`isolate_node0`](Self::isolate_node0) cuts node 0 off
+    /// from its peers while its clients still reach it: a partition between NATS nodes, not
+    /// between a client and its node.
+    ///
+    /// # Panics
+    /// Like [`start`](Self::start); `size` must be at least 2.
+    pub fn start_isolatable(size: usize) -> Self {
+        assert!(size > 1, "isolating a node needs peers");
+        Self::start_with_links(size, true)
+    }
+
+    /// Cuts every route connection of node 0 (see [`start_isolatable`](Self::start_isolatable)).
+    ///
+    /// # Panics
+    /// When the cluster was not started isolatable.
+    pub fn isolate_node0(&self) {
+        assert!(
+            !self.node0_links.is_empty(),
+            "start the cluster with start_isolatable"
+        );
+        for link in &self.node0_links {
+            link.cut();
+        }
+    }
+
+    /// Heals what [`isolate_node0`](Self::isolate_node0) cut.
+    pub fn heal_node0(&self) {
+        for link in &self.node0_links {
+            link.heal();
+        }
+    }
+
+    fn start_with_links(size: usize, isolatable: bool) -> Self {
         assert!(size > 0, "a cluster needs at least one node");
         let dir = tempfile::Builder::new()
             .prefix("amp-nats-cluster-")
@@ -159,22 +200,46 @@ impl NatsCluster {
         // machine (or a probed free port is taken meanwhile): then it is started again, on
         // fresh ports and stores, up to three times.
         let mut attempt = 0;
+        let mut links: Vec<crate::Link>;
         let nodes = loop {
             attempt += 1;
             let attempt_dir = dir.path().join(format!("attempt-{attempt}"));
             std::fs::create_dir_all(&attempt_dir).expect("create the attempt's dir");
             let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-            let routes: Vec<String> = cluster_ports
-                .iter()
-                .map(|port| format!("nats-route://127.0.0.1:{port}"))
-                .collect();
+            let route = |port: u16| format!("nats-route://127.0.0.1:{port}");
+            let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            // Node 0's routes through links: the one its peers dial (advertised as its
+            // cluster address, so gossip hands out the link too), one per peer it dials.
+            links = if isolatable {
+                cluster_ports
+                    .iter()
+                    .map(|p| crate::Link::start(at(*p)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let mut nodes: Vec<Node> = cluster_ports
                 .iter()
                 .enumerate()
                 .map(|(i, cluster_port)| {
                     let spec = node_spec(&attempt_dir, &format!("n{i}"), "");
+                    let routes: Vec<String> = cluster_ports
+                        .iter()
+                        .enumerate()
+                        .map(|(j, port)| match (isolatable, i, j) {
+                            // links[0] fronts node 0; links[j] (j > 0) is node 0's way to j.
+                            (true, 0, j) if j > 0 => route(links[j].addr().port()),
+                            (true, _, 0) => route(links[0].addr().port()),
+                            _ => route(*port),
+                        })
+                        .collect();
+                    let advertise = if isolatable && i == 0 {
+                        format!("\n  advertise: {}", links[0].addr())
+                    } else {
+                        String::new()
+                    };
                     let block = format!(
-                        "cluster {{\n  name: amp-test\n  listen: 127.0.0.1:{cluster_port}\n  \
+                        "cluster {{\n  name: amp-test\n  listen: 127.0.0.1:{cluster_port}{advertise}\n  \
                          routes: [{}]\n}}",
                         routes.join(", ")
                     );
@@ -201,7 +266,11 @@ impl NatsCluster {
                 }
             }
         };
-        Self { nodes, dir }
+        Self {
+            nodes,
+            node0_links: links,
+            dir,
+        }
     }
 
     /// The client URLs of every node, in node order.

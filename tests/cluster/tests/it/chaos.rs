@@ -672,3 +672,43 @@ async fn chaos_partition_router_cut_off_from_nats_under_load() {
         "the cluster stopped answering while one of two routers was cut off"
     );
 }
+
+/// A NATS node cut off from its peers only (its route connections dropped, its clients still
+/// connected to it), under load, for longer than the ack wait: it loses its quorum and the
+/// leaderships it held move to the two others. Services connected to it are refused or time
+/// out meanwhile (and report unready) while the others go on; after the heal the node catches
+/// up. Nothing acknowledged is lost, nothing appears twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_partition_nats_node_cut_off_from_its_peers_under_load() {
+    let _heavy = HEAVY.lock().await;
+    let nats = NatsCluster::start_isolatable(3);
+    let mut topology = Topology::new("partition.test", nats.urls().join(","), 3);
+    topology.ack_wait_ms = 3_000;
+    let mut d = Deployment::start(&topology).await;
+    let total = 2_000;
+    let during_cut = Arc::new(AtomicUsize::new(0));
+    let cut_count = during_cut.clone();
+    let nats = &nats;
+    run_chaos(
+        "partition, NATS node cut off from its peers",
+        &mut d,
+        total,
+        async |_d, done| {
+            reach(&done, total / 5).await;
+            nats.isolate_node0();
+            let before = done.load(Ordering::SeqCst);
+            tokio::time::sleep(CUT_FOR).await;
+            cut_count.store(done.load(Ordering::SeqCst) - before, Ordering::SeqCst);
+            nats.heal_node0();
+        },
+    )
+    .await
+    .verify_again("partition, NATS node cut off, settled", &d)
+    .await;
+    let acked_during_cut = during_cut.load(Ordering::SeqCst);
+    eprintln!(
+        "partition: {acked_during_cut} messages answered while a NATS node was cut off from its \
+         peers for {} s",
+        CUT_FOR.as_secs()
+    );
+}
