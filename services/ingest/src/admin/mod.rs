@@ -6,7 +6,8 @@
 //! ever compared byte by byte, and a lookup's timing tells nothing about a token (the
 //! attacker cannot compute the hash without the pepper); the one comparison of secrets left,
 //! the bootstrap token's, is in constant time. Tokens are never logged. Each route needs a
-//! scope (`read` < `tenant_admin` < `full`); every change is written to the audit log.
+//! scope (`read` < `tenant_admin` < `full`); every change is written to the audit log. A
+//! token may be limited to one tenant (`tenant_scope`).
 //!
 //! - `tenants`: create, list (paged), get, update, suspend, resume.
 //! - `deletion`: delete a tenant (a background purge, resumed at start) and its status.
@@ -35,6 +36,7 @@ pub(crate) mod quarantine;
 pub(crate) mod risk;
 pub(crate) mod seed;
 pub(crate) mod suspension;
+mod tenant_scope;
 mod tenants;
 mod tokens;
 mod usage;
@@ -152,6 +154,8 @@ pub(crate) struct Caller {
     pub(crate) id: String,
     /// The request's id (`x-request-id`), for the audit log.
     pub(crate) request_id: Option<String>,
+    /// The one tenant the token is limited to ([`tenant_scope`]), or `None`: the provider.
+    pub(crate) tenant: Option<String>,
 }
 
 /// Resolves the operator token and checks its scope against the route's (also in front of
@@ -186,12 +190,19 @@ pub(crate) async fn authenticate(
         ))
         .into_response();
     }
+    if let Some(tenant) = &record.tenant {
+        req = match tenant_scope::check(&inner, &record, tenant, req).await {
+            Ok(req) => req,
+            Err(refused) => return refused,
+        };
+    }
     // The request's id ties the audit entry to the proxy's and the client's logs; one is
     // made when the request has none, and returned either way.
     let request_id = request_id(req.headers()).unwrap_or_else(|| new_id("req_"));
     req.extensions_mut().insert(Caller {
         id: record.id,
         request_id: Some(request_id.clone()),
+        tenant: record.tenant,
     });
     let mut resp = next.run(req).await;
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {

@@ -1,6 +1,7 @@
 //! `GET /v1/agents/{agent_id}/risk` (spec-next 08 "Risk Score"): the agent's score over the
 //! rolling 24 hours, for the agent itself (its API key; also while it is suspended, so it
-//! can learn why) or an operator (a token of any scope). Another agent's id is unknown to
+//! can learn why) or an operator (a token of any scope; one limited to a tenant, for that
+//! tenant's agents). Another agent's id is unknown to
 //! an agent (`404`), as its existence must not leak.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::http::bearer_token;
 use amp_runtime::{ApiPath, ApiResult, HttpError};
+use amp_store::AgentRecord;
 use amp_store::operator::Operator as _;
 use axum::Json;
 use axum::extract::State;
@@ -42,17 +44,27 @@ pub(crate) async fn agent_risk(
     let unknown = || HttpError::from(ApiError::not_found(format!("no agent '{id}'")));
     if token.starts_with(TOKEN_PREFIX) {
         let hash = hash_key(&inner.identity.key_pepper, token);
-        match inner.store.token_by_hash(&hash).await {
-            Ok(Some(t)) if t.revoked_at.is_none() => {}
+        let record = match inner.store.token_by_hash(&hash).await {
+            Ok(Some(t)) if t.revoked_at.is_none() => t,
             Ok(_) => return Err(unauthorized("unknown or revoked operator token")),
             Err(e) => return Err(store_error(e)),
-        }
+        };
         let found = if id.starts_with("agt_") && id.len() <= 64 {
             inner.store.agent(&id).await.map_err(store_error)?
         } else {
             None
         };
-        if !found.is_some_and(|a| a.is_active()) {
+        let Some(agent) = found.filter(AgentRecord::is_active) else {
+            return Err(unknown());
+        };
+        // A tenant admin's token: its tenant's agents only (another's is unknown to it), and
+        // only while its tenant is the one it was made for.
+        if let Some(tenant) = &record.tenant
+            && (agent.tenant != *tenant
+                || !super::tenant_scope::alive(&inner, &record, tenant)
+                    .await
+                    .map_err(store_error)?)
+        {
             return Err(unknown());
         }
     } else {
