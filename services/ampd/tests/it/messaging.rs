@@ -14,6 +14,7 @@ mod operator_delete;
 mod operator_quota;
 mod security;
 pub(crate) mod spec_next;
+mod spec_next_admin_limits;
 mod spec_next_nulls;
 mod spec_next_quarantine;
 mod spec_next_revocation_admin;

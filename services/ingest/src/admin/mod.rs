@@ -25,12 +25,15 @@
 //! - `risk`: an agent's risk score (spec-next 08), on the public API, for the agent itself
 //!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
+//! - `limits`: 08's rate limits of the spec's operator endpoints.
+//! - `tenant_scope`: tokens limited to one tenant (tenant admins).
 
 mod agent_keys;
 mod agents;
 mod audit;
 mod console;
 pub(crate) mod deletion;
+pub(crate) mod limits;
 mod owner_keys;
 pub(crate) mod quarantine;
 pub(crate) mod risk;
@@ -199,12 +202,27 @@ pub(crate) async fn authenticate(
     // The request's id ties the audit entry to the proxy's and the client's logs; one is
     // made when the request has none, and returned either way.
     let request_id = request_id(req.headers()).unwrap_or_else(|| new_id("req_"));
+    // 08's limits of the spec's operator endpoints, per token.
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let decision = limits::check(&inner, req.method(), &matched, &record.id);
+    if let Some(d) = decision
+        && !d.allowed
+    {
+        return d.into_error().into_response();
+    }
     req.extensions_mut().insert(Caller {
         id: record.id,
         request_id: Some(request_id.clone()),
         tenant: record.tenant,
     });
     let mut resp = next.run(req).await;
+    if let Some(d) = decision {
+        d.apply_headers(resp.headers_mut());
+    }
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

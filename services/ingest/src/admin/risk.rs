@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::http::bearer_token;
+use amp_runtime::ratelimit::Decision;
 use amp_runtime::{ApiPath, ApiResult, HttpError};
 use amp_store::AgentRecord;
 use amp_store::operator::Operator as _;
@@ -34,8 +35,32 @@ pub(crate) async fn agent_risk(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    // 08's 30/min for this endpoint, per caller, checked once the caller is known; its
+    // headers on every answer after that.
+    let mut limit = None;
+    let answer = answer(&inner, &headers, id, &mut limit).await;
+    let Some(decision) = limit else {
+        return answer;
+    };
+    let mut limit_headers = HeaderMap::new();
+    decision.apply_headers(&mut limit_headers);
+    match answer {
+        Ok(mut resp) => {
+            resp.headers_mut().extend(limit_headers);
+            Ok(resp)
+        }
+        Err(e) => Err(e.with_headers(limit_headers)),
+    }
+}
+
+async fn answer(
+    inner: &Inner,
+    headers: &HeaderMap,
+    id: String,
+    limit: &mut Option<Decision>,
+) -> ApiResult<Response> {
     let unauthorized = |msg: &str| HttpError::from(ApiError::new(ErrorCode::Unauthorized, msg));
-    let Some(token) = bearer_token(&headers) else {
+    let Some(token) = bearer_token(headers) else {
         return Err(unauthorized(
             "missing credentials: send Authorization: Bearer <api_key or operator token>",
         ));
@@ -54,6 +79,11 @@ pub(crate) async fn agent_risk(
         } else {
             None
         };
+        let decision = inner.security_limiters.risk.check(&record.id);
+        if !decision.allowed {
+            return Err(decision.into_error());
+        }
+        *limit = Some(decision);
         let Some(agent) = found.filter(AgentRecord::is_active) else {
             return Err(unknown());
         };
@@ -61,7 +91,7 @@ pub(crate) async fn agent_risk(
         // only while its tenant is the one it was made for.
         if let Some(tenant) = &record.tenant
             && (agent.tenant != *tenant
-                || !super::tenant_scope::alive(&inner, &record, tenant)
+                || !super::tenant_scope::alive(inner, &record, tenant)
                     .await
                     .map_err(store_error)?)
         {
@@ -81,6 +111,11 @@ pub(crate) async fn agent_risk(
         if !decision.allowed {
             return Err(decision.into_error());
         }
+        let decision = inner.security_limiters.risk.check(&agent.id);
+        if !decision.allowed {
+            return Err(decision.into_error());
+        }
+        *limit = Some(decision);
         if agent.id != id {
             return Err(unknown());
         }
