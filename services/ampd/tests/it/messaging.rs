@@ -18,6 +18,7 @@ mod spec_next_admin_limits;
 mod spec_next_nulls;
 mod spec_next_quarantine;
 mod spec_next_revocation_admin;
+mod spec_next_risk_rate;
 mod spec_next_suspension;
 mod spec_next_tenant_admin;
 mod trusted_proxies;
