@@ -13,6 +13,8 @@
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
+//! - [`injection`]: the prompt-injection scanner (appendix A patterns over normalised text),
+//!   run by the router over messages and by the attachment scan over text attachments.
 //! - [`cache`]: [`RegistryCache`], the registry and presence reads of every route kept for a
 //!   moment, dropped on the bus's registry-change events.
 //! - [`bounce`]: the `system` notice a sender gets when an accepted message cannot arrive.
@@ -43,6 +45,7 @@ pub mod cache;
 pub mod events;
 pub mod handoff;
 pub mod idempotency;
+pub mod injection;
 pub mod mailbox;
 pub mod policy;
 pub mod quarantine;
