@@ -26,6 +26,7 @@
 //!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
 //! - `limits`: 08's rate limits of the spec's operator endpoints.
+//! - `nulls`: no `null` members in the answers (spec-next 04's JSON profile).
 //! - `tenant_scope`: tokens limited to one tenant (tenant admins).
 
 mod agent_keys;
@@ -34,6 +35,7 @@ mod audit;
 mod console;
 pub(crate) mod deletion;
 pub(crate) mod limits;
+mod nulls;
 mod owner_keys;
 pub(crate) mod quarantine;
 pub(crate) mod risk;
@@ -139,6 +141,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             read.merge(tenant_admin)
                 .merge(full)
                 .merge(console_api)
+                .layer(middleware::from_fn(nulls::strip))
                 .merge(quarantine::routes(&inner))
                 .with_state(inner.clone()),
         )

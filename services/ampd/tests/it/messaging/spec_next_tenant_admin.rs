@@ -391,3 +391,65 @@ async fn create_token_with(s: &Server, base: &str, token: &str) -> Resp {
     )
     .await
 }
+
+/// Spec-next 04's JSON profile on the admin API: a session of an operator (tenants, owner
+/// keys, tokens, agents, suspension, usage, audit) whose answers hold no `null` (absent
+/// optional members omitted: a token never revoked, an agent never seen, a tenant never
+/// suspended), while the members that are there stay.
+#[tokio::test]
+async fn spec_next_admin_answers_hold_no_null() {
+    let (s, base) = start_admin(|_| {}).await;
+    tenant(&s, &base, "nul-a", "open").await;
+    let _alice = s.register("nul-a", "alice").await;
+    let (token_id, _) = tenant_token(&s, &base, "nul-a", "read").await;
+    let get = |path: &str| {
+        let (http, base, path) = (s.http.clone(), base.clone(), path.to_owned());
+        async move { admin(&http, &base, Some(BOOTSTRAP), Method::GET, &path, None).await }
+    };
+    let post = |path: &str, body: Option<Value>| {
+        let (http, base, path) = (s.http.clone(), base.clone(), path.to_owned());
+        async move { admin(&http, &base, Some(BOOTSTRAP), Method::POST, &path, body).await }
+    };
+    let answers = vec![
+        ("GET /tenants", get("/tenants").await),
+        ("GET /tenants/nul-a", get("/tenants/nul-a").await),
+        (
+            "GET /tenants/nul-a/agents",
+            get("/tenants/nul-a/agents").await,
+        ),
+        (
+            "POST owner-keys",
+            post("/tenants/nul-a/owner-keys", None).await,
+        ),
+        ("GET owner-keys", get("/tenants/nul-a/owner-keys").await),
+        ("GET /tokens", get("/tokens").await),
+        (
+            "POST agent suspend",
+            post(
+                "/tenants/nul-a/agents/alice/suspend",
+                Some(json!({"reason": "test"})),
+            )
+            .await,
+        ),
+        ("GET usage", get("/tenants/nul-a/usage").await),
+        ("GET /audit", get("/audit?limit=500").await),
+    ];
+    for (what, r) in &answers {
+        assert!(r.status.is_success(), "{what}: {} {}", r.status, r.text);
+        let mut found = Vec::new();
+        super::spec_next::nulls(&r.json(), "$", &mut found);
+        assert!(found.is_empty(), "{what}: null at {found:?}: {}", r.text);
+    }
+    // Present members stay: the read token is listed with its tenant, not revoked.
+    let tokens = answers[5].1.json();
+    let t = tokens["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["id"] == token_id.as_str())
+        .expect("the token")
+        .clone();
+    assert_eq!(t["tenant"], "nul-a", "{t}");
+    assert!(t.get("revoked_at").is_none(), "{t}");
+    assert!(t["created_at"].is_string(), "{t}");
+}
