@@ -321,7 +321,21 @@ impl AdminClient {
 
     /// Creates an operator token (the answer's `token` is shown this once).
     pub async fn create_token(&self, name: &str, scope: &str) -> Result<Value> {
-        let body = json!({ "name": name, "scope": scope });
+        self.create_token_for(name, scope, None).await
+    }
+
+    /// Creates an operator token limited to `tenant` (`None`: the whole provider); the
+    /// answer carries the token, shown once.
+    pub async fn create_token_for(
+        &self,
+        name: &str,
+        scope: &str,
+        tenant: Option<&str>,
+    ) -> Result<Value> {
+        let mut body = json!({ "name": name, "scope": scope });
+        if let Some(t) = tenant {
+            body["tenant"] = json!(t);
+        }
         self.call(Method::POST, "/tokens", Some(body)).await
     }
 

@@ -13,6 +13,8 @@
 //! - [`events`]: the hints services send each other (mailbox changed, pushed, registry
 //!   changed) and receipt retention.
 //! - [`auth`]: API-key hashing and lookup.
+//! - [`injection`]: the prompt-injection scanner (appendix A patterns over normalised text),
+//!   run by the router over messages and by the attachment scan over text attachments.
 //! - [`cache`]: [`RegistryCache`], the registry and presence reads of every route kept for a
 //!   moment, dropped on the bus's registry-change events.
 //! - [`bounce`]: the `system` notice a sender gets when an accepted message cannot arrive.
@@ -27,6 +29,7 @@
 //!   operator's review (list, show, approve, reject).
 //! - [`risk`]: risk scoring (spec-next 07): [`risk::RiskMeter`], counts per agent flushed to
 //!   the store, the score and the automatic suspension.
+//! - `risk_rate`: 07's `high` action, the halved message budget of a high-risk sender.
 //! - [`suspension`]: agent suspension (spec-next 07): the checks of every message path,
 //!   suspend and unsuspend.
 //! - [`shared_limits`]: rate limiters whose counts the replicas of a cluster share.
@@ -42,6 +45,7 @@ pub mod cache;
 pub mod events;
 pub mod handoff;
 pub mod idempotency;
+pub mod injection;
 pub mod mailbox;
 pub mod policy;
 pub mod quarantine;
@@ -49,6 +53,7 @@ pub mod quota;
 pub mod render;
 pub mod revocation;
 pub mod risk;
+mod risk_rate;
 pub mod shared_limits;
 pub mod suspension;
 pub mod tenants;
@@ -156,6 +161,8 @@ pub struct Acceptor {
     federation: bool,
     /// The per-agent message budget, shared by every clone of this acceptor.
     send_limiter: std::sync::Arc<amp_runtime::ratelimit::RateLimiter>,
+    /// The senders whose budget is halved (07's `high` risk action), shared by every clone.
+    risk_levels: std::sync::Arc<risk_rate::RiskLevels>,
     tenants: TenantGate,
     quotas: quota::Quotas,
     meter: usage::Meter,
@@ -191,9 +198,15 @@ impl Acceptor {
             std::time::Duration::from_millis(config.usage_flush_ms),
             config.usage_metrics_per_tenant,
         );
+        // A level takes effect within 5 s (or the registry cache's time, if shorter).
+        let risk_levels = std::sync::Arc::new(risk_rate::RiskLevels::new(
+            store.clone(),
+            std::time::Duration::from_millis(config.registry_cache_ms.min(5_000)),
+        ));
         Self {
             cache,
             send_limiter,
+            risk_levels,
             quotas,
             meter,
             tenants: TenantGate::new(store.clone()),
@@ -209,8 +222,19 @@ impl Acceptor {
     /// Takes one message from `sender_id`'s budget (`messages_per_minute`): REST and the
     /// WebSocket `route` frame draw on the same one when they share this acceptor (ampd); in
     /// a cluster, every ingest and delivery replica's acceptor shares it over the bus
-    /// ([`shared_limits`]).
-    pub fn check_rate(&self, sender_id: &str) -> amp_runtime::ratelimit::Decision {
+    /// ([`shared_limits`]). Halved while the sender's risk level is `high` (spec-next 07;
+    /// `risk_rate`).
+    pub async fn check_rate(&self, sender_id: &str) -> amp_runtime::ratelimit::Decision {
+        if self.risk_levels.reduced(sender_id).await {
+            let rate = self.send_limiter.rate();
+            return self.send_limiter.check_with(
+                sender_id,
+                amp_runtime::ratelimit::RateLimit {
+                    limit: (rate.limit / 2).max(1),
+                    ..rate
+                },
+            );
+        }
         self.send_limiter.check(sender_id)
     }
 

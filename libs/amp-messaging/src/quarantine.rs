@@ -71,20 +71,47 @@ fn view(entry: &QuarantineEntry, status: &str, message: bool) -> Value {
     v
 }
 
-async fn load(acc: &Acceptor, id: &str) -> Result<QuarantineEntry, ApiError> {
+/// The tenant an entry belongs to: its recipient's (entries held before the record kept
+/// it are told by their `to` address).
+fn entry_tenant(acc: &Acceptor, entry: &QuarantineEntry) -> String {
+    if !entry.tenant.is_empty() {
+        return entry.tenant.clone();
+    }
+    amp_proto::Address::parse_full(&entry.to, &acc.domain)
+        .map(|a| a.tenant().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a reviewer limited to `tenant` (`None`: the whole provider) may see `entry`.
+fn visible(acc: &Acceptor, entry: &QuarantineEntry, tenant: Option<&str>) -> bool {
+    tenant.is_none_or(|t| entry_tenant(acc, entry) == t)
+}
+
+/// The entry `id`, if a reviewer limited to `tenant` may see it (another tenant's entry is
+/// unknown to it: its existence does not leak).
+async fn load(acc: &Acceptor, id: &str, tenant: Option<&str>) -> Result<QuarantineEntry, ApiError> {
     let found = if id.starts_with("qtn_") && id.len() <= 128 {
         acc.store.quarantine(id).await.map_err(store_err)?
     } else {
         None
     };
-    found.ok_or_else(|| ApiError::not_found(format!("no quarantine entry '{id}'")))
+    found
+        .filter(|e| visible(acc, e, tenant))
+        .ok_or_else(|| ApiError::not_found(format!("no quarantine entry '{id}'")))
 }
 
-/// `GET /v1/quarantine/{id}`: the entry with its message.
+/// `GET /v1/quarantine/{id}`: the entry with its message, for a reviewer limited to
+/// `tenant` (`None`: the whole provider).
 ///
-/// Fails with `404` for an unknown id, `503` when the store cannot be read.
-pub async fn show(acc: &Acceptor, id: &str, now: i64) -> Result<Value, ApiError> {
-    let entry = load(acc, id).await?;
+/// Fails with `404` for an unknown id (or another tenant's), `503` when the store cannot be
+/// read.
+pub async fn show(
+    acc: &Acceptor,
+    id: &str,
+    tenant: Option<&str>,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let entry = load(acc, id, tenant).await?;
     let d = acc.store.quarantine_decision(id).await.map_err(store_err)?;
     Ok(view(&entry, &state(&entry, d.as_ref(), now), true))
 }
@@ -100,11 +127,13 @@ const PAGE: usize = 500;
 
 /// `GET /v1/quarantine?status=&limit=&cursor=`: entries in `status` (default `pending`),
 /// oldest first, `limit` 1-100 (default 20), with 08's `count` (this page) and `total`
-/// (entries in the status, all pages), and `next_cursor` when more follow.
+/// (entries in the status, all pages), and `next_cursor` when more follow; for a reviewer
+/// limited to `tenant` (`None`: the whole provider), that tenant's entries only.
 ///
 /// Fails with `400` for a bad status or limit, `503` when the store cannot be read.
 pub async fn list(
     acc: &Acceptor,
+    tenant: Option<&str>,
     status: Option<&str>,
     limit: Option<usize>,
     cursor: Option<&str>,
@@ -158,6 +187,9 @@ pub async fn list(
         for entry in page {
             scanned += 1;
             after = Some(entry.quarantine_id.clone());
+            if !visible(acc, &entry, tenant) {
+                continue;
+            }
             let s = state(&entry, decisions.get(&entry.quarantine_id), now);
             if s != status {
                 continue;
@@ -200,9 +232,16 @@ pub async fn list(
 
 /// `POST /v1/quarantine/{id}/approve` by `by`: delivered as if it had just arrived.
 ///
-/// Fails with `404`, `409 conflict` (rejected), `410 quarantine_expired`, or `503`.
-pub async fn approve(acc: &Acceptor, id: &str, by: &str, now: i64) -> Result<Value, ApiError> {
-    let entry = load(acc, id).await?;
+/// Fails with `404` (also another tenant's entry for a reviewer limited to `tenant`), `409
+/// conflict` (rejected), `410 quarantine_expired`, or `503`.
+pub async fn approve(
+    acc: &Acceptor,
+    id: &str,
+    tenant: Option<&str>,
+    by: &str,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let entry = load(acc, id, tenant).await?;
     decide(acc, &entry, "approved", by, now).await?;
     let delivered = deliver(acc, &entry, now).await?;
     tracing::info!(quarantine = %id, actor = %by, id = %entry.message_id, delivered, "quarantined message approved");
@@ -219,15 +258,17 @@ pub async fn approve(acc: &Acceptor, id: &str, by: &str, now: i64) -> Result<Val
 /// "Notifications"): which message, to whom, that a review rejected it, never which rules
 /// held it. Told once: a repeated rejection tells nothing again.
 ///
-/// Fails with `404`, `409 conflict` (approved), `410 quarantine_expired`, or `503`.
+/// Fails with `404` (also another tenant's entry for a reviewer limited to `tenant`), `409
+/// conflict` (approved), `410 quarantine_expired`, or `503`.
 pub async fn reject(
     acc: &Acceptor,
     id: &str,
+    tenant: Option<&str>,
     by: &str,
     now: i64,
     provider_key: &SecretKey,
 ) -> Result<Value, ApiError> {
-    let entry = load(acc, id).await?;
+    let entry = load(acc, id, tenant).await?;
     let first = decide(acc, &entry, "rejected", by, now).await?;
     tracing::info!(quarantine = %id, actor = %by, id = %entry.message_id, "quarantined message rejected");
     if first {

@@ -296,7 +296,7 @@ impl RiskMeter {
 
     /// 07 "Risk Scoring": "notify tenant admins when an agent's risk level changes", and
     /// the `medium` level's "log + notification to tenant admin". There is no tenant admin
-    /// webhook (nor role) to notify, so the notification is an entry of the operator
+    /// webhook (tenant admins have tokens, not addresses) to notify, so the notification is an entry of the operator
     /// plane's audit log (`agent.risk_level`, actor `system`, the agent's address as
     /// target), plus a log line at `warn` from `medium` up. The last level told is kept
     /// in the store for the window (`risk-level/<agent>`), so each change is told once,
@@ -304,7 +304,7 @@ impl RiskMeter {
     /// starts from `low` again.
     async fn level_changed(&self, agent_id: &str, level: &str, s: u32, c: &RiskCounts, now: i64) {
         let store = &self.inner.store;
-        let key = format!("risk-level/{agent_id}");
+        let key = crate::risk_rate::level_key(agent_id);
         let before = match store.get(&key).await {
             Ok(v) => v.map_or_else(
                 || "low".to_owned(),

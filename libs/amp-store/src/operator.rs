@@ -172,6 +172,11 @@ pub struct OperatorToken {
     pub name: String,
     /// What it may do.
     pub scope: TokenScope,
+    /// The one tenant it is limited to (a tenant admin's token, spec-next 08), or `None`
+    /// for the whole provider. Such a token only works while the tenant's record is the one
+    /// it was made for (created before the token), never on a later tenant of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Created, unix ms.
     pub created_at: Millis,
     /// Revoked at, unix ms: it no longer authenticates.

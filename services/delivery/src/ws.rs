@@ -1062,7 +1062,7 @@ impl Session {
         let Some(data) = data else {
             return self.send(api_error_frame(&ApiError::missing("data"), reference));
         };
-        let limit = inner.acceptor.check_rate(&self.agent.id);
+        let limit = inner.acceptor.check_rate(&self.agent.id).await;
         if !limit.allowed {
             let e = ApiError::new(ErrorCode::RateLimited, "too many messages; slow down")
                 .with_extra("retry_after", json!(limit.retry_after_secs));

@@ -251,6 +251,16 @@ pub struct Limits {
     /// `remaining` and `next_cursor` exact. Bounds a request's memory, whatever the mailbox
     /// holds.
     pub pickup_page_bytes: usize,
+    /// `GET /v1/quarantine` per caller (operator token) per minute (spec-next 08).
+    pub quarantine_list_per_minute: u32,
+    /// `POST /v1/quarantine/{id}/approve|reject` per caller per minute (spec-next 08).
+    pub quarantine_decide_per_minute: u32,
+    /// `POST /v1/agents/{id}/suspend` (and the admin API's agent suspension) per caller per
+    /// minute (spec-next 08).
+    pub suspend_per_minute: u32,
+    /// `GET /v1/agents/{id}/risk` per caller (operator token or agent) per minute
+    /// (spec-next 08).
+    pub risk_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -262,6 +272,10 @@ impl Default for Limits {
             pending_per_minute: 30,
             mailbox_quota: 1000,
             pickup_page_bytes: 4 * 1024 * 1024,
+            quarantine_list_per_minute: 30,
+            quarantine_decide_per_minute: 20,
+            suspend_per_minute: 10,
+            risk_per_minute: 30,
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) agent_limiter: Arc<RateLimiter>,
     pub(crate) tenant_limiter: Arc<RateLimiter>,
     pub(crate) pending_limiter: Arc<RateLimiter>,
+    /// 08's limits of the admin and security endpoints (`admin::limits`).
+    pub(crate) security_limiters: crate::admin::limits::SecurityLimiters,
     pub(crate) acceptor: amp_messaging::Acceptor,
     /// Provider attachments, when a blob store was given and they are enabled.
     pub(crate) attachments: Option<amp_messaging::attachments::AttachmentService>,
@@ -106,6 +108,15 @@ impl Inner {
             agent_limiter: limit("api_agent", config.limits.api_requests_per_minute),
             tenant_limiter: limit("api_tenant", config.limits.tenant_requests_per_minute),
             pending_limiter: limit("pending", config.limits.pending_per_minute),
+            security_limiters: crate::admin::limits::SecurityLimiters {
+                quarantine_list: limit("quarantine_list", config.limits.quarantine_list_per_minute),
+                quarantine_decide: limit(
+                    "quarantine_decide",
+                    config.limits.quarantine_decide_per_minute,
+                ),
+                suspend: limit("suspend", config.limits.suspend_per_minute),
+                risk: limit("risk", config.limits.risk_per_minute),
+            },
             public_pem: public.to_pem(),
             fingerprint: public.fingerprint(),
             started: Instant::now(),

@@ -64,6 +64,12 @@ pub struct AttachmentsConfig {
     pub scan_command_timeout_secs: u64,
     /// Whether the external scanner is an antivirus (then `clean`, and `av_scanning: true`).
     pub scan_command_is_antivirus: bool,
+    /// Scan the content of text attachments (text/*, JSON, XML, CSV, HTML, Markdown) for
+    /// prompt injection with the built-in pattern database (spec-next 07): a finding makes
+    /// the attachment `suspicious` (still deliverable), its categories in `scan_flags`
+    /// (`injection:<category>,…`) and in the recipient's
+    /// `local.security.attachments[].injection_flags`.
+    pub injection_scan: bool,
     /// How long confirm waits for the scan before answering `pending`, in milliseconds.
     pub confirm_wait_ms: u64,
     /// How many attachments one agent may hold at once (from its upload request until the
@@ -87,6 +93,7 @@ impl Default for AttachmentsConfig {
             scan_command: Vec::new(),
             scan_command_timeout_secs: 30,
             scan_command_is_antivirus: false,
+            injection_scan: true,
             confirm_wait_ms: 2000,
             agent_max_attachments: 100,
             agent_max_bytes: 1 << 30,
@@ -114,15 +121,30 @@ impl AttachmentsConfig {
 
     /// The pipeline this configuration describes.
     pub fn scanner(&self) -> Scanner {
-        let scanner = Scanner::required(&self.blocked_content_types);
-        if self.scan_command.is_empty() {
-            return scanner;
+        let mut scanner = Scanner::required(&self.blocked_content_types);
+        if !self.scan_command.is_empty() {
+            scanner = scanner.with_stage(Arc::new(scan::CommandStage {
+                command: self.scan_command.clone(),
+                timeout: Duration::from_secs(self.scan_command_timeout_secs),
+                antivirus: self.scan_command_is_antivirus,
+            }));
         }
-        scanner.with_stage(Arc::new(scan::CommandStage {
-            command: self.scan_command.clone(),
-            timeout: Duration::from_secs(self.scan_command_timeout_secs),
-            antivirus: self.scan_command_is_antivirus,
-        }))
+        // The guide's order: the required steps, the malware scan, then injection.
+        if self.injection_scan {
+            match crate::injection::InjectionScanner::builtin() {
+                Ok(patterns) => {
+                    scanner = scanner.with_stage(Arc::new(scan::InjectionStage {
+                        patterns: Arc::new(patterns),
+                    }));
+                }
+                // The built-in database compiles (its tests say so); were it not to, the
+                // router would refuse to start as well.
+                Err(e) => {
+                    tracing::error!(error = %e, "attachment injection scan off: built-in patterns do not compile")
+                }
+            }
+        }
+        scanner
     }
 }
 

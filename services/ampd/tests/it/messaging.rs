@@ -14,10 +14,13 @@ mod operator_delete;
 mod operator_quota;
 mod security;
 pub(crate) mod spec_next;
+mod spec_next_admin_limits;
 mod spec_next_nulls;
 mod spec_next_quarantine;
 mod spec_next_revocation_admin;
+mod spec_next_risk_rate;
 mod spec_next_suspension;
+mod spec_next_tenant_admin;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};

@@ -6,7 +6,8 @@
 //! ever compared byte by byte, and a lookup's timing tells nothing about a token (the
 //! attacker cannot compute the hash without the pepper); the one comparison of secrets left,
 //! the bootstrap token's, is in constant time. Tokens are never logged. Each route needs a
-//! scope (`read` < `tenant_admin` < `full`); every change is written to the audit log.
+//! scope (`read` < `tenant_admin` < `full`); every change is written to the audit log. A
+//! token may be limited to one tenant (`tenant_scope`).
 //!
 //! - `tenants`: create, list (paged), get, update, suspend, resume.
 //! - `deletion`: delete a tenant (a background purge, resumed at start) and its status.
@@ -24,18 +25,24 @@
 //! - `risk`: an agent's risk score (spec-next 08), on the public API, for the agent itself
 //!   or an operator.
 //! - `console`: the web console's page, served at `/console/` beside the API.
+//! - `limits`: 08's rate limits of the spec's operator endpoints.
+//! - `nulls`: no `null` members in the answers (spec-next 04's JSON profile).
+//! - `tenant_scope`: tokens limited to one tenant (tenant admins).
 
 mod agent_keys;
 mod agents;
 mod audit;
 mod console;
 pub(crate) mod deletion;
+pub(crate) mod limits;
+mod nulls;
 pub mod openapi;
 mod owner_keys;
 pub(crate) mod quarantine;
 pub(crate) mod risk;
 pub(crate) mod seed;
 pub(crate) mod suspension;
+mod tenant_scope;
 mod tenants;
 mod tokens;
 mod usage;
@@ -135,6 +142,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             read.merge(tenant_admin)
                 .merge(full)
                 .merge(console_api)
+                .layer(middleware::from_fn(nulls::strip))
                 .merge(quarantine::routes(&inner))
                 .route("/openapi.json", get(openapi::openapi_json))
                 .with_state(inner.clone()),
@@ -154,6 +162,8 @@ pub(crate) struct Caller {
     pub(crate) id: String,
     /// The request's id (`x-request-id`), for the audit log.
     pub(crate) request_id: Option<String>,
+    /// The one tenant the token is limited to ([`tenant_scope`]), or `None`: the provider.
+    pub(crate) tenant: Option<String>,
 }
 
 /// Resolves the operator token and checks its scope against the route's (also in front of
@@ -188,14 +198,36 @@ pub(crate) async fn authenticate(
         ))
         .into_response();
     }
+    if let Some(tenant) = &record.tenant {
+        req = match tenant_scope::check(&inner, &record, tenant, req).await {
+            Ok(req) => req,
+            Err(refused) => return refused,
+        };
+    }
     // The request's id ties the audit entry to the proxy's and the client's logs; one is
     // made when the request has none, and returned either way.
     let request_id = request_id(req.headers()).unwrap_or_else(|| new_id("req_"));
+    // 08's limits of the spec's operator endpoints, per token.
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let decision = limits::check(&inner, req.method(), &matched, &record.id);
+    if let Some(d) = decision
+        && !d.allowed
+    {
+        return d.into_error().into_response();
+    }
     req.extensions_mut().insert(Caller {
         id: record.id,
         request_id: Some(request_id.clone()),
+        tenant: record.tenant,
     });
     let mut resp = next.run(req).await;
+    if let Some(d) = decision {
+        d.apply_headers(resp.headers_mut());
+    }
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -2,7 +2,8 @@
 //! operator tokens: `GET /v1/quarantine`, `GET /v1/quarantine/{id}` (scope `read`), `POST
 //! /v1/quarantine/{id}/approve|reject` (scope `tenant_admin`, audited as
 //! `quarantine.approve` / `quarantine.reject`); the same under `/admin/v1` on the admin
-//! listener. The behaviour is [`amp_messaging::quarantine`]'s.
+//! listener. The behaviour is [`amp_messaging::quarantine`]'s. A token limited to one
+//! tenant sees and decides that tenant's entries only (its recipients'); another's is `404`.
 
 use std::sync::Arc;
 
@@ -36,10 +37,12 @@ pub(crate) struct ListQuery {
     responses((status = 200, description = "Quarantined messages: `items`, `count` (this page), `total` (every entry in the status) and `next_cursor` when more follow", body = Object), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn list(
     State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let v = amp_messaging::quarantine::list(
         &inner.acceptor,
+        caller.tenant.as_deref(),
         q.status.as_deref(),
         q.limit,
         q.cursor.as_deref(),
@@ -56,11 +59,17 @@ pub(crate) async fn list(
     responses((status = 200, description = "The entry", body = Object), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn show(
     State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let v = amp_messaging::quarantine::show(&inner.acceptor, &id, Timestamp::now().unix_millis())
-        .await
-        .map_err(HttpError::from)?;
+    let v = amp_messaging::quarantine::show(
+        &inner.acceptor,
+        &id,
+        caller.tenant.as_deref(),
+        Timestamp::now().unix_millis(),
+    )
+    .await
+    .map_err(HttpError::from)?;
     Ok(Json(v).into_response())
 }
 
@@ -76,6 +85,7 @@ pub(crate) async fn approve(
     let v = amp_messaging::quarantine::approve(
         &inner.acceptor,
         &id,
+        caller.tenant.as_deref(),
         &caller.id,
         Timestamp::now().unix_millis(),
     )
@@ -104,6 +114,7 @@ pub(crate) async fn reject(
     let v = amp_messaging::quarantine::reject(
         &inner.acceptor,
         &id,
+        caller.tenant.as_deref(),
         &caller.id,
         Timestamp::now().unix_millis(),
         &inner.identity.provider_key,

@@ -1,13 +1,16 @@
 //! `GET /v1/agents/{agent_id}/risk` (spec-next 08 "Risk Score"): the agent's score over the
 //! rolling 24 hours, for the agent itself (its API key; also while it is suspended, so it
-//! can learn why) or an operator (a token of any scope). Another agent's id is unknown to
+//! can learn why) or an operator (a token of any scope; one limited to a tenant, for that
+//! tenant's agents). Another agent's id is unknown to
 //! an agent (`404`), as its existence must not leak.
 
 use std::sync::Arc;
 
 use amp_proto::{ApiError, ErrorCode, Timestamp};
 use amp_runtime::http::bearer_token;
+use amp_runtime::ratelimit::Decision;
 use amp_runtime::{ApiPath, ApiResult, HttpError};
+use amp_store::AgentRecord;
 use amp_store::operator::Operator as _;
 use axum::Json;
 use axum::extract::State;
@@ -32,8 +35,32 @@ pub(crate) async fn agent_risk(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    // 08's 30/min for this endpoint, per caller, checked once the caller is known; its
+    // headers on every answer after that.
+    let mut limit = None;
+    let answer = answer(&inner, &headers, id, &mut limit).await;
+    let Some(decision) = limit else {
+        return answer;
+    };
+    let mut limit_headers = HeaderMap::new();
+    decision.apply_headers(&mut limit_headers);
+    match answer {
+        Ok(mut resp) => {
+            resp.headers_mut().extend(limit_headers);
+            Ok(resp)
+        }
+        Err(e) => Err(e.with_headers(limit_headers)),
+    }
+}
+
+async fn answer(
+    inner: &Inner,
+    headers: &HeaderMap,
+    id: String,
+    limit: &mut Option<Decision>,
+) -> ApiResult<Response> {
     let unauthorized = |msg: &str| HttpError::from(ApiError::new(ErrorCode::Unauthorized, msg));
-    let Some(token) = bearer_token(&headers) else {
+    let Some(token) = bearer_token(headers) else {
         return Err(unauthorized(
             "missing credentials: send Authorization: Bearer <api_key or operator token>",
         ));
@@ -42,17 +69,32 @@ pub(crate) async fn agent_risk(
     let unknown = || HttpError::from(ApiError::not_found(format!("no agent '{id}'")));
     if token.starts_with(TOKEN_PREFIX) {
         let hash = hash_key(&inner.identity.key_pepper, token);
-        match inner.store.token_by_hash(&hash).await {
-            Ok(Some(t)) if t.revoked_at.is_none() => {}
+        let record = match inner.store.token_by_hash(&hash).await {
+            Ok(Some(t)) if t.revoked_at.is_none() => t,
             Ok(_) => return Err(unauthorized("unknown or revoked operator token")),
             Err(e) => return Err(store_error(e)),
-        }
+        };
         let found = if id.starts_with("agt_") && id.len() <= 64 {
             inner.store.agent(&id).await.map_err(store_error)?
         } else {
             None
         };
-        if !found.is_some_and(|a| a.is_active()) {
+        let decision = inner.security_limiters.risk.check(&record.id);
+        if !decision.allowed {
+            return Err(decision.into_error());
+        }
+        *limit = Some(decision);
+        let Some(agent) = found.filter(AgentRecord::is_active) else {
+            return Err(unknown());
+        };
+        // A tenant admin's token: its tenant's agents only (another's is unknown to it), and
+        // only while its tenant is the one it was made for.
+        if let Some(tenant) = &record.tenant
+            && (agent.tenant != *tenant
+                || !super::tenant_scope::alive(inner, &record, tenant)
+                    .await
+                    .map_err(store_error)?)
+        {
             return Err(unknown());
         }
     } else {
@@ -69,6 +111,11 @@ pub(crate) async fn agent_risk(
         if !decision.allowed {
             return Err(decision.into_error());
         }
+        let decision = inner.security_limiters.risk.check(&agent.id);
+        if !decision.allowed {
+            return Err(decision.into_error());
+        }
+        *limit = Some(decision);
         if agent.id != id {
             return Err(unknown());
         }

@@ -84,6 +84,7 @@ pub(crate) async fn import(
             id: format!("opt_{}", &hash_id(&hash)[..16]),
             name: "bootstrap".into(),
             scope: TokenScope::Full,
+            tenant: None,
             created_at: now,
             revoked_at: None,
         };

@@ -86,7 +86,7 @@ pub(crate) async fn public_suspend(
     ApiPath(id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let agent = by_id(&inner, &id).await?;
+    let agent = by_id(&inner, &caller, &id).await?;
     suspend(&inner, &caller, &agent, &body).await
 }
 
@@ -101,7 +101,7 @@ pub(crate) async fn public_unsuspend(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let agent = by_id(&inner, &id).await?;
+    let agent = by_id(&inner, &caller, &id).await?;
     unsuspend(&inner, &caller, &agent).await
 }
 
@@ -125,8 +125,9 @@ pub(super) async fn in_tenant(inner: &Inner, tenant: &str, agent: &str) -> ApiRe
         })
 }
 
-/// The active agent with id `id`.
-async fn by_id(inner: &Inner, id: &str) -> ApiResult<AgentRecord> {
+/// The active agent with id `id`; one outside the tenant a tenant-limited token is for is
+/// unknown to it.
+async fn by_id(inner: &Inner, caller: &Caller, id: &str) -> ApiResult<AgentRecord> {
     if !id.starts_with("agt_") || id.len() > 64 {
         return Err(ApiError::not_found("no such agent; give its id (agt_…)").into());
     }
@@ -135,7 +136,7 @@ async fn by_id(inner: &Inner, id: &str) -> ApiResult<AgentRecord> {
         .agent(id)
         .await
         .map_err(store_error)?
-        .filter(AgentRecord::is_active)
+        .filter(|a| a.is_active() && caller.tenant.as_ref().is_none_or(|t| *t == a.tenant))
         .ok_or_else(|| ApiError::not_found(format!("no agent '{id}'")).into())
 }
 

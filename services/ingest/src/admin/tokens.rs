@@ -1,11 +1,13 @@
-//! Operator tokens (scope `full`): create (the token is shown once), list, revoke.
+//! Operator tokens (scope `full`): create (the token is shown once), list, revoke. A token
+//! may be limited to one existing tenant (`"tenant"`, scope `read` or `tenant_admin`; see
+//! `tenant_scope`).
 
 use std::sync::Arc;
 
 use amp_proto::ApiError;
 use amp_runtime::{ApiJson, ApiPath, ApiResult};
 use amp_store::PutMode;
-use amp_store::operator::{Operator as _, OperatorToken, TokenScope};
+use amp_store::operator::{Operator as _, OperatorToken, TenantStatus, TokenScope};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,19 +15,23 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, TOKEN_PREFIX, audit, new_id, new_secret, rfc3339};
+use super::{Caller, TOKEN_PREFIX, audit, new_id, new_secret, rfc3339, tenant_name};
 use crate::auth::hash_key;
 use crate::routes::store_error;
 use crate::state::Inner;
 
 fn view(t: &OperatorToken) -> Value {
-    json!({
+    let mut v = json!({
         "id": t.id,
         "name": t.name,
         "scope": t.scope,
         "created_at": rfc3339(t.created_at),
         "revoked_at": t.revoked_at.and_then(rfc3339),
-    })
+    });
+    if let Some(tenant) = &t.tenant {
+        v["tenant"] = json!(tenant);
+    }
+    v
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -44,6 +50,7 @@ pub(super) struct CreateBody {
     /// `read`, `tenant_admin` or `full` (required).
     #[schema(required = true, nullable = false, value_type = Option<super::openapi::ScopeDoc>)]
     scope: Option<String>,
+    tenant: Option<String>,
 }
 
 #[utoipa::path(post, path = "/admin/v1/tokens", tag = "operator tokens", operation_id = "create_token",
@@ -66,11 +73,31 @@ pub(super) async fn create(
     let Some(scope) = TokenScope::parse(&scope_text) else {
         return Err(ApiError::invalid("scope", "scope must be read, tenant_admin or full").into());
     };
+    let tenant = match body.tenant {
+        None => None,
+        Some(raw) => {
+            if scope == TokenScope::Full {
+                return Err(ApiError::invalid(
+                    "scope",
+                    "a token limited to a tenant has scope read or tenant_admin",
+                )
+                .into());
+            }
+            let name = tenant_name(&raw, "tenant")?;
+            match inner.store.tenant(&name).await.map_err(store_error)? {
+                Some(t) if t.status != TenantStatus::Deleting => Some(name),
+                _ => {
+                    return Err(ApiError::invalid("tenant", format!("no tenant '{name}'")).into());
+                }
+            }
+        }
+    };
     let token = new_secret(TOKEN_PREFIX);
     let record = OperatorToken {
         id: new_id("opt_"),
         name: name.trim().to_owned(),
         scope,
+        tenant: tenant.clone(),
         created_at: Inner::now_ms(),
         revoked_at: None,
     };
@@ -88,7 +115,9 @@ pub(super) async fn create(
         &caller,
         "token.create",
         &record.id,
-        Some(json!({ "name": record.name, "scope": scope })),
+        Some(crate::routes::no_nulls(
+            json!({ "name": record.name, "scope": scope, "tenant": tenant }),
+        )),
     )
     .await?;
     let mut out = view(&record);

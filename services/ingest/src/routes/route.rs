@@ -25,7 +25,7 @@ pub(super) async fn route(
     Extension(Caller(sender)): Extension<Caller>,
     ApiJson(body): ApiJson<RouteRequest>,
 ) -> ApiResult<Response> {
-    let limit = inner.acceptor.check_rate(&sender.id);
+    let limit = inner.acceptor.check_rate(&sender.id).await;
     if !limit.allowed {
         return Err(limit.into_error());
     }

@@ -10,8 +10,10 @@
 //!   not to be trusted), so `digest_verified: false` and no `scanned_at`.
 //! - `afp` references are never fetched or scanned by any provider (spec 04): no entry.
 //!
-//! `injection_flags` is empty: the pipeline runs no prompt-injection scan over attachment
-//! content (07 makes that a SHOULD); an extra stage's own findings are in `scan_flags`.
+//! `injection_flags`: the categories the attachment scan's injection stage found in a text
+//! attachment's content (its `injection:` finding in `scan_flags`); empty for a peer's
+//! attachment and for formats that stage does not read. An extra stage's own findings are in
+//! `scan_flags`.
 
 use amp_proto::Timestamp;
 use amp_proto::attachment::{self, PayloadAttachment};
@@ -32,8 +34,7 @@ pub struct AttachmentSecurity {
     pub scanned_at: Option<String>,
     /// Whether this provider checked size and SHA-256 against the declaration.
     pub digest_verified: bool,
-    /// Appendix A categories found in the content (none: no injection scan runs over
-    /// attachments).
+    /// Appendix A categories found in the content by this provider's scan.
     pub injection_flags: Vec<String>,
     /// What an operator's extra scan stage reported (`stage:finding`), when anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,7 +92,9 @@ pub async fn assess_attachments(
                         .and_then(Timestamp::from_unix_millis)
                         .map(Timestamp::to_rfc3339),
                     digest_verified: rec.received.is_some_and(|r| r.digest == rec.digest),
-                    injection_flags: Vec::new(),
+                    injection_flags: amp_messaging::attachments::scan::injection_flags(
+                        &rec.scan_flags,
+                    ),
                     scan_flags: rec.scan_flags,
                 }
             }

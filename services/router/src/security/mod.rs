@@ -7,8 +7,8 @@
 //!
 //! - [`classify`]: the spec 07 trust algorithm.
 //! - [`wrap`]: the normative wrapping text (decision 4.38), break-out proof.
-//! - [`InjectionScanner`]: appendix A categories over normalised text (`scanner`, with the
-//!   normalisation in `normalize` and the built-in database in `patterns.toml`).
+//! - [`InjectionScanner`]: appendix A categories over normalised text
+//!   ([`amp_messaging::injection`], shared with the attachment scan).
 //! - [`assess`]: all three at once, for one delivered message.
 //! - [`assess_attachments`]: the scan results of its attachments (`attachments`).
 //! - [`verdict`]: what the findings do to the message (flag, quarantine, block, ignore).
@@ -16,19 +16,18 @@
 //!   recipient.
 
 mod attachments;
-mod normalize;
-mod scanner;
 pub mod verdict;
 pub mod window;
 
+pub use amp_messaging::injection::{InjectionScanner, MAX_SCAN_BYTES, PatternError, Severity};
 pub use attachments::{AttachmentSecurity, assess_attachments};
-pub use scanner::{InjectionScanner, MAX_SCAN_BYTES, PatternError, Severity};
 
 use amp_proto::Address;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use normalize::{fold_homoglyph, is_invisible};
+use amp_messaging::injection as scanner;
+use amp_messaging::injection::normalize::{fold_homoglyph, is_invisible};
 
 /// How far a message's content can be trusted (spec 07 "Trust Level Determination").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@
 
 use amp_store::Store;
 
-use super::scanner::{InjectionScanner, Severity};
 use crate::config::{Action, QuarantineConfig};
+use amp_messaging::injection::{InjectionScanner, Severity};
 
 /// The verdict on one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

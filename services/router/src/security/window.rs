@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::scanner::{InjectionScanner, MAX_SCAN_BYTES, truncate};
+use amp_messaging::injection::{InjectionScanner, MAX_SCAN_BYTES, truncate};
 
 /// Most (sender, recipient) windows held; past it the expired ones go, then all.
 pub const MAX_WINDOWS: usize = 100_000;

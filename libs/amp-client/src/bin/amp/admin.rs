@@ -260,6 +260,10 @@ enum TokenCommand {
         /// `read`, `tenant_admin` or `full`.
         #[arg(long)]
         scope: String,
+        /// Limit the token to this tenant (a tenant admin's token: `read` or
+        /// `tenant_admin`).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Revoke an operator token.
     Revoke {
@@ -405,8 +409,12 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
         ),
         AdminCommand::Tokens(t) => match t {
             TokenCommand::List => (c.tokens().await?, View::Table("tokens", TOKEN_COLUMNS)),
-            TokenCommand::Create { name, scope } => (
-                c.create_token(&name, &scope).await?,
+            TokenCommand::Create {
+                name,
+                scope,
+                tenant,
+            } => (
+                c.create_token_for(&name, &scope, tenant.as_deref()).await?,
                 View::Secret("token", TOKEN_COLUMNS),
             ),
             TokenCommand::Revoke { id } => {
@@ -530,7 +538,7 @@ const AGENT_SUSPENSION_COLUMNS: &[&str] = &[
     "expires_at",
     "unsuspended_at",
 ];
-const TOKEN_COLUMNS: &[&str] = &["id", "name", "scope", "created_at", "revoked_at"];
+const TOKEN_COLUMNS: &[&str] = &["id", "name", "scope", "tenant", "created_at", "revoked_at"];
 const AUDIT_COLUMNS: &[&str] = &["at", "actor", "action", "target", "request_id"];
 
 /// How an answer is shown.

@@ -1,4 +1,5 @@
-//! The prompt-injection scanner: a TOML pattern database (appendix A categories) compiled once
+//! The prompt-injection scanner (spec-next 07, appendix A), shared by the router (message
+//! content) and the attachment scan (text attachments' content): a TOML pattern database (appendix A categories) compiled once
 //! into one [`RegexSet`], run over normalised text, plus encoding heuristics.
 //!
 //! The built-in database is `patterns.toml` beside this file; an operator's own file in the
@@ -17,7 +18,9 @@ use regex::Regex;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
-use super::normalize::{decode_base64, has_obfuscation, is_readable_text, normalize};
+pub mod normalize;
+
+use self::normalize::{decode_base64, has_obfuscation, is_readable_text, normalize};
 
 /// Longest input scanned; the rest of a longer text is ignored.
 pub const MAX_SCAN_BYTES: usize = 256 * 1024;
@@ -307,7 +310,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
+pub fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -8,7 +8,7 @@
 use unicode_normalization::UnicodeNormalization;
 
 /// Zero-width, bidi-control and other invisible formatting characters.
-pub(crate) fn is_invisible(c: char) -> bool {
+pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'                      // soft hyphen
@@ -30,7 +30,7 @@ fn is_bidi_override(c: char) -> bool {
 
 /// The ASCII letter a Cyrillic or Greek look-alike stands for, plus typographic punctuation
 /// that patterns write in ASCII. `None` when `c` is not in the table.
-pub(crate) fn fold_homoglyph(c: char) -> Option<char> {
+pub fn fold_homoglyph(c: char) -> Option<char> {
     let folded = match c {
         // Cyrillic, lowercase.
         'а' => 'a',
@@ -114,7 +114,7 @@ fn is_homoglyph_letter(c: char) -> bool {
 
 /// The text patterns are matched against: invisible characters removed, NFKC, look-alikes
 /// folded, lowercased, whitespace runs collapsed to one space and trimmed.
-pub(crate) fn normalize(text: &str) -> String {
+pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
     let visible = text.chars().filter(|c| !is_invisible(*c));
@@ -141,7 +141,7 @@ pub(crate) fn normalize(text: &str) -> String {
 ///
 /// Deliberately lenient elsewhere: a leading byte-order mark, a zero-width joiner inside an
 /// emoji sequence, or a word written entirely in Cyrillic or Greek are ordinary text.
-pub(crate) fn has_obfuscation(text: &str) -> bool {
+pub fn has_obfuscation(text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
         if is_bidi_override(c) {
@@ -182,7 +182,7 @@ fn mixed_script_word(chars: &[char]) -> bool {
 
 /// Decodes standard or URL-safe base64 (padding optional). `None` on a character outside
 /// both alphabets.
-pub(crate) fn decode_base64(run: &str) -> Option<Vec<u8>> {
+pub fn decode_base64(run: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(run.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for b in run.bytes() {
@@ -207,7 +207,7 @@ pub(crate) fn decode_base64(run: &str) -> Option<Vec<u8>> {
 
 /// Whether decoded bytes read as human text (UTF-8, almost no control characters, several
 /// words), which random keys, hashes and binary attachments do not.
-pub(crate) fn is_readable_text(bytes: &[u8]) -> bool {
+pub fn is_readable_text(bytes: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return false;
     };
