@@ -45,6 +45,7 @@ pub(super) struct CreateBody {
     registration: Option<TenantRegistration>,
     /// Its own limits (default: none, the default plan's).
     #[schema(value_type = Option<super::openapi::PlanDoc>)]
+    #[serde(default, deserialize_with = "plan_object")]
     plan: Option<PlanLimits>,
 }
 
@@ -211,7 +212,21 @@ pub(super) struct UpdateBody {
     registration: Option<TenantRegistration>,
     /// Replaces the tenant's own limits whole (`{}`: the default plan's, all of them).
     #[schema(value_type = Option<super::openapi::PlanDoc>)]
+    #[serde(default, deserialize_with = "plan_object")]
     plan: Option<PlanLimits>,
+}
+
+/// A plan, only from a JSON object: serde's derive also reads a struct from an array
+/// (`[null, null]` would be the empty plan), which the document does not allow.
+fn plan_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PlanLimits>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("plan must be a JSON object")),
+    }
 }
 
 #[utoipa::path(patch, path = "/admin/v1/tenants/{name}", tag = "tenants", operation_id = "update_tenant",

@@ -50,6 +50,9 @@ pub(super) struct CreateBody {
     /// `read`, `tenant_admin` or `full` (required).
     #[schema(required = true, nullable = false, value_type = Option<super::openapi::ScopeDoc>)]
     scope: Option<String>,
+    /// Limits the token to this existing tenant (a tenant admin's token): its own agents,
+    /// quarantine entries and risk only; scope `read` or `tenant_admin`.
+    #[schema(nullable = false, max_length = 64)]
     tenant: Option<String>,
 }
 

@@ -302,6 +302,23 @@ async fn operator_bad_input_gets_spec_errors() {
     post("/tenants", json!({"name": "dup"}))
         .await
         .assert_error(409, "name_taken", Some("name"));
+    // A plan is an object: serde's derive would also read a struct from an array.
+    let r = post(
+        "/tenants",
+        json!({"name": "arrayplan", "plan": [null, null]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = admin(
+        &s.http,
+        &base,
+        t,
+        Method::PATCH,
+        "/tenants/dup",
+        Some(json!({"plan": []})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     post("/tokens", json!({"name": "x", "scope": "root"}))
         .await
         .assert_error(400, "invalid_field", Some("scope"));
