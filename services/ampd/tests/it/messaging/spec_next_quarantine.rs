@@ -255,6 +255,8 @@ async fn spec_next_quarantine_total_and_purge_of_expired_entries() {
         c.server.data_dir = dir;
         c.router.quarantine.categories = vec!["instruction_override".into()];
         c.router.quarantine.purge_interval_secs = 1;
+        // The purge is polled through the listing, past 08's 30 listings a minute.
+        c.ingest.limits.quarantine_list_per_minute = 100_000;
     })
     .await;
     let eve = s.register("qtot-a", "eve").await;
