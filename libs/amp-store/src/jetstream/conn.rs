@@ -441,13 +441,20 @@ impl Conn {
         start: u64,
         n: usize,
     ) -> Result<Batch> {
+        let request = json!({ "seq": start, "next_by_subj": filter, "batch": n.max(1) });
+        self.batched_direct_get(stream, request).await
+    }
+
+    /// One batched direct get: the messages until the end-of-batch status (204) or "none"
+    /// (404), and the count of matching messages after the last (from the closing status;
+    /// without it, older servers, from the last message).
+    async fn batched_direct_get(&self, stream: &str, request: serde_json::Value) -> Result<Batch> {
         let inbox = self.client.new_inbox();
         let mut sub = self
             .client
             .subscribe(inbox.clone())
             .await
             .map_err(|e| unavailable("subscribe", e))?;
-        let request = json!({ "seq": start, "next_by_subj": filter, "batch": n.max(1) });
         self.client
             .publish_with_reply(
                 format!("$JS.API.DIRECT.GET.{stream}"),
@@ -492,7 +499,6 @@ impl Conn {
                 }
             }
         }
-        // Without the closing EOB (older servers), the last message carried the count.
         let _ = sub.unsubscribe().await;
         Ok(out)
     }
@@ -563,41 +569,8 @@ impl Conn {
         if subjects.is_empty() {
             return Ok(Vec::new());
         }
-        let inbox = self.client.new_inbox();
-        let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| unavailable("subscribe", e))?;
         let request = json!({ "multi_last": subjects, "batch": subjects.len() });
-        self.client
-            .publish_with_reply(
-                format!("$JS.API.DIRECT.GET.{stream}"),
-                inbox,
-                Bytes::from(request.to_string()),
-            )
-            .await
-            .map_err(|e| unavailable("direct get", e))?;
-        let mut out = Vec::new();
-        loop {
-            let msg = tokio::time::timeout(self.op_timeout, sub.next())
-                .await
-                .map_err(|_| Error::Unavailable(format!("direct get on {stream} timed out")))?
-                .ok_or_else(|| Error::Unavailable("direct get: subscription closed".into()))?;
-            match msg.status.map(u16::from) {
-                None => out.push(raw_from(msg)?),
-                // End of batch (204) or nothing at all (404).
-                Some(204 | 404) => break,
-                Some(code) => {
-                    return Err(Error::Unavailable(format!(
-                        "direct get on {stream}: status {code} {:?}",
-                        msg.description
-                    )));
-                }
-            }
-        }
-        let _ = sub.unsubscribe().await;
-        Ok(out)
+        Ok(self.batched_direct_get(stream, request).await?.messages)
     }
 
     /// One direct get (`{"seq": n}`, `{"last_by_subj": s}`, …); `None` when not found.

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use amp_client::Identity;
 use amp_testkit::NatsServer;
 use cluster_tests::{Deployment, HEAVY, Topology};
 
@@ -34,6 +35,27 @@ async fn wait_readyz(url: &str, want: u16, within: Duration) -> Duration {
             "{url}/readyz still answers {got}, not {want}, after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (at most the deployment's drain timeout) until every id of `acked` is in `who`'s
+/// mailbox, read through `ingest`, and checks that none appears twice.
+async fn assert_all_stored(d: &Deployment, ingest: &str, who: &Identity, acked: &[String]) {
+    let deadline = Instant::now() + d.drain_timeout;
+    loop {
+        let stored = mailbox_ids(ingest, who).await;
+        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
+        if missing.is_empty() {
+            let unique: std::collections::HashSet<&String> = stored.iter().collect();
+            assert_eq!(unique.len(), stored.len(), "a message appears twice");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged messages lost: {missing:?}\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -119,22 +141,7 @@ async fn faults_jetstream_out_of_space_is_refused_fast_and_recovers() {
         .await
         .expect("a route after recovery");
     acked.push(id);
-    let deadline = Instant::now() + d.drain_timeout;
-    loop {
-        let stored = mailbox_ids(&ingest, &bob).await;
-        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
-        if missing.is_empty() {
-            let unique: std::collections::HashSet<&String> = stored.iter().collect();
-            assert_eq!(unique.len(), stored.len(), "a message appears twice");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "acknowledged messages lost: {missing:?}\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_all_stored(&d, &ingest, &bob, &acked).await;
 }
 
 /// The CQL store becomes unreachable (every service's path to the Cassandra node cut, as a
@@ -203,22 +210,7 @@ async fn faults_cql_store_unreachable_is_refused_in_bounded_time_and_recovers() 
         .await
         .expect("a route after the heal");
     acked.push(id);
-    let deadline = Instant::now() + d.drain_timeout;
-    loop {
-        let stored = mailbox_ids(&ingest, &bob).await;
-        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
-        if missing.is_empty() {
-            let unique: std::collections::HashSet<&String> = stored.iter().collect();
-            assert_eq!(unique.len(), stored.len(), "a message appears twice");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "acknowledged messages lost: {missing:?}\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_all_stored(&d, &ingest, &bob, &acked).await;
 }
 
 /// NATS becomes unreachable for an ingest replica (its network path cut: packets dropped,
@@ -274,20 +266,5 @@ async fn faults_nats_unreachable_from_ingest_is_refused_in_bounded_time_and_reco
         .await
         .expect("a route after the heal");
     acked.push(id);
-    let deadline = Instant::now() + d.drain_timeout;
-    loop {
-        let stored = mailbox_ids(&ingest, &bob).await;
-        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
-        if missing.is_empty() {
-            let unique: std::collections::HashSet<&String> = stored.iter().collect();
-            assert_eq!(unique.len(), stored.len(), "a message appears twice");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "acknowledged messages lost: {missing:?}\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_all_stored(&d, &ingest, &bob, &acked).await;
 }
