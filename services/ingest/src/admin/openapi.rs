@@ -378,25 +378,18 @@ pub(crate) enum DeletionStatusDoc {
 #[allow(dead_code)]
 pub(crate) struct PlanDoc {
     /// Most active agents.
-    #[schema(nullable = false)]
     agents: Option<u64>,
     /// Messages sent by the tenant's agents per minute, all together.
-    #[schema(nullable = false)]
     messages_per_minute: Option<u32>,
     /// Messages sent by the tenant's agents per day, all together.
-    #[schema(nullable = false)]
     messages_per_day: Option<u32>,
     /// Most bytes of messages held in the tenant's mailboxes.
-    #[schema(nullable = false)]
     stored_bytes: Option<u64>,
     /// Largest message, bytes.
-    #[schema(nullable = false)]
     message_bytes: Option<u64>,
     /// Most WebSocket connections of the tenant's agents at once.
-    #[schema(nullable = false)]
     connections: Option<u32>,
     /// Whether the tenant's agents may send to other providers.
-    #[schema(nullable = false)]
     federation: Option<bool>,
 }
 

@@ -51,8 +51,8 @@ pub(super) struct CreateBody {
     #[schema(required = true, nullable = false, value_type = Option<super::openapi::ScopeDoc>)]
     scope: Option<String>,
     /// Limits the token to this existing tenant (a tenant admin's token): its own agents,
-    /// quarantine entries and risk only; scope `read` or `tenant_admin`.
-    #[schema(nullable = false, max_length = 64)]
+    /// quarantine entries and risk only; scope `read` or `tenant_admin`. `null` is absent.
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     tenant: Option<String>,
 }
 
