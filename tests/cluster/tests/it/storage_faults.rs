@@ -38,6 +38,15 @@ async fn wait_readyz(url: &str, want: u16, within: Duration) -> Duration {
     }
 }
 
+/// Routes `text` from `from` to `to` with a fresh id, which must be accepted; the id.
+async fn route_ok(c: &amp_client::Client, from: &Identity, to: &Identity, text: &str) -> String {
+    let id = message_id();
+    send(c, from, to.address(), &id, text)
+        .await
+        .unwrap_or_else(|e| panic!("route {text:?}: {e}"));
+    id
+}
+
 /// Waits (at most the deployment's drain timeout) until every id of `acked` is in `who`'s
 /// mailbox, read through `ingest`, and checks that none appears twice.
 async fn assert_all_stored(d: &Deployment, ingest: &str, who: &Identity, acked: &[String]) {
@@ -136,11 +145,7 @@ async fn faults_jetstream_out_of_space_is_refused_fast_and_recovers() {
     let back = wait_readyz(&ingest, 200, Duration::from_secs(20)).await;
     wait_readyz(&router, 200, Duration::from_secs(20)).await;
     eprintln!("ingest /readyz back to 200 {back:?} after the limit was raised");
-    let id = message_id();
-    send(&c, &alice, bob.address(), &id, "after the limit was raised")
-        .await
-        .expect("a route after recovery");
-    acked.push(id);
+    acked.push(route_ok(&c, &alice, &bob, "after the limit was raised").await);
     assert_all_stored(&d, &ingest, &bob, &acked).await;
 }
 
@@ -171,11 +176,7 @@ async fn faults_cql_store_unreachable_is_refused_in_bounded_time_and_recovers() 
     let c = client(&ingest);
     let mut acked = Vec::new();
     for i in 0..20 {
-        let id = message_id();
-        send(&c, &alice, bob.address(), &id, &format!("before {i}"))
-            .await
-            .expect("a route before the cut");
-        acked.push(id);
+        acked.push(route_ok(&c, &alice, &bob, &format!("before {i}")).await);
     }
 
     link.cut();
@@ -205,11 +206,7 @@ async fn faults_cql_store_unreachable_is_refused_in_bounded_time_and_recovers() 
     let back = wait_readyz(&ingest, 200, Duration::from_secs(60)).await;
     wait_readyz(&router, 200, Duration::from_secs(60)).await;
     eprintln!("ingest /readyz back to 200 {back:?} after the heal");
-    let id = message_id();
-    send(&c, &alice, bob.address(), &id, "after the heal")
-        .await
-        .expect("a route after the heal");
-    acked.push(id);
+    acked.push(route_ok(&c, &alice, &bob, "after the heal").await);
     assert_all_stored(&d, &ingest, &bob, &acked).await;
 }
 
@@ -238,11 +235,7 @@ async fn faults_nats_unreachable_from_ingest_is_refused_in_bounded_time_and_reco
     let c = client(&ingest).with_timeout(Duration::from_secs(30));
     let mut acked = Vec::new();
     for i in 0..20 {
-        let id = message_id();
-        send(&c, &alice, bob.address(), &id, &format!("before {i}"))
-            .await
-            .expect("a route before the cut");
-        acked.push(id);
+        acked.push(route_ok(&c, &alice, &bob, &format!("before {i}")).await);
     }
 
     link.cut();
@@ -261,10 +254,6 @@ async fn faults_nats_unreachable_from_ingest_is_refused_in_bounded_time_and_reco
     link.heal();
     let back = wait_readyz(&ingest, 200, Duration::from_secs(60)).await;
     eprintln!("ingest /readyz back to 200 {back:?} after the heal");
-    let id = message_id();
-    send(&c, &alice, bob.address(), &id, "after the heal")
-        .await
-        .expect("a route after the heal");
-    acked.push(id);
+    acked.push(route_ok(&c, &alice, &bob, "after the heal").await);
     assert_all_stored(&d, &ingest, &bob, &acked).await;
 }
