@@ -367,11 +367,27 @@ impl RiskMeter {
         }
     }
 
+    /// Deletes the rows of the store's first risk layout (read by nothing since), a page
+    /// at a time; a failure is logged and left for the next start.
+    async fn drop_legacy_rows(&self) {
+        loop {
+            match self.inner.store.drop_legacy_risk(500).await {
+                Ok(0) => return,
+                Ok(n) => tracing::debug!(rows = n, "risk rows of the first layout deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "risk rows of the first layout not deleted");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Flushes every `flush_ms` until `shutdown`, then once more.
     pub async fn run(self, shutdown: amp_runtime::Shutdown) {
         if !self.inner.config.enabled {
             return;
         }
+        self.drop_legacy_rows().await;
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.inner.config.flush_ms.max(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,17 +1,27 @@
 //! Risk counters (spec-next 07 "Risk Scoring"), typed over [`Records`]: per sender agent,
 //! per hour and per counting process, the process's running totals for that hour, in the
-//! collection [`RISK`] under `<agent_id>.<hour, 10 digits>.<replica>`. A process replaces
-//! only its own rows (no backend needs atomic increments, no two processes contend on a
-//! row); a reader sums the rows of the hours it wants, so an agent's rolling 24 hours are
-//! at most 25 hours × processes small reads of one id range.
+//! agent's own collection `risk.<agent_id>` under `<hour, 10 digits>.<replica>`. A process
+//! replaces only its own rows (no backend needs atomic increments, no two processes contend
+//! on a row); a reader lists the agent's collection, at most 25 hours × processes small
+//! rows, so the cost of a sum does not grow with the number of agents (every backend lists
+//! one collection without touching another's).
+//!
+//! Rows of the first layout (one collection [`RISK`] for every agent, ids
+//! `<agent_id>.<hour>.<replica>`) are no longer read; [`Risk::drop_legacy_risk`] deletes
+//! them.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, PutMode, Records, Result};
 
-/// Collection of risk rows.
+/// The first layout's collection of every agent's risk rows (see the module documentation).
 pub const RISK: &str = "risk";
+
+/// The collection of `agent_id`'s risk rows.
+pub fn risk_collection(agent_id: &str) -> String {
+    format!("{RISK}.{agent_id}")
+}
 
 /// One process's counts of one agent's messages in one hour (or a sum of such rows).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,15 +49,13 @@ impl RiskCounts {
     }
 }
 
-fn row_id(agent_id: &str, hour: i64, replica: &str) -> String {
-    format!("{agent_id}.{hour:010}.{replica}")
+fn row_id(hour: i64, replica: &str) -> String {
+    format!("{hour:010}.{replica}")
 }
 
-/// The agent id and hour of a row id of `agent_id` (`None`: another agent's row).
-fn parse_row<'a>(agent_id: &str, id: &'a str) -> Option<(i64, &'a str)> {
-    let rest = id.strip_prefix(agent_id)?.strip_prefix('.')?;
-    let (hour, replica) = rest.split_once('.')?;
-    Some((hour.parse().ok()?, replica))
+/// The hour of a row id.
+fn row_hour(id: &str) -> Option<i64> {
+    id.split_once('.')?.0.parse().ok()
 }
 
 /// Risk rows with their types, over any [`Records`].
@@ -64,8 +72,8 @@ pub trait Risk: Records {
     ) -> Result<()> {
         let bytes = serde_json::to_vec(counts).map_err(|e| Error::Corrupt(e.to_string()))?;
         self.record_put(
-            RISK,
-            &row_id(agent_id, hour, replica),
+            &risk_collection(agent_id),
+            &row_id(hour, replica),
             bytes,
             PutMode::Replace,
         )
@@ -78,15 +86,18 @@ pub trait Risk: Records {
     /// agent that keeps sending keeps a day of rows.
     async fn risk_sum(&self, agent_id: &str, from_hour: i64, to_hour: i64) -> Result<RiskCounts> {
         const PAGE: usize = 200;
+        let collection = risk_collection(agent_id);
         let mut sum = RiskCounts::default();
-        let mut after = format!("{agent_id}.");
+        let mut after: Option<String> = None;
         let mut stale = Vec::new();
         'pages: loop {
-            let rows = self.record_list(RISK, Some(&after), PAGE).await?;
+            let rows = self
+                .record_list(&collection, after.as_deref(), PAGE)
+                .await?;
             let n = rows.len();
             for (id, bytes) in rows {
-                let Some((hour, _)) = parse_row(agent_id, &id) else {
-                    break 'pages;
+                let Some(hour) = row_hour(&id) else {
+                    return Err(Error::Corrupt(format!("risk row id {id}")));
                 };
                 if hour > to_hour {
                     break 'pages;
@@ -98,35 +109,43 @@ pub trait Risk: Records {
                         .map_err(|e| Error::Corrupt(e.to_string()))?;
                     sum.add(&c);
                 }
-                after = id;
+                after = Some(id);
             }
             if n < PAGE {
                 break;
             }
         }
         for id in stale {
-            self.record_take(RISK, &id).await?;
+            self.record_take(&collection, &id).await?;
         }
         Ok(sum)
     }
 
     /// Deletes every row of `agent_id` (its tenant's deletion).
     async fn drop_risk(&self, agent_id: &str) -> Result<()> {
-        let prefix = format!("{agent_id}.");
+        let collection = risk_collection(agent_id);
         loop {
-            let rows = self.record_list(RISK, Some(&prefix), 200).await?;
-            let mine: Vec<String> = rows
-                .into_iter()
-                .map(|(id, _)| id)
-                .take_while(|id| parse_row(agent_id, id).is_some())
-                .collect();
-            if mine.is_empty() {
+            let rows = self.record_list(&collection, None, 200).await?;
+            if rows.is_empty() {
                 return Ok(());
             }
-            for id in mine {
-                self.record_take(RISK, &id).await?;
+            for (id, _) in rows {
+                self.record_take(&collection, &id).await?;
             }
         }
+    }
+
+    /// Deletes up to `max` rows of the first layout (the shared [`RISK`] collection, read by
+    /// nothing since); the number deleted, 0 when none is left.
+    async fn drop_legacy_risk(&self, max: usize) -> Result<usize> {
+        let rows = self.record_list(RISK, None, max).await?;
+        let mut n = 0;
+        for (id, _) in rows {
+            if self.record_take(RISK, &id).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 

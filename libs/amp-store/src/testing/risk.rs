@@ -63,6 +63,31 @@ pub async fn spec_next_risk_rows_summed_over_the_window(store: &Store) {
             .expect("none"),
         RiskCounts::default()
     );
+    // Rows of the first layout (one collection for every agent) are deleted, not read.
+    let legacy = format!("{a}.{h:010}.r1");
+    store
+        .record_put(
+            crate::risk::RISK,
+            &legacy,
+            br#"{"total_messages":5}"#.to_vec(),
+            PutMode::Replace,
+        )
+        .await
+        .expect("legacy row");
+    assert_eq!(store.risk_sum(&a, h - 23, h).await.expect("sum"), c(33, 4));
+    let mut dropped = 0;
+    loop {
+        match store.drop_legacy_risk(2).await.expect("drop legacy") {
+            0 => break,
+            n => dropped += n,
+        }
+    }
+    assert!(dropped >= 1, "the legacy row is deleted");
+    assert_eq!(
+        store.record_get(crate::risk::RISK, &legacy).await.expect("get"),
+        None
+    );
+    assert_eq!(store.risk_sum(&a, h - 23, h).await.expect("sum"), c(33, 4));
     // Dropped (its tenant's deletion): its rows only.
     store.drop_risk(&a).await.expect("drop");
     assert_eq!(
