@@ -27,7 +27,7 @@ ingest:
     allow: ["amp.>", "_INBOX.>"]
 router:
   publish:
-    allow: ["amp.mbox.>", "amp.rcpt.>", "amp.notify.>", "amp.delivered.>", "amp.registry.>",
+    allow: ["amp.mbox.>", "amp.mboxp.>", "amp.rcpt.>", "amp.notify.>", "amp.delivered.>", "amp.registry.>",
             "amp.reply.>", "amp.dlq.>", "amp.federation.>",
             "$JS.API.>", "$JS.ACK.>", "$KV.>", "_INBOX.>"]
   subscribe:

@@ -162,6 +162,13 @@ pub struct NatsConfig {
     /// way at once. A lone message is never delayed. 1 turns packing off. Every binary reads
     /// packs whatever this is.
     pub ingress_pack: usize,
+    /// Streams the JetStream store spreads the mailboxes over (`AMP_MAILBOX`,
+    /// `AMP_MAILBOX_1`, …; an agent's mailbox lives whole in one, by a stable hash of its
+    /// id). Each has its own leader, write queue and fsync, so mailbox writes are not capped
+    /// by one stream's (with `sync_interval: always`, one disk flush per write in turn).
+    /// Fixed when the store is created: a binary with another value than the store's refuses
+    /// to start. 1 to 64. The CQL store ignores it.
+    pub mailbox_partitions: usize,
     /// `[nats.auth]`: this service's NATS user: `user` and `password_file`, or
     /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
     /// no credentials.
@@ -198,6 +205,7 @@ impl Default for NatsConfig {
             fetch_batch: 1,
             publish_batch: 1,
             ingress_pack: 128,
+            mailbox_partitions: 1,
             limits_sync_ms: 100,
             auth: amp_nats::NatsAuth::default(),
             tls: amp_nats::NatsTls::default(),
@@ -348,6 +356,7 @@ pub async fn connect(nats: &NatsConfig, config: &StoreConfig) -> anyhow::Result<
                     prefix: nats.prefix.clone(),
                     security: nats.security(),
                     publish_batch: nats.publish_batch,
+                    mailbox_partitions: nats.mailbox_partitions,
                     ..JetStreamStoreConfig::default()
                 })
                 .await

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+/// Most mailbox streams ([`JetStreamStoreConfig::mailbox_partitions`]).
+const MAX_MAILBOX_PARTITIONS: usize = 64;
+
 /// Settings of [`super::JetStreamStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamStoreConfig {
@@ -31,6 +34,13 @@ pub struct JetStreamStoreConfig {
     /// more than the round trips it saves (parity bench: 1.75 against 2.67 × ampd's CPU per
     /// message, `deploy/CAPACITY.md`). On replicated streams measure before raising it.
     pub publish_batch: usize,
+    /// Streams the mailboxes are spread over (`AMP_MAILBOX`, `AMP_MAILBOX_1`, …; an agent's
+    /// mailbox lives whole in one, chosen by a stable hash of its id). Each stream has its own
+    /// leader, write queue and fsync: one stream takes every mailbox write of the cluster in
+    /// turn, so it caps the write rate at one disk's fsync rate (and, replicated, at one
+    /// leader). Fixed when the store is first created (recorded in the store; a process with
+    /// another value refuses to start). 1 to 64. Default 1.
+    pub mailbox_partitions: usize,
 }
 
 impl Default for JetStreamStoreConfig {
@@ -43,6 +53,7 @@ impl Default for JetStreamStoreConfig {
             connect_timeout: Duration::from_secs(5),
             security: amp_nats::NatsSecurity::default(),
             publish_batch: 1,
+            mailbox_partitions: 1,
         }
     }
 }
@@ -77,6 +88,9 @@ impl JetStreamStoreConfig {
         if !token_ok {
             return bad("prefix may hold only letters, digits, '-' and '_'");
         }
+        if !(1..=MAX_MAILBOX_PARTITIONS).contains(&self.mailbox_partitions) {
+            return bad("mailbox_partitions must be 1 to 64");
+        }
         if self.op_timeout.is_zero() {
             return bad("op_timeout must not be zero");
         }
@@ -110,6 +124,14 @@ mod tests {
             },
             JetStreamStoreConfig {
                 replicas: 0,
+                ..Default::default()
+            },
+            JetStreamStoreConfig {
+                mailbox_partitions: 0,
+                ..Default::default()
+            },
+            JetStreamStoreConfig {
+                mailbox_partitions: 65,
                 ..Default::default()
             },
         ] {

@@ -198,6 +198,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether stream `name` exists.
+    pub(super) async fn stream_exists(&self, name: &str) -> Result<bool> {
+        use jetstream::context::GetStreamErrorKind;
+        match self.js.get_stream(name).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(api)
+                    if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(false)
+                }
+                _ => Err(unavailable(&format!("stream info of {name}"), e)),
+            },
+        }
+    }
+
     /// Creates or updates a bucket in the KV layout: `KV_<bucket>`, one value per key, file
     /// storage, per-message TTL allowed.
     pub(super) async fn ensure_bucket(

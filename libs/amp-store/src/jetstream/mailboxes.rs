@@ -207,33 +207,91 @@ fn parse_entry(raw: Raw) -> Result<MailboxEntry> {
 }
 
 impl JetStreamStore {
-    /// `amp.mbox.<agent>.q.<id>`: the queued message.
+    /// Deletes up to `max` messages of one mailbox stream that are expired at `now`, looking
+    /// at no more than `budget`, and raises their agents' floors; (looked at, deleted).
+    async fn purge_expired_in(
+        &self,
+        part: &super::MailboxPart,
+        now: Millis,
+        max: usize,
+        budget: usize,
+    ) -> Result<(usize, usize)> {
+        let filter = format!("{}.*.q.*", part.root);
+        let mut start = 0;
+        let mut scanned = 0;
+        let mut purged = 0;
+        let mut floors: HashMap<String, u64> = HashMap::new();
+        'scan: while scanned < budget && purged < max {
+            let b = self
+                .conn
+                .batch(&part.stream, &filter, start, MAX_BATCH)
+                .await?;
+            let Some(last) = b.messages.last() else {
+                break;
+            };
+            start = last.seq + 1;
+            for raw in b.messages {
+                scanned += 1;
+                // `<root>.<agent>.q.<id>`: the agent is the third token from the end.
+                let Some(agent) = raw.subject.rsplit('.').nth(2).map(untok).transpose()? else {
+                    continue;
+                };
+                let e = parse_entry(raw)?;
+                if e.expires_at > now {
+                    continue;
+                }
+                self.conn.delete_message(&part.stream, e.seq).await?;
+                let f = floors.entry(agent).or_default();
+                *f = (*f).max(e.seq);
+                purged += 1;
+                if purged >= max {
+                    break 'scan;
+                }
+            }
+            if b.pending == 0 {
+                break;
+            }
+        }
+        for (agent, floor) in floors {
+            self.raise_meta(&agent, floor, floor).await?;
+        }
+        Ok((scanned, purged))
+    }
+
+    /// `<root>.<agent>.q.<id>`: the queued message (`root` is the agent's partition's, see
+    /// the module `jetstream`: `amp.mbox` with one partition).
     fn queued_subject(&self, agent_id: &str, id: &str) -> String {
-        self.conn
-            .subject(&format!("amp.mbox.{}.q.{}", tok(agent_id), tok(id)))
+        let root = &self.part(agent_id).root;
+        format!("{root}.{}.q.{}", tok(agent_id), tok(id))
     }
 
-    /// `amp.mbox.<agent>.a.<id>`: the acknowledgement.
+    /// `<root>.<agent>.a.<id>`: the acknowledgement.
     fn acked_subject(&self, agent_id: &str, id: &str) -> String {
-        self.conn
-            .subject(&format!("amp.mbox.{}.a.{}", tok(agent_id), tok(id)))
+        let root = &self.part(agent_id).root;
+        format!("{root}.{}.a.{}", tok(agent_id), tok(id))
     }
 
-    /// `amp.mbox.<agent>.*.<id>`: everything about one id.
+    /// `<root>.<agent>.*.<id>`: everything about one id.
     fn id_filter(&self, agent_id: &str, id: &str) -> String {
-        self.conn
-            .subject(&format!("amp.mbox.{}.*.{}", tok(agent_id), tok(id)))
+        let root = &self.part(agent_id).root;
+        format!("{root}.{}.*.{}", tok(agent_id), tok(id))
     }
 
-    /// `amp.mbox.<agent>.q.*`: the mailbox.
+    /// `<root>.<agent>.q.*`: the mailbox.
     fn queued_filter(&self, agent_id: &str) -> String {
-        self.conn
-            .subject(&format!("amp.mbox.{}.q.*", tok(agent_id)))
+        let root = &self.part(agent_id).root;
+        format!("{root}.{}.q.*", tok(agent_id))
     }
 
-    /// `amp.mbox.<agent>.>`: everything of the agent.
-    fn agent_filter(&self, agent_id: &str) -> String {
-        self.conn.subject(&format!("amp.mbox.{}.>", tok(agent_id)))
+    /// `<root>.<agent>.>`: everything of the agent.
+    pub(super) fn agent_filter(&self, agent_id: &str) -> String {
+        let root = &self.part(agent_id).root;
+        format!("{root}.{}.>", tok(agent_id))
+    }
+
+    /// The stream of `agent_id`'s mailbox.
+    pub(super) fn mailbox_of(&self, agent_id: &str) -> &str {
+        &self.part(agent_id).stream
     }
 
     /// What the stream holds about `id` in the agent's mailbox (the newest of the message
@@ -242,7 +300,7 @@ impl JetStreamStore {
         let Some(raw) = self
             .conn
             .get(
-                &self.mailbox,
+                self.mailbox_of(agent_id),
                 json!({ "last_by_subj": self.id_filter(agent_id, id) }),
             )
             .await?
@@ -270,7 +328,7 @@ impl JetStreamStore {
             .collect();
         let acked: std::collections::HashSet<String> = self
             .conn
-            .multi_last(&self.mailbox, &subjects)
+            .multi_last(self.mailbox_of(agent_id), &subjects)
             .await?
             .into_iter()
             .map(|r| r.subject)
@@ -285,7 +343,7 @@ impl JetStreamStore {
     async fn queued_count(&self, agent_id: &str) -> Result<u64> {
         let b = self
             .conn
-            .batch(&self.mailbox, &self.queued_filter(agent_id), 0, 1)
+            .batch(self.mailbox_of(agent_id), &self.queued_filter(agent_id), 0, 1)
             .await?;
         Ok(if b.messages.is_empty() {
             0
@@ -299,7 +357,7 @@ impl JetStreamStore {
         Ok(self
             .conn
             .get(
-                &self.mailbox,
+                self.mailbox_of(agent_id),
                 json!({ "last_by_subj": self.agent_filter(agent_id) }),
             )
             .await?
@@ -432,7 +490,7 @@ impl JetStreamStore {
         let subject = self.queued_subject(&e.agent_id, &e.message_id);
         match self
             .conn
-            .publish_batched(&self.mailbox, subject, headers, Bytes::from(e.data.clone()))
+            .publish_batched(self.mailbox_of(&e.agent_id), subject, headers, Bytes::from(e.data.clone()))
             .await?
         {
             Ok(ack) => {
@@ -510,7 +568,7 @@ impl Mailboxes for JetStreamStore {
             let mut start = first;
             let mut entries = Vec::new();
             if limit == 0 {
-                let b = self.conn.batch(&self.mailbox, &subject, start, 1).await?;
+                let b = self.conn.batch(self.mailbox_of(agent_id), &subject, start, 1).await?;
                 let remaining = if b.messages.is_empty() {
                     0
                 } else {
@@ -523,7 +581,7 @@ impl Mailboxes for JetStreamStore {
                 let want = (limit - entries.len()).clamp(1, MAX_BATCH);
                 let b = self
                     .conn
-                    .batch(&self.mailbox, &subject, start, want)
+                    .batch(self.mailbox_of(agent_id), &subject, start, want)
                     .await?;
                 let Some(last) = b.messages.last() else {
                     return Ok((entries, 0, reached));
@@ -557,7 +615,7 @@ impl Mailboxes for JetStreamStore {
             let newest = async {
                 Ok::<_, Error>(
                     self.conn
-                        .get(&self.mailbox, json!({ "last_by_subj": subject }))
+                        .get(self.mailbox_of(agent_id), json!({ "last_by_subj": subject }))
                         .await?
                         .map_or(0, |r| r.seq),
                 )
@@ -602,7 +660,7 @@ impl Mailboxes for JetStreamStore {
             let mut total = None;
             let mut expired = 0u64;
             loop {
-                let b = self.conn.batch(&self.mailbox, &subject, start, 64).await?;
+                let b = self.conn.batch(self.mailbox_of(agent_id), &subject, start, 64).await?;
                 let Some(last) = b.messages.last() else {
                     return Ok((0, None));
                 };
@@ -651,7 +709,7 @@ impl Mailboxes for JetStreamStore {
                     None => break,
                     Some(Stored::Acked { head, tombstone }) => {
                         // An ack that stopped before its delete is finished here.
-                        self.conn.delete_message(&self.mailbox, head.seq).await?;
+                        self.conn.delete_message(self.mailbox_of(agent_id), head.seq).await?;
                         top = top.max(tombstone);
                         outcome = Some(AckOutcome::AlreadyAcked);
                         break;
@@ -680,7 +738,7 @@ impl Mailboxes for JetStreamStore {
                 match self
                     .conn
                     .publish_batched(
-                        &self.mailbox,
+                        self.mailbox_of(agent_id),
                         self.acked_subject(agent_id, id),
                         headers,
                         Bytes::new(),
@@ -690,7 +748,7 @@ impl Mailboxes for JetStreamStore {
                     Ok(ack) => {
                         // The commit point was the tombstone; from here the message is
                         // acknowledged whatever happens to this delete.
-                        self.conn.delete_message(&self.mailbox, entry.seq).await?;
+                        self.conn.delete_message(self.mailbox_of(agent_id), entry.seq).await?;
                         top = top.max(ack.sequence);
                         outcome = Some(AckOutcome::Acked);
                         break;
@@ -709,47 +767,20 @@ impl Mailboxes for JetStreamStore {
     }
 
     async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize> {
-        // Bounded: at most this many messages looked at per call. The server's TTLs do the
-        // bulk of expiry on their own; this catches what is due by the caller's clock.
-        let budget = max.saturating_mul(4).clamp(1_024, 100_000);
-        let filter = self.conn.subject("amp.mbox.*.q.*");
-        let mut start = 0;
-        let mut scanned = 0;
+        // Bounded: at most this many messages looked at per call (over every partition).
+        // The server's TTLs do the bulk of expiry on their own; this catches what is due by
+        // the caller's clock.
+        let mut budget = max.saturating_mul(4).clamp(1_024, 100_000);
         let mut purged = 0;
-        let mut floors: HashMap<String, u64> = HashMap::new();
-        'scan: while scanned < budget && purged < max {
-            let b = self
-                .conn
-                .batch(&self.mailbox, &filter, start, MAX_BATCH)
+        for part in self.mailboxes.iter() {
+            if budget == 0 || purged >= max {
+                break;
+            }
+            let (scanned, n) = self
+                .purge_expired_in(part, now, max - purged, budget)
                 .await?;
-            let Some(last) = b.messages.last() else {
-                break;
-            };
-            start = last.seq + 1;
-            for raw in b.messages {
-                scanned += 1;
-                // `…amp.mbox.<agent>.q.<id>`: the agent is the third token from the end.
-                let Some(agent) = raw.subject.rsplit('.').nth(2).map(untok).transpose()? else {
-                    continue;
-                };
-                let e = parse_entry(raw)?;
-                if e.expires_at > now {
-                    continue;
-                }
-                self.conn.delete_message(&self.mailbox, e.seq).await?;
-                let f = floors.entry(agent).or_default();
-                *f = (*f).max(e.seq);
-                purged += 1;
-                if purged >= max {
-                    break 'scan;
-                }
-            }
-            if b.pending == 0 {
-                break;
-            }
-        }
-        for (agent, floor) in floors {
-            self.raise_meta(&agent, floor, floor).await?;
+            budget = budget.saturating_sub(scanned);
+            purged += n;
         }
         Ok(purged)
     }

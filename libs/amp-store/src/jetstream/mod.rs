@@ -8,7 +8,11 @@
 //!   entry (body = the stored data; header `Amp-Entry` with id, sender, signature, queued and
 //!   expiry times; `Nats-TTL` so the server drops it after its expiry), and
 //!   `amp.mbox.<agent>.a.<message id>`: its acknowledgement tombstone. The **stream sequence
-//!   is the entry's `seq`**: global, so increasing per agent too (gaps are fine for cursors).
+//!   is the entry's `seq`**: increasing per agent (gaps are fine for cursors). With
+//!   `mailbox_partitions` N above 1, partition k of 1..N is stream `AMP_MAILBOX_<k>` with
+//!   subjects `amp.mboxp.<k>.<agent>…`, and an agent's mailbox lives whole in partition
+//!   `fnv1a(agent id) mod N` (0 is `AMP_MAILBOX`); N is recorded as `layout.mailbox_partitions`
+//!   in `amp_mailbox_index` when the store is first created and never changes.
 //! - Stream `AMP_RECEIPTS`, subjects `amp.rcpt.<agent>`: one message per receipt, `seq` = the
 //!   stream sequence, `Nats-TTL` from `expires_at`.
 //! - Bucket `amp_registry` (KV layout): `agent.<id>` → the agent with its API keys (the one
@@ -65,7 +69,8 @@ pub struct JetStreamStore {
     registry: String,
     index: String,
     state: String,
-    mailbox: String,
+    /// The mailbox streams (`mailbox_partitions` of them).
+    mailboxes: Box<[MailboxPart]>,
     receipts: String,
     /// Enqueues to one mailbox with a quota are serialised in this process (by a stripe of
     /// the agent id): the quota's compare-and-set then only races other processes, instead
@@ -91,7 +96,9 @@ impl JetStreamStore {
             registry: conn.name(REGISTRY),
             index: conn.name(INDEX),
             state: conn.name(STATE),
-            mailbox: conn.name(MAILBOX),
+            mailboxes: (0..config.mailbox_partitions)
+                .map(|k| MailboxPart::new(&conn, k))
+                .collect(),
             receipts: conn.name(RECEIPTS),
             mailbox_locks: (0..MAILBOX_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -108,13 +115,16 @@ impl JetStreamStore {
             .await?;
         c.ensure_bucket(&store.state, r, "AMP jobs, presence, small values")
             .await?;
-        c.ensure_stream(
-            &store.mailbox,
-            &c.subject("amp.mbox.>"),
-            r,
-            "AMP mailboxes: one subject per message and acknowledgement",
-        )
-        .await?;
+        store.check_layout().await?;
+        for part in store.mailboxes.iter() {
+            c.ensure_stream(
+                &part.stream,
+                &format!("{}.>", part.root),
+                r,
+                "AMP mailboxes: one subject per message and acknowledgement",
+            )
+            .await?;
+        }
         c.ensure_stream(
             &store.receipts,
             &c.subject("amp.rcpt.>"),
@@ -129,6 +139,61 @@ impl JetStreamStore {
             "JetStream store connected"
         );
         Ok(store)
+    }
+
+    /// Records the number of mailbox partitions when the store is new, and refuses one that
+    /// differs from what the store was created with: every agent's mailbox would be looked
+    /// for in another stream. A store from before partitions (its `AMP_MAILBOX` stream exists,
+    /// nothing recorded) has one.
+    async fn check_layout(&self) -> Result<()> {
+        let wanted = self.mailboxes.len() as u64;
+        let (recorded, _) = self
+            .conn
+            .kv_get_json::<u64>(&self.index, LAYOUT_PARTITIONS)
+            .await?;
+        let recorded = match recorded {
+            Some(n) => n,
+            None => {
+                let first = match self.conn.stream_exists(&self.conn.name(MAILBOX)).await? {
+                    true => 1,
+                    false => wanted,
+                };
+                match self
+                    .conn
+                    .kv_put_json(
+                        &self.index,
+                        LAYOUT_PARTITIONS,
+                        &first,
+                        conn::Expect::Revision(0),
+                        None,
+                    )
+                    .await?
+                {
+                    Ok(_) => first,
+                    // Another process recorded it first: its value stands.
+                    Err(conn::Conflict) => self
+                        .conn
+                        .kv_get_json::<u64>(&self.index, LAYOUT_PARTITIONS)
+                        .await?
+                        .0
+                        .unwrap_or(first),
+                }
+            }
+        };
+        if recorded != wanted {
+            return Err(crate::Error::Unavailable(format!(
+                "mailbox_partitions is {wanted}, but this store was created with {recorded}; \
+                 it cannot change: set mailbox_partitions = {recorded}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The mailbox stream that holds `agent_id`'s mailbox.
+    fn part(&self, agent_id: &str) -> &MailboxPart {
+        let n = self.mailboxes.len().max(1);
+        let k = (fnv1a(agent_id.as_bytes()) % n as u64) as usize;
+        &self.mailboxes[k.min(n - 1)]
     }
 
     /// The settings in force.
@@ -149,6 +214,44 @@ impl std::fmt::Debug for JetStreamStore {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Where the number of mailbox partitions is recorded (bucket `amp_mailbox_index`).
+const LAYOUT_PARTITIONS: &str = "layout.mailbox_partitions";
+
+/// One mailbox stream: its name and its subjects' root (under the prefix).
+#[derive(Debug)]
+struct MailboxPart {
+    stream: String,
+    root: String,
+}
+
+impl MailboxPart {
+    /// Partition `k`: `AMP_MAILBOX` / `amp.mbox` for 0 (the layout from before partitions),
+    /// `AMP_MAILBOX_<k>` / `amp.mboxp.<k>` after.
+    fn new(conn: &Conn, k: usize) -> Self {
+        if k == 0 {
+            Self {
+                stream: conn.name(MAILBOX),
+                root: conn.subject("amp.mbox"),
+            }
+        } else {
+            Self {
+                stream: conn.name(&format!("{MAILBOX}_{k}")),
+                root: conn.subject(&format!("amp.mboxp.{k}")),
+            }
+        }
+    }
+}
+
+/// 64-bit FNV-1a: the stable hash that places an agent's mailbox (it must never change).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Stripes of the per-mailbox enqueue lock.

@@ -44,13 +44,14 @@ impl JetStreamStore {
         let agent = tok(agent_id);
         // The markers of every id the mailbox knows first: the ids are read off the
         // subjects, which the purge below removes.
-        let filter = self.conn.subject(&format!("amp.mbox.{agent}.>"));
+        let filter = self.agent_filter(agent_id);
+        let stream = self.mailbox_of(agent_id);
         let mut ids = Vec::new();
         let mut start = 0;
         loop {
             let batch = self
                 .conn
-                .batch(&self.mailbox, &filter, start, MAX_BATCH)
+                .batch(stream, &filter, start, MAX_BATCH)
                 .await?;
             let Some(last) = batch.messages.last() else {
                 break;
@@ -72,7 +73,7 @@ impl JetStreamStore {
                 Kv::delete(self, &message_marker(kind, agent_id, id)).await?;
             }
         }
-        let messages = self.conn.purge(&self.mailbox, &filter, None).await?;
+        let messages = self.conn.purge(stream, &filter, None).await?;
         self.conn
             .kv_delete(&self.index, &format!("meta.{agent}"))
             .await?;
@@ -102,7 +103,8 @@ impl JetStreamStore {
                 });
             }
         }
-        for stream in [&self.mailbox, &self.receipts] {
+        let streams = self.mailboxes.iter().map(|p| &p.stream);
+        for stream in streams.chain([&self.receipts]) {
             let mut start = 0;
             loop {
                 let batch = self.conn.batch(stream, ">", start, MAX_BATCH).await?;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
 use amp_store::testing::{agent, conformance, entry, key_hash, now_ms, unique};
-use amp_store::{AckOutcome, Enqueued, EntryState, Store};
+use amp_store::{AckOutcome, Enqueued, EntryState, Mailboxes as _, Store};
 use amp_testkit::NatsServer;
 
 fn config(url: &str, prefix: &str) -> JetStreamStoreConfig {
@@ -367,4 +367,105 @@ async fn jetstream_replicated_reads_see_acknowledged_writes() {
         }
     }
     assert!(stale.is_empty(), "{} stale reads: {stale:#?}", stale.len());
+}
+
+/// Mailboxes spread over three streams: the whole suite, with two writer processes, and the
+/// mailboxes really are in more than one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_mailbox_partitions_pass_conformance() {
+    let server = NatsServer::start();
+    let prefix = unique("mp");
+    let partitioned = |prefix: &str| JetStreamStoreConfig {
+        mailbox_partitions: 3,
+        ..config(&server.url(), prefix)
+    };
+    let open = |c: JetStreamStoreConfig| async move {
+        Store::new(JetStreamStore::connect(c).await.expect("connect"))
+    };
+    let a = open(partitioned(&prefix)).await;
+    conformance::run_all(&a).await;
+    let b = open(partitioned(&prefix)).await;
+    conformance::run_two_writers(&a, &b).await;
+
+    // Twenty agents' mailboxes land in all three streams, and each reads back whole.
+    let direct = JetStreamStore::connect(partitioned(&prefix))
+        .await
+        .expect("connect");
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        let id = unique(&format!("agt_{i}_"));
+        direct
+            .enqueue(entry(
+                &id,
+                &format!("m{i}"),
+                "s@t.example.test",
+                now_ms(),
+                3_600_000,
+            ))
+            .await
+            .expect("enqueue");
+        agents.push(id);
+    }
+    let rows = direct.scan_rows().await.expect("scan");
+    let mut streams: Vec<&str> = rows
+        .iter()
+        .filter(|r| agents.iter().any(|a| r.key.contains(a.as_str())))
+        .map(|r| r.table.as_str())
+        .collect();
+    streams.sort_unstable();
+    streams.dedup();
+    assert_eq!(streams.len(), 3, "mailboxes in {streams:?}");
+    for (i, id) in agents.iter().enumerate() {
+        let page = direct.fetch(id, None, 10, now_ms()).await.expect("fetch");
+        assert_eq!(page.entries.len(), 1, "{id}");
+        assert_eq!(page.entries[0].message_id, format!("m{i}"));
+    }
+}
+
+/// The number of mailbox streams is the store's from its creation: another is refused (and
+/// a store from before partitions, which has `AMP_MAILBOX` and nothing recorded, has one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_mailbox_partitions_are_fixed_when_the_store_is_created() {
+    let server = NatsServer::start();
+    let with = |prefix: &str, n: usize| JetStreamStoreConfig {
+        mailbox_partitions: n,
+        ..config(&server.url(), prefix)
+    };
+    let prefix = unique("fx");
+    JetStreamStore::connect(with(&prefix, 3))
+        .await
+        .expect("created with 3");
+    JetStreamStore::connect(with(&prefix, 3))
+        .await
+        .expect("the same again");
+    let refused = JetStreamStore::connect(with(&prefix, 2))
+        .await
+        .expect_err("2 against 3");
+    assert!(
+        refused
+            .to_string()
+            .contains("created with 3; it cannot change: set mailbox_partitions = 3"),
+        "{refused}"
+    );
+
+    // A store of the first layout: its mailbox stream exists, nothing is recorded.
+    let old = unique("old");
+    JetStreamStore::connect(with(&old, 1)).await.expect("one");
+    let nats = async_nats::connect(server.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let index = js
+        .get_key_value(format!("{old}_amp_mailbox_index"))
+        .await
+        .expect("index bucket");
+    index
+        .purge("layout.mailbox_partitions")
+        .await
+        .expect("forget the layout");
+    let refused = JetStreamStore::connect(with(&old, 4))
+        .await
+        .expect_err("4 against a store of one stream");
+    assert!(refused.to_string().contains("created with 1"), "{refused}");
+    JetStreamStore::connect(with(&old, 1))
+        .await
+        .expect("one still opens it");
 }
