@@ -166,9 +166,10 @@ pub struct NatsConfig {
     /// `AMP_MAILBOX_1`, …; an agent's mailbox lives whole in one, by a stable hash of its
     /// id). Each has its own leader, write queue and fsync, so mailbox writes are not capped
     /// by one stream's (with `sync_interval: always`, one disk flush per write in turn).
-    /// Fixed when the store is created: a binary with another value than the store's refuses
-    /// to start. 1 to 64. The CQL store ignores it.
-    pub mailbox_partitions: usize,
+    /// Fixed when the store is created: unset, a binary uses what the store has (4 for a new
+    /// store, 1 for one from before partitions); set, a binary with another value than the
+    /// store's refuses to start. 1 to 64. The CQL store ignores it.
+    pub mailbox_partitions: Option<usize>,
     /// `[nats.auth]`: this service's NATS user: `user` and `password_file`, or
     /// `nkey_seed_file`, or `credentials_file` (secrets in files, never inline). Unset:
     /// no credentials.
@@ -205,7 +206,7 @@ impl Default for NatsConfig {
             fetch_batch: 1,
             publish_batch: 1,
             ingress_pack: 128,
-            mailbox_partitions: 1,
+            mailbox_partitions: None,
             limits_sync_ms: 100,
             auth: amp_nats::NatsAuth::default(),
             tls: amp_nats::NatsTls::default(),

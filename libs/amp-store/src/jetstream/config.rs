@@ -7,6 +7,11 @@ use crate::{Error, Result};
 /// Most mailbox streams ([`JetStreamStoreConfig::mailbox_partitions`]).
 const MAX_MAILBOX_PARTITIONS: usize = 64;
 
+/// Mailbox streams of a store created without [`JetStreamStoreConfig::mailbox_partitions`]:
+/// on one node about 15 % more mailbox writes per second than one stream
+/// (`deploy/CAPACITY.md`), and room for the leaders to spread over three or four nodes.
+pub const DEFAULT_MAILBOX_PARTITIONS: usize = 4;
+
 /// Settings of [`super::JetStreamStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamStoreConfig {
@@ -38,9 +43,11 @@ pub struct JetStreamStoreConfig {
     /// mailbox lives whole in one, chosen by a stable hash of its id). Each stream has its own
     /// leader, write queue and fsync: one stream takes every mailbox write of the cluster in
     /// turn, so it caps the write rate at one disk's fsync rate (and, replicated, at one
-    /// leader). Fixed when the store is first created (recorded in the store; a process with
-    /// another value refuses to start). 1 to 64. Default 1.
-    pub mailbox_partitions: usize,
+    /// leader). Fixed when the store is first created (recorded in the store): unset, a
+    /// process uses what the store has ([`DEFAULT_MAILBOX_PARTITIONS`] for a new store, 1 for
+    /// one from before partitions); set, it must be what the store has, or the process
+    /// refuses to start. 1 to 64.
+    pub mailbox_partitions: Option<usize>,
 }
 
 impl Default for JetStreamStoreConfig {
@@ -53,7 +60,7 @@ impl Default for JetStreamStoreConfig {
             connect_timeout: Duration::from_secs(5),
             security: amp_nats::NatsSecurity::default(),
             publish_batch: 1,
-            mailbox_partitions: 1,
+            mailbox_partitions: None,
         }
     }
 }
@@ -88,7 +95,10 @@ impl JetStreamStoreConfig {
         if !token_ok {
             return bad("prefix may hold only letters, digits, '-' and '_'");
         }
-        if !(1..=MAX_MAILBOX_PARTITIONS).contains(&self.mailbox_partitions) {
+        if self
+            .mailbox_partitions
+            .is_some_and(|n| !(1..=MAX_MAILBOX_PARTITIONS).contains(&n))
+        {
             return bad("mailbox_partitions must be 1 to 64");
         }
         if self.op_timeout.is_zero() {
@@ -127,11 +137,11 @@ mod tests {
                 ..Default::default()
             },
             JetStreamStoreConfig {
-                mailbox_partitions: 0,
+                mailbox_partitions: Some(0),
                 ..Default::default()
             },
             JetStreamStoreConfig {
-                mailbox_partitions: 65,
+                mailbox_partitions: Some(65),
                 ..Default::default()
             },
         ] {

@@ -649,10 +649,13 @@ impl Conn {
         if let Some(err) = reply.get("error") {
             // 10037: no message found (already deleted); 10043: sequence not found (the
             // same, for a sequence the server no longer tracks, e.g. the stream's last).
-            if matches!(
-                err.get("err_code").and_then(|v| v.as_u64()),
-                Some(10037 | 10043)
-            ) {
+            // 10057 with "no message found": a delete of a sequence below the stream's first
+            // (the message was the first and is gone already).
+            let code = err.get("err_code").and_then(|v| v.as_u64());
+            let description = err.get("description").and_then(|v| v.as_str());
+            if matches!(code, Some(10037 | 10043))
+                || (code == Some(10057) && description == Some("no message found"))
+            {
                 return Ok(json!({ "success": false }));
             }
             return Err(Error::Unavailable(format!("{what}: {err}")));

@@ -343,7 +343,12 @@ impl JetStreamStore {
     async fn queued_count(&self, agent_id: &str) -> Result<u64> {
         let b = self
             .conn
-            .batch(self.mailbox_of(agent_id), &self.queued_filter(agent_id), 0, 1)
+            .batch(
+                self.mailbox_of(agent_id),
+                &self.queued_filter(agent_id),
+                0,
+                1,
+            )
             .await?;
         Ok(if b.messages.is_empty() {
             0
@@ -490,7 +495,12 @@ impl JetStreamStore {
         let subject = self.queued_subject(&e.agent_id, &e.message_id);
         match self
             .conn
-            .publish_batched(self.mailbox_of(&e.agent_id), subject, headers, Bytes::from(e.data.clone()))
+            .publish_batched(
+                self.mailbox_of(&e.agent_id),
+                subject,
+                headers,
+                Bytes::from(e.data.clone()),
+            )
             .await?
         {
             Ok(ack) => {
@@ -568,7 +578,10 @@ impl Mailboxes for JetStreamStore {
             let mut start = first;
             let mut entries = Vec::new();
             if limit == 0 {
-                let b = self.conn.batch(self.mailbox_of(agent_id), &subject, start, 1).await?;
+                let b = self
+                    .conn
+                    .batch(self.mailbox_of(agent_id), &subject, start, 1)
+                    .await?;
                 let remaining = if b.messages.is_empty() {
                     0
                 } else {
@@ -615,7 +628,10 @@ impl Mailboxes for JetStreamStore {
             let newest = async {
                 Ok::<_, Error>(
                     self.conn
-                        .get(self.mailbox_of(agent_id), json!({ "last_by_subj": subject }))
+                        .get(
+                            self.mailbox_of(agent_id),
+                            json!({ "last_by_subj": subject }),
+                        )
                         .await?
                         .map_or(0, |r| r.seq),
                 )
@@ -660,7 +676,10 @@ impl Mailboxes for JetStreamStore {
             let mut total = None;
             let mut expired = 0u64;
             loop {
-                let b = self.conn.batch(self.mailbox_of(agent_id), &subject, start, 64).await?;
+                let b = self
+                    .conn
+                    .batch(self.mailbox_of(agent_id), &subject, start, 64)
+                    .await?;
                 let Some(last) = b.messages.last() else {
                     return Ok((0, None));
                 };
@@ -709,7 +728,9 @@ impl Mailboxes for JetStreamStore {
                     None => break,
                     Some(Stored::Acked { head, tombstone }) => {
                         // An ack that stopped before its delete is finished here.
-                        self.conn.delete_message(self.mailbox_of(agent_id), head.seq).await?;
+                        self.conn
+                            .delete_message(self.mailbox_of(agent_id), head.seq)
+                            .await?;
                         top = top.max(tombstone);
                         outcome = Some(AckOutcome::AlreadyAcked);
                         break;
@@ -748,7 +769,9 @@ impl Mailboxes for JetStreamStore {
                     Ok(ack) => {
                         // The commit point was the tombstone; from here the message is
                         // acknowledged whatever happens to this delete.
-                        self.conn.delete_message(self.mailbox_of(agent_id), entry.seq).await?;
+                        self.conn
+                            .delete_message(self.mailbox_of(agent_id), entry.seq)
+                            .await?;
                         top = top.max(ack.sequence);
                         outcome = Some(AckOutcome::Acked);
                         break;

@@ -51,7 +51,7 @@ mod state;
 use async_trait::async_trait;
 
 pub use self::blobs::JetStreamBlobs;
-pub use self::config::JetStreamStoreConfig;
+pub use self::config::{DEFAULT_MAILBOX_PARTITIONS, JetStreamStoreConfig};
 use self::conn::Conn;
 use crate::{Millis, Result, StoreBackend};
 
@@ -92,11 +92,16 @@ impl JetStreamStore {
     pub async fn connect(config: JetStreamStoreConfig) -> Result<Self> {
         config.validate()?;
         let conn = Conn::connect(&config).await?;
+        let r = config.replicas;
+        let index = conn.name(INDEX);
+        conn.ensure_bucket(&index, r, "AMP mailbox index (idempotency, acks)")
+            .await?;
+        let partitions = layout(&conn, &index, config.mailbox_partitions).await?;
         let store = Self {
             registry: conn.name(REGISTRY),
-            index: conn.name(INDEX),
+            index,
             state: conn.name(STATE),
-            mailboxes: (0..config.mailbox_partitions)
+            mailboxes: (0..partitions)
                 .map(|k| MailboxPart::new(&conn, k))
                 .collect(),
             receipts: conn.name(RECEIPTS),
@@ -107,15 +112,11 @@ impl JetStreamStore {
             conn,
             config,
         };
-        let r = store.config.replicas;
         let c = &store.conn;
         c.ensure_bucket(&store.registry, r, "AMP agents, names, API keys, owners")
             .await?;
-        c.ensure_bucket(&store.index, r, "AMP mailbox index (idempotency, acks)")
-            .await?;
         c.ensure_bucket(&store.state, r, "AMP jobs, presence, small values")
             .await?;
-        store.check_layout().await?;
         for part in store.mailboxes.iter() {
             c.ensure_stream(
                 &part.stream,
@@ -141,59 +142,17 @@ impl JetStreamStore {
         Ok(store)
     }
 
-    /// Records the number of mailbox partitions when the store is new, and refuses one that
-    /// differs from what the store was created with: every agent's mailbox would be looked
-    /// for in another stream. A store from before partitions (its `AMP_MAILBOX` stream exists,
-    /// nothing recorded) has one.
-    async fn check_layout(&self) -> Result<()> {
-        let wanted = self.mailboxes.len() as u64;
-        let (recorded, _) = self
-            .conn
-            .kv_get_json::<u64>(&self.index, LAYOUT_PARTITIONS)
-            .await?;
-        let recorded = match recorded {
-            Some(n) => n,
-            None => {
-                let first = match self.conn.stream_exists(&self.conn.name(MAILBOX)).await? {
-                    true => 1,
-                    false => wanted,
-                };
-                match self
-                    .conn
-                    .kv_put_json(
-                        &self.index,
-                        LAYOUT_PARTITIONS,
-                        &first,
-                        conn::Expect::Revision(0),
-                        None,
-                    )
-                    .await?
-                {
-                    Ok(_) => first,
-                    // Another process recorded it first: its value stands.
-                    Err(conn::Conflict) => self
-                        .conn
-                        .kv_get_json::<u64>(&self.index, LAYOUT_PARTITIONS)
-                        .await?
-                        .0
-                        .unwrap_or(first),
-                }
-            }
-        };
-        if recorded != wanted {
-            return Err(crate::Error::Unavailable(format!(
-                "mailbox_partitions is {wanted}, but this store was created with {recorded}; \
-                 it cannot change: set mailbox_partitions = {recorded}"
-            )));
-        }
-        Ok(())
-    }
-
     /// The mailbox stream that holds `agent_id`'s mailbox.
     fn part(&self, agent_id: &str) -> &MailboxPart {
         let n = self.mailboxes.len().max(1);
         let k = (fnv1a(agent_id.as_bytes()) % n as u64) as usize;
         &self.mailboxes[k.min(n - 1)]
+    }
+
+    /// How many streams the mailboxes are spread over (the store's, see
+    /// [`JetStreamStoreConfig::mailbox_partitions`]).
+    pub fn mailbox_partitions(&self) -> usize {
+        self.mailboxes.len()
     }
 
     /// The settings in force.
@@ -213,6 +172,55 @@ impl std::fmt::Debug for JetStreamStore {
         f.debug_struct("JetStreamStore")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// The number of mailbox streams of the store: recorded when the store is new (`wanted`, or
+/// [`DEFAULT_MAILBOX_PARTITIONS`]); a store from before partitions (its `AMP_MAILBOX` stream
+/// exists, nothing recorded) has one. Refuses a `wanted` that differs from the store's:
+/// every agent's mailbox would be looked for in another stream.
+async fn layout(conn: &Conn, index: &str, wanted: Option<usize>) -> Result<usize> {
+    let (recorded, _) = conn.kv_get_json::<u64>(index, LAYOUT_PARTITIONS).await?;
+    let recorded = match recorded {
+        Some(n) => n,
+        None => {
+            let first = if conn.stream_exists(&conn.name(MAILBOX)).await? {
+                1
+            } else {
+                wanted.unwrap_or(DEFAULT_MAILBOX_PARTITIONS) as u64
+            };
+            match conn
+                .kv_put_json(
+                    index,
+                    LAYOUT_PARTITIONS,
+                    &first,
+                    conn::Expect::Revision(0),
+                    None,
+                )
+                .await?
+            {
+                Ok(_) => first,
+                // Another process recorded it first: its value stands.
+                Err(conn::Conflict) => conn
+                    .kv_get_json::<u64>(index, LAYOUT_PARTITIONS)
+                    .await?
+                    .0
+                    .unwrap_or(first),
+            }
+        }
+    };
+    let recorded = usize::try_from(recorded)
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| {
+            crate::Error::Corrupt(format!("{LAYOUT_PARTITIONS} is {recorded}, not 1 to 64"))
+        })?;
+    match wanted {
+        Some(n) if n != recorded => Err(crate::Error::Unavailable(format!(
+            "mailbox_partitions is {n}, but this store was created with {recorded}; \
+             it cannot change: set mailbox_partitions = {recorded} (or leave it unset)"
+        ))),
+        _ => Ok(recorded),
     }
 }
 

@@ -49,10 +49,7 @@ impl JetStreamStore {
         let mut ids = Vec::new();
         let mut start = 0;
         loop {
-            let batch = self
-                .conn
-                .batch(stream, &filter, start, MAX_BATCH)
-                .await?;
+            let batch = self.conn.batch(stream, &filter, start, MAX_BATCH).await?;
             let Some(last) = batch.messages.last() else {
                 break;
             };

@@ -84,7 +84,10 @@ pub async fn spec_next_risk_rows_summed_over_the_window(store: &Store) {
     }
     assert!(dropped >= 1, "the legacy row is deleted");
     assert_eq!(
-        store.record_get(crate::risk::RISK, &legacy).await.expect("get"),
+        store
+            .record_get(crate::risk::RISK, &legacy)
+            .await
+            .expect("get"),
         None
     );
     assert_eq!(store.risk_sum(&a, h - 23, h).await.expect("sum"), c(33, 4));

@@ -376,7 +376,7 @@ async fn jetstream_mailbox_partitions_pass_conformance() {
     let server = NatsServer::start();
     let prefix = unique("mp");
     let partitioned = |prefix: &str| JetStreamStoreConfig {
-        mailbox_partitions: 3,
+        mailbox_partitions: Some(3),
         ..config(&server.url(), prefix)
     };
     let open = |c: JetStreamStoreConfig| async move {
@@ -427,18 +427,26 @@ async fn jetstream_mailbox_partitions_pass_conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_mailbox_partitions_are_fixed_when_the_store_is_created() {
     let server = NatsServer::start();
-    let with = |prefix: &str, n: usize| JetStreamStoreConfig {
+    let with = |prefix: &str, n: Option<usize>| JetStreamStoreConfig {
         mailbox_partitions: n,
         ..config(&server.url(), prefix)
     };
     let prefix = unique("fx");
-    JetStreamStore::connect(with(&prefix, 3))
+    JetStreamStore::connect(with(&prefix, Some(3)))
         .await
         .expect("created with 3");
-    JetStreamStore::connect(with(&prefix, 3))
+    let unset = JetStreamStore::connect(with(&prefix, None))
         .await
-        .expect("the same again");
-    let refused = JetStreamStore::connect(with(&prefix, 2))
+        .expect("unset: the store's");
+    assert_eq!(unset.mailbox_partitions(), 3);
+    let fresh = JetStreamStore::connect(with(&unique("new"), None))
+        .await
+        .expect("a new store, unset");
+    assert_eq!(
+        fresh.mailbox_partitions(),
+        amp_store::jetstream::DEFAULT_MAILBOX_PARTITIONS
+    );
+    let refused = JetStreamStore::connect(with(&prefix, Some(2)))
         .await
         .expect_err("2 against 3");
     assert!(
@@ -450,7 +458,9 @@ async fn jetstream_mailbox_partitions_are_fixed_when_the_store_is_created() {
 
     // A store of the first layout: its mailbox stream exists, nothing is recorded.
     let old = unique("old");
-    JetStreamStore::connect(with(&old, 1)).await.expect("one");
+    JetStreamStore::connect(with(&old, Some(1)))
+        .await
+        .expect("one");
     let nats = async_nats::connect(server.url()).await.expect("nats");
     let js = async_nats::jetstream::new(nats);
     let index = js
@@ -461,11 +471,15 @@ async fn jetstream_mailbox_partitions_are_fixed_when_the_store_is_created() {
         .purge("layout.mailbox_partitions")
         .await
         .expect("forget the layout");
-    let refused = JetStreamStore::connect(with(&old, 4))
+    let refused = JetStreamStore::connect(with(&old, Some(4)))
         .await
         .expect_err("4 against a store of one stream");
     assert!(refused.to_string().contains("created with 1"), "{refused}");
-    JetStreamStore::connect(with(&old, 1))
+    JetStreamStore::connect(with(&old, Some(1)))
         .await
         .expect("one still opens it");
+    let unset = JetStreamStore::connect(with(&old, None))
+        .await
+        .expect("unset opens it too");
+    assert_eq!(unset.mailbox_partitions(), 1);
 }

@@ -484,11 +484,12 @@ fn password(service: &str) -> String {
 }
 
 /// Subjects each user is probed with, by a publish and by a subscription.
-const PROBES: [&str; 17] = [
+const PROBES: [&str; 18] = [
     "amp.ingress.acme",
     "amp.ingress-1.acme.bob",
     "amp.federation.acme",
     "amp.mbox.acme.bob",
+    "amp.mboxp.1.acme.bob",
     "amp.rcpt.acme",
     "amp.notify.acme.bob",
     "amp.delivered.acme",
@@ -607,6 +608,7 @@ async fn security_chart_bundled_nats_permissions_equal_deploy_auth_conf() {
         }
         for needed in [
             "publish amp.mbox.acme.bob",
+            "publish amp.mboxp.1.acme.bob",
             "publish amp.registry.changed",
             "publish $JS.API.INFO",
             "publish $KV.amp_probe.k",
