@@ -82,9 +82,33 @@ pub async fn agent_and_key(
 /// An agent's registered public key, from its stored form (hex of the raw 32 bytes).
 ///
 /// Fails with a logged `500` when the stored record is broken (an invariant, never input).
+///
+/// Parsed keys are remembered (see [`KEY_CACHE_MAX`]): a key's point decompression is a
+/// square root, about a fifth of a signature check, and the same few senders' keys are
+/// parsed again on every route.
 pub fn agent_key(agent: &AgentRecord) -> Result<PublicKey, ApiError> {
     let mut raw = [0u8; 32];
     hex::decode_to_slice(&agent.public_key_hex, &mut raw)
         .map_err(|_| crate::internal("stored public key is not hex"))?;
-    PublicKey::from_bytes(&raw).map_err(|_| crate::internal("stored public key is invalid"))
+    let cache = KEYS.get_or_init(Default::default);
+    if let Some(key) = cache.lock().get(&raw) {
+        return Ok(*key);
+    }
+    let key =
+        PublicKey::from_bytes(&raw).map_err(|_| crate::internal("stored public key is invalid"))?;
+    let mut keys = cache.lock();
+    if keys.len() >= KEY_CACHE_MAX {
+        keys.clear();
+    }
+    keys.insert(raw, key);
+    Ok(key)
 }
+
+/// Most parsed public keys [`agent_key`] remembers (about 200 bytes each); past it, it starts
+/// over. The cache is keyed by the key's own bytes, so it can never answer with another key.
+const KEY_CACHE_MAX: usize = 16_384;
+
+/// The keys [`agent_key`] parsed, by their raw bytes.
+static KEYS: std::sync::OnceLock<
+    parking_lot::Mutex<std::collections::HashMap<[u8; 32], PublicKey>>,
+> = std::sync::OnceLock::new();
