@@ -48,6 +48,8 @@ mod records;
 mod registry;
 mod state;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 pub use self::blobs::JetStreamBlobs;
@@ -92,14 +94,33 @@ impl JetStreamStore {
     pub async fn connect(config: JetStreamStoreConfig) -> Result<Self> {
         config.validate()?;
         let conn = Conn::connect(&config).await?;
-        let r = config.replicas;
-        let index = conn.name(INDEX);
-        conn.ensure_bucket(&index, r, "AMP mailbox index (idempotency, acks)")
-            .await?;
-        let partitions = layout(&conn, &index, config.mailbox_partitions).await?;
+        // The streams and buckets, patiently: a process that starts while JetStream elects
+        // a leader (a NATS node just restarted) waits for it rather than exit.
+        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let mut attempt = 0u32;
+        let partitions = loop {
+            match Self::set_up(&conn, &config).await {
+                Ok(n) => break n,
+                Err(crate::Error::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "JetStream store setup failed; retrying");
+                    let pause = Duration::from_millis(200 << attempt.min(4));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(n) = config.mailbox_partitions
+            && n != partitions
+        {
+            return Err(crate::Error::Unavailable(format!(
+                "mailbox_partitions is {n}, but this store was created with {partitions}; \
+                 it cannot change: set mailbox_partitions = {partitions} (or leave it unset)"
+            )));
+        }
         let store = Self {
             registry: conn.name(REGISTRY),
-            index,
+            index: conn.name(INDEX),
             state: conn.name(STATE),
             mailboxes: (0..partitions)
                 .map(|k| MailboxPart::new(&conn, k))
@@ -112,13 +133,35 @@ impl JetStreamStore {
             conn,
             config,
         };
-        let c = &store.conn;
-        c.ensure_bucket(&store.registry, r, "AMP agents, names, API keys, owners")
+        tracing::info!(
+            urls = ?store.config.urls,
+            prefix = %store.config.prefix,
+            replicas = store.config.replicas,
+            mailbox_partitions = partitions,
+            "JetStream store connected"
+        );
+        Ok(store)
+    }
+
+    /// Creates or updates every bucket and stream (idempotent); the number of mailbox
+    /// streams the store has.
+    async fn set_up(conn: &Conn, config: &JetStreamStoreConfig) -> Result<usize> {
+        let r = config.replicas;
+        let index = conn.name(INDEX);
+        conn.ensure_bucket(&index, r, "AMP mailbox index (idempotency, acks)")
             .await?;
-        c.ensure_bucket(&store.state, r, "AMP jobs, presence, small values")
+        let partitions = layout(conn, &index, config.mailbox_partitions).await?;
+        conn.ensure_bucket(
+            &conn.name(REGISTRY),
+            r,
+            "AMP agents, names, API keys, owners",
+        )
+        .await?;
+        conn.ensure_bucket(&conn.name(STATE), r, "AMP jobs, presence, small values")
             .await?;
-        for part in store.mailboxes.iter() {
-            c.ensure_stream(
+        for k in 0..partitions {
+            let part = MailboxPart::new(conn, k);
+            conn.ensure_stream(
                 &part.stream,
                 &format!("{}.>", part.root),
                 r,
@@ -126,20 +169,14 @@ impl JetStreamStore {
             )
             .await?;
         }
-        c.ensure_stream(
-            &store.receipts,
-            &c.subject("amp.rcpt.>"),
+        conn.ensure_stream(
+            &conn.name(RECEIPTS),
+            &conn.subject("amp.rcpt.>"),
             r,
             "AMP read receipts retained for senders",
         )
         .await?;
-        tracing::info!(
-            urls = ?store.config.urls,
-            prefix = %store.config.prefix,
-            replicas = r,
-            "JetStream store connected"
-        );
-        Ok(store)
+        Ok(partitions)
     }
 
     /// The mailbox stream that holds `agent_id`'s mailbox.
@@ -177,7 +214,7 @@ impl std::fmt::Debug for JetStreamStore {
 
 /// The number of mailbox streams of the store: recorded when the store is new (`wanted`, or
 /// [`DEFAULT_MAILBOX_PARTITIONS`]); a store from before partitions (its `AMP_MAILBOX` stream
-/// exists, nothing recorded) has one. Refuses a `wanted` that differs from the store's:
+/// exists, nothing recorded) has one. The caller refuses a `wanted` that differs from it:
 /// every agent's mailbox would be looked for in another stream.
 async fn layout(conn: &Conn, index: &str, wanted: Option<usize>) -> Result<usize> {
     let (recorded, _) = conn.kv_get_json::<u64>(index, LAYOUT_PARTITIONS).await?;
@@ -215,14 +252,13 @@ async fn layout(conn: &Conn, index: &str, wanted: Option<usize>) -> Result<usize
         .ok_or_else(|| {
             crate::Error::Corrupt(format!("{LAYOUT_PARTITIONS} is {recorded}, not 1 to 64"))
         })?;
-    match wanted {
-        Some(n) if n != recorded => Err(crate::Error::Unavailable(format!(
-            "mailbox_partitions is {n}, but this store was created with {recorded}; \
-             it cannot change: set mailbox_partitions = {recorded} (or leave it unset)"
-        ))),
-        _ => Ok(recorded),
-    }
+    Ok(recorded)
 }
+
+/// How long [`JetStreamStore::connect`] keeps trying to create its streams and buckets while
+/// JetStream answers that it cannot (a meta leader election after a node restart takes
+/// seconds).
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Where the number of mailbox partitions is recorded (bucket `amp_mailbox_index`).
 const LAYOUT_PARTITIONS: &str = "layout.mailbox_partitions";
