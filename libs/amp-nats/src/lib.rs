@@ -16,10 +16,12 @@
 //! - `connect`: [`connect`] and the description of connection errors.
 //! - `batch`: [`BatchPublisher`], group commit of JetStream publishes over atomic batches.
 //! - [`space`]: whether JetStream refuses writes for lack of space, as every publish saw it.
+//! - `setup`: [`patiently`], stream setup retried while JetStream elects a leader.
 
 mod batch;
 mod connect;
 mod security;
+mod setup;
 pub mod space;
 
 pub use batch::{
@@ -28,6 +30,7 @@ pub use batch::{
 };
 pub use connect::{connect, install_crypto_provider};
 pub use security::{NatsAuth, NatsSecurity, NatsTls, check_urls};
+pub use setup::{SETUP_PATIENCE, patiently};
 
 /// Why a NATS connection could not be set up. The messages name the setting or the file at
 /// fault, never a secret.

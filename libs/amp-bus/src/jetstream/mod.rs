@@ -50,10 +50,6 @@ use crate::{
 /// How long `close` waits for the connection to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long connecting keeps trying to create the streams while JetStream cannot answer (a
-/// meta leader election after a node restart takes seconds).
-const SETUP_PATIENCE: Duration = Duration::from_secs(30);
-
 /// The JetStream bus. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct JetStreamBus {
@@ -152,35 +148,27 @@ impl JetStreamBus {
 
         // Patiently: a process that starts while JetStream elects a leader (a NATS node just
         // restarted) waits for it rather than exit; a refusal of the config fails at once.
-        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-        for stream in streams::stream_configs(&config) {
-            let name = stream.name.clone();
-            let mut attempt = 0u32;
-            loop {
-                use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
-                match js.create_or_update_stream(stream.clone()).await {
-                    Ok(_) => break,
-                    Err(e)
-                        if tokio::time::Instant::now() < deadline
-                            && match e.kind() {
-                                Kind::TimedOut | Kind::JetStreamUnavailable => true,
-                                Kind::JetStream(api) => api.code() == 503,
-                                _ => false,
-                            } =>
-                    {
-                        attempt += 1;
-                        tracing::warn!(stream = %name, error = %e, attempt, "stream not created yet; retrying");
-                        tokio::time::sleep(Duration::from_millis(200 << attempt.min(4))).await;
-                    }
-                    Err(e) => {
-                        return Err(Error::Backend(format!(
-                            "create or update stream {name}: {e}"
-                        )));
-                    }
-                }
+        let streams = streams::stream_configs(&config);
+        let transient = |(_, e): &(String, async_nats::jetstream::context::CreateStreamError)| {
+            use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+            match e.kind() {
+                Kind::TimedOut | Kind::JetStreamUnavailable => true,
+                Kind::JetStream(api) => api.code() == 503,
+                _ => false,
             }
-            tracing::debug!(stream = %name, "stream ready");
-        }
+        };
+        amp_nats::patiently("the bus's streams", transient, || async {
+            for stream in &streams {
+                let name = stream.name.clone();
+                js.create_or_update_stream(stream.clone())
+                    .await
+                    .map_err(|e| (name.clone(), e))?;
+                tracing::debug!(stream = %name, "stream ready");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|(name, e)| Error::Backend(format!("create or update stream {name}: {e}")))?;
 
         let (dropped_tx, dropped_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::{Error, Result};
 
 /// Most mailbox streams ([`JetStreamStoreConfig::mailbox_partitions`]).
-const MAX_MAILBOX_PARTITIONS: usize = 64;
+pub(super) const MAX_MAILBOX_PARTITIONS: usize = 64;
 
 /// Mailbox streams of a store created without [`JetStreamStoreConfig::mailbox_partitions`]:
 /// on one node about 15 % more mailbox writes per second than one stream

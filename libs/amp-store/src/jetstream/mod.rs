@@ -48,11 +48,10 @@ mod records;
 mod registry;
 mod state;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 
 pub use self::blobs::JetStreamBlobs;
+use self::config::MAX_MAILBOX_PARTITIONS;
 pub use self::config::{DEFAULT_MAILBOX_PARTITIONS, JetStreamStoreConfig};
 use self::conn::Conn;
 use crate::{Millis, Result, StoreBackend};
@@ -96,20 +95,11 @@ impl JetStreamStore {
         let conn = Conn::connect(&config).await?;
         // The streams and buckets, patiently: a process that starts while JetStream elects
         // a leader (a NATS node just restarted) waits for it rather than exit.
-        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-        let mut attempt = 0u32;
-        let partitions = loop {
-            match Self::set_up(&conn, &config).await {
-                Ok(n) => break n,
-                Err(crate::Error::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "JetStream store setup failed; retrying");
-                    let pause = Duration::from_millis(200 << attempt.min(4));
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let transient = |e: &crate::Error| matches!(e, crate::Error::Unavailable(_));
+        let partitions = amp_nats::patiently("the store's streams and buckets", transient, || {
+            Self::set_up(&conn, &config)
+        })
+        .await?;
         if let Some(n) = config.mailbox_partitions
             && n != partitions
         {
@@ -181,9 +171,9 @@ impl JetStreamStore {
 
     /// The mailbox stream that holds `agent_id`'s mailbox.
     fn part(&self, agent_id: &str) -> &MailboxPart {
-        let n = self.mailboxes.len().max(1);
-        let k = (fnv1a(agent_id.as_bytes()) % n as u64) as usize;
-        &self.mailboxes[k.min(n - 1)]
+        // `connect` made at least one (the layout is 1 to 64).
+        let k = fnv1a(agent_id.as_bytes()) % self.mailboxes.len() as u64;
+        &self.mailboxes[k as usize]
     }
 
     /// How many streams the mailboxes are spread over (the store's, see
@@ -248,17 +238,14 @@ async fn layout(conn: &Conn, index: &str, wanted: Option<usize>) -> Result<usize
     };
     let recorded = usize::try_from(recorded)
         .ok()
-        .filter(|n| (1..=64).contains(n))
+        .filter(|n| (1..=MAX_MAILBOX_PARTITIONS).contains(n))
         .ok_or_else(|| {
-            crate::Error::Corrupt(format!("{LAYOUT_PARTITIONS} is {recorded}, not 1 to 64"))
+            crate::Error::Corrupt(format!(
+                "{LAYOUT_PARTITIONS} is {recorded}, not 1 to {MAX_MAILBOX_PARTITIONS}"
+            ))
         })?;
     Ok(recorded)
 }
-
-/// How long [`JetStreamStore::connect`] keeps trying to create its streams and buckets while
-/// JetStream answers that it cannot (a meta leader election after a node restart takes
-/// seconds).
-const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Where the number of mailbox partitions is recorded (bucket `amp_mailbox_index`).
 const LAYOUT_PARTITIONS: &str = "layout.mailbox_partitions";
