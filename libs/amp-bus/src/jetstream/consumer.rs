@@ -3,7 +3,8 @@
 //! Dead-lettering is done by the bus, not left to JetStream's `max_deliver` (which would only
 //! stop delivering and leave the message in the work queue for ever): a message is published
 //! to `AMP_DEAD_LETTER` (subject `amp.dlq.<rest of its subject>`, its headers plus the reason)
-//! and then terminated (`+TERM`, which a work-queue stream treats as an ack and removes), with
+//! and then terminated (`+TERM`, which counts as settled: a work queue removes the message,
+//! an ingress stream's purge does), with
 //! an error log line and `amp_bus_dead_letters_total{stream}`. That happens when
 //! - a consumer calls `term(reason)`;
 //! - a consumer naks or drops the delivery whose attempt is `max_deliveries`;
@@ -51,6 +52,8 @@ pub(crate) struct JetStreamConsumer {
     batch: Option<jetstream::consumer::pull::Batch>,
     /// Deliveries fetched and not handed out yet: the members of a pack.
     ready: VecDeque<Delivery>,
+    /// Stops this consumer's purge of settled messages (ingress streams) when dropped.
+    _purge: Option<tokio_util::sync::DropGuard>,
 }
 
 impl JetStreamConsumer {
@@ -83,12 +86,22 @@ impl JetStreamConsumer {
             .await
             .map_err(|e| shared.error(&format!("consumer {name:?} on {stream_name}"), e))?;
         tracing::debug!(stream = %stream_name, consumer = name, "consumer bound");
+        let purge = (stream == StreamName::Ingress).then(|| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(super::purge::purge_settled(
+                Arc::downgrade(&shared),
+                stream_name.clone(),
+                stop.clone(),
+            ));
+            stop.drop_guard()
+        });
         Ok(Self {
             shared,
             stream,
             consumer,
             batch: None,
             ready: VecDeque::new(),
+            _purge: purge,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The NATS JetStream backend: the bus of the cluster binaries.
 //!
-//! - `publish` is a JetStream publish with `Nats-Msg-Id = dedup_id` to a work-queue stream
-//!   (`AMP_INGRESS`, `AMP_FEDERATION`: file storage, `duplicate_window`, configurable
+//! - `publish` is a JetStream publish with `Nats-Msg-Id = dedup_id` to a stream
+//!   (`AMP_INGRESS`, kept by limits and purged below its consumers' ack floor, and
+//!   `AMP_FEDERATION`, a work queue: file storage, `duplicate_window`, configurable
 //!   replicas); it returns once the stream acked it, as [`Acceptance::Persisted`]. Ingress
 //!   publishes without a dedup id are packed: those under way at once share one stream
 //!   message (`pack`). With the
@@ -17,8 +18,8 @@
 //!   [`JetStreamBus::connect`]; the same definitions are in `deploy/nats/`.
 //!
 //! Modules: `config` ([`JetStreamConfig`]), `streams` (definitions and prefixed names),
-//! `headers` (header mapping), `consumer` (pull consumer, acker, dead letters),
-//! `subscription` (notify fan-out).
+//! `headers` (header mapping), `consumer` (pull consumer, acker, dead letters), `purge`
+//! (removing what the ingress consumers settled), `subscription` (notify fan-out).
 //!
 //! [`Acceptance::Persisted`]: crate::Acceptance::Persisted
 
@@ -26,6 +27,7 @@ mod config;
 mod consumer;
 mod headers;
 mod pack;
+mod purge;
 mod reply;
 mod streams;
 mod subscription;
@@ -160,7 +162,18 @@ impl JetStreamBus {
         amp_nats::patiently("the bus's streams", transient, || async {
             for stream in &streams {
                 let name = stream.name.clone();
-                js.create_or_update_stream(stream.clone())
+                let mut stream = stream.clone();
+                // An ingress stream made as a work queue by an earlier version stays one:
+                // JetStream cannot change a retention in place (see `purge`).
+                if let Ok(mut existing) = js.get_stream(&name).await
+                    && let Ok(info) = existing.info().await
+                    && info.config.retention == jetstream::stream::RetentionPolicy::WorkQueue
+                    && stream.retention != info.config.retention
+                {
+                    tracing::info!(stream = %name, "stream kept as a work queue (made by an earlier version); recreate it when drained to save a disk write per ack");
+                    stream.retention = info.config.retention;
+                }
+                js.create_or_update_stream(stream)
                     .await
                     .map_err(|e| (name.clone(), e))?;
                 tracing::debug!(stream = %name, "stream ready");

@@ -149,8 +149,9 @@ pub(crate) fn partition(subject: &str, n: usize) -> usize {
     usize::try_from(hash % n.max(1) as u64).unwrap_or(0)
 }
 
-/// The streams: `AMP_INGRESS` (and `AMP_INGRESS_<k>` for each further ingress partition),
-/// `AMP_FEDERATION` (work queues) and `AMP_DEAD_LETTER`.
+/// The streams: `AMP_INGRESS` (and `AMP_INGRESS_<k>` for each further ingress partition,
+/// purged below their consumers' ack floor), `AMP_FEDERATION` (a work queue) and
+/// `AMP_DEAD_LETTER`.
 pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
     let names = Names::new(&config.prefix);
     let work_queue = |stream: StreamName, max_age: Duration, description: &str| stream::Config {
@@ -168,21 +169,19 @@ pub(crate) fn stream_configs(config: &JetStreamConfig) -> Vec<stream::Config> {
         allow_atomic_publish: true,
         ..unlimited()
     };
+    // Ingress: kept by limits and purged below the consumers' ack floor (`purge`), which
+    // saves the work queue's disk write per ack.
+    let ingress = |description: &str| stream::Config {
+        retention: stream::RetentionPolicy::Limits,
+        ..work_queue(StreamName::Ingress, Duration::ZERO, description)
+    };
     let partitions = (1..config.ingress_partitions).map(|k| stream::Config {
         name: names.ingress_stream(k),
         subjects: vec![names.subject(&format!("amp.ingress-{k}.>"))],
-        ..work_queue(
-            StreamName::Ingress,
-            Duration::ZERO,
-            "Accepted messages on their way to the router (one partition)",
-        )
+        ..ingress("Accepted messages on their way to the router (one partition)")
     });
     let mut all = vec![
-        work_queue(
-            StreamName::Ingress,
-            Duration::ZERO,
-            "Accepted messages on their way to the router",
-        ),
+        ingress("Accepted messages on their way to the router"),
         work_queue(
             StreamName::Federation,
             config.federation_max_age,

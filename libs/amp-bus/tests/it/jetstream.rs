@@ -710,3 +710,173 @@ async fn a_packs_members_settle_together_and_dead_letter_alone() {
     );
     bus.shutdown().await;
 }
+
+/// The ingress stream's message count under `prefix`.
+async fn ingress_messages(js: &async_nats::jetstream::Context, prefix: &str) -> u64 {
+    let mut ingress = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    ingress.info().await.expect("info").state.messages
+}
+
+/// The ingress stream is kept by limits and purged below its consumers' ack floor: settled
+/// messages go within a few purge intervals; an unsettled one, and everything after it,
+/// stays (and is delivered again after `ack_wait`); a second consumer that has settled
+/// nothing holds everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_is_purged_below_the_lowest_ack_floor_only() {
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let bus = connect(JetStreamConfig {
+        ack_wait: Duration::from_secs(3),
+        ..config(&server.url(), &prefix)
+    })
+    .await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    assert_eq!(
+        stream.info().await.expect("info").config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Limits
+    );
+    for i in 0..10 {
+        let id = format!("pg-{i}");
+        bus.publish(StreamName::Ingress, &id, message("t-purge", &id))
+            .await
+            .expect("publish");
+    }
+    let mut consumer = bus
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    // Settle the first four; hold the fifth; settle the rest.
+    let mut held = None;
+    for i in 0..10 {
+        let delivery = timeout(WAIT, consumer.next())
+            .await
+            .expect("a message within the wait")
+            .expect("delivery");
+        assert_eq!(
+            delivery.message().header("Amp-Id"),
+            Some(format!("pg-{i}").as_str())
+        );
+        if i == 4 {
+            held = Some(delivery);
+        } else {
+            delivery.ack().await.expect("ack");
+        }
+    }
+    // The first four go; pg-4 and after stay while pg-4 is unsettled.
+    let left = timeout(WAIT, async {
+        loop {
+            let n = ingress_messages(&js, &prefix).await;
+            if n <= 6 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(left.ok(), Some(6), "the settled head is purged");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        ingress_messages(&js, &prefix).await,
+        6,
+        "nothing from the unsettled message on is purged"
+    );
+    // Dropped unsettled: it comes back (the bus naks a dropped delivery), then is settled.
+    drop(held);
+    let again = timeout(WAIT, consumer.next())
+        .await
+        .expect("redelivered within the wait")
+        .expect("delivery");
+    assert_eq!(again.message().header("Amp-Id"), Some("pg-4"));
+    again.ack().await.expect("ack");
+    assert_ingress_drains(&js, &prefix, "everything settled is purged").await;
+
+    // A second consumer name (allowed on a limits stream) that has settled nothing holds
+    // every new message, even when the first settles them.
+    let mut lazy = bus
+        .consume(StreamName::Ingress, "audit")
+        .await
+        .expect("a second consumer");
+    for i in 0..3 {
+        let id = format!("pg2-{i}");
+        bus.publish(StreamName::Ingress, &id, message("t-purge", &id))
+            .await
+            .expect("publish");
+    }
+    for _ in 0..3 {
+        let delivery = timeout(WAIT, consumer.next())
+            .await
+            .expect("a message within the wait")
+            .expect("delivery");
+        delivery.ack().await.expect("ack");
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        ingress_messages(&js, &prefix).await,
+        3,
+        "held by the consumer that settled nothing"
+    );
+    for _ in 0..3 {
+        let delivery = timeout(WAIT, lazy.next())
+            .await
+            .expect("a message within the wait")
+            .expect("delivery");
+        delivery.ack().await.expect("ack");
+    }
+    assert_ingress_drains(&js, &prefix, "purged once both settled").await;
+    bus.shutdown().await;
+}
+
+/// An ingress stream made as a work queue (by an earlier version) is kept as one: the bus
+/// starts on it, messages flow, and acks remove them as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_work_queue_from_an_earlier_version_is_kept() {
+    use async_nats::jetstream::stream;
+    let server = NatsServer::start();
+    let prefix = fresh_prefix();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: format!("{prefix}_AMP_INGRESS"),
+        subjects: vec![format!("{prefix}.amp.ingress.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("an old work queue");
+    let bus = connect(config(&server.url(), &prefix)).await;
+    let mut old = js
+        .get_stream(format!("{prefix}_AMP_INGRESS"))
+        .await
+        .expect("ingress");
+    let info = old.info().await.expect("info");
+    assert_eq!(info.config.retention, stream::RetentionPolicy::WorkQueue);
+    assert!(info.config.allow_atomic_publish, "the rest was updated");
+    for i in 0..5 {
+        let id = format!("wq-{i}");
+        bus.publish(StreamName::Ingress, &id, message("t-wq", &id))
+            .await
+            .expect("publish");
+    }
+    let mut consumer = bus
+        .consume(StreamName::Ingress, "router")
+        .await
+        .expect("consume");
+    for _ in 0..5 {
+        let delivery = timeout(WAIT, consumer.next())
+            .await
+            .expect("a message within the wait")
+            .expect("delivery");
+        delivery.ack().await.expect("ack");
+    }
+    assert_ingress_drains(&js, &prefix, "acks remove the work queue's messages").await;
+    bus.shutdown().await;
+}
