@@ -20,6 +20,14 @@
 //! in-memory counts: a process killed with SIGKILL loses at most its last interval's counts
 //! (the score is a guard, not a ledger), and `GET /v1/agents/{id}/risk` lags by at most
 //! `flush_ms`.
+//!
+//! Reading the window costs a store read per row, so a process skips it after a flush for an
+//! agent it counted only clean messages from since a read that found nothing blocked,
+//! quarantined or flagged in the window: such messages only lower a score, and whoever
+//! counts a bad one reads the window at its own next flush. It reads again at least every
+//! [`QUIET_RECHECK_MS`], which bounds how late a level falling back, or a score reaching the
+//! threshold only when `min_messages` is reached through another process's clean messages,
+//! is seen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,12 +139,19 @@ struct State {
     replica: String,
     /// Running totals per (agent, hour) since the replica name was taken.
     counts: HashMap<(String, i64), RiskCounts>,
-    /// Agents counted since the last flush.
-    dirty: HashMap<String, i64>,
+    /// Agents counted since the last flush: the hour, and whether any message was not
+    /// clean.
+    dirty: HashMap<String, (i64, bool)>,
+    /// Agents whose window was read clean (nothing blocked, quarantined or flagged), until
+    /// when that read stands in for another after a clean interval.
+    quiet: HashMap<String, i64>,
 }
 
 /// Most (agent, hour) totals held before the map starts afresh under a new replica name.
 const MAX_COUNTED: usize = 200_000;
+
+/// How long a window found clean spares the reads after a flush of only clean messages.
+pub const QUIET_RECHECK_MS: i64 = 60_000;
 
 fn new_replica() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -156,6 +171,7 @@ impl RiskMeter {
                     replica: new_replica(),
                     counts: HashMap::new(),
                     dirty: HashMap::new(),
+                    quiet: HashMap::new(),
                 }),
             }),
         }
@@ -187,7 +203,9 @@ impl RiskMeter {
             Verdict::Quarantined => c.quarantined += 1,
             Verdict::Blocked => c.blocked += 1,
         }
-        st.dirty.insert(agent_id.to_owned(), hour);
+        let dirty = st.dirty.entry(agent_id.to_owned()).or_insert((hour, false));
+        dirty.0 = hour;
+        dirty.1 |= verdict != Verdict::Clean;
     }
 
     /// Writes the counts of the agents counted since the last flush, and suspends those
@@ -200,17 +218,17 @@ impl RiskMeter {
             // Earlier hours were written by an earlier flush after their last count.
             st.counts.retain(|(_, h), _| *h >= current - 1);
             let dirty = std::mem::take(&mut st.dirty);
-            let rows: Vec<(String, i64, RiskCounts)> = dirty
+            let rows: Vec<(String, i64, bool, RiskCounts)> = dirty
                 .into_iter()
-                .filter_map(|(agent, hour)| {
+                .filter_map(|(agent, (hour, bad))| {
                     st.counts
                         .get(&(agent.clone(), hour))
-                        .map(|c| (agent, hour, *c))
+                        .map(|c| (agent, hour, bad, *c))
                 })
                 .collect();
             (st.replica.clone(), rows)
         };
-        for (agent, hour, counts) in rows {
+        for (agent, hour, bad, counts) in rows {
             if let Err(e) = self
                 .inner
                 .store
@@ -218,10 +236,22 @@ impl RiskMeter {
                 .await
             {
                 tracing::warn!(error = %e, agent = %agent, "risk counts not written; retried at the next flush");
-                self.inner.state.lock().dirty.insert(agent, hour);
+                let mut st = self.inner.state.lock();
+                let dirty = st.dirty.entry(agent).or_insert((hour, false));
+                dirty.1 |= bad;
                 continue;
             }
-            self.check(&agent, now).await;
+            let quiet = !bad
+                && self
+                    .inner
+                    .state
+                    .lock()
+                    .quiet
+                    .get(&agent)
+                    .is_some_and(|until| now < *until);
+            if !quiet {
+                self.check(&agent, now).await;
+            }
         }
     }
 
@@ -236,6 +266,18 @@ impl RiskMeter {
                 return;
             }
         };
+        {
+            let mut st = self.inner.state.lock();
+            if counts.blocked == 0 && counts.quarantined == 0 && counts.flagged == 0 {
+                if st.quiet.len() >= MAX_COUNTED && !st.quiet.contains_key(agent_id) {
+                    st.quiet.clear();
+                }
+                st.quiet
+                    .insert(agent_id.to_owned(), now.saturating_add(QUIET_RECHECK_MS));
+            } else {
+                st.quiet.remove(agent_id);
+            }
+        }
         let s = score(&counts);
         // Below `min_messages` a score says little (one flagged message is 100): `low`.
         let now_level = if counts.total_messages < config.min_messages {
@@ -406,6 +448,86 @@ impl RiskMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amp_store::redb::{RedbConfig, RedbStore};
+    use amp_store::testing::{agent, now_ms};
+
+    /// Two processes' meters over one store: a meter that counted only clean messages from
+    /// an agent whose window it read clean skips the read after its flushes, and reads again
+    /// after [`QUIET_RECHECK_MS`]; a bad message is never skipped.
+    #[tokio::test]
+    async fn a_clean_window_spares_the_reads_for_a_bounded_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::new(RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("redb"));
+        let bus = Bus::in_process(amp_bus::InProcessConfig::default());
+        let t0 = now_ms();
+        let x = agent("risky", "x", t0);
+        store
+            .create_agent(x.clone(), [3u8; 32], t0)
+            .await
+            .expect("create");
+        let config = RiskConfig {
+            min_messages: 20,
+            ..RiskConfig::default()
+        };
+        let meter = |store: &Store| {
+            let cache = RegistryCache::new(store.clone(), Duration::from_secs(60));
+            RiskMeter::new(config.clone(), store.clone(), bus.clone(), cache.clone())
+        };
+        let (a, b) = (meter(&store), meter(&store));
+        let suspended = |now: i64| {
+            let cache = RegistryCache::new(store.clone(), Duration::ZERO);
+            let id = x.id.clone();
+            async move {
+                crate::suspension::active(&cache, &id, now)
+                    .await
+                    .expect("read")
+                    .is_some()
+            }
+        };
+        // B reads the window clean.
+        b.record(&x.id, t0, Verdict::Clean);
+        b.flush(t0).await;
+        // A counts ten blocked: 11 messages, under `min_messages`: nothing yet.
+        for _ in 0..10 {
+            a.record(&x.id, t0 + 1_000, Verdict::Blocked);
+        }
+        a.flush(t0 + 1_000).await;
+        assert!(!suspended(t0 + 1_000).await);
+        // B's clean messages take the window to 21, a score of 100; B skips the read.
+        for _ in 0..10 {
+            b.record(&x.id, t0 + 2_000, Verdict::Clean);
+        }
+        b.flush(t0 + 2_000).await;
+        assert!(!suspended(t0 + 2_000).await, "the read was skipped");
+        // Past the bound B reads again and suspends.
+        let later = t0 + QUIET_RECHECK_MS + 2_000;
+        b.record(&x.id, later, Verdict::Clean);
+        b.flush(later).await;
+        assert!(suspended(later).await, "read again after the bound");
+
+        // A flagged message is read at once, whatever was read before.
+        let y = agent("risky", "y", t0);
+        store
+            .create_agent(y.clone(), [4u8; 32], t0)
+            .await
+            .expect("create");
+        for _ in 0..20 {
+            b.record(&y.id, t0, Verdict::Clean);
+        }
+        b.flush(t0).await;
+        for _ in 0..40 {
+            b.record(&y.id, t0 + 1_000, Verdict::Blocked);
+        }
+        b.flush(t0 + 1_000).await;
+        let cache = RegistryCache::new(store.clone(), Duration::ZERO);
+        assert!(
+            crate::suspension::active(&cache, &y.id, t0 + 1_000)
+                .await
+                .expect("read")
+                .is_some(),
+            "a bad interval is never skipped"
+        );
+    }
 
     #[test]
     fn spec_next_risk_score_formula_and_levels() {
