@@ -295,6 +295,9 @@ pub struct Topology {
     /// `[delivery] reauth_secs` (`None`: its default): how often each socket re-checks its
     /// key whatever the registry events said.
     pub reauth_secs: Option<u64>,
+    /// TOML appended to the shared file (tables the file does not have already, e.g.
+    /// `[router.risk]`).
+    pub extra_toml: String,
 }
 
 impl Topology {
@@ -320,6 +323,7 @@ impl Topology {
             messages_per_minute: 10_000_000,
             limits_sync_ms: None,
             reauth_secs: None,
+            extra_toml: String::new(),
         }
     }
 
@@ -393,7 +397,7 @@ impl Deployment {
              [ingest.limits]\napi_requests_per_minute = 10000000\n\
              tenant_requests_per_minute = 10000000\nmessages_per_minute = {messages}\n\
              pending_per_minute = 10000000\nmailbox_quota = {quota}\n{outcome}\n\
-             [delivery]\nresync_secs = 3\n{reauth}\n[federation]\n{federation_toml}\n",
+             [delivery]\nresync_secs = 3\n{reauth}\n[federation]\n{federation_toml}\n\n{extra}\n",
             domain = t.domain,
             public_url = t
                 .public_url
@@ -420,6 +424,7 @@ impl Deployment {
             reauth = t
                 .reauth_secs
                 .map_or_else(String::new, |s| format!("reauth_secs = {s}\n")),
+            extra = t.extra_toml,
         );
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, text).expect("write the config");
