@@ -191,6 +191,7 @@ measure() {
     "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --reuse "$agents" --mix route \
       --rate "$OPEN_RATE" --duration "$SECS" --quiet --json "$OUT/$label-$round.open.json" \
       > "$OUT/$label-$round.open.txt"
+    cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu2"
   fi
 }
 
@@ -293,13 +294,18 @@ def side(label):
             o = json.load(open(opened))["ops"]["route"]
             row.update(open_rate=o["per_second"], open_p50=o["latency"]["p50_ms"],
                        open_p99=o["latency"]["p99_ms"], open_errors=o["errors"])
+            c2 = f"{out}/{label}-{r}.cpu2"
+            if os.path.exists(c2):
+                c2 = [float(x) for x in open(c2).read().split()]
+                spent = sum(b - a for role, a, b in zip(roles, c1, c2) if role != "proxy")
+                row["open_cpu_ms"] = 1000 * spent / max(o["ok"], 1)
         rows.append(row)
     med = {k: st.median(r[k] for r in rows) for k in rows[0]}
     med["errors"] = sum(r["errors"] for r in rows)
     if "open_errors" in med:
         med["open_errors"] = sum(r["open_errors"] for r in rows)
-    return med
-a, c = side("ampd"), side("cluster")
+    return med, rows
+(a, a_rows), (c, c_rows) = side("ampd"), side("cluster")
 print(f"\nparity: {rounds} round(s) of {secs} s, {agents} agents, {conc} in flight, "
       f"{parts} ingress partition(s); medians over rounds\n")
 print("| | ampd | cluster | cluster / ampd | target |")
@@ -315,7 +321,23 @@ if "open_p99" in a and "open_p99" in c:
     print(f"| open loop: p50 ms | {a['open_p50']:.1f} | {c['open_p50']:.1f} | {c['open_p50']/a['open_p50']:.2f} | |")
     print(f"| open loop: p99 ms | {a['open_p99']:.1f} | {c['open_p99']:.1f} | {c['open_p99']/a['open_p99']:.2f} | |")
     print(f"| open loop: errors | {a['open_errors']} | {c['open_errors']} | | 0 |")
+if "open_cpu_ms" in a and "open_cpu_ms" in c:
+    print(f"| open loop: CPU ms per routed message | {a['open_cpu_ms']:.2f} | {c['open_cpu_ms']:.2f} | {c['open_cpu_ms']/a['open_cpu_ms']:.2f} | |")
 print(f"| NATS messages in per routed message (JetStream API calls) | | {c['nats_msgs']:.1f} ({c['js_api']:.1f}) | | |")
+# Each round runs ampd and then the cluster, a minute apart: their ratio is paired, and
+# the median of the rounds' ratios is less moved by a machine whose speed drifts.
+print("\nPer round (ampd then the cluster, back to back), and the median of the rounds' ratios:\n")
+print("| round | routes/s ampd / cluster | ratio | p99 ms | ratio | CPU ms/msg | ratio |")
+print("|---|---|---|---|---|---|---|")
+ratios = {"rate": [], "p99": [], "cpu_ms": []}
+for i, (x, y) in enumerate(zip(a_rows, c_rows), 1):
+    for k in ratios:
+        ratios[k].append(y[k] / x[k])
+    print(f"| {i} | {x['rate']:.0f} / {y['rate']:.0f} | {y['rate']/x['rate']:.2f} | "
+          f"{x['p99']:.1f} / {y['p99']:.1f} | {y['p99']/x['p99']:.2f} | "
+          f"{x['cpu_ms']:.2f} / {y['cpu_ms']:.2f} | {y['cpu_ms']/x['cpu_ms']:.2f} |")
+paired = {k: st.median(v) for k, v in ratios.items()}
+print(f"| median | | {paired['rate']:.2f} (≥ 0.5) | | {paired['p99']:.2f} (≤ 2) | | {paired['cpu_ms']:.2f} (≤ 2) |")
 print("\nCPU ms per routed message, by process kind (summed over its replicas):\n")
 print("| process | ms/msg |")
 print("|---|---|")
@@ -334,7 +356,7 @@ if sniffs:
     for k, n in json.load(open(sniffs[-1])).items():
         if n / ok >= 0.01:
             print(f"| `{k}` | {n / ok:.2f} |")
-json.dump({"ampd": a, "cluster": c}, open(f"{out}/parity.json", "w"), indent=1)
+json.dump({"ampd": a, "cluster": c, "paired_ratios": paired}, open(f"{out}/parity.json", "w"), indent=1)
 print(f"\nresults in {out}")
 EOF
 
