@@ -117,6 +117,33 @@ impl WebhookJob {
     pub const KIND: &'static str = "webhook";
 }
 
+/// The data of a durable `scan_callback` job (spec-next 08 "Scan Notification
+/// Alternatives"): POST `{"attachment_id", "scan_status"}` to the URL the uploader gave,
+/// signed with its webhook secret when it has one. Written where the scan ran (ingest, or
+/// `ampd`), run by delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCallbackJob {
+    /// The uploading agent's id (its webhook secret signs the callback).
+    pub agent_id: String,
+    /// The attachment's id.
+    pub attachment_id: String,
+    /// The scan's final status.
+    pub scan_status: String,
+    /// Where to POST it (checked against the outbound policy when given, and again before
+    /// every attempt).
+    pub url: String,
+}
+
+impl ScanCallbackJob {
+    /// The job kind in the store.
+    pub const KIND: &'static str = "scan_callback";
+
+    /// The job's id: one callback per attachment.
+    pub fn job_id(attachment_id: &str) -> String {
+        format!("scan_callback/{attachment_id}")
+    }
+}
+
 /// The job kind of an outbound federation delivery (written and run by the federation
 /// service). Its data carries `tenant`, the sending agent's tenant, so that a tenant's
 /// deletion finds its jobs; jobs written before that field existed are told by their

@@ -323,6 +323,9 @@ pub struct AttachmentRecord {
     pub used_by: Option<AttachmentUse>,
     /// When the record and its bytes are deleted.
     pub expires_at: Millis,
+    /// Where to POST the scan's outcome (spec-next 08's `scan_callback_url`), if asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_callback_url: Option<String>,
 }
 
 /// The bytes of an attachment as the provider received them.

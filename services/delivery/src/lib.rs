@@ -11,6 +11,7 @@
 //! - [`config`]: the delivery [`Config`].
 
 pub mod config;
+mod scan_callback;
 mod sockets;
 pub mod webhook;
 pub mod ws;
@@ -84,11 +85,12 @@ impl DeliveryService {
             .with_state(self.inner.clone())
     }
 
-    /// Runs the webhook worker and the relay of registry changes to open sockets until
-    /// shutdown.
+    /// Runs the webhook and scan callback workers and the relay of registry changes to open
+    /// sockets until shutdown.
     pub async fn run(self) {
         tokio::join!(
             webhook::run(self.inner.clone()),
+            scan_callback::run(self.inner.clone()),
             sockets::listen(self.inner.clone())
         );
     }

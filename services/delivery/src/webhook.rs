@@ -315,6 +315,28 @@ async fn post(
     attempt_no: u32,
     body: Bytes,
 ) -> Attempt {
+    post_signed(
+        inner,
+        url_text,
+        Some(secret),
+        &[
+            ("x-amp-message-id", message_id.to_owned()),
+            ("x-amp-delivery-attempt", attempt_no.to_string()),
+        ],
+        body,
+    )
+    .await
+}
+
+/// POSTs a JSON `body` to `url_text` under the outbound guard (see the module doc), with
+/// `X-AMP-Signature` and `X-AMP-Timestamp` when there is a `secret`, and `headers`.
+pub(crate) async fn post_signed(
+    inner: &Inner,
+    url_text: &str,
+    secret: Option<&str>,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Attempt {
     let policy = inner.config.outbound;
     let url = match outbound::check_url(url_text, policy) {
         Ok(u) => u,
@@ -354,14 +376,16 @@ async fn post(
         Err(e) => return Attempt::Failed(format!("http client: {e}")),
     };
     let ts = Timestamp::now().unix_secs();
-    let request = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-amp-signature", signature(secret, ts, &body))
-        .header("x-amp-timestamp", ts.to_string())
-        .header("x-amp-message-id", message_id)
-        .header("x-amp-delivery-attempt", attempt_no.to_string())
-        .body(body);
+    let mut request = client.post(url).header("content-type", "application/json");
+    if let Some(secret) = secret {
+        request = request
+            .header("x-amp-signature", signature(secret, ts, &body))
+            .header("x-amp-timestamp", ts.to_string());
+    }
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request.body(body);
     let mut response = match request.send().await {
         Ok(r) => r,
         // Without the URL: it may hold the receiver's secret token, and reasons are logged.

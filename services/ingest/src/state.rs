@@ -82,6 +82,7 @@ impl Inner {
                 &identity.key_pepper,
                 &identity.public_url,
             )
+            .with_callback_policy(config.outbound)
         });
         let mut identity = identity;
         if attachments.is_some() && !identity.capabilities.iter().any(|c| c == "attachments") {

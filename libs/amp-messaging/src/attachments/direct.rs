@@ -85,6 +85,7 @@ impl AttachmentService {
             scan_flags: Vec::new(),
             used_by: None,
             expires_at: at + UNREFERENCED_MS,
+            scan_callback_url: meta.scan_callback_url,
         };
         let created = match self.0.store.attachment_create(&record).await {
             Ok(c) => c,

@@ -163,7 +163,15 @@ pub struct UploadRequest {
     /// `sha256:<hex>`.
     #[schema(required = true, nullable = false, pattern = "^sha256:[0-9a-f]{64}$")]
     pub digest: Option<String>,
+    /// Where to POST `{"attachment_id", "scan_status"}` when the scan ends (spec-next 08
+    /// "Scan Notification Alternatives"), signed with the uploader's webhook secret when it
+    /// has one. An absolute http(s) URL the provider's outbound policy allows.
+    #[schema(nullable = false, max_length = 2048)]
+    pub scan_callback_url: Option<String>,
 }
+
+/// Longest `scan_callback_url`.
+const MAX_CALLBACK_URL: usize = 2048;
 
 /// An upload request's metadata once checked.
 struct Metadata {
@@ -171,6 +179,7 @@ struct Metadata {
     content_type: String,
     size: u64,
     digest: Digest,
+    scan_callback_url: Option<String>,
 }
 
 /// The attachment service: cheap to clone.
@@ -184,6 +193,8 @@ struct Inner {
     url_key: [u8; 32],
     public_url: String,
     config: AttachmentsConfig,
+    /// What a `scan_callback_url` must pass.
+    callback_policy: amp_runtime::outbound::OutboundPolicy,
 }
 
 impl std::fmt::Debug for AttachmentService {
@@ -227,7 +238,18 @@ impl AttachmentService {
             url_key: url::derive_key(secret),
             public_url: public_url.trim_end_matches('/').to_owned(),
             config,
+            callback_policy: amp_runtime::outbound::OutboundPolicy::default(),
         }))
+    }
+
+    /// The outbound policy a `scan_callback_url` must pass (the one delivery applies to
+    /// every attempt): the provider's `outbound` settings.
+    #[must_use]
+    pub fn with_callback_policy(mut self, policy: amp_runtime::outbound::OutboundPolicy) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.callback_policy = policy;
+        }
+        self
     }
 
     /// `/v1/info`'s `attachment_limits`.
@@ -238,6 +260,7 @@ impl AttachmentService {
             "max_attachments_per_message": attachment::MAX_ATTACHMENTS_PER_MESSAGE,
             "direct_upload": true,
             "av_scanning": self.0.scanner.has_antivirus(),
+            "scan_callbacks": true,
         })
     }
 
@@ -295,11 +318,30 @@ impl AttachmentService {
         }
         let digest_text = req.digest.ok_or_else(|| ApiError::missing("digest"))?;
         let digest = Digest::parse("digest", &digest_text)?;
+        let scan_callback_url = match req.scan_callback_url {
+            None => None,
+            Some(url) if url.len() > MAX_CALLBACK_URL => {
+                return Err(ApiError::invalid(
+                    "scan_callback_url",
+                    format!("scan_callback_url is limited to {MAX_CALLBACK_URL} bytes"),
+                ));
+            }
+            Some(url) => {
+                amp_runtime::outbound::check_url(&url, self.0.callback_policy).map_err(|why| {
+                    ApiError::invalid(
+                        "scan_callback_url",
+                        format!("scan_callback_url is not allowed: {why}"),
+                    )
+                })?;
+                Some(url)
+            }
+        };
         Ok(Metadata {
             filename,
             content_type,
             size,
             digest,
+            scan_callback_url,
         })
     }
 
@@ -335,6 +377,7 @@ impl AttachmentService {
             used_by: None,
             // Never confirmed: gone 2 h after its upload URL expired.
             expires_at: now.unix_millis() + ttl_ms + UNREFERENCED_MS,
+            scan_callback_url: meta.scan_callback_url,
         };
         if !self
             .0
@@ -511,6 +554,7 @@ impl AttachmentService {
             })
             .await?;
         tracing::info!(tenant = %rec.tenant, agent = %rec.owner_id, attachment = %rec.id, status = %scanned.scan_status, flags = ?scanned.scan_flags, "attachment scanned");
+        self.schedule_callback(&scanned).await;
         if scanned.scan_status == ScanStatus::Rejected.as_str() {
             self.0
                 .blobs
@@ -521,6 +565,37 @@ impl AttachmentService {
             self.release_quota(&scanned).await.map_err(store_err)?;
         }
         Ok(())
+    }
+
+    /// Schedules the `scan_callback_url` POST of a scanned attachment (delivery runs it,
+    /// with retries; one job per attachment, so a second scan's schedule replaces the
+    /// first's). A failure is logged: polling still tells the status.
+    async fn schedule_callback(&self, rec: &AttachmentRecord) {
+        let Some(url) = rec.scan_callback_url.clone() else {
+            return;
+        };
+        if rec.scan_status == ScanStatus::Pending.as_str() {
+            return;
+        }
+        let data = amp_proto::relay::ScanCallbackJob {
+            agent_id: rec.owner_id.clone(),
+            attachment_id: rec.id.clone(),
+            scan_status: rec.scan_status.clone(),
+            url,
+        };
+        let Ok(data) = serde_json::to_string(&data) else {
+            return;
+        };
+        let job = amp_store::Job {
+            id: amp_proto::relay::ScanCallbackJob::job_id(&rec.id),
+            kind: amp_proto::relay::ScanCallbackJob::KIND.to_owned(),
+            due_at: now_ms(),
+            attempt: 0,
+            data,
+        };
+        if let Err(e) = self.0.store.schedule(job).await {
+            tracing::warn!(error = %e, attachment = %rec.id, "scan callback not scheduled; the status can still be polled");
+        }
     }
 
     /// `GET /v1/attachments/{id}`: the metadata, with `url` once it may be routed.
@@ -950,6 +1025,7 @@ mod tests {
                     content_type: Some("text/plain".into()),
                     size: Some(json!(bytes.len())),
                     digest: Some(Digest::of(bytes).wire()),
+                    scan_callback_url: None,
                 },
             )
             .await

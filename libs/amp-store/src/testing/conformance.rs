@@ -66,6 +66,7 @@ pub fn attachment_record(now: Millis) -> AttachmentRecord {
         scan_flags: Vec::new(),
         used_by: None,
         expires_at: now + 2 * 3_600_000,
+        scan_callback_url: None,
     }
 }
 

@@ -20,6 +20,7 @@ mod federation_cluster;
 mod operator;
 mod operator_quota;
 mod parity;
+mod scan_callbacks;
 mod security;
 mod shared_limits;
 mod spec_next_revocation;

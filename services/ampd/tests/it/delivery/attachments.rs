@@ -450,3 +450,123 @@ async fn spec_next_attachment_quotas_per_agent_and_tenant() {
     assert_eq!(r.json()["quota"], "tenant_bytes", "{}", r.text);
     s.stop().await;
 }
+
+/// Spec-next 08 "Scan Notification Alternatives": `/v1/info` advertises `scan_callbacks`;
+/// an upload with a `scan_callback_url` gets `{"attachment_id", "scan_status"}` POSTed to
+/// it when the scan ends, signed with the uploader's webhook secret (and unsigned for an
+/// uploader without one), a 5xx answer retried; a URL the outbound policy refuses, or an
+/// overlong one, is `400 invalid_field` at upload time; without the field nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_attachment_scan_callbacks() {
+    let s = start().await;
+    let info = s.call(Method::GET, "/v1/info", None, None).await;
+    assert_eq!(info.status, StatusCode::OK, "{}", info.text);
+    let info = info.json();
+    assert_eq!(info["attachment_limits"]["scan_callbacks"], true, "{info}");
+    let hook = start_hook(&[503], 200).await;
+    let alice = s.register_hooked("scb", "alice", &hook.url).await;
+    let carol = s.register("scb", "carol").await;
+
+    // Direct upload (scanned within the request), with a callback: told, signed, retried
+    // after the 503.
+    let file = b"a plain text file\n";
+    let meta = json!({
+        "filename": "notes.txt",
+        "content_type": "text/plain",
+        "size": file.len(),
+        "digest": Digest::of(file).wire(),
+        "scan_callback_url": hook.url,
+    });
+    let r = s.direct_with(&alice, &meta, file).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let up: Value = serde_json::from_str(&r.text).expect("json");
+    let id = up["attachment_id"].as_str().expect("id").to_owned();
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    let last = &got[1];
+    assert_eq!(last.attempt(), 2, "{got:?}");
+    assert_eq!(last.header("x-amp-attachment-id"), id);
+    let body: Value = serde_json::from_slice(&last.body).expect("json body");
+    assert_eq!(
+        body,
+        json!({"attachment_id": id, "scan_status": up["scan_status"]})
+    );
+    assert_ne!(body["scan_status"], "pending");
+    let ts = last.header("x-amp-timestamp");
+    assert_eq!(
+        last.header("x-amp-signature"),
+        expected_signature(SECRET, ts, &last.body)
+    );
+
+    // Upload URL, PUT, confirm, for an uploader without a webhook: unsigned.
+    let file = b"another file\n";
+    let r = s
+        .post(
+            &carol,
+            "/v1/attachments/upload",
+            Some(
+                json!({
+                    "filename": "b.txt",
+                    "content_type": "text/plain",
+                    "size": file.len(),
+                    "digest": Digest::of(file).wire(),
+                    "scan_callback_url": hook.url,
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let v: Value = serde_json::from_str(&r.text).expect("json");
+    let id2 = v["attachment_id"].as_str().expect("id").to_owned();
+    let put = s
+        .http
+        .put(v["upload_url"].as_str().expect("url"))
+        .body(file.to_vec())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), StatusCode::OK);
+    let c = s
+        .post(&carol, &format!("/v1/attachments/{id2}/confirm"), None)
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    let got = hook.wait_for(3, Duration::from_secs(10)).await;
+    let third = &got[2];
+    assert_eq!(third.header("x-amp-attachment-id"), id2);
+    assert!(third.headers.get("x-amp-signature").is_none(), "{third:?}");
+    let body: Value = serde_json::from_slice(&third.body).expect("json body");
+    assert_eq!(body["attachment_id"], id2.as_str());
+
+    // Refused at upload time: not http(s), credentials in it, too long.
+    for bad in [
+        "ftp://example.com/cb".to_owned(),
+        "https://user:pw@example.com/cb".to_owned(),
+        format!("https://example.com/{}", "a".repeat(2100)),
+    ] {
+        let r = s
+            .post(
+                &alice,
+                "/v1/attachments/upload",
+                Some(
+                    json!({
+                        "filename": "c.txt",
+                        "content_type": "text/plain",
+                        "size": 3,
+                        "digest": Digest::of(b"abc").wire(),
+                        "scan_callback_url": bad,
+                    })
+                    .to_string(),
+                ),
+            )
+            .await;
+        r.assert_error(400, "invalid_field");
+        assert_eq!(r.json()["field"], "scan_callback_url", "{}", r.text);
+    }
+
+    // Without the field: nothing more is sent.
+    let r = s.direct(&alice, "d.txt", "text/plain", b"plain\n").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.requests().len(), 3);
+    s.stop().await;
+}

@@ -1,0 +1,141 @@
+//! Scan callbacks (spec-next 08 "Scan Notification Alternatives").
+//!
+//! An uploader that gave a `scan_callback_url` is told when its attachment's scan ends:
+//! where the scan ran (ingest, or `ampd`) schedules a durable `scan_callback` job
+//! ([`amp_proto::relay::ScanCallbackJob`]), and this worker POSTs
+//! `{"attachment_id": …, "scan_status": …}` to the URL, through the same outbound guard,
+//! timeouts and retry schedule as webhooks, with `X-AMP-Signature` / `X-AMP-Timestamp`
+//! made with the uploader's webhook secret when it has one (the spec's "if configured"),
+//! and `X-AMP-Attachment-Id`. 2xx ends the job; a 4xx or a refused URL gives up; 5xx and
+//! timeouts are retried. The agent is re-read before each attempt: a deregistered agent's
+//! callbacks stop. Polling the status stays the way to know (callbacks are optional).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amp_proto::Timestamp;
+use amp_proto::relay::ScanCallbackJob;
+use amp_store::Job;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::Inner;
+use crate::webhook::{Attempt, post_signed};
+
+/// Runs due scan callback jobs until shutdown, at most the webhook `concurrency` at once.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let cfg = &inner.config.webhook;
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let poll = Duration::from_millis(cfg.poll_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            () = inner.shutdown.wait() => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        let now = Timestamp::now().unix_millis();
+        let jobs = match inner.store.due_jobs(ScanCallbackJob::KIND, now, 256).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read due scan callback jobs");
+                continue;
+            }
+        };
+        let lease = i64::try_from(inner.config.webhook.timeout_ms).unwrap_or(i64::MAX / 2) + 5_000;
+        for job in jobs {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                if matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
+                    run_job(&inner, job).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn run_job(inner: &Inner, job: Job) {
+    let Ok(data) = serde_json::from_str::<ScanCallbackJob>(&job.data) else {
+        let _ = inner.store.complete(&job.id).await;
+        return;
+    };
+    let attempt_no = job.attempt + 1;
+    let outcome = attempt(inner, &data, attempt_no).await;
+    let delays = &inner.config.webhook.retry_delays_ms;
+    match &outcome {
+        Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
+            let delay = i64::try_from(delays[attempt_no as usize]).unwrap_or(i64::MAX / 2);
+            tracing::info!(agent = %data.agent_id, attachment = %data.attachment_id, attempt = attempt_no, reason = %why, "scan callback failed, will retry");
+            let next = Job {
+                due_at: Timestamp::now().unix_millis().saturating_add(delay),
+                attempt: attempt_no,
+                ..job
+            };
+            if let Err(e) = inner.store.schedule(next).await {
+                tracing::warn!(error = %e, "scan callback retry not scheduled");
+            }
+            return;
+        }
+        Attempt::Failed(why) | Attempt::Rejected(why) => {
+            tracing::info!(agent = %data.agent_id, attachment = %data.attachment_id, attempt = attempt_no, reason = %why, "scan callback given up");
+            metrics::counter!("amp_scan_callbacks_total", "result" => "given_up").increment(1);
+        }
+        Attempt::Delivered => {
+            metrics::counter!("amp_scan_callbacks_total", "result" => "delivered").increment(1);
+        }
+        Attempt::Moot | Attempt::Busy => {}
+    }
+    let _ = inner.store.complete(&job.id).await;
+}
+
+/// The callback's body.
+fn body(data: &ScanCallbackJob) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "attachment_id": data.attachment_id,
+            "scan_status": data.scan_status,
+        })
+        .to_string(),
+    )
+}
+
+async fn attempt(inner: &Inner, data: &ScanCallbackJob, attempt_no: u32) -> Attempt {
+    let agent = match inner.store.agent(&data.agent_id).await {
+        Ok(Some(a)) if a.is_active() => a,
+        Ok(_) => return Attempt::Moot,
+        Err(e) => return Attempt::Failed(format!("store: {e}")),
+    };
+    post_signed(
+        inner,
+        &data.url,
+        agent.delivery.webhook_secret.as_deref(),
+        &[
+            ("x-amp-attachment-id", data.attachment_id.clone()),
+            ("x-amp-delivery-attempt", attempt_no.to_string()),
+        ],
+        body(data),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_the_specs() {
+        let data = ScanCallbackJob {
+            agent_id: "agt".into(),
+            attachment_id: "att_1_ab".into(),
+            scan_status: "clean".into(),
+            url: "https://example.com/cb".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body(&data)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"attachment_id": "att_1_ab", "scan_status": "clean"})
+        );
+    }
+}
