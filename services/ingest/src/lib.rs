@@ -126,6 +126,12 @@ impl Ingest {
         bus: Bus,
         blobs: Option<amp_store::blob::Blobs>,
     ) -> Result<Self, StartError> {
+        if config.attachments.enabled {
+            config
+                .attachments
+                .validate()
+                .map_err(|e| StartError::Config(format!("ingest.{e}")))?;
+        }
         // `auto` registration becomes `open` or `owner` by the provider's domain, once.
         let registration = config.registration.clone().for_domain(&identity.domain);
         if config.registration.mode == config::RegistrationMode::Auto {

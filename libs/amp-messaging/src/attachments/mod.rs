@@ -70,6 +70,10 @@ pub struct AttachmentsConfig {
     /// (`injection:<category>,…`) and in the recipient's
     /// `local.security.attachments[].injection_flags`.
     pub injection_scan: bool,
+    /// A TOML prompt-injection pattern database replacing the built-in one for attachment
+    /// contents (the format of `[router] injection_patterns_file`, usually the same file).
+    /// Read at start; a file that cannot be read or parsed refuses the start.
+    pub injection_patterns_file: Option<std::path::PathBuf>,
     /// How long confirm waits for the scan before answering `pending`, in milliseconds.
     pub confirm_wait_ms: u64,
     /// How many attachments one agent may hold at once (from its upload request until the
@@ -94,6 +98,7 @@ impl Default for AttachmentsConfig {
             scan_command_timeout_secs: 30,
             scan_command_is_antivirus: false,
             injection_scan: true,
+            injection_patterns_file: None,
             confirm_wait_ms: 2000,
             agent_max_attachments: 100,
             agent_max_bytes: 1 << 30,
@@ -116,7 +121,26 @@ impl AttachmentsConfig {
         if !(1..=3600).contains(&self.upload_url_ttl_secs) {
             return Err("attachments.upload_url_ttl_secs must be 1..=3600 (spec 08)".into());
         }
+        if self.injection_scan {
+            self.patterns()?;
+        }
         Ok(())
+    }
+
+    /// The injection pattern database: the operator's file, or the built-in one.
+    ///
+    /// Fails with a sentence naming the file (or the built-in database) and what is wrong.
+    fn patterns(&self) -> Result<crate::injection::InjectionScanner, String> {
+        match &self.injection_patterns_file {
+            Some(path) => crate::injection::InjectionScanner::from_file(path).map_err(|e| {
+                format!(
+                    "attachments.injection_patterns_file {}: {e}",
+                    path.display()
+                )
+            }),
+            None => crate::injection::InjectionScanner::builtin()
+                .map_err(|e| format!("built-in injection patterns: {e}")),
+        }
     }
 
     /// The pipeline this configuration describes.
@@ -131,16 +155,16 @@ impl AttachmentsConfig {
         }
         // The guide's order: the required steps, the malware scan, then injection.
         if self.injection_scan {
-            match crate::injection::InjectionScanner::builtin() {
+            match self.patterns() {
                 Ok(patterns) => {
                     scanner = scanner.with_stage(Arc::new(scan::InjectionStage {
                         patterns: Arc::new(patterns),
                     }));
                 }
-                // The built-in database compiles (its tests say so); were it not to, the
-                // router would refuse to start as well.
+                // `validate` read the same database at start (the ingest refuses to start
+                // otherwise); only a file changed or removed since lands here.
                 Err(e) => {
-                    tracing::error!(error = %e, "attachment injection scan off: built-in patterns do not compile")
+                    tracing::error!(error = %e, "attachment injection scan off")
                 }
             }
         }
