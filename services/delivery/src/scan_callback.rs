@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::Inner;
-use crate::webhook::{Attempt, post_signed};
+use crate::webhook::{Attempt, post_signed, retry_later};
 
 /// Runs due scan callback jobs until shutdown, at most the webhook `concurrency` at once.
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -66,16 +66,8 @@ async fn run_job(inner: &Inner, job: Job) {
     let delays = &inner.config.webhook.retry_delays_ms;
     match &outcome {
         Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
-            let delay = i64::try_from(delays[attempt_no as usize]).unwrap_or(i64::MAX / 2);
             tracing::info!(agent = %data.agent_id, attachment = %data.attachment_id, attempt = attempt_no, reason = %why, "scan callback failed, will retry");
-            let next = Job {
-                due_at: Timestamp::now().unix_millis().saturating_add(delay),
-                attempt: attempt_no,
-                ..job
-            };
-            if let Err(e) = inner.store.schedule(next).await {
-                tracing::warn!(error = %e, "scan callback retry not scheduled");
-            }
+            retry_later(inner, job, attempt_no, "scan callback retry not scheduled").await;
             return;
         }
         Attempt::Failed(why) | Attempt::Rejected(why) => {

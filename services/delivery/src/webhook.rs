@@ -148,16 +148,14 @@ async fn run_job(inner: &Inner, tenants: &Arc<KeyedSlots>, job: Job) {
             return;
         }
         Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
-            let delay = delays[attempt_no as usize] as i64;
             tracing::info!(agent = %data.agent_id, id = %data.message_id, attempt = attempt_no, reason = %why, "webhook attempt failed, will retry");
-            let next = Job {
-                due_at: Timestamp::now().unix_millis() + delay,
-                attempt: attempt_no,
-                ..job
-            };
-            if let Err(e) = inner.store.schedule(next).await {
-                tracing::warn!(error = %e, "webhook retry not scheduled; the message stays in the mailbox");
-            }
+            retry_later(
+                inner,
+                job,
+                attempt_no,
+                "webhook retry not scheduled; the message stays in the mailbox",
+            )
+            .await;
             return;
         }
         Attempt::Failed(why) | Attempt::Rejected(why) => {
@@ -167,6 +165,23 @@ async fn run_job(inner: &Inner, tenants: &Arc<KeyedSlots>, job: Job) {
         Attempt::Delivered | Attempt::Moot => {}
     }
     let _ = inner.store.complete(&job.id).await;
+}
+
+/// Schedules attempt `attempt_no + 1` of `job` after the webhook schedule's delay for it
+/// (the caller checked there is one); `unscheduled` is logged if the store refuses.
+pub(crate) async fn retry_later(inner: &Inner, job: Job, attempt_no: u32, unscheduled: &str) {
+    let delays = &inner.config.webhook.retry_delays_ms;
+    let delay = delays
+        .get(attempt_no as usize)
+        .map_or(0, |d| i64::try_from(*d).unwrap_or(i64::MAX / 2));
+    let next = Job {
+        due_at: Timestamp::now().unix_millis().saturating_add(delay),
+        attempt: attempt_no,
+        ..job
+    };
+    if let Err(e) = inner.store.schedule(next).await {
+        tracing::warn!(error = %e, "{unscheduled}");
+    }
 }
 
 /// One attempt for one message, re-checking everything first (spec 12.1 rule 2).
