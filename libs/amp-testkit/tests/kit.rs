@@ -7,6 +7,11 @@ use amp_testkit::cql::{CqlNode, cql_target};
 use amp_testkit::{NatsCluster, NatsServer};
 use async_nats::jetstream::{self, stream};
 
+/// One test at a time: a test that kills a server frees its port, and a server another
+/// test starts meanwhile may take it (a CQL node's restart once found a nats-server on
+/// its port).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn connect(url: &str) -> jetstream::Context {
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
@@ -18,6 +23,7 @@ async fn connect(url: &str) -> jetstream::Context {
 
 #[tokio::test]
 async fn server_starts_and_stops() {
+    let _serial = SERIAL.lock().await;
     let mut server = NatsServer::start();
     assert!(server.is_running());
     let client = async_nats::connect(server.url()).await.expect("connect");
@@ -32,6 +38,7 @@ async fn server_starts_and_stops() {
 
 #[tokio::test]
 async fn restart_keeps_jetstream_data() {
+    let _serial = SERIAL.lock().await;
     let mut server = NatsServer::start();
     let js = connect(&server.url()).await;
     js.create_stream(stream::Config {
@@ -60,6 +67,7 @@ async fn restart_keeps_jetstream_data() {
 
 #[tokio::test]
 async fn three_node_cluster_forms() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = NatsCluster::start(3);
     assert_eq!(cluster.urls().len(), 3);
     let js = connect(&cluster.urls()[1]).await;
@@ -132,6 +140,7 @@ fn assert_speaks_cql(contact_point: &str) {
 
 #[test]
 fn cql_node_starts_is_killed_and_restarts() {
+    let _serial = SERIAL.blocking_lock();
     let Some(mut node) = CqlNode::start_or_skip() else {
         return;
     };
@@ -159,6 +168,7 @@ fn cql_node_starts_is_killed_and_restarts() {
 
 #[test]
 fn cql_target_is_one_node_for_the_process() {
+    let _serial = SERIAL.blocking_lock();
     let Some(target) = cql_target() else {
         return;
     };
