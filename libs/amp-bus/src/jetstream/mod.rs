@@ -165,13 +165,14 @@ impl JetStreamBus {
                 let mut stream = stream.clone();
                 // An ingress stream made as a work queue by an earlier version stays one:
                 // JetStream cannot change a retention in place (see `purge`).
-                if let Ok(mut existing) = js.get_stream(&name).await
-                    && let Ok(info) = existing.info().await
-                    && info.config.retention == jetstream::stream::RetentionPolicy::WorkQueue
-                    && stream.retention != info.config.retention
+                // (`get_stream` answers with the stream's info: no second request.)
+                if let Ok(existing) = js.get_stream(&name).await
+                    && let kept = existing.cached_info().config.retention
+                    && kept == jetstream::stream::RetentionPolicy::WorkQueue
+                    && stream.retention != kept
                 {
                     tracing::info!(stream = %name, "stream kept as a work queue (made by an earlier version); recreate it when drained to save a disk write per ack");
-                    stream.retention = info.config.retention;
+                    stream.retention = kept;
                 }
                 js.create_or_update_stream(stream)
                     .await

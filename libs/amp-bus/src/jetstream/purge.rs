@@ -84,12 +84,13 @@ pub(crate) async fn purge_settled(shared: Weak<Shared>, stream: String, stop: Ca
 /// One look at `stream`, and the purge it calls for (`Pass::Below` then holds how many
 /// messages went).
 async fn pass(shared: &Shared, stream: &str, filtered_told: &mut bool) -> Result<Pass, String> {
-    let mut handle = shared
+    // `get_stream` answers with the stream's info (state included): one request.
+    let handle = shared
         .js
         .get_stream(stream)
         .await
         .map_err(|e| e.to_string())?;
-    let info = handle.info().await.map_err(|e| e.to_string())?;
+    let info = handle.cached_info();
     if info.config.retention != RetentionPolicy::Limits {
         return Ok(Pass::WorkQueue);
     }
