@@ -11,49 +11,20 @@
 //! callbacks stop. Polling the status stays the way to know (callbacks are optional).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use amp_proto::Timestamp;
 use amp_proto::relay::ScanCallbackJob;
 use amp_store::Job;
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use crate::Inner;
-use crate::webhook::{Attempt, post_signed, retry_later};
+use crate::webhook::{Attempt, post_signed, retry_later, run_due_jobs};
 
 /// Runs due scan callback jobs until shutdown, at most the webhook `concurrency` at once.
 pub(crate) async fn run(inner: Arc<Inner>) {
-    let cfg = &inner.config.webhook;
-    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let poll = Duration::from_millis(cfg.poll_interval_ms.max(10));
-    loop {
-        tokio::select! {
-            () = inner.shutdown.wait() => return,
-            () = tokio::time::sleep(poll) => {}
-        }
-        let now = Timestamp::now().unix_millis();
-        let jobs = match inner.store.due_jobs(ScanCallbackJob::KIND, now, 256).await {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read due scan callback jobs");
-                continue;
-            }
-        };
-        let lease = i64::try_from(inner.config.webhook.timeout_ms).unwrap_or(i64::MAX / 2) + 5_000;
-        for job in jobs {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                if matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
-                    run_job(&inner, job).await;
-                }
-                drop(permit);
-            });
-        }
-    }
+    run_due_jobs(inner, ScanCallbackJob::KIND, |inner, job| async move {
+        run_job(&inner, job).await;
+    })
+    .await;
 }
 
 async fn run_job(inner: &Inner, job: Job) {

@@ -69,9 +69,24 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 /// `per_tenant_concurrency` for one tenant, so a tenant whose endpoints answer slowly (or
 /// never, until the timeout) cannot hold every slot and stall everyone else's webhooks.
 pub(crate) async fn run(inner: Arc<Inner>) {
+    let tenants = KeyedSlots::new(inner.config.webhook.per_tenant_concurrency);
+    run_due_jobs(inner, KIND, move |inner, job| {
+        let tenants = tenants.clone();
+        async move { run_job(&inner, &tenants, job).await }
+    })
+    .await;
+}
+
+/// Polls the store for due jobs of `kind` every `poll_interval_ms` until shutdown and runs
+/// each with `run` (at most the webhook `concurrency` at once), after leasing it for the
+/// webhook timeout and 5 s more. Shared by the webhook and scan callback workers.
+pub(crate) async fn run_due_jobs<F, Fut>(inner: Arc<Inner>, kind: &'static str, run: F)
+where
+    F: Fn(Arc<Inner>, Job) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let cfg = &inner.config.webhook;
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let tenants = KeyedSlots::new(cfg.per_tenant_concurrency);
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(10));
     loop {
         tokio::select! {
@@ -79,10 +94,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             () = tokio::time::sleep(poll) => {}
         }
         let now = Timestamp::now().unix_millis();
-        let jobs = match inner.store.due_jobs(KIND, now, 256).await {
+        let jobs = match inner.store.due_jobs(kind, now, 256).await {
             Ok(j) => j,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read due webhook jobs");
+                tracing::warn!(error = %e, kind, "cannot read due jobs");
                 continue;
             }
         };
@@ -91,14 +106,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let inner = inner.clone();
-            let tenants = tenants.clone();
+            let store = inner.store.clone();
+            let attempt = run(inner.clone(), job.clone());
             tokio::spawn(async move {
                 // Lease the job first: a later poll (or another replica) must not start it
                 // again while this attempt runs; losing the claim means another task or
                 // replica has it. Claimed in the task, so the claims of a poll share commits.
-                if matches!(inner.store.claim(&job, now + lease).await, Ok(true)) {
-                    run_job(&inner, &tenants, job).await;
+                if matches!(store.claim(&job, now + lease).await, Ok(true)) {
+                    attempt.await;
                 }
                 drop(permit);
             });
