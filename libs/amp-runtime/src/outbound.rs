@@ -18,6 +18,9 @@ pub struct OutboundPolicy {
     pub allow_private: bool,
 }
 
+/// The longest URL [`check_url`] accepts, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// Why a URL or address is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -40,7 +43,7 @@ pub enum Refusal {
 /// Fails with the reason the URL is refused. Host names are not resolved here; the caller
 /// checks the resolved addresses with [`check_ip`] before connecting.
 pub fn check_url(text: &str, policy: OutboundPolicy) -> Result<url::Url, Refusal> {
-    if text.len() > 2048 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if text.len() > MAX_URL_BYTES || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Refusal::Malformed);
     }
     let url = url::Url::parse(text).map_err(|_| Refusal::Malformed)?;

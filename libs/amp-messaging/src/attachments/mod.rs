@@ -121,7 +121,9 @@ impl AttachmentsConfig {
         if !(1..=3600).contains(&self.upload_url_ttl_secs) {
             return Err("attachments.upload_url_ttl_secs must be 1..=3600 (spec 08)".into());
         }
-        if self.injection_scan {
+        // The operator's file is read now, so a bad one refuses the start; the built-in
+        // database is compiled once, by `scanner` (its tests prove it compiles).
+        if self.injection_scan && self.injection_patterns_file.is_some() {
             self.patterns()?;
         }
         Ok(())
@@ -161,8 +163,8 @@ impl AttachmentsConfig {
                         patterns: Arc::new(patterns),
                     }));
                 }
-                // `validate` read the same database at start (the ingest refuses to start
-                // otherwise); only a file changed or removed since lands here.
+                // `validate` read the operator's file at start (the ingest refuses to
+                // start otherwise); only a file changed or removed since lands here.
                 Err(e) => {
                     tracing::error!(error = %e, "attachment injection scan off")
                 }
@@ -194,8 +196,8 @@ pub struct UploadRequest {
     pub scan_callback_url: Option<String>,
 }
 
-/// Longest `scan_callback_url`.
-const MAX_CALLBACK_URL: usize = 2048;
+/// Longest `scan_callback_url`: the outbound guard's limit, said in its own words.
+const MAX_CALLBACK_URL: usize = amp_runtime::outbound::MAX_URL_BYTES;
 
 /// An upload request's metadata once checked.
 struct Metadata {
