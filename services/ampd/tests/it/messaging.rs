@@ -96,6 +96,15 @@ async fn start() -> Server {
 
 /// Starts `ampd` with generous limits, then `tweak` applied.
 async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Server {
+    match try_start_with(tweak).await {
+        Ok(server) => server,
+        Err(why) => panic!("ampd did not become ready: {why}"),
+    }
+}
+
+/// [`start_with`], answering why `ampd` did not start instead of panicking (a listener port
+/// taken between choosing it and binding it, for example), so a caller can retry.
+async fn try_start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Result<Server, String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = ampd::Config::default();
     config.server.data_dir = dir.path().to_owned();
@@ -121,7 +130,13 @@ async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Server {
         task,
         _dir: dir,
     };
-    for _ in 0..100 {
+    // Generous: a loaded CI machine runs many of these at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if server.task.is_finished() {
+            let ended = server.task.await;
+            return Err(format!("ampd ended at start: {ended:?}"));
+        }
         if let Ok(r) = server
             .http
             .get(format!("{}/readyz", server.url))
@@ -129,11 +144,11 @@ async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Server {
             .await
             && r.status() == StatusCode::OK
         {
-            return server;
+            return Ok(server);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("ampd did not become ready");
+    Err("not ready within 30 s".into())
 }
 
 impl Server {

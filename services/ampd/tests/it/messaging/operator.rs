@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Msg, Resp, Server, start_with};
+use super::{Msg, Resp, Server, try_start_with};
 
 /// The bootstrap token every test's server imports (scope `full`).
 pub(super) const BOOTSTRAP: &str = "amp_op_bootstrap-token-for-the-operator-tests-0123456789";
@@ -25,15 +25,24 @@ fn free_port() -> u16 {
 }
 
 /// An ampd with an admin listener and the bootstrap token; returns it with the admin URL.
-pub(super) async fn start_admin(tweak: impl FnOnce(&mut ampd::Config)) -> (Server, String) {
-    let port = free_port();
-    let server = start_with(|c| {
-        c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
-        c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(BOOTSTRAP));
-        tweak(c);
-    })
-    .await;
-    (server, format!("http://127.0.0.1:{port}"))
+/// The admin port is chosen free and bound by `ampd` a moment later; another test may take it
+/// in between, so a start that fails is tried again on another port.
+pub(super) async fn start_admin(tweak: impl Fn(&mut ampd::Config)) -> (Server, String) {
+    let mut why = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        match try_start_with(|c| {
+            c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
+            c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(BOOTSTRAP));
+            tweak(c);
+        })
+        .await
+        {
+            Ok(server) => return (server, format!("http://127.0.0.1:{port}")),
+            Err(e) => why = e,
+        }
+    }
+    panic!("ampd with an admin listener did not start: {why}")
 }
 
 /// A call to the admin API.

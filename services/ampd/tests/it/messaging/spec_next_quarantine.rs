@@ -252,7 +252,7 @@ async fn spec_next_quarantine_total_and_purge_of_expired_entries() {
     }
     let dir = data.path().to_owned();
     let (s, _base) = start_admin(move |c| {
-        c.server.data_dir = dir;
+        c.server.data_dir = dir.clone();
         c.router.quarantine.categories = vec!["instruction_override".into()];
         c.router.quarantine.purge_interval_secs = 1;
         // The purge is polled through the listing, past 08's 30 listings a minute.
