@@ -68,6 +68,10 @@ impl AdminClient {
         if !status.is_success() {
             return Err(api_error(status, None, &bytes));
         }
+        if bytes.is_empty() {
+            // `204 No Content`.
+            return Ok(Value::Null);
+        }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             what: "admin answer",
             source: e,
@@ -175,6 +179,43 @@ impl AdminClient {
             Method::PATCH,
             &format!("/tenants/{}", enc(name)),
             Some(body),
+        )
+        .await
+    }
+
+    /// Sets a tenant's notification webhook (risk level changes and automatic suspensions
+    /// of its agents); the answer has the signing secret when it was made (the first time,
+    /// or with `rotate_secret`).
+    pub async fn set_notify(&self, name: &str, url: &str, rotate_secret: bool) -> Result<Value> {
+        let mut body = json!({ "url": url });
+        if rotate_secret {
+            body["rotate_secret"] = json!(true);
+        }
+        self.call(
+            Method::PUT,
+            &format!("/tenants/{}/notify", enc(name)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Removes a tenant's notification webhook.
+    pub async fn remove_notify(&self, name: &str) -> Result<Value> {
+        self.call(
+            Method::DELETE,
+            &format!("/tenants/{}/notify", enc(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Sends a `ping` event to a tenant's notification webhook; the answer has its
+    /// `event_id`.
+    pub async fn test_notify(&self, name: &str) -> Result<Value> {
+        self.call(
+            Method::POST,
+            &format!("/tenants/{}/notify/test", enc(name)),
+            None,
         )
         .await
     }

@@ -56,6 +56,7 @@ pub mod risk;
 mod risk_rate;
 pub mod shared_limits;
 pub mod suspension;
+pub mod tenant_notify;
 pub mod tenants;
 pub mod usage;
 

@@ -321,7 +321,8 @@ impl RiskMeter {
             tracing::warn!(error = %e, agent = %agent_id, "automatic suspension not written");
             return;
         }
-        // 07's "notify admin": the operator plane's audit log, as every suspension.
+        // 07's "notify admin": the operator plane's audit log, as every suspension, and the
+        // tenant's notification webhook.
         self.audit(
             agent_id,
             "agent.suspend",
@@ -337,10 +338,10 @@ impl RiskMeter {
     }
 
     /// 07 "Risk Scoring": "notify tenant admins when an agent's risk level changes", and
-    /// the `medium` level's "log + notification to tenant admin". There is no tenant admin
-    /// webhook (tenant admins have tokens, not addresses) to notify, so the notification is an entry of the operator
+    /// the `medium` level's "log + notification to tenant admin": an entry of the operator
     /// plane's audit log (`agent.risk_level`, actor `system`, the agent's address as
-    /// target), plus a log line at `warn` from `medium` up. The last level told is kept
+    /// target), the same event POSTed to the tenant's notification webhook when it set one
+    /// ([`crate::tenant_notify`]), plus a log line at `warn` from `medium` up. The last level told is kept
     /// in the store for the window (`risk-level/<agent>`), so each change is told once,
     /// by whichever router counted the agent, and a level that lapses with the window
     /// starts from `low` again.
@@ -372,7 +373,7 @@ impl RiskMeter {
             tracing::info!(agent = %agent_id, score = s, from = %before, "risk level back to low");
         } else {
             tracing::warn!(agent = %agent_id, score = s, from = %before, to = level, total = c.total_messages,
-                "risk level changed; tenant admin notified through the audit log");
+                "risk level changed; tenant admin notified");
         }
         self.audit(
             agent_id,
@@ -395,17 +396,37 @@ impl RiskMeter {
     }
 
     /// An audit entry by `system` about the agent (its address as target, as the
-    /// operators' entries have it; the id when it is gone).
+    /// operators' entries have it; the id when it is gone), and the same event to its
+    /// tenant's notification webhook when the tenant has one ([`crate::tenant_notify`]).
     async fn audit(&self, agent_id: &str, action: &str, details: serde_json::Value, now: i64) {
         use amp_store::operator::{AuditEntry, Operator as _};
-        let target = match self.inner.cache.agent(agent_id).await {
-            Ok(Some(a)) => a.address,
-            _ => agent_id.to_owned(),
-        };
+        let agent = self.inner.cache.agent(agent_id).await.ok().flatten();
+        let target = agent
+            .as_ref()
+            .map_or_else(|| agent_id.to_owned(), |a| a.address.clone());
         let mut entry = AuditEntry::new(now, "system", action, target);
-        entry.details = Some(details);
+        entry.details = Some(details.clone());
         if let Err(e) = self.inner.store.append_audit(&entry).await {
             tracing::warn!(error = %e, agent = %agent_id, action, "audit entry not written");
+        }
+        let Some(agent) = agent else {
+            return;
+        };
+        let subject = crate::tenant_notify::Subject {
+            id: &agent.id,
+            address: &agent.address,
+        };
+        if let Err(e) = crate::tenant_notify::notify(
+            &self.inner.store,
+            &agent.tenant,
+            action,
+            Some(subject),
+            details,
+            now,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, agent = %agent_id, action, "tenant notification not scheduled; the audit log has it");
         }
     }
 

@@ -144,6 +144,34 @@ impl ScanCallbackJob {
     }
 }
 
+/// The data of a durable `tenant_notify` job: one event about a tenant's agents (spec-next
+/// 07's "notify tenant admins when an agent's risk level changes", an automatic
+/// suspension), POSTed to the tenant's notification webhook, signed with its secret. The
+/// URL and secret are read from the tenant's record at each attempt, so a webhook removed
+/// or changed in between takes effect. Written by the router (risk) and ingest (the admin
+/// API's test event), run by delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantNotifyJob {
+    /// The tenant whose webhook is told (a tenant's deletion finds its jobs by it).
+    pub tenant: String,
+    /// The event's unique id (`evt_…`), also in the body: receivers deduplicate by it.
+    pub event_id: String,
+    /// The event's name (`agent.risk_level`, `agent.suspended`, `ping`).
+    pub event: String,
+    /// The body to POST, JSON, made when the event happened.
+    pub body: String,
+}
+
+impl TenantNotifyJob {
+    /// The job kind in the store.
+    pub const KIND: &'static str = "tenant_notify";
+
+    /// The job's id: one per event.
+    pub fn job_id(event_id: &str) -> String {
+        format!("tenant_notify/{event_id}")
+    }
+}
+
 /// The job kind of an outbound federation delivery (written and run by the federation
 /// service). Its data carries `tenant`, the sending agent's tenant, so that a tenant's
 /// deletion finds its jobs; jobs written before that field existed are told by their

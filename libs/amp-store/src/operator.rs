@@ -68,10 +68,40 @@ pub struct TenantRecord {
     /// Its own quotas; a limit it leaves unset is the configuration's default plan's.
     #[serde(default, skip_serializing_if = "PlanLimits::is_empty")]
     pub plan: PlanLimits,
+    /// Where its admins are told of events about its agents (spec-next 07's "notify tenant
+    /// admins"), if they asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<TenantNotify>,
     /// Created, unix ms.
     pub created_at: Millis,
     /// Last changed, unix ms.
     pub updated_at: Millis,
+}
+
+/// A tenant's notification webhook: events about its agents (risk level changes,
+/// automatic suspensions) are POSTed to `url`, signed with `secret` as agents' webhooks are
+/// (`X-AMP-Signature: sha256=<HMAC-SHA256(secret, "{timestamp}.{body}")>`). The secret
+/// must be kept to sign with, so it is stored as it is (like agents' webhook secrets); it
+/// is shown once, when made, and never in `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantNotify {
+    /// Where to POST (checked against the outbound policy when set, and again at each
+    /// attempt).
+    pub url: String,
+    /// The signing secret (`whsec_…`).
+    pub secret: String,
+    /// Set or last changed, unix ms.
+    pub updated_at: Millis,
+}
+
+impl std::fmt::Debug for TenantNotify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantNotify")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 /// A plan: a tenant's quotas. Every limit is optional: on a tenant's record, unset means

@@ -13,6 +13,7 @@
 pub mod config;
 mod scan_callback;
 mod sockets;
+mod tenant_notify;
 pub mod webhook;
 pub mod ws;
 
@@ -85,12 +86,13 @@ impl DeliveryService {
             .with_state(self.inner.clone())
     }
 
-    /// Runs the webhook and scan callback workers and the relay of registry changes to open
-    /// sockets until shutdown.
+    /// Runs the webhook, scan callback and tenant notification workers and the relay of
+    /// registry changes to open sockets until shutdown.
     pub async fn run(self) {
         tokio::join!(
             webhook::run(self.inner.clone()),
             scan_callback::run(self.inner.clone()),
+            tenant_notify::run(self.inner.clone()),
             sockets::listen(self.inner.clone())
         );
     }

@@ -227,6 +227,7 @@ async fn tail_prints_and_acks_then_stops_on_a_refusal() {
     );
 }
 
+/// `amp admin tenants notify-set/-remove/-test` manage the tenant's notification webhook;
 /// `amp admin tenants delete --wait` deletes a tenant and waits for the purge; `amp admin
 /// tenants deletion` shows it done; the tenant's agent is refused; a second delete fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +287,61 @@ async fn operator_tenant_delete_with_amp_admin() {
     assert!(
         !listed.to_string().contains(agent.api_key()),
         "a listing shows no key: {listed}"
+    );
+
+    // The tenant's notification webhook: the secret printed once, apart from the table;
+    // removed, a test event is refused.
+    let set = run(admin(&[
+        "tenants",
+        "notify-set",
+        &t,
+        "--url",
+        "https://hooks.example.com/amp",
+    ]))
+    .await;
+    assert!(set.ok, "{}", set.stderr);
+    assert!(
+        set.stdout.starts_with("URL") && set.stdout.contains("https://hooks.example.com/amp"),
+        "{}",
+        set.stdout
+    );
+    assert!(set.stdout.contains("whsec_"), "{}", set.stdout);
+    let again = run(admin(&[
+        "--json",
+        "tenants",
+        "notify-set",
+        &t,
+        "--url",
+        "https://hooks.example.com/amp2",
+    ]))
+    .await
+    .json();
+    assert!(again.get("secret").is_none(), "{again}");
+    let shown = run(admin(&["--json", "tenants", "show", &t])).await.json();
+    assert_eq!(
+        shown["notify"]["url"], "https://hooks.example.com/amp2",
+        "{shown}"
+    );
+    let refused = run(admin(&[
+        "tenants",
+        "notify-set",
+        &t,
+        "--url",
+        "ftp://x.example",
+    ]))
+    .await;
+    assert!(
+        !refused.ok && refused.stderr.contains("invalid_field"),
+        "{}",
+        refused.stderr
+    );
+    let removed = run(admin(&["tenants", "notify-remove", &t])).await;
+    assert!(removed.ok, "{}", removed.stderr);
+    let tested = run(admin(&["tenants", "notify-test", &t])).await;
+    assert!(
+        !tested.ok && tested.stderr.contains("not_found"),
+        "{}",
+        tested.stderr
     );
 
     let done = run(admin(&["--json", "tenants", "delete", &t, "--wait"]))

@@ -124,6 +124,7 @@ pub async fn operator_records_typed(store: &Store) {
         status: TenantStatus::Active,
         registration: TenantRegistration::OwnerKey,
         suspended_reason: None,
+        notify: None,
         plan: Default::default(),
         created_at: now,
         updated_at: now,

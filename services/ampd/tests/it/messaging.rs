@@ -21,6 +21,7 @@ mod spec_next_revocation_admin;
 mod spec_next_risk_rate;
 mod spec_next_suspension;
 mod spec_next_tenant_admin;
+mod spec_next_tenant_notify;
 mod trusted_proxies;
 
 use std::time::{Duration, Instant};

@@ -25,11 +25,13 @@ use super::{Caller, audit, new_id, rfc3339, tenants};
 use crate::routes::store_error;
 use crate::state::Inner;
 
-/// The job kinds a tenant's deletion looks through (webhook jobs name their agent,
-/// federation jobs their sender's tenant): removed with the tenant.
+/// The job kinds a tenant's deletion looks through (webhook and scan callback jobs name
+/// their agent, federation and notification jobs their tenant): removed with the tenant.
 const AGENT_JOB_KINDS: &[&str] = &[
     amp_proto::relay::WebhookJob::KIND,
     amp_proto::relay::FEDERATION_JOB_KIND,
+    amp_proto::relay::ScanCallbackJob::KIND,
+    amp_proto::relay::TenantNotifyJob::KIND,
 ];
 /// Attempts of a run that fails on the store before the deletion is marked `failed`.
 const ATTEMPTS: u32 = 5;

@@ -10,6 +10,8 @@
 //! token may be limited to one tenant (`tenant_scope`).
 //!
 //! - `tenants`: create, list (paged), get, update, suspend, resume.
+//! - `notify`: a tenant's notification webhook (risk level changes, automatic
+//!   suspensions of its agents; spec-next 07).
 //! - `deletion`: delete a tenant (a background purge, resumed at start) and its status.
 //! - `owner_keys`: issue (shown once), list, rotate with an overlap, revoke; invite codes.
 //! - `tokens`: operator tokens (scope `full`).
@@ -35,6 +37,7 @@ mod audit;
 mod console;
 pub(crate) mod deletion;
 pub(crate) mod limits;
+mod notify;
 mod nulls;
 pub mod openapi;
 mod owner_keys;
@@ -86,6 +89,11 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/tenants/{name}", axum::routing::patch(tenants::update))
         .route("/tenants/{name}/suspend", post(tenants::suspend))
         .route("/tenants/{name}/resume", post(tenants::resume))
+        .route(
+            "/tenants/{name}/notify",
+            axum::routing::put(notify::set).delete(notify::delete),
+        )
+        .route("/tenants/{name}/notify/test", post(notify::test))
         .route("/tenants/{name}/owner-keys", post(owner_keys::issue))
         .route(
             "/tenants/{name}/owner-keys/{id}/rotate",

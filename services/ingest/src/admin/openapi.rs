@@ -55,6 +55,9 @@ pub const OPERATOR: &str = "operator_token";
         super::tenants::update,
         super::tenants::suspend,
         super::tenants::resume,
+        super::notify::set,
+        super::notify::delete,
+        super::notify::test,
         super::deletion::delete,
         super::deletion::status,
         super::owner_keys::list,
@@ -407,8 +410,32 @@ pub(crate) struct TenantDoc {
     plan: PlanDoc,
     /// The limits in force (its own over the default plan's).
     limits: PlanDoc,
+    /// Its notification webhook, when set (never the secret).
+    notify: Option<TenantNotifyDoc>,
     created_at: String,
     updated_at: String,
+}
+
+/// A tenant's notification webhook.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TenantNotify)]
+#[allow(dead_code)]
+pub(crate) struct TenantNotifyDoc {
+    /// Where events are POSTed.
+    url: String,
+    /// Set or last changed.
+    updated_at: String,
+    /// The signing secret (`whsec_…`): only in the answer that made it.
+    secret: Option<String>,
+}
+
+/// A scheduled test event.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TenantNotifyTest)]
+#[allow(dead_code)]
+pub(crate) struct TenantNotifyTestDoc {
+    /// The event's id (`evt_…`), as the receiver will see it.
+    event_id: String,
 }
 
 /// A page of tenants.

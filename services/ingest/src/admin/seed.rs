@@ -34,6 +34,7 @@ pub(crate) async fn import(
                 status: TenantStatus::Active,
                 registration: TenantRegistration::OwnerKey,
                 suspended_reason: None,
+                notify: None,
                 plan: Default::default(),
                 created_at: now,
                 updated_at: now,

@@ -28,6 +28,7 @@ pub(crate) fn view(inner: &Inner, t: &TenantRecord) -> Value {
         // Its own limits, and those in force (over the configuration's default plan).
         "plan": t.plan,
         "limits": inner.acceptor.quotas().resolve(Some(&t.plan)),
+        "notify": t.notify.as_ref().map(super::notify::view),
         "created_at": rfc3339(t.created_at),
         "updated_at": rfc3339(t.updated_at),
     })
@@ -72,6 +73,7 @@ pub(super) async fn create(
         status: TenantStatus::Active,
         registration: body.registration.unwrap_or(TenantRegistration::OwnerKey),
         suspended_reason: None,
+        notify: None,
         plan: body.plan.unwrap_or_default(),
         created_at: now,
         updated_at: now,
@@ -168,7 +170,7 @@ pub(super) async fn list(
 
 /// The tenant named in the path, or 404; 409 when it is being deleted (nothing changes it
 /// from then on).
-async fn load_for_change(inner: &Inner, raw: &str) -> ApiResult<TenantRecord> {
+pub(super) async fn load_for_change(inner: &Inner, raw: &str) -> ApiResult<TenantRecord> {
     let t = load(inner, raw).await?;
     if t.status == TenantStatus::Deleting {
         return Err(ApiError::new(

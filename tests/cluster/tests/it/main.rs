@@ -7,7 +7,7 @@
 //! dashboard (`operator_dashboard_chart_*`, needs `helm`), tenant plans shared by ingest
 //! replicas and usage summed across them (`operator_cluster_plan_*`); `… security_shared_limits` the
 //! rate limits shared by replicas; `… spec_next_cluster` agent suspension, quarantine and risk
-//! across replicas.
+//! across replicas, and tenant notifications (`spec_next_cluster_tenant_notify_*`).
 
 mod attachments_s3;
 mod chaos;
@@ -26,3 +26,4 @@ mod shared_limits;
 mod spec_next_revocation;
 mod spec_next_suspension;
 mod storage_faults;
+mod tenant_notify;

@@ -178,6 +178,28 @@ enum TenantCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Set a tenant's notification webhook: risk level changes and automatic suspensions
+    /// of its agents are POSTed to it, signed (the secret is printed once, when made).
+    NotifySet {
+        /// The tenant.
+        name: String,
+        /// Where to POST the events (https).
+        #[arg(long)]
+        url: String,
+        /// Make a new signing secret.
+        #[arg(long)]
+        rotate_secret: bool,
+    },
+    /// Remove a tenant's notification webhook.
+    NotifyRemove {
+        /// The tenant.
+        name: String,
+    },
+    /// Send a `ping` event to a tenant's notification webhook.
+    NotifyTest {
+        /// The tenant.
+        name: String,
+    },
     /// Show the status of a tenant's deletion.
     Deletion {
         /// The tenant.
@@ -352,6 +374,24 @@ pub(crate) async fn run(args: AdminArgs, json: bool) -> anyhow::Result<()> {
                 };
                 (value, View::Record(DELETION_COLUMNS))
             }
+            TenantCommand::NotifySet {
+                name,
+                url,
+                rotate_secret,
+            } => (
+                c.set_notify(&name, &url, rotate_secret).await?,
+                View::Secret("secret", NOTIFY_COLUMNS),
+            ),
+            TenantCommand::NotifyRemove { name } => {
+                c.remove_notify(&name).await?;
+                (
+                    json!({ "name": name, "notify": null }),
+                    View::Record(&["name", "notify"]),
+                )
+            }
+            TenantCommand::NotifyTest { name } => {
+                (c.test_notify(&name).await?, View::Record(&["event_id"]))
+            }
             TenantCommand::Deletion { name } => (
                 c.tenant_deletion(&name).await?,
                 View::Record(DELETION_COLUMNS),
@@ -493,6 +533,7 @@ const SHOW_COLUMNS: &[&str] = &[
     "limits",
 ];
 const PLAN_COLUMNS: &[&str] = &["name", "plan", "limits"];
+const NOTIFY_COLUMNS: &[&str] = &["url", "updated_at"];
 const USAGE_COLUMNS: &[&str] = &[
     "start",
     "messages_in",

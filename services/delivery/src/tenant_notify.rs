@@ -1,0 +1,88 @@
+//! Tenant notifications (spec-next 07 "Risk Scoring": "notify tenant admins when an
+//! agent's risk level changes"; `high`'s "temporary suspension, notify admin").
+//!
+//! The router (risk levels, automatic suspensions) and ingest (the admin API's test event)
+//! schedule a durable `tenant_notify` job per event ([`TenantNotifyJob`],
+//! [`amp_messaging::tenant_notify`]); this worker POSTs its body to the tenant's
+//! notification webhook, read from the tenant's record at each attempt (a webhook removed
+//! in between ends the job; one changed is used), through the same outbound guard,
+//! timeouts and retry schedule as agents' webhooks, signed with the tenant's secret
+//! (`X-AMP-Signature` / `X-AMP-Timestamp`), with `X-AMP-Event`, `X-AMP-Event-Id` and
+//! `X-AMP-Delivery-Attempt`. 2xx ends the job; a 4xx or a refused URL gives up; 5xx and
+//! timeouts are retried. The audit log holds every event whether or not it was told.
+
+use std::sync::Arc;
+
+use amp_proto::relay::TenantNotifyJob;
+use amp_store::Job;
+use amp_store::operator::Operator as _;
+use bytes::Bytes;
+
+use crate::Inner;
+use crate::webhook::{Attempt, post_signed, retry_later, run_due_jobs};
+
+/// Runs due tenant notification jobs until shutdown, at most the webhook `concurrency` at
+/// once.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    run_due_jobs(inner, TenantNotifyJob::KIND, |inner, job| async move {
+        run_job(&inner, job).await;
+    })
+    .await;
+}
+
+async fn run_job(inner: &Inner, job: Job) {
+    let Ok(data) = serde_json::from_str::<TenantNotifyJob>(&job.data) else {
+        let _ = inner.store.complete(&job.id).await;
+        return;
+    };
+    let attempt_no = job.attempt + 1;
+    let outcome = attempt(inner, &data, attempt_no).await;
+    let delays = &inner.config.webhook.retry_delays_ms;
+    match &outcome {
+        Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
+            tracing::info!(tenant = %data.tenant, event = %data.event, event_id = %data.event_id, attempt = attempt_no, reason = %why, "tenant notification failed, will retry");
+            retry_later(
+                inner,
+                job,
+                attempt_no,
+                "tenant notification retry not scheduled",
+            )
+            .await;
+            return;
+        }
+        Attempt::Failed(why) | Attempt::Rejected(why) => {
+            tracing::info!(tenant = %data.tenant, event = %data.event, event_id = %data.event_id, attempt = attempt_no, reason = %why, "tenant notification given up");
+            metrics::counter!("amp_tenant_notify_attempts_total", "result" => "given_up")
+                .increment(1);
+        }
+        Attempt::Delivered => {
+            metrics::counter!("amp_tenant_notify_attempts_total", "result" => "delivered")
+                .increment(1);
+        }
+        Attempt::Moot | Attempt::Busy => {}
+    }
+    let _ = inner.store.complete(&job.id).await;
+}
+
+async fn attempt(inner: &Inner, data: &TenantNotifyJob, attempt_no: u32) -> Attempt {
+    let notify = match inner.store.tenant(&data.tenant).await {
+        Ok(Some(t)) => match t.notify {
+            Some(n) => n,
+            None => return Attempt::Moot,
+        },
+        Ok(None) => return Attempt::Moot,
+        Err(e) => return Attempt::Failed(format!("store: {e}")),
+    };
+    post_signed(
+        inner,
+        &notify.url,
+        Some(&notify.secret),
+        &[
+            ("x-amp-event", data.event.clone()),
+            ("x-amp-event-id", data.event_id.clone()),
+            ("x-amp-delivery-attempt", attempt_no.to_string()),
+        ],
+        Bytes::from(data.body.clone()),
+    )
+    .await
+}
