@@ -80,7 +80,20 @@ enabled = true
 
 [federation]
 enabled = true
+inbound_per_provider_per_minute = 1000000
+inbound_per_recipient_per_minute = 1000000
+inbound_total_per_minute = 1000000
 '
+# The peer the hooks sign federation deliveries as (deploy/schemathesis/hooks.py), with a key
+# made for this run: its seed to the hooks, its public half to the provider's static peers.
+peer_keys="$("$venv/bin/python" -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; k = K.generate(); print(k.private_bytes(s.Encoding.Raw, s.PrivateFormat.Raw, s.NoEncryption()).hex(), k.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())')"
+export AMP_FUZZ_PEER_SEED="${peer_keys%% *}"
+limits_toml+="
+[[federation.peers]]
+domain = \"peer.fuzz.test\"
+endpoint = \"https://peer.fuzz.test/v1\"
+public_key = \"${peer_keys##* }\"
+"
 
 if [ "$target" = ampd ]; then
   if [ -z "${AMPD_BIN:-}" ]; then

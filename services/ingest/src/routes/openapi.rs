@@ -182,7 +182,7 @@ fn websocket() {}
     description = "A message forwarded by another provider (spec 06), signed with that \
         provider's key over the request (`X-AMP-Provider`, `X-AMP-Timestamp`, `X-AMP-Signature`). \
         Served only where federation is enabled (else 404).",
-    request_body(content = Object, description = "`{envelope, payload, sender_public_key?}` as spec 06 forwards it"),
+    request_body(content = FederatedDoc, description = "`{envelope, payload, sender_public_key}` as spec 06 forwards it"),
     params(
         ("X-AMP-Provider" = String, Header, description = "The sending provider's domain"),
         ("X-AMP-Timestamp" = String, Header, description = "Unix seconds, within the replay window"),
@@ -195,6 +195,48 @@ fn websocket() {}
     ))]
 #[allow(dead_code)]
 fn federation_deliver() {}
+
+/// A message as a peer provider forwards it (spec 06): the envelope its agent signed, the
+/// payload, and the agent's public key (without it the message is `400 key_not_found`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = FederatedMessage)]
+#[allow(dead_code)]
+pub(crate) struct FederatedDoc {
+    envelope: FederatedEnvelopeDoc,
+    /// The payload as the sender signed it (`type` and `message`, spec 04).
+    #[schema(value_type = Object)]
+    payload: Value,
+    /// The sending agent's Ed25519 public key (PEM or 64 hex characters).
+    sender_public_key: Option<String>,
+}
+
+/// The envelope of a federated message (spec 04), complete: the sending provider assigned
+/// its id and timestamp.
+#[derive(Serialize, ToSchema)]
+#[schema(as = FederatedEnvelope)]
+#[allow(dead_code)]
+pub(crate) struct FederatedEnvelopeDoc {
+    /// `amp/0.1`.
+    version: String,
+    /// `msg_<unix ms>_<hex>`.
+    id: String,
+    /// The sending agent, under the calling provider's domain.
+    from: String,
+    /// The recipient, one of ours.
+    to: String,
+    subject: String,
+    /// `low`, `normal`, `high` or `urgent`.
+    priority: String,
+    /// When the sender sent it (RFC 3339), at most 60 s ahead.
+    timestamp: String,
+    /// The sender's Ed25519 signature (base64) of spec 04's canonical string.
+    signature: String,
+    /// The thread (the first message's id).
+    thread_id: String,
+    in_reply_to: Option<String>,
+    expires_at: Option<String>,
+    idempotency_key: Option<String>,
+}
 
 /// The spec's error body. `error` is one of the codes listed on each answer.
 #[derive(Serialize, ToSchema)]
