@@ -140,6 +140,9 @@ SCHEMATHESIS_DOC=admin SCHEMATHESIS_MAX_TIME="${SCHEMATHESIS_ADMIN_MAX_TIME:-90}
 echo "== Schemathesis against the cluster behind nginx (nats-server, router, delivery, federation, ingest; debug builds)"
 SCHEMATHESIS_TARGET=cluster SCHEMATHESIS_MAX_TIME="${SCHEMATHESIS_CLUSTER_MAX_TIME:-120}" deploy/schemathesis/run.sh
 
+echo "== Schemathesis against the cluster's admin API (the ingest's admin listener over NATS and JetStream)"
+SCHEMATHESIS_TARGET=cluster SCHEMATHESIS_DOC=admin SCHEMATHESIS_MAX_TIME="${SCHEMATHESIS_CLUSTER_ADMIN_MAX_TIME:-60}" deploy/schemathesis/run.sh
+
 echo "== TypeScript SDK (libs/amp-sdk-ts): unit tests, then against the release ampd and the Rust amp CLI"
 command -v npm >/dev/null 2>&1 || { echo "npm (Node >= 20.19) is required for the TypeScript SDK's tests" >&2; exit 1; }
 node --version

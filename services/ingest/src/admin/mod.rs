@@ -328,7 +328,7 @@ pub(crate) fn rfc3339(ms: i64) -> Option<String> {
 
 /// A tenant name from a path or a body: a DNS label, lowercase.
 pub(crate) fn tenant_name(raw: &str, field: &str) -> Result<String, HttpError> {
-    let name = raw.trim().to_ascii_lowercase();
+    let name = raw.to_ascii_lowercase();
     if !amp_proto::address::is_valid_label(&name) {
         return Err(
             ApiError::invalid(field, "tenant must be 1-63 characters of a-z, 0-9 and '-'").into(),

@@ -247,8 +247,8 @@ impl Modify for Security {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub(crate) struct TenantName {
-    /// The tenant's label (1-63 characters of a-z, 0-9 and `-`).
-    #[param(pattern = "^[a-z0-9-]{1,63}$")]
+    /// The tenant's label (1-63 characters of a-z, 0-9 and `-`; case-insensitive).
+    #[param(pattern = "^[A-Za-z0-9-]{1,63}$")]
     name: String,
 }
 
@@ -257,8 +257,8 @@ pub(crate) struct TenantName {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub(crate) struct TenantAgent {
-    /// The tenant's label (1-63 characters of a-z, 0-9 and `-`).
-    #[param(pattern = "^[a-z0-9-]{1,63}$")]
+    /// The tenant's label (1-63 characters of a-z, 0-9 and `-`; case-insensitive).
+    #[param(pattern = "^[A-Za-z0-9-]{1,63}$")]
     name: String,
     /// The agent's name in the tenant, or its id (`agt_…`).
     agent: String,
@@ -269,8 +269,8 @@ pub(crate) struct TenantAgent {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub(crate) struct OwnerKeyPath {
-    /// The tenant's label (1-63 characters of a-z, 0-9 and `-`).
-    #[param(pattern = "^[a-z0-9-]{1,63}$")]
+    /// The tenant's label (1-63 characters of a-z, 0-9 and `-`; case-insensitive).
+    #[param(pattern = "^[A-Za-z0-9-]{1,63}$")]
     name: String,
     /// The key's public id (`ok_…`).
     id: String,

@@ -110,7 +110,7 @@ pub(super) async fn check(
                 .and_then(|p| {
                     p.iter()
                         .find(|(k, _)| *k == "name")
-                        .map(|(_, v)| v.trim().to_ascii_lowercase())
+                        .map(|(_, v)| v.to_ascii_lowercase())
                 });
             if named.as_deref() != Some(tenant) {
                 // Another tenant's: unknown to this token, whether it exists or not.

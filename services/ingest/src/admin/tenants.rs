@@ -39,7 +39,7 @@ pub(crate) fn view(inner: &Inner, t: &TenantRecord) -> Value {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
     /// The tenant's label: 1-63 characters of a-z, 0-9 and `-` (required).
-    #[schema(required = true, nullable = false, pattern = "^[a-z0-9-]{1,63}$")]
+    #[schema(required = true, nullable = false, pattern = "^[A-Za-z0-9-]{1,63}$")]
     name: Option<String>,
     /// Who may register agents (default `owner_key`).
     #[schema(value_type = Option<super::openapi::RegistrationDoc>)]

@@ -52,7 +52,7 @@ pub(super) struct CreateBody {
     scope: Option<String>,
     /// Limits the token to this existing tenant (a tenant admin's token): its own agents,
     /// quarantine entries and risk only; scope `read` or `tenant_admin`. `null` is absent.
-    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
+    #[schema(pattern = "^[A-Za-z0-9-]{1,63}$")]
     tenant: Option<String>,
 }
 
