@@ -16,6 +16,7 @@
 //! [`AttachmentService::sweep`].
 
 mod direct;
+mod extract;
 mod quota;
 pub(crate) mod route;
 pub mod scan;
@@ -64,8 +65,9 @@ pub struct AttachmentsConfig {
     pub scan_command_timeout_secs: u64,
     /// Whether the external scanner is an antivirus (then `clean`, and `av_scanning: true`).
     pub scan_command_is_antivirus: bool,
-    /// Scan the content of text attachments (text/*, JSON, XML, CSV, HTML, Markdown) for
-    /// prompt injection with the built-in pattern database (spec-next 07): a finding makes
+    /// Scan the content of text attachments (text/*, JSON, XML, CSV, HTML, Markdown) and
+    /// the text of PDF and DOCX files for prompt injection with the built-in pattern
+    /// database (spec-next 07): a finding makes
     /// the attachment `suspicious` (still deliverable), its categories in `scan_flags`
     /// (`injection:<category>,…`) and in the recipient's
     /// `local.security.attachments[].injection_flags`.

@@ -13,6 +13,8 @@ use std::time::Duration;
 use amp_proto::attachment::{Digest, ScanStatus};
 use tokio::io::AsyncWriteExt as _;
 
+use super::extract;
+
 /// What a stage sees: the declared metadata and the bytes received.
 #[derive(Debug)]
 pub struct ScanInput<'a> {
@@ -301,13 +303,17 @@ fn detect(b: &[u8]) -> Option<Detected> {
     None
 }
 
-/// Spec-next 07's prompt-injection scan of attachments, over the content of text formats
-/// (`text/*`, JSON, XML, CSV, HTML, Markdown and `+json`/`+xml` types) with the pattern
-/// database message payloads are scanned with ([`crate::injection`]); the first
-/// [`crate::injection::MAX_SCAN_BYTES`] bytes, invalid UTF-8 replaced. A finding is
-/// `suspicious` (07: "marked suspicious (not rejected) so the recipient agent can make a
-/// trust decision"), the flag `injection:<category>,<category>…`. Binary formats that carry
-/// text (PDF, DOCX) are not extracted: they pass this stage unscanned.
+/// Spec-next 07's prompt-injection scan of attachments, with the pattern database message
+/// payloads are scanned with ([`crate::injection`]), over the first
+/// [`crate::injection::MAX_SCAN_BYTES`] bytes of text: the content of text formats
+/// (`text/*`, JSON, XML, CSV, HTML, Markdown and `+json`/`+xml` types), invalid UTF-8
+/// replaced, or the text extracted from PDF and DOCX files (declared `application/pdf` or
+/// the WordprocessingML type; bounded, on the blocking pool: see the `extract` module for
+/// what it reads and what it cannot). A finding is `suspicious` (07: "marked suspicious (not
+/// rejected) so the recipient agent can make a trust decision"), the flag
+/// `injection:<category>,<category>…`. A PDF or DOCX whose text cannot be extracted
+/// (damaged, encrypted, text in custom-encoded fonts) passes this stage unscanned; other
+/// binary formats are not read.
 pub struct InjectionStage {
     /// The compiled pattern database.
     pub patterns: Arc<crate::injection::InjectionScanner>,
@@ -331,12 +337,17 @@ impl ScanStage for InjectionStage {
     }
     fn scan<'a>(&'a self, input: &'a ScanInput<'a>) -> Scan<'a> {
         Box::pin(async move {
-            if !is_text(input.content_type) {
+            let found = if is_text(input.content_type) {
+                let head = &input.bytes[..input.bytes.len().min(crate::injection::MAX_SCAN_BYTES)];
+                self.patterns.scan(&String::from_utf8_lossy(head))
+            } else if let Some(format) = extract::Format::of(input.content_type) {
+                match extracted_text(format, input.bytes).await {
+                    Some(text) => self.patterns.scan(&text),
+                    None => return Verdict::Pass,
+                }
+            } else {
                 return Verdict::Pass;
-            }
-            let head = &input.bytes[..input.bytes.len().min(crate::injection::MAX_SCAN_BYTES)];
-            let text = String::from_utf8_lossy(head);
-            let found = self.patterns.scan(&text);
+            };
             if found.is_empty() {
                 Verdict::Pass
             } else {
@@ -344,6 +355,21 @@ impl ScanStage for InjectionStage {
             }
         })
     }
+}
+
+/// The text of a PDF or DOCX file, extracted on the blocking pool (it is CPU work, up to
+/// the extractor's bounds); `None` when there is none to scan.
+async fn extracted_text(format: extract::Format, bytes: &[u8]) -> Option<String> {
+    // The task must own its input: a copy, at most the attachment size limit.
+    let owned = bytes.to_vec();
+    let error = match tokio::task::spawn_blocking(move || extract::text(format, &owned)).await {
+        Ok(Ok(text)) => return Some(text),
+        Ok(Err(e)) => e.to_string(),
+        // A panic in the extractor (a bug): the file is still judged by the other stages.
+        Err(e) => e.to_string(),
+    };
+    tracing::debug!(?format, %error, "attachment text not extracted, not scanned for injection");
+    None
 }
 
 /// The categories an injection finding of [`InjectionStage`] names in `scan_flags`.
@@ -525,6 +551,59 @@ mod tests {
             ScanStatus::BasicClean
         );
         assert!(injection_flags(&["command:flagged".to_owned()]).is_empty());
+    }
+
+    /// Spec-next 07: the text of PDF and DOCX files (real ones, made by fpdf2 and python-docx:
+    /// `tests/fixtures/make_fixtures.py`) is extracted and scanned; a finding is `suspicious`
+    /// naming its categories, clean ones pass, and a file whose text cannot be read passes
+    /// unscanned (other stages judge its format).
+    #[tokio::test]
+    async fn spec_next_scan_injection_in_pdf_and_docx_attachments() {
+        const PDF: &str = "application/pdf";
+        let docx = extract::DOCX;
+        let evil_pdf: &[u8] = include_bytes!("../../tests/fixtures/injection.pdf");
+        let clean_pdf: &[u8] = include_bytes!("../../tests/fixtures/clean.pdf");
+        let evil_docx: &[u8] = include_bytes!("../../tests/fixtures/injection.docx");
+        let clean_docx: &[u8] = include_bytes!("../../tests/fixtures/clean.docx");
+        let stage = InjectionStage {
+            patterns: Arc::new(crate::injection::InjectionScanner::builtin().expect("patterns")),
+        };
+        let verdict = |ct: &'static str, bytes: &'static [u8]| {
+            let stage = &stage;
+            async move {
+                let d = Digest::of(bytes).wire();
+                stage.scan(&input(ct, bytes, &d)).await
+            }
+        };
+        for (ct, evil) in [(PDF, evil_pdf), (docx, evil_docx)] {
+            let Verdict::Suspicious(found) = verdict(ct, evil).await else {
+                panic!("{ct}: not flagged");
+            };
+            let categories: Vec<&str> = found.split(',').collect();
+            assert!(
+                categories.contains(&"instruction_override"),
+                "{ct}: {found}"
+            );
+        }
+        assert_eq!(verdict(PDF, clean_pdf).await, Verdict::Pass);
+        assert_eq!(verdict(docx, clean_docx).await, Verdict::Pass);
+        // Parameters in the declared type change nothing.
+        let with_params = "application/pdf; name=\"q.pdf\"";
+        assert!(matches!(
+            verdict(with_params, evil_pdf).await,
+            Verdict::Suspicious(_)
+        ));
+        // Undeclared, not extracted; unreadable, not scanned.
+        assert_eq!(verdict("application/zip", evil_docx).await, Verdict::Pass);
+        assert_eq!(verdict(docx, evil_pdf).await, Verdict::Pass);
+        assert_eq!(verdict(PDF, &evil_docx[..512]).await, Verdict::Pass);
+
+        // Through the pipeline: flagged, not rejected.
+        let scanner = Scanner::required(&[]).with_stage(Arc::new(stage));
+        let d = Digest::of(evil_docx).wire();
+        let r = scanner.run(&input(docx, evil_docx, &d)).await;
+        assert_eq!(r.status, ScanStatus::Suspicious, "{:?}", r.flags);
+        assert!(injection_flags(&r.flags).contains(&"instruction_override".to_owned()));
     }
 
     #[tokio::test]

@@ -587,3 +587,67 @@ async fn spec_next_attachment_operator_pattern_file() {
         "{e}"
     );
 }
+
+/// Spec-next 07 "Prompt Injection in Attachments" for text-extractable binary formats: a PDF
+/// and a DOCX (made by fpdf2 and python-docx, `libs/amp-messaging/tests/fixtures`) whose body
+/// carries an injection are `suspicious`, and the recipient's `local.security.attachments`
+/// entries name the category; the same documents without it stay `basic_clean` (no
+/// antivirus stage here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_next_attachment_pdf_and_docx_injection_scan() {
+    const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+    macro_rules! fixture {
+        ($name:literal) => {
+            (
+                $name,
+                include_bytes!(concat!(
+                    "../../../../../libs/amp-messaging/tests/fixtures/",
+                    $name
+                ))
+                .as_slice(),
+            )
+        };
+    }
+    let s = start().await;
+    let alice = s.register("att-inj-doc", "alice").await;
+    let bob = s.register("att-inj-doc", "bob").await;
+    let mut flagged = Vec::new();
+    for ((name, bytes), content_type, suspicious) in [
+        (fixture!("injection.pdf"), "application/pdf", true),
+        (fixture!("clean.pdf"), "application/pdf", false),
+        (fixture!("injection.docx"), DOCX, true),
+        (fixture!("clean.docx"), DOCX, false),
+    ] {
+        let (_, status) = s.attach(&alice, name, content_type, bytes).await;
+        let expected = if suspicious {
+            "suspicious"
+        } else {
+            "basic_clean"
+        };
+        assert_eq!(status["scan_status"], expected, "{name}: {status}");
+        if suspicious {
+            flagged.push(attachment_object(&status));
+        }
+    }
+
+    let payload = with_attachments("documents", &flagged);
+    let m = Msg::new(&bob.address, "documents").payload(&payload);
+    s.route(&alice, m.flat(Some(&m.sign(&alice))))
+        .await
+        .assert_ok();
+    let (page, _) = s.pending(&bob, "").await;
+    let entries = &page["messages"][0]["local"]["security"]["attachments"];
+    for attachment in &flagged {
+        let entry = entries
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["id"] == attachment["id"]))
+            .unwrap_or_else(|| panic!("{} not in {page}", attachment["filename"]));
+        assert_eq!(entry["scan_status"], "suspicious", "{entry}");
+        assert!(
+            entry["injection_flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|c| c == "instruction_override")),
+            "{entry}"
+        );
+    }
+}
