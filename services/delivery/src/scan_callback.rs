@@ -17,7 +17,7 @@ use amp_store::Job;
 use bytes::Bytes;
 
 use crate::Inner;
-use crate::webhook::{Attempt, post_signed, retry_later, run_due_jobs};
+use crate::webhook::{Attempt, post_signed, run_due_jobs, settle};
 
 /// Runs due scan callback jobs until shutdown, at most the webhook `concurrency` at once.
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -34,23 +34,15 @@ async fn run_job(inner: &Inner, job: Job) {
     };
     let attempt_no = job.attempt + 1;
     let outcome = attempt(inner, &data, attempt_no).await;
-    let delays = &inner.config.webhook.retry_delays_ms;
-    match &outcome {
-        Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
-            tracing::info!(agent = %data.agent_id, attachment = %data.attachment_id, attempt = attempt_no, reason = %why, "scan callback failed, will retry");
-            retry_later(inner, job, attempt_no, "scan callback retry not scheduled").await;
-            return;
-        }
-        Attempt::Failed(why) | Attempt::Rejected(why) => {
-            tracing::info!(agent = %data.agent_id, attachment = %data.attachment_id, attempt = attempt_no, reason = %why, "scan callback given up");
-            metrics::counter!("amp_scan_callbacks_total", "result" => "given_up").increment(1);
-        }
-        Attempt::Delivered => {
-            metrics::counter!("amp_scan_callbacks_total", "result" => "delivered").increment(1);
-        }
-        Attempt::Moot | Attempt::Busy => {}
-    }
-    let _ = inner.store.complete(&job.id).await;
+    settle(
+        inner,
+        job,
+        attempt_no,
+        outcome,
+        "amp_scan_callbacks_total",
+        "scan callback",
+    )
+    .await;
 }
 
 /// The callback's body.

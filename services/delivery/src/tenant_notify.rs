@@ -19,7 +19,7 @@ use amp_store::operator::Operator as _;
 use bytes::Bytes;
 
 use crate::Inner;
-use crate::webhook::{Attempt, post_signed, retry_later, run_due_jobs};
+use crate::webhook::{Attempt, post_signed, run_due_jobs, settle};
 
 /// Runs due tenant notification jobs until shutdown, at most the webhook `concurrency` at
 /// once.
@@ -37,31 +37,15 @@ async fn run_job(inner: &Inner, job: Job) {
     };
     let attempt_no = job.attempt + 1;
     let outcome = attempt(inner, &data, attempt_no).await;
-    let delays = &inner.config.webhook.retry_delays_ms;
-    match &outcome {
-        Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
-            tracing::info!(tenant = %data.tenant, event = %data.event, event_id = %data.event_id, attempt = attempt_no, reason = %why, "tenant notification failed, will retry");
-            retry_later(
-                inner,
-                job,
-                attempt_no,
-                "tenant notification retry not scheduled",
-            )
-            .await;
-            return;
-        }
-        Attempt::Failed(why) | Attempt::Rejected(why) => {
-            tracing::info!(tenant = %data.tenant, event = %data.event, event_id = %data.event_id, attempt = attempt_no, reason = %why, "tenant notification given up");
-            metrics::counter!("amp_tenant_notify_attempts_total", "result" => "given_up")
-                .increment(1);
-        }
-        Attempt::Delivered => {
-            metrics::counter!("amp_tenant_notify_attempts_total", "result" => "delivered")
-                .increment(1);
-        }
-        Attempt::Moot | Attempt::Busy => {}
-    }
-    let _ = inner.store.complete(&job.id).await;
+    settle(
+        inner,
+        job,
+        attempt_no,
+        outcome,
+        "amp_tenant_notify_attempts_total",
+        "tenant notification",
+    )
+    .await;
 }
 
 async fn attempt(inner: &Inner, data: &TenantNotifyJob, attempt_no: u32) -> Attempt {

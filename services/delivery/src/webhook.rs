@@ -199,6 +199,43 @@ pub(crate) async fn retry_later(inner: &Inner, job: Job, attempt_no: u32, unsche
     }
 }
 
+/// Ends an attempt of a job that POSTs one notice (a scan callback, a tenant
+/// notification): a failure with attempts left on the webhook schedule is retried; else the
+/// job is completed (given up, delivered or moot), counted in `metric` by `result`. `what`
+/// names the notice in the logs, with the job's id.
+pub(crate) async fn settle(
+    inner: &Inner,
+    job: Job,
+    attempt_no: u32,
+    outcome: Attempt,
+    metric: &'static str,
+    what: &str,
+) {
+    let delays = &inner.config.webhook.retry_delays_ms;
+    match &outcome {
+        Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
+            tracing::info!(job = %job.id, attempt = attempt_no, reason = %why, "{what} failed, will retry");
+            retry_later(
+                inner,
+                job,
+                attempt_no,
+                &format!("{what} retry not scheduled"),
+            )
+            .await;
+            return;
+        }
+        Attempt::Failed(why) | Attempt::Rejected(why) => {
+            tracing::info!(job = %job.id, attempt = attempt_no, reason = %why, "{what} given up");
+            metrics::counter!(metric, "result" => "given_up").increment(1);
+        }
+        Attempt::Delivered => {
+            metrics::counter!(metric, "result" => "delivered").increment(1);
+        }
+        Attempt::Moot | Attempt::Busy => {}
+    }
+    let _ = inner.store.complete(&job.id).await;
+}
+
 /// One attempt for one message, re-checking everything first (spec 12.1 rule 2).
 async fn attempt(
     inner: &Inner,

@@ -2,41 +2,16 @@
 //! replica, which runs the scan and schedules the callback in the shared store; delivery
 //! POSTs it, signed with the uploader's webhook secret, and retries a 5xx.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use amp_proto::attachment::Digest;
 use amp_testkit::NatsServer;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use cluster_tests::{Deployment, HEAVY, Topology};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::common::agent;
+use crate::common::{Receiver, agent, header, signed_with};
 
 const SECRET: &str = "whsec_cluster_scan_callback";
-
-#[derive(Default)]
-struct Receiver {
-    got: Mutex<Vec<(HeaderMap, Bytes)>>,
-    answers: Mutex<VecDeque<u16>>,
-}
-
-async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    r.got.lock().expect("lock").push((headers, body));
-    let code = r.answers.lock().expect("lock").pop_front().unwrap_or(200);
-    StatusCode::from_u16(code).expect("status")
-}
-
-fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {name}: {h:?}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_next_cluster_scan_callback_signed_and_retried() {
@@ -51,18 +26,8 @@ async fn spec_next_cluster_scan_callback_signed_and_retried() {
     let d = Deployment::start(&topology).await;
     let (u1, u2) = (d.ingest[0].url(), d.ingest[1].url());
 
-    let receiver = Arc::new(Receiver::default());
-    receiver.answers.lock().expect("lock").push_back(503);
-    let app = axum::Router::new()
-        .route("/cb", axum::routing::post(receive))
-        .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/cb", listener.local_addr().expect("addr"));
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let receiver = Receiver::start(&[503]).await;
+    let url = receiver.url.clone();
 
     let alice = agent(&u1, "scb", "alice").await;
     let http = reqwest::Client::new();
@@ -110,30 +75,15 @@ async fn spec_next_cluster_scan_callback_signed_and_retried() {
     let status = c["scan_status"].as_str().expect("scan_status").to_owned();
     assert_ne!(status, "pending", "{c}");
 
-    let start = Instant::now();
-    while receiver.got.lock().expect("lock").len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "callback not delivered twice (a 503, then 200)\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = receiver.got.lock().expect("lock").clone();
+    receiver
+        .wait_for(2, Duration::from_secs(15), || d.logs())
+        .await;
+    let got = receiver.got();
     assert_eq!(got.len(), 2, "nothing after the 2xx");
     let (h, body) = &got[1];
     assert_eq!(header(h, "x-amp-attachment-id"), id);
     assert_eq!(header(h, "x-amp-delivery-attempt"), "2");
     let v: Value = serde_json::from_slice(body).expect("json");
     assert_eq!(v, json!({"attachment_id": id, "scan_status": status}));
-    let ts = header(h, "x-amp-timestamp");
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).expect("key");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    assert_eq!(
-        header(h, "x-amp-signature"),
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    );
-    server.abort();
+    assert!(signed_with(SECRET, h, body), "{h:?}");
 }
