@@ -14,37 +14,25 @@
 use std::sync::Arc;
 
 use amp_proto::relay::TenantNotifyJob;
-use amp_store::Job;
 use amp_store::operator::Operator as _;
 use bytes::Bytes;
 
 use crate::Inner;
-use crate::webhook::{Attempt, post_signed, run_due_jobs, settle};
+use crate::webhook::{Attempt, post_signed, run_due_jobs, run_notice};
 
 /// Runs due tenant notification jobs until shutdown, at most the webhook `concurrency` at
 /// once.
 pub(crate) async fn run(inner: Arc<Inner>) {
     run_due_jobs(inner, TenantNotifyJob::KIND, |inner, job| async move {
-        run_job(&inner, job).await;
+        run_notice::<TenantNotifyJob>(
+            &inner,
+            job,
+            "amp_tenant_notify_attempts_total",
+            "tenant notification",
+            attempt,
+        )
+        .await;
     })
-    .await;
-}
-
-async fn run_job(inner: &Inner, job: Job) {
-    let Ok(data) = serde_json::from_str::<TenantNotifyJob>(&job.data) else {
-        let _ = inner.store.complete(&job.id).await;
-        return;
-    };
-    let attempt_no = job.attempt + 1;
-    let outcome = attempt(inner, &data, attempt_no).await;
-    settle(
-        inner,
-        job,
-        attempt_no,
-        outcome,
-        "amp_tenant_notify_attempts_total",
-        "tenant notification",
-    )
     .await;
 }
 

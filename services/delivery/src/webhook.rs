@@ -199,11 +199,30 @@ pub(crate) async fn retry_later(inner: &Inner, job: Job, attempt_no: u32, unsche
     }
 }
 
+/// Runs one attempt of a job that POSTs one notice (a scan callback, a tenant
+/// notification): its data read as `T` (unreadable data ends the job), `attempt` made with
+/// the attempt's number, then [`settle`]d.
+pub(crate) async fn run_notice<T: serde::de::DeserializeOwned>(
+    inner: &Inner,
+    job: Job,
+    metric: &'static str,
+    what: &str,
+    attempt: impl AsyncFnOnce(&Inner, &T, u32) -> Attempt,
+) {
+    let Ok(data) = serde_json::from_str::<T>(&job.data) else {
+        let _ = inner.store.complete(&job.id).await;
+        return;
+    };
+    let attempt_no = job.attempt + 1;
+    let outcome = attempt(inner, &data, attempt_no).await;
+    settle(inner, job, attempt_no, outcome, metric, what).await;
+}
+
 /// Ends an attempt of a job that POSTs one notice (a scan callback, a tenant
 /// notification): a failure with attempts left on the webhook schedule is retried; else the
 /// job is completed (given up, delivered or moot), counted in `metric` by `result`. `what`
 /// names the notice in the logs, with the job's id.
-pub(crate) async fn settle(
+async fn settle(
     inner: &Inner,
     job: Job,
     attempt_no: u32,
