@@ -96,6 +96,7 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
         let (http, base) = (s.http.clone(), base.clone());
         async move { admin(&http, &base, Some(token), method, path, body).await }
     };
+    let put = |body: Value| call(BOOTSTRAP, Method::PUT, "/tenants/watch/notify", Some(body));
 
     // Refused: no url, a URL the outbound policy refuses, unknown fields, an unknown tenant,
     // a token of scope `read`.
@@ -112,15 +113,7 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
         "https://user:pw@example.com/x",
         "not a url",
     ] {
-        let r = admin(
-            &s.http,
-            &base,
-            Some(BOOTSTRAP),
-            Method::PUT,
-            "/tenants/watch/notify",
-            Some(json!({ "url": bad })),
-        )
-        .await;
+        let r = put(json!({ "url": bad })).await;
         r.assert_error(400, "invalid_field", Some("url"));
     }
     call(
@@ -152,29 +145,11 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
     r.assert_error(403, "forbidden", None);
 
     // Set: the secret once; the tenant shows the URL, never the secret.
-    let v = admin(
-        &s.http,
-        &base,
-        Some(BOOTSTRAP),
-        Method::PUT,
-        "/tenants/watch/notify",
-        Some(json!({ "url": url })),
-    )
-    .await
-    .assert_ok();
+    let v = put(json!({ "url": url })).await.assert_ok();
     let secret = v["secret"].as_str().expect("secret").to_owned();
     assert!(secret.starts_with("whsec_") && secret.len() > 40, "{v}");
     assert_eq!(v["url"], url.as_str());
-    let again = admin(
-        &s.http,
-        &base,
-        Some(BOOTSTRAP),
-        Method::PUT,
-        "/tenants/watch/notify",
-        Some(json!({ "url": url })),
-    )
-    .await
-    .assert_ok();
+    let again = put(json!({ "url": url })).await.assert_ok();
     assert!(again.get("secret").is_none(), "{again}");
     let t = call(BOOTSTRAP, Method::GET, "/tenants/watch", None).await;
     let tv = t.assert_ok();
@@ -260,16 +235,9 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
     }
 
     // Rotated: the new secret signs. Removed: the test call is 404, the tenant shows none.
-    let rotated = admin(
-        &s.http,
-        &base,
-        Some(BOOTSTRAP),
-        Method::PUT,
-        "/tenants/watch/notify",
-        Some(json!({ "url": url, "rotate_secret": true })),
-    )
-    .await
-    .assert_ok();
+    let rotated = put(json!({ "url": url, "rotate_secret": true }))
+        .await
+        .assert_ok();
     let secret2 = rotated["secret"].as_str().expect("secret").to_owned();
     assert_ne!(secret2, secret);
     let before = got.requests.lock().expect("lock").len();
