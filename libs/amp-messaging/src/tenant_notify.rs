@@ -24,13 +24,13 @@ pub struct Subject<'a> {
 }
 
 /// A new event id: `evt_` and 32 hex digits.
-pub fn event_id() -> String {
+fn event_id() -> String {
     format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
 /// The body POSTed for an event: `event`, `event_id`, `tenant`, `agent` (`id`, `address`;
 /// absent for a tenant-wide event), `occurred_at` (RFC 3339) and the event's `data`.
-pub fn body(
+fn body(
     event: &str,
     event_id: &str,
     tenant: &str,
@@ -70,37 +70,43 @@ pub async fn notify(
     if record.notify.is_none() {
         return Ok(false);
     }
-    let id = event_id();
-    schedule(
-        store,
-        TenantNotifyJob {
-            tenant: tenant.to_owned(),
-            body: body(event, &id, tenant, agent, data, now),
-            event: event.to_owned(),
-            event_id: id,
-        },
-        now,
-    )
-    .await?;
-    metrics::counter!("amp_tenant_notifications_total", "event" => event.to_owned()).increment(1);
+    schedule(store, tenant, event, agent, data, now).await?;
     Ok(true)
 }
 
-/// Writes the job of one event, due now.
+/// Writes the job of one event for `tenant`'s webhook, due now, without reading the tenant
+/// (the caller knows it has a webhook; one removed since is seen by delivery, which drops
+/// the job); returns the event's id.
 ///
 /// Fails when the job is not written.
-pub async fn schedule(store: &Store, job: TenantNotifyJob, now: i64) -> amp_store::Result<()> {
+pub async fn schedule(
+    store: &Store,
+    tenant: &str,
+    event: &str,
+    agent: Option<Subject<'_>>,
+    data: Value,
+    now: i64,
+) -> amp_store::Result<String> {
+    let id = event_id();
+    let job = TenantNotifyJob {
+        tenant: tenant.to_owned(),
+        body: body(event, &id, tenant, agent, data, now),
+        event: event.to_owned(),
+        event_id: id.clone(),
+    };
     let data = serde_json::to_string(&job)
         .map_err(|e| amp_store::Error::Corrupt(format!("tenant notification: {e}")))?;
     store
         .schedule(amp_store::Job {
-            id: TenantNotifyJob::job_id(&job.event_id),
+            id: TenantNotifyJob::job_id(&id),
             kind: TenantNotifyJob::KIND.to_owned(),
             due_at: now,
             attempt: 0,
             data,
         })
-        .await
+        .await?;
+    metrics::counter!("amp_tenant_notifications_total", "event" => event.to_owned()).increment(1);
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -79,7 +79,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 /// Polls the store for due jobs of `kind` every `poll_interval_ms` until shutdown and runs
 /// each with `run` (at most the webhook `concurrency` at once), after leasing it for the
-/// webhook timeout and 5 s more. Shared by the webhook and scan callback workers.
+/// webhook timeout and 5 s more. Shared by the webhook, scan callback and tenant
+/// notification workers.
 pub(crate) async fn run_due_jobs<F, Fut>(inner: Arc<Inner>, kind: &'static str, run: F)
 where
     F: Fn(Arc<Inner>, Job) -> Fut,
@@ -201,7 +202,9 @@ pub(crate) async fn retry_later(inner: &Inner, job: Job, attempt_no: u32, unsche
 
 /// Runs one attempt of a job that POSTs one notice (a scan callback, a tenant
 /// notification): its data read as `T` (unreadable data ends the job), `attempt` made with
-/// the attempt's number, then [`settle`]d.
+/// the attempt's number; a failure with attempts left on the webhook schedule is retried,
+/// else the job is completed (given up, delivered or moot), counted in `metric` by
+/// `result`. `what` names the notice in the logs, with the job's id.
 pub(crate) async fn run_notice<T: serde::de::DeserializeOwned>(
     inner: &Inner,
     job: Job,
@@ -214,24 +217,8 @@ pub(crate) async fn run_notice<T: serde::de::DeserializeOwned>(
         return;
     };
     let attempt_no = job.attempt + 1;
-    let outcome = attempt(inner, &data, attempt_no).await;
-    settle(inner, job, attempt_no, outcome, metric, what).await;
-}
-
-/// Ends an attempt of a job that POSTs one notice (a scan callback, a tenant
-/// notification): a failure with attempts left on the webhook schedule is retried; else the
-/// job is completed (given up, delivered or moot), counted in `metric` by `result`. `what`
-/// names the notice in the logs, with the job's id.
-async fn settle(
-    inner: &Inner,
-    job: Job,
-    attempt_no: u32,
-    outcome: Attempt,
-    metric: &'static str,
-    what: &str,
-) {
     let delays = &inner.config.webhook.retry_delays_ms;
-    match &outcome {
+    match attempt(inner, &data, attempt_no).await {
         Attempt::Failed(why) if (attempt_no as usize) < delays.len() => {
             tracing::info!(job = %job.id, attempt = attempt_no, reason = %why, "{what} failed, will retry");
             retry_later(

@@ -143,16 +143,15 @@ pub(super) async fn test(
         ))
         .into());
     }
-    let now = Inner::now_ms();
-    let id = amp_messaging::tenant_notify::event_id();
-    let job = amp_proto::relay::TenantNotifyJob {
-        tenant: t.name.clone(),
-        body: amp_messaging::tenant_notify::body("ping", &id, &t.name, None, json!({}), now),
-        event: "ping".to_owned(),
-        event_id: id.clone(),
-    };
-    amp_messaging::tenant_notify::schedule(&inner.store, job, now)
-        .await
-        .map_err(store_error)?;
+    let id = amp_messaging::tenant_notify::schedule(
+        &inner.store,
+        &t.name,
+        "ping",
+        None,
+        json!({}),
+        Inner::now_ms(),
+    )
+    .await
+    .map_err(store_error)?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "event_id": id }))).into_response())
 }
