@@ -568,7 +568,7 @@ impl AttachmentService {
             size: rec.size,
             digest: &rec.digest,
             filename: &rec.filename,
-            bytes: &bytes,
+            bytes,
         };
         let outcome = self.0.scanner.run(&input).await;
         let scanned = self

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amp_proto::attachment::{Digest, ScanStatus};
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
 
 use super::extract;
@@ -26,8 +27,8 @@ pub struct ScanInput<'a> {
     pub digest: &'a str,
     /// The sanitised filename.
     pub filename: &'a str,
-    /// The bytes.
-    pub bytes: &'a [u8],
+    /// The bytes (the blob as read: shared, not copied, with a stage that needs them owned).
+    pub bytes: Bytes,
 }
 
 /// One stage's finding.
@@ -163,7 +164,7 @@ impl ScanStage for SizeAndDigest {
             if input.bytes.len() as u64 != input.size {
                 return Verdict::Reject("size_mismatch".into());
             }
-            if Digest::of(input.bytes).wire() != input.digest {
+            if Digest::of(&input.bytes).wire() != input.digest {
                 return Verdict::Reject("digest_mismatch".into());
             }
             Verdict::Pass
@@ -186,7 +187,7 @@ impl ScanStage for BlockedTypes {
             if self.blocked.contains(&declared) {
                 return Verdict::Reject(format!("blocked_mime:{declared}"));
             }
-            if let Some(Detected::Executable(kind)) = detect(input.bytes) {
+            if let Some(Detected::Executable(kind)) = detect(&input.bytes) {
                 return Verdict::Reject(format!("executable:{kind}"));
             }
             Verdict::Pass
@@ -209,7 +210,7 @@ impl ScanStage for MagicBytes {
                 return Verdict::Pass;
             }
             let declared_primary = declared.split('/').next().unwrap_or("");
-            match detect(input.bytes) {
+            match detect(&input.bytes) {
                 Some(Detected::Type(primaries, sub)) => {
                     if primaries.contains(&declared_primary) {
                         Verdict::Pass
@@ -341,7 +342,7 @@ impl ScanStage for InjectionStage {
                 let head = &input.bytes[..input.bytes.len().min(crate::injection::MAX_SCAN_BYTES)];
                 self.patterns.scan(&String::from_utf8_lossy(head))
             } else if let Some(format) = extract::Format::of(input.content_type) {
-                match extracted_text(format, input.bytes).await {
+                match extracted_text(format, input.bytes.clone()).await {
                     Some(text) => self.patterns.scan(&text),
                     None => return Verdict::Pass,
                 }
@@ -359,10 +360,8 @@ impl ScanStage for InjectionStage {
 
 /// The text of a PDF or DOCX file, extracted on the blocking pool (it is CPU work, up to
 /// the extractor's bounds); `None` when there is none to scan.
-async fn extracted_text(format: extract::Format, bytes: &[u8]) -> Option<String> {
-    // The task must own its input: a copy, at most the attachment size limit.
-    let owned = bytes.to_vec();
-    let error = match tokio::task::spawn_blocking(move || extract::text(format, &owned)).await {
+async fn extracted_text(format: extract::Format, bytes: Bytes) -> Option<String> {
+    let error = match tokio::task::spawn_blocking(move || extract::text(format, &bytes)).await {
         Ok(Ok(text)) => return Some(text),
         Ok(Err(e)) => e.to_string(),
         // A panic in the extractor (a bug): the file is still judged by the other stages.
@@ -417,7 +416,7 @@ impl ScanStage for CommandStage {
                     .spawn()?;
                 if let Some(mut stdin) = child.stdin.take() {
                     // A scanner that stops reading early is allowed to.
-                    let _ = stdin.write_all(input.bytes).await;
+                    let _ = stdin.write_all(&input.bytes).await;
                 }
                 child.wait().await
             };
@@ -445,7 +444,7 @@ mod tests {
             size: bytes.len() as u64,
             digest,
             filename: "f",
-            bytes,
+            bytes: Bytes::copy_from_slice(bytes),
         }
     }
 
