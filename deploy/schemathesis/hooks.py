@@ -48,14 +48,18 @@ _lock = threading.Lock()
 _agents = {}
 
 
-def _register(name):
-    key = Ed25519PrivateKey.generate()
-    pem = (
+def _public_pem(key):
+    """The PEM (SubjectPublicKeyInfo) of an Ed25519 private key's public half."""
+    return (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    body = {"tenant": TENANT, "name": name, "public_key": pem, "key_algorithm": "Ed25519"}
+
+
+def _register(name):
+    key = Ed25519PrivateKey.generate()
+    body = {"tenant": TENANT, "name": name, "public_key": _public_pem(key), "key_algorithm": "Ed25519"}
     resp = requests.post(f"{BASE}/v1/register", json=body, timeout=10)
     if resp.status_code != 201:
         raise RuntimeError(f"registration of {name} failed: {resp.status_code} {resp.text}")
@@ -108,13 +112,16 @@ def _payload_hash(payload):
     return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
+def _message_signature(key, sender, recipient, subject, priority):
+    """The sender's signature (base64) of spec 04's canonical string for PAYLOAD, no reply."""
+    canonical = "|".join([sender, recipient, subject, priority, "", _payload_hash(PAYLOAD)])
+    return base64.b64encode(key.sign(canonical.encode())).decode()
+
+
 def _signed(subject, priority):
     sender = _shared("sender")
     recipient = _shared("recipient")
-    canonical = "|".join(
-        [sender["address"], recipient["address"], subject, priority, "", _payload_hash(PAYLOAD)]
-    )
-    signature = base64.b64encode(sender["key"].sign(canonical.encode())).decode()
+    signature = _message_signature(sender["key"], sender["address"], recipient["address"], subject, priority)
     return {
         "from": sender["address"],
         "to": recipient["address"],
@@ -130,29 +137,20 @@ def _negative(case):
 
 
 def _pem():
-    return (
-        Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    return _public_pem(Ed25519PrivateKey.generate())
 
 
 PEER = "peer.fuzz.test"
-PEER_SEED = os.environ.get("AMP_FUZZ_PEER_SEED", "")
+_PEER_SEED = os.environ.get("AMP_FUZZ_PEER_SEED", "")
+PEER_KEY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(_PEER_SEED)) if _PEER_SEED else None
 DELIVER = ("POST", "/v1/federation/deliver")
 _fed_sender = Ed25519PrivateKey.generate()
-
-
-def _peer_key():
-    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(PEER_SEED)) if PEER_SEED else None
 
 
 def _federated(subject, priority):
     """A message from an agent of the peer to the shared recipient, as a peer forwards it."""
     recipient = _shared("recipient")
     sender = f"fuzzer@team.{PEER}"
-    canonical = "|".join([sender, recipient["address"], subject, priority, "", _payload_hash(PAYLOAD)])
     now = time.time()
     msg_id = f"msg_{int(now * 1000)}_{secrets.token_hex(6)}"
     envelope = {
@@ -163,30 +161,24 @@ def _federated(subject, priority):
         "subject": subject,
         "priority": priority,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z",
-        "signature": base64.b64encode(_fed_sender.sign(canonical.encode())).decode(),
+        "signature": _message_signature(_fed_sender, sender, recipient["address"], subject, priority),
         "thread_id": msg_id,
     }
-    pem = (
-        _fed_sender.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return {"envelope": envelope, "payload": PAYLOAD, "sender_public_key": pem}
+    return {"envelope": envelope, "payload": PAYLOAD, "sender_public_key": _public_pem(_fed_sender)}
 
 
 def _sign_as_peer(case):
     """Signs the body with the peer's key at the current time. The body stays as generated
     (a bytes body would be re-classified as schema-violating): the signature covers the bytes
     `requests` makes of it (`json.dumps(body, allow_nan=False)`, UTF-8)."""
-    key = _peer_key()
-    if key is None or not isinstance(case.body, (dict, list, str, int, float, bool)):
+    if PEER_KEY is None or not isinstance(case.body, (dict, list, str, int, float, bool)):
         return
     try:
         raw = json.dumps(case.body, allow_nan=False).encode()
     except (TypeError, ValueError):
         return
     ts = str(int(time.time()))
-    signature = base64.b64encode(key.sign(ts.encode() + b"." + raw)).decode()
+    signature = base64.b64encode(PEER_KEY.sign(ts.encode() + b"." + raw)).decode()
     case.headers = case.headers or {}
     case.headers.update(
         {
