@@ -170,3 +170,22 @@ pub(crate) fn signed_with(secret: &str, h: &axum::http::HeaderMap, body: &[u8]) 
     mac.update(body);
     header(h, "x-amp-signature") == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+/// A call with an operator token (the admin API, or the spec's operator endpoints on the
+/// public API): the status and the body (`null` when it is not JSON).
+pub(crate) async fn call_with(
+    method: reqwest::Method,
+    token: &str,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("operator call");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}

@@ -12,7 +12,7 @@ use amp_testkit::NatsServer;
 use cluster_tests::{Deployment, HEAVY, Topology, free_port};
 use serde_json::{Value, json};
 
-use crate::common::{agent, client, message_id, send};
+use crate::common::{agent, call_with, client, message_id, send};
 use crate::operator::{BOOTSTRAP, ingest_with_admin};
 
 /// `GET /v1/agents/me` through `url`: the status and the `error` code.
@@ -42,13 +42,7 @@ async fn until_me(url: &str, who: &Identity, status: u16, limit: Duration) -> Du
 
 /// A POST with the bootstrap operator token; the status and the body.
 async fn operator_post(url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(url).bearer_auth(BOOTSTRAP);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.expect("operator call");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
+    call_with(reqwest::Method::POST, BOOTSTRAP, url, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,17 +246,6 @@ async fn spec_next_cluster_quarantine_approved_on_the_other_replica() {
     drop((i1, i2));
 }
 
-/// A POST with `token`; the status and the body.
-async fn post_with(token: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.expect("operator call");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
-}
-
 /// spec-next 08 in the cluster: a tenant admin's token made through one ingest replica's
 /// admin API works through the other's public API for its own tenant's agents only (another
 /// tenant's is `404`), and 08's suspension limit (10/min per caller) holds for both
@@ -297,7 +280,8 @@ async fn spec_next_cluster_tenant_admin_token_and_shared_admin_limits() {
     let token = v["token"].as_str().expect("token").to_owned();
 
     let body = json!({"reason": "cluster test"});
-    let (status, v) = post_with(
+    let (status, v) = call_with(
+        reqwest::Method::POST,
         &token,
         &format!("{u2}/v1/agents/{}/suspend", bob.agent_id()),
         Some(body.clone()),
@@ -309,7 +293,8 @@ async fn spec_next_cluster_tenant_admin_token_and_shared_admin_limits() {
         "{v}"
     );
     for i in 0..9 {
-        let (status, v) = post_with(
+        let (status, v) = call_with(
+            reqwest::Method::POST,
             &token,
             &format!("{u1}/v1/agents/{}/suspend", alice.agent_id()),
             Some(body.clone()),
@@ -319,7 +304,8 @@ async fn spec_next_cluster_tenant_admin_token_and_shared_admin_limits() {
     }
     // Well past `[nats] limits_sync_ms` (100): replica 2 has heard of replica 1's nine.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, v) = post_with(
+    let (status, v) = call_with(
+        reqwest::Method::POST,
         &token,
         &format!("{u2}/v1/agents/{}/suspend", alice.agent_id()),
         Some(body),
