@@ -522,14 +522,14 @@ fn id_of(v: &Value) -> String {
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct HookRequest {
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct HookRequest {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
     at: Instant,
 }
 
 impl HookRequest {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -556,8 +556,8 @@ struct HookState {
 }
 
 /// An axum server on `127.0.0.1:0` recording every `POST /hook`.
-struct Hook {
-    url: String,
+pub(crate) struct Hook {
+    pub(crate) url: String,
     state: Arc<HookState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -589,7 +589,7 @@ async fn hook_handler(
 }
 
 /// Starts a receiver answering `script` in order, then `fallback`.
-async fn start_hook(script: &[u16], fallback: u16) -> Hook {
+pub(crate) async fn start_hook(script: &[u16], fallback: u16) -> Hook {
     let state = Arc::new(HookState {
         requests: Mutex::new(Vec::new()),
         script: Mutex::new(script.iter().copied().collect()),
@@ -610,12 +610,12 @@ async fn start_hook(script: &[u16], fallback: u16) -> Hook {
 }
 
 impl Hook {
-    fn requests(&self) -> Vec<HookRequest> {
+    pub(crate) fn requests(&self) -> Vec<HookRequest> {
         self.state.requests.lock().expect("lock").clone()
     }
 
     /// Waits until at least `n` requests arrived (at most `within`); returns them all.
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<HookRequest> {
+    pub(crate) async fn wait_for(&self, n: usize, within: Duration) -> Vec<HookRequest> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.state.arrived.notified();
@@ -637,7 +637,7 @@ impl Hook {
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>` (spec 05/07).
-fn expected_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+pub(crate) fn expected_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("hmac key");
     mac.update(timestamp.as_bytes());
     mac.update(b".");

@@ -4,75 +4,22 @@
 //! notification webhook on the admin API, and risk level changes and automatic suspensions
 //! of its agents are POSTed to it, signed with the tenant's secret, retried on a 5xx.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode as AxumStatus};
-use hmac::{Hmac, Mac};
 use reqwest::Method;
-use sha2::Sha256;
 
 use super::operator::{BOOTSTRAP, admin, start_admin, tenant, token, within};
 use super::*;
-
-/// What the receiver got, and what it answers next (then 200).
-#[derive(Default)]
-struct Received {
-    requests: Mutex<Vec<(HeaderMap, Bytes)>>,
-    script: Mutex<Vec<u16>>,
-}
-
-async fn receive(State(r): State<Arc<Received>>, headers: HeaderMap, body: Bytes) -> AxumStatus {
-    r.requests.lock().expect("lock").push((headers, body));
-    let next = {
-        let mut script = r.script.lock().expect("lock");
-        if script.is_empty() {
-            200
-        } else {
-            script.remove(0)
-        }
-    };
-    AxumStatus::from_u16(next).expect("status")
-}
-
-/// A receiver on 127.0.0.1: its URL and what it got.
-async fn receiver(script: &[u16]) -> (String, Arc<Received>) {
-    let state = Arc::new(Received::default());
-    *state.script.lock().expect("lock") = script.to_vec();
-    let app = axum::Router::new()
-        .route("/events", axum::routing::post(receive))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/events", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, state)
-}
-
-/// The events received so far: (headers, body as JSON).
-fn events(r: &Received) -> Vec<(HeaderMap, Value)> {
-    r.requests
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(h, b)| (h.clone(), serde_json::from_slice(b).expect("JSON body")))
-        .collect()
-}
+use crate::delivery::{HookRequest, expected_signature, start_hook};
 
 /// Whether the request is signed with `secret` as 05/07 sign webhooks.
-fn signed_with(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
-    let ts = headers["x-amp-timestamp"].to_str().expect("timestamp");
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    headers["x-amp-signature"] == want.as_str()
+fn signed_with(secret: &str, r: &HookRequest) -> bool {
+    r.header("x-amp-signature") == expected_signature(secret, r.header("x-amp-timestamp"), &r.body)
+}
+
+/// A request's body as JSON.
+fn body_of(r: &HookRequest) -> Value {
+    serde_json::from_slice(&r.body).expect("JSON body")
 }
 
 /// The webhook's setting and checks on the admin API; a `ping` retried after a 503 and
@@ -91,7 +38,8 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
     })
     .await;
     tenant(&s, &base, "watch", "open").await;
-    let (url, got) = receiver(&[503]).await;
+    let hook = start_hook(&[503], 200).await;
+    let url = hook.url.clone();
     let call = |token: &'static str, method: Method, path: &'static str, body: Option<Value>| {
         let (http, base) = (s.http.clone(), base.clone());
         async move { admin(&http, &base, Some(token), method, path, body).await }
@@ -166,20 +114,14 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
         .as_str()
         .expect("event_id")
         .to_owned();
-    within(Duration::from_secs(10), || async {
-        events(&got).len() >= 2
-    })
-    .await;
-    {
-        let requests = got.requests.lock().expect("lock");
-        for (h, b) in requests.iter() {
-            assert!(signed_with(&secret, h, b), "{h:?}");
-            assert_eq!(h["x-amp-event"], "ping");
-            assert_eq!(h["x-amp-event-id"], ping_id.as_str());
-        }
-        assert_eq!(requests[1].0["x-amp-delivery-attempt"], "2");
+    let requests = hook.wait_for(2, Duration::from_secs(10)).await;
+    for r in &requests {
+        assert!(signed_with(&secret, r), "{r:?}");
+        assert_eq!(r.header("x-amp-event"), "ping");
+        assert_eq!(r.header("x-amp-event-id"), ping_id);
     }
-    let (_, body) = &events(&got)[1];
+    assert_eq!(requests[1].header("x-amp-delivery-attempt"), "2");
+    let body = body_of(&requests[1]);
     assert_eq!(body["event"], "ping", "{body}");
     assert_eq!(body["event_id"], ping_id.as_str(), "{body}");
     assert_eq!(body["tenant"], "watch", "{body}");
@@ -198,8 +140,12 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
         s.route(&mal, m.flat(Some(&m.sign(&mal)))).await.assert_ok();
     }
     let about_mal = || {
-        events(&got)
+        hook.requests()
             .into_iter()
+            .map(|r| {
+                let b = body_of(&r);
+                (r, b)
+            })
             .filter(|(_, b)| b["agent"]["address"] == mal.address.as_str())
             .collect::<Vec<_>>()
     };
@@ -212,7 +158,7 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
     names.sort_unstable();
     assert_eq!(names, ["agent.risk_level", "agent.suspend"], "{told:?}");
     for (h, b) in &told {
-        assert_eq!(h["x-amp-event"], b["event"].as_str().expect("event"));
+        assert_eq!(h.header("x-amp-event"), b["event"].as_str().expect("event"));
         assert!(
             b["event_id"].as_str().expect("id").starts_with("evt_"),
             "{b}"
@@ -230,8 +176,8 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
             assert_eq!(b["data"]["reason"], "automated_risk_threshold", "{b}");
         }
     }
-    for (h, b) in got.requests.lock().expect("lock").iter() {
-        assert!(signed_with(&secret, h, b), "{h:?}");
+    for r in hook.requests() {
+        assert!(signed_with(&secret, &r), "{r:?}");
     }
 
     // Rotated: the new secret signs. Removed: the test call is 404, the tenant shows none.
@@ -240,18 +186,12 @@ async fn spec_next_tenant_notify_webhook_tells_risk_changes() {
         .assert_ok();
     let secret2 = rotated["secret"].as_str().expect("secret").to_owned();
     assert_ne!(secret2, secret);
-    let before = got.requests.lock().expect("lock").len();
+    let before = hook.requests().len();
     let ping = call(BOOTSTRAP, Method::POST, "/tenants/watch/notify/test", None).await;
     assert_eq!(ping.status.as_u16(), 202, "{}", ping.text);
-    within(Duration::from_secs(10), || async {
-        got.requests.lock().expect("lock").len() > before
-    })
-    .await;
-    {
-        let requests = got.requests.lock().expect("lock");
-        let (h, b) = &requests[before];
-        assert!(signed_with(&secret2, h, b) && !signed_with(&secret, h, b));
-    }
+    let requests = hook.wait_for(before + 1, Duration::from_secs(10)).await;
+    let r = &requests[before];
+    assert!(signed_with(&secret2, r) && !signed_with(&secret, r));
     let r = call(BOOTSTRAP, Method::DELETE, "/tenants/watch/notify", None).await;
     assert_eq!(r.status.as_u16(), 204, "{}", r.text);
     let r = call(BOOTSTRAP, Method::DELETE, "/tenants/watch/notify", None).await;
