@@ -159,3 +159,9 @@ target="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
   npm run -s check:pack
   rm -f "$sdk_log"
 )
+
+echo "== Criterion micro-benchmarks, quick mode (the hot pieces: signature checks, canonical JSON, store append and page read, page rendering)"
+# Numbers for the log, not a gate: a shared CI machine is too noisy to fail on them. A bench
+# that panics (its assertion, a store error) fails the run.
+cargo bench --locked -p amp-proto -p amp-store -p amp-messaging --bench '*' -- \
+  --quick --warm-up-time 0.5 --measurement-time 1 --noplot

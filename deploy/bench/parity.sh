@@ -30,6 +30,9 @@
 #                      (deploy/bench/nats_sniff.py, needs nats-py), printed per route
 #   BENCH_NATS_PPROF   1: also take a CPU profile of nats-server over the load phase (its Go
 #                      pprof endpoint); the top functions are printed with `go tool pprof`
+#   BENCH_PERF         1: also sample the cluster's ingest and router processes with
+#                      `perf record --call-graph dwarf` over the load phase (needs perf);
+#                      the top functions by self time are printed per role
 #
 # Needs nginx, nats-server, python3, Linux /proc. Loopback only; every phase is bounded by
 # time, and every process started here is stopped by its pid.
@@ -179,9 +182,23 @@ measure() {
       "http://$NATS_PPROF/debug/pprof/profile?seconds=$((SECS > 2 ? SECS - 1 : 1))" &
     pprof=$!
   fi
+  local perfs=()
+  if [ "${BENCH_PERF:-0}" = 1 ] && [ "$label" = cluster ]; then
+    local i
+    for i in "${!PROVIDER_ROLES[@]}"; do
+      case ${PROVIDER_ROLES[$i]} in
+        ingest|router)
+          perf record -F "${PERF_FREQ:-499}" --call-graph dwarf,16384 -p "${PROVIDER_PIDS[$i]}" \
+            -o "$OUT/$label-$round.${PROVIDER_ROLES[$i]}-$i.perf" -- sleep "$((SECS > 2 ? SECS - 1 : 1))" \
+            > /dev/null 2>&1 &
+          perfs+=("$!") ;;
+      esac
+    done
+  fi
   "$BIN/amp" load --provider "http://$PROXY" --agents "$AGENTS" --reuse "$agents" --mix route \
     --concurrency "$CONC" --duration "$SECS" --quiet --json "$OUT/$label-$round.json" \
     > "$OUT/$label-$round.txt"
+  for p in "${perfs[@]:-}"; do [ -n "$p" ] && wait "$p"; done
   [ -n "$sniff" ] && wait "$sniff"
   [ -n "$pprof" ] && wait "$pprof"
   cpu_each "$PROXY_PID" "${PROVIDER_PIDS[@]}" > "$OUT/$label-$round.cpu1"
@@ -368,4 +385,14 @@ for prof in "$OUT"/cluster-*.nats.pprof; do
   else
     echo "nats-server CPU profile in $prof (go tool pprof -top to read it)"
   fi
+done
+
+for data in "$OUT"/cluster-*.perf; do
+  [ -s "$data" ] || continue
+  printf '\n%s: top functions by self time\n\n' "$(basename "$data")"
+  perf report -i "$data" --no-children --sort symbol --stdio 2>/dev/null \
+    | grep -E '^ +[0-9]' | head -30 || true
+  printf '\n%s: top functions including callees\n\n' "$(basename "$data")"
+  perf report -i "$data" --children --sort symbol --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9]' | head -40 || true
 done
