@@ -8,6 +8,12 @@
 //! - `fsync --dir D --secs S`: 1 KiB appends each followed by `fdatasync` (B_fsync).
 //! - `store --dir D --secs S`: raw redb transactions of one 1 KiB insert each, committed
 //!   durably (B_store).
+//! - `engines --dir D --messages N`: the write path of a stored message (a 1,200-byte mailbox
+//!   row and three 80-byte index rows in one atomic, durable commit), in batches of 1, 4 and
+//!   20 messages per commit, on redb (with quick repair, as the provider runs it, and without)
+//!   and on fjall (an LSM tree: one journal append and `fdatasync` per commit); messages per
+//!   second and CPU microseconds per message, one JSON line per configuration. It is the
+//!   measurement that chooses the embedded store's engine (issue 20).
 //!
 //! The measuring commands print one JSON line; every loop is bounded by `--secs`.
 
@@ -63,6 +69,15 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
+    /// A stored message's writes on redb and on fjall, in batches per durable commit.
+    Engines {
+        /// Directory for the databases (on the filesystem of the provider's data dir).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Messages written per configuration (at most 1,000,000).
+        #[arg(long, default_value_t = 20_000)]
+        messages: u64,
+    },
     /// Raw redb commits of one 1 KiB insert per second.
     Store {
         /// Directory for the database file.
@@ -91,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Engines { dir, messages } => engines(&dir, messages.clamp(100, 1_000_000)),
         Command::Store { dir, secs } => {
             let (n, s) = store(&dir, bounded(secs))?;
             print(
@@ -183,6 +199,123 @@ fn store(dir: &Path, d: Duration) -> anyhow::Result<(u64, f64)> {
     drop(db);
     let _ = std::fs::remove_file(&path);
     r
+}
+
+/// The rows one stored message writes: a mailbox row and three index rows.
+const ENGINE_TABLES: [&str; 4] = ["mailbox", "msg_index", "mbox_meta", "expiry"];
+/// Messages per durable commit, from one at a time to a busy group commit.
+const ENGINE_BATCHES: [u64; 3] = [1, 4, 20];
+
+fn engines(dir: &Path, messages: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let body = vec![0x5au8; 1200];
+    let index = vec![0x33u8; 80];
+    for batch in ENGINE_BATCHES {
+        let runs: [(&str, Option<bool>); 3] = [
+            ("redb quick_repair", Some(true)),
+            ("redb", Some(false)),
+            ("fjall", None),
+        ];
+        for (engine, quick_repair) in runs {
+            let path = dir.join(format!("engines-{}-{batch}", std::process::id()));
+            let (cpu0, start) = (cpu_seconds(), Instant::now());
+            let r = match quick_repair {
+                Some(qr) => engine_redb(&path, messages, batch, qr, &body, &index),
+                None => engine_fjall(&path, messages, batch, &body, &index),
+            };
+            let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+            let _ = std::fs::remove_dir_all(&path);
+            r?;
+            print(json!({
+                "baseline": "engines", "engine": engine, "batch": batch, "messages": messages,
+                "per_second": messages as f64 / secs,
+                "cpu_us_per_message": 1e6 * cpu / messages as f64,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// This process's user + system CPU seconds (`/proc/self/stat`; 0 where it cannot be read).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks of 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn engine_redb(
+    dir: &Path,
+    messages: u64,
+    batch: u64,
+    quick_repair: bool,
+    body: &[u8],
+    index: &[u8],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let db = redb::Database::create(dir.join("engine.redb"))?;
+    let defs = ENGINE_TABLES.map(redb::TableDefinition::<(&str, u64), &[u8]>::new);
+    let mut n = 0u64;
+    while n < messages {
+        let mut tx = db.begin_write()?;
+        tx.set_durability(redb::Durability::Immediate);
+        tx.set_quick_repair(quick_repair);
+        {
+            let mut tables = defs
+                .iter()
+                .map(|d| tx.open_table(*d))
+                .collect::<Result<Vec<_>, _>>()?;
+            for _ in 0..batch {
+                let agent = format!("agt_{:04}", n % 200);
+                for (i, t) in tables.iter_mut().enumerate() {
+                    t.insert((agent.as_str(), n), if i == 0 { body } else { index })?;
+                }
+                n += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn engine_fjall(
+    dir: &Path,
+    messages: u64,
+    batch: u64,
+    body: &[u8],
+    index: &[u8],
+) -> anyhow::Result<()> {
+    let db = fjall::Database::builder(dir).open()?;
+    let keyspaces = ENGINE_TABLES
+        .iter()
+        .map(|name| db.keyspace(name, fjall::KeyspaceCreateOptions::default))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut n = 0u64;
+    while n < messages {
+        let mut b = db.batch();
+        for _ in 0..batch {
+            let key = format!("agt_{:04}/{n:016x}", n % 200);
+            for (i, ks) in keyspaces.iter().enumerate() {
+                b.insert(ks, key.as_bytes(), if i == 0 { body } else { index });
+            }
+            n += 1;
+        }
+        b.commit()?;
+        db.persist(fjall::PersistMode::SyncData)?;
+    }
+    Ok(())
 }
 
 fn serve(listen: SocketAddr, threads: Option<usize>) -> anyhow::Result<()> {
