@@ -1,5 +1,7 @@
-//! Dev-only test kit: real `nats-server` processes and a real Cassandra node for integration
-//! tests.
+//! Dev-only test kit: real `nats-server` processes, a real Cassandra node and a real S3
+//! server for integration tests, and the one harness of the end-to-end suites: `ampd` in this
+//! process or as the built binary, the cluster's service processes behind nginx, HTTP answers,
+//! and registered agents that sign what they send.
 //!
 //! Tests that need a broker start one here instead of mocking it: [`NatsServer::start`] runs a
 //! single JetStream server on a free loopback port with a temporary store directory, and
@@ -28,10 +30,31 @@
 //! - `s3`: [`S3Server`], a real S3-compatible server (`s3s-fs`) for the S3 blob backend's
 //!   tests; missing, it is skipped loudly, or a failure with `AMP_REQUIRE_S3=1` (CI).
 //! - [`Link`]: a TCP forwarder that can be cut and healed, for network-partition tests.
+//! - [`http`]: [`http::Resp`], one HTTP answer (status, headers, body text) with the checks
+//!   every suite makes (`ok`, the spec error body, rate-limit headers), and [`http::call`].
+//! - [`agent`]: [`agent::Agent`] (address, API key, signing key) and [`agent::register`].
+//! - [`message`]: [`message::Msg`], a message signed with `amp_proto::signing` exactly as a
+//!   client signs it and rendered as a flat or envelope route body; checks of route answers
+//!   and pending pages.
+//! - `ampd` (feature `ampd`): `Ampd`, the whole provider in this process with the suites'
+//!   one configuration (`test_config`: every limit at 100,000); `AmpdHome`, its port and data
+//!   directory kept across restarts; `AmpdProcess`, the built binary as a child process.
+//! - `cluster` (feature `cluster`): the cluster topology (`Service`, `Kind`, `Topology`,
+//!   `Deployment`), the service binaries built fresh, nginx in front (`cluster::proxy`), and
+//!   the parity suite's targets (`cluster::parity`).
 
+pub mod agent;
+#[cfg(feature = "ampd")]
+pub mod ampd;
 mod binary;
+#[cfg(any(feature = "ampd", feature = "cluster"))]
+mod build;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod cql;
+pub mod http;
 mod link;
+pub mod message;
 mod pki;
 mod process;
 mod s3;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use amp_proto::SecretKey;
 use serde_json::Value;
 
-use crate::common::{DOMAIN, Provider, tenant};
+use crate::common::{Ampd, ClientExt, DOMAIN, tenant};
 
 struct Run {
     ok: bool,
@@ -52,7 +52,7 @@ fn mode(p: &Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_register_send_inbox_ack() {
-    let p = Provider::start().await;
+    let p = Ampd::start().await;
     let t = tenant("cli");
     let alice_dir = tempfile::tempdir().expect("tempdir");
     let bob_dir = tempfile::tempdir().expect("tempdir");
@@ -64,7 +64,7 @@ async fn init_register_send_inbox_ack() {
         &[
             "register",
             "--provider",
-            &p.url,
+            p.url(),
             "--tenant",
             &t,
             "--name",
@@ -85,7 +85,7 @@ async fn init_register_send_inbox_ack() {
             &[
                 "register",
                 "--provider",
-                &p.url,
+                p.url(),
                 "--tenant",
                 &t,
                 "--name",
@@ -237,7 +237,7 @@ async fn operator_tenant_delete_with_amp_admin() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let p = Provider::start_with(|c| {
+    let p = Ampd::start_with(|c| {
         c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
         c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(TOKEN));
     })
@@ -381,7 +381,7 @@ async fn spec_next_amp_admin_agents_suspend_and_resume() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let p = Provider::start_with(|c| {
+    let p = Ampd::start_with(|c| {
         c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
         c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(TOKEN));
     })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::Provider;
+use crate::common::Ampd;
 
 async fn load(args: &[&str]) -> (bool, String, String) {
     let out = tokio::time::timeout(
@@ -33,13 +33,13 @@ fn read_json(path: &std::path::Path) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_count_then_pickup_with_reused_agents() {
-    let p = Provider::start().await;
+    let p = Ampd::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let agents = dir.path().join("agents.json");
     let summary = dir.path().join("route.json");
     let (ok, stdout, stderr) = load(&[
         "--provider",
-        &p.url,
+        p.url(),
         "--agents",
         "4",
         "--tenants",
@@ -84,7 +84,7 @@ async fn route_count_then_pickup_with_reused_agents() {
     let summary = dir.path().join("pickup.json");
     let (ok, stdout, stderr) = load(&[
         "--provider",
-        &p.url,
+        p.url(),
         "--agents",
         "4",
         "--reuse",
@@ -125,12 +125,12 @@ async fn route_count_then_pickup_with_reused_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_sockets_receive_pushes() {
-    let p = Provider::start().await;
+    let p = Ampd::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let summary = dir.path().join("ws.json");
     let (ok, stdout, stderr) = load(&[
         "--provider",
-        &p.url,
+        p.url(),
         "--agents",
         "3",
         "--mix",

@@ -5,14 +5,14 @@ use std::time::Duration;
 use amp_client::{ClientError, Identity, RouteOptions};
 use amp_proto::{Priority, SecretKey};
 
-use crate::common::{DOMAIN, Provider, register, tenant};
+use crate::common::{Ampd, ClientExt, DOMAIN, register, tenant};
 
 /// Numbers that a parse-and-reserialise would change: the bytes must survive.
 const PAYLOAD: &str = r#"{"type":"request","message":"hello bob","context":{"n":1.0,"big":123456789012345678901234567890,"e":1E3,"s":"caf\u00e9"}}"#;
 
 #[tokio::test]
 async fn register_route_pickup_read_and_ack() {
-    let p = Provider::start().await;
+    let p = Ampd::start().await;
     let client = p.client();
     let t = tenant("sdk");
     let alice = register(&client, &t, "alice").await;
@@ -149,7 +149,7 @@ async fn register_route_pickup_read_and_ack() {
 
 #[tokio::test]
 async fn long_poll_returns_a_message_routed_while_waiting() {
-    let p = Provider::start().await;
+    let p = Ampd::start().await;
     let client = p.client();
     let t = tenant("poll");
     let alice = register(&client, &t, "alice").await;
@@ -187,7 +187,7 @@ async fn long_poll_returns_a_message_routed_while_waiting() {
 
 #[tokio::test]
 async fn provider_errors_map_to_api_errors() {
-    let p = Provider::start().await;
+    let p = Ampd::start().await;
     let client = p.client();
     let t = tenant("err");
     let alice = register(&client, &t, "alice").await;

@@ -316,8 +316,8 @@ async fn refused_auth_is_an_error() {
     );
 
     // No WebSocket endpoint at all: the refused upgrade is an API error with its status.
-    let p = crate::common::Provider::start().await;
-    let err = Client::new(&format!("{}/nothing-here", p.url))
+    let p = crate::common::Ampd::start().await;
+    let err = Client::new(&format!("{}/nothing-here", p.url()))
         .expect("client")
         .subscribe(&identity(SecretKey::generate(), GOOD_TOKEN))
         .await

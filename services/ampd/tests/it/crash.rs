@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use amp_proto::SecretKey;
-use amp_proto::signing::{SignedFields, sign_message};
+use amp_testkit::agent::{Agent, register};
+use amp_testkit::ampd::AmpdProcess;
+use amp_testkit::message::Msg;
 use serde_json::{Value, json};
 
-/// How long start-up may take on a loaded CI machine.
 /// Concurrent senders.
 const SENDERS: usize = 16;
 /// Sending time before the kill, unless [`KILL_AFTER_ACKS`] come first.
@@ -35,36 +35,6 @@ const ENV: [(&str, &str); 6] = [
     ("AMP__INGEST__LIMITS__MAILBOX_QUOTA", "100000"),
     ("AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE", "1000"),
 ];
-
-/// Starts `ampd` on `listen` with `data_dir`; returns the child and its base URL.
-struct Agent {
-    key: SecretKey,
-    api_key: String,
-    address: String,
-}
-
-async fn register(http: &reqwest::Client, base: &str, name: &str) -> Agent {
-    let key = SecretKey::generate();
-    let response = http
-        .post(format!("{base}/v1/register"))
-        .json(&json!({
-            "name": name,
-            "tenant": "crash",
-            "public_key": key.public().to_pem(),
-            "key_algorithm": "Ed25519",
-        }))
-        .send()
-        .await
-        .expect("register");
-    let status = response.status();
-    let body: Value = response.json().await.expect("register body");
-    assert!(status.is_success(), "register {name}: {status} {body}");
-    Agent {
-        key,
-        api_key: body["api_key"].as_str().expect("api_key").to_owned(),
-        address: body["address"].as_str().expect("address").to_owned(),
-    }
-}
 
 /// What one sender saw.
 #[derive(Default)]
@@ -99,14 +69,7 @@ async fn sender(
             "context": { "task": task, "seq": seq, "ratio": 0.5 },
         })
         .to_string();
-        let fields = SignedFields {
-            from: &from.address,
-            to: &to,
-            subject: &subject,
-            priority: "normal",
-            in_reply_to: "",
-        };
-        let signature = sign_message(&from.key, &fields, &payload).expect("sign");
+        let signature = Msg::new(&to, &subject).payload(&payload).sign(&from);
         let body = json!({
             "envelope": {
                 "version": "amp/0.1",
@@ -187,13 +150,14 @@ async fn fetch_all(http: &reqwest::Client, base: &str, agent: &Agent) -> Vec<Str
 async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
     let cycles = amp_testkit::soak_cycles(10);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut ampd, mut base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
+    let mut ampd = AmpdProcess::start(dir.path(), &ENV).await;
+    let mut base = ampd.url().to_owned();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let alice = Arc::new(register(&http, &base, "sender").await);
-    let bob = register(&http, &base, "recipient").await;
+    let alice = Arc::new(register(&http, &base, "crash", "sender", None).await);
+    let bob = register(&http, &base, "crash", "recipient", None).await;
 
     let mut all = Outcomes::default();
     let mut acked_at_kills = Vec::with_capacity(cycles);
@@ -229,7 +193,7 @@ async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
             }
         }
         // SIGKILL mid-traffic; then the senders finish their in-flight requests and stop.
-        ampd.kill().await.expect("kill -9 ampd");
+        ampd.kill9().await;
         acked_at_kills.push(acked.load(Ordering::SeqCst));
         stop_flag.store(true, Ordering::SeqCst);
         for t in tasks {
@@ -243,7 +207,8 @@ async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
         // Restart on the same data directory; the time until `/readyz` answers is the
         // recovery.
         let restarted = std::time::Instant::now();
-        (ampd, base) = super::spawned::start(dir.path(), "127.0.0.1:0", &ENV).await;
+        ampd.restart().await;
+        base = ampd.url().to_owned();
         recoveries.push(restarted.elapsed());
     }
     let acked_at_kill: usize = acked_at_kills.iter().sum();
@@ -315,5 +280,5 @@ async fn soak_every_acknowledged_message_survives_kill_9_cycles() {
         "refused with a non-2xx yet delivered: {refused_present:?}"
     );
 
-    super::spawned::stop(ampd).await;
+    ampd.stop().await;
 }

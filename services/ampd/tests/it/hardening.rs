@@ -7,62 +7,19 @@
 
 use std::time::{Duration, Instant};
 
-use amp_runtime::Shutdown;
 use amp_runtime::listener::ConnectionLimits;
+use amp_testkit::ampd::Ampd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An `ampd` on a free port with its own data directory.
-struct Server {
-    addr: std::net::SocketAddr,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+/// Starts `ampd` (the kit's test configuration) with `limits` on its listener.
+async fn start(limits: ConnectionLimits) -> Ampd {
+    Ampd::start_with(|c| c.server.connections = limits).await
 }
 
-/// Starts `ampd` with `limits` on its listener.
-async fn start(limits: ConnectionLimits) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ampd::Config::default();
-    config.server.data_dir = dir.path().to_owned();
-    config.server.shutdown_grace_secs = 1;
-    config.server.connections = limits;
-    config.ingest.registration.per_ip_per_minute = 100_000;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
-    let server = Server {
-        addr,
-        shutdown,
-        task,
-        _dir: dir,
-    };
-    for _ in 0..200 {
-        let mut c = server.open().await;
-        if get(&mut c, "/readyz").await.starts_with("HTTP/1.1 200") {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ampd did not become ready");
-}
-
-impl Server {
-    async fn open(&self) -> TcpStream {
-        TcpStream::connect(self.addr).await.expect("connect")
-    }
-
-    async fn stop(self) {
-        self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("run returns after shutdown")
-            .expect("join")
-            .expect("run succeeds");
-    }
+/// A raw TCP connection to `s`.
+async fn open(s: &Ampd) -> TcpStream {
+    TcpStream::connect(s.addr()).await.expect("connect")
 }
 
 /// Limits with everything long or off, for a test to shorten the one it is about.
@@ -142,7 +99,7 @@ async fn hardening_slowloris_heads_are_closed_at_the_header_timeout() {
     let started = Instant::now();
     let mut conns = Vec::new();
     for i in 0..50 {
-        let mut c = s.open().await;
+        let mut c = open(&s).await;
         if i % 5 != 0 {
             c.write_all(b"GET /v1/info HTTP/1.1\r\nhost: test\r\nx-slow: ")
                 .await
@@ -166,7 +123,7 @@ async fn hardening_slowloris_heads_are_closed_at_the_header_timeout() {
         "the last closed after {took:?}"
     );
     // The server still serves.
-    let mut c = s.open().await;
+    let mut c = open(&s).await;
     assert!(get(&mut c, "/healthz").await.starts_with("HTTP/1.1 200"));
     s.stop().await;
 }
@@ -180,7 +137,7 @@ async fn hardening_a_slow_body_is_cut_at_the_body_timeout() {
         ..relaxed()
     })
     .await;
-    let c = s.open().await;
+    let c = open(&s).await;
     let (mut reader, mut writer) = c.into_split();
     let head = "POST /v1/register HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
                 content-length: 2000\r\n\r\n{\"tenant\":";
@@ -227,7 +184,7 @@ async fn hardening_an_idle_keep_alive_connection_is_closed() {
         ..relaxed()
     })
     .await;
-    let mut c = s.open().await;
+    let mut c = open(&s).await;
     // Two requests on one connection: it is kept alive while used.
     for i in 0..2 {
         if i > 0 {
@@ -281,22 +238,22 @@ async fn hardening_the_per_address_cap_sheds_the_next_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut c = s.open().await;
+        let mut c = open(&s).await;
         assert!(get(&mut c, "/healthz").await.starts_with("HTTP/1.1 200"));
         held.push(c);
     }
-    let mut extra = s.open().await;
+    let mut extra = open(&s).await;
     let _ = extra
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
         .await;
     expect_shed(&mut extra).await;
     // A half-open connection that sends nothing is shed too (nothing is read before).
-    let mut silent = s.open().await;
+    let mut silent = open(&s).await;
     expect_shed(&mut silent).await;
 
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = s.open().await;
+    let mut again = open(&s).await;
     let answer = get(&mut again, "/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     s.stop().await;
@@ -313,15 +270,15 @@ async fn hardening_the_total_cap_sheds_the_next_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut c = s.open().await;
+        let mut c = open(&s).await;
         assert!(get(&mut c, "/healthz").await.starts_with("HTTP/1.1 200"));
         held.push(c);
     }
-    let mut extra = s.open().await;
+    let mut extra = open(&s).await;
     expect_shed(&mut extra).await;
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = s.open().await;
+    let mut again = open(&s).await;
     assert!(
         get(&mut again, "/healthz")
             .await

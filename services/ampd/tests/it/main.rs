@@ -10,5 +10,4 @@ mod messaging;
 mod openapi;
 mod plugin_attachments;
 mod shell_client;
-mod spawned;
 mod traces;

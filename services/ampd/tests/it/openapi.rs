@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amp_runtime::Shutdown;
-use ampd::Config;
-use tokio::net::TcpListener;
+use amp_testkit::ampd::Ampd;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -21,43 +19,18 @@ fn workspace() -> PathBuf {
 }
 
 /// ampd with every optional public surface on (attachments, federation).
-async fn start(
-    data_dir: &Path,
-) -> (
-    String,
-    Shutdown,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let mut config = Config::default();
-    config.server.data_dir = data_dir.to_owned();
-    config.server.shutdown_grace_secs = 2;
-    config.ingest.attachments.enabled = true;
-    config.federation.enabled = true;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (url, shutdown, task)
-}
-
-async fn stop(shutdown: Shutdown, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
-    shutdown.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+async fn start() -> Ampd {
+    Ampd::start_with(|c| {
+        c.ingest.attachments.enabled = true;
+        c.federation.enabled = true;
+    })
+    .await
 }
 
 #[tokio::test]
 async fn openapi_document_served_is_the_committed_copy() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, shutdown, task) = start(dir.path()).await;
+    let s = start().await;
+    let url = s.url().to_owned();
     let served = reqwest::get(format!("{url}/v1/openapi.json"))
         .await
         .expect("openapi.json");
@@ -73,7 +46,7 @@ async fn openapi_document_served_is_the_committed_copy() {
         .text()
         .await
         .expect("body");
-    stop(shutdown, task).await;
+    s.stop().await;
     assert_eq!(served, alias, "/api/v1/openapi.json differs from /v1's");
     let doc: serde_json::Value = serde_json::from_str(&served).expect("JSON");
     assert_eq!(doc["openapi"], "3.1.0");
@@ -190,8 +163,8 @@ async fn openapi_document_has_every_public_route_and_no_other() {
         })
         .collect();
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, shutdown, task) = start(dir.path()).await;
+    let s = start().await;
+    let url = s.url().to_owned();
     let client = reqwest::Client::new();
     let mut missing = Vec::new();
     let routed = public_paths();
@@ -235,7 +208,7 @@ async fn openapi_document_has_every_public_route_and_no_other() {
             }
         }
     }
-    stop(shutdown, task).await;
+    s.stop().await;
     assert!(
         missing.is_empty(),
         "routes served but not in the OpenAPI document (add #[utoipa::path] to the handler and \
@@ -253,26 +226,18 @@ async fn openapi_document_has_every_public_route_and_no_other() {
 const BOOTSTRAP: &str = "amp_op_bootstrap-token-for-the-openapi-tests-0123456789";
 const SCOPES: [&str; 3] = ["read", "tenant_admin", "full"];
 
-/// ampd with its admin listener and the bootstrap token; returns the admin listener's URL.
-async fn start_admin(
-    data_dir: &Path,
-) -> (
-    String,
-    Shutdown,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
+/// ampd with its admin listener and the bootstrap token; returns it and the admin
+/// listener's URL once the admin document answers there.
+async fn start_admin() -> (Ampd, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let mut config = Config::default();
-    config.server.data_dir = data_dir.to_owned();
-    config.server.shutdown_grace_secs = 2;
-    config.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
-    config.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(BOOTSTRAP));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
+    let s = Ampd::start_with(|c| {
+        c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
+        c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(BOOTSTRAP));
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{url}/admin/v1/openapi.json"))
@@ -283,18 +248,17 @@ async fn start_admin(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (url, shutdown, task)
+    (s, url)
 }
 
 #[tokio::test]
 async fn openapi_admin_document_served_is_the_committed_copy() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, shutdown, task) = start_admin(dir.path()).await;
+    let (s, url) = start_admin().await;
     // No token: the document holds no data.
     let served = reqwest::get(format!("{url}/admin/v1/openapi.json"))
         .await
         .expect("openapi.json");
-    stop(shutdown, task).await;
+    s.stop().await;
     assert_eq!(served.status(), 200);
     assert_eq!(
         served.headers()["content-type"].to_str().ok(),
@@ -362,8 +326,7 @@ fn documented_methods(doc: &serde_json::Value) -> BTreeMap<String, BTreeSet<Stri
 async fn openapi_admin_document_has_every_admin_route_and_no_other() {
     let doc = ingest::admin_openapi::document();
     let documented = documented_methods(&doc);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, shutdown, task) = start_admin(dir.path()).await;
+    let (s, url) = start_admin().await;
     let client = reqwest::Client::new();
     let routed = admin_paths();
     let mut missing = Vec::new();
@@ -405,7 +368,7 @@ async fn openapi_admin_document_has_every_admin_route_and_no_other() {
             }
         }
     }
-    stop(shutdown, task).await;
+    s.stop().await;
     assert!(
         missing.is_empty(),
         "admin routes served but not in the admin OpenAPI document (add #[utoipa::path] to the \
@@ -423,8 +386,7 @@ async fn openapi_admin_document_has_every_admin_route_and_no_other() {
 #[tokio::test]
 async fn openapi_admin_scopes_are_the_ones_enforced() {
     let doc = ingest::admin_openapi::document();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, shutdown, task) = start_admin(dir.path()).await;
+    let (s, url) = start_admin().await;
     let client = reqwest::Client::new();
     let mut tokens = BTreeMap::new();
     tokens.insert("full", BOOTSTRAP.to_owned());
@@ -489,7 +451,7 @@ async fn openapi_admin_scopes_are_the_ones_enforced() {
             checked += 1;
         }
     }
-    stop(shutdown, task).await;
+    s.stop().await;
     assert!(checked > 20, "only {checked} operations checked");
     assert!(
         wrong.is_empty(),

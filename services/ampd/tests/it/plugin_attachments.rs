@@ -91,7 +91,8 @@ async fn spec_next_plugin_attach_and_download() {
     require_tools();
     let data = tempfile::tempdir().expect("tempdir");
     let home = tempfile::tempdir().expect("tempdir");
-    let (ampd, base) = super::spawned::start(data.path(), "127.0.0.1:0", &[]).await;
+    let ampd = amp_testkit::ampd::AmpdProcess::start(data.path(), &[]).await;
+    let base = ampd.url().to_owned();
     let home = home.path();
 
     for agent in ["alice", "bob"] {
@@ -165,5 +166,5 @@ async fn spec_next_plugin_attach_and_download() {
     assert_eq!(got.len(), sent.len(), "downloaded size");
     assert!(got == sent, "the downloaded bytes equal the sent ones");
 
-    super::spawned::stop(ampd).await;
+    ampd.stop().await;
 }

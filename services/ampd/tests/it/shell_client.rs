@@ -35,14 +35,13 @@ fn require_tools() {
     }
 }
 
-/// Starts `ampd` on a free port; returns the child and its base URL.
-
 #[tokio::test]
 async fn plugin_flow_against_ampd() {
     require_tools();
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let (ampd, base) = super::spawned::start(data.path(), "127.0.0.1:0", &[]).await;
+    let ampd = amp_testkit::ampd::AmpdProcess::start(data.path(), &[]).await;
+    let base = ampd.url().to_owned();
 
     let mut run = Command::new("bash")
         .arg(script())
@@ -73,5 +72,5 @@ async fn plugin_flow_against_ampd() {
         status.success() && out.lines().any(|l| l == "OK"),
         "client-flow.sh failed ({status})\n--- stdout\n{out}\n--- stderr\n{err}"
     );
-    super::spawned::stop(ampd).await;
+    ampd.stop().await;
 }

@@ -2,36 +2,13 @@
 //! in-process bus and the router in one process) yields an `amp.route` span and a router
 //! span in the same trace, the router's a child continued from the bus headers.
 
-use std::time::Duration;
-
-use amp_proto::SecretKey;
-use amp_proto::signing::{SignedFields, sign_message};
-use amp_runtime::Shutdown;
 use amp_runtime::telemetry::trace_layer;
+use amp_testkit::ampd::Ampd;
+use amp_testkit::message::Msg;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const PAYLOAD: &str = r#"{"type":"notification","message":"secret-ish payload text"}"#;
-
-async fn register(http: &reqwest::Client, url: &str, name: &str) -> (Value, SecretKey) {
-    let key = SecretKey::generate();
-    let body = json!({
-        "tenant": "tracing",
-        "name": name,
-        "public_key": key.public().to_pem(),
-        "key_algorithm": "Ed25519",
-    });
-    let r = http
-        .post(format!("{url}/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .expect("register");
-    assert!(r.status().is_success(), "register {name}: {}", r.status());
-    (r.json().await.expect("register json"), key)
-}
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
@@ -52,68 +29,18 @@ async fn a_routed_message_is_one_trace_from_ingest_to_router() {
         tracing_subscriber::registry().with(trace_layer(&provider)),
     );
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ampd::Config::default();
-    config.server.data_dir = dir.path().to_owned();
-    config.server.shutdown_grace_secs = 1;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "ampd did not become ready");
-
-    let (alice, alice_key) = register(&http, &url, "alice").await;
-    let (bob, _) = register(&http, &url, "bob").await;
-    let from = alice["address"].as_str().expect("address");
-    let to = bob["address"].as_str().expect("address");
-    let signature = sign_message(
-        &alice_key,
-        &SignedFields {
-            from,
-            to,
-            subject: "traced",
-            priority: "normal",
-            in_reply_to: "",
-        },
-        PAYLOAD,
-    )
-    .expect("sign");
-    let body = format!(
-        r#"{{"to":{},"subject":"traced","signature":{},"payload":{PAYLOAD}}}"#,
-        json!(to),
-        json!(signature)
-    );
-    let r = http
-        .post(format!("{url}/v1/route"))
-        .bearer_auth(alice["api_key"].as_str().expect("api_key"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("route");
-    assert_eq!(r.status(), StatusCode::OK);
-    let answer: Value = r.json().await.expect("route json");
+    let s = Ampd::start().await;
+    let alice = s.register("tracing", "alice").await;
+    let bob = s.register("tracing", "bob").await;
+    let m = Msg::new(&bob.address, "traced").payload(PAYLOAD);
+    let signature = m.sign(&alice);
+    let r = s
+        .post(&alice, "/v1/route", Some(m.flat(Some(&signature))))
+        .await;
+    let answer = r.ok();
     let id = answer["id"].as_str().expect("id").to_owned();
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("run returns after shutdown")
-        .expect("join")
-        .expect("run succeeds");
+    s.stop().await;
     let _ = provider.force_flush();
     let spans = exporter.get_finished_spans().expect("finished spans");
     let named =

@@ -7,13 +7,13 @@ use amp_proto::attachment::Digest;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Agent, Node, Provider};
+use crate::common::{Agent, Ampd, FederationExt, Provider};
 
 /// Uploads `bytes` on `node` as `who` and returns the status body (with its signed `url`).
-async fn attach(node: &Node, who: &Agent, name: &str, bytes: &[u8]) -> Value {
+async fn attach(node: &Ampd, who: &Agent, name: &str, bytes: &[u8]) -> Value {
     let init: Value = node
         .http
-        .post(format!("{}/v1/attachments/upload", node.url))
+        .post(format!("{}/v1/attachments/upload", node.url()))
         .bearer_auth(&who.api_key)
         .json(
             &json!({"filename": name, "content_type": "text/plain", "size": bytes.len(),
@@ -36,14 +36,14 @@ async fn attach(node: &Node, who: &Agent, name: &str, bytes: &[u8]) -> Value {
     assert_eq!(put.status(), StatusCode::OK);
     let confirm = node
         .http
-        .post(format!("{}/v1/attachments/{id}/confirm", node.url))
+        .post(format!("{}/v1/attachments/{id}/confirm", node.url()))
         .bearer_auth(&who.api_key)
         .send()
         .await
         .expect("confirm");
     assert_eq!(confirm.status(), StatusCode::OK);
     node.http
-        .get(format!("{}/v1/attachments/{id}", node.url))
+        .get(format!("{}/v1/attachments/{id}", node.url()))
         .bearer_auth(&who.api_key)
         .send()
         .await
@@ -85,7 +85,7 @@ async fn spec_next_federated_attachment_round_trip() {
     assert!(text.contains(&raw), "payload verbatim: {text}");
     // Bob downloads from alpha by the signed URL, with no account there.
     let url = status["url"].as_str().expect("url");
-    assert!(url.starts_with(&a.url), "{url}");
+    assert!(url.starts_with(a.url()), "{url}");
     let got = reqwest::get(url).await.expect("download");
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.bytes().await.expect("body").as_ref(), bytes.as_slice());

@@ -9,7 +9,7 @@ use amp_proto::{Envelope, SignedFields};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Node, Provider, dns_server, find, payload_with, txt_of};
+use crate::common::{Ampd, FederationExt, Provider, dns_server, find, payload_with, txt_of};
 
 /// Checks a federated message as its recipient sees it: the sender, the payload byte for
 /// byte, the `external` classification with its wrapping, and the sender's signature.
@@ -38,7 +38,7 @@ fn check_received(page: &Value, text: &str, id: &str, from: &str, payload: &str,
 }
 
 /// Alice on `a` and Bob on `b` exchange a message and a reply.
-async fn round_trip(a: &Node, b: &Node) {
+async fn round_trip(a: &Ampd, b: &Ampd) {
     let alice = a.register("acme", "alice").await;
     let bob = b.register("team", "bob").await;
     let text = "Hello Bob, from another provider.";
@@ -147,7 +147,7 @@ async fn federation_dns_key_must_match_the_published_fingerprint() {
     );
     let r = a
         .http
-        .post(format!("{}/v1/route", a.url))
+        .post(format!("{}/v1/route", a.url()))
         .bearer_auth(&alice.api_key)
         .header("content-type", "application/json")
         .body(body)
@@ -353,7 +353,7 @@ async fn federation_operator_usage_meters_both_directions() {
     let pa = Provider::new("alpha.test").await;
     let pb = Provider::new("beta.test").await;
     let (ports, admin_of) = ([free_port(), free_port()], |port: u16| {
-        move |c: &mut ampd::Config| {
+        move |c: &mut amp_testkit::ampd::Config| {
             c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
             c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(ADMIN_TOKEN));
             c.ingest.messaging.usage_flush_ms = 100;

@@ -10,7 +10,7 @@ use amp_proto::{SecretKey, Timestamp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Agent, Provider, Resp, payload_with, resp, sign};
+use crate::common::{Agent, FederationExt, Provider, Resp, payload_with, sign};
 
 /// A federation request body whose envelope carries `key`.
 fn keyed_body(from: &Agent, to: &str, id: &str, subject: &str, key: &str) -> String {
@@ -45,7 +45,7 @@ fn headers(provider: &str, key: &SecretKey, body: &str) -> Vec<(&'static str, St
 
 /// `POST /v1/route` with the flat body and `idempotency_key`.
 async fn route_keyed(
-    node: &crate::common::Node,
+    node: &crate::common::Ampd,
     from: &Agent,
     to: &str,
     subject: &str,
@@ -63,14 +63,14 @@ async fn route_keyed(
     );
     let r = node
         .http
-        .post(format!("{}/v1/route", node.url))
+        .post(format!("{}/v1/route", node.url()))
         .bearer_auth(&from.api_key)
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
         .expect("route");
-    resp(r).await
+    Resp::read(r).await
 }
 
 /// Alice on alpha sends to Bob on beta with a key, and retries: one answer, one copy on

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::common::{Agent, Node, Provider, payload_with};
+use crate::common::{Agent, Ampd, FederationExt, Provider, payload_with};
 
 /// Messages timed one at a time.
 const SEQUENTIAL: usize = 30;
@@ -85,7 +85,7 @@ async fn federation_loopback_latency_and_throughput() {
 
 /// Sends BURST messages from SENDERS concurrent tasks; returns the time until all were
 /// accepted.
-async fn burst(a: &Arc<Node>, alice: &Arc<Agent>, to: &str) -> Duration {
+async fn burst(a: &Arc<Ampd>, alice: &Arc<Agent>, to: &str) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..SENDERS {

@@ -6,7 +6,7 @@ use amp_proto::{SecretKey, Timestamp};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Agent, Node, Provider, Resp, dns_server, payload_with, sign};
+use crate::common::{Agent, Ampd, FederationExt, Provider, Resp, dns_server, payload_with, sign};
 
 /// A federation request body: envelope (signed by `from`), raw payload, sender key.
 fn body(from: &Agent, to: &str, id: &str, payload: &str, signed_payload: &str) -> String {
@@ -64,7 +64,7 @@ fn remote_agent(address: &str) -> Agent {
 async fn beta_with_alpha_pinned(
     pa: &Provider,
     tweak: impl FnOnce(&mut federation::Config),
-) -> Node {
+) -> Ampd {
     let pb = Provider::new("beta.test").await;
     let node = pb
         .start(|f| {
@@ -173,13 +173,13 @@ async fn federation_refusals_store_nothing() {
     let again = headers("alpha.test", &pa.key, now + 2, &good);
     let mut req = b
         .http
-        .post(format!("{}/api/v1/federation/deliver", b.url))
+        .post(format!("{}/api/v1/federation/deliver", b.url()))
         .header("content-type", "application/json")
         .body(good.clone());
     for (k, v) in &again {
         req = req.header(*k, v);
     }
-    let r = crate::common::resp(req.send().await.expect("send")).await;
+    let r = Resp::read(req.send().await.expect("send")).await;
     assert_eq!(r.json(), first);
     assert_eq!(b.pending_count(&bob).await, 1, "one mailbox entry");
     b.stop().await;
@@ -278,7 +278,7 @@ async fn security_shared_limits_replay_on_another_replica_stores_nothing_twice()
     // Acknowledged, then replayed to yet another process: never delivered again.
     let ack = b
         .http
-        .post(format!("{}/v1/messages/pending/ack", b.url))
+        .post(format!("{}/v1/messages/pending/ack", b.url()))
         .bearer_auth(&bob.api_key)
         .header("content-type", "application/json")
         .body(json!({ "ids": [id] }).to_string())
@@ -345,7 +345,7 @@ async fn operator_federation_inbound_stored_bytes_is_enforced_with_507() {
         .collect();
     let r = b
         .http
-        .post(format!("{}/v1/messages/pending/ack", b.url))
+        .post(format!("{}/v1/messages/pending/ack", b.url()))
         .bearer_auth(&bob.api_key)
         .json(&json!({ "ids": ids }))
         .send()
@@ -378,7 +378,7 @@ async fn spec_next_federation_inbound_to_a_suspended_agent_is_refused() {
     let bob = b.register("team", "bob").await;
     let me: serde_json::Value = b
         .http
-        .get(format!("{}/v1/agents/me", b.url))
+        .get(format!("{}/v1/agents/me", b.url()))
         .bearer_auth(&bob.api_key)
         .send()
         .await
@@ -389,7 +389,7 @@ async fn spec_next_federation_inbound_to_a_suspended_agent_is_refused() {
     let bob_id = me["agent_id"].as_str().expect("agent_id").to_owned();
     let operator = |action: &str| {
         b.http
-            .post(format!("{}/v1/agents/{bob_id}/{action}", b.url))
+            .post(format!("{}/v1/agents/{bob_id}/{action}", b.url()))
             .bearer_auth(TOKEN)
             .json(&json!({"reason": "federation test"}))
             .send()

@@ -8,7 +8,7 @@ use amp_proto::{SecretKey, Timestamp};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Agent, Node, Provider, payload_with, resp, sign};
+use crate::common::{Agent, Ampd, FederationExt, Provider, Resp, payload_with, sign};
 
 /// A federation request body from `from` (signed with its key) to `to`.
 fn body(from: &Agent, to: &str, id: &str, subject: &str, timestamp: Timestamp) -> String {
@@ -53,18 +53,18 @@ fn id(n: u64) -> String {
 }
 
 /// Rotates `who`'s keypair on `node`; returns the new key.
-async fn rotate_keys(node: &Node, who: &Agent) -> SecretKey {
+async fn rotate_keys(node: &Ampd, who: &Agent) -> SecretKey {
     let new_key = SecretKey::generate();
     let pem = new_key.public().to_pem();
     let r = node
         .http
-        .post(format!("{}/v1/auth/rotate-keys", node.url))
+        .post(format!("{}/v1/auth/rotate-keys", node.url()))
         .bearer_auth(&who.api_key)
         .json(&json!({ "new_public_key": pem, "proof": who.key.sign_b64(pem.as_bytes()) }))
         .send()
         .await
         .expect("rotate-keys");
-    let r = resp(r).await;
+    let r = Resp::read(r).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     new_key
 }
@@ -207,7 +207,7 @@ async fn spec_next_federation_future_timestamps_refused_and_replays_stored_once(
         .to_owned();
     let r = b
         .http
-        .delete(format!("{}/v1/messages/pending/{delivered}", b.url))
+        .delete(format!("{}/v1/messages/pending/{delivered}", b.url()))
         .bearer_auth(&bob.api_key)
         .send()
         .await

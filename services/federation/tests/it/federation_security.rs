@@ -7,7 +7,7 @@ use amp_proto::message::limits;
 use amp_proto::{SecretKey, Timestamp};
 use serde_json::{Value, json};
 
-use crate::common::{Agent, Node, Provider, Resp, dns_server, payload_with, sign};
+use crate::common::{Agent, Ampd, FederationExt, Provider, Resp, dns_server, payload_with, sign};
 
 /// A remote agent (only its key matters).
 fn remote_agent(address: &str) -> Agent {
@@ -48,7 +48,7 @@ fn rand_u64() -> u64 {
 }
 
 /// `POST /v1/federation/deliver` of `body` as `provider`, signed with `key`.
-async fn deliver_as(node: &Node, provider: &str, key: &SecretKey, body: &str) -> Resp {
+async fn deliver_as(node: &Ampd, provider: &str, key: &SecretKey, body: &str) -> Resp {
     let ts = Timestamp::now().unix_secs().to_string();
     let sig = federation::signature::sign(key, &ts, body.as_bytes());
     node.deliver_raw(
@@ -71,7 +71,7 @@ fn assert_refused(r: &Resp, status: u16, error: &str) {
 }
 
 /// Beta (`beta.test`) with alpha pinned as a static peer.
-async fn beta_with_alpha(pa: &Provider) -> Node {
+async fn beta_with_alpha(pa: &Provider) -> Ampd {
     let pb = Provider::new("beta.test").await;
     let node = pb.start(|f| f.peers = vec![pa.as_peer()]).await;
     std::mem::forget(pb);
@@ -447,7 +447,7 @@ async fn federation_security_discovery_after_cheap_checks_and_rate_limited() {
 
 /// `POST /v1/federation/deliver` of `body` as `provider`, from the loopback address `source`.
 async fn deliver_from(
-    node: &Node,
+    node: &Ampd,
     source: [u8; 4],
     provider: &str,
     key: &SecretKey,
@@ -460,7 +460,7 @@ async fn deliver_from(
     let ts = Timestamp::now().unix_secs().to_string();
     let sig = federation::signature::sign(key, &ts, body.as_bytes());
     let r = http
-        .post(format!("{}/v1/federation/deliver", node.url))
+        .post(format!("{}/v1/federation/deliver", node.url()))
         .header("content-type", "application/json")
         .header("X-AMP-Provider", provider)
         .header("X-AMP-Timestamp", ts)
@@ -469,7 +469,7 @@ async fn deliver_from(
         .send()
         .await
         .expect("deliver");
-    crate::common::resp(r).await
+    Resp::read(r).await
 }
 
 /// One client address sending requests that name bogus providers spends its own discovery
@@ -611,7 +611,7 @@ async fn federation_security_pin_markers_expire() {
     assert_eq!(r.status.as_u16(), 200, "{}", r.text);
     node.stop().await;
 
-    let store = RedbStore::open(&RedbConfig::in_dir(pb.dir.path())).expect("open the node's store");
+    let store = RedbStore::open(&RedbConfig::in_dir(pb.data_dir())).expect("open the node's store");
     let key = federation::inbound::pin_key(&alice.address);
     let pinned = store
         .get(&key)

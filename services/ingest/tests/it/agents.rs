@@ -23,7 +23,7 @@ async fn me_returns_the_profile_and_no_secrets() {
         .await;
     let res = server.get("/v1/agents/me", Some(&r.api_key)).await;
     res.expect_status(200);
-    let b = &res.body;
+    let b = &res.json_or_null();
     assert_eq!(b["address"], r.address);
     assert_eq!(b["alias"], "Alice");
     assert!(b["delivery"].is_object(), "{b}");
@@ -57,7 +57,7 @@ async fn me_never_reveals_the_webhook_secret() {
         .await;
     let res = server.get("/v1/agents/me", Some(&r.api_key)).await;
     res.expect_status(200);
-    assert_eq!(res.body["delivery"]["webhook_url"], WEBHOOK_URL);
+    assert_eq!(res.json_or_null()["delivery"]["webhook_url"], WEBHOOK_URL);
     assert!(!res.text.contains(secret), "{}", res.text);
     assert!(!res.text.contains("webhook_secret"), "{}", res.text);
     assert!(!res.text.contains("api_key"), "{}", res.text);
@@ -110,12 +110,12 @@ async fn patch_updates_alias_and_metadata() {
         )
         .await;
     res.expect_status(200);
-    assert_eq!(res.body["updated"], true, "{}", res.text);
-    assert_eq!(res.body["address"], r.address);
+    assert_eq!(res.json_or_null()["updated"], true, "{}", res.text);
+    assert_eq!(res.json_or_null()["address"], r.address);
     let me = server.get("/v1/agents/me", Some(&r.api_key)).await;
     me.expect_status(200);
-    assert_eq!(me.body["alias"], "Carol C.");
-    assert_eq!(me.body["delivery"]["prefer_websocket"], false);
+    assert_eq!(me.json_or_null()["alias"], "Carol C.");
+    assert_eq!(me.json_or_null()["delivery"]["prefer_websocket"], false);
     // The alias is public: resolution shows it too.
     let resolved = server
         .get(
@@ -123,7 +123,7 @@ async fn patch_updates_alias_and_metadata() {
             Some(&r.api_key),
         )
         .await;
-    assert_eq!(resolved.body["alias"], "Carol C.");
+    assert_eq!(resolved.json_or_null()["alias"], "Carol C.");
 }
 
 #[tokio::test]
@@ -143,9 +143,12 @@ async fn patch_rejects_non_updatable_fields() {
     }
     // Nothing changed, not even the alias sent alongside.
     let me = server.get("/v1/agents/me", Some(&r.api_key)).await;
-    assert_eq!(me.body["address"], r.address);
-    assert_ne!(me.body["alias"], "x");
-    assert_eq!(me.body["fingerprint"], fingerprint_of(&r.key.public()));
+    assert_eq!(me.json_or_null()["address"], r.address);
+    assert_ne!(me.json_or_null()["alias"], "x");
+    assert_eq!(
+        me.json_or_null()["fingerprint"],
+        fingerprint_of(&r.key.public())
+    );
 }
 
 #[tokio::test]
@@ -160,7 +163,8 @@ async fn patch_webhook_url_without_a_secret_is_rejected() {
         )
         .await;
     res.expect_error(400, "missing_field");
-    let field = res.body["field"].as_str().unwrap_or_default();
+    let res_json = res.json_or_null();
+    let field = res_json["field"].as_str().unwrap_or_default();
     assert!(field.ends_with("webhook_secret"), "field {field:?}");
 
     // With a secret it is accepted; afterwards the URL alone may change.
@@ -173,7 +177,7 @@ async fn patch_webhook_url_without_a_secret_is_rejected() {
         .await;
     res.expect_status(200);
     let me = server.get("/v1/agents/me", Some(&r.api_key)).await;
-    assert_eq!(me.body["delivery"]["webhook_url"], WEBHOOK_URL);
+    assert_eq!(me.json_or_null()["delivery"]["webhook_url"], WEBHOOK_URL);
 }
 
 #[tokio::test]
@@ -196,7 +200,8 @@ async fn patch_rejects_a_non_https_webhook() {
             )
             .await;
         res.expect_error(400, "invalid_field");
-        let field = res.body["field"].as_str().unwrap_or_default();
+        let res_json = res.json_or_null();
+        let field = res_json["field"].as_str().unwrap_or_default();
         assert!(field.ends_with("webhook_url"), "{url}: field {field:?}");
     }
 }
@@ -208,9 +213,13 @@ async fn delete_me_deregisters() {
     let r = server.register(&tenant, "gone").await;
     let res = server.delete("/v1/agents/me", Some(&r.api_key)).await;
     res.expect_status(200);
-    assert_eq!(res.body["deregistered"], true, "{}", res.text);
-    assert_eq!(res.body["address"], r.address);
-    assert!(is_rfc3339(&res.body["deregistered_at"]), "{}", res.text);
+    assert_eq!(res.json_or_null()["deregistered"], true, "{}", res.text);
+    assert_eq!(res.json_or_null()["address"], r.address);
+    assert!(
+        is_rfc3339(&res.json_or_null()["deregistered_at"]),
+        "{}",
+        res.text
+    );
 
     server
         .get("/v1/agents/me", Some(&r.api_key))
@@ -254,7 +263,8 @@ async fn list_shows_only_the_callers_tenant() {
 
     let res = server.get("/v1/agents", Some(&a.api_key)).await;
     res.expect_status(200);
-    let agents = res.body["agents"].as_array().expect("agents array");
+    let res_json = res.json_or_null();
+    let agents = res_json["agents"].as_array().expect("agents array");
     let addresses: HashSet<&str> = agents
         .iter()
         .map(|a| a["address"].as_str().expect("address"))
@@ -277,8 +287,8 @@ async fn list_shows_only_the_callers_tenant() {
         .find(|a| a["address"] == b.address)
         .expect("b listed");
     assert_eq!(bee["alias"], "Bee");
-    assert_eq!(res.body["total"], 2, "{}", res.text);
-    assert_eq!(res.body["has_more"], false, "{}", res.text);
+    assert_eq!(res.json_or_null()["total"], 2, "{}", res.text);
+    assert_eq!(res.json_or_null()["has_more"], false, "{}", res.text);
     assert!(!res.text.contains(&x.address));
 
     // The own tenant by name is fine; another tenant is forbidden (4.31).
@@ -286,7 +296,7 @@ async fn list_shows_only_the_callers_tenant() {
         .get(&format!("/v1/agents?tenant={tenant}"), Some(&a.api_key))
         .await;
     res.expect_status(200);
-    assert_eq!(res.body["total"], 2);
+    assert_eq!(res.json_or_null()["total"], 2);
     server
         .get(&format!("/v1/agents?tenant={other}"), Some(&a.api_key))
         .await
@@ -308,22 +318,23 @@ async fn list_search_filters() {
         .get("/v1/agents?search=backend", Some(&a.api_key))
         .await;
     res.expect_status(200);
-    let got: HashSet<&str> = res.body["agents"]
+    let res_json = res.json_or_null();
+    let got: HashSet<&str> = res_json["agents"]
         .as_array()
         .expect("agents")
         .iter()
         .map(|a| a["address"].as_str().expect("address"))
         .collect();
     assert_eq!(got, HashSet::from([a.address.as_str(), b.address.as_str()]));
-    assert_eq!(res.body["total"], 2, "{}", res.text);
+    assert_eq!(res.json_or_null()["total"], 2, "{}", res.text);
 
     let res = server
         .get("/v1/agents?search=nothing-matches", Some(&a.api_key))
         .await;
     res.expect_status(200);
-    assert_eq!(res.body["agents"], json!([]));
-    assert_eq!(res.body["total"], 0);
-    assert_eq!(res.body["has_more"], false);
+    assert_eq!(res.json_or_null()["agents"], json!([]));
+    assert_eq!(res.json_or_null()["total"], 0);
+    assert_eq!(res.json_or_null()["has_more"], false);
 }
 
 #[tokio::test]
@@ -350,19 +361,20 @@ async fn list_pages_with_a_cursor() {
         }
         let res = server.send(req).await;
         res.expect_status(200);
-        let page = res.body["agents"].as_array().expect("agents");
+        let res_json = res.json_or_null();
+        let page = res_json["agents"].as_array().expect("agents");
         assert!(page.len() <= 2, "{}", res.text);
-        assert_eq!(res.body["total"], 5, "{}", res.text);
+        assert_eq!(res.json_or_null()["total"], 5, "{}", res.text);
         seen.extend(
             page.iter()
                 .map(|a| a["address"].as_str().expect("address").to_owned()),
         );
-        if res.body["has_more"] == false {
+        if res.json_or_null()["has_more"] == false {
             break;
         }
-        assert_eq!(res.body["has_more"], true, "{}", res.text);
+        assert_eq!(res.json_or_null()["has_more"], true, "{}", res.text);
         cursor = Some(
-            res.body["cursor"]
+            res.json_or_null()["cursor"]
                 .as_str()
                 .unwrap_or_else(|| panic!("cursor while has_more: {}", res.text))
                 .to_owned(),
@@ -399,7 +411,7 @@ async fn resolve_returns_the_public_key_on_both_paths() {
     ] {
         let res = server.get(&path, Some(&me.api_key)).await;
         res.expect_status(200);
-        let b = &res.body;
+        let b = &res.json_or_null();
         assert_eq!(b["address"], target.address, "{path}");
         assert_eq!(b["alias"], "The Target", "{path}");
         let pem = b["public_key"].as_str().expect("public_key");
@@ -446,9 +458,9 @@ async fn scoped_agent_resolves_by_its_short_address() {
             .get(&format!("/v1/agents/resolve/{address}"), Some(&me.api_key))
             .await;
         res.expect_status(200);
-        assert_eq!(res.body["address"], scoped.address);
+        assert_eq!(res.json_or_null()["address"], scoped.address);
         assert_eq!(
-            res.body["fingerprint"],
+            res.json_or_null()["fingerprint"],
             fingerprint_of(&scoped.key.public())
         );
     }
@@ -461,7 +473,7 @@ async fn agents_me_is_not_an_address() {
     for path in ["/v1/agents/me", "/api/v1/agents/me"] {
         let res = server.get(path, Some(&r.api_key)).await;
         res.expect_status(200);
-        assert_eq!(res.body["address"], r.address);
-        assert!(res.body.get("delivery").is_some(), "{}", res.text);
+        assert_eq!(res.json_or_null()["address"], r.address);
+        assert!(res.json_or_null().get("delivery").is_some(), "{}", res.text);
     }
 }

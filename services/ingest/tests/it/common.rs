@@ -1,22 +1,18 @@
-//! The harness: a real ingest server on `127.0.0.1:0` (redb in a temp dir, in-process bus,
-//! hardened router, `amp_runtime::shutdown::serve`), a reqwest client and helpers that return
-//! status, headers and JSON body.
+//! The harness: the ingest service as the provider runs it, inside the kit's in-process `ampd`
+//! ([`Ampd`]: redb in a temp dir, the in-process bus, the hardened router) with this suite's
+//! `[ingest]` section and a provider key fixed in advance, a reqwest client and helpers that
+//! return the kit's [`Resp`] (status, headers, body text).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use amp_proto::{PublicKey, SecretKey};
-use amp_runtime::Shutdown;
-use amp_store::Store;
-use amp_store::redb::{RedbConfig, RedbStore};
+use amp_testkit::ampd::{Ampd, AmpdHome};
+pub(crate) use amp_testkit::http::Resp;
 use base64::Engine as _;
-use ingest::{Config, Identity, Ingest};
-use reqwest::header::HeaderMap;
+use ingest::Config;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
 
 /// The provider domain every test server uses.
 pub(crate) const DOMAIN: &str = "example.test";
@@ -71,97 +67,6 @@ pub(crate) fn is_api_key(key: &str) -> bool {
     })
 }
 
-/// One HTTP answer.
-#[derive(Debug)]
-pub(crate) struct Resp {
-    pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
-    /// The raw body text.
-    pub(crate) text: String,
-    /// The body parsed as JSON (`Value::Null` when it is not JSON).
-    pub(crate) body: Value,
-}
-
-impl Resp {
-    /// A header as text.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the status, printing the body otherwise; returns `self` for chaining.
-    #[track_caller]
-    pub(crate) fn expect_status(&self, status: u16) -> &Self {
-        assert_eq!(
-            self.status, status,
-            "expected {status}, got {} with body {}",
-            self.status, self.text
-        );
-        self
-    }
-
-    /// Asserts a spec error: this status, a JSON content type and a body
-    /// `{error: code, message: <non-empty string>, field?}`.
-    #[track_caller]
-    pub(crate) fn expect_error(&self, status: u16, code: &str) -> &Self {
-        self.expect_status(status);
-        self.expect_error_shape();
-        assert_eq!(self.body["error"], code, "error code in {}", self.text);
-        self
-    }
-
-    /// Asserts the body is the spec error shape (any code).
-    #[track_caller]
-    pub(crate) fn expect_error_shape(&self) -> &Self {
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.contains("json"),
-            "content-type {ct:?}, body {}",
-            self.text
-        );
-        assert!(
-            self.body["error"].as_str().is_some_and(|s| !s.is_empty()),
-            "no `error` string in {}",
-            self.text
-        );
-        assert!(
-            self.body["message"].as_str().is_some_and(|s| !s.is_empty()),
-            "no `message` string in {}",
-            self.text
-        );
-        if let Some(field) = self.body.get("field") {
-            assert!(
-                field.is_string(),
-                "`field` is not a string in {}",
-                self.text
-            );
-        }
-        self
-    }
-
-    /// Asserts `field` equals `name`.
-    #[track_caller]
-    pub(crate) fn expect_field(&self, name: &str) -> &Self {
-        assert_eq!(self.body["field"], name, "field in {}", self.text);
-        self
-    }
-
-    /// Asserts the three `X-RateLimit-*` headers are present and numeric.
-    #[track_caller]
-    pub(crate) fn expect_rate_headers(&self) -> &Self {
-        for h in [
-            "x-ratelimit-limit",
-            "x-ratelimit-remaining",
-            "x-ratelimit-reset",
-        ] {
-            let v = self
-                .header(h)
-                .unwrap_or_else(|| panic!("missing {h}; headers {:?}", self.headers));
-            assert!(v.parse::<u64>().is_ok(), "{h}: {v:?} is not a number");
-        }
-        self
-    }
-}
-
 /// A registered agent.
 pub(crate) struct Registered {
     pub(crate) api_key: String,
@@ -171,19 +76,12 @@ pub(crate) struct Registered {
     pub(crate) body: Value,
 }
 
-/// A running ingest server; shut down on drop.
+/// A running provider (the kit's [`Ampd`]) with this suite's ingest configuration; shut
+/// down on drop.
 pub(crate) struct TestServer {
-    pub(crate) addr: SocketAddr,
     pub(crate) client: reqwest::Client,
     pub(crate) provider_key: PublicKey,
-    shutdown: Shutdown,
-    _dir: TempDir,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
+    ampd: Ampd,
 }
 
 impl TestServer {
@@ -192,51 +90,31 @@ impl TestServer {
         Self::with_config(test_config()).await
     }
 
-    /// A server with exactly this config.
+    /// A server whose `[ingest]` section is exactly this config, on [`DOMAIN`].
     pub(crate) async fn with_config(config: Config) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let backend = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("open redb");
-        let store = Store::new(backend);
-        let bus = amp_bus::Bus::in_process(Default::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
         let provider_key = SecretKey::generate();
         let provider_public = provider_key.public();
-        let identity = Identity {
-            domain: DOMAIN.into(),
-            public_url: format!("http://{addr}"),
-            provider_key,
-            key_pepper: vec![7; 32],
-            capabilities: vec![],
-            version: "0.1.0".into(),
-        };
-        let ingest = Ingest::new(config, identity, store, bus, None)
-            .await
-            .expect("ingest starts");
-        let app = amp_runtime::http::harden(ingest.router(), BODY_LIMIT);
-        let shutdown = Shutdown::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            let limits = amp_runtime::listener::ConnectionLimits::default();
-            amp_runtime::shutdown::serve(listener, app, &limits, signal, Duration::from_secs(1))
-                .await
-        });
+        let ampd = AmpdHome::new()
+            .with_key(provider_key)
+            .start_with(|c| {
+                c.server.domain = DOMAIN.into();
+                c.ingest = config;
+            })
+            .await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client");
         Self {
-            addr,
             client,
             provider_key: provider_public,
-            shutdown,
-            _dir: dir,
+            ampd,
         }
     }
 
     /// `http://127.0.0.1:port`.
     pub(crate) fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.ampd.url().to_owned()
     }
 
     /// `base + path`.
@@ -246,18 +124,7 @@ impl TestServer {
 
     /// Sends a request and collects the answer.
     pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let bytes = res.bytes().await.expect("response body");
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            text,
-            body,
-        }
+        amp_testkit::http::send(req).await
     }
 
     fn with_auth(req: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
@@ -319,22 +186,16 @@ impl TestServer {
         obj.entry("key_algorithm")
             .or_insert_with(|| Value::from("Ed25519"));
         let res = self.register_raw(&body, user_key).await;
-        res.expect_status(201);
+        let body = res.json_with(201);
         Registered {
-            api_key: res.body["api_key"]
-                .as_str()
-                .expect("api_key string")
-                .to_owned(),
-            address: res.body["address"]
-                .as_str()
-                .expect("address string")
-                .to_owned(),
-            agent_id: res.body["agent_id"]
+            api_key: body["api_key"].as_str().expect("api_key string").to_owned(),
+            address: body["address"].as_str().expect("address string").to_owned(),
+            agent_id: body["agent_id"]
                 .as_str()
                 .expect("agent_id string")
                 .to_owned(),
             key,
-            body: res.body,
+            body,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::common::{BODY_LIMIT, Resp, TestServer, reg_body, unique};
 #[track_caller]
 fn assert_clean_4xx(what: &str, res: &Resp) {
     assert!(
-        (400..500).contains(&res.status),
+        (400..500).contains(&res.status.as_u16()),
         "{what}: status {} body {}",
         res.status,
         res.text

@@ -54,7 +54,7 @@ async fn tenant_isolation() {
     let res = server
         .get("/v1/agents?search=shared", Some(&a.api_key))
         .await;
-    assert_eq!(res.body["total"], 1, "{}", res.text);
+    assert_eq!(res.json_or_null()["total"], 1, "{}", res.text);
 
     // Management: no endpoint takes another agent's address or id.
     let b_targets = [
@@ -69,7 +69,7 @@ async fn tenant_isolation() {
             .patch(path, Some(&a.api_key), &json!({"alias": "pwned"}))
             .await;
         assert!(
-            (400..500).contains(&res.status),
+            (400..500).contains(&res.status.as_u16()),
             "PATCH {path}: {} {}",
             res.status,
             res.text
@@ -77,7 +77,7 @@ async fn tenant_isolation() {
         res.expect_error_shape();
         let res = server.delete(path, Some(&a.api_key)).await;
         assert!(
-            (400..500).contains(&res.status),
+            (400..500).contains(&res.status.as_u16()),
             "DELETE {path}: {} {}",
             res.status,
             res.text
@@ -113,12 +113,15 @@ async fn tenant_isolation() {
 
     let me = server.get("/v1/agents/me", Some(&b.api_key)).await;
     me.expect_status(200);
-    assert_eq!(me.body["address"], b.address);
-    assert_eq!(me.body["alias"], "B");
-    assert_eq!(me.body["fingerprint"], fingerprint_of(&b.key.public()));
+    assert_eq!(me.json_or_null()["address"], b.address);
+    assert_eq!(me.json_or_null()["alias"], "B");
+    assert_eq!(
+        me.json_or_null()["fingerprint"],
+        fingerprint_of(&b.key.public())
+    );
     let res = server.get("/v1/agents", Some(&b.api_key)).await;
     res.expect_status(200);
-    assert_eq!(res.body["total"], 2, "{}", res.text);
+    assert_eq!(res.json_or_null()["total"], 2, "{}", res.text);
     assert!(!res.text.contains(&a.address));
     server
         .get("/v1/agents/me", Some(&b2.api_key))
@@ -147,6 +150,6 @@ async fn same_name_in_two_tenants_are_two_agents() {
         .expect_status(200);
     let me = server.get("/v1/agents/me", Some(&b.api_key)).await;
     me.expect_status(200);
-    assert_eq!(me.body["address"], b.address);
-    assert_ne!(me.body["alias"], "Twin A");
+    assert_eq!(me.json_or_null()["address"], b.address);
+    assert_ne!(me.json_or_null()["alias"], "Twin A");
 }

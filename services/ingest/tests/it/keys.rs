@@ -16,24 +16,31 @@ async fn rotate_key_issues_a_new_key_and_keeps_the_old_one_for_24h() {
         .post_empty("/v1/auth/rotate-key", Some(&r.api_key))
         .await;
     res.expect_status(200);
-    let new_key = res.body["api_key"].as_str().expect("api_key").to_owned();
+    let new_key = res.json_or_null()["api_key"]
+        .as_str()
+        .expect("api_key")
+        .to_owned();
     assert!(is_api_key(&new_key), "{new_key}");
     assert_ne!(new_key, r.api_key);
     // The new key does not expire: `expires_at` is omitted, never `null` (spec-next 04's
     // JSON profile; the README's "Protocol decisions").
-    assert!(res.body.get("expires_at").is_none(), "{}", res.text);
-    let until = unix_secs(&res.body["previous_key_valid_until"]);
+    assert!(
+        res.json_or_null().get("expires_at").is_none(),
+        "{}",
+        res.text
+    );
+    let until = unix_secs(&res.json_or_null()["previous_key_valid_until"]);
     let day = 24 * 3600;
     assert!(
         (before + day - 300..=before + day + 300).contains(&until),
         "previous_key_valid_until {} is not now + 24 h",
-        res.body["previous_key_valid_until"]
+        res.json_or_null()["previous_key_valid_until"]
     );
 
     for key in [&r.api_key, &new_key] {
         let me = server.get("/v1/agents/me", Some(key)).await;
         me.expect_status(200);
-        assert_eq!(me.body["address"], r.address);
+        assert_eq!(me.json_or_null()["address"], r.address);
     }
     // The new key never shows up elsewhere.
     let me = server.get("/v1/agents/me", Some(&new_key)).await;
@@ -48,15 +55,19 @@ async fn revoke_key_is_immediate_for_current_and_rotated_out_keys() {
         .post_empty("/v1/auth/rotate-key", Some(&r.api_key))
         .await;
     rotated.expect_status(200);
-    let new_key = rotated.body["api_key"]
+    let new_key = rotated.json_or_null()["api_key"]
         .as_str()
         .expect("api_key")
         .to_owned();
 
     let res = server.delete("/v1/auth/revoke-key", Some(&new_key)).await;
     res.expect_status(200);
-    assert_eq!(res.body["revoked"], true, "{}", res.text);
-    assert!(is_rfc3339(&res.body["revoked_at"]), "{}", res.text);
+    assert_eq!(res.json_or_null()["revoked"], true, "{}", res.text);
+    assert!(
+        is_rfc3339(&res.json_or_null()["revoked_at"]),
+        "{}",
+        res.text
+    );
 
     for key in [&new_key, &r.api_key] {
         server
@@ -78,7 +89,7 @@ async fn revoke_key_without_rotation() {
         .delete("/api/v1/auth/revoke-key", Some(&r.api_key))
         .await;
     res.expect_status(200);
-    assert_eq!(res.body["revoked"], true);
+    assert_eq!(res.json_or_null()["revoked"], true);
     server
         .get("/v1/agents/me", Some(&r.api_key))
         .await
@@ -128,8 +139,11 @@ async fn rotate_keys_with_a_proof_from_the_old_key() {
         )
         .await;
     res.expect_status(200);
-    assert_eq!(res.body["rotated"], true, "{}", res.text);
-    assert_eq!(res.body["fingerprint"], fingerprint_of(&new.public()));
+    assert_eq!(res.json_or_null()["rotated"], true, "{}", res.text);
+    assert_eq!(
+        res.json_or_null()["fingerprint"],
+        fingerprint_of(&new.public())
+    );
 
     let resolved = server
         .get(
@@ -138,11 +152,18 @@ async fn rotate_keys_with_a_proof_from_the_old_key() {
         )
         .await;
     resolved.expect_status(200);
-    let pem = resolved.body["public_key"].as_str().expect("public_key");
+    let resolved_json = resolved.json_or_null();
+    let pem = resolved_json["public_key"].as_str().expect("public_key");
     assert_eq!(PublicKey::parse(pem).expect("pem"), new.public());
-    assert_eq!(resolved.body["fingerprint"], fingerprint_of(&new.public()));
+    assert_eq!(
+        resolved.json_or_null()["fingerprint"],
+        fingerprint_of(&new.public())
+    );
     let me = server.get("/v1/agents/me", Some(&r.api_key)).await;
-    assert_eq!(me.body["fingerprint"], fingerprint_of(&new.public()));
+    assert_eq!(
+        me.json_or_null()["fingerprint"],
+        fingerprint_of(&new.public())
+    );
 
     // The API key is unaffected by a public-key rotation.
     me.expect_status(200);
@@ -178,7 +199,10 @@ async fn rotate_keys_rejects_a_bad_proof() {
         res.expect_error(400, "invalid_field").expect_field("proof");
     }
     let me = server.get("/v1/agents/me", Some(&r.api_key)).await;
-    assert_eq!(me.body["fingerprint"], fingerprint_of(&r.key.public()));
+    assert_eq!(
+        me.json_or_null()["fingerprint"],
+        fingerprint_of(&r.key.public())
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
-//! HTTP integration tests of the ingest service: real servers on `127.0.0.1:0`, a redb store
-//! in a temp dir and the in-process bus, driven with reqwest.
+//! HTTP integration tests of the ingest service: the service as the provider runs it, in the
+//! test kit's in-process `ampd` on `127.0.0.1` (a redb store in a temp dir, the in-process
+//! bus) with this suite's `[ingest]` section, driven with reqwest.
 //!
-//! - `common`: the harness ([`common::TestServer`]) and assertion helpers.
+//! - `common`: the suite's view of the kit's server ([`common::TestServer`]) and assertion
+//!   helpers; answers are the kit's `Resp` with its `expect_*` checks.
 //! - `register`: `POST /v1/register` (spec 03), open mode and its per-IP limit.
 //! - `owner`: registration with user keys (owner mode).
 //! - `agents`: `/v1/agents/me`, listing and resolution.

@@ -11,7 +11,7 @@ async fn health_without_auth() {
     for prefix in ["/v1", "/api/v1"] {
         let res = server.get(&format!("{prefix}/health"), None).await;
         res.expect_status(200);
-        let b = &res.body;
+        let b = &res.json_or_null();
         assert_eq!(b["status"], "healthy", "{b}");
         assert_eq!(b["version"], "0.1.0", "{b}");
         assert_eq!(b["provider"], DOMAIN, "{b}");
@@ -27,7 +27,7 @@ async fn info_without_auth() {
     for prefix in ["/v1", "/api/v1"] {
         let res = server.get(&format!("{prefix}/info"), None).await;
         res.expect_status(200);
-        let b = &res.body;
+        let b = &res.json_or_null();
         assert_eq!(b["provider"], DOMAIN, "{b}");
         assert_eq!(b["version"], "amp/0.1", "{b}");
         let pem = b["public_key"].as_str().expect("public_key");
@@ -50,8 +50,11 @@ async fn info_reflects_configured_limits() {
     let server = TestServer::with_config(config).await;
     let res = server.get("/v1/info", None).await;
     res.expect_status(200);
-    assert_eq!(res.body["rate_limits"]["messages_per_minute"], 7);
-    assert_eq!(res.body["rate_limits"]["api_requests_per_minute"], 11);
+    assert_eq!(res.json_or_null()["rate_limits"]["messages_per_minute"], 7);
+    assert_eq!(
+        res.json_or_null()["rate_limits"]["api_requests_per_minute"],
+        11
+    );
 }
 
 #[tokio::test]
@@ -61,7 +64,7 @@ async fn well_known_document() {
     res.expect_status(200);
     let ct = res.header("content-type").unwrap_or_default();
     assert!(ct.contains("application/json"), "{ct}");
-    let b = &res.body;
+    let b = &res.json_or_null();
     assert_eq!(b["version"], "AMP1", "{b}");
     assert_eq!(b["endpoint"], format!("{}/v1", server.base()), "{b}");
     assert_eq!(b["provider"], DOMAIN, "{b}");
@@ -77,5 +80,5 @@ async fn health_counts_no_agents_online_at_start() {
     server.register(&crate::common::unique("t"), "idle").await;
     let res = server.get("/v1/health", None).await;
     // Registered but never connected: not online.
-    assert_eq!(res.body["agents_online"], 0, "{}", res.text);
+    assert_eq!(res.json_or_null()["agents_online"], 0, "{}", res.text);
 }

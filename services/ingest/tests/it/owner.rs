@@ -50,10 +50,14 @@ async fn user_key_registers_into_the_owners_tenant_up_to_the_limit() {
         .register_raw(&body_without_tenant("first"), Some(USER_KEY))
         .await;
     res.expect_status(201);
-    assert_eq!(res.body["address"], format!("first@{tenant}.{DOMAIN}"));
-    assert_eq!(res.body["tenant"], tenant.as_str());
-    assert_eq!(res.body["owner_id"], "usr_test", "{}", res.text);
-    let api_key = res.body["api_key"].as_str().expect("api_key");
+    assert_eq!(
+        res.json_or_null()["address"],
+        format!("first@{tenant}.{DOMAIN}")
+    );
+    assert_eq!(res.json_or_null()["tenant"], tenant.as_str());
+    assert_eq!(res.json_or_null()["owner_id"], "usr_test", "{}", res.text);
+    let res_json = res.json_or_null();
+    let api_key = res_json["api_key"].as_str().expect("api_key");
     assert!(!api_key.starts_with("uk_"));
     assert_ne!(api_key, USER_KEY);
 
@@ -62,7 +66,7 @@ async fn user_key_registers_into_the_owners_tenant_up_to_the_limit() {
         .register_raw(&reg_body(&tenant, "second"), Some(USER_KEY))
         .await;
     res.expect_status(201);
-    assert_eq!(res.body["owner_id"], "usr_test");
+    assert_eq!(res.json_or_null()["owner_id"], "usr_test");
 
     // Over the agent limit (2).
     let res = server
@@ -123,7 +127,10 @@ async fn owner_mode_requires_a_user_key() {
         .register_raw(&body_without_tenant("named"), Some(USER_KEY))
         .await;
     res.expect_status(201);
-    assert_eq!(res.body["address"], format!("named@{tenant}.{DOMAIN}"));
+    assert_eq!(
+        res.json_or_null()["address"],
+        format!("named@{tenant}.{DOMAIN}")
+    );
 }
 
 #[tokio::test]
@@ -136,7 +143,10 @@ async fn spec_next_revoked_agent_gets_a_new_key_only_through_its_owner() {
     let body = body_without_tenant("phoenix");
     let res = server.register_raw(&body, Some(USER_KEY)).await;
     res.expect_status(201);
-    let old_key = res.body["api_key"].as_str().expect("api_key").to_owned();
+    let old_key = res.json_or_null()["api_key"]
+        .as_str()
+        .expect("api_key")
+        .to_owned();
     server
         .delete("/v1/auth/revoke-key", Some(&old_key))
         .await
@@ -168,12 +178,19 @@ async fn spec_next_revoked_agent_gets_a_new_key_only_through_its_owner() {
     rekeyed["public_key"] = Value::from(fresh.public().to_pem());
     let res = server.register_raw(&rekeyed, Some(USER_KEY)).await;
     res.expect_status(201);
-    assert_eq!(res.body["fingerprint"], fresh.public().fingerprint());
-    let new_key = res.body["api_key"].as_str().expect("api_key");
+    assert_eq!(
+        res.json_or_null()["fingerprint"],
+        fresh.public().fingerprint()
+    );
+    let res_json = res.json_or_null();
+    let new_key = res_json["api_key"].as_str().expect("api_key");
     assert_ne!(new_key, old_key);
     let me = server.get("/v1/agents/me", Some(new_key)).await;
     me.expect_status(200);
-    assert_eq!(me.body["fingerprint"], fresh.public().fingerprint());
+    assert_eq!(
+        me.json_or_null()["fingerprint"],
+        fresh.public().fingerprint()
+    );
     server
         .get("/v1/agents/me", Some(&old_key))
         .await

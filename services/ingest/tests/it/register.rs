@@ -33,7 +33,7 @@ async fn register_returns_every_field_of_spec_03() {
         )
         .await;
     res.expect_status(201);
-    let b = &res.body;
+    let b = &res.json_or_null();
     let tenant_lc = tenant.to_ascii_lowercase();
     let address = format!("alice@{tenant_lc}.{DOMAIN}");
     assert_eq!(b["address"], address, "{b}");
@@ -78,17 +78,26 @@ async fn register_via_api_v1_advertises_the_api_v1_endpoint() {
         .await;
     res.expect_status(201);
     let endpoint = format!("{}/api/v1", server.base());
-    assert_eq!(res.body["provider"]["endpoint"], endpoint, "{}", res.text);
     assert_eq!(
-        res.body["provider"]["route_url"],
+        res.json_or_null()["provider"]["endpoint"],
+        endpoint,
+        "{}",
+        res.text
+    );
+    assert_eq!(
+        res.json_or_null()["provider"]["route_url"],
         format!("{endpoint}/route"),
         "{}",
         res.text
     );
-    let key = res.body["api_key"].as_str().expect("api_key");
+    let res_json = res.json_or_null();
+    let key = res_json["api_key"].as_str().expect("api_key");
     let me = server.get("/api/v1/agents/me", Some(key)).await;
     me.expect_status(200);
-    assert_eq!(me.body["address"], format!("bob@{tenant}.{DOMAIN}"));
+    assert_eq!(
+        me.json_or_null()["address"],
+        format!("bob@{tenant}.{DOMAIN}")
+    );
 }
 
 #[tokio::test]
@@ -131,18 +140,20 @@ async fn public_key_forms_are_accepted() {
             .await;
         assert_eq!(res.status, 201, "{name}: {}", res.text);
         assert_eq!(
-            res.body["fingerprint"],
+            res.json_or_null()["fingerprint"],
             fingerprint_of(&key.public()),
             "{name}"
         );
         // Resolution always answers PEM, whatever form came in.
-        let api_key = res.body["api_key"].as_str().expect("api_key");
-        let addr = res.body["address"].as_str().expect("address");
+        let res_json = res.json_or_null();
+        let api_key = res_json["api_key"].as_str().expect("api_key");
+        let addr = res_json["address"].as_str().expect("address");
         let resolved = server
             .get(&format!("/v1/agents/resolve/{addr}"), Some(api_key))
             .await;
         resolved.expect_status(200);
-        let pem = resolved.body["public_key"].as_str().expect("public_key");
+        let resolved_json = resolved.json_or_null();
+        let pem = resolved_json["public_key"].as_str().expect("public_key");
         assert!(
             pem.starts_with("-----BEGIN PUBLIC KEY-----"),
             "{name}: {pem}"
@@ -214,7 +225,8 @@ async fn invalid_scope_segments_are_rejected() {
         body["scope"] = json!({"platform": platform, "repo": repo});
         let res = server.register_raw(&body, None).await;
         res.expect_status(400).expect_error_shape();
-        let field = res.body["field"].as_str().unwrap_or_default();
+        let res_json = res.json_or_null();
+        let field = res_json["field"].as_str().unwrap_or_default();
         assert!(
             field.contains("scope") || field == "platform" || field == "repo",
             "{platform}/{repo}: field {field:?} in {}",
@@ -253,7 +265,8 @@ async fn garbage_public_key_is_rejected() {
         res.expect_status(400)
             .expect_error_shape()
             .expect_field("public_key");
-        let code = res.body["error"].as_str().unwrap_or_default();
+        let res_json = res.json_or_null();
+        let code = res_json["error"].as_str().unwrap_or_default();
         // An empty key may also count as missing.
         assert!(
             code == "invalid_field"
@@ -317,7 +330,8 @@ async fn taken_name_gets_409_with_free_suggestions() {
     for body in [reg_body(&tenant, "jane"), reg_body(&tenant, "JANE"), scoped] {
         let res = server.register_raw(&body, None).await;
         res.expect_error(409, "name_taken");
-        let suggestions = res.body["suggestions"]
+        let res_json = res.json_or_null();
+        let suggestions = res_json["suggestions"]
             .as_array()
             .unwrap_or_else(|| panic!("suggestions array in {}", res.text));
         assert!(!suggestions.is_empty(), "{}", res.text);
@@ -330,7 +344,7 @@ async fn taken_name_gets_409_with_free_suggestions() {
 
     // The first suggestion is really free.
     let res = server.register_raw(&reg_body(&tenant, "jane"), None).await;
-    let suggestion = res.body["suggestions"][0]
+    let suggestion = res.json_or_null()["suggestions"][0]
         .as_str()
         .expect("suggestion")
         .to_owned();
@@ -363,7 +377,12 @@ async fn malformed_json_is_invalid_request() {
         let res = server.send(req).await;
         res.expect_status(400).expect_error_shape();
         if raw != "[]" {
-            assert_eq!(res.body["error"], "invalid_request", "{raw}: {}", res.text);
+            assert_eq!(
+                res.json_or_null()["error"],
+                "invalid_request",
+                "{raw}: {}",
+                res.text
+            );
         }
     }
 }

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use amp_proto::attachment::Digest;
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 use amp_testkit::{NatsServer, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
-use cluster_tests::{Deployment, HEAVY, Topology};
 use serde_json::{Value, json};
 
 use crate::parity::http::{Http, Msg, tenant};
@@ -75,7 +75,7 @@ async fn spec_next_cluster_attachments_in_s3_storage() {
             Some(meta("big.log", "text/plain", &bytes).to_string()),
         )
         .await
-        .ok(201);
+        .json_with(201);
     let id = v["attachment_id"].as_str().expect("id").to_owned();
     let put = a
         .send(
@@ -98,12 +98,9 @@ async fn spec_next_cluster_attachments_in_s3_storage() {
     let c = b
         .post(&alice, &format!("/v1/attachments/{id}/confirm"), None)
         .await
-        .ok(200);
+        .ok();
     assert_eq!(c["scan_status"], "basic_clean", "{c}");
-    let status = b
-        .get(&alice, &format!("/v1/attachments/{id}"))
-        .await
-        .ok(200);
+    let status = b.get(&alice, &format!("/v1/attachments/{id}")).await.ok();
 
     // A direct upload on the other replica.
     let small = b"direct bytes".to_vec();
@@ -118,7 +115,7 @@ async fn spec_next_cluster_attachments_in_s3_storage() {
                 .body(multipart(&meta("d.txt", "text/plain", &small), &small)),
         )
         .await;
-    let direct = r.ok(201);
+    let direct = r.json_with(201);
     assert_eq!(direct["scan_status"], "basic_clean", "{direct}");
     let direct_id = direct["attachment_id"].as_str().expect("id");
     assert_eq!(
@@ -138,7 +135,7 @@ async fn spec_next_cluster_attachments_in_s3_storage() {
                 .body(multipart(&meta("tool", "text/plain", &elf), &elf)),
         )
         .await;
-    let rejected = r.ok(201);
+    let rejected = r.json_with(201);
     assert_eq!(rejected["scan_status"], "rejected", "{rejected}");
     let rejected_id = rejected["attachment_id"].as_str().expect("id");
     assert!(
@@ -158,7 +155,7 @@ async fn spec_next_cluster_attachments_in_s3_storage() {
     let payload =
         json!({"type": "notification", "message": "logs", "attachments": [obj]}).to_string();
     let m = Msg::new(&bob.address, "logs").payload(&payload);
-    a.send_msg(&alice, &m).await.ok(200);
+    a.send_msg(&alice, &m).await.ok();
     let deadline = Instant::now() + d.drain_timeout;
     let item = loop {
         let (page, _) = b.pending(&bob, "").await;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use amp_client::{Frame, Identity};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 use amp_testkit::{NatsCluster, NatsServer};
-use cluster_tests::{Deployment, HEAVY, Topology};
 use futures::StreamExt;
 use rand::Rng;
 use std::sync::Mutex;

@@ -691,7 +691,7 @@ async fn security_chart_bundled_nats_permissions_equal_deploy_auth_conf() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_chart_bundled_nats_runs_the_cluster() {
     use crate::common::{agent, client, mailbox_ids, message_id, send};
-    use cluster_tests::{Deployment, HEAVY, Topology};
+    use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 
     let _heavy = HEAVY.lock().await;
     let nats = NatsServer::start_with(&chart_nats_config(&["--set", "nats.prefix=blue"]));

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use cluster_tests::{Kind, binaries};
+use amp_testkit::cluster::{Kind, binaries};
 
 const ALL: [Kind; 4] = [Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation];
 

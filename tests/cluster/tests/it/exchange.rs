@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use amp_client::Frame;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 use futures::StreamExt;
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};

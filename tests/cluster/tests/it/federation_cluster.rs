@@ -6,7 +6,7 @@ use std::time::Duration;
 use amp_client::Identity;
 use amp_proto::SecretKey;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology, free_port};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology, free_port};
 
 use crate::common::{agent, client, message_id, send};
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use amp_client::AdminClient;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Kind, Service, Topology, free_port};
+use amp_testkit::cluster::{Deployment, HEAVY, Kind, Service, Topology, free_port};
 use serde_json::json;
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use amp_proto::attachment::Digest;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 use serde_json::{Value, json};
 
 use crate::common::{Receiver, agent, header, signed_with};

@@ -2,8 +2,8 @@
 //! logs in as its own user from a password file, a message crosses every service, and a
 //! binary without credentials stops at start, saying why.
 
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 use amp_testkit::{NATS_SERVICES, NatsServer, nats_auth_config};
-use cluster_tests::{Deployment, HEAVY, Topology};
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};
 
@@ -69,15 +69,17 @@ async fn security_cluster_binary_without_credentials_stops_and_says_why() {
         ),
     )
     .expect("write the config");
-    let out = tokio::process::Command::new(cluster_tests::binary(cluster_tests::Kind::Router))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("run router");
+    let out = tokio::process::Command::new(amp_testkit::cluster::binary(
+        amp_testkit::cluster::Kind::Router,
+    ))
+    .arg("--config")
+    .arg(&config)
+    .arg("--listen")
+    .arg("127.0.0.1:0")
+    .env_remove("RUST_LOG")
+    .output()
+    .await
+    .expect("run router");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -220,7 +222,7 @@ async fn security_revocation_reaches_sockets_whose_event_was_lost() {
 async fn security_cluster_federation_works_with_restricted_users() {
     use crate::federation_cluster::{receive, topology};
     use amp_proto::SecretKey;
-    use cluster_tests::free_port;
+    use amp_testkit::cluster::free_port;
 
     let _heavy = HEAVY.lock().await;
     let secrets = tempfile::tempdir().expect("temp dir");

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 use amp_testkit::{NATS_SERVICES, NatsServer, nats_auth_config};
-use cluster_tests::{Deployment, HEAVY, Topology};
 
 use crate::common::{agent, client, message_id, send};
 

@@ -8,7 +8,7 @@
 use amp_proto::signing::{SignedFields, sign_message};
 use amp_proto::{SecretKey, Timestamp};
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology, free_port};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology, free_port};
 
 use crate::operator::{BOOTSTRAP, ingest_with_admin};
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use amp_client::Identity;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology, free_port};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology, free_port};
 use serde_json::{Value, json};
 
 use crate::common::{agent, call_with, client, message_id, send};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use amp_client::Identity;
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology};
 
 use crate::common::{agent, client, mailbox_ids, message_id, send};
 

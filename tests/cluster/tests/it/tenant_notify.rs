@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use amp_testkit::NatsServer;
-use cluster_tests::{Deployment, HEAVY, Topology, free_port};
+use amp_testkit::cluster::{Deployment, HEAVY, Topology, free_port};
 use serde_json::{Value, json};
 
 use crate::common::{Receiver, agent, call_with, client, header, message_id, send, signed_with};

@@ -26,24 +26,33 @@ fn multipart(metadata: &Value, filename: &str, content_type: &str, file: &[u8]) 
     body
 }
 
-impl Server {
+/// What the delivery attachment tests do through an [`Ampd`].
+trait AttachmentsExt {
     /// `POST {path}` with a raw body and content type.
+    async fn post_raw(&self, who: Option<&Agent>, path: &str, ct: &str, body: Vec<u8>) -> Resp;
+    /// A direct upload with the metadata describing `file` exactly.
+    async fn direct(&self, who: &Agent, filename: &str, ct: &str, file: &[u8]) -> Resp;
+    /// A direct upload with `meta` as its metadata part.
+    async fn direct_with(&self, who: &Agent, meta: &Value, file: &[u8]) -> Resp;
+    /// Uploads directly, expects 201 and the scan's end; returns the status body.
+    async fn uploaded(&self, who: &Agent, filename: &str, file: &[u8]) -> Value;
+    /// `POST /v1/attachments/upload` (the upload URL flow's first step).
+    async fn init_upload(&self, who: &Agent, size: usize) -> Resp;
+}
+
+impl AttachmentsExt for Ampd {
     async fn post_raw(&self, who: Option<&Agent>, path: &str, ct: &str, body: Vec<u8>) -> Resp {
         let mut req = self
             .http
-            .post(format!("{}{path}", self.url))
+            .post(format!("{}{path}", self.url()))
             .header("content-type", ct)
             .body(body);
         if let Some(a) = who {
             req = req.bearer_auth(&a.api_key);
         }
-        let r = req.send().await.expect("request");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        Resp { status, text }
+        amp_testkit::http::send(req).await
     }
 
-    /// A direct upload with the metadata describing `file` exactly.
     async fn direct(&self, who: &Agent, filename: &str, ct: &str, file: &[u8]) -> Resp {
         let meta = json!({
             "filename": filename,
@@ -64,7 +73,6 @@ impl Server {
         .await
     }
 
-    /// Uploads directly, expects 201 and the scan's end; returns the status body.
     async fn uploaded(&self, who: &Agent, filename: &str, file: &[u8]) -> Value {
         let r = self.direct(who, filename, "text/plain", file).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -75,7 +83,6 @@ impl Server {
         status
     }
 
-    /// `POST /v1/attachments/upload` (the upload URL flow's first step).
     async fn init_upload(&self, who: &Agent, size: usize) -> Resp {
         let body = json!({
             "filename": "q.txt",
@@ -133,7 +140,7 @@ async fn spec_next_attachment_direct_upload_stores_scans_and_serves() {
         .ok();
     let d = s
         .http
-        .get(format!("{}/v1/attachments/{id}/download", s.url))
+        .get(format!("{}/v1/attachments/{id}/download", s.url()))
         .bearer_auth(&bob.api_key)
         .send()
         .await

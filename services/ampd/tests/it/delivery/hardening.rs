@@ -119,7 +119,7 @@ async fn hardening_ws_peer_that_stops_answering_pings_is_closed() {
     let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw)).await;
     assert!(read.is_ok(), "the server kept the connection open for 10 s");
     let took = started.elapsed();
-    // Server frames are unmasked and small here: [0x80 | opcode, length, payload...].
+    // Ampd frames are unmasked and small here: [0x80 | opcode, length, payload...].
     let mut frames = Vec::new();
     let mut at = 0;
     while at + 2 <= raw.len() {

@@ -57,12 +57,12 @@ impl Drop for Tmpfs {
     }
 }
 
-async fn start_on(data: PathBuf) -> Server {
+async fn start_on(data: PathBuf) -> Ampd {
     start_with(move |c| c.server.data_dir = data).await
 }
 
 /// Every id in `who`'s mailbox, page by page.
-async fn mailbox_ids(s: &Server, who: &Agent) -> Vec<String> {
+async fn mailbox_ids(s: &Ampd, who: &Agent) -> Vec<String> {
     let mut ids = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -84,9 +84,9 @@ async fn mailbox_ids(s: &Server, who: &Agent) -> Vec<String> {
     }
 }
 
-async fn readyz(s: &Server) -> StatusCode {
+async fn readyz(s: &Ampd) -> StatusCode {
     s.http
-        .get(format!("{}/readyz", s.url))
+        .get(format!("{}/readyz", s.url()))
         .send()
         .await
         .expect("readyz")
@@ -94,7 +94,7 @@ async fn readyz(s: &Server) -> StatusCode {
 }
 
 /// Waits (at most `within`) until `/readyz` answers `want`; how long it took.
-async fn wait_readyz(s: &Server, want: StatusCode, within: Duration) -> Duration {
+async fn wait_readyz(s: &Ampd, want: StatusCode, within: Duration) -> Duration {
     let started = Instant::now();
     while readyz(s).await != want {
         assert!(

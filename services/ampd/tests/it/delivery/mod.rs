@@ -26,9 +26,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amp_proto::signing::{SignedFields, sign_message};
-use amp_proto::{SecretKey, Timestamp};
-use amp_runtime::Shutdown;
+use amp_proto::Timestamp;
+pub(crate) use amp_testkit::agent::{Agent, register};
+use amp_testkit::ampd::Ampd;
+pub(crate) use amp_testkit::http::{Resp, call};
+pub(crate) use amp_testkit::message::{payload_with, signed_body};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
@@ -53,57 +55,9 @@ const FRAME_WAIT: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------------------
 // the server
 
-/// An `ampd` on a free port with its own data directory.
-struct Server {
-    url: String,
-    http: reqwest::Client,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-/// A registered agent.
-struct Agent {
-    address: String,
-    api_key: String,
-    key: SecretKey,
-}
-
-/// An HTTP answer with its body as text.
-struct Resp {
-    status: StatusCode,
-    text: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text))
-    }
-
-    #[track_caller]
-    fn ok(&self) -> Value {
-        assert_eq!(self.status, StatusCode::OK, "{}", self.text);
-        self.json()
-    }
-
-    #[track_caller]
-    fn assert_error(&self, status: u16, error: &str) {
-        assert_eq!(self.status.as_u16(), status, "{}", self.text);
-        assert_eq!(self.json()["error"], error, "{}", self.text);
-    }
-}
-
-/// The test configuration: raised limits, short delays, loopback webhooks allowed.
-fn test_config(config: &mut ampd::Config) {
-    config.server.shutdown_grace_secs = 1;
-    config.ingest.registration.per_ip_per_minute = 100_000;
-    let limits = &mut config.ingest.limits;
-    limits.api_requests_per_minute = 100_000;
-    limits.tenant_requests_per_minute = 100_000;
-    limits.messages_per_minute = 100_000;
-    limits.pending_per_minute = 100_000;
-    limits.mailbox_quota = 100_000;
+/// This module's delays, on top of the kit's test configuration: short ones, and loopback
+/// webhooks allowed.
+fn delivery_config(config: &mut ampd::Config) {
     config.ingest.messaging.webhook_wait_ms = 1_500;
     config.ingest.outbound.allow_private = true;
     let d = &mut config.delivery;
@@ -112,127 +66,69 @@ fn test_config(config: &mut ampd::Config) {
     d.webhook.poll_interval_ms = 50;
 }
 
-async fn start() -> Server {
+/// Starts `ampd` with the kit's test configuration and [`delivery_config`].
+async fn start() -> Ampd {
     start_with(|_| {}).await
 }
 
-/// Starts `ampd` with [`test_config`], then `tweak` applied.
-async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ampd::Config::default();
-    config.server.data_dir = dir.path().to_owned();
-    test_config(&mut config);
-    tweak(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(ampd::run(config, listener, shutdown.clone()));
-    let server = Server {
-        url,
-        http: reqwest::Client::new(),
-        shutdown,
-        task,
-        _dir: dir,
-    };
-    server.wait_ready().await;
-    server
+/// Starts `ampd` with the kit's test configuration and [`delivery_config`], then `tweak`.
+async fn start_with(tweak: impl FnOnce(&mut ampd::Config)) -> Ampd {
+    Ampd::start_with(|c| {
+        delivery_config(c);
+        tweak(c);
+    })
+    .await
 }
 
-impl Server {
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("ampd did not become ready");
-    }
-
-    async fn stop(self) {
-        self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("run returns after shutdown")
-            .expect("join")
-            .expect("run succeeds");
-    }
-
+/// What the delivery tests do through an [`Ampd`], on top of the kit's requests.
+trait DeliveryExt {
     /// `ws://127.0.0.1:<port><path>`.
-    fn ws_url(&self, path: &str) -> String {
-        ws_url(&self.url, path)
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<String>,
-    ) -> Resp {
-        call(&self.http, &self.url, method, path, key, body).await
-    }
-
-    async fn get(&self, who: &Agent, path: &str) -> Resp {
-        self.call(Method::GET, path, Some(&who.api_key), None).await
-    }
-
-    async fn post(&self, who: &Agent, path: &str, body: Option<String>) -> Resp {
-        self.call(Method::POST, path, Some(&who.api_key), body)
-            .await
-    }
-
-    async fn delete(&self, who: &Agent, path: &str) -> Resp {
-        self.call(Method::DELETE, path, Some(&who.api_key), None)
-            .await
-    }
-
-    async fn register(&self, tenant: &str, name: &str) -> Agent {
-        register(&self.http, &self.url, tenant, name, None).await
-    }
-
+    fn ws_url(&self, path: &str) -> String;
     /// Registers with a webhook at `hook_url` signed with [`SECRET`].
-    async fn register_hooked(&self, tenant: &str, name: &str, hook_url: &str) -> Agent {
-        let delivery = json!({ "webhook_url": hook_url, "webhook_secret": SECRET });
-        register(&self.http, &self.url, tenant, name, Some(delivery)).await
+    async fn register_hooked(&self, tenant: &str, name: &str, hook_url: &str) -> Agent;
+    /// `POST /v1/route` of a signed message; the answer as it came.
+    async fn route(&self, from: &Agent, to: &str, payload: &str, extra: Value) -> Resp;
+    /// Routes a plain message and expects 200; returns the answer.
+    async fn send(&self, from: &Agent, to: &str, text: &str) -> Value;
+    /// `GET /v1/messages/pending?limit=1000` ids.
+    async fn pending_ids(&self, who: &Agent) -> Vec<String>;
+    /// Acknowledges `id` over REST (`DELETE /v1/messages/pending/{id}`).
+    async fn ack(&self, who: &Agent, id: &str);
+    /// Connects and authenticates `who` on `/v1/ws`; returns the socket and `connected`.
+    async fn connect(&self, who: &Agent) -> (Ws, Value);
+}
+
+impl DeliveryExt for Ampd {
+    fn ws_url(&self, path: &str) -> String {
+        ws_url(self.url(), path)
     }
 
-    /// `POST /v1/route` of a signed message; the answer as it came.
+    async fn register_hooked(&self, tenant: &str, name: &str, hook_url: &str) -> Agent {
+        self.register_with(tenant, name, hooked(hook_url)).await
+    }
+
     async fn route(&self, from: &Agent, to: &str, payload: &str, extra: Value) -> Resp {
         let body = signed_body(from, to, "delivery test", payload, extra);
         self.post(from, "/v1/route", Some(body)).await
     }
 
-    /// Routes a plain message and expects 200; returns the answer.
     async fn send(&self, from: &Agent, to: &str, text: &str) -> Value {
         self.route(from, to, &payload_with(text), json!({}))
             .await
             .ok()
     }
 
-    /// `GET /v1/messages/pending?limit=1000` ids.
     async fn pending_ids(&self, who: &Agent) -> Vec<String> {
         let v = self.get(who, "/v1/messages/pending?limit=1000").await.ok();
-        v["messages"]
-            .as_array()
-            .expect("messages array")
-            .iter()
-            .map(|m| m["id"].as_str().expect("id").to_owned())
-            .collect()
+        amp_testkit::message::ids_of(&v)
     }
 
-    /// Acknowledges `id` over REST (`DELETE /v1/messages/pending/{id}`).
     async fn ack(&self, who: &Agent, id: &str) {
         self.delete(who, &format!("/v1/messages/pending/{id}"))
             .await
             .ok();
     }
 
-    /// Connects and authenticates `who` on `/v1/ws`; returns the socket and `connected`.
     async fn connect(&self, who: &Agent) -> (Ws, Value) {
         let mut ws = connect(&self.ws_url("/v1/ws")).await;
         let connected = auth(&mut ws, &who.api_key).await;
@@ -252,99 +148,10 @@ fn ws_url(http_url: &str, path: &str) -> String {
     )
 }
 
-async fn call(
-    http: &reqwest::Client,
-    base: &str,
-    method: Method,
-    path: &str,
-    key: Option<&str>,
-    body: Option<String>,
-) -> Resp {
-    let mut req = http.request(method, format!("{base}{path}"));
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status();
-    let text = r.text().await.expect("body");
-    Resp { status, text }
-}
-
-async fn register(
-    http: &reqwest::Client,
-    base: &str,
-    tenant: &str,
-    name: &str,
-    delivery: Option<Value>,
-) -> Agent {
-    let key = SecretKey::generate();
-    let mut body = json!({
-        "tenant": tenant,
-        "name": name,
-        "public_key": key.public().to_pem(),
-        "key_algorithm": "Ed25519",
-    });
-    if let Some(d) = delivery {
-        body["delivery"] = d;
-    }
-    let r = call(
-        http,
-        base,
-        Method::POST,
-        "/v1/register",
-        None,
-        Some(body.to_string()),
-    )
-    .await;
-    assert!(
-        r.status == StatusCode::CREATED || r.status == StatusCode::OK,
-        "register {name}: {} {}",
-        r.status,
-        r.text
-    );
-    let v = r.json();
-    Agent {
-        address: v["address"].as_str().expect("address").to_owned(),
-        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
-        key,
-    }
-}
-
-/// `{"type":"notification","message":<text>}`.
-fn payload_with(text: &str) -> String {
-    format!(
-        r#"{{"type":"notification","message":{}}}"#,
-        serde_json::to_string(text).expect("string")
-    )
-}
-
-/// A flat route body signed by `from`, `extra` members (options, id, …) added, the payload
-/// appended as raw text so its bytes travel unchanged.
-fn signed_body(from: &Agent, to: &str, subject: &str, payload: &str, extra: Value) -> String {
-    let signature = sign_message(
-        &from.key,
-        &SignedFields {
-            from: &from.address,
-            to,
-            subject,
-            priority: "normal",
-            in_reply_to: "",
-        },
-        payload,
-    )
-    .expect("payload is JSON");
-    let mut o = json!({ "to": to, "subject": subject, "signature": signature });
-    if let Value::Object(extra) = extra {
-        for (k, v) in extra {
-            o[k] = v;
-        }
-    }
-    let s = o.to_string();
-    let head = s.strip_suffix('}').expect("object");
-    format!(r#"{head},"payload":{payload}}}"#)
+/// The body of a registration's `delivery` member: a webhook at `hook_url` signed with
+/// [`SECRET`].
+fn hooked(hook_url: &str) -> Value {
+    json!({ "delivery": { "webhook_url": hook_url, "webhook_secret": SECRET } })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use tokio::process::Child;
+use amp_testkit::ampd::AmpdProcess;
 
 use super::*;
 
-/// Starts the binary with `config` on a free port; returns the child and its base URL.
-async fn spawn_ampd(config: &Path, data_dir: &Path) -> (Child, String) {
+/// Starts the binary with `config` on a free port.
+async fn spawn_ampd(config: &Path, data_dir: &Path) -> AmpdProcess {
     let args: [&OsStr; 8] = [
         "--config".as_ref(),
         config.as_ref(),
@@ -20,7 +20,7 @@ async fn spawn_ampd(config: &Path, data_dir: &Path) -> (Child, String) {
         "--data-dir".as_ref(),
         data_dir.as_ref(),
     ];
-    crate::spawned::start_with_args(&args, &[]).await
+    AmpdProcess::start_with_args(&args, &[]).await
 }
 
 /// NTF-14, issue: with a webhook answering 500 first and retries after 1.5 s and 3 s,
@@ -49,11 +49,11 @@ async fn a_webhook_retry_survives_kill_9() {
     )
     .expect("write config");
 
-    let (mut child, base) = spawn_ampd(&config, &data).await;
+    let mut ampd = spawn_ampd(&config, &data).await;
+    let base = ampd.url().to_owned();
     let http = reqwest::Client::new();
     let alice = register(&http, &base, "acme", "alice", None).await;
-    let delivery = json!({ "webhook_url": hook.url, "webhook_secret": SECRET });
-    let carol = register(&http, &base, "acme", "carol", Some(delivery)).await;
+    let carol = register(&http, &base, "acme", "carol", Some(hooked(&hook.url))).await;
     let body = signed_body(
         &alice,
         &carol.address,
@@ -78,11 +78,12 @@ async fn a_webhook_retry_survives_kill_9() {
     assert_eq!(got[0].message_id(), id);
     // Let the failed attempt's retry be written, then kill well before it is due.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    child.kill().await.expect("kill -9 ampd");
+    ampd.kill9().await;
     let killed_at = std::time::Instant::now();
     assert_eq!(hook.requests().len(), 1, "the retry came before the kill");
 
-    let (child, base) = spawn_ampd(&config, &data).await;
+    ampd.restart().await;
+    let base = ampd.url().to_owned();
     eprintln!("restart took {:?}", killed_at.elapsed());
     // Upper bounds only (they return as soon as the requests arrive): a loaded CI machine
     // restarts and polls far slower than the retry schedule says.
@@ -109,5 +110,5 @@ async fn a_webhook_retry_survives_kill_9() {
     .await
     .ok();
     assert_eq!(pending["messages"][0]["id"], id.as_str(), "{pending}");
-    drop(child);
+    drop(ampd);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Ws, auth, connect, expect_close, ping_pong, recv, send_text, start_with};
+use super::{DeliveryExt, Ws, auth, connect, expect_close, ping_pong, recv, send_text, start_with};
 
 /// The socket closes with an `unauthorized` error frame and 4001, within `within`.
 async fn assert_closed_unauthorized_within(ws: &mut Ws, within: Duration) {

@@ -10,7 +10,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    assert_message_new, expect_close, frames_within, id_of, start, start_hook, start_with,
+    DeliveryExt, assert_message_new, expect_close, frames_within, id_of, start, start_hook,
+    start_with,
 };
 
 /// A payload of about 300 KB: a 60 KB message and a 240 KB context (every field within its
@@ -167,7 +168,8 @@ fingerprint = "SHA256:nobodyhasthisfingerprint"
     .map(|k| (k, proxy_url.as_str()))
     .collect();
     let args: [&std::ffi::OsStr; 2] = ["--config".as_ref(), config.as_os_str()];
-    let (child, url) = crate::spawned::start_with_args(&args, &env).await;
+    let ampd = amp_testkit::ampd::AmpdProcess::start_with_args(&args, &env).await;
+    let url = ampd.url().to_owned();
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -175,8 +177,14 @@ fingerprint = "SHA256:nobodyhasthisfingerprint"
 
     // A webhook on loopback.
     let alice = super::register(&http, &url, "sec-proxy", "alice", None).await;
-    let delivery = json!({ "webhook_url": hook.url, "webhook_secret": super::SECRET });
-    let carol = super::register(&http, &url, "sec-proxy", "carol", Some(delivery)).await;
+    let carol = super::register(
+        &http,
+        &url,
+        "sec-proxy",
+        "carol",
+        Some(super::hooked(&hook.url)),
+    )
+    .await;
     let body = super::signed_body(
         &alice,
         &carol.address,
@@ -242,7 +250,7 @@ fingerprint = "SHA256:nobodyhasthisfingerprint"
         0,
         "nothing went through the proxy"
     );
-    crate::spawned::stop(child).await;
+    ampd.stop().await;
 }
 
 /// Log lines, kept in memory.
@@ -349,8 +357,9 @@ async fn security_webhook_urls_and_peer_answers_stay_out_of_logs() {
     logs.wait_for("federated message refused").await;
 
     let secret_hook = "http://127.0.0.1:1/hook/SECRET-TOKEN-MARKER";
-    let delivery = json!({ "webhook_url": secret_hook, "webhook_secret": super::SECRET });
-    let dave = super::register(&s.http, &s.url, "sec-logs", "dave", Some(delivery)).await;
+    let dave = s
+        .register_with("sec-logs", "dave", super::hooked(secret_hook))
+        .await;
     s.route(&alice, &dave.address, &super::payload_with("hi"), json!({}))
         .await
         .ok();

@@ -10,10 +10,12 @@ use amp_proto::{SecretKey, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Agent, Server, payload_with, recv_type, send_text, signed_body, start, start_with};
+use super::{
+    Agent, Ampd, DeliveryExt, payload_with, recv_type, send_text, signed_body, start, start_with,
+};
 
 /// `POST /v1/register` of `key` as `name` in `tenant`; the answer as it came.
-async fn register_key(s: &Server, tenant: &str, name: &str, key: &SecretKey) -> super::Resp {
+async fn register_key(s: &Ampd, tenant: &str, name: &str, key: &SecretKey) -> super::Resp {
     let body = json!({
         "tenant": tenant,
         "name": name,
@@ -25,7 +27,7 @@ async fn register_key(s: &Server, tenant: &str, name: &str, key: &SecretKey) -> 
 }
 
 /// Rotates `who`'s keypair to a new key (proof signed by the old one); returns the new key.
-async fn rotate_keys(s: &Server, who: &Agent) -> SecretKey {
+async fn rotate_keys(s: &Ampd, who: &Agent) -> SecretKey {
     let new_key = SecretKey::generate();
     let pem = new_key.public().to_pem();
     let proof = who.key.sign_b64(pem.as_bytes());

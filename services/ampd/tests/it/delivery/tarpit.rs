@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
-use super::{start_hook, start_with};
+use super::{DeliveryExt, start_hook, start_with};
 
 /// A server that reads requests and never answers; counts the connections it holds open
 /// (an attempt that timed out and was retried is one connection closed and one opened, so a

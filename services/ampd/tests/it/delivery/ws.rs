@@ -444,7 +444,7 @@ pub(super) const FLOOD: usize = 22;
 
 /// Starts a server with a 4-frame send queue, connects Bob and stops reading; then sends
 /// `n` messages of 300 KB (4 at a time). Returns the route answers.
-pub(super) async fn flood_a_socket_that_never_reads(n: usize) -> (Server, Ws, Vec<Value>, Agent) {
+pub(super) async fn flood_a_socket_that_never_reads(n: usize) -> (Ampd, Ws, Vec<Value>, Agent) {
     let s = start_with(|c| {
         c.delivery.send_queue_frames = 4;
         // Answers for a socket that is gone must not each wait the default second.

@@ -16,7 +16,7 @@ fn fresh_key() -> String {
 /// top-level one are one key (the envelope's wins when both are given).
 #[tokio::test]
 async fn spec_next_idempotency_key_replays_the_first_answer_and_stores_one_copy() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let alice = s.register("idem", "alice").await;
     let bob = s.register("idem", "bob").await;
     let carol = s.register("idem", "carol").await;
@@ -26,7 +26,7 @@ async fn spec_next_idempotency_key_replays_the_first_answer_and_stores_one_copy(
         .key(&key);
     let body = m.flat(Some(&m.sign(&alice)));
     let first = s.route(&alice, body.clone()).await;
-    let first_body = first.assert_ok();
+    let first_body = first.ok();
     let id = first_body["id"].as_str().expect("id").to_owned();
     assert_server_id(&id);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -54,26 +54,26 @@ async fn spec_next_idempotency_key_replays_the_first_answer_and_stores_one_copy(
         .key(&key);
     s.route(&alice, other.flat(Some(&other.sign(&alice))))
         .await
-        .assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+        .assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
     // Another recipient is another body too.
     let elsewhere = Msg::new(&carol.address, "once")
         .payload(&payload_with("hello"))
         .key(&key);
     s.route(&alice, elsewhere.flat(Some(&elsewhere.sign(&alice))))
         .await
-        .assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+        .assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
     assert_eq!(s.pending_ids(&bob).await, std::slice::from_ref(&id));
     assert!(s.pending_ids(&carol).await.is_empty());
 
     // Acknowledged: the key still names it; nothing is delivered again.
     s.delete(&bob, &format!("/v1/messages/pending/{id}"))
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(s.route(&alice, body.clone()).await.json(), first_body);
     assert!(s.pending_ids(&bob).await.is_empty(), "not delivered twice");
     s.route(&alice, other.flat(Some(&other.sign(&alice))))
         .await
-        .assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+        .assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
 
     // The key is alice's: carol's message under the same key is carol's own.
     let from_carol = Msg::new(&bob.address, "once")
@@ -82,7 +82,7 @@ async fn spec_next_idempotency_key_replays_the_first_answer_and_stores_one_copy(
     let c = s
         .route(&carol, from_carol.flat(Some(&from_carol.sign(&carol))))
         .await
-        .assert_ok();
+        .ok();
     assert_ne!(c["id"], id.as_str(), "{c}");
     assert_eq!(s.pending_ids(&bob).await, [c["id"].as_str().expect("id")]);
 
@@ -92,7 +92,7 @@ async fn spec_next_idempotency_key_replays_the_first_answer_and_stores_one_copy(
     let raw = m2.envelope(&alice.address, Some(&m2.sign(&alice)));
     let mut both: Value = serde_json::from_str(&raw).expect("json");
     both["idempotency_key"] = json!(fresh_key());
-    let a = s.route(&alice, both.to_string()).await.assert_ok();
+    let a = s.route(&alice, both.to_string()).await.ok();
     let b = s.route(&alice, m2.flat(Some(&m2.sign(&alice)))).await;
     assert_eq!(b.json(), a, "the envelope's key named the first");
     s.stop().await;
@@ -102,19 +102,17 @@ async fn spec_next_idempotency_key_replays_the_first_answer_and_stores_one_copy(
 /// invalid_field` naming it, before anything is stored.
 #[tokio::test]
 async fn spec_next_idempotency_key_is_bounded() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let alice = s.register("idemsize", "alice").await;
     let bob = s.register("idemsize", "bob").await;
     for bad in ["", "has space", "tab\there", "é", &"k".repeat(129)] {
         let m = Msg::new(&bob.address, "s").key(bad);
         s.route(&alice, m.flat(Some(&m.sign(&alice))))
             .await
-            .assert_error(400, "invalid_field", Some("idempotency_key"));
+            .assert_error_field(400, "invalid_field", "idempotency_key");
     }
     let m = Msg::new(&bob.address, "s").key(&"k".repeat(128));
-    s.route(&alice, m.flat(Some(&m.sign(&alice))))
-        .await
-        .assert_ok();
+    s.route(&alice, m.flat(Some(&m.sign(&alice)))).await.ok();
     assert_eq!(s.pending_ids(&bob).await.len(), 1);
     s.stop().await;
 }
@@ -127,20 +125,20 @@ async fn spec_next_idempotency_key_is_bounded() {
 /// (ids are not signed).
 #[tokio::test]
 async fn spec_next_client_ids_are_replaced_but_name_the_message() {
-    let s = start_with(|c| c.ingest.messaging.keep_client_ids = false).await;
+    let s = Ampd::start_with(|c| c.ingest.messaging.keep_client_ids = false).await;
     let alice = s.register("ids", "alice").await;
     let bob = s.register("ids", "bob").await;
     let client_id = "msg_1700000000000_deadbeef";
     let mut m = Msg::new(&bob.address, "once").id(client_id);
     m.thread_id = Some(client_id.to_owned());
     let body = m.envelope(&alice.address, Some(&m.sign(&alice)));
-    let first = s.route(&alice, body.clone()).await.assert_ok();
+    let first = s.route(&alice, body.clone()).await.ok();
     let id = first["id"].as_str().expect("id").to_owned();
     assert_ne!(id, client_id, "the provider's id, not the client's");
     assert!(id.starts_with("msg_1700000000000_"), "{id}");
     assert_server_id(&id);
     assert_eq!(first["thread_id"], id.as_str(), "{first}");
-    let again = s.route(&alice, body).await.assert_ok();
+    let again = s.route(&alice, body).await.ok();
     assert_eq!(again, first);
     assert_eq!(s.pending_ids(&bob).await, std::slice::from_ref(&id));
     let (page, _) = s.pending(&bob, "").await;
@@ -161,7 +159,7 @@ async fn spec_next_client_ids_are_replaced_but_name_the_message() {
         other.envelope(&alice.address, Some(&other.sign(&alice))),
     )
     .await
-    .assert_error(409, "duplicate_message", Some("id"));
+    .assert_error_field(409, "duplicate_message", "id");
     assert_eq!(s.pending_ids(&bob).await, std::slice::from_ref(&id));
 
     // Bob replies by the id he received; the reply threads under it.
@@ -176,7 +174,7 @@ async fn spec_next_client_ids_are_replaced_but_name_the_message() {
 /// other is `409 duplicate_idempotency_key`, every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_next_idempotency_key_races_leave_one_copy() {
-    let s = std::sync::Arc::new(start().await);
+    let s = std::sync::Arc::new(Ampd::start().await);
     let alice = std::sync::Arc::new(s.register("idemrace", "alice").await);
     let bob = s.register("idemrace", "bob").await;
     let mut expected = Vec::new();
@@ -198,7 +196,7 @@ async fn spec_next_idempotency_key_races_leave_one_copy() {
         let t2 = tokio::spawn(async move { s2.route(&a2, bb).await });
         let (r1, r2) = (t1.await.expect("join"), t2.await.expect("join"));
         if same {
-            let (v1, v2) = (r1.assert_ok(), r2.assert_ok());
+            let (v1, v2) = (r1.ok(), r2.ok());
             assert_eq!(v1["id"], v2["id"], "{v1} vs {v2}");
             assert_eq!(v1["queued_at"], v2["queued_at"], "{v1} vs {v2}");
             expected.push(v1["id"].as_str().expect("id").to_owned());
@@ -208,7 +206,7 @@ async fn spec_next_idempotency_key_races_leave_one_copy() {
                 (409, 200) => (&r2, &r1),
                 other => panic!("round {round}: {other:?}: {} / {}", r1.text, r2.text),
             };
-            lost.assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+            lost.assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
             expected.push(won.json()["id"].as_str().expect("id").to_owned());
         }
     }
@@ -226,16 +224,16 @@ async fn spec_next_idempotency_key_races_leave_one_copy() {
 /// provider's id is derived from the key.
 #[tokio::test]
 async fn spec_next_kept_client_ids_and_idempotency_keys_together() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let alice = s.register("keepids", "alice").await;
     let bob = s.register("keepids", "bob").await;
     let key = fresh_key();
     let client_id = "msg_1700000000000_00c0ffee";
     let m = Msg::new(&bob.address, "kept").id(client_id).key(&key);
     let body = m.envelope(&alice.address, Some(&m.sign(&alice)));
-    let first = s.route(&alice, body.clone()).await.assert_ok();
+    let first = s.route(&alice, body.clone()).await.ok();
     assert_eq!(first["id"], client_id, "{first}");
-    assert_eq!(s.route(&alice, body).await.assert_ok(), first);
+    assert_eq!(s.route(&alice, body).await.ok(), first);
     assert_eq!(s.pending_ids(&bob).await, [client_id]);
     let mut other = m.clone();
     other.subject = "another".into();
@@ -244,7 +242,7 @@ async fn spec_next_kept_client_ids_and_idempotency_keys_together() {
         other.envelope(&alice.address, Some(&other.sign(&alice))),
     )
     .await
-    .assert_error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+    .assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
     // The kept id with another key and other content: the id's conflict, as before.
     let mut reused = other.clone();
     reused.idempotency_key = Some(fresh_key());
@@ -253,13 +251,13 @@ async fn spec_next_kept_client_ids_and_idempotency_keys_together() {
         reused.envelope(&alice.address, Some(&reused.sign(&alice))),
     )
     .await
-    .assert_error(409, "duplicate_message", None);
+    .assert_error(409, "duplicate_message");
 
     let keyed = Msg::new(&bob.address, "no id").key(&fresh_key());
     let v = s
         .route(&alice, keyed.flat(Some(&keyed.sign(&alice))))
         .await
-        .assert_ok();
+        .ok();
     let id = v["id"].as_str().expect("id");
     assert!(id.starts_with("msg_0_"), "derived from the key: {v}");
     assert_eq!(s.pending_ids(&bob).await, [client_id, id]);

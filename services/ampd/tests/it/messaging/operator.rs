@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Msg, Resp, Server, try_start_with};
+use super::{Ampd, MessagingExt, Msg, Resp};
 
 /// The bootstrap token every test's server imports (scope `full`).
 pub(super) const BOOTSTRAP: &str = "amp_op_bootstrap-token-for-the-operator-tests-0123456789";
@@ -27,11 +27,11 @@ fn free_port() -> u16 {
 /// An ampd with an admin listener and the bootstrap token; returns it with the admin URL.
 /// The admin port is chosen free and bound by `ampd` a moment later; another test may take it
 /// in between, so a start that fails is tried again on another port.
-pub(super) async fn start_admin(tweak: impl Fn(&mut ampd::Config)) -> (Server, String) {
+pub(super) async fn start_admin(tweak: impl Fn(&mut ampd::Config)) -> (Ampd, String) {
     let mut why = String::new();
     for _ in 0..5 {
         let port = free_port();
-        match try_start_with(|c| {
+        match Ampd::try_start_with(|c| {
             c.ingest.admin.listen = Some(([127, 0, 0, 1], port).into());
             c.ingest.admin.bootstrap_token = Some(amp_runtime::config::Secret::new(BOOTSTRAP));
             tweak(c);
@@ -61,19 +61,11 @@ pub(super) async fn admin(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let r = req.send().await.expect("admin request");
-    let status = r.status();
-    let headers = r.headers().clone();
-    let text = r.text().await.expect("body");
-    Resp {
-        status,
-        headers,
-        text,
-    }
+    amp_testkit::http::send(req).await
 }
 
 /// Creates an operator token of `scope` with the bootstrap token; returns (id, token).
-pub(super) async fn token(s: &Server, base: &str, scope: &str) -> (String, String) {
+pub(super) async fn token(s: &Ampd, base: &str, scope: &str) -> (String, String) {
     let r = admin(
         &s.http,
         base,
@@ -92,7 +84,7 @@ pub(super) async fn token(s: &Server, base: &str, scope: &str) -> (String, Strin
 }
 
 /// Creates a tenant in `mode`.
-pub(super) async fn tenant(s: &Server, base: &str, name: &str, mode: &str) {
+pub(super) async fn tenant(s: &Ampd, base: &str, name: &str, mode: &str) {
     let r = admin(
         &s.http,
         base,
@@ -106,7 +98,7 @@ pub(super) async fn tenant(s: &Server, base: &str, name: &str, mode: &str) {
 }
 
 /// Issues an owner key for `tenant`; returns (key id, key).
-pub(super) async fn owner_key(s: &Server, base: &str, tenant: &str) -> (String, String) {
+pub(super) async fn owner_key(s: &Ampd, base: &str, tenant: &str) -> (String, String) {
     let r = admin(
         &s.http,
         base,
@@ -125,7 +117,7 @@ pub(super) async fn owner_key(s: &Server, base: &str, tenant: &str) -> (String, 
 }
 
 /// `POST /v1/register` with an optional owner key and extra body members.
-async fn register(s: &Server, tenant: &str, name: &str, key: Option<&str>, extra: Value) -> Resp {
+async fn register(s: &Ampd, tenant: &str, name: &str, key: Option<&str>, extra: Value) -> Resp {
     let sk = SecretKey::generate();
     let mut body = json!({
         "tenant": tenant,
@@ -157,7 +149,7 @@ async fn operator_token_scopes_matrix() {
         None,
     )
     .await;
-    r.assert_ok();
+    r.ok();
     tenant(&s, &base, "matrix", "owner_key").await;
     let (key_id, _) = owner_key(&s, &base, "matrix").await;
 
@@ -238,7 +230,7 @@ async fn operator_token_scopes_matrix() {
             ("agent key", Some("amp_live_sk_x")),
         ] {
             let r = admin(&s.http, &base, tok, method.clone(), &path, fill(&body, 9)).await;
-            r.assert_error(401, "unauthorized", None);
+            r.assert_error(401, "unauthorized");
             let _ = label;
         }
         for (scope, tok) in scoped {
@@ -263,7 +255,7 @@ async fn operator_token_scopes_matrix() {
                     r.text
                 );
             } else {
-                r.assert_error(403, "forbidden", None);
+                r.assert_error(403, "forbidden");
             }
         }
     }
@@ -291,26 +283,26 @@ async fn operator_bad_input_gets_spec_errors() {
     let post = |p: &'static str, b: Value| admin(&s.http, &base, t, Method::POST, p, Some(b));
     post("/tenants", json!({"name": "Bad Name!"}))
         .await
-        .assert_error(400, "invalid_field", Some("name"));
+        .assert_error_field(400, "invalid_field", "name");
     post("/tenants", json!({}))
         .await
-        .assert_error(400, "missing_field", Some("name"));
+        .assert_error_field(400, "missing_field", "name");
     post("/tenants", json!({"name": "system"}))
         .await
-        .assert_error(400, "invalid_field", Some("name"));
+        .assert_error_field(400, "invalid_field", "name");
     post(
         "/tenants",
         json!({"name": "ok", "registration": "sometimes"}),
     )
     .await
-    .assert_error(400, "invalid_field", Some("registration"));
+    .assert_error_field(400, "invalid_field", "registration");
     post("/tenants", json!({"name": "ok", "colour": "red"}))
         .await
-        .assert_error(400, "invalid_field", Some("colour"));
+        .assert_error_field(400, "invalid_field", "colour");
     post("/tenants", json!({"name": "dup"})).await;
     post("/tenants", json!({"name": "dup"}))
         .await
-        .assert_error(409, "name_taken", Some("name"));
+        .assert_error_field(409, "name_taken", "name");
     // A plan is an object: serde's derive would also read a struct from an array.
     let r = post(
         "/tenants",
@@ -330,23 +322,19 @@ async fn operator_bad_input_gets_spec_errors() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     post("/tokens", json!({"name": "x", "scope": "root"}))
         .await
-        .assert_error(400, "invalid_field", Some("scope"));
+        .assert_error_field(400, "invalid_field", "scope");
     post("/tokens", json!({"name": "", "scope": "read"}))
         .await
-        .assert_error(400, "invalid_field", Some("name"));
+        .assert_error_field(400, "invalid_field", "name");
     let get = |p: &'static str| admin(&s.http, &base, t, Method::GET, p, None);
-    get("/tenants/nope")
-        .await
-        .assert_error(404, "not_found", None);
+    get("/tenants/nope").await.assert_error(404, "not_found");
     get("/tenants?limit=0")
         .await
-        .assert_error(400, "invalid_field", Some("limit"));
+        .assert_error_field(400, "invalid_field", "limit");
     get("/audit?limit=100000")
         .await
-        .assert_error(400, "invalid_field", Some("limit"));
-    get("/nothing-here")
-        .await
-        .assert_error(404, "not_found", None);
+        .assert_error_field(400, "invalid_field", "limit");
+    get("/nothing-here").await.assert_error(404, "not_found");
     let r = admin(
         &s.http,
         &base,
@@ -356,7 +344,7 @@ async fn operator_bad_input_gets_spec_errors() {
         None,
     )
     .await;
-    r.assert_error(404, "not_found", None);
+    r.assert_error(404, "not_found");
     let r = admin(
         &s.http,
         &base,
@@ -366,7 +354,7 @@ async fn operator_bad_input_gets_spec_errors() {
         Some(json!({"expires_in_secs": 0})),
     )
     .await;
-    r.assert_error(400, "invalid_field", Some("expires_in_secs"));
+    r.assert_error_field(400, "invalid_field", "expires_in_secs");
     let r = admin(
         &s.http,
         &base,
@@ -376,7 +364,7 @@ async fn operator_bad_input_gets_spec_errors() {
         Some(json!({"expires_in_secs": "soon"})),
     )
     .await;
-    r.assert_error(400, "invalid_field", Some("expires_in_secs"));
+    r.assert_error_field(400, "invalid_field", "expires_in_secs");
     let r = s
         .http
         .post(format!("{base}/admin/v1/tenants/dup/suspend"))
@@ -399,7 +387,7 @@ async fn operator_bad_input_gets_spec_errors() {
     loop {
         let path = format!("/tenants?limit=2{after}");
         let r = admin(&s.http, &base, t, Method::GET, &path, None).await;
-        let v = r.assert_ok();
+        let v = r.ok();
         for x in v["tenants"].as_array().expect("tenants") {
             seen.push(x["name"].as_str().expect("name").to_owned());
         }
@@ -434,16 +422,16 @@ async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     register(&s, "globex", "alice", Some(&acme), json!({}))
         .await
-        .assert_error(403, "tenant_access_denied", None);
+        .assert_error(403, "tenant_access_denied");
     register(&s, "acme", "mallory", Some(&globex), json!({}))
         .await
-        .assert_error(403, "tenant_access_denied", None);
+        .assert_error(403, "tenant_access_denied");
     register(&s, "acme", "mallory", None, json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     register(&s, "acme", "mallory", Some("uk_made-up"), json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
 
     // The key list shows prefixes, never keys.
     let r = admin(
@@ -456,7 +444,7 @@ async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
     )
     .await;
     let text = r.text.clone();
-    let v = r.assert_ok();
+    let v = r.ok();
     assert!(!text.contains(&acme), "a listed key leaks: {text}");
     assert_eq!(v["owner_keys"].as_array().map(Vec::len), Some(1));
 
@@ -492,7 +480,7 @@ async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     register(&s, "acme", "dave", Some(&acme), json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
 
     // Revocation takes effect at once.
     let r = admin(
@@ -504,10 +492,10 @@ async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
         None,
     )
     .await;
-    r.assert_ok();
+    r.ok();
     register(&s, "acme", "erin", Some(&new_key), json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     // Another tenant's key id is as unknown as a made-up one.
     let r = admin(
         &s.http,
@@ -518,7 +506,7 @@ async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
         None,
     )
     .await;
-    r.assert_error(404, "not_found", None);
+    r.assert_error(404, "not_found");
 
     // The audit log has every action and every key use, in order.
     let r = admin(
@@ -530,7 +518,7 @@ async fn security_operator_owner_keys_isolated_rotated_and_revoked() {
         None,
     )
     .await;
-    let v = r.assert_ok();
+    let v = r.ok();
     let actions: Vec<(String, String)> = v["entries"]
         .as_array()
         .expect("entries")
@@ -589,16 +577,16 @@ async fn operator_invite_codes_are_single_use() {
     };
     register(&s, "club", "a", None, json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     let c = code("club", 600).await;
     register(&s, "other", "a", None, json!({"invite_code": c}))
         .await
-        .assert_error(403, "tenant_access_denied", Some("invite_code"));
+        .assert_error_field(403, "tenant_access_denied", "invite_code");
     let r = register(&s, "club", "a", None, json!({"invite_code": c})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     register(&s, "club", "b", None, json!({"invite_code": c}))
         .await
-        .assert_error(403, "tenant_access_denied", Some("invite_code"));
+        .assert_error_field(403, "tenant_access_denied", "invite_code");
     // A registration that fails (name taken) does not use the code up.
     let c2 = code("club", 600).await;
     let r = register(&s, "club", "a", None, json!({"invite_code": c2})).await;
@@ -610,7 +598,7 @@ async fn operator_invite_codes_are_single_use() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     register(&s, "club", "c", None, json!({"invite_code": c3}))
         .await
-        .assert_error(403, "tenant_access_denied", Some("invite_code"));
+        .assert_error_field(403, "tenant_access_denied", "invite_code");
     // Of concurrent registrations with one code, one succeeds.
     let c4 = code("club", 600).await;
     let names: Vec<String> = (0..6).map(|i| format!("race{i}")).collect();
@@ -660,7 +648,7 @@ async fn operator_suspended_tenant_on_the_public_api() {
     s.send_text(&good, &bad.address, "before").await;
 
     // A socket of the tenant's agent, open before the suspension.
-    let ws_url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let ws_url = format!("{}/v1/ws", s.url().replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
         .expect("connect");
@@ -718,24 +706,24 @@ async fn operator_suspended_tenant_on_the_public_api() {
     assert!(took < Duration::from_secs(1));
     s.get(&bad, "/v1/agents/me")
         .await
-        .assert_error(403, "agent_suspended", None);
+        .assert_error(403, "agent_suspended");
     s.get(&bad, "/v1/messages/pending")
         .await
-        .assert_error(403, "agent_suspended", None);
+        .assert_error(403, "agent_suspended");
     s.get(&bad, "/v1/agents")
         .await
-        .assert_error(403, "agent_suspended", None);
+        .assert_error(403, "agent_suspended");
     let m = Msg::new(&good.address, "s");
     s.route(&bad, m.flat(Some(&m.sign(&bad))))
         .await
-        .assert_error(403, "agent_suspended", None);
+        .assert_error(403, "agent_suspended");
     let m = Msg::new(&bad2.address, "s");
     s.route(&good, m.flat(Some(&m.sign(&good))))
         .await
-        .assert_error(403, "recipient_suspended", None);
+        .assert_error(403, "recipient_suspended");
     register(&s, "bad", "newcomer", None, json!({}))
         .await
-        .assert_error(403, "tenant_access_denied", Some("tenant"));
+        .assert_error_field(403, "tenant_access_denied", "tenant");
     // A new socket is refused at auth.
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
@@ -754,7 +742,7 @@ async fn operator_suspended_tenant_on_the_public_api() {
     }
     assert_eq!(code, Some(4003));
     // Other tenants are untouched.
-    s.get(&good, "/v1/agents/me").await.assert_ok();
+    s.get(&good, "/v1/agents/me").await.ok();
 
     // Resumed: everything works again, the held message is still there.
     let r = admin(
@@ -775,7 +763,7 @@ async fn operator_suspended_tenant_on_the_public_api() {
     s.send_text(&good, &bad.address, "after").await;
 
     let r = admin(&s.http, &base, Some(BOOTSTRAP), Method::GET, "/audit", None).await;
-    let text = r.assert_ok().to_string();
+    let text = r.ok().to_string();
     assert!(
         text.contains("tenant.suspend") && text.contains("tenant.resume") && text.contains("abuse")
     );
@@ -804,7 +792,7 @@ async fn security_operator_configured_owner_is_a_seed() {
     assert_eq!(r.json()["owner_id"], "usr_seed");
     register(&s, "seeded", "two", None, json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     let v = admin(
         &s.http,
         &base,
@@ -814,7 +802,7 @@ async fn security_operator_configured_owner_is_a_seed() {
         None,
     )
     .await
-    .assert_ok();
+    .ok();
     let id = v["owner_keys"][0]["id"].as_str().expect("id").to_owned();
     assert_eq!(v["owner_keys"][0]["agent_limit"], 5);
     admin(
@@ -826,16 +814,16 @@ async fn security_operator_configured_owner_is_a_seed() {
         None,
     )
     .await
-    .assert_ok();
+    .ok();
     register(&s, "seeded", "three", Some(KEY), json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     s.stop().await;
 
     // The same configuration again: the key is not re-imported.
     let (s, _) = start_admin(&seeded).await;
     register(&s, "seeded", "four", Some(KEY), json!({}))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     s.stop().await;
 }

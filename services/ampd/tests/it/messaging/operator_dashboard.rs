@@ -17,8 +17,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Msg, ids_of, register_at};
-use crate::spawned;
+use super::{Msg, agent, ids_of};
+use amp_testkit::ampd::AmpdProcess;
 
 /// The repository's root.
 fn repo() -> PathBuf {
@@ -583,10 +583,11 @@ fn operator_dashboard_chart_copies_are_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_dashboard_queries_name_only_exported_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (child, url) = spawned::start(dir.path(), "127.0.0.1:0", &[]).await;
+    let ampd = AmpdProcess::start(dir.path(), &[]).await;
+    let url = ampd.url().to_owned();
     let http = reqwest::Client::new();
-    let alice = register_at(&http, &url, "opdash", "alice").await;
-    let bob = register_at(&http, &url, "opdash", "bob").await;
+    let alice = agent::register(&http, &url, "opdash", "alice", None).await;
+    let bob = agent::register(&http, &url, "opdash", "bob", None).await;
 
     let m = Msg::new(&bob.address, "metrics");
     let r = http
@@ -642,7 +643,7 @@ async fn operator_dashboard_queries_name_only_exported_metrics() {
         .text()
         .await
         .expect("body");
-    spawned::stop(child).await;
+    ampd.stop().await;
     let scraped = scraped_metrics(&text);
     // What one route makes exist, so the dashboard's core panels are never empty.
     for name in [

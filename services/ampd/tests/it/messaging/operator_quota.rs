@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::operator::{BOOTSTRAP, admin, start_admin, tenant};
-use super::{Msg, Server, payload_with};
+use super::{Ampd, MessagingExt, Msg, payload_with};
 
 /// PATCHes `name`'s plan and returns the tenant as the API shows it.
-async fn set_plan(s: &Server, base: &str, name: &str, plan: Value) -> Value {
+async fn set_plan(s: &Ampd, base: &str, name: &str, plan: Value) -> Value {
     let r = admin(
         &s.http,
         base,
@@ -77,7 +77,7 @@ async fn operator_plan_quotas_are_enforced_with_spec_errors() {
             ),
         )
         .await;
-    third.assert_error(403, "forbidden", None);
+    third.assert_error(403, "forbidden");
 
     // Messages per minute: three go, the fourth is 429 with Retry-After.
     for i in 0..3 {
@@ -85,7 +85,7 @@ async fn operator_plan_quotas_are_enforced_with_spec_errors() {
     }
     let m = Msg::new(&bob.address, "s").payload(&payload_with("over"));
     let r = s.route(&alice, m.flat(Some(&m.sign(&alice)))).await;
-    r.assert_error(429, "rate_limited", None);
+    r.assert_error(429, "rate_limited");
     let retry: u64 = r
         .headers
         .get("retry-after")
@@ -114,13 +114,13 @@ async fn operator_plan_quotas_are_enforced_with_spec_errors() {
     let big = Msg::new(&bob.address, "s").payload(&payload_with(&"x".repeat(2000)));
     s.route(&alice, big.flat(Some(&big.sign(&alice))))
         .await
-        .assert_error(413, "request_too_large", None);
+        .assert_error(413, "request_too_large");
 
     // Federation not in the plan: a recipient on another provider is 403 forbidden.
     let remote = Msg::new("zed@acme.elsewhere.example", "s").payload(&payload_with("out"));
     s.route(&alice, remote.flat(Some(&remote.sign(&alice))))
         .await
-        .assert_error(403, "forbidden", Some("to"));
+        .assert_error_field(403, "forbidden", "to");
     // Allowed again: accepted (queued for federation).
     set_plan(
         &s,
@@ -142,7 +142,7 @@ async fn operator_plan_quotas_are_enforced_with_spec_errors() {
     }
     let m = Msg::new(&eve.address, "s").payload(&payload_with("fifth"));
     let r = s.route(&dan, m.flat(Some(&m.sign(&dan)))).await;
-    r.assert_error(429, "rate_limited", None);
+    r.assert_error(429, "rate_limited");
     assert!(
         r.json()["message"]
             .as_str()
@@ -179,7 +179,7 @@ async fn operator_plan_quotas_are_enforced_with_spec_errors() {
 }
 
 /// GET `path` on the admin API with the bootstrap token, as JSON, expecting 200.
-async fn get_json(s: &Server, base: &str, path: &str) -> Value {
+async fn get_json(s: &Ampd, base: &str, path: &str) -> Value {
     let r = admin(&s.http, base, Some(BOOTSTRAP), Method::GET, path, None).await;
     assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
     r.json()
@@ -202,7 +202,7 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
     let carol = s.register("meter-a", "carol").await;
     let bob = s.register("meter-b", "bob").await;
     // A socket of bob's, open while the counts are flushed.
-    let ws_url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let ws_url = format!("{}/v1/ws", s.url().replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
         .expect("connect");
@@ -371,23 +371,23 @@ async fn operator_usage_counts_a_known_traffic_pattern() {
             None,
         )
         .await;
-        r.assert_error(400, "invalid_field", Some(field));
+        r.assert_error_field(400, "invalid_field", field);
     }
     let r = admin(&s.http, &base, None, Method::GET, "/usage.csv", None).await;
-    r.assert_error(401, "unauthorized", None);
+    r.assert_error(401, "unauthorized");
     drop(ws);
     s.stop().await;
 }
 
 /// Opens a WebSocket for `api_key` and returns it with its first frame (the answer to auth).
 async fn ws_open(
-    s: &Server,
+    s: &Ampd,
     api_key: &str,
 ) -> (
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     Message,
 ) {
-    let ws_url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+    let ws_url = format!("{}/v1/ws", s.url().replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
         .expect("connect");
@@ -467,7 +467,7 @@ async fn operator_plan_connections_are_enforced_on_websockets() {
 
 /// Routes ~3 KB messages from `from` to `to` until the recipient's tenant is at its
 /// `stored_bytes`; returns how many were accepted and the refusal.
-async fn fill(s: &Server, from: &super::Agent, to: &str) -> (usize, super::Resp) {
+async fn fill(s: &Ampd, from: &super::Agent, to: &str) -> (usize, super::Resp) {
     let text = "x".repeat(2500);
     for accepted in 0..20 {
         let m = Msg::new(to, "s").payload(&payload_with(&text));
@@ -475,7 +475,7 @@ async fn fill(s: &Server, from: &super::Agent, to: &str) -> (usize, super::Resp)
         if r.status.as_u16() == 507 {
             return (accepted, r);
         }
-        r.assert_ok();
+        r.ok();
     }
     panic!("20 messages of 3 KB fit in 12 KB");
 }
@@ -500,18 +500,18 @@ async fn operator_plan_stored_bytes_is_enforced_with_507() {
         (2..=4).contains(&accepted),
         "{accepted} messages of 3 KB in 12 KB"
     );
-    refusal.assert_error(507, "storage_quota_exceeded", Some("to"));
+    refusal.assert_error_field(507, "storage_quota_exceeded", "to");
     // The recipient's tenant's quota, whoever sends; every mailbox of the tenant.
     // (A message as large as those that filled it: a small one may still fit.)
     let big = "z".repeat(2500);
     let m = Msg::new(&bob.address, "s").payload(&payload_with(&big));
     s.route(&dan, m.flat(Some(&m.sign(&dan))))
         .await
-        .assert_error(507, "storage_quota_exceeded", Some("to"));
+        .assert_error_field(507, "storage_quota_exceeded", "to");
     let m = Msg::new(&carol.address, "s").payload(&payload_with(&big));
     s.route(&alice, m.flat(Some(&m.sign(&alice))))
         .await
-        .assert_error(507, "storage_quota_exceeded", Some("to"));
+        .assert_error_field(507, "storage_quota_exceeded", "to");
     // A full tenant still sends to others.
     s.send_text(&alice, &dan.address, "out is fine").await;
     // Nothing refused was stored.
@@ -524,15 +524,15 @@ async fn operator_plan_stored_bytes_is_enforced_with_507() {
     let v = s
         .post(&bob, "/v1/messages/pending/ack", Some(body))
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(v["acknowledged"], accepted, "{v}");
     s.send_text(&alice, &carol.address, "room again").await;
     let (refilled, refusal) = fill(&s, &alice, &bob.address).await;
-    refusal.assert_error(507, "storage_quota_exceeded", Some("to"));
+    refusal.assert_error_field(507, "storage_quota_exceeded", "to");
     assert!(refilled + 1 >= accepted, "{refilled} after {accepted}");
 
     // A deleted mailbox (the agent deregistered) leaves the count with it.
-    s.delete(&bob, "/v1/agents/me").await.assert_ok();
+    s.delete(&bob, "/v1/agents/me").await.ok();
     s.send_text(&alice, &carol.address, "bob's bytes are gone")
         .await;
 

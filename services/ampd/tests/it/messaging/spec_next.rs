@@ -28,7 +28,16 @@ fn card_of(address: &str, key: &SecretKey, signer: &SecretKey, expires_at: &str)
 
 const LATER: &str = "2099-01-01T00:00:00Z";
 
-impl Server {
+/// What the spec-next tests do through an [`Ampd`].
+trait SpecNextExt {
+    /// `PATCH /v1/agents/me` as `who`.
+    async fn patch_me(&self, who: &Agent, body: Value) -> Resp;
+    /// Registers with `key` and `extra` members added to the body; returns the raw answer.
+    async fn register_keyed(&self, tenant: &str, name: &str, key: &SecretKey, extra: Value)
+    -> Resp;
+}
+
+impl SpecNextExt for Ampd {
     async fn patch_me(&self, who: &Agent, body: Value) -> Resp {
         self.call(
             Method::PATCH,
@@ -39,8 +48,13 @@ impl Server {
         .await
     }
 
-    /// Registers with `extra` members added to the body; returns the raw answer.
-    async fn register_with(&self, tenant: &str, name: &str, key: &SecretKey, extra: Value) -> Resp {
+    async fn register_keyed(
+        &self,
+        tenant: &str,
+        name: &str,
+        key: &SecretKey,
+        extra: Value,
+    ) -> Resp {
         let mut body = json!({
             "tenant": tenant,
             "name": name,
@@ -75,7 +89,7 @@ fn agent_of(r: &Resp, key: SecretKey) -> Agent {
 /// the key of `/v1/info`, never as the card's `signature`.
 #[tokio::test]
 async fn spec_next_agent_card_is_the_agents_own_and_verified_before_it_is_stored() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let tenant = "cards";
     let key = SecretKey::generate();
     let address = format!("carol@{tenant}.{DOMAIN}");
@@ -93,19 +107,19 @@ async fn spec_next_agent_card_is_the_agents_own_and_verified_before_it_is_stored
         json!("not a card"),
     ] {
         let r = s
-            .register_with(tenant, "carol", &key, json!({ "agent_card": bad }))
+            .register_keyed(tenant, "carol", &key, json!({ "agent_card": bad }))
             .await;
-        r.assert_error(400, "invalid_field", Some("agent_card"));
+        r.assert_error_field(400, "invalid_field", "agent_card");
     }
 
     // Accepted with a good card; served as signed.
     let good = card_of(&address, &key, &key, LATER);
     let r = s
-        .register_with(tenant, "carol", &key, json!({ "agent_card": good }))
+        .register_keyed(tenant, "carol", &key, json!({ "agent_card": good }))
         .await;
     let carol = agent_of(&r, key);
     let r = s.get(&carol, "/v1/agents/me/card").await;
-    let served = r.assert_ok();
+    let served = r.ok();
     assert_eq!(served, good, "the card as the agent signed it");
     let sig = served["signature"].as_str().expect("signature");
     carol
@@ -115,10 +129,7 @@ async fn spec_next_agent_card_is_the_agents_own_and_verified_before_it_is_stored
         .expect("the agent's signature verifies under the agent's key");
 
     // The provider vouches beside the card, under its own key and domain separator.
-    let info = s
-        .call(Method::GET, "/v1/info", None, None)
-        .await
-        .assert_ok();
+    let info = s.call(Method::GET, "/v1/info", None, None).await.ok();
     let provider =
         PublicKey::parse(info["public_key"].as_str().expect("provider key")).expect("provider key");
     let attestation = r
@@ -153,30 +164,27 @@ async fn spec_next_agent_card_is_the_agents_own_and_verified_before_it_is_stored
     let dave = s.register(tenant, "dave").await;
     s.get(&dave, "/v1/agents/me/card")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found");
 
     // PATCH: a bad card is refused (and the old one kept), a good one replaces it.
     let forged = card_of(&dave.address, &dave.key, &other, LATER);
     s.patch_me(&dave, json!({ "agent_card": forged }))
         .await
-        .assert_error(400, "invalid_field", Some("agent_card"));
+        .assert_error_field(400, "invalid_field", "agent_card");
     let mut big = card_of(&dave.address, &dave.key, &dave.key, LATER);
     big["alias"] = json!("x".repeat(card::MAX_CARD_BYTES));
     card::sign(&mut big, &dave.key).expect("sign");
     s.patch_me(&dave, json!({ "agent_card": big }))
         .await
-        .assert_error(400, "invalid_field", Some("agent_card"));
+        .assert_error_field(400, "invalid_field", "agent_card");
     s.get(&dave, "/v1/agents/me/card")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found");
     let dave_card = card_of(&dave.address, &dave.key, &dave.key, LATER);
     s.patch_me(&dave, json!({ "agent_card": dave_card }))
         .await
-        .assert_ok();
-    assert_eq!(
-        s.get(&dave, "/v1/agents/me/card").await.assert_ok(),
-        dave_card
-    );
+        .ok();
+    assert_eq!(s.get(&dave, "/v1/agents/me/card").await.ok(), dave_card);
 
     // A key rotation retires the card signed with the old key.
     let new_pem = SecretKey::generate().public().to_pem();
@@ -187,10 +195,10 @@ async fn spec_next_agent_card_is_the_agents_own_and_verified_before_it_is_stored
         Some(json!({ "new_public_key": new_pem, "proof": proof }).to_string()),
     )
     .await
-    .assert_ok();
+    .ok();
     s.get(&dave, "/v1/agents/me/card")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found");
     s.stop().await;
 }
 
@@ -198,30 +206,30 @@ async fn spec_next_agent_card_is_the_agents_own_and_verified_before_it_is_stored
 /// returned on resolve; malformed ones are `400 invalid_field`.
 #[tokio::test]
 async fn spec_next_capabilities_are_kept_as_declared_and_resolved() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let key = SecretKey::generate();
     let caps = json!(["attachments", "threading", "github:code_review"]);
     let r = s
-        .register_with("caps", "erin", &key, json!({ "capabilities": caps }))
+        .register_keyed("caps", "erin", &key, json!({ "capabilities": caps }))
         .await;
     let erin = agent_of(&r, key);
     let frank = s.register("caps", "frank").await;
     let resolved = s
         .get(&frank, &format!("/v1/agents/resolve/{}", erin.address))
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(resolved["capabilities"], caps, "{resolved}");
-    let me = s.get(&erin, "/v1/agents/me").await.assert_ok();
+    let me = s.get(&erin, "/v1/agents/me").await.ok();
     assert_eq!(me["capabilities"], caps, "{me}");
 
     let updated = json!(["priority", "websocket"]);
     s.patch_me(&erin, json!({ "capabilities": updated }))
         .await
-        .assert_ok();
+        .ok();
     let resolved = s
         .get(&frank, &format!("/v1/agents/resolve/{}", erin.address))
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(resolved["capabilities"], updated, "{resolved}");
 
     for bad in [
@@ -234,16 +242,16 @@ async fn spec_next_capabilities_are_kept_as_declared_and_resolved() {
     ] {
         s.patch_me(&erin, json!({ "capabilities": bad }))
             .await
-            .assert_error(400, "invalid_field", Some("capabilities"));
+            .assert_error_field(400, "invalid_field", "capabilities");
         let r = s
-            .register_with(
+            .register_keyed(
                 "caps",
                 "ghost",
                 &SecretKey::generate(),
                 json!({ "capabilities": bad }),
             )
             .await;
-        r.assert_error(400, "invalid_field", Some("capabilities"));
+        r.assert_error_field(400, "invalid_field", "capabilities");
     }
     s.stop().await;
 }
@@ -253,19 +261,19 @@ async fn spec_next_capabilities_are_kept_as_declared_and_resolved() {
 /// `open` (by PATCH) allows everyone again; malformed policies are `400 invalid_field`.
 #[tokio::test]
 async fn spec_next_communication_policy_is_enforced_on_route() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let key = SecretKey::generate();
     let policy = json!({ "communication_policy": {
         "mode": "restricted",
         "allowed_recipients": [format!("bob@polw.{DOMAIN}"), format!("*@polx.{DOMAIN}")],
     }});
-    let r = s.register_with("polw", "alice", &key, policy).await;
+    let r = s.register_keyed("polw", "alice", &key, policy).await;
     let alice = agent_of(&r, key);
     let bob = s.register("polw", "bob").await;
     let eve = s.register("polw", "eve").await;
     let xavier = s.register("polx", "xavier").await;
 
-    let me = s.get(&alice, "/v1/agents/me").await.assert_ok();
+    let me = s.get(&alice, "/v1/agents/me").await.ok();
     assert_eq!(me["communication_policy"]["mode"], "restricted", "{me}");
 
     s.send_text(&alice, &bob.address, "allowed by name").await;
@@ -274,7 +282,7 @@ async fn spec_next_communication_policy_is_enforced_on_route() {
     let m = Msg::new(&eve.address, "not allowed").payload(PLAIN);
     s.route(&alice, m.flat(Some(&m.sign(&alice))))
         .await
-        .assert_error(403, "recipient_not_allowed", Some("to"));
+        .assert_error_field(403, "recipient_not_allowed", "to");
     assert!(s.pending_ids(&eve).await.is_empty());
     // The policy binds the sender only: eve may still write to alice.
     s.send_text(&eve, &alice.address, "inbound is not restricted")
@@ -285,7 +293,7 @@ async fn spec_next_communication_policy_is_enforced_on_route() {
         json!({ "communication_policy": { "mode": "open" } }),
     )
     .await
-    .assert_ok();
+    .ok();
     s.send_text(&alice, &eve.address, "open again").await;
     assert_eq!(s.pending_ids(&eve).await.len(), 1);
 
@@ -297,7 +305,7 @@ async fn spec_next_communication_policy_is_enforced_on_route() {
     ] {
         s.patch_me(&alice, json!({ "communication_policy": bad }))
             .await
-            .assert_error(400, "invalid_field", Some("communication_policy"));
+            .assert_error_field(400, "invalid_field", "communication_policy");
     }
     s.stop().await;
 }
@@ -324,7 +332,7 @@ pub(crate) fn nulls(v: &Value, path: &str, out: &mut Vec<String>) {
 /// omitted, a present one kept.
 #[tokio::test]
 async fn spec_next_delivered_messages_hold_no_null() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let alice = s.register("nonull", "alice").await;
     let bob = s.register("nonull", "bob").await;
     let first = s.send_text(&alice, &bob.address, "first").await;
@@ -360,7 +368,7 @@ async fn spec_next_delivered_messages_hold_no_null() {
 /// registration, in the spec's error body.
 #[tokio::test]
 async fn spec_next_bodies_over_one_megabyte_are_request_too_large() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let alice = s.register("big", "alice").await;
     let bob = s.register("big", "bob").await;
     let m = Msg::new(&bob.address, "huge").payload(&format!(
@@ -369,11 +377,11 @@ async fn spec_next_bodies_over_one_megabyte_are_request_too_large() {
     ));
     s.route(&alice, m.flat(Some(&m.sign(&alice))))
         .await
-        .assert_error(413, "request_too_large", None);
+        .assert_error(413, "request_too_large");
     let body = json!({ "tenant": "big", "name": "carl", "alias": "y".repeat(1_100_000) });
     s.call(Method::POST, "/v1/register", None, Some(body.to_string()))
         .await
-        .assert_error(413, "request_too_large", None);
+        .assert_error(413, "request_too_large");
     assert!(s.pending_ids(&bob).await.is_empty());
     s.stop().await;
 }
@@ -381,11 +389,8 @@ async fn spec_next_bodies_over_one_megabyte_are_request_too_large() {
 /// `/v1/info` advertises what this provider implements of the newest spec.
 #[tokio::test]
 async fn spec_next_info_advertises_cards_capabilities_and_policy() {
-    let s = start().await;
-    let info = s
-        .call(Method::GET, "/v1/info", None, None)
-        .await
-        .assert_ok();
+    let s = Ampd::start().await;
+    let info = s.call(Method::GET, "/v1/info", None, None).await.ok();
     let caps = info["capabilities"].as_array().expect("capabilities");
     for token in ["agent-card", "agent-capabilities", "communication-policy"] {
         assert!(caps.iter().any(|c| c == token), "{token} missing: {info}");

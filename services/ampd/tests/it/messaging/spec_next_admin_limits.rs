@@ -23,7 +23,7 @@ fn limit_of(r: &Resp) -> (u64, u64) {
 /// Calls `path` with `token` `limit` times (each answered `ok` with the limit's headers
 /// counting down), then once more: `429 rate_limited` with `Retry-After`.
 async fn exhaust(
-    s: &Server,
+    s: &Ampd,
     method: Method,
     path: &str,
     token: &str,
@@ -51,7 +51,7 @@ async fn exhaust(
             body.as_ref().map(Value::to_string),
         )
         .await;
-    r.assert_error(429, "rate_limited", None);
+    r.assert_error(429, "rate_limited");
     assert_eq!(limit_of(&r), (limit, 0), "{method} {path}");
     assert!(r.headers.contains_key("retry-after"), "{method} {path}");
 }
@@ -61,7 +61,7 @@ async fn spec_next_admin_endpoint_rate_limits() {
     // The spec's 100/min of the other endpoints (the test server's default is higher).
     let (s, base) = start_admin(|c| c.ingest.limits.api_requests_per_minute = 100).await;
     let alice = s.register("lim-a", "alice").await;
-    let alice_id = s.get(&alice, "/v1/agents/me").await.assert_ok()["agent_id"]
+    let alice_id = s.get(&alice, "/v1/agents/me").await.ok()["agent_id"]
         .as_str()
         .expect("agent_id")
         .to_owned();
@@ -80,11 +80,11 @@ async fn spec_next_admin_endpoint_rate_limits() {
             None,
         )
         .await;
-    r.assert_error(404, "not_found", None);
+    r.assert_error(404, "not_found");
     assert_eq!(limit_of(&r).0, 100);
     // The same budget under /admin/v1.
     let r = admin(&s.http, &base, Some(&t1), Method::GET, "/quarantine", None).await;
-    r.assert_error(429, "rate_limited", None);
+    r.assert_error(429, "rate_limited");
 
     // Decisions, approve and reject together (an unknown entry still counts).
     exhaust(
@@ -104,7 +104,7 @@ async fn spec_next_admin_endpoint_rate_limits() {
         None,
     )
     .await
-    .assert_error(429, "rate_limited", None);
+    .assert_error(429, "rate_limited");
 
     let suspend = format!("/v1/agents/{alice_id}/suspend");
     let body = json!({"reason": "limits"});
@@ -119,7 +119,7 @@ async fn spec_next_admin_endpoint_rate_limits() {
         Some(body),
     )
     .await
-    .assert_error(429, "rate_limited", None);
+    .assert_error(429, "rate_limited");
     let r = s
         .call(
             Method::POST,
@@ -149,7 +149,7 @@ async fn spec_next_admin_endpoint_rate_limits_are_configurable() {
     })
     .await;
     let alice = s.register("lim-c", "alice").await;
-    let alice_id = s.get(&alice, "/v1/agents/me").await.assert_ok()["agent_id"]
+    let alice_id = s.get(&alice, "/v1/agents/me").await.ok()["agent_id"]
         .as_str()
         .expect("agent_id")
         .to_owned();

@@ -9,7 +9,7 @@ use super::*;
 /// documents: every JSON answer is walked, and any `null` fails the test with its path.
 #[tokio::test]
 async fn spec_next_no_answer_of_a_session_holds_null() {
-    let s = start().await;
+    let s = Ampd::start().await;
     let alice = s.register("nulls", "alice").await;
     let bob = s.register("nulls", "bob").await;
     let _carol = s.register("nulls", "carol").await;

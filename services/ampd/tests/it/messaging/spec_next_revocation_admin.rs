@@ -10,7 +10,7 @@ use super::operator::{BOOTSTRAP, admin, start_admin, token};
 use super::*;
 
 /// `POST /v1/register` of `key` as `name` in `tenant`; the answer as it came.
-async fn register_key(s: &Server, tenant: &str, name: &str, key: &SecretKey) -> Resp {
+async fn register_key(s: &Ampd, tenant: &str, name: &str, key: &SecretKey) -> Resp {
     let body = json!({
         "tenant": tenant,
         "name": name,
@@ -22,7 +22,7 @@ async fn register_key(s: &Server, tenant: &str, name: &str, key: &SecretKey) -> 
 }
 
 /// The audit log's actions on `target`.
-async fn audited(s: &Server, base: &str, target: &str) -> Vec<String> {
+async fn audited(s: &Ampd, base: &str, target: &str) -> Vec<String> {
     let log = admin(
         &s.http,
         base,
@@ -32,7 +32,7 @@ async fn audited(s: &Server, base: &str, target: &str) -> Vec<String> {
         None,
     )
     .await
-    .assert_ok();
+    .ok();
     log["entries"]
         .as_array()
         .expect("entries")
@@ -60,13 +60,13 @@ async fn spec_next_operator_revokes_an_agents_key() {
     };
     call(None, path.into(), None)
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     call(Some(alice.api_key.clone()), path.into(), None)
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     call(Some(reader), path.into(), None)
         .await
-        .assert_error(403, "forbidden", None);
+        .assert_error(403, "forbidden");
     // Another tenant's agent is unknown here; a reason too long is refused.
     call(
         Some(tenant_admin.clone()),
@@ -74,14 +74,14 @@ async fn spec_next_operator_revokes_an_agents_key() {
         None,
     )
     .await
-    .assert_error(404, "not_found", None);
+    .assert_error(404, "not_found");
     call(
         Some(tenant_admin.clone()),
         path.into(),
         Some(json!({"reason": "x".repeat(501)})),
     )
     .await
-    .assert_error(400, "invalid_field", Some("reason"));
+    .assert_error_field(400, "invalid_field", "reason");
     s.send_text(&alice, &bob.address, "still trusted").await;
 
     let v = call(
@@ -90,7 +90,7 @@ async fn spec_next_operator_revokes_an_agents_key() {
         Some(json!({"reason": "key leaked in a log"})),
     )
     .await
-    .assert_ok();
+    .ok();
     let fingerprint = alice.key.public().fingerprint();
     assert_eq!(v["revoked"], true, "{v}");
     assert_eq!(v["fingerprint"], fingerprint.as_str(), "{v}");
@@ -100,10 +100,10 @@ async fn spec_next_operator_revokes_an_agents_key() {
     // Everything the key signs is refused, naming the key.
     let m = Msg::new(&bob.address, "after");
     let r = s.route(&alice, m.flat(Some(&m.sign(&alice)))).await;
-    r.assert_error(403, "key_revoked", Some("signature"));
+    r.assert_error_field(403, "key_revoked", "signature");
     assert!(r.text.contains(&fingerprint), "{}", r.text);
     // The agent still reads its mailbox (its API key is its own, not revoked).
-    s.get(&alice, "/v1/messages/pending").await.assert_ok();
+    s.get(&alice, "/v1/messages/pending").await.ok();
     // It cannot rotate away from the revoked key, nor register it anywhere.
     let new_key = SecretKey::generate();
     let pem = new_key.public().to_pem();
@@ -116,10 +116,10 @@ async fn spec_next_operator_revokes_an_agents_key() {
         ),
     )
     .await
-    .assert_error(403, "key_revoked", Some("proof"));
+    .assert_error_field(403, "key_revoked", "proof");
     register_key(&s, "oprev", "alice-again", &alice.key)
         .await
-        .assert_error(403, "key_revoked", Some("public_key"));
+        .assert_error_field(403, "key_revoked", "public_key");
     // Others are untouched.
     s.send_text(&bob, &alice.address, "to alice").await;
     s.send_text(&erin, &bob.address, "from elsewhere").await;
@@ -148,12 +148,12 @@ async fn spec_next_deregistration_revokes_the_key() {
         api_key: r.json()["api_key"].as_str().expect("api_key").to_owned(),
         key: carol_key.clone(),
     };
-    let v = s.delete(&carol, "/v1/agents/me").await.assert_ok();
+    let v = s.delete(&carol, "/v1/agents/me").await.ok();
     assert_eq!(v["deregistered"], true, "{v}");
     for (tenant, name) in [("dereg", "carol-two"), ("dereg-other", "carol")] {
         register_key(&s, tenant, name, &carol_key)
             .await
-            .assert_error(403, "key_revoked", Some("public_key"));
+            .assert_error_field(403, "key_revoked", "public_key");
     }
 
     // By the operator: by name, its tenant's only.
@@ -168,20 +168,18 @@ async fn spec_next_deregistration_revokes_the_key() {
     };
     del(&reader, "/tenants/dereg/agents/dave")
         .await
-        .assert_error(403, "forbidden", None);
+        .assert_error(403, "forbidden");
     del(&tenant_admin, "/tenants/dereg/agents/erin")
         .await
-        .assert_error(404, "not_found", None);
-    s.get(&erin, "/v1/agents/me").await.assert_ok();
-    let v = del(&tenant_admin, "/tenants/dereg/agents/dave")
-        .await
-        .assert_ok();
+        .assert_error(404, "not_found");
+    s.get(&erin, "/v1/agents/me").await.ok();
+    let v = del(&tenant_admin, "/tenants/dereg/agents/dave").await.ok();
     assert_eq!(v["deregistered"], true, "{v}");
     assert_eq!(v["address"], dave.address.as_str(), "{v}");
     // Gone: its API key, its address, and its key registers nowhere.
     s.get(&dave, "/v1/agents/me")
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     let m = Msg::new(&dave.address, "to a deregistered agent");
     assert_ne!(
         s.route(&frank, m.flat(Some(&m.sign(&frank)))).await.status,
@@ -189,10 +187,10 @@ async fn spec_next_deregistration_revokes_the_key() {
     );
     register_key(&s, "dereg", "dave-two", &dave.key)
         .await
-        .assert_error(403, "key_revoked", Some("public_key"));
+        .assert_error_field(403, "key_revoked", "public_key");
     del(&tenant_admin, "/tenants/dereg/agents/dave")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found");
     assert!(
         audited(&s, &base, &dave.address)
             .await

@@ -13,13 +13,13 @@ use super::operator::{BOOTSTRAP, admin, start_admin, token};
 use super::*;
 
 /// The agent's id (`agt_…`), from its own profile.
-async fn id_of(s: &Server, a: &Agent) -> String {
-    let v = s.get(a, "/v1/agents/me").await.assert_ok();
+async fn id_of(s: &Ampd, a: &Agent) -> String {
+    let v = s.get(a, "/v1/agents/me").await.ok();
     v["agent_id"].as_str().expect("agent_id").to_owned()
 }
 
 /// A call with an operator token (or any bearer) to the public API.
-async fn operator_call(s: &Server, token: &str, path: &str, body: Option<Value>) -> Resp {
+async fn operator_call(s: &Ampd, token: &str, path: &str, body: Option<Value>) -> Resp {
     s.call(Method::POST, path, Some(token), body.map(|b| b.to_string()))
         .await
 }
@@ -28,8 +28,8 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A socket of `who`, authenticated (its `connected` frame read).
-async fn socket(s: &Server, who: &Agent) -> Ws {
-    let url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+async fn socket(s: &Ampd, who: &Agent) -> Ws {
+    let url = format!("{}/v1/ws", s.url().replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .expect("connect");
@@ -66,8 +66,8 @@ async fn closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
 }
 
 /// A socket opened by `who` that is refused at its `auth` frame: the close code and reason.
-async fn refused_socket(s: &Server, who: &Agent) -> Option<(u16, String)> {
-    let url = format!("{}/v1/ws", s.url.replacen("http", "ws", 1));
+async fn refused_socket(s: &Ampd, who: &Agent) -> Option<(u16, String)> {
+    let url = format!("{}/v1/ws", s.url().replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .expect("connect");
@@ -101,18 +101,18 @@ async fn spec_next_agent_suspension_on_every_path() {
     let body = json!({"reason": "suspicious_activity", "duration_hours": 24});
     operator_call(&s, &bob.api_key, &path, Some(body.clone()))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     let (_, reader) = token(&s, &base, "read").await;
     operator_call(&s, &reader, &path, Some(body.clone()))
         .await
-        .assert_error(403, "forbidden", None);
+        .assert_error(403, "forbidden");
     s.call(Method::POST, &path, None, Some(body.to_string()))
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     // Bodies and agents the endpoint refuses.
     operator_call(&s, BOOTSTRAP, &path, Some(json!({})))
         .await
-        .assert_error(400, "missing_field", Some("reason"));
+        .assert_error_field(400, "missing_field", "reason");
     operator_call(
         &s,
         BOOTSTRAP,
@@ -120,7 +120,7 @@ async fn spec_next_agent_suspension_on_every_path() {
         Some(json!({"reason": "x", "duration_hours": 0})),
     )
     .await
-    .assert_error(400, "invalid_field", Some("duration_hours"));
+    .assert_error_field(400, "invalid_field", "duration_hours");
     operator_call(
         &s,
         BOOTSTRAP,
@@ -128,12 +128,12 @@ async fn spec_next_agent_suspension_on_every_path() {
         Some(body.clone()),
     )
     .await
-    .assert_error(404, "not_found", None);
-    s.get(&alice, "/v1/agents/me").await.assert_ok();
+    .assert_error(404, "not_found");
+    s.get(&alice, "/v1/agents/me").await.ok();
 
     // Suspended for 24 hours (spec 08's answer).
     let r = operator_call(&s, BOOTSTRAP, &path, Some(body.clone())).await;
-    let v = r.assert_ok();
+    let v = r.ok();
     assert_eq!(v["agent_id"], alice_id.as_str());
     assert_eq!(v["suspended"], true);
     let at = Timestamp::parse(v["suspended_at"].as_str().expect("suspended_at")).expect("time");
@@ -157,7 +157,7 @@ async fn spec_next_agent_suspension_on_every_path() {
         "/v1/messages/receipts",
     ] {
         let r = s.get(&alice, p).await;
-        r.assert_error(403, "agent_suspended", None);
+        r.assert_error(403, "agent_suspended");
         assert!(
             r.json()["suspended_until"].is_string(),
             "{p}: when it ends is said: {}",
@@ -170,17 +170,17 @@ async fn spec_next_agent_suspension_on_every_path() {
     }
     s.delete(&alice, &format!("/v1/messages/pending/{held}"))
         .await
-        .assert_error(403, "agent_suspended", None);
+        .assert_error(403, "agent_suspended");
     let m = Msg::new(&bob.address, "from a suspended agent");
     s.route(&alice, m.flat(Some(&m.sign(&alice))))
         .await
-        .assert_error(403, "agent_suspended", None);
+        .assert_error(403, "agent_suspended");
     // Nobody reaches it, from its tenant or another.
     for from in [&bob, &carol] {
         let m = Msg::new(&alice.address, "to a suspended agent");
         s.route(from, m.flat(Some(&m.sign(from))))
             .await
-            .assert_error(403, "recipient_suspended", None);
+            .assert_error(403, "recipient_suspended");
     }
     // Others are untouched.
     s.send_text(&bob, &carol.address, "unaffected").await;
@@ -193,7 +193,7 @@ async fn spec_next_agent_suspension_on_every_path() {
         None,
     )
     .await;
-    let v = r.assert_ok();
+    let v = r.ok();
     assert_eq!(v["suspended"], false);
     assert!(v["unsuspended_at"].is_string());
     assert_eq!(s.pending_ids(&alice).await, vec![held.clone()]);
@@ -242,13 +242,13 @@ async fn spec_next_agent_suspension_on_the_admin_api() {
         Some(json!({"reason": "x"})),
     )
     .await
-    .assert_error(404, "not_found", None);
+    .assert_error(404, "not_found");
     let r = call(
         "/tenants/adm/agents/dave/suspend",
         Some(json!({"reason": "admin_action"})),
     )
     .await;
-    let v = r.assert_ok();
+    let v = r.ok();
     assert_eq!(v["suspended"], true);
     assert!(
         v.get("expires_at").is_none(),
@@ -256,12 +256,10 @@ async fn spec_next_agent_suspension_on_the_admin_api() {
     );
     s.get(&dave, "/v1/agents/me")
         .await
-        .assert_error(403, "agent_suspended", None);
-    s.get(&erin, "/v1/agents/me").await.assert_ok();
-    call("/tenants/adm/agents/dave/resume", None)
-        .await
-        .assert_ok();
-    s.get(&dave, "/v1/agents/me").await.assert_ok();
+        .assert_error(403, "agent_suspended");
+    s.get(&erin, "/v1/agents/me").await.ok();
+    call("/tenants/adm/agents/dave/resume", None).await.ok();
+    s.get(&dave, "/v1/agents/me").await.ok();
     s.stop().await;
 }
 
@@ -291,7 +289,7 @@ async fn spec_next_risk_score_and_automatic_suspension() {
         let s = &s;
         async move { s.call(Method::GET, &path, Some(&key), None).await }
     };
-    let v = risk(&mallory, &mallory_id).await.assert_ok();
+    let v = risk(&mallory, &mallory_id).await.ok();
     assert_eq!(v["risk_score"], 0, "{v}");
     assert_eq!(v["risk_level"], "low");
     assert_eq!(v["window"], "24h");
@@ -311,12 +309,12 @@ async fn spec_next_risk_score_and_automatic_suspension() {
         risk(&mallory, &mallory_id).await.json()["breakdown"]["total_messages"] == 3
     })
     .await;
-    let v = risk(&mallory, &mallory_id).await.assert_ok();
+    let v = risk(&mallory, &mallory_id).await.ok();
     assert_eq!(v["breakdown"]["flagged"], 3, "{v}");
     assert_eq!(v["risk_score"], 100, "{v}");
     assert_eq!(v["risk_level"], "critical", "{v}");
     assert_eq!(v["suspended"], false, "3 messages: under min_messages");
-    s.get(&mallory, "/v1/agents/me").await.assert_ok();
+    s.get(&mallory, "/v1/agents/me").await.ok();
 
     // The fourth flagged message crosses min_messages: suspended automatically.
     s.send(&mallory, &Msg::new(&target.address, "x").payload(INJECTION))
@@ -326,7 +324,7 @@ async fn spec_next_risk_score_and_automatic_suspension() {
     })
     .await;
     let r = s.get(&mallory, "/v1/agents/me").await;
-    r.assert_error(403, "agent_suspended", None);
+    r.assert_error(403, "agent_suspended");
     let until =
         Timestamp::parse(r.json()["suspended_until"].as_str().expect("an end")).expect("time");
     let left = until.unix_millis() - Timestamp::now().unix_millis();
@@ -335,7 +333,7 @@ async fn spec_next_risk_score_and_automatic_suspension() {
         "suspended for the default hour: {left} ms left"
     );
     // Still readable by the agent itself, now saying so.
-    let v = risk(&mallory, &mallory_id).await.assert_ok();
+    let v = risk(&mallory, &mallory_id).await.ok();
     assert_eq!(v["suspended"], true, "{v}");
     assert_eq!(v["breakdown"]["total_messages"], 4, "{v}");
     // 07's "notify admin": the level change and the suspension are in the audit log, by
@@ -351,7 +349,7 @@ async fn spec_next_risk_score_and_automatic_suspension() {
             None,
         )
         .await
-        .assert_ok()
+        .ok()
     };
     super::operator::within(Duration::from_secs(3), || async {
         audit_log().await.to_string().contains("agent.suspend")
@@ -382,13 +380,13 @@ async fn spec_next_risk_score_and_automatic_suspension() {
     assert!(about(&clean.address).is_empty(), "{log}");
 
     // The clean sender: counted, score 0, not suspended; its score is not mallory's to read.
-    let v = risk(&clean, &clean_id).await.assert_ok();
+    let v = risk(&clean, &clean_id).await.ok();
     assert_eq!(v["breakdown"]["total_messages"], 4, "{v}");
     assert_eq!(v["risk_score"], 0, "{v}");
     assert_eq!(v["suspended"], false);
     risk(&mallory, &clean_id)
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found");
     // An operator reads anyone's.
     let v = s
         .call(
@@ -398,7 +396,7 @@ async fn spec_next_risk_score_and_automatic_suspension() {
             None,
         )
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(v["risk_level"], "critical", "{v}");
     s.call(
         Method::GET,
@@ -407,7 +405,7 @@ async fn spec_next_risk_score_and_automatic_suspension() {
         None,
     )
     .await
-    .assert_error(401, "unauthorized", None);
+    .assert_error(401, "unauthorized");
     s.stop().await;
 }
 
@@ -452,10 +450,10 @@ async fn spec_next_quarantine_review() {
     // Operators only.
     s.get(&bob, "/v1/quarantine")
         .await
-        .assert_error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     let list = op(Method::GET, "/v1/quarantine".into(), BOOTSTRAP)
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(list["count"], 1, "{list}");
     let item = &list["items"][0];
     assert_eq!(item["from"], eve.address.as_str());
@@ -474,7 +472,7 @@ async fn spec_next_quarantine_review() {
     assert!(qid.starts_with("qtn_"), "{qid}");
     let shown = op(Method::GET, format!("/v1/quarantine/{qid}"), BOOTSTRAP)
         .await
-        .assert_ok();
+        .ok();
     assert_eq!(
         shown["message"]["envelope"]["id"],
         held_id.as_str(),
@@ -490,10 +488,10 @@ async fn spec_next_quarantine_review() {
         BOOTSTRAP,
     )
     .await
-    .assert_error(404, "not_found", None);
+    .assert_error(404, "not_found");
     op(Method::GET, "/v1/quarantine?status=lost".into(), BOOTSTRAP)
         .await
-        .assert_error(400, "invalid_field", Some("status"));
+        .assert_error_field(400, "invalid_field", "status");
 
     // Approval needs tenant_admin; then it is delivered, once.
     let (_, reader) = token(&s, &base, "read").await;
@@ -504,7 +502,7 @@ async fn spec_next_quarantine_review() {
         reader,
     )
     .await
-    .assert_error(403, "forbidden", None);
+    .assert_error(403, "forbidden");
     for _ in 0..2 {
         let v = op(
             Method::POST,
@@ -512,7 +510,7 @@ async fn spec_next_quarantine_review() {
             BOOTSTRAP,
         )
         .await
-        .assert_ok();
+        .ok();
         assert_eq!(v["status"], "approved", "{v}");
         assert_eq!(v["delivered"], true, "{v}");
         assert_eq!(v["message_id"], held_id.as_str());
@@ -524,7 +522,7 @@ async fn spec_next_quarantine_review() {
         BOOTSTRAP,
     )
     .await
-    .assert_error(409, "conflict", None);
+    .assert_error(409, "conflict");
 
     // Another one, rejected: never delivered; approving it afterwards is refused.
     let m = Msg::new(&ann.address, "held too").payload(INJECTION);
@@ -536,7 +534,7 @@ async fn spec_next_quarantine_review() {
         BOOTSTRAP,
     )
     .await
-    .assert_ok();
+    .ok();
     assert_eq!(list["count"], 1, "{list}");
     let qid2 = list["items"][0]["quarantine_id"]
         .as_str()
@@ -548,7 +546,7 @@ async fn spec_next_quarantine_review() {
         BOOTSTRAP,
     )
     .await
-    .assert_ok();
+    .ok();
     assert_eq!(v["status"], "rejected", "{v}");
     op(
         Method::POST,
@@ -556,7 +554,7 @@ async fn spec_next_quarantine_review() {
         BOOTSTRAP,
     )
     .await
-    .assert_error(409, "conflict", None);
+    .assert_error(409, "conflict");
     assert!(s.pending_ids(&ann).await.is_empty());
     for (status, n) in [("pending", 0), ("approved", 1), ("rejected", 1)] {
         let l = op(
@@ -565,7 +563,7 @@ async fn spec_next_quarantine_review() {
             BOOTSTRAP,
         )
         .await
-        .assert_ok();
+        .ok();
         assert_eq!(l["count"], n, "{status}: {l}");
     }
 

@@ -8,10 +8,10 @@ use amp_proto::SecretKey;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{Server, start_with};
+use super::Ampd;
 
 /// `POST /v1/register` with `X-Forwarded-For: xff` (when given): the status.
-async fn register_from(s: &Server, tenant: &str, name: &str, xff: Option<&str>) -> StatusCode {
+async fn register_from(s: &Ampd, tenant: &str, name: &str, xff: Option<&str>) -> StatusCode {
     let body = json!({
         "tenant": tenant,
         "name": name,
@@ -20,7 +20,7 @@ async fn register_from(s: &Server, tenant: &str, name: &str, xff: Option<&str>) 
     });
     let mut req = s
         .http
-        .post(format!("{}/v1/register", s.url))
+        .post(format!("{}/v1/register", s.url()))
         .header("content-type", "application/json")
         .body(body.to_string());
     if let Some(v) = xff {
@@ -36,7 +36,7 @@ fn two_per_minute(config: &mut ampd::Config) {
 /// The test client connects from 127.0.0.1, playing the Ingress controller.
 #[tokio::test]
 async fn security_trusted_proxies_count_each_client_behind_the_proxy() {
-    let s = start_with(|c| {
+    let s = Ampd::start_with(|c| {
         two_per_minute(c);
         c.ingest.client_address.trusted_proxies = vec!["127.0.0.0/8".parse().expect("range")];
     })
@@ -65,7 +65,7 @@ async fn security_trusted_proxies_count_each_client_behind_the_proxy() {
 #[tokio::test]
 async fn security_trusted_proxies_header_ignored_from_an_untrusted_peer() {
     // 127.0.0.1 is not a trusted proxy: a forwarding header cannot dodge the limit.
-    let s = start_with(|c| {
+    let s = Ampd::start_with(|c| {
         two_per_minute(c);
         c.ingest.client_address.trusted_proxies = vec!["10.0.0.0/8".parse().expect("range")];
     })

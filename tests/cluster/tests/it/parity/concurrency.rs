@@ -1,7 +1,7 @@
 //! The duplicate rule and read-your-writes under concurrency, across the two ingest replicas
 //! (on `ampd`, twice the same process): the outcome is in the answer, with no waiting.
 
-use cluster_tests::parity::Target;
+use amp_testkit::cluster::parity::Target;
 use serde_json::Value;
 
 use super::http::{Http, Msg, assert_mailbox_written, fresh_id, tenant};
@@ -32,7 +32,7 @@ pub(crate) async fn simultaneous_duplicates(t: &Target) {
         let sender = alice.clone();
         let tb = tokio::spawn(async move { hb.route(&sender, body_b).await });
         let (ra, rb) = (ta.await.expect("join"), tb.await.expect("join"));
-        let statuses = [ra.status, rb.status];
+        let statuses = [ra.status.as_u16(), rb.status.as_u16()];
         let (won, lost, subject) = match statuses {
             [200, 409] => (&ra, &rb, ma.subject.clone()),
             [409, 200] => (&rb, &ra, mb.subject.clone()),
@@ -43,7 +43,7 @@ pub(crate) async fn simultaneous_duplicates(t: &Target) {
         };
         let v = assert_mailbox_written(won);
         assert_eq!(v["id"], id.as_str(), "round {round}: {v}");
-        lost.error(409, "duplicate_message", None);
+        lost.assert_error(409, "duplicate_message");
         winners.push((id, subject));
     }
     let (page, _) = b.pending(&bob, "?limit=1000").await;
@@ -84,7 +84,7 @@ pub(crate) async fn route_then_pickup_elsewhere(t: &Target) {
         for s in &seen {
             b.delete(&bob, &format!("/v1/messages/pending/{s}"))
                 .await
-                .ok(200);
+                .ok();
         }
     }
     assert!(
@@ -132,7 +132,7 @@ pub(crate) async fn spec_next_simultaneous_idempotency_keys(t: &Target) {
             let other = Msg::new(&bob.address, &format!("other {round}")).key(&key);
             (va, ma.flat(Some(&ma.sign(&alice))), other)
         } else {
-            let (won, lost, m, other) = match [ra.status, rb.status] {
+            let (won, lost, m, other) = match [ra.status.as_u16(), rb.status.as_u16()] {
                 [200, 409] => (&ra, &rb, &ma, &mb),
                 [409, 200] => (&rb, &ra, &mb, &ma),
                 _ => panic!(
@@ -140,7 +140,7 @@ pub(crate) async fn spec_next_simultaneous_idempotency_keys(t: &Target) {
                     ra.status, ra.text, rb.status, rb.text
                 ),
             };
-            lost.error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+            lost.assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
             (
                 assert_mailbox_written(won),
                 m.flat(Some(&m.sign(&alice))),
@@ -156,7 +156,7 @@ pub(crate) async fn spec_next_simultaneous_idempotency_keys(t: &Target) {
             assert_eq!(v["id"], first["id"], "round {round}: {v} vs {first}");
             h.route(&alice, other.flat(Some(&other.sign(&alice))))
                 .await
-                .error(409, "duplicate_idempotency_key", Some("idempotency_key"));
+                .assert_error_field(409, "duplicate_idempotency_key", "idempotency_key");
         }
     }
     let (page, _) = b.pending(&bob, "?limit=1000").await;

@@ -17,8 +17,8 @@ pub(crate) mod http;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_tests::HEAVY;
-use cluster_tests::parity::Target;
+use amp_testkit::cluster::HEAVY;
+use amp_testkit::cluster::parity::Target;
 
 /// How long one check may take before it counts as failed (a hung request is a failure,
 /// not a hung test run).

@@ -3,7 +3,7 @@
 //! cluster the bytes are in the JetStream object store, so every replica serves them.
 
 use amp_proto::attachment::Digest;
-use cluster_tests::parity::Target;
+use amp_testkit::cluster::parity::Target;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -30,7 +30,7 @@ async fn upload(
             ),
         )
         .await
-        .ok(201);
+        .json_with(201);
     let id = v["attachment_id"].as_str().expect("id").to_owned();
     let url = v["upload_url"].as_str().expect("upload_url");
     assert!(
@@ -44,7 +44,7 @@ async fn upload(
     proxy
         .send(reqwest::Client::new().put(url).body(bytes.to_vec()))
         .await
-        .error(409, "conflict", None);
+        .assert_error(409, "conflict");
     id
 }
 
@@ -70,10 +70,7 @@ pub(crate) async fn attachments(t: &Target) {
     let alice = proxy.register(&tn, "alice").await;
     let bob = proxy.register(&tn, "bob").await;
 
-    let info = proxy
-        .call(Method::GET, "/v1/info", None, None)
-        .await
-        .ok(200);
+    let info = proxy.call(Method::GET, "/v1/info", None, None).await.ok();
     assert!(
         info["capabilities"].as_array().is_some_and(
             |c| c.contains(&json!("attachments")) && c.contains(&json!("attachments:afp"))
@@ -95,7 +92,7 @@ pub(crate) async fn attachments(t: &Target) {
             ),
         )
         .await
-        .error(422, "invalid_digest_algorithm", Some("digest"));
+        .assert_error_field(422, "invalid_digest_algorithm", "digest");
 
     // 2 MiB: more than one object-store chunk, and more than the proxy's JSON body limit.
     let bytes: Vec<u8> = (0..2 * 1024 * 1024)
@@ -105,25 +102,22 @@ pub(crate) async fn attachments(t: &Target) {
     let c = b
         .post(&alice, &format!("/v1/attachments/{id}/confirm"), None)
         .await
-        .ok(200);
+        .ok();
     assert_eq!(c["scan_status"], "basic_clean", "{c}");
-    let status = a
-        .get(&alice, &format!("/v1/attachments/{id}"))
-        .await
-        .ok(200);
+    let status = a.get(&alice, &format!("/v1/attachments/{id}")).await.ok();
     assert_eq!(status["scan_status"], "basic_clean", "{status}");
 
     let m = Msg::new(&bob.address, "logs")
         .payload(&payload(&[object(&status)]))
         .id(&fresh_id());
     let body = m.flat(Some(&m.sign(&alice)));
-    proxy.route(&alice, body.clone()).await.ok(200);
-    proxy.route(&alice, body).await.ok(200);
+    proxy.route(&alice, body.clone()).await.ok();
+    proxy.route(&alice, body).await.ok();
     let again = Msg::new(&bob.address, "again").payload(&payload(&[object(&status)]));
-    proxy.send_msg(&alice, &again).await.error(
+    proxy.send_msg(&alice, &again).await.assert_error_field(
         409,
         "attachment_already_used",
-        Some("payload.attachments[0].id"),
+        "payload.attachments[0].id",
     );
 
     // Bob downloads on either replica, with the plugin's path form, and by the signed URL.
@@ -171,7 +165,7 @@ pub(crate) async fn attachments(t: &Target) {
                 .body(body),
         )
         .await
-        .ok(201);
+        .json_with(201);
     assert_eq!(direct["scan_status"], "basic_clean", "{direct}");
     let direct_id = direct["attachment_id"].as_str().expect("id");
     let (code, got) = b
@@ -189,13 +183,9 @@ pub(crate) async fn attachments(t: &Target) {
     let c = a
         .post(&alice, &format!("/v1/attachments/{bad}/confirm"), None)
         .await
-        .ok(200);
+        .ok();
     assert_eq!(c["scan_status"], "rejected", "{c}");
-    let mut obj = object(
-        &a.get(&alice, &format!("/v1/attachments/{bad}"))
-            .await
-            .ok(200),
-    );
+    let mut obj = object(&a.get(&alice, &format!("/v1/attachments/{bad}")).await.ok());
     obj["scan_status"] = json!("clean");
     obj["url"] = json!("https://example.invalid/x");
     obj["uploaded_at"] = json!("2026-01-01T00:00:00Z");
@@ -206,11 +196,7 @@ pub(crate) async fn attachments(t: &Target) {
             &Msg::new(&bob.address, "bad").payload(&payload(&[obj.clone()])),
         )
         .await
-        .error(
-            422,
-            "attachment_rejected",
-            Some("payload.attachments[0].id"),
-        );
+        .assert_error_field(422, "attachment_rejected", "payload.attachments[0].id");
     let waiting = upload(&a, &proxy, &alice, "w.txt", "text/plain", b"wait").await;
     obj["id"] = json!(waiting);
     obj["size"] = json!(4);
@@ -221,5 +207,5 @@ pub(crate) async fn attachments(t: &Target) {
             &Msg::new(&bob.address, "wait").payload(&payload(&[obj])),
         )
         .await
-        .error(409, "attachment_pending", Some("payload.attachments[0].id"));
+        .assert_error_field(409, "attachment_pending", "payload.attachments[0].id");
 }

@@ -2,7 +2,7 @@
 //! refusals, the agent's own profile and resolution of others.
 
 use amp_proto::{PublicKey, SecretKey, Timestamp};
-use cluster_tests::parity::{DOMAIN, LIMIT, Target};
+use amp_testkit::cluster::parity::{DOMAIN, LIMIT, Target};
 use reqwest::Method;
 use serde_json::json;
 
@@ -31,7 +31,7 @@ pub(crate) async fn discovery(t: &Target) {
         let v = h
             .call(Method::GET, &format!("{prefix}/health"), None, None)
             .await
-            .ok(200);
+            .ok();
         assert_eq!(v["status"], "healthy", "{v}");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{v}");
         assert_eq!(v["provider"], DOMAIN, "{v}");
@@ -42,7 +42,7 @@ pub(crate) async fn discovery(t: &Target) {
         let v = h
             .call(Method::GET, &format!("{prefix}/info"), None, None)
             .await
-            .ok(200);
+            .ok();
         assert_eq!(v["provider"], DOMAIN, "{v}");
         assert_eq!(v["version"], "amp/0.1", "{v}");
         let pem = v["public_key"].as_str().expect("public_key");
@@ -61,7 +61,7 @@ pub(crate) async fn discovery(t: &Target) {
     let r = h
         .call(Method::GET, "/.well-known/agent-messaging.json", None, None)
         .await;
-    let v = r.ok(200);
+    let v = r.ok();
     let ct = r
         .headers
         .get("content-type")
@@ -88,7 +88,7 @@ pub(crate) async fn registration(t: &Target) {
         "key_algorithm": "Ed25519",
         "alias": "Alice A.",
     });
-    let v = h.register_raw(&body).await.ok(201);
+    let v = h.register_raw(&body).await.json_with(201);
     let address = format!("alice@{lc}.{DOMAIN}");
     assert_eq!(v["address"], address, "{v}");
     assert_eq!(v["short_address"], address, "{v}");
@@ -131,7 +131,7 @@ pub(crate) async fn registration(t: &Target) {
             Some(body.to_string()),
         )
         .await
-        .ok(201);
+        .json_with(201);
     assert_eq!(
         v["provider"]["endpoint"],
         format!("{}/api/v1", t.base),
@@ -147,7 +147,7 @@ pub(crate) async fn registration(t: &Target) {
         body.as_object_mut().expect("object").remove(field);
         h.register_raw(&body)
             .await
-            .error(400, "missing_field", Some(field));
+            .assert_error_field(400, "missing_field", field);
     }
     let bad_name = json!({
         "tenant": tn, "name": "bad name",
@@ -155,21 +155,21 @@ pub(crate) async fn registration(t: &Target) {
     });
     h.register_raw(&bad_name)
         .await
-        .error(400, "invalid_field", Some("name"));
+        .assert_error_field(400, "invalid_field", "name");
     let rsa = json!({
         "tenant": tn, "name": "dave",
         "public_key": SecretKey::generate().public().to_pem(), "key_algorithm": "RSA",
     });
     h.register_raw(&rsa)
         .await
-        .error(400, "invalid_field", Some("key_algorithm"));
+        .assert_error_field(400, "invalid_field", "key_algorithm");
     // Taken, in another case: 409 with suggestions, whichever replica answers.
     for _ in 0..2 {
         let taken = json!({
             "tenant": tn, "name": "ALICE",
             "public_key": SecretKey::generate().public().to_pem(), "key_algorithm": "Ed25519",
         });
-        let v = h.register_raw(&taken).await.error(409, "name_taken", None);
+        let v = h.register_raw(&taken).await.assert_error(409, "name_taken");
         let suggestions = v["suggestions"].as_array().expect("suggestions");
         assert!(!suggestions.is_empty(), "{v}");
     }
@@ -180,7 +180,7 @@ pub(crate) async fn registration(t: &Target) {
         Some(r#"{"tenant": "x", "#.to_owned()),
     )
     .await
-    .error(400, "invalid_request", None);
+    .assert_error(400, "invalid_request");
     let no_type = h
         .send(
             h.request(Method::POST, "/v1/register")
@@ -192,13 +192,13 @@ pub(crate) async fn registration(t: &Target) {
     // Unknown paths and wrong methods.
     h.call(Method::GET, "/v1/nope", None, None)
         .await
-        .error(404, "not_found", None);
+        .assert_error(404, "not_found");
     h.call(Method::GET, "/v1/register", None, None)
         .await
-        .error(405, "method_not_allowed", None);
+        .assert_error(405, "method_not_allowed");
     h.call(Method::DELETE, "/v1/health", None, None)
         .await
-        .error(405, "method_not_allowed", None);
+        .assert_error(405, "method_not_allowed");
 }
 
 /// `/v1/agents/me` and resolution, registered on one replica, read on the other.
@@ -208,7 +208,7 @@ pub(crate) async fn agents_me_and_resolve(t: &Target) {
     let alice = a.register(&tn, "alice").await;
     let bob = a.register(&tn, "bob").await;
     let r = b.get(&alice, "/v1/agents/me").await;
-    let v = r.ok(200);
+    let v = r.ok();
     assert_eq!(v["address"], alice.address.as_str(), "{v}");
     assert_eq!(v["fingerprint"], alice.key.public().fingerprint(), "{v}");
     assert!(!r.text.contains(&alice.api_key), "{}", r.text);
@@ -216,16 +216,16 @@ pub(crate) async fn agents_me_and_resolve(t: &Target) {
     let v = b
         .get(&bob, &format!("/v1/agents/resolve/{}", alice.address))
         .await
-        .ok(200);
+        .ok();
     let pem = v["public_key"].as_str().expect("public_key");
     assert_eq!(PublicKey::parse(pem).expect("pem"), alice.key.public());
     assert_eq!(v["fingerprint"], alice.key.public().fingerprint(), "{v}");
     b.get(&bob, &format!("/v1/agents/resolve/nobody@{tn}.{DOMAIN}"))
         .await
-        .error(404, "not_found", None);
+        .assert_error(404, "not_found");
     for key in [None, Some("garbage"), Some("amp_live_sk_AAAAAAAAAAAAAAAA")] {
         b.call(Method::GET, "/v1/agents/me", key, None)
             .await
-            .error(401, "unauthorized", None);
+            .assert_error(401, "unauthorized");
     }
 }

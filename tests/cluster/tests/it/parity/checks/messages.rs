@@ -1,7 +1,7 @@
 //! `POST /v1/route`: both body forms with `ampd`'s exact answers, the duplicate rule,
 //! refusals and size limits, each followed by the pickup that proves what was stored.
 
-use cluster_tests::parity::{DOMAIN, Target};
+use amp_testkit::cluster::parity::{DOMAIN, Target};
 use reqwest::Method;
 
 use crate::parity::http::{
@@ -94,7 +94,7 @@ pub(crate) async fn duplicates(t: &Target) {
     for h in [&a, &b] {
         h.route(&alice, other_body.clone())
             .await
-            .error(409, "duplicate_message", None);
+            .assert_error(409, "duplicate_message");
     }
     let (page, _) = b.pending(&bob, "").await;
     assert_eq!(ids_of(&page), [id], "one mailbox entry: {page}");
@@ -113,7 +113,7 @@ pub(crate) async fn refusals(t: &Target) {
     let m = Msg::new(&format!("nobody@{tn}.{DOMAIN}"), "hi");
     h.send_msg(&alice, &m)
         .await
-        .error(404, "not_found", Some("to"));
+        .assert_error_field(404, "not_found", "to");
 
     let m = Msg::new(&bob.address, "subject")
         .payload(r#"{"type":"notification","message":"pay 10","context":{"amount":10}}"#);
@@ -121,35 +121,35 @@ pub(crate) async fn refusals(t: &Target) {
     let forged = m.sign_with(&alice.key, &mallory.address);
     h.route(&alice, m.envelope(&mallory.address, Some(&forged)))
         .await
-        .error(403, "forbidden", None);
+        .assert_error(403, "forbidden");
     h.route(&alice, m.flat(None))
         .await
-        .error(400, "signature_missing", None);
+        .assert_error(400, "signature_missing");
     h.route(&alice, m.flat(Some("")))
         .await
-        .error(400, "signature_missing", None);
+        .assert_error(400, "signature_missing");
     h.route(&alice, m.flat(Some("not a signature!")))
         .await
-        .error(400, "signature_invalid", None);
+        .assert_error(400, "signature_invalid");
     let other_key = m.sign_with(&mallory.key, &alice.address);
     h.route(&alice, m.flat(Some(&other_key)))
         .await
-        .error(400, "signature_invalid", None);
+        .assert_error(400, "signature_invalid");
     let mut tampered = m.clone();
     tampered.subject = "Subject".into();
     h.route(&alice, tampered.flat(Some(&sig)))
         .await
-        .error(400, "signature_invalid", None);
+        .assert_error(400, "signature_invalid");
     let m2 = m
         .clone()
         .payload(r#"{"type":"notification","message":"pay 10","context":{"amount":1000}}"#);
     h.route(&alice, m2.flat(Some(&sig)))
         .await
-        .error(400, "signature_invalid", None);
+        .assert_error(400, "signature_invalid");
     // No key, and a key that is not an agent's.
     h.call(Method::POST, "/v1/route", None, Some(m.flat(Some(&sig))))
         .await
-        .error(401, "unauthorized", None);
+        .assert_error(401, "unauthorized");
     h.call(
         Method::POST,
         "/v1/route",
@@ -157,15 +157,15 @@ pub(crate) async fn refusals(t: &Target) {
         Some(m.flat(Some(&sig))),
     )
     .await
-    .error(401, "unauthorized", None);
+    .assert_error(401, "unauthorized");
     // Another provider's address: not implemented, nothing stored.
     let far = Msg::new("x@t.other.test", "far away");
     h.send_msg(&alice, &far)
         .await
-        .error(501, "not_implemented", Some("to"));
+        .assert_error_field(501, "not_implemented", "to");
     h.route(&alice, r#"{"to": "bob", "subject": "#.to_owned())
         .await
-        .error(400, "invalid_request", None);
+        .assert_error(400, "invalid_request");
     assert_eq!(
         h.pending_ids(&bob).await,
         Vec::<String>::new(),
@@ -194,7 +194,7 @@ pub(crate) async fn size_limits(t: &Target) {
     let m = Msg::new(&bob.address, "big").payload(&payload_with(&"a".repeat(65_537)));
     h.send_msg(&alice, &m)
         .await
-        .error(400, "invalid_field", Some("payload.message"));
+        .assert_error_field(400, "invalid_field", "payload.message");
     let m = Msg::new(&bob.address, "huge").payload(&format!(
         r#"{{"type":"notification","message":"x","context":{{"a":"{}","b":"{}"}}}}"#,
         "a".repeat(270_000),
@@ -204,7 +204,7 @@ pub(crate) async fn size_limits(t: &Target) {
     assert!(body.len() > BODY_LIMIT);
     h.route(&alice, body)
         .await
-        .error(413, "request_too_large", None);
+        .assert_error(413, "request_too_large");
     assert_eq!(
         h.pending_ids(&bob).await,
         [accepted],

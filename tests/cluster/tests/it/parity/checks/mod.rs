@@ -17,7 +17,7 @@ pub(crate) mod profile;
 mod replicas;
 mod websocket;
 
-use cluster_tests::parity::Target;
+use amp_testkit::cluster::parity::Target;
 use futures::future::BoxFuture;
 
 use discovery::{agents_me_and_resolve, discovery, registration};

@@ -3,7 +3,7 @@
 //! profile's omitted `in_reply_to`.
 
 use amp_proto::{PublicKey, SecretKey, card};
-use cluster_tests::parity::{DOMAIN, Target};
+use amp_testkit::cluster::parity::{DOMAIN, Target};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -50,16 +50,16 @@ pub(crate) async fn agent_profile(t: &Target) {
     };
     h.register_raw(&body(make_card(&SecretKey::generate())))
         .await
-        .error(400, "invalid_field", Some("agent_card"));
+        .assert_error_field(400, "invalid_field", "agent_card");
     let good = make_card(&key);
-    let v = h.register_raw(&body(good.clone())).await.ok(201);
+    let v = h.register_raw(&body(good.clone())).await.json_with(201);
     let api_key = v["api_key"].as_str().expect("api_key").to_owned();
 
     let r = h
         .call(Method::GET, "/v1/agents/me/card", Some(&api_key), None)
         .await;
-    assert_eq!(r.ok(200), good, "the card as signed");
-    let info = h.call(Method::GET, "/v1/info", None, None).await.ok(200);
+    assert_eq!(r.ok(), good, "the card as signed");
+    let info = h.call(Method::GET, "/v1/info", None, None).await.ok();
     let provider =
         PublicKey::parse(info["public_key"].as_str().expect("provider key")).expect("key");
     let attestation = r
@@ -74,7 +74,7 @@ pub(crate) async fn agent_profile(t: &Target) {
     let resolved = h
         .get(&bob, &format!("/v1/agents/resolve/{address}"))
         .await
-        .ok(200);
+        .ok();
     assert_eq!(resolved["capabilities"], capabilities, "{resolved}");
 
     let carol = crate::parity::http::Agent {
@@ -85,9 +85,9 @@ pub(crate) async fn agent_profile(t: &Target) {
     let m = Msg::new(&eve.address, "not allowed").payload(&payload_with("no"));
     h.send_msg(&carol, &m)
         .await
-        .error(403, "recipient_not_allowed", Some("to"));
+        .assert_error_field(403, "recipient_not_allowed", "to");
     let m = Msg::new(&bob.address, "allowed").payload(&payload_with("yes"));
-    let v = h.send_msg(&carol, &m).await.ok(200);
+    let v = h.send_msg(&carol, &m).await.ok();
     let id = v["id"].as_str().expect("id").to_owned();
     let (page, _) = h.pending(&bob, "?limit=10").await;
     let item = find(&page, &id);

@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use amp_proto::{SecretKey, Timestamp};
-use cluster_tests::parity::Target;
+use amp_testkit::cluster::parity::Target;
 use serde_json::json;
 
-use crate::parity::http::{Http, Msg, assert_mailbox_written, ids_of, payload_with, tenant};
+use crate::parity::http::{
+    Http, Msg, UpstreamExt, assert_mailbox_written, ids_of, payload_with, tenant,
+};
 
 /// How long a change made on one replica may take to reach another's registry cache: its
 /// registry-change event (milliseconds), with room for a loaded machine. The cache's TTL
@@ -36,7 +38,7 @@ pub(crate) async fn read_your_writes(t: &Target) {
             .expect("id")
             .to_owned();
         let p = h.get(&bob, "/v1/messages/pending?limit=1000").await;
-        let ids = ids_of(&p.ok(200));
+        let ids = ids_of(&p.ok());
         assert!(
             ids.contains(&id),
             "route via {} then pickup via {}: {id} not yet visible",
@@ -79,7 +81,7 @@ pub(crate) async fn cursors_count_ack(t: &Target) {
     let tn = tenant("cursor");
     let alice = a.register(&tn, "alice").await;
     let bob = a.register(&tn, "bob").await;
-    let empty = b.get(&bob, "/v1/messages/pending/count").await.ok(200);
+    let empty = b.get(&bob, "/v1/messages/pending/count").await.ok();
     assert_eq!(empty["count"], 0, "{empty}");
     assert!(empty["oldest_queued_at"].is_null(), "{empty}");
     let c0 = empty["cursor"].as_str().expect("cursor").to_owned();
@@ -89,7 +91,7 @@ pub(crate) async fn cursors_count_ack(t: &Target) {
         let v = assert_mailbox_written(&a.send_msg(&alice, &m).await);
         ids.push(v["id"].as_str().expect("id").to_owned());
     }
-    let v = b.get(&bob, "/v1/messages/pending/count").await.ok(200);
+    let v = b.get(&bob, "/v1/messages/pending/count").await.ok();
     assert_eq!(v["count"], 5, "{v}");
     assert!(
         v["oldest_queued_at"]
@@ -114,32 +116,32 @@ pub(crate) async fn cursors_count_ack(t: &Target) {
     for bad in ["c_999999", "garbage"] {
         b.get(&bob, &format!("/v1/messages/pending?after={bad}"))
             .await
-            .error(410, "cursor_expired", None);
+            .assert_error(410, "cursor_expired");
     }
 
     // Ack on A; gone on B at once.
     let p = format!("/v1/messages/pending/{}", ids[0]);
-    let v = a.delete(&bob, &p).await.ok(200);
+    let v = a.delete(&bob, &p).await.ok();
     assert_eq!(v, json!({ "acknowledged": true, "already_acked": false }));
     assert!(!b.pending_ids(&bob).await.contains(&ids[0]));
-    let v = b.delete(&bob, &p).await.ok(200);
+    let v = b.delete(&bob, &p).await.ok();
     assert_eq!(v, json!({ "acknowledged": true, "already_acked": true }));
     let unknown = "msg_1700000000000_0000dead";
     let body = json!({ "ids": [ids[1], ids[0], unknown] }).to_string();
     let v = b
         .post(&bob, "/v1/messages/pending/ack", Some(body))
         .await
-        .ok(200);
+        .ok();
     assert_eq!(
         v,
         json!({ "acknowledged": 1, "already_acked": [ids[0]], "not_found": [unknown] })
     );
     assert_eq!(a.pending_ids(&bob).await, ids[2..]);
-    let v = a.get(&bob, "/v1/messages/pending/count").await.ok(200);
+    let v = a.get(&bob, "/v1/messages/pending/count").await.ok();
     assert_eq!(v["count"], 3, "{v}");
     b.delete(&bob, &format!("/v1/messages/pending/{unknown}"))
         .await
-        .error(404, "not_found", None);
+        .assert_error(404, "not_found");
 }
 
 /// Key rotation on replica A, the new API key and the new signing key used at once on B;
@@ -151,13 +153,13 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
     let bob = a.register(&tn, "bob").await;
 
     // API key: the new one works on B at once, and the old one still does (24 h overlap).
-    let v = a.post(&alice, "/v1/auth/rotate-key", None).await.ok(200);
+    let v = a.post(&alice, "/v1/auth/rotate-key", None).await.ok();
     let new_api_key = v["api_key"].as_str().expect("api_key").to_owned();
     assert_ne!(new_api_key, alice.api_key);
     let old = alice.clone();
     alice.api_key = new_api_key;
     for who in [&alice, &old] {
-        let v = b.get(who, "/v1/agents/me").await.ok(200);
+        let v = b.get(who, "/v1/agents/me").await.ok();
         assert_eq!(v["address"], alice.address.as_str(), "{v}");
     }
 
@@ -177,7 +179,7 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
             ),
         )
         .await
-        .ok(200);
+        .ok();
     assert_eq!(v["rotated"], true, "{v}");
     assert_eq!(v["fingerprint"], new_key.public().fingerprint(), "{v}");
     let old_key = std::mem::replace(&mut alice.key, new_key);
@@ -190,18 +192,18 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
         stale.flat(Some(&stale.sign_with(&old_key, &alice.address))),
     )
     .await
-    .error(403, "key_revoked", Some("signature"));
+    .assert_error_field(403, "key_revoked", "signature");
     let v = b
         .get(&bob, &format!("/v1/agents/resolve/{}", alice.address))
         .await
-        .ok(200);
+        .ok();
     assert_eq!(v["fingerprint"], alice.key.public().fingerprint(), "{v}");
 
     // Revocation on A: both keys refused on B within the bound. Each process keeps API-key
     // lookups for `registry_cache_ms` (30 s), dropped when the revoking replica's
     // registry-change event arrives (milliseconds); the TTL bounds only a lost event
     // (README, "The cluster"). ampd refuses at once.
-    let v = a.delete(&alice, "/v1/auth/revoke-key").await.ok(200);
+    let v = a.delete(&alice, "/v1/auth/revoke-key").await.ok();
     assert_eq!(v["revoked"], true, "{v}");
     let revoked_at = std::time::Instant::now();
     for who in [&alice, &old] {
@@ -217,9 +219,9 @@ pub(crate) async fn keys_across_replicas(t: &Target) {
     for who in [&alice, &old] {
         b.get(who, "/v1/agents/me")
             .await
-            .error(401, "unauthorized", None);
+            .assert_error(401, "unauthorized");
         let m = Msg::new(&bob.address, "after revocation");
-        b.send_msg(who, &m).await.error(401, "unauthorized", None);
+        b.send_msg(who, &m).await.assert_error(401, "unauthorized");
     }
     assert_eq!(
         a.pending_ids(&bob).await,
@@ -268,11 +270,11 @@ pub(crate) async fn read_receipts_across_replicas(t: &Target) {
     let bob = a.register(&tn, "bob").await;
     let v = assert_mailbox_written(&a.send_msg(&alice, &Msg::new(&bob.address, "read me")).await);
     let id = v["id"].as_str().expect("id").to_owned();
-    let v = a.get(&alice, "/v1/messages/receipts").await.ok(200);
+    let v = a.get(&alice, "/v1/messages/receipts").await.ok();
     assert_eq!(v["receipts"], json!([]), "{v}");
     let path = format!("/v1/messages/{id}/read");
     for h in [&b, &a] {
-        let v = h.post(&bob, &path, None).await.ok(200);
+        let v = h.post(&bob, &path, None).await.ok();
         assert_eq!(v, json!({ "read_receipt_sent": true }));
     }
     assert_eq!(
@@ -282,8 +284,8 @@ pub(crate) async fn read_receipts_across_replicas(t: &Target) {
     );
     a.post(&alice, &path, None)
         .await
-        .error(404, "not_found", None);
-    let v = a.get(&alice, "/v1/messages/receipts").await.ok(200);
+        .assert_error(404, "not_found");
+    let v = a.get(&alice, "/v1/messages/receipts").await.ok();
     let list = v["receipts"].as_array().expect("receipts");
     assert_eq!(
         list.len(),
@@ -299,8 +301,8 @@ pub(crate) async fn read_receipts_across_replicas(t: &Target) {
         Some(json!({ "upto": seq }).to_string()),
     )
     .await
-    .ok(200);
-    let v = a.get(&alice, "/v1/messages/receipts").await.ok(200);
+    .ok();
+    let v = a.get(&alice, "/v1/messages/receipts").await.ok();
     assert_eq!(
         v["receipts"],
         json!([]),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use amp_client::{Client, Frame};
-use cluster_tests::parity::{DOMAIN, Target};
+use amp_testkit::cluster::parity::{DOMAIN, Target};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -27,7 +27,7 @@ pub(crate) async fn websocket_push(t: &Target) {
         assert_eq!(replay.id(), queued["id"].as_str().expect("id"));
         assert!(replay.replay, "queued before the socket: a replay");
         let m = Msg::new(&bob.address, "live").payload(&payload_with(&root));
-        let v = h.send_msg(&alice, &m).await.ok(200);
+        let v = h.send_msg(&alice, &m).await.ok();
         assert_eq!(v["status"], "delivered", "{v}");
         assert_eq!(v["method"], "websocket", "{v}");
         assert_eq!(v["basis"], "socket_written", "{v}");

@@ -1,15 +1,15 @@
 //! What the parity suite runs its checks against: the single binary `ampd` (the reference)
 //! or the cluster (one `nats-server`, two ingest, two router, one delivery), each behind the
-//! same nginx ([`crate::proxy`]), with the same domain, limits and advertised public URL.
+//! same nginx ([`super::proxy`]), with the same domain, limits and advertised public URL.
 //! A client sees one base URL; a test that must cross replicas also gets each ingest
 //! replica's own URL.
 
+use crate::NatsServer;
 use amp_proto::{PublicKey, SecretKey};
-use amp_testkit::NatsServer;
 use tempfile::TempDir;
 
-use crate::proxy::{Proxy, nginx_or_skip};
-use crate::{Deployment, Kind, Service, Topology, free_port};
+use super::proxy::{Proxy, nginx_or_skip};
+use super::{Deployment, Kind, Service, Topology, free_port};
 
 /// The provider domain of every parity target.
 pub const DOMAIN: &str = "parity.test";

@@ -1,35 +1,28 @@
-//! Building the binaries the tests start, in the test's own profile, once per test run.
+//! The workspace's binaries the tests start, built in the test's own profile (a no-op when
+//! fresh), so a test never runs a stale build.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::Kind;
-
-/// The directory holding the freshly built service binaries.
-///
-/// # Panics
-/// When cargo cannot build them.
-pub fn binaries() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build(&[Kind::Ingest, Kind::Router, Kind::Delivery, Kind::Federation]))
-}
-
-/// The path of `kind`'s freshly built binary; `ampd` is built only by the tests that run it.
+/// The built `ampd`: `$CARGO_BIN_EXE_ampd` when cargo set it for the running test (`ampd`'s
+/// own tests), else built once per test run by [`build`].
 ///
 /// # Panics
 /// When cargo cannot build it.
-pub fn binary(kind: Kind) -> PathBuf {
-    static AMPD: OnceLock<PathBuf> = OnceLock::new();
-    let dir = match kind {
-        Kind::Ampd => AMPD.get_or_init(|| build(&[Kind::Ampd])).as_path(),
-        _ => binaries(),
-    };
-    dir.join(kind.name())
+pub(crate) fn ampd_binary() -> PathBuf {
+    if let Some(exe) = std::env::var_os("CARGO_BIN_EXE_ampd").filter(|p| !p.is_empty()) {
+        return PathBuf::from(exe);
+    }
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build(&["ampd"])).join("ampd")
 }
 
-/// Builds `kinds` in the test's own profile (a no-op when fresh) and returns the directory
-/// holding them.
-fn build(kinds: &[Kind]) -> PathBuf {
+/// Builds `packages` (each with a binary of its name) in the test's own profile and returns
+/// the directory holding them.
+///
+/// # Panics
+/// When cargo cannot build them.
+pub(crate) fn build(packages: &[&str]) -> PathBuf {
     // The test runs from <target>/<profile>/deps/; the binaries live in <target>/<profile>.
     let exe = std::env::current_exe().expect("the test's own path");
     let dir = exe
@@ -56,8 +49,8 @@ fn build(kinds: &[Kind]) -> PathBuf {
             build.env_remove(name.as_ref());
         }
     }
-    for kind in kinds {
-        build.args(["-p", kind.name()]);
+    for package in packages {
+        build.args(["-p", package]);
     }
     if release {
         build.arg("--release");
@@ -66,6 +59,6 @@ fn build(kinds: &[Kind]) -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo build for the service binaries");
-    assert!(status.success(), "cargo build of {kinds:?} failed");
+    assert!(status.success(), "cargo build of {packages:?} failed");
     dir
 }
