@@ -54,16 +54,30 @@ impl AmpdProcess {
     /// # Panics
     /// When it does not start or become ready in time (the panic carries its log).
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let args: [&OsStr; 8] = [
+        Self::start_in(
+            data_dir,
+            &["--domain".as_ref(), "example.test".as_ref()],
+            env,
+        )
+        .await
+    }
+
+    /// Starts `ampd` on `127.0.0.1:0` with the data in `data_dir`, JSON logs, `extra`
+    /// arguments (a `--config` file, a domain) and `env` added to the otherwise empty
+    /// environment, and waits until `/readyz` answers.
+    ///
+    /// # Panics
+    /// When it does not start or become ready in time (the panic carries its log).
+    pub async fn start_in(data_dir: &Path, extra: &[&OsStr], env: &[(&str, &str)]) -> Self {
+        let mut args: Vec<&OsStr> = vec![
             "--listen".as_ref(),
             "127.0.0.1:0".as_ref(),
-            "--domain".as_ref(),
-            "example.test".as_ref(),
             "--log-format".as_ref(),
             "json".as_ref(),
             "--data-dir".as_ref(),
             data_dir.as_ref(),
         ];
+        args.extend_from_slice(extra);
         Self::start_with_args(&args, env).await
     }
 

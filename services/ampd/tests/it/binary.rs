@@ -1,6 +1,5 @@
 //! The built `ampd` binary: flags, endpoints, signals, restarts, start-up failures.
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,15 +12,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts `ampd` on a free port with `data_dir` and JSON logs, and waits until it is ready.
 async fn start(data_dir: &Path) -> AmpdProcess {
-    let args: [&OsStr; 6] = [
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--data-dir".as_ref(),
-        data_dir.as_ref(),
-    ];
-    AmpdProcess::start_with_args(&args, &[]).await
+    AmpdProcess::start_in(data_dir, &[], &[]).await
 }
 
 /// `GET path`: the status and the body.

@@ -1,7 +1,6 @@
 //! Webhook retries survive `kill -9` (their state is in the store): the built `ampd` binary
 //! is killed after a failed first attempt and restarted on the same data directory.
 
-use std::ffi::OsStr;
 use std::path::Path;
 
 use amp_testkit::ampd::AmpdProcess;
@@ -10,17 +9,7 @@ use super::*;
 
 /// Starts the binary with `config` on a free port.
 async fn spawn_ampd(config: &Path, data_dir: &Path) -> AmpdProcess {
-    let args: [&OsStr; 8] = [
-        "--config".as_ref(),
-        config.as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--data-dir".as_ref(),
-        data_dir.as_ref(),
-    ];
-    AmpdProcess::start_with_args(&args, &[]).await
+    AmpdProcess::start_in(data_dir, &["--config".as_ref(), config.as_ref()], &[]).await
 }
 
 /// NTF-14, issue: with a webhook answering 500 first and retries after 1.5 s and 3 s,
