@@ -57,6 +57,8 @@ mod link;
 pub mod message;
 mod pki;
 mod process;
+#[cfg(any(feature = "ampd", feature = "cluster"))]
+mod ready;
 mod s3;
 mod server;
 

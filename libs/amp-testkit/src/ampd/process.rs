@@ -145,25 +145,15 @@ impl AmpdProcess {
 
     /// Waits until `/readyz` answers 200, at most [`READY_TIMEOUT`].
     async fn wait_ready(&self) {
-        let probe = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("probe client");
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(r) = probe.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "ampd never became ready; its log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = || self.log();
+        crate::ready::wait_ready(
+            &self.url,
+            READY_TIMEOUT,
+            Duration::from_secs(5),
+            "ampd",
+            log,
+        )
+        .await;
     }
 
     /// `http://<ip>:<port>`.

@@ -111,26 +111,9 @@ impl Service {
     /// # Panics
     /// When it does not in time.
     pub async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            let ok = http
-                .get(format!("{}/readyz", self.url()))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} not ready in time; its log:\n{}",
-                self.name,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (url, log) = (self.url(), || self.log());
+        crate::ready::wait_ready(&url, START_TIMEOUT, Duration::from_secs(2), &self.name, log)
+            .await;
     }
 
     /// `http://127.0.0.1:<port>`.
