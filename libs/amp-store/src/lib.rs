@@ -53,6 +53,8 @@ pub mod cql;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 #[cfg(feature = "redb")]
+mod mailbox_row;
+#[cfg(feature = "redb")]
 pub mod redb;
 #[cfg(feature = "s3")]
 pub mod s3;

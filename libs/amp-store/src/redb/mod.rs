@@ -22,7 +22,6 @@
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
 mod attachments;
-mod mailbox_row;
 mod purge;
 mod records;
 mod writer;
@@ -38,6 +37,7 @@ use ::redb::{
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::mailbox_row;
 use crate::*;
 use writer::Writer;
 

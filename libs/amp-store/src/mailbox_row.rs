@@ -23,7 +23,7 @@ fn corrupt(what: &str) -> Error {
 }
 
 /// Encodes an entry as a row value.
-pub(super) fn encode(e: &MailboxEntry) -> Vec<u8> {
+pub(crate) fn encode(e: &MailboxEntry) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(FIXED + 8 + e.message_id.len() + e.sender.len() + e.data.len());
     out.push(TAG);
@@ -65,7 +65,7 @@ fn str_at(b: &[u8], at: usize) -> Result<(&str, usize)> {
 /// `(queued_at, expires_at)` of a row, without decoding its text.
 ///
 /// Fails when the row is neither layout.
-pub(super) fn times(b: &[u8]) -> Result<(Millis, Millis)> {
+pub(crate) fn times(b: &[u8]) -> Result<(Millis, Millis)> {
     if b.first() == Some(&TAG) {
         // Two's complement round trip: the i64 was written with to_le_bytes.
         let q = u64_at(b, 9)? as i64;
@@ -79,7 +79,7 @@ pub(super) fn times(b: &[u8]) -> Result<(Millis, Millis)> {
 /// Decodes a row.
 ///
 /// Fails when the row is neither layout or its text is not UTF-8.
-pub(super) fn decode(b: &[u8]) -> Result<MailboxEntry> {
+pub(crate) fn decode(b: &[u8]) -> Result<MailboxEntry> {
     if b.first() != Some(&TAG) {
         return legacy(b);
     }
