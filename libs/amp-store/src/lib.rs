@@ -22,6 +22,8 @@
 //! - [`composed`]: [`Composed`], a store with one backend per concern (mailboxes in
 //!   ScyllaDB, presence in JetStream, …).
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
+//! - [`fjall`] (feature `fjall`, default): the same on fjall, an LSM tree (one journal append
+//!   and `fdatasync` per group commit).
 //! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend shared by cluster processes.
 //! - [`cql`] (feature `cql`, default): the CQL backend (ScyllaDB; Apache Cassandra in tests),
 //!   the cluster's store at scale.
@@ -50,9 +52,11 @@ pub mod usage;
 
 #[cfg(feature = "cql")]
 pub mod cql;
+#[cfg(feature = "fjall")]
+pub mod fjall;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
-#[cfg(feature = "redb")]
+#[cfg(any(feature = "redb", feature = "fjall"))]
 mod mailbox_row;
 #[cfg(feature = "redb")]
 pub mod redb;
