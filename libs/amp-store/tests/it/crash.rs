@@ -1,7 +1,7 @@
-//! Kill -9 while writing: a child process (this test binary, re-run with
-//! `AMP_CRASH_CHILD_DIR` set) writes continuously and prints each id when its write returned;
-//! the parent kills it mid-stream, reopens the data, and checks that every acknowledged write
-//! is there and that every started write is either whole or absent.
+//! Kill -9 while writing, on each embedded backend: a child process (this test binary, re-run
+//! with `AMP_CRASH_CHILD_DIR` set) writes continuously and prints each id when its write
+//! returned; the parent kills it mid-stream, reopens the data, and checks that every
+//! acknowledged write is there and that every started write is either whole or absent.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -13,10 +13,22 @@ use amp_store::{Enqueued, Store};
 
 const CHILD_ENV: &str = "AMP_CRASH_CHILD_DIR";
 
-/// Not a test on its own: the writer the crash test runs in a child process.
+/// Not a test on its own: the writer the redb crash test runs in a child process.
 #[test]
 #[ignore = "run by redb_survives_kill_9 in a child process"]
 fn crash_child_writer() {
+    child_writes(super::open);
+}
+
+/// Not a test on its own: the writer the fjall crash test runs in a child process.
+#[test]
+#[ignore = "run by fjall_survives_kill_9 in a child process"]
+fn crash_child_writer_fjall() {
+    child_writes(super::fjall::open);
+}
+
+/// Writes agents and messages from 8 tasks until killed, printing each when it returned.
+fn child_writes(open: fn(&std::path::Path) -> Store) {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
@@ -26,7 +38,7 @@ fn crash_child_writer() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let store = super::open(std::path::Path::new(&dir));
+        let store = open(std::path::Path::new(&dir));
         let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
         let mut tasks = Vec::new();
         for w in 0..8 {
@@ -71,11 +83,21 @@ fn say(out: &std::sync::Mutex<std::io::Stdout>, line: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_survives_kill_9() {
+    survives_kill_9("crash::crash_child_writer", super::open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_survives_kill_9() {
+    survives_kill_9("crash::crash_child_writer_fjall", super::fjall::open).await;
+}
+
+/// Runs the child test `child`, kills it mid-stream, and checks what `open` finds.
+async fn survives_kill_9(child: &str, open: fn(&std::path::Path) -> Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(exe)
         .args([
-            "crash::crash_child_writer",
+            child,
             "--exact",
             "--ignored",
             "--nocapture",
@@ -109,7 +131,7 @@ async fn redb_survives_kill_9() {
         acked.len()
     );
 
-    let store = super::open(dir.path());
+    let store = open(dir.path());
     let now = now_ms();
     let mut whole = 0;
     for (name, id) in &started {

@@ -1,11 +1,12 @@
 //! The embedded (redb) backend against the conformance suite, across reopen, and across a
-//! kill -9 of a process that was writing; the JetStream backend (`jetstream`) against a real
-//! nats-server.
+//! kill -9 of a process that was writing; the embedded fjall backend the same (`fjall`,
+//! `crash`); the JetStream backend (`jetstream`) against a real nats-server.
 
 mod cql;
 mod cql_cost;
 mod cql_tls;
 mod crash;
+mod fjall;
 mod jetstream;
 mod s3;
 

@@ -1,0 +1,195 @@
+//! The embedded fjall backend against the conformance suite (and the spec-next suites the
+//! redb backend runs), across reopen, and next to redb in a composed store; its kill -9
+//! test is in `crash`.
+
+use amp_store::Store;
+use amp_store::fjall::{FjallConfig, FjallStore};
+use amp_store::testing::conformance;
+
+/// The store in `dir`.
+pub(crate) fn open(dir: &std::path::Path) -> Store {
+    Store::new(FjallStore::open(&FjallConfig::in_dir(dir)).expect("open fjall"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fjall_passes_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::run_all(&store).await;
+    store.close().await.expect("close");
+}
+
+/// The key revocation list alone (also in the suite): `cargo test spec_next` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_spec_next_revocation_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::revocation::spec_next_revocation_list(&store).await;
+    store.close().await.expect("close");
+}
+
+/// The quarantine's periodic purge alone (also in the suite): `cargo test quarantine`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_spec_next_quarantine_purge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::quarantine::spec_next_quarantine_purge_deletes_expired_entries(&store)
+        .await;
+    store.close().await.expect("close");
+}
+
+/// A tenant deleted, then every row of every keyspace read: nothing of it is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_operator_tenant_delete_leaves_nothing_in_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fjall = FjallStore::open(&FjallConfig::in_dir(dir.path())).expect("open fjall");
+    let rows_before = fjall.scan_rows().expect("scan").len();
+    let store = Store::new(fjall);
+    let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
+    store.close().await.expect("close");
+    drop(store);
+    let fjall = FjallStore::open(&FjallConfig::in_dir(dir.path())).expect("reopen fjall");
+    let rows = fjall.scan_rows().expect("scan");
+    assert!(rows.len() > rows_before);
+    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+}
+
+/// Issue 16: a listing page reads the page's agent records, not the tenant's; on fjall, as
+/// on redb, it reads only the page's name rows too (a key range from the cursor), and the
+/// total is one row, kept with the names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_security_list_agents_reads_only_the_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
+
+    let now = amp_store::testing::now_ms();
+    let t = amp_store::testing::unique("t");
+    for i in 0..300 {
+        let a = amp_store::testing::agent(&t, &format!("n{i:04}"), now);
+        let key = amp_store::testing::key_hash(&a.id);
+        store.create_agent(a, key, now).await.expect("create");
+    }
+    for after in [None, Some("n0150"), Some("n0295")] {
+        let (res, cost) =
+            amp_store::list_cost::measure(store.list_agents(&t, None, after, 10)).await;
+        let (page, total) = res.expect("list");
+        assert_eq!(total, 300);
+        assert!(!page.is_empty());
+        assert!(
+            cost.names <= 10 && cost.records <= 10,
+            "a page of 10 after {after:?} read {cost:?} in a tenant of 300"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fjall_without_group_commit_passes_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = FjallConfig {
+        group_commit: false,
+        ..FjallConfig::in_dir(dir.path())
+    };
+    let store = Store::new(FjallStore::open(&cfg).expect("open"));
+    conformance::run_all(&store).await;
+}
+
+/// Usage rows written by two "replicas", summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_operator_usage_rows_sum_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_usage_rows_sum_replicas(&store).await;
+    store.close().await.expect("close");
+}
+
+/// Held-bytes ledgers of several replicas, summed when read (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_operator_held_ledgers_sum_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_held_ledgers_sum_replicas(&store).await;
+    store.close().await.expect("close");
+}
+
+/// Usage rows past their retention deleted by the sweep (`operator` runs it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_operator_usage_rows_expire_after_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::records::operator_usage_rows_expire_after_retention(&store).await;
+    store.close().await.expect("close");
+}
+
+/// One writer thread serialises every write in one process: the same store twice is the
+/// two-writer case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fjall_passes_two_writer_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::run_two_writers(&store, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_durable_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::durable_across_reopen(|| open(dir.path())).await;
+}
+
+/// A second open of a data directory in use fails (fjall's lock file), as redb's does: two
+/// processes never share one embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_refuses_a_second_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    assert!(FjallStore::open(&FjallConfig::in_dir(dir.path())).is_err());
+    store.close().await.expect("close");
+    drop(store);
+    let again = open(dir.path());
+    assert!(again.ready().await);
+}
+
+/// The registry on redb, everything else on fjall: the whole suite passes, deregistration
+/// included (it must delete the mailbox in the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fjall_composed_with_redb_passes_conformance() {
+    let (a, b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let registry: std::sync::Arc<dyn amp_store::StoreBackend> = std::sync::Arc::new(
+        amp_store::redb::RedbStore::open(&amp_store::redb::RedbConfig::in_dir(a.path()))
+            .expect("open redb"),
+    );
+    let rest: std::sync::Arc<dyn amp_store::StoreBackend> =
+        std::sync::Arc::new(FjallStore::open(&FjallConfig::in_dir(b.path())).expect("open b"));
+    let store = Store::new(amp_store::Composed::new(rest).with_registry(registry));
+    conformance::run_all(&store).await;
+    conformance::run_two_writers(&store, &store).await;
+    store.close().await.expect("close");
+}
+
+/// Attachment metadata on fjall, and attachment bytes in a directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_spec_next_attachments_and_fs_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    conformance::attachments_compare_and_set(&store).await;
+    let blobs = amp_store::blob::Blobs::new(
+        amp_store::blob::FsBlobs::open(&dir.path().join("blobs")).expect("blob dir"),
+    );
+    amp_store::blob::testing::run_all(&blobs).await;
+}
+
+/// spec_next 07: agent suspensions and risk rows on fjall (also in the conformance run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_spec_next_suspensions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    amp_store::testing::suspension::spec_next_suspensions_round_trip(&store).await;
+    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&store).await;
+    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&store).await;
+    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&store, &store)
+        .await;
+    store.close().await.expect("close");
+}
