@@ -193,3 +193,151 @@ async fn fjall_spec_next_suspensions() {
         .await;
     store.close().await.expect("close");
 }
+
+/// A tmpfs mounted on a temporary directory, unmounted on drop (the tests run as root; a
+/// failed mount fails the test, it never skips).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::run(
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+            &dir,
+        );
+        Self { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        Self::run(&["-o", &format!("remount,size={size}")], &self.dir);
+    }
+
+    fn run(args: &[&str], dir: &tempfile::TempDir) {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount failed (these tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The writer's storage-fault contract (as redb's): on a full disk a write fails with
+/// `Unavailable`, the store turns unready and refuses writes at once; when space returns it
+/// reopens by itself, and every acknowledged write is still there, after a reopen too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_disk_full_fails_fast_turns_unready_and_recovers() {
+    use amp_store::testing::{agent, entry, key_hash, now_ms};
+    use std::time::{Duration, Instant};
+
+    let fs = Tmpfs::mount("8m");
+    let store = open(fs.dir.path());
+    let now = now_ms();
+    let a = agent(&amp_store::testing::unique("t"), "full", now);
+    store
+        .create_agent(a.clone(), key_hash(&a.id), now)
+        .await
+        .expect("create");
+    let filler = noise(50_000);
+    let mut acked = Vec::new();
+    loop {
+        assert!(
+            acked.len() < 1_000,
+            "an 8 MB disk took 1,000 messages of 50 KB"
+        );
+        let id = format!("msg_{}_full", acked.len());
+        let mut e = entry(&a.id, &id, "s@t.example.test", now, 86_400_000);
+        e.data = format!("{} {filler}", acked.len());
+        match store.enqueue(e).await {
+            Ok(_) => acked.push(id),
+            Err(amp_store::Error::Unavailable(_)) => break,
+            Err(other) => panic!("a full disk failed a write with {other:?}"),
+        }
+    }
+    assert!(
+        !acked.is_empty(),
+        "nothing was written before the disk filled"
+    );
+    assert!(!store.ready().await, "ready with a full disk");
+    for i in 0..5 {
+        let started = Instant::now();
+        let r = store
+            .enqueue(entry(
+                &a.id,
+                &format!("msg_{i}_late"),
+                "s@t",
+                now,
+                86_400_000,
+            ))
+            .await;
+        assert!(matches!(r, Err(amp_store::Error::Unavailable(_))), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "a refusal while full took {:?}",
+            started.elapsed()
+        );
+    }
+
+    fs.resize("64m");
+    let started = Instant::now();
+    while !store.ready().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the store did not reopen after space returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+        .enqueue(entry(&a.id, "msg_after_full", "s@t", now, 86_400_000))
+        .await
+        .expect("a write after the reopen");
+    acked.push("msg_after_full".into());
+    let ids = stored_ids(&store, &a.id, now).await;
+    let missing: Vec<_> = acked.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    store.close().await.expect("close");
+    drop(store);
+    let ids = stored_ids(&open(fs.dir.path()), &a.id, now).await;
+    let missing: Vec<_> = acked.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost after a reopen: {missing:?}"
+    );
+}
+
+/// The ids queued in `agent_id`'s mailbox.
+async fn stored_ids(store: &Store, agent_id: &str, now: amp_store::Millis) -> Vec<String> {
+    let page = store
+        .fetch(agent_id, None, 2_000, now)
+        .await
+        .expect("fetch");
+    page.entries.into_iter().map(|e| e.message_id).collect()
+}
+
+/// `n` characters that do not compress (fjall's journal compresses what it writes).
+fn noise(n: usize) -> String {
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
