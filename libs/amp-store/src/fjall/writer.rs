@@ -66,7 +66,8 @@ impl Shared {
     }
 
     /// One reopen attempt: open the directory (fjall replays its journal) and prove that a
-    /// write needing new space commits and syncs. Fails while a reader still holds the old
+    /// write needing new space commits and syncs (bytes that do not compress: the journal
+    /// compresses, and a probe of zeros would fit in a few bytes of a full disk). Fails while a reader still holds the old
     /// database (its lock file is still taken), which the next attempt outlives.
     fn reopen(&self) -> std::result::Result<(), String> {
         if self.db.read().is_none() {
@@ -77,7 +78,7 @@ impl Shared {
         let probe = || -> std::result::Result<(), String> {
             let key = keys::one("\u{0}amp-store-write-probe");
             let mut tx = db.db.write_tx().durability(Some(PersistMode::SyncData));
-            tx.insert(&db.ks.kv, key.as_slice(), vec![0u8; 64 * 1024]);
+            tx.insert(&db.ks.kv, key.as_slice(), noise(PROBE_BYTES));
             tx.commit().map_err(|e| e.to_string())?;
             let mut tx = db.db.write_tx().durability(Some(PersistMode::SyncData));
             tx.remove(&db.ks.kv, key.as_slice());
@@ -92,6 +93,23 @@ impl Shared {
         tracing::info!("store: reopened after a storage failure; writes resume");
         Ok(())
     }
+}
+
+/// Bytes of the reopen's probe write.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// `n` bytes that do not compress (xorshift).
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
 }
 
 /// A write transaction as the operations see it: fjall's, with the keyspaces of the
@@ -357,4 +375,20 @@ fn apply(db: &Db, ops: Vec<Op>) -> (Batch, Vec<Completion>) {
         }
     };
     (batch, completions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_does_not_compress() {
+        let probe = noise(PROBE_BYTES);
+        assert_eq!(probe.len(), PROBE_BYTES);
+        let distinct: std::collections::HashSet<&[u8]> = probe.chunks(8).collect();
+        assert!(
+            distinct.len() > PROBE_BYTES / 8 - 8,
+            "the probe repeats itself"
+        );
+    }
 }
