@@ -94,6 +94,9 @@ pub enum StoreBackend {
     /// The embedded database at `<data_dir>/amp.redb`: zero setup (the default).
     #[default]
     Redb,
+    /// The embedded fjall database (an LSM tree) in the directory `<data_dir>/amp.fjall`:
+    /// zero setup, one journal `fdatasync` per group commit.
+    Fjall,
     /// NATS JetStream (`[store.jetstream]`).
     Jetstream,
     /// ScyllaDB or Cassandra over CQL (`[store.cql]`).
@@ -130,24 +133,27 @@ impl Default for JetStreamSection {
 }
 
 /// The `[store]` section: by default the embedded redb database at `<data_dir>/amp.redb`
-/// (the redb keys below); `backend` picks JetStream or CQL instead.
+/// (the redb keys below); `backend` picks the embedded fjall database, JetStream or CQL
+/// instead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `redb` (default), `jetstream` or `cql`.
+    /// `redb` (default), `fjall`, `jetstream` or `cql`.
     pub backend: StoreBackend,
     /// The NATS servers, when `backend = "jetstream"`.
     pub jetstream: JetStreamSection,
     /// The CQL cluster, when `backend = "cql"`.
     pub cql: amp_store::cql::CqlStoreConfig,
-    /// Share one fsync between all writes queued while the previous commit ran.
+    /// Share one fsync between all writes queued while the previous commit ran (redb and
+    /// fjall).
     pub group_commit: bool,
-    /// Most write operations in one commit.
+    /// Most write operations in one commit (redb and fjall).
     pub max_batch: usize,
     /// Seconds between sweeps that delete expired mailbox entries.
     pub purge_interval_secs: u64,
     /// Keep the allocator state in every commit, so a restart after a crash is near instant
     /// whatever the size of the store (a second fsync per commit, shared by group commit).
+    /// redb only: fjall replays its journal on open.
     pub quick_repair: bool,
 }
 
@@ -178,9 +184,13 @@ pub struct ProviderConfig {
 }
 
 impl Config {
-    /// The database file.
+    /// The embedded database: the file `amp.redb` in the data directory, or with `backend =
+    /// "fjall"` the directory `amp.fjall`.
     pub fn store_path(&self) -> PathBuf {
-        self.server.data_dir.join("amp.redb")
+        match self.store.backend {
+            StoreBackend::Fjall => self.server.data_dir.join("amp.fjall"),
+            _ => self.server.data_dir.join("amp.redb"),
+        }
     }
 
     /// The provider key file, configured or defaulted.
@@ -264,6 +274,8 @@ mod tests {
         );
         assert_eq!(cfg.pepper_file(), PathBuf::from("/var/lib/amp/key-pepper"));
         assert_eq!(cfg.store_path(), PathBuf::from("/var/lib/amp/amp.redb"));
+        cfg.store.backend = StoreBackend::Fjall;
+        assert_eq!(cfg.store_path(), PathBuf::from("/var/lib/amp/amp.fjall"));
         cfg.provider.key_file = Some(PathBuf::from("/run/secrets/key.pem"));
         assert_eq!(cfg.key_file(), PathBuf::from("/run/secrets/key.pem"));
     }

@@ -1,5 +1,6 @@
 //! `ampd`, the all-in-one AMP provider: every service in one process, on one port, with the
-//! embedded store (redb) and the in-process bus, and nothing to set up.
+//! embedded store (redb, or fjall with `[store] backend = "fjall"`) and the in-process bus,
+//! and nothing to set up.
 //!
 //! It holds no business logic; it composes the service crates. [`run`] does everything
 //! after the listener is bound, so tests run the whole provider in-process on `127.0.0.1:0`;
@@ -18,6 +19,7 @@ use amp_runtime::ops::{Readiness, ops_router};
 use amp_runtime::{Shutdown, identity};
 use amp_store::Store;
 use amp_store::cql::CqlStore;
+use amp_store::fjall::{FjallConfig, FjallStore};
 use amp_store::jetstream::{JetStreamStore, JetStreamStoreConfig};
 use amp_store::redb::{RedbConfig, RedbStore};
 use anyhow::Context;
@@ -79,6 +81,18 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                     group_commit: config.store.group_commit,
                     max_batch: config.store.max_batch,
                     quick_repair: config.store.quick_repair,
+                })
+                .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
+            )
+        }
+        StoreBackend::Fjall => {
+            let store_path = config.store_path();
+            Store::new(
+                FjallStore::open(&FjallConfig {
+                    path: store_path.clone(),
+                    group_commit: config.store.group_commit,
+                    max_batch: config.store.max_batch,
+                    ..FjallConfig::in_dir(&config.server.data_dir)
                 })
                 .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
             )
