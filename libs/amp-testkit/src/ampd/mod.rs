@@ -37,9 +37,13 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The suites' configuration: a 1 s shutdown grace period and every per-minute limit and the
-/// mailbox quota at 100,000, so that the abuse limits are never what a test measures.
+/// mailbox quota at 100,000, so that the abuse limits are never what a test measures; and
+/// the embedded store [`embedded_backend`] names.
 pub fn test_config(config: &mut ::ampd::Config) {
     config.server.shutdown_grace_secs = 1;
+    if let Some(backend) = embedded_backend() {
+        config.store.backend = backend;
+    }
     config.ingest.registration.per_ip_per_minute = 100_000;
     let limits = &mut config.ingest.limits;
     limits.api_requests_per_minute = 100_000;
@@ -47,6 +51,17 @@ pub fn test_config(config: &mut ::ampd::Config) {
     limits.messages_per_minute = 100_000;
     limits.pending_per_minute = 100_000;
     limits.mailbox_quota = 100_000;
+}
+
+/// The embedded store the suites run on when the caller's environment names one
+/// (`AMP__STORE__BACKEND=redb` or `fjall`, as for `ampd` itself), so one suite proves both;
+/// `None` (ampd's default, redb) otherwise. A test that picks a backend itself still does.
+pub fn embedded_backend() -> Option<::ampd::StoreBackend> {
+    match std::env::var("AMP__STORE__BACKEND").ok()?.as_str() {
+        "redb" => Some(::ampd::StoreBackend::Redb),
+        "fjall" => Some(::ampd::StoreBackend::Fjall),
+        _ => None,
+    }
 }
 
 /// A port and a data directory for an in-process `ampd`, kept across its restarts. Cheap to

@@ -19,8 +19,9 @@ use crate::build::ampd_binary;
 pub const GRACE_SECS: u64 = 5;
 
 /// `ampd` (the built binary) with an empty environment but for
-/// `AMP__SERVER__SHUTDOWN_GRACE_SECS` (no stray `AMP__…` or `RUST_LOG` from the caller),
-/// stdin closed, stdout and stderr piped, killed if dropped.
+/// `AMP__SERVER__SHUTDOWN_GRACE_SECS` and an embedded `AMP__STORE__BACKEND` the caller set
+/// ([`super::embedded_backend`]; no other stray `AMP__…` or `RUST_LOG` from the caller), stdin
+/// closed, stdout and stderr piped, killed if dropped.
 ///
 /// # Panics
 /// When cargo cannot build the binary.
@@ -32,6 +33,11 @@ pub fn ampd_command() -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if super::embedded_backend().is_some()
+        && let Ok(backend) = std::env::var("AMP__STORE__BACKEND")
+    {
+        cmd.env("AMP__STORE__BACKEND", backend);
+    }
     cmd
 }
 

@@ -4,6 +4,7 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
+mod embedded;
 mod hardening;
 mod in_process;
 mod messaging;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use amp_store::redb::{RedbConfig, RedbStore};
+use crate::embedded::Embedded;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -232,8 +232,7 @@ async fn operator_tenant_delete_purges_the_store() {
     s.stop().await;
 
     // The store itself: every row of every table.
-    let store = RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store");
-    let rows = store.scan_rows().expect("scan");
+    let rows = Embedded::open(&data).scan_rows();
     let mentions = |needle: &str| {
         rows.iter()
             .filter(|r| r.key.contains(needle) || r.value.contains(needle))
@@ -285,7 +284,6 @@ async fn operator_tenant_delete_purges_the_store() {
             && r.value.contains("\"done\"")),
         "the deletion's record is kept"
     );
-    drop(store);
 
     // Restarted on the same data: the name is free, the tenant fresh.
     let (s, base) = start_admin(config).await;
@@ -328,9 +326,7 @@ async fn operator_tenant_delete_resumes_after_a_restart() {
     s.stop().await;
 
     {
-        let store = amp_store::Store::new(
-            RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store"),
-        );
+        let store = Embedded::open(&data).into_store();
         let now = amp_proto::Timestamp::now().unix_millis();
         let mut t = store
             .tenant("halfway")
@@ -374,8 +370,7 @@ async fn operator_tenant_delete_resumes_after_a_restart() {
     s.get(&other, "/v1/agents/me").await.ok();
     s.stop().await;
 
-    let store = RedbStore::open(&RedbConfig::in_dir(&data)).expect("open the store");
-    let rows = store.scan_rows().expect("scan");
+    let rows = Embedded::open(&data).scan_rows();
     for needle in ids.iter().map(String::as_str).chain(["halfway"]) {
         let left: Vec<_> = rows
             .iter()

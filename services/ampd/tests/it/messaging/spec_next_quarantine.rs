@@ -232,15 +232,13 @@ fn entry(tag: &str, held: i64, expires: i64) -> amp_store::quarantine::Quarantin
 #[tokio::test]
 async fn spec_next_quarantine_total_and_purge_of_expired_entries() {
     use amp_store::quarantine::Quarantine as _;
-    use amp_store::redb::{RedbConfig, RedbStore};
     let data = tempfile::tempdir().expect("data dir");
     let now = Timestamp::now().unix_millis();
     let (hour, day) = (3_600_000, 24 * 3_600_000);
     let old = entry("oldoldoldoldold1", now - 10 * day, now - 7 * day);
     let recent = entry("recentrecentrec1", now - 4 * day, now - hour);
     {
-        let store =
-            amp_store::Store::new(RedbStore::open(&RedbConfig::in_dir(data.path())).expect("redb"));
+        let store = crate::embedded::Embedded::open(data.path()).into_store();
         for e in [&old, &recent] {
             assert!(store.put_quarantine(e).await.expect("hold"));
         }
