@@ -8,12 +8,16 @@ use super::keys;
 use super::{FjallStore, Reads, from_json, to_json};
 use crate::*;
 
+/// A row: the revision, then the record's JSON.
 fn encode(revision: u64, record: &AttachmentRecord) -> Result<Vec<u8>> {
     let mut out = revision.to_be_bytes().to_vec();
     out.extend_from_slice(&to_json(record)?);
     Ok(out)
 }
 
+/// A row read back.
+///
+/// Fails when it is shorter than its revision or its JSON does not parse.
 fn decode(bytes: &[u8]) -> Result<Versioned<AttachmentRecord>> {
     let Some((rev, json)) = bytes.split_first_chunk::<8>() else {
         return Err(Error::Corrupt(

@@ -76,6 +76,7 @@ fn flip(n: i64) -> u64 {
 /// Reads a key's components back, in the order they were written.
 pub(super) struct Reader<'a>(&'a [u8]);
 
+/// A key that does not decode.
 fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("fjall key: {what}"))
 }

@@ -13,19 +13,29 @@ use super::{FjallStore, Reads, from_json, row, to_json};
 use crate::mailbox_row;
 use crate::*;
 
+/// A mailbox's counters.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct MailboxMeta {
+    /// The last seq assigned.
     head: u64,
+    /// Queued entries (expired ones until purged included).
     count: u64,
+    /// The highest seq purged on expiry.
     floor: u64,
 }
 
+/// What the id index knows of a message, queued or acknowledged.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct IndexEntry {
+    /// Its position in the mailbox.
     pub(super) seq: u64,
+    /// Who sent it (a repeat is told from a conflict by sender and signature).
     sender: String,
+    /// The signature it was sent with.
     signature: String,
+    /// Acknowledged: the row is gone, this entry is the tombstone.
     acked: bool,
+    /// When it expires (the tombstone with it).
     pub(super) expires_at: Millis,
 }
 
@@ -44,6 +54,7 @@ fn expiry_key(expires_at: Millis, agent_id: &str, seq: u64) -> Vec<u8> {
     Key::new().i64(expires_at).str(agent_id).u64(seq).done()
 }
 
+/// The meta row of a mailbox (zeros when it has none).
 fn read_meta(r: &impl Reads, agent: &str) -> Result<MailboxMeta> {
     match r.get(&r.ks().mbox_meta, &keys::one(agent))? {
         Some(v) => from_json(&v),
@@ -51,10 +62,12 @@ fn read_meta(r: &impl Reads, agent: &str) -> Result<MailboxMeta> {
     }
 }
 
+/// Writes the meta row of a mailbox.
 fn write_meta(txn: &mut Tx<'_>, agent: &str, meta: &MailboxMeta) -> Result<()> {
     txn.insert(&txn.ks.mbox_meta, &keys::one(agent), &to_json(meta)?)
 }
 
+/// The index entry of a message.
 fn read_index(r: &impl Reads, agent_id: &str, message_id: &str) -> Result<Option<IndexEntry>> {
     match r.get(&r.ks().msg_index, &index_key(agent_id, message_id))? {
         Some(v) => Ok(Some(from_json(&v)?)),

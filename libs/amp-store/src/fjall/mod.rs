@@ -74,7 +74,8 @@ impl FjallConfig {
     }
 }
 
-/// Every keyspace of the store (one per redb table).
+/// Every keyspace of the store (one per redb table; the module's layout says what each
+/// holds).
 pub(crate) struct Keyspaces {
     pub(crate) agents: SingleWriterTxKeyspace,
     pub(crate) names: SingleWriterTxKeyspace,
@@ -135,7 +136,9 @@ impl Keyspaces {
 
 /// An open database and its keyspaces.
 pub(crate) struct Db {
+    /// The database.
     pub(crate) db: SingleWriterTxDatabase,
+    /// Its keyspaces.
     pub(crate) ks: Keyspaces,
 }
 
@@ -178,18 +181,25 @@ impl Db {
 
 /// The embedded fjall store.
 pub struct FjallStore {
+    /// The open database (none while it is reopened after a storage failure).
     db: Arc<writer::Shared>,
+    /// The group-commit writer thread.
     writer: Writer,
 }
 
+/// A storage error, which the caller may retry (503).
 fn st<E: std::fmt::Display>(e: E) -> Error {
     Error::Unavailable(e.to_string())
 }
 
+/// JSON of a value.
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+/// A value from its JSON.
+///
+/// Fails when the bytes do not parse ([`Error::Corrupt`]).
 fn from_json<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| Error::Corrupt(e.to_string()))
 }
@@ -232,7 +242,9 @@ impl Reads for writer::Tx<'_> {
 
 /// A consistent snapshot of the database, for reads.
 pub(crate) struct Snap {
+    /// The database read (kept open while the snapshot lives).
     db: Arc<Db>,
+    /// The snapshot.
     snap: Snapshot,
 }
 
@@ -273,6 +285,9 @@ impl FjallStore {
         Ok(Self { db, writer })
     }
 
+    /// A snapshot to read from.
+    ///
+    /// Fails while the database is reopened after a storage failure.
     fn read(&self) -> Result<Snap> {
         let db = self.db.current()?;
         let snap = db.db.read_tx();

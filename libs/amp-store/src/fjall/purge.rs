@@ -46,6 +46,7 @@ impl Purge for FjallStore {
     }
 }
 
+/// Removes every row of an agent, in the writer's transaction.
 fn purge_in(txn: &mut Tx<'_>, agent_id: &str) -> Result<AgentPurge> {
     let mut out = AgentPurge::default();
     if let Some(agent) = read_agent(txn, agent_id)? {
@@ -116,6 +117,7 @@ enum Value {
     Revised,
 }
 
+/// How a single-key keyspace's values read as text.
 fn value_of(table: &str) -> Value {
     match table {
         "tenant_active" | "receipt_head" => Value::U64,
@@ -125,6 +127,7 @@ fn value_of(table: &str) -> Value {
     }
 }
 
+/// Bytes as lowercase hex.
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -151,6 +154,9 @@ fn key_text(parts: &[Part], k: &[u8]) -> Result<String> {
     })
 }
 
+/// A value as text, per its layout.
+///
+/// Fails when an integer value is not 8 bytes.
 fn value_text(how: Value, v: &[u8]) -> Result<String> {
     Ok(match how {
         Value::Text => String::from_utf8_lossy(v).into_owned(),

@@ -10,6 +10,7 @@ use super::keys::{self, Key};
 use super::{FjallStore, Reads, row};
 use crate::{PutMode, Records, Result};
 
+/// The `records` key of a (collection, id).
 fn record_key(collection: &str, id: &str) -> Vec<u8> {
     Key::new().str(collection).str(id).done()
 }

@@ -106,6 +106,7 @@ fn agent_key_hash(k: &[u8]) -> Result<Vec<u8>> {
     r.bytes()
 }
 
+/// Whether the agent exists and is active.
 fn agent_is_active(txn: &Tx<'_>, id: &str) -> Result<bool> {
     Ok(read_agent(txn, id)?.is_some_and(|a| a.is_active()))
 }

@@ -7,7 +7,10 @@
 //! reopens it with backoff, proving each reopen with a probe write that needs free space;
 //! meanwhile writes fail at once and reads and readiness report the store unavailable.
 //! Reopening replays the journal up to its last whole batch: nothing acknowledged is lost,
-//! and a failed fsync is never retried on the same handle.
+//! and a failed commit is never retried on the same handle. A batch whose commit failed is
+//! unknown, not undone: fjall flushes its journal buffer when the old database is dropped,
+//! so it may be whole in the journal and found after the reopen (as after a crash between
+//! a write and its answer); callers retry idempotently.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,9 +30,13 @@ const MAX_KEY: usize = u16::MAX as usize;
 
 /// The open database, shared by readers and the writer, and whether it can be written.
 pub(crate) struct Shared {
+    /// The database; `None` from a storage failure until a reopen.
     db: parking_lot::RwLock<Option<Arc<Db>>>,
+    /// Whether writes can commit.
     writable: AtomicBool,
+    /// The database directory, to reopen.
     path: PathBuf,
+    /// The block cache's size, to reopen.
     cache_bytes: u64,
 }
 
@@ -116,6 +123,7 @@ fn noise(n: usize) -> Vec<u8> {
 /// database it belongs to (new handles after a reopen), and writes that refuse keys fjall
 /// cannot hold instead of panicking.
 pub(crate) struct Tx<'a> {
+    /// fjall's transaction.
     tx: ::fjall::SingleWriterWriteTx<'a>,
     /// The keyspaces.
     pub(crate) ks: &'a super::Keyspaces,
@@ -185,6 +193,7 @@ impl Tx<'_> {
     }
 }
 
+/// Refuses what fjall would panic on: an empty key or one over 64 KiB.
 fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(Error::Corrupt(format!(
@@ -195,8 +204,9 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Backoff between reopen attempts.
+/// Backoff between reopen attempts: the first, doubled up to the most.
 const REOPEN_FIRST: Duration = Duration::from_millis(100);
+/// The most backoff between reopen attempts.
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 
 /// Called once the batch an operation was in is committed (or failed).
@@ -207,7 +217,9 @@ type Op = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Completion) + Send>;
 
 /// The sending side of the writer thread.
 pub(crate) struct Writer {
+    /// The queue of operations; `None` once closed.
     tx: parking_lot::Mutex<Option<mpsc::Sender<Op>>>,
+    /// The thread, joined on close.
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -273,6 +285,8 @@ impl Writer {
     }
 }
 
+/// The writer thread: takes every queued operation, applies the batch, commits it, answers;
+/// reopens the database after a storage failure.
 fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize) {
     let mut backoff = REOPEN_FIRST;
     let mut next_reopen = Instant::now();
