@@ -3,9 +3,11 @@
 //! is never sent before its commit.
 //!
 //! A storage failure (a full disk, a failed fsync) poisons fjall's database for good (it
-//! refuses every later write), so the writer closes the database ([`Shared`] holds it) and
-//! reopens it with backoff, proving each reopen with a probe write that needs free space;
-//! meanwhile writes fail at once and reads and readiness report the store unavailable.
+//! refuses every later write), so the writer closes the database ([`Shared`] holds it) and a
+//! reopener thread reopens it with backoff, proving each reopen with a probe write that needs
+//! free space; meanwhile the writer refuses writes at once (a reopen attempt, which opens
+//! every keyspace and syncs the probe, never holds them up), and readiness reports the
+//! store unavailable.
 //! Reopening replays the journal up to its last whole batch: nothing acknowledged is lost,
 //! and a failed commit is never retried on the same handle. A batch whose commit failed is
 //! unknown, not undone: fjall flushes its journal buffer when the old database is dropped,
@@ -38,6 +40,10 @@ pub(crate) struct Shared {
     path: PathBuf,
     /// The block cache's size, to reopen.
     cache_bytes: u64,
+    /// Set when the store closes: a reopener stops.
+    closed: AtomicBool,
+    /// The reopener thread, while one runs.
+    reopener: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -47,6 +53,8 @@ impl Shared {
             writable: AtomicBool::new(true),
             path,
             cache_bytes,
+            closed: AtomicBool::new(false),
+            reopener: parking_lot::Mutex::new(None),
         }
     }
 
@@ -73,8 +81,9 @@ impl Shared {
     }
 
     /// One reopen attempt: open the directory (fjall replays its journal) and prove that a
-    /// write needing new space commits and syncs (bytes that do not compress: the journal
-    /// compresses, and a probe of zeros would fit in a few bytes of a full disk). Fails while a reader still holds the old
+    /// write needing [`PROBE_BYTES`] of new space commits and syncs (bytes that do not
+    /// compress: the journal compresses, and a probe of zeros would fit in a few bytes of a
+    /// full disk). Fails while a reader still holds the old
     /// database (its lock file is still taken), which the next attempt outlives.
     fn reopen(&self) -> std::result::Result<(), String> {
         if self.db.read().is_none() {
@@ -102,8 +111,11 @@ impl Shared {
     }
 }
 
-/// Bytes of the reopen's probe write.
-const PROBE_BYTES: usize = 64 * 1024;
+/// Bytes of the reopen's probe write: headroom, not one row. A reopen frees space by itself
+/// (fjall truncates the journal's torn tail, what the failed commit half wrote, and drops
+/// obsolete files of its own), a few hundred KiB on a full disk; a small probe fitted there,
+/// and the store flapped between writable and full until space really returned.
+const PROBE_BYTES: usize = 4 * 1024 * 1024;
 
 /// `n` bytes that do not compress (xorshift).
 fn noise(n: usize) -> Vec<u8> {
@@ -204,6 +216,45 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Starts a reopener thread after a storage failure, unless one runs already.
+fn start_reopening(shared: &Arc<Shared>) {
+    let mut slot = shared.reopener.lock();
+    if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+        return;
+    }
+    let s = shared.clone();
+    *slot = std::thread::Builder::new()
+        .name("amp-store-fjall-reopen".into())
+        .spawn(move || reopen_until_done(&s))
+        .map_err(|e| tracing::error!(error = %e, "store: cannot start the reopener thread"))
+        .ok();
+}
+
+/// Reopens the database with backoff until a reopen is proven or the store closes.
+fn reopen_until_done(shared: &Shared) {
+    let mut backoff = REOPEN_FIRST;
+    loop {
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20)),
+            );
+        }
+        match shared.reopen() {
+            Ok(()) => return,
+            Err(cause) => {
+                tracing::warn!(error = %cause, retry_ms = backoff.as_millis() as u64, "store: cannot reopen yet");
+                backoff = (backoff * 2).min(REOPEN_MAX);
+            }
+        }
+    }
+}
+
 /// Backoff between reopen attempts: the first, doubled up to the most.
 const REOPEN_FIRST: Duration = Duration::from_millis(100);
 /// The most backoff between reopen attempts.
@@ -217,6 +268,8 @@ type Op = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Completion) + Send>;
 
 /// The sending side of the writer thread.
 pub(crate) struct Writer {
+    /// The database, whose reopener `close` stops.
+    shared: Arc<Shared>,
     /// The queue of operations; `None` once closed.
     tx: parking_lot::Mutex<Option<mpsc::Sender<Op>>>,
     /// The thread, joined on close.
@@ -229,11 +282,13 @@ impl Writer {
     pub(crate) fn start(db: Arc<Shared>, group_commit: bool, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Op>();
         let max_batch = if group_commit { max_batch.max(1) } else { 1 };
+        let shared = db.clone();
         let thread = std::thread::Builder::new()
             .name("amp-store-fjall-writer".into())
             .spawn(move || run(&db, &rx, max_batch))
             .ok();
         Self {
+            shared,
             tx: parking_lot::Mutex::new(Some(tx)),
             thread: parking_lot::Mutex::new(thread),
         }
@@ -276,46 +331,25 @@ impl Writer {
             .map_err(|_| Error::Unavailable("store writer stopped".into()))?
     }
 
-    /// Stops accepting writes, lets the queued ones commit, and joins the thread.
+    /// Stops accepting writes, lets the queued ones commit, and joins the thread (and a
+    /// reopener, stopped).
     pub(crate) fn close(&self) {
         drop(self.tx.lock().take());
         if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        let reopener = self.shared.reopener.lock().take();
+        if let Some(t) = reopener {
             let _ = t.join();
         }
     }
 }
 
 /// The writer thread: takes every queued operation, applies the batch, commits it, answers;
-/// reopens the database after a storage failure.
-fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize) {
-    let mut backoff = REOPEN_FIRST;
-    let mut next_reopen = Instant::now();
-    loop {
-        // While the store cannot write, wake up to reopen it even when no write comes.
-        let first = if shared.writable() {
-            match rx.recv() {
-                Ok(op) => op,
-                Err(_) => return,
-            }
-        } else {
-            let wait = next_reopen.saturating_duration_since(Instant::now());
-            let got = rx.recv_timeout(wait);
-            if Instant::now() >= next_reopen {
-                match shared.reopen() {
-                    Ok(()) => backoff = REOPEN_FIRST,
-                    Err(cause) => {
-                        tracing::warn!(error = %cause, retry_ms = backoff.as_millis() as u64, "store: cannot reopen yet");
-                        next_reopen = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(REOPEN_MAX);
-                    }
-                }
-            }
-            match got {
-                Ok(op) => op,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        };
+/// after a storage failure, refuses every operation until the reopener proves a reopen.
+fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
         let mut ops = Vec::with_capacity(16);
         ops.push(first);
         while ops.len() < max_batch {
@@ -343,7 +377,7 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize) {
                 // The database is poisoned (fjall refuses every later write on it): it is
                 // closed and reopened, never retried.
                 shared.fail(&cause);
-                next_reopen = Instant::now() + REOPEN_FIRST;
+                start_reopening(shared);
                 Err(cause)
             }
         };

@@ -238,8 +238,9 @@ impl Drop for Tmpfs {
 }
 
 /// The writer's storage-fault contract (as redb's): on a full disk a write fails with
-/// `Unavailable`, the store turns unready and refuses writes at once; when space returns it
-/// reopens by itself, and every acknowledged write is still there, after a reopen too.
+/// `Unavailable`, the store turns unready and refuses writes at once and stays so while the
+/// disk is full; when space returns it reopens by itself, and every acknowledged write is
+/// still there, after a reopen too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fjall_disk_full_fails_fast_turns_unready_and_recovers() {
     use amp_store::testing::{agent, entry, key_hash, now_ms};
@@ -291,6 +292,14 @@ async fn fjall_disk_full_fails_fast_turns_unready_and_recovers() {
             "a refusal while full took {:?}",
             started.elapsed()
         );
+    }
+
+    // Still full: the reopen attempts (backing off from 100 ms) find no room for their probe,
+    // though a reopen frees what the failed commit half wrote.
+    let full_since = Instant::now();
+    while full_since.elapsed() < Duration::from_secs(3) {
+        assert!(!store.ready().await, "ready again on a full disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     fs.resize("64m");
