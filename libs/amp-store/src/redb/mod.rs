@@ -1111,14 +1111,17 @@ impl Jobs for RedbStore {
                 if ids.get(job.id.as_str()).map_err(st)?.map(|v| v.value()) != Some(job.due_at) {
                     return Ok(false);
                 }
+                // Read, compare, and only then remove: the batch commits whatever an
+                // operation did before it answered, so a lost claim must change nothing.
                 let stored: Option<Job> =
-                    match jobs.remove((job.due_at, job.id.as_str())).map_err(st)? {
+                    match jobs.get((job.due_at, job.id.as_str())).map_err(st)? {
                         Some(v) => Some(from_json(v.value())?),
                         None => None,
                     };
                 let Some(stored) = stored.filter(|s| s.attempt == job.attempt) else {
                     return Ok(false);
                 };
+                jobs.remove((job.due_at, job.id.as_str())).map_err(st)?;
                 let leased = Job {
                     due_at: until,
                     ..stored

@@ -874,6 +874,20 @@ pub async fn jobs_by_kind_and_claimed_once(store: &Store) {
             .is_empty()
     );
 
+    // A claim read before a retry that kept the due time (another attempt) loses, and
+    // leaves the job as it is.
+    let stale = Job {
+        attempt: 2,
+        ..leased[0].clone()
+    };
+    assert!(!store.claim(&stale, until + 1).await.expect("stale claim"));
+    let kept = store.due_jobs(&kind, until, 10).await.expect("kept");
+    assert_eq!(
+        kept.iter().map(|j| (j.due_at, j.attempt)).collect::<Vec<_>>(),
+        [(until, 3)],
+        "a lost claim changed the job"
+    );
+
     store.complete(&mine).await.expect("complete");
     assert!(!store.claim(&leased[0], now).await.expect("claim gone"));
     store.complete(&other).await.expect("complete");
