@@ -139,12 +139,21 @@ struct State {
     replica: String,
     /// Running totals per (agent, hour) since the replica name was taken.
     counts: HashMap<(String, i64), RiskCounts>,
-    /// Agents counted since the last flush: the hour, and whether any message was not
-    /// clean.
-    dirty: HashMap<String, (i64, bool)>,
+    /// Agents counted since the last flush.
+    dirty: HashMap<String, Dirty>,
     /// Agents whose window was read clean (nothing blocked, quarantined or flagged), until
     /// when that read stands in for another after a clean interval.
     quiet: HashMap<String, i64>,
+}
+
+/// An agent counted since the last flush.
+struct Dirty {
+    /// The hour of its last count.
+    hour: i64,
+    /// Whether any message was not clean.
+    bad: bool,
+    /// Its tenant: a flush that finds it deleted drops what it wrote.
+    tenant: String,
 }
 
 /// Most (agent, hour) totals held before the map starts afresh under a new replica name.
@@ -182,8 +191,8 @@ impl RiskMeter {
         self.inner.config.enabled
     }
 
-    /// Counts one message of `agent_id` at `now` with what became of it.
-    pub fn record(&self, agent_id: &str, now: i64, verdict: Verdict) {
+    /// Counts one message of `agent_id` (of `tenant`) at `now` with what became of it.
+    pub fn record(&self, agent_id: &str, tenant: &str, now: i64, verdict: Verdict) {
         if !self.inner.config.enabled {
             return;
         }
@@ -203,14 +212,25 @@ impl RiskMeter {
             Verdict::Quarantined => c.quarantined += 1,
             Verdict::Blocked => c.blocked += 1,
         }
-        let dirty = st.dirty.entry(agent_id.to_owned()).or_insert((hour, false));
-        dirty.0 = hour;
-        dirty.1 |= verdict != Verdict::Clean;
+        let dirty = st.dirty.entry(agent_id.to_owned()).or_insert_with(|| Dirty {
+            hour,
+            bad: false,
+            tenant: tenant.to_owned(),
+        });
+        dirty.hour = hour;
+        dirty.bad |= verdict != Verdict::Clean;
     }
 
     /// Writes the counts of the agents counted since the last flush, and suspends those
     /// whose window reached the threshold. Failures are logged; the counts stay dirty
     /// until written.
+    ///
+    /// A tenant's deletion drops its agents' rows, and may do so between a count and its
+    /// flush: so after writing, the flush reads each tenant it wrote for (from the store,
+    /// not a cache) and, for one being deleted or gone, drops the rows it just wrote and
+    /// forgets the agents' counts. A tenant is marked `deleting` before its purge starts,
+    /// so a row written before that read found the mark, or was written before the purge
+    /// and is dropped by it.
     pub async fn flush(&self, now: i64) {
         let (replica, rows) = {
             let mut st = self.inner.state.lock();
@@ -218,30 +238,46 @@ impl RiskMeter {
             // Earlier hours were written by an earlier flush after their last count.
             st.counts.retain(|(_, h), _| *h >= current - 1);
             let dirty = std::mem::take(&mut st.dirty);
-            let rows: Vec<(String, i64, bool, RiskCounts)> = dirty
+            let rows: Vec<(String, Dirty, RiskCounts)> = dirty
                 .into_iter()
-                .filter_map(|(agent, (hour, bad))| {
-                    st.counts
-                        .get(&(agent.clone(), hour))
-                        .map(|c| (agent, hour, bad, *c))
+                .filter_map(|(agent, d)| {
+                    let c = *st.counts.get(&(agent.clone(), d.hour))?;
+                    Some((agent, d, c))
                 })
                 .collect();
             (st.replica.clone(), rows)
         };
-        for (agent, hour, bad, counts) in rows {
+        let mut written = Vec::with_capacity(rows.len());
+        for (agent, d, counts) in rows {
             if let Err(e) = self
                 .inner
                 .store
-                .put_risk(&agent, hour, &replica, &counts)
+                .put_risk(&agent, d.hour, &replica, &counts)
                 .await
             {
                 tracing::warn!(error = %e, agent = %agent, "risk counts not written; retried at the next flush");
                 let mut st = self.inner.state.lock();
-                let dirty = st.dirty.entry(agent).or_insert((hour, false));
-                dirty.1 |= bad;
+                let bad = d.bad;
+                st.dirty.entry(agent).or_insert(d).bad |= bad;
                 continue;
             }
-            let quiet = !bad
+            written.push((agent, d));
+        }
+        let mut deleted: HashMap<String, bool> = HashMap::new();
+        for (agent, d) in written {
+            let gone = match deleted.get(&d.tenant) {
+                Some(g) => *g,
+                None => {
+                    let g = self.tenant_deleted(&d.tenant).await;
+                    deleted.insert(d.tenant.clone(), g);
+                    g
+                }
+            };
+            if gone {
+                self.forget(&agent).await;
+                continue;
+            }
+            let quiet = !d.bad
                 && self
                     .inner
                     .state
@@ -252,6 +288,37 @@ impl RiskMeter {
             if !quiet {
                 self.check(&agent, now).await;
             }
+        }
+    }
+
+    /// Whether `tenant` is being deleted or was (its record marked, or gone with a
+    /// deletion on record). A store that cannot be read says no: the purge, or the next
+    /// flush, settles it.
+    async fn tenant_deleted(&self, tenant: &str) -> bool {
+        use amp_store::operator::{Operator as _, TenantStatus};
+        match self.inner.store.tenant(tenant).await {
+            Ok(Some(t)) => t.status == TenantStatus::Deleting,
+            Ok(None) => amp_store::deletion::get(&self.inner.store, tenant)
+                .await
+                .is_ok_and(|d| d.is_some()),
+            Err(e) => {
+                tracing::warn!(error = %e, tenant = %tenant, "tenant not read after a risk flush");
+                false
+            }
+        }
+    }
+
+    /// Drops what this process counted of `agent_id`, and its rows in the store (its
+    /// tenant is being deleted). A failure is logged: the count is gone either way.
+    async fn forget(&self, agent_id: &str) {
+        {
+            let mut st = self.inner.state.lock();
+            st.counts.retain(|(a, _), _| a != agent_id);
+            st.dirty.remove(agent_id);
+            st.quiet.remove(agent_id);
+        }
+        if let Err(e) = self.inner.store.drop_risk(agent_id).await {
+            tracing::warn!(error = %e, agent = %agent_id, "risk rows of a deleted tenant's agent not dropped");
         }
     }
 
@@ -506,23 +573,23 @@ mod tests {
             }
         };
         // B reads the window clean.
-        b.record(&x.id, t0, Verdict::Clean);
+        b.record(&x.id, "risky", t0, Verdict::Clean);
         b.flush(t0).await;
         // A counts ten blocked: 11 messages, under `min_messages`: nothing yet.
         for _ in 0..10 {
-            a.record(&x.id, t0 + 1_000, Verdict::Blocked);
+            a.record(&x.id, "risky", t0 + 1_000, Verdict::Blocked);
         }
         a.flush(t0 + 1_000).await;
         assert!(!suspended(t0 + 1_000).await);
         // B's clean messages take the window to 21, a score of 100; B skips the read.
         for _ in 0..10 {
-            b.record(&x.id, t0 + 2_000, Verdict::Clean);
+            b.record(&x.id, "risky", t0 + 2_000, Verdict::Clean);
         }
         b.flush(t0 + 2_000).await;
         assert!(!suspended(t0 + 2_000).await, "the read was skipped");
         // Past the bound B reads again and suspends.
         let later = t0 + QUIET_RECHECK_MS + 2_000;
-        b.record(&x.id, later, Verdict::Clean);
+        b.record(&x.id, "risky", later, Verdict::Clean);
         b.flush(later).await;
         assert!(suspended(later).await, "read again after the bound");
 
@@ -533,11 +600,11 @@ mod tests {
             .await
             .expect("create");
         for _ in 0..20 {
-            b.record(&y.id, t0, Verdict::Clean);
+            b.record(&y.id, "risky", t0, Verdict::Clean);
         }
         b.flush(t0).await;
         for _ in 0..40 {
-            b.record(&y.id, t0 + 1_000, Verdict::Blocked);
+            b.record(&y.id, "risky", t0 + 1_000, Verdict::Blocked);
         }
         b.flush(t0 + 1_000).await;
         let cache = RegistryCache::new(store.clone(), Duration::ZERO);
@@ -548,6 +615,53 @@ mod tests {
                 .is_some(),
             "a bad interval is never skipped"
         );
+    }
+
+    /// A tenant's deletion between a count and its flush (the purge dropped the agent's
+    /// rows first): the flush finds the tenant marked, drops what it wrote and forgets the
+    /// counts, so nothing of the agent is left in the store; another tenant's rows stay.
+    #[tokio::test]
+    async fn a_flush_after_the_tenant_deletion_leaves_no_row() {
+        use amp_store::operator::{Operator as _, TenantRecord, TenantRegistration, TenantStatus};
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::new(RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("redb"));
+        let bus = Bus::in_process(amp_bus::InProcessConfig::default());
+        let t0 = now_ms();
+        let x = agent("doomed", "x", t0);
+        let k = agent("kept", "k", t0);
+        let mut tenant = TenantRecord {
+            name: "doomed".into(),
+            status: TenantStatus::Active,
+            registration: TenantRegistration::Open,
+            suspended_reason: None,
+            plan: Default::default(),
+            notify: None,
+            created_at: t0,
+            updated_at: t0,
+        };
+        assert!(store.create_tenant(&tenant).await.expect("tenant"));
+        let cache = RegistryCache::new(store.clone(), Duration::from_secs(60));
+        let meter = RiskMeter::new(RiskConfig::default(), store.clone(), bus, cache);
+        meter.record(&x.id, "doomed", t0, Verdict::Flagged);
+        meter.record(&k.id, "kept", t0, Verdict::Flagged);
+        meter.flush(t0).await;
+        assert_eq!(window(&store, &x.id, t0).await.expect("sum").total_messages, 1);
+
+        // The deletion marks the tenant, its purge drops the rows; a count was in flight.
+        meter.record(&x.id, "doomed", t0 + 1, Verdict::Clean);
+        tenant.status = TenantStatus::Deleting;
+        store.put_tenant(&tenant).await.expect("mark");
+        store.drop_risk(&x.id).await.expect("purge");
+        meter.flush(t0 + 2).await;
+        assert_eq!(
+            window(&store, &x.id, t0 + 2).await.expect("sum"),
+            RiskCounts::default(),
+            "the row written after the purge was dropped"
+        );
+        // Forgotten: a later flush writes nothing of it either.
+        meter.flush(t0 + 3).await;
+        assert_eq!(window(&store, &x.id, t0 + 3).await.expect("sum").total_messages, 0);
+        assert_eq!(window(&store, &k.id, t0 + 3).await.expect("sum").total_messages, 1);
     }
 
     #[test]

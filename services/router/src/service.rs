@@ -651,6 +651,7 @@ impl RouterService {
         {
             inner.risk.record(
                 &agent.id,
+                &agent.tenant,
                 amp_proto::Timestamp::now().unix_millis(),
                 verdict,
             );
