@@ -25,7 +25,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
 for qr in ${MODES:-true false}; do
   W=$(mktemp -d /tmp/amp-quick-repair.XXXXXX)
   port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-  AMP__STORE__QUICK_REPAIR=$qr "$BIN/ampd" --listen "127.0.0.1:$port" --data-dir "$W/data" --domain bench.test > "$W/log" 2>&1 &
+  AMP__STORE__BACKEND=redb AMP__STORE__QUICK_REPAIR=$qr "$BIN/ampd" --listen "127.0.0.1:$port" --data-dir "$W/data" --domain bench.test > "$W/log" 2>&1 &
   pid=$!
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do sleep 0.05; done
   "$BIN/amp" load --provider "http://127.0.0.1:$port" --agents 64 --tenants 4 --reuse "$W/agents.json" \
@@ -34,7 +34,7 @@ for qr in ${MODES:-true false}; do
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   echo "quick_repair=$qr file: $(du -sh "$W/data" | cut -f1)"
   start=$(date +%s.%N)
-  AMP__STORE__QUICK_REPAIR=$qr "$BIN/ampd" --listen "127.0.0.1:$port" --data-dir "$W/data" --domain bench.test > "$W/log2" 2>&1 &
+  AMP__STORE__BACKEND=redb AMP__STORE__QUICK_REPAIR=$qr "$BIN/ampd" --listen "127.0.0.1:$port" --data-dir "$W/data" --domain bench.test > "$W/log2" 2>&1 &
   pid=$!
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do sleep 0.01; done
   end=$(date +%s.%N)

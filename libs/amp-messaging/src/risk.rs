@@ -212,11 +212,14 @@ impl RiskMeter {
             Verdict::Quarantined => c.quarantined += 1,
             Verdict::Blocked => c.blocked += 1,
         }
-        let dirty = st.dirty.entry(agent_id.to_owned()).or_insert_with(|| Dirty {
-            hour,
-            bad: false,
-            tenant: tenant.to_owned(),
-        });
+        let dirty = st
+            .dirty
+            .entry(agent_id.to_owned())
+            .or_insert_with(|| Dirty {
+                hour,
+                bad: false,
+                tenant: tenant.to_owned(),
+            });
         dirty.hour = hour;
         dirty.bad |= verdict != Verdict::Clean;
     }
@@ -645,7 +648,10 @@ mod tests {
         meter.record(&x.id, "doomed", t0, Verdict::Flagged);
         meter.record(&k.id, "kept", t0, Verdict::Flagged);
         meter.flush(t0).await;
-        assert_eq!(window(&store, &x.id, t0).await.expect("sum").total_messages, 1);
+        assert_eq!(
+            window(&store, &x.id, t0).await.expect("sum").total_messages,
+            1
+        );
 
         // The deletion marks the tenant, its purge drops the rows; a count was in flight.
         meter.record(&x.id, "doomed", t0 + 1, Verdict::Clean);
@@ -660,8 +666,20 @@ mod tests {
         );
         // Forgotten: a later flush writes nothing of it either.
         meter.flush(t0 + 3).await;
-        assert_eq!(window(&store, &x.id, t0 + 3).await.expect("sum").total_messages, 0);
-        assert_eq!(window(&store, &k.id, t0 + 3).await.expect("sum").total_messages, 1);
+        assert_eq!(
+            window(&store, &x.id, t0 + 3)
+                .await
+                .expect("sum")
+                .total_messages,
+            0
+        );
+        assert_eq!(
+            window(&store, &k.id, t0 + 3)
+                .await
+                .expect("sum")
+                .total_messages,
+            1
+        );
     }
 
     #[test]

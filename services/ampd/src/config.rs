@@ -91,17 +91,27 @@ impl ServerConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreBackend {
-    /// The embedded database at `<data_dir>/amp.redb`: zero setup (the default).
+    /// The embedded store, zero setup (the default): fjall, unless the data directory holds
+    /// a redb store (`amp.redb`) and no fjall one, which is kept (see
+    /// [`Config::embedded_backend`]).
     #[default]
-    Redb,
+    Embedded,
     /// The embedded fjall database (an LSM tree) in the directory `<data_dir>/amp.fjall`:
-    /// zero setup, one journal `fdatasync` per group commit.
+    /// one journal `fdatasync` per group commit, recovery replays the journal's tail.
     Fjall,
+    /// The embedded redb database, the file `<data_dir>/amp.redb` (ampd's store before
+    /// fjall).
+    Redb,
     /// NATS JetStream (`[store.jetstream]`).
     Jetstream,
     /// ScyllaDB or Cassandra over CQL (`[store.cql]`).
     Cql,
 }
+
+/// The redb store's file in the data directory.
+const REDB_FILE: &str = "amp.redb";
+/// The fjall store's directory in the data directory.
+const FJALL_DIR: &str = "amp.fjall";
 
 /// The `[store.jetstream]` section: where NATS is, when `backend = "jetstream"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -132,13 +142,14 @@ impl Default for JetStreamSection {
     }
 }
 
-/// The `[store]` section: by default the embedded redb database at `<data_dir>/amp.redb`
-/// (the redb keys below); `backend` picks the embedded fjall database, JetStream or CQL
+/// The `[store]` section: by default the embedded store in the data directory (fjall, or
+/// redb where a redb store was kept); `backend` picks one of them, JetStream or CQL
 /// instead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `redb` (default), `fjall`, `jetstream` or `cql`.
+    /// `embedded` (default: fjall, or an existing redb store), `fjall`, `redb`,
+    /// `jetstream` or `cql`.
     pub backend: StoreBackend,
     /// The NATS servers, when `backend = "jetstream"`.
     pub jetstream: JetStreamSection,
@@ -160,7 +171,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            backend: StoreBackend::Redb,
+            backend: StoreBackend::Embedded,
             jetstream: JetStreamSection::default(),
             cql: amp_store::cql::CqlStoreConfig::default(),
             group_commit: true,
@@ -184,12 +195,29 @@ pub struct ProviderConfig {
 }
 
 impl Config {
-    /// The embedded database: the file `amp.redb` in the data directory, or with `backend =
-    /// "fjall"` the directory `amp.fjall`.
-    pub fn store_path(&self) -> PathBuf {
+    /// The embedded store `backend = "embedded"` stands for in this data directory: redb
+    /// when the directory holds a redb store (`amp.redb`) and no fjall one (an `ampd` from
+    /// before fjall, kept as it is), fjall otherwise. Any other backend is itself.
+    pub fn embedded_backend(&self) -> StoreBackend {
         match self.store.backend {
-            StoreBackend::Fjall => self.server.data_dir.join("amp.fjall"),
-            _ => self.server.data_dir.join("amp.redb"),
+            StoreBackend::Embedded => {
+                let dir = &self.server.data_dir;
+                if dir.join(REDB_FILE).exists() && !dir.join(FJALL_DIR).exists() {
+                    StoreBackend::Redb
+                } else {
+                    StoreBackend::Fjall
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The embedded database: the directory `amp.fjall` or the file `amp.redb` in the data
+    /// directory, whichever [`Self::embedded_backend`] picks.
+    pub fn store_path(&self) -> PathBuf {
+        match self.embedded_backend() {
+            StoreBackend::Redb => self.server.data_dir.join(REDB_FILE),
+            _ => self.server.data_dir.join(FJALL_DIR),
         }
     }
 
@@ -273,11 +301,33 @@ mod tests {
             PathBuf::from("/var/lib/amp/provider-key.pem")
         );
         assert_eq!(cfg.pepper_file(), PathBuf::from("/var/lib/amp/key-pepper"));
-        assert_eq!(cfg.store_path(), PathBuf::from("/var/lib/amp/amp.redb"));
-        cfg.store.backend = StoreBackend::Fjall;
         assert_eq!(cfg.store_path(), PathBuf::from("/var/lib/amp/amp.fjall"));
+        cfg.store.backend = StoreBackend::Redb;
+        assert_eq!(cfg.store_path(), PathBuf::from("/var/lib/amp/amp.redb"));
         cfg.provider.key_file = Some(PathBuf::from("/run/secrets/key.pem"));
         assert_eq!(cfg.key_file(), PathBuf::from("/run/secrets/key.pem"));
+    }
+
+    /// `embedded` keeps a data directory's redb store, and starts fjall anywhere else.
+    #[test]
+    fn the_embedded_store_keeps_an_existing_redb_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut cfg = Config::default();
+        cfg.server.data_dir = dir.path().to_owned();
+        assert_eq!(
+            cfg.embedded_backend(),
+            StoreBackend::Fjall,
+            "a new directory"
+        );
+        std::fs::write(dir.path().join("amp.redb"), b"").expect("redb file");
+        assert_eq!(cfg.embedded_backend(), StoreBackend::Redb, "redb kept");
+        assert_eq!(cfg.store_path(), dir.path().join("amp.redb"));
+        std::fs::create_dir(dir.path().join("amp.fjall")).expect("fjall dir");
+        assert_eq!(cfg.embedded_backend(), StoreBackend::Fjall, "both: fjall");
+        cfg.store.backend = StoreBackend::Redb;
+        assert_eq!(cfg.embedded_backend(), StoreBackend::Redb, "named");
+        cfg.store.backend = StoreBackend::Cql;
+        assert_eq!(cfg.embedded_backend(), StoreBackend::Cql);
     }
 
     #[test]

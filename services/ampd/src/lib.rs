@@ -1,5 +1,5 @@
 //! `ampd`, the all-in-one AMP provider: every service in one process, on one port, with the
-//! embedded store (redb, or fjall with `[store] backend = "fjall"`) and the in-process bus,
+//! embedded store (fjall; a data directory's existing redb store is kept) and the in-process bus,
 //! and nothing to set up.
 //!
 //! It holds no business logic; it composes the service crates. [`run`] does everything
@@ -72,7 +72,12 @@ const STORE_RELEASE: Duration = Duration::from_secs(5);
 /// Opens the configured store. The embedded one first of all: its file lock keeps a second
 /// ampd off the same data directory, and so also off the identity files created next to it.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(match config.store.backend {
+    let backend = config.embedded_backend();
+    if config.store.backend == StoreBackend::Embedded && backend == StoreBackend::Redb {
+        tracing::info!(path = %config.store_path().display(),
+            "the data directory holds a redb store: kept (backend = \"redb\" says so; a new directory starts on fjall)");
+    }
+    Ok(match backend {
         StoreBackend::Redb => {
             let store_path = config.store_path();
             Store::new(
@@ -85,7 +90,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                 .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
             )
         }
-        StoreBackend::Fjall => {
+        StoreBackend::Fjall | StoreBackend::Embedded => {
             let store_path = config.store_path();
             Store::new(
                 FjallStore::open(&FjallConfig {

@@ -883,7 +883,9 @@ pub async fn jobs_by_kind_and_claimed_once(store: &Store) {
     assert!(!store.claim(&stale, until + 1).await.expect("stale claim"));
     let kept = store.due_jobs(&kind, until, 10).await.expect("kept");
     assert_eq!(
-        kept.iter().map(|j| (j.due_at, j.attempt)).collect::<Vec<_>>(),
+        kept.iter()
+            .map(|j| (j.due_at, j.attempt))
+            .collect::<Vec<_>>(),
         [(until, 3)],
         "a lost claim changed the job"
     );

@@ -9,6 +9,7 @@
 //! - [`AmpdProcess`]: the built `ampd` binary as a child process: started, killed with
 //!   SIGKILL, restarted on the same data, stopped with SIGTERM.
 
+mod embedded;
 mod process;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::agent::{self, Agent};
 use crate::http::{Resp, call};
 
 pub use ::ampd::{Config, StoreBackend};
+pub use embedded::Embedded;
 pub use process::{AmpdProcess, GRACE_SECS, ampd_command};
 
 /// How long `ampd` may take to become ready: generous, a loaded CI machine runs many at once.
@@ -55,7 +57,7 @@ pub fn test_config(config: &mut ::ampd::Config) {
 
 /// The embedded store the suites run on when the caller's environment names one
 /// (`AMP__STORE__BACKEND=redb` or `fjall`, as for `ampd` itself), so one suite proves both;
-/// `None` (ampd's default, redb) otherwise. A test that picks a backend itself still does.
+/// `None` (ampd's default: fjall in a new data directory) otherwise. A test that picks a backend itself still does.
 pub fn embedded_backend() -> Option<::ampd::StoreBackend> {
     match std::env::var("AMP__STORE__BACKEND").ok()?.as_str() {
         "redb" => Some(::ampd::StoreBackend::Redb),

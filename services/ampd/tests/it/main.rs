@@ -4,7 +4,6 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
-mod embedded;
 mod hardening;
 mod in_process;
 mod messaging;

@@ -598,7 +598,6 @@ async fn federation_security_discovery_is_single_flight() {
 /// once it stopped: pinned now, reclaimed by the store's sweep once its lifetime has passed.
 #[tokio::test]
 async fn federation_security_pin_markers_expire() {
-    use amp_store::redb::{RedbConfig, RedbStore};
     use amp_store::{Kv, Mailboxes};
 
     let pa = Provider::new("alpha.test").await;
@@ -611,7 +610,7 @@ async fn federation_security_pin_markers_expire() {
     assert_eq!(r.status.as_u16(), 200, "{}", r.text);
     node.stop().await;
 
-    let store = RedbStore::open(&RedbConfig::in_dir(pb.data_dir())).expect("open the node's store");
+    let store = amp_testkit::ampd::Embedded::open(pb.data_dir()).into_store();
     let key = federation::inbound::pin_key(&alice.address);
     let pinned = store
         .get(&key)

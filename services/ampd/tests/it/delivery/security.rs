@@ -458,7 +458,7 @@ async fn security_read_and_receipt_markers_expire() {
     let now = amp_proto::Timestamp::now().unix_millis();
     s.stop().await;
 
-    let rows = crate::embedded::Embedded::open(dir.path()).scan_rows();
+    let rows = amp_testkit::ampd::Embedded::open(dir.path()).scan_rows();
     const DAY: i64 = 24 * 3600 * 1000;
     for kind in ["read", "receipt-sent"] {
         let expiry = rows

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::embedded::Embedded;
+use amp_testkit::ampd::Embedded;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

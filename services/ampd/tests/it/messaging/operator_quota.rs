@@ -104,6 +104,9 @@ async fn operator_plan_quotas_are_enforced_with_spec_errors() {
                "federation": false}),
     )
     .await;
+    // The minute's bucket the old rate filled stays full under the new one, which frees a
+    // message every 60 ms (1000 per minute): one such interval on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let small = Msg::new(&bob.address, "s").payload(&payload_with("small"));
     assert_eq!(
         s.route(&alice, small.flat(Some(&small.sign(&alice))))

@@ -238,7 +238,7 @@ async fn spec_next_quarantine_total_and_purge_of_expired_entries() {
     let old = entry("oldoldoldoldold1", now - 10 * day, now - 7 * day);
     let recent = entry("recentrecentrec1", now - 4 * day, now - hour);
     {
-        let store = crate::embedded::Embedded::open(data.path()).into_store();
+        let store = amp_testkit::ampd::Embedded::open(data.path()).into_store();
         for e in [&old, &recent] {
             assert!(store.put_quarantine(e).await.expect("hold"));
         }
