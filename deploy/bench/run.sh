@@ -14,6 +14,8 @@
 #   BENCH_SOCKETS     idle WebSockets wanted for T4 (default 100000, capped by `ulimit -n`)
 #   BENCH_CONCURRENCY closed-loop concurrency of T1 (default 64)
 #   BENCH_SKIP_BUILD  set to 1 to use already built binaries
+#   BENCH_STORE       ampd's embedded store: fjall or redb (default: ampd's own, fjall in
+#                     the new data dir); the cluster is not affected
 #   BENCH_CLUSTER     set to 0 to skip T1 against the cluster (1 nats-server, 2 ingest,
 #                     2 router, 1 delivery; needs nats-server on PATH or NATS_SERVER_BIN)
 #
@@ -118,6 +120,8 @@ export AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE=100000000
 # The load generator opens thousands of connections from a few loopback addresses.
 export AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS=0
 export AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS_PER_ADDRESS=0
+# T4 holds ~75 sockets per agent (256 agents); the default cap is 16.
+export AMP__DELIVERY__MAX_SOCKETS_PER_AGENT=1000
 export AMP__LOG__FILTER=${AMP__LOG__FILTER:-warn}
 export AMP__LOG__FORMAT=json
 
@@ -126,7 +130,8 @@ export AMP__LOG__FORMAT=json
 start_ampd() {
   local t0 t1
   t0=$(date +%s.%N)
-  start_server "$1" "$BIN/ampd" --listen "${2:-127.0.0.1:0}" --data-dir "$DATA"
+  start_server "$1" env ${BENCH_STORE:+AMP__STORE__BACKEND=$BENCH_STORE} "$BIN/ampd" \
+    --listen "${2:-127.0.0.1:0}" --data-dir "$DATA"
   for _ in $(seq 1 12000); do
     if curl -fsS -o /dev/null "http://$ADDR/readyz" 2>/dev/null; then
       t1=$(date +%s.%N)
