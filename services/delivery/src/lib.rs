@@ -86,14 +86,16 @@ impl DeliveryService {
             .with_state(self.inner.clone())
     }
 
-    /// Runs the webhook, scan callback and tenant notification workers and the relay of
-    /// registry changes to open sockets until shutdown.
+    /// Runs the webhook, scan callback and tenant notification workers, the relay of
+    /// registry changes to open sockets and the watch of their tenants' suspensions until
+    /// shutdown.
     pub async fn run(self) {
         tokio::join!(
             webhook::run(self.inner.clone()),
             scan_callback::run(self.inner.clone()),
             tenant_notify::run(self.inner.clone()),
-            sockets::listen(self.inner.clone())
+            sockets::listen(self.inner.clone()),
+            sockets::watch_tenants(self.inner.clone())
         );
     }
 }

@@ -207,7 +207,7 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     let Some((agent, key)) = Box::pin(authenticate(&inner, &mut socket)).await else {
         return;
     };
-    let Some(registered) = inner.sockets.open(&agent.id) else {
+    let Some(registered) = inner.sockets.open(&agent.id, &agent.tenant) else {
         metrics::counter!("amp_ws_socket_cap_closes_total").increment(1);
         let max = inner.sockets.max_per_agent();
         let message = format!("this agent already has {max} open sockets, the most allowed");
@@ -749,14 +749,12 @@ impl Session {
         // The key is re-checked on every registry change of the agent, after possibly lost
         // changes, periodically, and when a rotated-out key's grace ends.
         let mut recheck_at = self.next_recheck();
-        // A suspension of the agent's tenant closes the socket within the gate's bound (its
-        // cache answers most ticks without a store read).
-        let mut suspension = tokio::time::interval(amp_messaging::TenantGate::TTL);
-        suspension.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A suspension of the agent's tenant closes the socket within the gate's bound (the
+        // process's one watch of its sockets' tenants, `sockets::watch_tenants`).
         loop {
             tokio::select! {
-                _ = suspension.tick() => {
-                    if let Ok(true) = inner.acceptor.tenants().is_suspended(&self.agent.tenant).await {
+                Ok(()) = self.registered.suspended.changed() => {
+                    if *self.registered.suspended.borrow_and_update() {
                         tracing::info!(tenant = %self.agent.tenant, agent = %self.agent.id, "socket closed: tenant suspended");
                         let _ = self.send(error_frame("agent_suspended", &format!("this agent's tenant '{}' is suspended by the provider", self.agent.tenant), None));
                         return Err((CLOSE_SUSPENDED, "agent_suspended".into()));
