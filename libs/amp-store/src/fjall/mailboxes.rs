@@ -1,6 +1,6 @@
 //! [`Mailboxes`] on the embedded fjall store: rows by (agent, seq), an id index kept after
 //! an ack as a tombstone until the message's expiry (a late retry is still recognised), a
-//! small meta row per mailbox (head, queued count, floor), and an expiry index by time that
+//! small meta row per mailbox (head, queued count, floor, the lowest queued seq), and an expiry index by time that
 //! drives bulk purging.
 
 use async_trait::async_trait;
@@ -22,6 +22,12 @@ pub(super) struct MailboxMeta {
     count: u64,
     /// The highest seq purged on expiry.
     floor: u64,
+    /// No queued row lies below this seq: where reads of the queue start, so a mailbox
+    /// drained by acknowledgements is not read through the tombstones of its acknowledged
+    /// rows (an LSM tree keeps them until compaction). Moved on by [`Mailboxes::ack`]; 0 in a
+    /// meta row written before it existed (every read then starts at the first seq).
+    #[serde(default)]
+    low: u64,
 }
 
 /// What the id index knows of a message, queued or acknowledged.
@@ -209,13 +215,15 @@ impl Mailboxes for FjallStore {
         let meta = read_meta(&r, agent_id)?;
         let mailbox = &r.ks().mailbox;
         let mut behind = 0u64;
-        if let Some(a) = after {
-            for g in r.range(mailbox, seq_key(agent_id, 0)..=seq_key(agent_id, a)) {
+        if let Some(a) = after
+            && a >= meta.low
+        {
+            for g in r.range(mailbox, seq_key(agent_id, meta.low)..=seq_key(agent_id, a)) {
                 g.key().map_err(super::st)?;
                 behind += 1;
             }
         }
-        let start = after.unwrap_or(0).saturating_add(1);
+        let start = after.unwrap_or(0).saturating_add(1).max(meta.low);
         let mut entries = Vec::with_capacity(limit.min(1024));
         let mut expired = 0u64;
         let mut more = false;
@@ -257,7 +265,10 @@ impl Mailboxes for FjallStore {
         let meta = read_meta(&r, agent_id)?;
         let mut expired = 0u64;
         let mut oldest = None;
-        for g in r.prefix(&r.ks().mailbox, &keys::one(agent_id)) {
+        for g in r.range(
+            &r.ks().mailbox,
+            seq_key(agent_id, meta.low)..=seq_key(agent_id, u64::MAX),
+        ) {
             let (_, v) = row(g)?;
             let (queued_at, expires_at) = mailbox_row::times(&v)?;
             if expires_at > now {
@@ -312,6 +323,24 @@ impl Mailboxes for FjallStore {
                     out.push(outcome);
                 }
                 if changed {
+                    // The first queued row from the old bound on: acknowledged in order, the
+                    // scan crosses this batch's removals only.
+                    let first = match txn
+                        .range(
+                            &txn.ks.mailbox,
+                            seq_key(&agent_id, meta.low)..=seq_key(&agent_id, u64::MAX),
+                        )
+                        .next()
+                    {
+                        Some(g) => {
+                            let key = g.key().map_err(super::st)?;
+                            let mut k = keys::Reader::new(&key);
+                            k.str()?;
+                            k.u64()?
+                        }
+                        None => meta.head + 1,
+                    };
+                    meta.low = meta.low.max(first);
                     write_meta(txn, &agent_id, &meta)?;
                 }
                 Ok(out)
