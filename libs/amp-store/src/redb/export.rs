@@ -15,6 +15,9 @@ use ::redb::{
 use super::*;
 use crate::migrate::{KeyPart, MigrateError, Row, RowValue};
 
+/// Bytes of redb's page cache while a store is read out.
+const READ_CACHE: usize = 32 * 1024 * 1024;
+
 /// A redb database opened to be read out.
 pub(crate) struct RedbExport {
     /// The file, for error messages.
@@ -34,7 +37,8 @@ impl RedbExport {
             path: path.to_owned(),
             cause,
         };
-        let db = match Database::open(path) {
+        // A copy reads every page once: redb's default cache (1 GiB) would only hold memory.
+        let db = match Database::builder().set_cache_size(READ_CACHE).open(path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(MigrateError::SourceInUse(path.to_owned()));
