@@ -24,6 +24,8 @@
 //! - [`redb`] (feature `redb`, default): the embedded single-node backend with group commit.
 //! - [`fjall`] (feature `fjall`, default): the same on fjall, an LSM tree (one journal append
 //!   and `fdatasync` per group commit).
+//! - [`migrate`] (features `redb` and `fjall`): an embedded redb store copied into a new
+//!   fjall one, every row of every table.
 //! - [`jetstream`] (feature `jetstream`, default): the NATS JetStream backend shared by cluster processes.
 //! - [`cql`] (feature `cql`, default): the CQL backend (ScyllaDB; Apache Cassandra in tests),
 //!   the cluster's store at scale.
@@ -58,6 +60,8 @@ pub mod fjall;
 pub mod jetstream;
 #[cfg(any(feature = "redb", feature = "fjall"))]
 mod mailbox_row;
+#[cfg(all(feature = "redb", feature = "fjall"))]
+pub mod migrate;
 #[cfg(feature = "redb")]
 pub mod redb;
 #[cfg(feature = "s3")]

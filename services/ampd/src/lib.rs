@@ -7,8 +7,10 @@
 //! `main.rs` only parses flags, loads the [`Config`], starts telemetry and binds.
 //!
 //! - [`config`]: [`Config`] and its sections.
+//! - [`migrate`]: `ampd --migrate-store`, a data directory's redb store copied onto fjall.
 
 pub mod config;
+pub mod migrate;
 
 use std::net::SocketAddr;
 use std::time::Duration;

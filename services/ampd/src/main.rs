@@ -44,6 +44,11 @@ struct Cli {
     /// AMP__LOG__FORMAT; default auto].
     #[arg(long, value_name = "FORMAT", value_parser = ["auto", "json", "pretty"])]
     log_format: Option<String>,
+    /// Copy the data directory's redb store (amp.redb) into a new fjall store (amp.fjall),
+    /// print the rows per table and the time taken, and exit without serving. Stop ampd
+    /// first; amp.redb is kept as the backup, and the next start uses amp.fjall.
+    #[arg(long)]
+    migrate_store: bool,
 }
 
 impl Cli {
@@ -77,6 +82,18 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    if cli.migrate_store {
+        return match ampd::migrate::migrate_store(&config) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ampd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     amp_runtime::telemetry::init(&config.log);
     amp_runtime::metrics::install();
     let log_format = config.log.format.resolve();

@@ -22,9 +22,12 @@
 //!
 //! Integers in values are 8 bytes big-endian. Files: [`registry`], [`mailboxes`],
 //! [`receipts`], [`jobs`], [`kv`] (with presence), [`records`], [`attachments`], [`purge`]
-//! (with [`FjallStore::scan_rows`]).
+//! (with [`FjallStore::scan_rows`]); `import` (with feature `redb`) fills an empty store
+//! from a redb one ([`crate::migrate`]).
 
 mod attachments;
+#[cfg(feature = "redb")]
+pub(crate) mod import;
 mod jobs;
 mod keys;
 mod kv;

@@ -83,17 +83,21 @@ fn purge_in(txn: &mut Tx<'_>, agent_id: &str) -> Result<AgentPurge> {
     Ok(out)
 }
 
-/// A key component, for [`FjallStore::scan_rows`].
-#[derive(Clone, Copy)]
-enum Part {
+/// A key component, for [`FjallStore::scan_rows`] and the import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Part {
+    /// A string ([`keys::Key::str`]).
     Str,
+    /// A byte string ([`keys::Key::bytes`]).
     Bytes,
+    /// A `u64` ([`keys::Key::u64`]).
     U64,
+    /// An `i64` ([`keys::Key::i64`]).
     I64,
 }
 
-/// How a keyspace's keys and values read as text.
-fn layout(table: &str) -> (&'static [Part], Value) {
+/// How a keyspace's keys and values are laid out (the import writes keys by it too).
+pub(super) fn layout(table: &str) -> (&'static [Part], Value) {
     use Part::*;
     match table {
         "names" | "owned" | "msg_index" | "presence" | "records" => (&[Str, Str], value_of(table)),
@@ -101,17 +105,20 @@ fn layout(table: &str) -> (&'static [Part], Value) {
         "mailbox" | "receipts" => (&[Str, U64], Value::Text),
         "expiry" => (&[I64, Str, U64], Value::Text),
         "jobs" | "kv_expiry" => (&[I64, Str], Value::Text),
-        // Raw 32-byte hashes.
+        // Raw 32-byte hashes (no parts: the key is the hash itself).
         "api_keys" | "owner_keys" => (&[], Value::Text),
         _ => (&[Str], value_of(table)),
     }
 }
 
-/// How a value reads as text.
-#[derive(Clone, Copy)]
-enum Value {
+/// How a value is stored (and reads as text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Value {
+    /// Bytes as they are (JSON, text, a mailbox row, empty).
     Text,
+    /// A `u64`, 8 bytes big-endian.
     U64,
+    /// An `i64`, 8 bytes big-endian.
     I64,
     /// A revision (8 bytes), then text.
     Revised,

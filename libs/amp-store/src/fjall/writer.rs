@@ -206,7 +206,7 @@ impl Tx<'_> {
 }
 
 /// Refuses what fjall would panic on: an empty key or one over 64 KiB.
-fn check_key(key: &[u8]) -> Result<()> {
+pub(super) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(Error::Corrupt(format!(
             "a key of {} bytes: fjall holds 1 to {MAX_KEY}",

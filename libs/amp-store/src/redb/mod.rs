@@ -16,12 +16,16 @@
 //! - `attachments` id → revision and [`AttachmentRecord`] (see `attachments`).
 //!
 //! [`Purge`] (`purge`) removes an agent's rows from every table in one transaction;
-//! [`RedbStore::scan_rows`] reads every row of every table (a new table is added there too).
+//! [`RedbStore::scan_rows`] reads every row of every table (a new table is added there too,
+//! and to `export`, which reads a store out for [`crate::migrate`]; a table it does not
+//! know fails a migration).
 //!
 //! Acknowledged messages leave `mailbox` at once (in the same group commit as every other
 //! write); their tombstones and expired entries are reclaimed in bulk by `purge_expired`.
 
 mod attachments;
+#[cfg(feature = "fjall")]
+pub(crate) mod export;
 mod purge;
 mod records;
 mod writer;
@@ -202,6 +206,48 @@ fn count_active_names(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Creates every table the store has (so read transactions can always open them) and
+/// counts the active names of a database from before the counts, in one transaction.
+fn prepare(db: &Database, quick_repair: bool) -> Result<()> {
+    // Create every table once so read transactions can always open them.
+    let mut txn = db.begin_write().map_err(st)?;
+    txn.set_quick_repair(quick_repair);
+    let counted = txn
+        .list_tables()
+        .map_err(st)?
+        .any(|t| t.name() == TENANT_ACTIVE.name());
+    if !counted {
+        // A database from before the counts: count once, in the opening transaction.
+        count_active_names(&txn)?;
+    }
+    {
+        txn.open_table(TENANT_ACTIVE).map_err(st)?;
+        txn.open_table(AGENTS).map_err(st)?;
+        txn.open_table(NAMES).map_err(st)?;
+        txn.open_table(OWNED).map_err(st)?;
+        txn.open_table(API_KEYS).map_err(st)?;
+        txn.open_table(AGENT_KEYS).map_err(st)?;
+        txn.open_table(OWNERS).map_err(st)?;
+        txn.open_table(OWNER_KEYS).map_err(st)?;
+        txn.open_table(MAILBOX).map_err(st)?;
+        txn.open_table(MSG_INDEX).map_err(st)?;
+        txn.open_table(MBOX_META).map_err(st)?;
+        txn.open_table(EXPIRY).map_err(st)?;
+        txn.open_table(RECEIPTS).map_err(st)?;
+        txn.open_table(RECEIPT_HEAD).map_err(st)?;
+        txn.open_table(JOBS).map_err(st)?;
+        txn.open_table(JOB_IDS).map_err(st)?;
+        txn.open_table(KV).map_err(st)?;
+        txn.open_table(KV_EXPIRES).map_err(st)?;
+        txn.open_table(KV_EXPIRY).map_err(st)?;
+        txn.open_table(PRESENCE).map_err(st)?;
+        txn.open_table(RECORDS).map_err(st)?;
+        txn.open_table(ATTACHMENTS).map_err(st)?;
+    }
+    txn.commit().map_err(st)?;
+    Ok(())
+}
+
 impl RedbStore {
     /// Opens (creating if needed) the database and starts the writer thread.
     ///
@@ -212,42 +258,7 @@ impl RedbStore {
             std::fs::create_dir_all(dir).map_err(st)?;
         }
         let db = Database::create(&cfg.path).map_err(st)?;
-        // Create every table once so read transactions can always open them.
-        let mut txn = db.begin_write().map_err(st)?;
-        txn.set_quick_repair(cfg.quick_repair);
-        let counted = txn
-            .list_tables()
-            .map_err(st)?
-            .any(|t| t.name() == TENANT_ACTIVE.name());
-        if !counted {
-            // A database from before the counts: count once, in the opening transaction.
-            count_active_names(&txn)?;
-        }
-        {
-            txn.open_table(TENANT_ACTIVE).map_err(st)?;
-            txn.open_table(AGENTS).map_err(st)?;
-            txn.open_table(NAMES).map_err(st)?;
-            txn.open_table(OWNED).map_err(st)?;
-            txn.open_table(API_KEYS).map_err(st)?;
-            txn.open_table(AGENT_KEYS).map_err(st)?;
-            txn.open_table(OWNERS).map_err(st)?;
-            txn.open_table(OWNER_KEYS).map_err(st)?;
-            txn.open_table(MAILBOX).map_err(st)?;
-            txn.open_table(MSG_INDEX).map_err(st)?;
-            txn.open_table(MBOX_META).map_err(st)?;
-            txn.open_table(EXPIRY).map_err(st)?;
-            txn.open_table(RECEIPTS).map_err(st)?;
-            txn.open_table(RECEIPT_HEAD).map_err(st)?;
-            txn.open_table(JOBS).map_err(st)?;
-            txn.open_table(JOB_IDS).map_err(st)?;
-            txn.open_table(KV).map_err(st)?;
-            txn.open_table(KV_EXPIRES).map_err(st)?;
-            txn.open_table(KV_EXPIRY).map_err(st)?;
-            txn.open_table(PRESENCE).map_err(st)?;
-            txn.open_table(RECORDS).map_err(st)?;
-            txn.open_table(ATTACHMENTS).map_err(st)?;
-        }
-        txn.commit().map_err(st)?;
+        prepare(&db, cfg.quick_repair)?;
         let db = Arc::new(writer::Shared::new(db, cfg.path.clone()));
         let writer = Writer::start(
             db.clone(),

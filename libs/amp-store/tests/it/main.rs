@@ -1,6 +1,7 @@
 //! The embedded (redb) backend against the conformance suite, across reopen, and across a
 //! kill -9 of a process that was writing; the embedded fjall backend the same (`fjall`,
-//! `crash`); the JetStream backend (`jetstream`) against a real nats-server.
+//! `crash`); the JetStream backend (`jetstream`) against a real nats-server; a redb store
+//! copied onto fjall (`migrate`).
 
 mod cql;
 mod cql_cost;
@@ -8,6 +9,7 @@ mod cql_tls;
 mod crash;
 mod fjall;
 mod jetstream;
+mod migrate;
 mod s3;
 
 use amp_store::Store;

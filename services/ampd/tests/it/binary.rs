@@ -61,6 +61,7 @@ async fn help_explains_every_flag() {
         "--data-dir",
         "--config",
         "--log-format",
+        "--migrate-store",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

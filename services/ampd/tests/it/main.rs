@@ -7,6 +7,7 @@ mod delivery;
 mod hardening;
 mod in_process;
 mod messaging;
+mod migrate_store;
 mod openapi;
 mod plugin_attachments;
 mod shell_client;
