@@ -598,7 +598,6 @@ async fn federation_security_discovery_is_single_flight() {
 /// once it stopped: pinned now, reclaimed by the store's sweep once its lifetime has passed.
 #[tokio::test]
 async fn federation_security_pin_markers_expire() {
-
     let pa = Provider::new("alpha.test").await;
     let pb = Provider::new("beta.test").await;
     let node = pb.start(|f| f.peers = vec![pa.as_peer()]).await;
