@@ -228,12 +228,12 @@ mod tests {
     #[test]
     fn security_cap_per_agent_and_release_on_drop() {
         let s = Arc::new(Sockets::new(2));
-        let a = s.open("a").expect("first");
-        let b = s.open("a").expect("second");
-        assert!(s.open("a").is_none(), "third over the cap");
-        assert!(s.open("b").is_some(), "another agent is not held back");
+        let a = s.open("a", "t").expect("first");
+        let b = s.open("a", "t").expect("second");
+        assert!(s.open("a", "t").is_none(), "third over the cap");
+        assert!(s.open("b", "t").is_some(), "another agent is not held back");
         drop(a);
-        let c = s.open("a").expect("room again");
+        let c = s.open("a", "t").expect("room again");
         drop((b, c));
         assert!(s.agents.lock().is_empty() || !s.agents.lock().contains_key("a"));
     }
@@ -241,8 +241,8 @@ mod tests {
     #[test]
     fn security_changes_reach_the_agents_sockets_only() {
         let s = Arc::new(Sockets::new(4));
-        let mut a = s.open("a").expect("a");
-        let mut b = s.open("b").expect("b");
+        let mut a = s.open("a", "t").expect("a");
+        let mut b = s.open("b", "t").expect("b");
         s.changed("a");
         assert!(a.changed.has_changed().expect("open"));
         assert!(!b.changed.has_changed().expect("open"));
@@ -251,5 +251,32 @@ mod tests {
         assert!(b.everyone.has_changed().expect("open"));
         a.changed.mark_unchanged();
         b.everyone.mark_unchanged();
+    }
+
+    /// A tenant's suspension reaches its sockets only, once per change; a socket opened
+    /// while it stands sees it at once; the last socket's drop forgets the tenant.
+    #[test]
+    fn security_a_tenant_suspension_reaches_its_sockets_only() {
+        let s = Arc::new(Sockets::new(4));
+        let mut a = s.open("a", "t1").expect("a");
+        let mut b = s.open("b", "t2").expect("b");
+        assert!(!a.suspended.has_changed().expect("open"));
+        s.set_suspended("t1", true);
+        assert!(a.suspended.has_changed().expect("open"));
+        assert!(*a.suspended.borrow_and_update());
+        assert!(!b.suspended.has_changed().expect("open"), "another tenant");
+        s.set_suspended("t1", true);
+        assert!(!a.suspended.has_changed().expect("open"), "no change, no wake");
+        let mut late = s.open("c", "t1").expect("c");
+        assert!(late.suspended.has_changed().expect("open"), "told at once");
+        assert!(*late.suspended.borrow_and_update());
+        s.set_suspended("t1", false);
+        assert!(!*a.suspended.borrow_and_update(), "resumed");
+        let mut tenants = s.tenants();
+        tenants.sort();
+        assert_eq!(tenants, ["t1", "t2"]);
+        drop((a, late));
+        assert_eq!(s.tenants(), ["t2"]);
+        b.suspended.mark_unchanged();
     }
 }
