@@ -42,6 +42,7 @@
 //! - `cluster` (feature `cluster`): the cluster topology (`Service`, `Kind`, `Topology`,
 //!   `Deployment`), the service binaries built fresh, nginx in front (`cluster::proxy`), and
 //!   the parity suite's targets (`cluster::parity`).
+//! - `tmpfs`: a small tmpfs mounted for the storage-fault tests (a disk that fills up).
 
 pub mod agent;
 #[cfg(feature = "ampd")]
@@ -61,6 +62,7 @@ mod process;
 mod ready;
 mod s3;
 mod server;
+pub mod tmpfs;
 
 pub use binary::nats_server_binary;
 pub use link::Link;

@@ -266,7 +266,10 @@ mod tests {
         assert!(*a.suspended.borrow_and_update());
         assert!(!b.suspended.has_changed().expect("open"), "another tenant");
         s.set_suspended("t1", true);
-        assert!(!a.suspended.has_changed().expect("open"), "no change, no wake");
+        assert!(
+            !a.suspended.has_changed().expect("open"),
+            "no change, no wake"
+        );
         let mut late = s.open("c", "t1").expect("c");
         assert!(late.suspended.has_changed().expect("open"), "told at once");
         assert!(*late.suspended.borrow_and_update());

@@ -6,6 +6,8 @@ use amp_store::Store;
 use amp_store::fjall::{FjallConfig, FjallStore};
 use amp_store::testing::conformance;
 
+use crate::embedded;
+
 /// The store in `dir`.
 pub(crate) fn open(dir: &std::path::Path) -> Store {
     Store::new(FjallStore::open(&FjallConfig::in_dir(dir)).expect("open fjall"))
@@ -42,16 +44,11 @@ async fn fjall_spec_next_quarantine_purge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fjall_operator_tenant_delete_leaves_nothing_in_a_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fjall = FjallStore::open(&FjallConfig::in_dir(dir.path())).expect("open fjall");
-    let rows_before = fjall.scan_rows().expect("scan").len();
-    let store = Store::new(fjall);
-    let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
-    store.close().await.expect("close");
-    drop(store);
-    let fjall = FjallStore::open(&FjallConfig::in_dir(dir.path())).expect("reopen fjall");
-    let rows = fjall.scan_rows().expect("scan");
-    assert!(rows.len() > rows_before);
-    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+    embedded::tenant_delete_leaves_nothing_in_a_scan(dir.path(), open, |d| {
+        let fjall = FjallStore::open(&FjallConfig::in_dir(d)).expect("open fjall");
+        fjall.scan_rows().expect("scan")
+    })
+    .await;
 }
 
 /// Issue 16: a listing page reads the page's agent records, not the tenant's; on fjall, as
@@ -60,27 +57,7 @@ async fn fjall_operator_tenant_delete_leaves_nothing_in_a_scan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fjall_security_list_agents_reads_only_the_page() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
-
-    let now = amp_store::testing::now_ms();
-    let t = amp_store::testing::unique("t");
-    for i in 0..300 {
-        let a = amp_store::testing::agent(&t, &format!("n{i:04}"), now);
-        let key = amp_store::testing::key_hash(&a.id);
-        store.create_agent(a, key, now).await.expect("create");
-    }
-    for after in [None, Some("n0150"), Some("n0295")] {
-        let (res, cost) =
-            amp_store::list_cost::measure(store.list_agents(&t, None, after, 10)).await;
-        let (page, total) = res.expect("list");
-        assert_eq!(total, 300);
-        assert!(!page.is_empty());
-        assert!(
-            cost.names <= 10 && cost.records <= 10,
-            "a page of 10 after {after:?} read {cost:?} in a tenant of 300"
-        );
-    }
+    embedded::list_agents_reads_only_the_page(&open(dir.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -173,12 +150,7 @@ async fn fjall_composed_with_redb_passes_conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fjall_spec_next_attachments_and_fs_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    conformance::attachments_compare_and_set(&store).await;
-    let blobs = amp_store::blob::Blobs::new(
-        amp_store::blob::FsBlobs::open(&dir.path().join("blobs")).expect("blob dir"),
-    );
-    amp_store::blob::testing::run_all(&blobs).await;
+    embedded::attachments_and_fs_blobs(&open(dir.path()), dir.path()).await;
 }
 
 /// spec_next 07: agent suspensions and risk rows on fjall (also in the conformance run).
@@ -186,56 +158,11 @@ async fn fjall_spec_next_attachments_and_fs_blobs() {
 async fn fjall_spec_next_suspensions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    amp_store::testing::suspension::spec_next_suspensions_round_trip(&store).await;
-    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&store).await;
-    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&store).await;
-    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&store, &store)
-        .await;
+    embedded::suspensions(&store).await;
     store.close().await.expect("close");
 }
 
-/// A tmpfs mounted on a temporary directory, unmounted on drop (the tests run as root; a
-/// failed mount fails the test, it never skips).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::run(
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
-            &dir,
-        );
-        Self { dir }
-    }
-
-    fn resize(&self, size: &str) {
-        Self::run(&["-o", &format!("remount,size={size}")], &self.dir);
-    }
-
-    fn run(args: &[&str], dir: &tempfile::TempDir) {
-        let out = std::process::Command::new("mount")
-            .args(args)
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount failed (these tests need root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+use amp_testkit::tmpfs::Tmpfs;
 
 /// The writer's storage-fault contract (as redb's): on a full disk a write fails with
 /// `Unavailable`, the store turns unready and refuses writes at once and stays so while the
@@ -247,7 +174,7 @@ async fn fjall_disk_full_fails_fast_turns_unready_and_recovers() {
     use std::time::{Duration, Instant};
 
     let fs = Tmpfs::mount("8m");
-    let store = open(fs.dir.path());
+    let store = open(fs.path());
     let now = now_ms();
     let a = agent(&amp_store::testing::unique("t"), "full", now);
     store
@@ -321,7 +248,7 @@ async fn fjall_disk_full_fails_fast_turns_unready_and_recovers() {
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
     store.close().await.expect("close");
     drop(store);
-    let ids = stored_ids(&open(fs.dir.path()), &a.id, now).await;
+    let ids = stored_ids(&open(fs.path()), &a.id, now).await;
     let missing: Vec<_> = acked.iter().filter(|id| !ids.contains(id)).collect();
     assert!(
         missing.is_empty(),

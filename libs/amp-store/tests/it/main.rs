@@ -7,6 +7,7 @@ mod cql;
 mod cql_cost;
 mod cql_tls;
 mod crash;
+mod embedded;
 mod fjall;
 mod jetstream;
 mod migrate;
@@ -51,16 +52,11 @@ async fn redb_spec_next_quarantine_purge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("open redb");
-    let rows_before = redb.scan_rows().expect("scan").len();
-    let store = Store::new(redb);
-    let (gone, kept) = amp_store::testing::purge::delete_a_tenant_for_a_scan(&store).await;
-    store.close().await.expect("close");
-    drop(store);
-    let redb = RedbStore::open(&RedbConfig::in_dir(dir.path())).expect("reopen redb");
-    let rows = redb.scan_rows().expect("scan");
-    assert!(rows.len() > rows_before);
-    amp_store::testing::purge::assert_gone(&rows, &gone, &kept);
+    embedded::tenant_delete_leaves_nothing_in_a_scan(dir.path(), open, |d| {
+        let redb = RedbStore::open(&RedbConfig::in_dir(d)).expect("open redb");
+        redb.scan_rows().expect("scan")
+    })
+    .await;
 }
 
 /// Issue 16: a listing page reads the page's agent records, not the tenant's; on redb it
@@ -69,27 +65,7 @@ async fn redb_operator_tenant_delete_leaves_nothing_in_a_scan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_security_list_agents_reads_only_the_page() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    conformance::security_list_agents_reads_the_page_not_the_tenant(&store).await;
-
-    let now = amp_store::testing::now_ms();
-    let t = amp_store::testing::unique("t");
-    for i in 0..300 {
-        let a = amp_store::testing::agent(&t, &format!("n{i:04}"), now);
-        let key = amp_store::testing::key_hash(&a.id);
-        store.create_agent(a, key, now).await.expect("create");
-    }
-    for after in [None, Some("n0150"), Some("n0295")] {
-        let (res, cost) =
-            amp_store::list_cost::measure(store.list_agents(&t, None, after, 10)).await;
-        let (page, total) = res.expect("list");
-        assert_eq!(total, 300);
-        assert!(!page.is_empty());
-        assert!(
-            cost.names <= 10 && cost.records <= 10,
-            "a page of 10 after {after:?} read {cost:?} in a tenant of 300"
-        );
-    }
+    embedded::list_agents_reads_only_the_page(&open(dir.path())).await;
 }
 
 /// A database written before the per-tenant counts existed gets them counted on open.
@@ -196,12 +172,7 @@ async fn composed_store_passes_conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_next_redb_attachments_and_fs_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    conformance::attachments_compare_and_set(&store).await;
-    let blobs = amp_store::blob::Blobs::new(
-        amp_store::blob::FsBlobs::open(&dir.path().join("blobs")).expect("blob dir"),
-    );
-    amp_store::blob::testing::run_all(&blobs).await;
+    embedded::attachments_and_fs_blobs(&open(dir.path()), dir.path()).await;
 }
 
 /// spec_next 07: agent suspensions and risk rows on the embedded store (also in the conformance run).
@@ -209,10 +180,6 @@ async fn spec_next_redb_attachments_and_fs_blobs() {
 async fn spec_next_redb_suspensions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    amp_store::testing::suspension::spec_next_suspensions_round_trip(&store).await;
-    amp_store::testing::risk::spec_next_risk_rows_summed_over_the_window(&store).await;
-    amp_store::testing::quarantine::spec_next_quarantine_held_once_and_decided_once(&store).await;
-    amp_store::testing::suspension::spec_next_suspension_seen_by_another_writer(&store, &store)
-        .await;
+    embedded::suspensions(&store).await;
     store.close().await.expect("close");
 }
