@@ -54,6 +54,8 @@ pub mod usage;
 
 #[cfg(feature = "cql")]
 pub mod cql;
+#[cfg(any(feature = "redb", feature = "fjall"))]
+mod embedded;
 #[cfg(feature = "fjall")]
 pub mod fjall;
 #[cfg(feature = "jetstream")]

@@ -46,8 +46,8 @@ use ::fjall::{
     Snapshot,
 };
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
+use crate::embedded::{from_json, st, to_json};
 use crate::*;
 use writer::Writer;
 
@@ -188,23 +188,6 @@ pub struct FjallStore {
     db: Arc<writer::Shared>,
     /// The group-commit writer thread.
     writer: Writer,
-}
-
-/// A storage error, which the caller may retry (503).
-fn st<E: std::fmt::Display>(e: E) -> Error {
-    Error::Unavailable(e.to_string())
-}
-
-/// JSON of a value.
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Corrupt(e.to_string()))
-}
-
-/// A value from its JSON.
-///
-/// Fails when the bytes do not parse ([`Error::Corrupt`]).
-fn from_json<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 /// Reading, the same on a snapshot ([`Snap`]) and inside the writer's transaction

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use super::keys;
 use super::{Db, st};
+use crate::embedded::{self, Completion};
 use crate::{Error, Result};
 
 /// Keys longer than this are refused by fjall (with a panic): checked before every write.
@@ -261,7 +262,6 @@ const REOPEN_FIRST: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 
 /// Called once the batch an operation was in is committed (or failed).
-type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 /// An operation: applies its writes, reports whether it failed fatally (storage error, so the
 /// batch must not commit), and returns its completion.
 type Op = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Completion) + Send>;
@@ -306,29 +306,8 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let op: Op = Box::new(move |txn| {
-            let r = f(txn);
-            let fatal = matches!(r, Err(Error::Unavailable(_) | Error::Corrupt(_)));
-            let completion: Completion = Box::new(move |committed| {
-                let out = match committed {
-                    Ok(()) => r,
-                    Err(e) => Err(Error::Unavailable(e)),
-                };
-                let _ = reply.send(out);
-            });
-            (fatal, completion)
-        });
-        {
-            let guard = self.tx.lock();
-            let tx = guard
-                .as_ref()
-                .ok_or_else(|| Error::Unavailable("store is closed".into()))?;
-            tx.send(op)
-                .map_err(|_| Error::Unavailable("store writer stopped".into()))?;
-        }
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("store writer stopped".into()))?
+        let op: Op = Box::new(move |txn| embedded::settle(f(txn), reply));
+        embedded::submit(&self.tx, op, answer).await
     }
 
     /// Stops accepting writes, lets the queued ones commit, and joins the thread (and a
@@ -350,14 +329,7 @@ impl Writer {
 /// after a storage failure, refuses every operation until the reopener proves a reopen.
 fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
-        let mut ops = Vec::with_capacity(16);
-        ops.push(first);
-        while ops.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+        let ops = embedded::take_batch(first, rx, max_batch);
         let n = ops.len();
         let db = match shared.current() {
             Ok(db) if shared.writable() => db,
@@ -381,11 +353,7 @@ fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
                 Err(cause)
             }
         };
-        metrics::histogram!("amp_store_commit_batch_size").record(n as f64);
-        metrics::counter!("amp_store_commits_total").increment(1);
-        for c in completions {
-            c(outcome.clone());
-        }
+        embedded::answer(n, completions, &outcome);
     }
 }
 

@@ -41,6 +41,7 @@ use ::redb::{
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::embedded::{from_json, st, to_json};
 use crate::mailbox_row;
 use crate::*;
 use writer::Writer;
@@ -103,18 +104,6 @@ impl RedbConfig {
 pub struct RedbStore {
     db: Arc<writer::Shared>,
     writer: Writer,
-}
-
-fn st<E: std::fmt::Display>(e: E) -> Error {
-    Error::Unavailable(e.to_string())
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Corrupt(e.to_string()))
-}
-
-fn from_json<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 /// The holder of a (tenant, name).

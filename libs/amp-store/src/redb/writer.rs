@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ::redb::{Database, Durability, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use crate::embedded::{self, Completion};
 use crate::{Error, Result};
 
 /// The open database, shared by readers and the writer, and whether it can be written.
@@ -97,7 +98,6 @@ const REOPEN_FIRST: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 
 /// Called once the batch an operation was in is committed (or failed).
-type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 /// An operation: applies its writes, reports whether it failed fatally (storage error, so the
 /// batch must not commit), and returns its completion.
 type Op = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
@@ -141,29 +141,8 @@ impl Writer {
         F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let op: Op = Box::new(move |txn| {
-            let r = f(txn);
-            let fatal = matches!(r, Err(Error::Unavailable(_) | Error::Corrupt(_)));
-            let completion: Completion = Box::new(move |committed| {
-                let out = match committed {
-                    Ok(()) => r,
-                    Err(e) => Err(Error::Unavailable(e)),
-                };
-                let _ = reply.send(out);
-            });
-            (fatal, completion)
-        });
-        {
-            let guard = self.tx.lock();
-            let tx = guard
-                .as_ref()
-                .ok_or_else(|| Error::Unavailable("store is closed".into()))?;
-            tx.send(op)
-                .map_err(|_| Error::Unavailable("store writer stopped".into()))?;
-        }
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("store writer stopped".into()))?
+        let op: Op = Box::new(move |txn| embedded::settle(f(txn), reply));
+        embedded::submit(&self.tx, op, answer).await
     }
 
     /// Stops accepting writes, lets the queued ones commit, and joins the thread.
@@ -204,14 +183,7 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize, quick_repair:
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
-        let mut ops = Vec::with_capacity(16);
-        ops.push(first);
-        while ops.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+        let ops = embedded::take_batch(first, rx, max_batch);
         let n = ops.len();
         let db = match shared.current() {
             Ok(db) if shared.writable() => db,
@@ -255,10 +227,6 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize, quick_repair:
             })
         };
         drop(db);
-        metrics::histogram!("amp_store_commit_batch_size").record(n as f64);
-        metrics::counter!("amp_store_commits_total").increment(1);
-        for c in completions {
-            c(outcome.clone());
-        }
+        embedded::answer(n, completions, &outcome);
     }
 }
