@@ -24,25 +24,73 @@ use tokio::sync::watch;
 
 use crate::Inner;
 
-/// The open sockets of this process, by agent.
+/// The open sockets of this process, by agent and by tenant.
 pub(crate) struct Sockets {
     max_per_agent: usize,
-    agents: Mutex<HashMap<String, Agent>>,
-    /// The tenants of the open sockets.
-    tenants: Mutex<HashMap<String, Tenant>>,
+    /// Per agent: changes of its registration (a counter bumped on each).
+    agents: Counted<u64>,
+    /// Per tenant: whether it is suspended (or being deleted), as last read.
+    tenants: Counted<bool>,
     /// Bumped when every socket must re-check (registry events may have been lost).
     everyone: watch::Sender<u64>,
 }
 
-struct Agent {
-    open: usize,
-    changed: watch::Sender<u64>,
+/// Open sockets counted by a key (an agent, a tenant), each key with a watch channel its
+/// sockets follow; a key is forgotten with its last socket.
+struct Counted<T> {
+    keys: Mutex<HashMap<String, Entry<T>>>,
 }
 
-/// A tenant with open sockets here: how many, and whether it is suspended.
-struct Tenant {
+struct Entry<T> {
     open: usize,
-    suspended: watch::Sender<bool>,
+    tx: watch::Sender<T>,
+}
+
+impl<T: Default> Counted<T> {
+    fn new() -> Self {
+        Self {
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a socket of `key` and follows its channel; `None` when `key` already has
+    /// `cap` sockets.
+    fn join(&self, key: &str, cap: usize) -> Option<watch::Receiver<T>> {
+        let mut keys = self.keys.lock();
+        let e = keys.entry(key.to_owned()).or_insert_with(|| Entry {
+            open: 0,
+            tx: watch::channel(T::default()).0,
+        });
+        if e.open >= cap {
+            return None;
+        }
+        e.open += 1;
+        Some(e.tx.subscribe())
+    }
+
+    /// Uncounts a socket of `key`.
+    fn leave(&self, key: &str) {
+        let mut keys = self.keys.lock();
+        if let Some(e) = keys.get_mut(key) {
+            e.open = e.open.saturating_sub(1);
+            if e.open == 0 {
+                keys.remove(key);
+            }
+        }
+    }
+
+    /// Changes `key`'s value (if it has sockets here) with `modify`, which says whether
+    /// the sockets are to be told.
+    fn modify(&self, key: &str, modify: impl FnOnce(&mut T) -> bool) {
+        if let Some(e) = self.keys.lock().get(key) {
+            e.tx.send_if_modified(modify);
+        }
+    }
+
+    /// The keys with open sockets here.
+    fn keys(&self) -> Vec<String> {
+        self.keys.lock().keys().cloned().collect()
+    }
 }
 
 /// One open socket: counted until dropped; tells the session when to re-check its key.
@@ -62,8 +110,8 @@ impl Sockets {
     pub(crate) fn new(max_per_agent: usize) -> Self {
         Self {
             max_per_agent: max_per_agent.max(1),
-            agents: Mutex::new(HashMap::new()),
-            tenants: Mutex::new(HashMap::new()),
+            agents: Counted::new(),
+            tenants: Counted::new(),
             everyone: watch::channel(0).0,
         }
     }
@@ -76,31 +124,12 @@ impl Sockets {
     /// Counts a new socket of `agent_id` of `tenant`; `None` when the agent already holds
     /// the most.
     pub(crate) fn open(self: &Arc<Self>, agent_id: &str, tenant: &str) -> Option<Socket> {
-        let mut agents = self.agents.lock();
-        let agent = agents.entry(agent_id.to_owned()).or_insert_with(|| Agent {
-            open: 0,
-            changed: watch::channel(0).0,
-        });
-        if agent.open >= self.max_per_agent {
-            return None;
+        let changed = self.agents.join(agent_id, self.max_per_agent)?;
+        let mut suspended = self.tenants.join(tenant, usize::MAX)?;
+        if *suspended.borrow() {
+            // Already known suspended: the session sees it at once.
+            suspended.mark_changed();
         }
-        agent.open += 1;
-        let changed = agent.changed.subscribe();
-        drop(agents);
-        let suspended = {
-            let mut tenants = self.tenants.lock();
-            let t = tenants.entry(tenant.to_owned()).or_insert_with(|| Tenant {
-                open: 0,
-                suspended: watch::channel(false).0,
-            });
-            t.open += 1;
-            let mut rx = t.suspended.subscribe();
-            if *rx.borrow() {
-                // Already known suspended: the session sees it at once.
-                rx.mark_changed();
-            }
-            rx
-        };
         Some(Socket {
             sockets: self.clone(),
             agent_id: agent_id.to_owned(),
@@ -113,26 +142,25 @@ impl Sockets {
 
     /// The tenants with open sockets here.
     fn tenants(&self) -> Vec<String> {
-        self.tenants.lock().keys().cloned().collect()
+        self.tenants.keys()
     }
 
     /// Tells the sockets of `tenant` (if any here) whether it is suspended, when that
     /// changed.
     fn set_suspended(&self, tenant: &str, suspended: bool) {
-        if let Some(t) = self.tenants.lock().get(tenant) {
-            t.suspended.send_if_modified(|s| {
-                let changed = *s != suspended;
-                *s = suspended;
-                changed
-            });
-        }
+        self.tenants.modify(tenant, |s| {
+            let changed = *s != suspended;
+            *s = suspended;
+            changed
+        });
     }
 
     /// Tells the sockets of `agent_id` (if any here) that its registration changed.
     pub(crate) fn changed(&self, agent_id: &str) {
-        if let Some(a) = self.agents.lock().get(agent_id) {
-            a.changed.send_modify(|n| *n = n.wrapping_add(1));
-        }
+        self.agents.modify(agent_id, |n| {
+            *n = n.wrapping_add(1);
+            true
+        });
     }
 
     /// Tells every socket to re-check.
@@ -143,21 +171,8 @@ impl Sockets {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        let mut agents = self.sockets.agents.lock();
-        if let Some(a) = agents.get_mut(&self.agent_id) {
-            a.open = a.open.saturating_sub(1);
-            if a.open == 0 {
-                agents.remove(&self.agent_id);
-            }
-        }
-        drop(agents);
-        let mut tenants = self.sockets.tenants.lock();
-        if let Some(t) = tenants.get_mut(&self.tenant) {
-            t.open = t.open.saturating_sub(1);
-            if t.open == 0 {
-                tenants.remove(&self.tenant);
-            }
-        }
+        self.sockets.agents.leave(&self.agent_id);
+        self.sockets.tenants.leave(&self.tenant);
     }
 }
 
@@ -235,7 +250,7 @@ mod tests {
         drop(a);
         let c = s.open("a", "t").expect("room again");
         drop((b, c));
-        assert!(s.agents.lock().is_empty() || !s.agents.lock().contains_key("a"));
+        assert!(!s.agents.keys().contains(&"a".to_owned()));
     }
 
     #[test]
