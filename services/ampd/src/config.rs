@@ -109,9 +109,9 @@ pub enum StoreBackend {
 }
 
 /// The redb store's file in the data directory.
-pub(crate) const REDB_FILE: &str = "amp.redb";
+pub(crate) const REDB_FILE: &str = amp_store::redb::FILE;
 /// The fjall store's directory in the data directory.
-pub(crate) const FJALL_DIR: &str = "amp.fjall";
+pub(crate) const FJALL_DIR: &str = amp_store::fjall::DIR;
 
 /// The `[store.jetstream]` section: where NATS is, when `backend = "jetstream"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

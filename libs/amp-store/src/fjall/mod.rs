@@ -51,6 +51,9 @@ use crate::embedded::{from_json, st, to_json};
 use crate::*;
 use writer::Writer;
 
+/// The store's directory in a data directory ([`FjallConfig::in_dir`]).
+pub const DIR: &str = "amp.fjall";
+
 /// Options of the embedded fjall store.
 #[derive(Debug, Clone)]
 pub struct FjallConfig {
@@ -69,7 +72,7 @@ impl FjallConfig {
     /// `amp.fjall` in `dir`.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
-            path: dir.join("amp.fjall"),
+            path: dir.join(DIR),
             group_commit: true,
             max_batch: 1024,
             cache_bytes: 32 * 1024 * 1024,

@@ -73,6 +73,9 @@ const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("reco
 /// Attachment id → revision (8 bytes, big-endian) and the record's JSON.
 const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
 
+/// The store's file in a data directory ([`RedbConfig::in_dir`]).
+pub const FILE: &str = "amp.redb";
+
 /// Options of the embedded store.
 #[derive(Debug, Clone)]
 pub struct RedbConfig {
@@ -92,7 +95,7 @@ impl RedbConfig {
     /// Group commit on, up to 1024 operations per commit, the file `amp.redb` in `dir`.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
-            path: dir.join("amp.redb"),
+            path: dir.join(FILE),
             group_commit: true,
             max_batch: 1024,
             quick_repair: true,
