@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The provider benchmark: baselines and `ampd` under `amp load`, measured in one go on this
-# machine, printed as a table of targets (issue 9), measured values, baselines and ratios.
+# machine, printed as a table of targets (issue 20), measured values, baselines and ratios.
 #
 #   deploy/bench/run.sh                  # everything, about 4-6 minutes after the build
 #   BENCH_STORED=1000000 deploy/bench/run.sh   # T6 with the issue's 1M stored messages
@@ -158,6 +158,9 @@ log "T1: route throughput, closed loop $CONC, ${SECS}s"
   --concurrency "$CONC" --duration "$SECS" --quiet --json "$OUT/t1.json" | tee "$OUT/t1.txt"
 metrics > "$OUT/metrics_t1_after.txt"
 R1=$(python3 -c "import json;print(int(json.load(open('$OUT/t1.json'))['ops']['route']['per_second']))")
+log "B_health: ampd's own GET /v1/health, same generator, closed loop $CONC, ${SECS}s"
+"$BIN/amp" load --provider "$URL" --mix health --concurrency "$CONC" --duration "$SECS" \
+  --quiet --json "$OUT/b_health.json" > "$OUT/b_health.txt"
 
 # --- The cluster, right after ampd's T1, so the two rates share the machine's state --------
 NATS_BIN=${NATS_SERVER_BIN:-$(command -v nats-server || true)}

@@ -162,6 +162,40 @@ async fn ws_sockets_receive_pushes() {
     p.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_requests_need_no_agents() {
+    let p = Ampd::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("health.json");
+    let agents = dir.path().join("agents.json");
+    let (ok, stdout, stderr) = load(&[
+        "--provider",
+        p.url(),
+        "--reuse",
+        agents.to_str().expect("utf-8"),
+        "--mix",
+        "health",
+        "--concurrency",
+        "4",
+        "--count",
+        "40",
+        "--json",
+        summary.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let r = read_json(&summary);
+    assert_eq!(r["primary"], "health", "{r}");
+    assert_eq!(r["ops"]["health"]["ok"], 40, "{r}");
+    assert_eq!(r["ops"]["health"]["errors"], 0, "{r}");
+    assert_eq!(r["agents"], 0, "{r}");
+    assert!(
+        !agents.exists(),
+        "no agent is registered for health requests"
+    );
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn remote_providers_are_refused() {
     let (ok, _, stderr) = load(&[

@@ -1,4 +1,4 @@
-//! The `route` and `pickup` mixes.
+//! The `route`, `pickup` and `health` mixes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,34 @@ pub(crate) async fn route(ctx: &Ctx, report: &mut Report) {
     .await;
     report.primary = "route".into();
     report.ops.insert("route".into(), rec);
+}
+
+/// `--mix health`: `GET /v1/health` closed or open loop, the yardstick a route's cost is
+/// read against (issue 20: routes/s against the provider's own health requests/s).
+pub(crate) async fn health(ctx: &Ctx, report: &mut Report) {
+    let phase = Arc::new(Phase::new(ctx.duration, ctx.count, ctx.rate));
+    let _bar = ctx.progress.show("health", phase.clone(), ctx.count);
+    let (rec, elapsed) = drive(&phase, ctx.concurrency, |_, phase| {
+        let client = ctx.client.clone();
+        async move {
+            let mut rec = Recorder::new();
+            while let Some((_, t0)) = phase.next().await {
+                let r = client.health().await;
+                phase.finished(r.is_ok());
+                match r {
+                    Ok(_) => rec.ok(t0.elapsed()),
+                    Err(e) => rec.err(e.code()),
+                }
+            }
+            rec
+        }
+    })
+    .await;
+    report.elapsed_seconds = elapsed.as_secs_f64();
+    report.primary = "health".into();
+    report
+        .ops
+        .insert("health".into(), OpReport::from_recorder(&rec, elapsed));
 }
 
 /// A measured phase of routes (also the prefill of `pickup`).

@@ -123,6 +123,9 @@ pub(crate) enum Mix {
     Pickup,
     /// Idle WebSockets plus pushes (route→frame latency).
     Ws,
+    /// `GET /v1/health` on the same connections: the provider's HTTP ceiling under this
+    /// generator (no agents registered).
+    Health,
 }
 
 impl Mix {
@@ -131,6 +134,7 @@ impl Mix {
             Self::Route => "route",
             Self::Pickup => "pickup",
             Self::Ws => "ws",
+            Self::Health => "health",
         }
     }
 }
@@ -245,14 +249,18 @@ async fn run(config_dir: Option<PathBuf>, args: &LoadArgs) -> anyhow::Result<Rep
     let client = Client::with_http(&provider, http)?.with_timeout(Duration::from_secs(30));
 
     let setup = Instant::now();
-    let agents = agents::obtain(
-        &client,
-        &provider,
-        args.agents,
-        args.tenants,
-        args.reuse.as_deref(),
-    )
-    .await?;
+    let agents = if args.mix == Mix::Health {
+        Vec::new()
+    } else {
+        agents::obtain(
+            &client,
+            &provider,
+            args.agents,
+            args.tenants,
+            args.reuse.as_deref(),
+        )
+        .await?
+    };
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let ctx = Ctx {
@@ -289,6 +297,7 @@ async fn run(config_dir: Option<PathBuf>, args: &LoadArgs) -> anyhow::Result<Rep
         Mix::Route => mixes::route(&ctx, &mut report).await,
         Mix::Pickup => mixes::pickup(&ctx, args, &mut report).await?,
         Mix::Ws => ws::run(&ctx, args, &mut report).await?,
+        Mix::Health => mixes::health(&ctx, &mut report).await,
     }
     Ok(report)
 }
