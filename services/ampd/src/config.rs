@@ -166,6 +166,14 @@ pub struct StoreConfig {
     /// whatever the size of the store (a second fsync per commit, shared by group commit).
     /// redb only: fjall replays its journal on open.
     pub quick_repair: bool,
+    /// fjall's block cache in MiB (decompressed blocks of every keyspace, for reads).
+    pub cache_mib: u64,
+    /// Most MiB of fjall journal kept (at least 64): a restart after a crash replays it,
+    /// so this bounds recovery; past it the oldest journal's memtables are flushed.
+    pub journal_mib: u64,
+    /// fjall's background threads (memtable flushes, compaction); 0 for half the cores, 1
+    /// to 4.
+    pub background_threads: usize,
 }
 
 impl Default for StoreConfig {
@@ -178,6 +186,9 @@ impl Default for StoreConfig {
             max_batch: 1024,
             purge_interval_secs: 30,
             quick_repair: true,
+            cache_mib: 64,
+            journal_mib: 64,
+            background_threads: 0,
         }
     }
 }
@@ -258,6 +269,12 @@ impl Config {
         }
         if self.store.purge_interval_secs == 0 {
             return Err("store.purge_interval_secs must be at least 1".to_owned());
+        }
+        if self.store.journal_mib < 64 {
+            return Err(format!(
+                "store.journal_mib is {}; fjall keeps at least 64",
+                self.store.journal_mib
+            ));
         }
         Ok(())
     }
@@ -346,6 +363,13 @@ mod tests {
             cfg.validate()
                 .expect_err("no scheme")
                 .contains("server.public_url")
+        );
+        cfg.server.public_url = None;
+        cfg.store.journal_mib = 63;
+        assert!(
+            cfg.validate()
+                .expect_err("fjall's least journal")
+                .contains("store.journal_mib")
         );
     }
 }

@@ -99,7 +99,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                     path: store_path.clone(),
                     group_commit: config.store.group_commit,
                     max_batch: config.store.max_batch,
-                    ..FjallConfig::in_dir(&config.server.data_dir)
+                    cache_bytes: config.store.cache_mib.saturating_mul(1024 * 1024),
+                    journal_bytes: config.store.journal_mib.saturating_mul(1024 * 1024),
+                    workers: config.store.background_threads,
                 })
                 .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
             )

@@ -14,7 +14,11 @@ use super::writer::check_key;
 use crate::migrate::{Batch, KeyPart, KeyText, MigrateError, Row, RowValue};
 
 /// The block cache of an import: it reads nothing back, so a small one.
-const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+const SIZES: super::Sizes = super::Sizes {
+    cache_bytes: 8 * 1024 * 1024,
+    journal_bytes: super::MIN_JOURNAL_BYTES,
+    workers: 0,
+};
 
 /// An empty fjall store being filled.
 pub(crate) struct FjallImport {
@@ -46,7 +50,7 @@ impl FjallImport {
             Err(e) => return Err(failed(&e)),
         }
         std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
-        let db = Db::open(dir, CACHE_BYTES).map_err(|e| failed(&e))?;
+        let db = Db::open(dir, SIZES).map_err(|e| failed(&e))?;
         // Another process may have filled it between the look and the open (fjall's lock is
         // taken now): make sure.
         for (_, ks) in db.ks.all() {

@@ -39,8 +39,8 @@ pub(crate) struct Shared {
     writable: AtomicBool,
     /// The database directory, to reopen.
     path: PathBuf,
-    /// The block cache's size, to reopen.
-    cache_bytes: u64,
+    /// The cache and journal sizes, to reopen.
+    sizes: super::Sizes,
     /// Set when the store closes: a reopener stops.
     closed: AtomicBool,
     /// The reopener thread, while one runs.
@@ -48,12 +48,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(db: Db, path: PathBuf, cache_bytes: u64) -> Self {
+    pub(crate) fn new(db: Db, path: PathBuf, sizes: super::Sizes) -> Self {
         Self {
             db: parking_lot::RwLock::new(Some(Arc::new(db))),
             writable: AtomicBool::new(true),
             path,
-            cache_bytes,
+            sizes,
             closed: AtomicBool::new(false),
             reopener: parking_lot::Mutex::new(None),
         }
@@ -88,7 +88,7 @@ impl Shared {
     /// database (its lock file is still taken), which the next attempt outlives.
     fn reopen(&self) -> std::result::Result<(), String> {
         if self.db.read().is_none() {
-            let db = Db::open(&self.path, self.cache_bytes).map_err(|e| e.to_string())?;
+            let db = Db::open(&self.path, self.sizes).map_err(|e| e.to_string())?;
             *self.db.write() = Some(Arc::new(db));
         }
         let db = self.current().map_err(|e| e.to_string())?;
