@@ -340,7 +340,9 @@ fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
                 continue;
             }
         };
+        let t0 = Instant::now();
         let (batch, completions) = apply(&db, ops);
+        let took = t0.elapsed();
         drop(db);
         let outcome = match batch {
             Batch::Committed => Ok(()),
@@ -353,7 +355,7 @@ fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
                 Err(cause)
             }
         };
-        embedded::answer(n, completions, &outcome);
+        embedded::answer(n, took, completions, &outcome);
     }
 }
 

@@ -194,6 +194,7 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize, quick_repair:
                 continue;
             }
         };
+        let t0 = Instant::now();
         let mut txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
@@ -227,6 +228,6 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize, quick_repair:
             })
         };
         drop(db);
-        embedded::answer(n, completions, &outcome);
+        embedded::answer(n, t0.elapsed(), completions, &outcome);
     }
 }

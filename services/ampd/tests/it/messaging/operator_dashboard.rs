@@ -658,6 +658,7 @@ async fn operator_dashboard_queries_name_only_exported_metrics() {
         "amp_router_accept_to_mailbox_seconds_bucket",
         "amp_store_commits_total",
         "amp_store_commit_batch_size_bucket",
+        "amp_store_commit_seconds_bucket",
     ] {
         assert!(scraped.contains(name), "{name} not on /metrics:\n{text}");
     }
