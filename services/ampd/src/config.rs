@@ -270,6 +270,9 @@ impl Config {
         if self.store.purge_interval_secs == 0 {
             return Err("store.purge_interval_secs must be at least 1".to_owned());
         }
+        if self.store.cache_mib == 0 {
+            return Err("store.cache_mib must be at least 1".to_owned());
+        }
         if self.store.journal_mib < 64 {
             return Err(format!(
                 "store.journal_mib is {}; fjall keeps at least 64",
@@ -370,6 +373,13 @@ mod tests {
             cfg.validate()
                 .expect_err("fjall's least journal")
                 .contains("store.journal_mib")
+        );
+        cfg.store.journal_mib = 64;
+        cfg.store.cache_mib = 0;
+        assert!(
+            cfg.validate()
+                .expect_err("no cache")
+                .contains("store.cache_mib")
         );
     }
 }

@@ -350,3 +350,20 @@ impl StoreBackend for FjallStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_threads_default_to_half_the_cores() {
+        let sizes = |workers| Sizes {
+            cache_bytes: 0,
+            journal_bytes: MIN_JOURNAL_BYTES,
+            workers,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(sizes(0).workers(), (cores / 2).clamp(1, 4));
+        assert_eq!(sizes(3).workers(), 3, "as configured");
+    }
+}
