@@ -84,16 +84,15 @@ pub(crate) fn take_batch<Op>(first: Op, rx: &mpsc::Receiver<Op>, max_batch: usiz
     ops
 }
 
-/// Answers a batch of `n` operations with its outcome, and counts it
+/// Answers a batch (one completion per operation) with its outcome, and counts it
 /// (`amp_store_commit_batch_size`, `amp_store_commits_total`, and the time from applying the
 /// batch's first operation to the end of its commit, `amp_store_commit_seconds`).
 pub(crate) fn answer(
-    n: usize,
     took: std::time::Duration,
     completions: Vec<Completion>,
     outcome: &std::result::Result<(), String>,
 ) {
-    metrics::histogram!("amp_store_commit_batch_size").record(n as f64);
+    metrics::histogram!("amp_store_commit_batch_size").record(completions.len() as f64);
     metrics::histogram!("amp_store_commit_seconds").record(took.as_secs_f64());
     metrics::counter!("amp_store_commits_total").increment(1);
     for c in completions {

@@ -273,9 +273,10 @@ impl Config {
         if self.store.cache_mib == 0 {
             return Err("store.cache_mib must be at least 1".to_owned());
         }
-        if self.store.journal_mib < 64 {
+        let least_journal_mib = amp_store::fjall::MIN_JOURNAL_BYTES / (1024 * 1024);
+        if self.store.journal_mib < least_journal_mib {
             return Err(format!(
-                "store.journal_mib is {}; fjall keeps at least 64",
+                "store.journal_mib is {}; fjall keeps at least {least_journal_mib}",
                 self.store.journal_mib
             ));
         }

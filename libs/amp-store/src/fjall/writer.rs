@@ -261,7 +261,6 @@ const REOPEN_FIRST: Duration = Duration::from_millis(100);
 /// The most backoff between reopen attempts.
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 
-/// Called once the batch an operation was in is committed (or failed).
 /// An operation: applies its writes, reports whether it failed fatally (storage error, so the
 /// batch must not commit), and returns its completion.
 type Op = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Completion) + Send>;
@@ -330,7 +329,6 @@ impl Writer {
 fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let ops = embedded::take_batch(first, rx, max_batch);
-        let n = ops.len();
         let db = match shared.current() {
             Ok(db) if shared.writable() => db,
             // Failing fast while the store recovers: dropping an operation drops its reply
@@ -355,7 +353,7 @@ fn run(shared: &Arc<Shared>, rx: &mpsc::Receiver<Op>, max_batch: usize) {
                 Err(cause)
             }
         };
-        embedded::answer(n, took, completions, &outcome);
+        embedded::answer(took, completions, &outcome);
     }
 }
 

@@ -97,7 +97,6 @@ impl Shared {
 const REOPEN_FIRST: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 
-/// Called once the batch an operation was in is committed (or failed).
 /// An operation: applies its writes, reports whether it failed fatally (storage error, so the
 /// batch must not commit), and returns its completion.
 type Op = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
@@ -228,6 +227,6 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Op>, max_batch: usize, quick_repair:
             })
         };
         drop(db);
-        embedded::answer(n, t0.elapsed(), completions, &outcome);
+        embedded::answer(t0.elapsed(), completions, &outcome);
     }
 }
