@@ -5,7 +5,7 @@
 
 use amp_bus::Bus;
 use amp_proto::relay::StoredMessage;
-use amp_store::{AckOutcome, AgentRecord, EntryState, MailboxEntry, MailboxPage, Store};
+use amp_store::{AckOutcome, AgentRecord, MailboxEntry, MailboxPage, Store};
 
 use crate::events;
 use crate::render::StoredView;
@@ -25,45 +25,31 @@ pub async fn ack(
     ids: &[String],
     now: i64,
 ) -> Result<Vec<AckOutcome>, amp_store::Error> {
-    // Read first: the entry leaves the mailbox with the ack, and with it the receipt flag
-    // and its size. Only the flag is read (a borrowed view); the few messages that want a
-    // receipt are parsed.
+    // The store returns what each acknowledgement removed: its size, expiry and receipt flag
+    // come from there, not from a read of every id beforehand. Only the flag is read (a
+    // borrowed view); the few messages that want a receipt are parsed.
+    let acked = store.ack(&agent.id, ids, now).await?;
     let mut wanting = Vec::new();
-    let mut sizes = Vec::with_capacity(ids.len());
-    for id in ids {
-        let mut size = None;
-        if let Some(EntryState::Queued(e)) = store.entry(&agent.id, id, now).await? {
-            size = Some((e.data.len() as u64, e.expires_at));
-            if StoredView::parse(&e.data).is_ok_and(|v| v.receipt)
-                && let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data)
-            {
-                wanting.push(m);
-            }
-        }
-        sizes.push(size);
-    }
-    let out = store.ack(&agent.id, ids, now).await?;
-    let acked = out.iter().filter(|o| **o == AckOutcome::Acked).count();
-    metrics::counter!("amp_mailbox_acked_total").increment(acked as u64);
-    for (outcome, size) in out.iter().zip(&sizes) {
-        if let (AckOutcome::Acked, Some((bytes, expires_at))) = (outcome, size) {
-            meter.held_removed(&agent.tenant, *bytes, *expires_at);
+    let mut newly = 0u64;
+    for e in acked.iter().filter_map(|a| a.removed.as_ref()) {
+        newly += 1;
+        meter.held_removed(&agent.tenant, e.data.len() as u64, e.expires_at);
+        if StoredView::parse(&e.data).is_ok_and(|v| v.receipt)
+            && let Ok(m) = serde_json::from_str::<StoredMessage>(&e.data)
+        {
+            wanting.push(m);
         }
     }
+    metrics::counter!("amp_mailbox_acked_total").increment(newly);
     for m in wanting {
-        let newly = ids
-            .iter()
-            .zip(&out)
-            .any(|(id, o)| *id == m.envelope.id.as_str() && *o == AckOutcome::Acked);
-        if newly
-            && let Err(e) =
-                events::delivered_receipt(store, bus, domain, agent, &m, "relay", "mailbox_written")
-                    .await
+        if let Err(e) =
+            events::delivered_receipt(store, bus, domain, agent, &m, "relay", "mailbox_written")
+                .await
         {
             tracing::warn!(error = %e, "delivery receipt not retained");
         }
     }
-    Ok(out)
+    Ok(acked.into_iter().map(|a| a.outcome).collect())
 }
 
 /// Counts the bytes queued in `agent`'s mailbox off its tenant's in `meter`, before the

@@ -188,12 +188,7 @@ impl Mailboxes for Composed {
     async fn count(&self, agent_id: &str, now: Millis) -> Result<MailboxCount> {
         self.mailboxes.count(agent_id, now).await
     }
-    async fn ack(
-        &self,
-        agent_id: &str,
-        message_ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, agent_id: &str, message_ids: &[String], now: Millis) -> Result<Vec<Acked>> {
         self.mailboxes.ack(agent_id, message_ids, now).await
     }
     async fn purge_expired(&self, now: Millis, max: usize) -> Result<usize> {

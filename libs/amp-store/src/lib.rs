@@ -202,13 +202,10 @@ pub trait Mailboxes: Send + Sync {
     /// Queued, unexpired entries, without bodies.
     async fn count(&self, agent_id: &str, now: Millis) -> Result<MailboxCount>;
 
-    /// Acknowledges ids of the agent's mailbox: one idempotent transition per id.
-    async fn ack(
-        &self,
-        agent_id: &str,
-        message_ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<AckOutcome>>;
+    /// Acknowledges ids of the agent's mailbox: one idempotent transition per id. Returns,
+    /// in the order asked, each id's outcome with the entry it removed from the queue (for
+    /// the ids this call acknowledged), read by the acknowledgement itself.
+    async fn ack(&self, agent_id: &str, message_ids: &[String], now: Millis) -> Result<Vec<Acked>>;
 
     /// Purges up to `max` expired entries and acknowledgement tombstones across all
     /// mailboxes, in bulk; returns how many were removed. A backend whose rows expire by

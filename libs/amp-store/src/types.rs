@@ -243,6 +243,46 @@ pub enum AckOutcome {
     NotFound,
 }
 
+/// What [`crate::Mailboxes::ack`] did with one id: the outcome and, when this call moved the
+/// message out of the queue, the entry that left it. The caller learns the entry's size,
+/// expiry and stored message (does it want a delivery receipt?) from the acknowledgement's
+/// own read, instead of reading every id again before acknowledging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// What happened to the id.
+    pub outcome: AckOutcome,
+    /// The entry that left the mailbox: `Some` exactly when `outcome` is
+    /// [`AckOutcome::Acked`] (an id repeated within one call is removed by its first
+    /// occurrence only).
+    pub removed: Option<MailboxEntry>,
+}
+
+impl Acked {
+    /// An id this call acknowledged: `entry` left the mailbox.
+    pub fn newly(entry: MailboxEntry) -> Self {
+        Self {
+            outcome: AckOutcome::Acked,
+            removed: Some(entry),
+        }
+    }
+
+    /// An id acknowledged before this call (or earlier in it).
+    pub fn already_acked() -> Self {
+        Self {
+            outcome: AckOutcome::AlreadyAcked,
+            removed: None,
+        }
+    }
+
+    /// An id not in the mailbox.
+    pub fn not_found() -> Self {
+        Self {
+            outcome: AckOutcome::NotFound,
+            removed: None,
+        }
+    }
+}
+
 /// The state of one message in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryState {

@@ -247,6 +247,29 @@ struct Scan {
     head: i64,
 }
 
+/// An entry row as [`CqlStore::entry_at`] reads it.
+enum EntryRow {
+    /// Queued (possibly expired by the caller's clock: the row's TTL is the cluster's).
+    Queued(MailboxEntry),
+    /// Marked acknowledged.
+    Acked,
+}
+
+/// What acknowledging one id found, before anything is written.
+enum AckStep {
+    /// Nothing to write.
+    Done(AckOutcome),
+    /// Mark the entry at `seq` and its id acknowledged. `removed`: the queued entry this
+    /// call takes out; `None` when an earlier acknowledgement marked the entry and stopped
+    /// before its id, which this one finishes (the id is already acknowledged then, as
+    /// [`Mailboxes::entry`] reads it).
+    Mark {
+        seq: i64,
+        expires_at: Millis,
+        removed: Option<MailboxEntry>,
+    },
+}
+
 impl CqlStore {
     async fn meta(&self, agent: &str) -> Result<Meta> {
         let rows = self
@@ -533,6 +556,42 @@ impl CqlStore {
         Ok(None)
     }
 
+    /// The entry row at position `seq`: one read, body included.
+    async fn entry_at(&self, agent: &str, seq: i64) -> Result<Option<EntryRow>> {
+        let rows = self
+            .conn
+            .query(
+                "read an entry",
+                &self.conn.st.entries_data,
+                (agent, bucket_of(seq), seq, seq),
+            )
+            .await?;
+        type R = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<bool>,
+        );
+        Ok(match rows.maybe_first_row::<R>().map_err(corrupt)? {
+            Some((_, _, _, _, _, _, Some(true))) => Some(EntryRow::Acked),
+            Some((seq, Some(message_id), Some(sender), Some(data), q, x, _)) => {
+                Some(EntryRow::Queued(MailboxEntry {
+                    seq: to_u64(seq),
+                    message_id,
+                    sender,
+                    data,
+                    queued_at: q.unwrap_or(0),
+                    expires_at: x.unwrap_or(0),
+                }))
+            }
+            // Expired, or the mailbox was deleted.
+            _ => None,
+        })
+    }
+
     /// Appends one entry, with its id's claim, at `at` or the next free position: one
     /// conditional batch. First looks for the id's claim in the buckets from `search_from`
     /// up to the one it appends to (none, unless a bucket was closed or another writer holds
@@ -755,41 +814,13 @@ impl Mailboxes for CqlStore {
         if claim.expires_at <= now.max(wall_ms()) {
             return Ok(None);
         }
-        let seq = claim.seq;
-        let rows = self
-            .conn
-            .query(
-                "read an entry",
-                &self.conn.st.entries_data,
-                (agent_id, bucket_of(seq), seq, seq),
-            )
-            .await?;
-        type R = (
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<bool>,
-        );
-        match rows.maybe_first_row::<R>().map_err(corrupt)? {
-            Some((_, _, _, _, _, _, Some(true))) => Ok(Some(EntryState::Acked {
+        Ok(match self.entry_at(agent_id, claim.seq).await? {
+            Some(EntryRow::Acked) => Some(EntryState::Acked {
                 sender: claim.sender,
-            })),
-            Some((seq, Some(message_id), Some(sender), Some(data), q, x, _)) => {
-                Ok(Some(EntryState::Queued(MailboxEntry {
-                    seq: to_u64(seq),
-                    message_id,
-                    sender,
-                    data,
-                    queued_at: q.unwrap_or(0),
-                    expires_at: x.unwrap_or(0),
-                })))
-            }
-            // Expired, or the mailbox was deleted.
-            _ => Ok(None),
-        }
+            }),
+            Some(EntryRow::Queued(e)) => Some(EntryState::Queued(e)),
+            None => None,
+        })
     }
 
     async fn fetch(
@@ -870,38 +901,50 @@ impl Mailboxes for CqlStore {
         })
     }
 
-    async fn ack(
-        &self,
-        agent_id: &str,
-        message_ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, agent_id: &str, message_ids: &[String], now: Millis) -> Result<Vec<Acked>> {
         let st = &self.conn.st;
         let distinct: Vec<&String> = {
             let mut seen = HashSet::new();
             message_ids.iter().filter(|id| seen.insert(*id)).collect()
         };
-        let found =
-            futures::future::try_join_all(distinct.iter().map(|id| self.id_row(agent_id, id)))
-                .await?;
-        let mut outcome: HashMap<&str, AckOutcome> = HashMap::new();
-        let mut writes = Vec::new();
         let wall = wall_ms();
-        for (id, row) in distinct.iter().zip(found) {
-            let o = match row {
-                Some(r) if r.acked => AckOutcome::AlreadyAcked,
-                Some(r) => match self.resolve(agent_id, id, &r).await? {
-                    // Expired by the caller's clock or the cluster's.
-                    Some(c) if c.expires_at > now.max(wall) => {
-                        writes.push((id.as_str(), c.seq, c.expires_at));
-                        AckOutcome::Acked
-                    }
-                    _ => AckOutcome::NotFound,
-                },
-                None => AckOutcome::NotFound,
+        // Per id, its id row, its claim, then its entry row (the id row holds no body, and
+        // the caller is told what was removed): one chain of reads per id, all at once.
+        let steps = futures::future::try_join_all(distinct.iter().map(|id| async move {
+            let Some(row) = self.id_row(agent_id, id).await? else {
+                return Ok(AckStep::Done(AckOutcome::NotFound));
             };
-            outcome.insert(id.as_str(), o);
-        }
+            if row.acked {
+                return Ok(AckStep::Done(AckOutcome::AlreadyAcked));
+            }
+            let claim = match self.resolve(agent_id, id, &row).await? {
+                // Expired by the caller's clock or the cluster's.
+                Some(c) if c.expires_at > now.max(wall) => c,
+                _ => return Ok(AckStep::Done(AckOutcome::NotFound)),
+            };
+            let removed = match self.entry_at(agent_id, claim.seq).await? {
+                Some(EntryRow::Queued(e)) => Some(e),
+                Some(EntryRow::Acked) => None,
+                // Dropped by its TTL, or the mailbox was deleted.
+                None => return Ok(AckStep::Done(AckOutcome::NotFound)),
+            };
+            Ok::<_, Error>(AckStep::Mark {
+                seq: claim.seq,
+                expires_at: claim.expires_at,
+                removed,
+            })
+        }))
+        .await?;
+        let writes: Vec<(&str, i64, Millis)> = distinct
+            .iter()
+            .zip(&steps)
+            .filter_map(|(id, step)| match step {
+                AckStep::Done(_) => None,
+                AckStep::Mark {
+                    seq, expires_at, ..
+                } => Some((id.as_str(), *seq, *expires_at)),
+            })
+            .collect();
         futures::future::try_join_all(writes.iter().map(|(id, seq, expires_at)| async move {
             // The entry first: once it is marked, no pickup serves it, whatever follows.
             self.conn
@@ -925,19 +968,21 @@ impl Mailboxes for CqlStore {
                 .await
         }))
         .await?;
-        // In the order asked; a repeat within one call is already acknowledged.
-        let mut reported = HashSet::new();
+        // In the order asked; a repeat within one call is already acknowledged (the first
+        // occurrence took the entry).
+        let mut found: HashMap<&str, AckStep> =
+            distinct.iter().map(|id| id.as_str()).zip(steps).collect();
         Ok(message_ids
             .iter()
-            .map(|id| {
-                let o = outcome
-                    .get(id.as_str())
-                    .copied()
-                    .unwrap_or(AckOutcome::NotFound);
-                if !reported.insert(id.as_str()) && o != AckOutcome::NotFound {
-                    AckOutcome::AlreadyAcked
-                } else {
-                    o
+            .map(|id| match found.get_mut(id.as_str()) {
+                None | Some(AckStep::Done(AckOutcome::NotFound)) => Acked::not_found(),
+                Some(step) => {
+                    match std::mem::replace(step, AckStep::Done(AckOutcome::AlreadyAcked)) {
+                        AckStep::Mark {
+                            removed: Some(e), ..
+                        } => Acked::newly(e),
+                        _ => Acked::already_acked(),
+                    }
                 }
             })
             .collect())

@@ -289,12 +289,7 @@ impl Mailboxes for FjallStore {
         })
     }
 
-    async fn ack(
-        &self,
-        agent_id: &str,
-        message_ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, agent_id: &str, message_ids: &[String], now: Millis) -> Result<Vec<Acked>> {
         let agent_id = agent_id.to_owned();
         let ids = message_ids.to_vec();
         self.writer
@@ -303,12 +298,28 @@ impl Mailboxes for FjallStore {
                 let mut out = Vec::with_capacity(ids.len());
                 let mut changed = false;
                 for id in &ids {
-                    let outcome = match read_index(txn, &agent_id, id)? {
-                        None => AckOutcome::NotFound,
-                        Some(i) if i.acked => AckOutcome::AlreadyAcked,
-                        Some(i) if i.expires_at <= now => AckOutcome::NotFound,
+                    let acked = match read_index(txn, &agent_id, id)? {
+                        None => Acked::not_found(),
+                        Some(i) if i.acked => Acked::already_acked(),
+                        Some(i) if i.expires_at <= now => Acked::not_found(),
                         Some(mut i) => {
-                            txn.remove(&txn.ks.mailbox, &seq_key(&agent_id, i.seq))?;
+                            // The row is the entry the caller is told about: taken, not
+                            // read beforehand (the caller's size and receipt come from it).
+                            let Some(row) =
+                                txn.take(&txn.ks.mailbox, &seq_key(&agent_id, i.seq))?
+                            else {
+                                // What `entry` says of it too; nothing written, and the
+                                // other writes of the batch commit.
+                                tracing::warn!(
+                                    agent = %agent_id,
+                                    id = %id,
+                                    seq = i.seq,
+                                    "store: a queued id without its mailbox row; not acknowledged"
+                                );
+                                out.push(Acked::not_found());
+                                continue;
+                            };
+                            let removed = mailbox_row::decode(&row)?;
                             i.acked = true;
                             txn.insert(
                                 &txn.ks.msg_index,
@@ -317,10 +328,10 @@ impl Mailboxes for FjallStore {
                             )?;
                             meta.count = meta.count.saturating_sub(1);
                             changed = true;
-                            AckOutcome::Acked
+                            Acked::newly(removed)
                         }
                     };
-                    out.push(outcome);
+                    out.push(acked);
                 }
                 if changed {
                     // The first queued row from the old bound on: acknowledged in order, the

@@ -710,12 +710,7 @@ impl Mailboxes for JetStreamStore {
         })
     }
 
-    async fn ack(
-        &self,
-        agent_id: &str,
-        message_ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, agent_id: &str, message_ids: &[String], now: Millis) -> Result<Vec<Acked>> {
         let mut out = Vec::with_capacity(message_ids.len());
         let mut top = 0;
         for id in message_ids {
@@ -732,14 +727,14 @@ impl Mailboxes for JetStreamStore {
                             .delete_message(self.mailbox_of(agent_id), head.seq)
                             .await?;
                         top = top.max(tombstone);
-                        outcome = Some(AckOutcome::AlreadyAcked);
+                        outcome = Some(Acked::already_acked());
                         break;
                     }
                     Some(Stored::Queued { entry, .. }) if entry.expires_at <= now => break,
                     Some(Stored::Queued { entry, signature }) => (entry, signature),
                 };
                 let head = to_header(&AckedHeader {
-                    sender: entry.sender,
+                    sender: entry.sender.clone(),
                     signature,
                     seq: entry.seq,
                     expires_at: entry.expires_at,
@@ -773,14 +768,15 @@ impl Mailboxes for JetStreamStore {
                             .delete_message(self.mailbox_of(agent_id), entry.seq)
                             .await?;
                         top = top.max(ack.sequence);
-                        outcome = Some(AckOutcome::Acked);
+                        // The message as `stored` read it: the caller's size and receipt.
+                        outcome = Some(Acked::newly(entry));
                         break;
                     }
                     // A concurrent ack of the same id: read what it wrote.
                     Err(Conflict) => continue,
                 }
             }
-            out.push(outcome.unwrap_or(AckOutcome::NotFound));
+            out.push(outcome.unwrap_or_else(Acked::not_found));
         }
         if top > 0 {
             // The tombstones keep the head up until they expire; the meta after that.

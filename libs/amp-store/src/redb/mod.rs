@@ -885,12 +885,7 @@ impl Mailboxes for RedbStore {
         })
     }
 
-    async fn ack(
-        &self,
-        agent_id: &str,
-        message_ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, agent_id: &str, message_ids: &[String], now: Millis) -> Result<Vec<Acked>> {
         let agent_id = agent_id.to_owned();
         let ids = message_ids.to_vec();
         self.writer
@@ -907,20 +902,37 @@ impl Mailboxes for RedbStore {
                         Some(v) => Some(from_json::<IndexEntry>(v.value())?),
                         None => None,
                     };
-                    let outcome = match found {
-                        None => AckOutcome::NotFound,
-                        Some(i) if i.acked => AckOutcome::AlreadyAcked,
-                        Some(i) if i.expires_at <= now => AckOutcome::NotFound,
+                    let acked = match found {
+                        None => Acked::not_found(),
+                        Some(i) if i.acked => Acked::already_acked(),
+                        Some(i) if i.expires_at <= now => Acked::not_found(),
                         Some(mut i) => {
-                            mailbox.remove((agent_id.as_str(), i.seq)).map_err(st)?;
+                            // The removed row is the entry the caller is told about.
+                            let removed = match mailbox
+                                .remove((agent_id.as_str(), i.seq))
+                                .map_err(st)?
+                            {
+                                Some(row) => mailbox_row::decode(row.value())?,
+                                None => {
+                                    // What `entry` says of it too; nothing written.
+                                    tracing::warn!(
+                                        agent = %agent_id,
+                                        id = %id,
+                                        seq = i.seq,
+                                        "store: a queued id without its mailbox row; not acknowledged"
+                                    );
+                                    out.push(Acked::not_found());
+                                    continue;
+                                }
+                            };
                             i.acked = true;
                             index.insert(key, to_json(&i)?.as_slice()).map_err(st)?;
                             meta.count = meta.count.saturating_sub(1);
                             changed = true;
-                            AckOutcome::Acked
+                            Acked::newly(removed)
                         }
                     };
-                    out.push(outcome);
+                    out.push(acked);
                 }
                 if changed {
                     metas

@@ -528,21 +528,31 @@ pub async fn mailbox_fifo_cursor_and_remaining(store: &Store) {
     assert_eq!((empty.count, empty.oldest_queued_at), (0, None));
 }
 
-/// Acked once, already acked after, unknown ids not found; acked never served again.
+/// Acked once, already acked after, unknown ids not found; acked never served again. The
+/// entry that left the mailbox is returned, as it was queued, for the newly acked ids only.
 pub async fn mailbox_ack_is_one_idempotent_transition(store: &Store) {
     let now = now_ms();
     let agent_id = unique("agt_");
+    let mut queued = Vec::new();
     for i in 0..3 {
-        store
-            .enqueue(entry(
-                &agent_id,
-                &format!("msg_{i}_c"),
-                "s@t.example.test",
-                now,
-                DAY,
-            ))
-            .await
-            .expect("enqueue");
+        let e = entry(
+            &agent_id,
+            &format!("msg_{i}_c"),
+            "s@t.example.test",
+            now,
+            DAY + i,
+        );
+        let Enqueued::New { seq } = store.enqueue(e.clone()).await.expect("enqueue") else {
+            panic!("msg_{i}_c not queued");
+        };
+        queued.push(MailboxEntry {
+            seq,
+            message_id: e.message_id,
+            sender: e.sender,
+            data: e.data,
+            queued_at: e.queued_at,
+            expires_at: e.expires_at,
+        });
     }
     let ids = vec![
         "msg_0_c".to_owned(),
@@ -551,18 +561,28 @@ pub async fn mailbox_ack_is_one_idempotent_transition(store: &Store) {
     ];
     let out = store.ack(&agent_id, &ids, now).await.expect("ack");
     assert_eq!(
-        out,
+        out.iter().map(|a| a.outcome).collect::<Vec<_>>(),
         [
             AckOutcome::Acked,
             AckOutcome::NotFound,
             AckOutcome::AlreadyAcked
         ]
     );
+    assert_eq!(
+        out[0].removed.as_ref(),
+        Some(&queued[0]),
+        "the acked entry, as queued"
+    );
+    assert_eq!(out[1].removed, None, "not found: nothing removed");
+    assert_eq!(
+        out[2].removed, None,
+        "repeated: removed by its first occurrence"
+    );
     let again = store
         .ack(&agent_id, &ids[..1], now)
         .await
         .expect("ack again");
-    assert_eq!(again, [AckOutcome::AlreadyAcked]);
+    assert_eq!(again, [Acked::already_acked()]);
     let page = store.fetch(&agent_id, None, 10, now).await.expect("fetch");
     let left: Vec<_> = page.entries.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(left, ["msg_1_c", "msg_2_c"]);
@@ -582,6 +602,18 @@ pub async fn mailbox_ack_is_one_idempotent_transition(store: &Store) {
         Enqueued::Duplicate { .. }
     ));
     assert_eq!(store.count(&agent_id, now).await.expect("count").count, 2);
+    // Each id of a batch gets its own entry (its own data and expiry), wherever it stands.
+    let mixed = ["msg_0_c".to_owned(), "msg_2_c".to_owned()];
+    let out = store.ack(&agent_id, &mixed, now).await.expect("ack mixed");
+    assert_eq!(
+        out,
+        [Acked::already_acked(), Acked::newly(queued[2].clone())]
+    );
+    assert_eq!(
+        out[1].removed.as_ref().map(|e| e.expires_at),
+        Some(now + DAY + 2)
+    );
+    assert_eq!(store.count(&agent_id, now).await.expect("count").count, 1);
 }
 
 /// A full mailbox refuses the new message and keeps the old ones; an ack makes room.
@@ -641,7 +673,7 @@ pub async fn mailbox_expiry_and_bulk_purge(store: &Store) {
             .ack(&agent_id, &["msg_1_d".into()], later)
             .await
             .expect("ack"),
-        [AckOutcome::NotFound]
+        [Acked::not_found()]
     );
     // A backend whose rows expire by TTL purges nothing by hand (0); one that keeps them
     // removes at least this one. Either way the expired entry is gone from every read.
@@ -676,7 +708,7 @@ pub async fn mailboxes_are_isolated(store: &Store) {
         .expect("enqueue");
     assert_eq!(
         store.ack(&b, &["msg_1_e".into()], now).await.expect("ack"),
-        [AckOutcome::NotFound]
+        [Acked::not_found()]
     );
     assert!(
         store

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use amp_store::cql::{CqlStore, CqlStoreConfig};
 use amp_store::testing::{agent, conformance, entry, key_hash, now_ms, unique};
-use amp_store::{AckOutcome, Enqueued, EntryState, Error, Store};
+use amp_store::{Acked, Enqueued, EntryState, Error, Store};
 use amp_testkit::cql::{CqlNode, cql_target, unique_keyspace};
 
 const DAY: i64 = 24 * 3600 * 1000;
@@ -163,7 +163,7 @@ async fn cql_rows_expire_by_ttl_on_the_server() {
             .ack(&agent_id, &["msg_1_ttl".into()], now)
             .await
             .expect("ack"),
-        [AckOutcome::NotFound]
+        [Acked::not_found()]
     );
     assert_eq!(store.purge_expired(later, 1000).await.expect("purge"), 0);
     // The TTL (expiry plus a 5 s grace) removes the rows themselves.

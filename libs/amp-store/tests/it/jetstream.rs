@@ -116,9 +116,15 @@ async fn jetstream_processes_share_state() {
             .len(),
         1
     );
+    let out = b.ack(&x.id, &["msg_1_s".into()], now).await.expect("ack");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].outcome, AckOutcome::Acked);
     assert_eq!(
-        b.ack(&x.id, &["msg_1_s".into()], now).await.expect("ack"),
-        [AckOutcome::Acked]
+        out[0]
+            .removed
+            .as_ref()
+            .map(|e| (e.seq, e.message_id.as_str())),
+        Some((seqs[0], "msg_1_s"))
     );
     assert!(matches!(
         a.entry(&x.id, "msg_1_s", now).await.expect("entry"),
@@ -355,7 +361,8 @@ async fn jetstream_replicated_reads_see_acknowledged_writes() {
             .ack(&owner.id, std::slice::from_ref(&id), now)
             .await
             .expect("ack");
-        if out != vec![AckOutcome::Acked] {
+        let outcomes: Vec<AckOutcome> = out.iter().map(|a| a.outcome).collect();
+        if outcomes != [AckOutcome::Acked] {
             stale.push(format!("{i}: ack answered {out:?}"));
         }
         let page = reader

@@ -267,7 +267,15 @@ async fn migrate_copies_every_row_and_the_copy_works() {
         )
         .await
         .expect("ack");
-    assert_eq!(acks, vec![AckOutcome::Acked, AckOutcome::AlreadyAcked]);
+    assert_eq!(
+        acks.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        [AckOutcome::Acked, AckOutcome::AlreadyAcked]
+    );
+    assert_eq!(
+        acks[0].removed.as_ref().map(|e| e.message_id.as_str()),
+        Some(filled.pending[0].as_str()),
+        "the migrated entry is the one removed"
+    );
     let again = store
         .enqueue(entry(&a.id, &filled.acked, "s@x.example.test", now, DAY))
         .await
