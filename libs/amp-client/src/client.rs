@@ -187,6 +187,22 @@ impl Client {
         after: Option<&str>,
         wait: Option<Duration>,
     ) -> Result<PendingPage> {
+        self.pending_as(identity, limit, after, wait).await
+    }
+
+    /// [`Client::pending`], the page decoded into the caller's own type: a client that needs
+    /// only some of each message (its id, say) declares just those fields, and serde skips
+    /// the rest without building it (the provider's `local` annotations, above all).
+    ///
+    /// Fails as [`Client::pending`] does, and with [`ClientError::Decode`] when the page does
+    /// not fit `T`.
+    pub async fn pending_as<T: DeserializeOwned>(
+        &self,
+        identity: &Identity,
+        limit: Option<usize>,
+        after: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Result<T> {
         let mut req = self.authed(Method::GET, &self.urls.pending, identity);
         if let Some(l) = limit {
             req = req.query(&[("limit", l)]);
