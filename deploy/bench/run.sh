@@ -111,15 +111,7 @@ start_server noop "$BIN/amp-bench-baseline" http --listen 127.0.0.1:0
 stop_server "$SERVER_PID"
 
 # --- ampd ------------------------------------------------------------------------------
-export AMP__INGEST__LIMITS__MESSAGES_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__API_REQUESTS_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__TENANT_REQUESTS_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__PENDING_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__MAILBOX_QUOTA=100000000
-export AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE=100000000
-# The load generator opens thousands of connections from a few loopback addresses.
-export AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS=0
-export AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS_PER_ADDRESS=0
+. "$ROOT/deploy/bench/limits.sh"
 # T4 holds ~75 sockets per agent (256 agents); the default cap is 16.
 export AMP__DELIVERY__MAX_SOCKETS_PER_AGENT=1000
 export AMP__LOG__FILTER=${AMP__LOG__FILTER:-warn}

@@ -32,14 +32,7 @@ cleanup() {
   rm -rf "$WORK/data" "$WORK/perf.data"
 }
 trap cleanup EXIT
-export AMP__INGEST__LIMITS__MESSAGES_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__API_REQUESTS_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__TENANT_REQUESTS_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__PENDING_PER_MINUTE=100000000
-export AMP__INGEST__LIMITS__MAILBOX_QUOTA=100000000
-export AMP__INGEST__REGISTRATION__PER_IP_PER_MINUTE=100000000
-export AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS=0
-export AMP__SERVER__CONNECTIONS__MAX_CONNECTIONS_PER_ADDRESS=0
+. "$ROOT/deploy/bench/limits.sh"
 export AMP__LOG__FILTER=warn AMP__LOG__FORMAT=json
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 "$BIN/ampd" --listen "127.0.0.1:$port" --data-dir "$WORK/data" --domain bench.test > "$WORK/ampd.log" 2>&1 &
