@@ -27,6 +27,19 @@ pub(crate) fn from_json<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+/// An acknowledgement that found an id still queued in the index but no row at its
+/// position (never written so; what `entry` calls absent): it is told `NotFound`, nothing is
+/// written, and this is logged, rather than failing the whole group-commit batch.
+pub(crate) fn queued_id_without_row(agent_id: &str, id: &str, seq: u64) -> crate::Acked {
+    tracing::warn!(
+        agent = %agent_id,
+        id = %id,
+        seq,
+        "store: a queued id without its mailbox row; not acknowledged"
+    );
+    crate::Acked::not_found()
+}
+
 /// What the writer calls once the batch of an operation committed (`Ok`) or did not (the
 /// cause).
 pub(crate) type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

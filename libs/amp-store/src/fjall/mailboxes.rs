@@ -10,6 +10,7 @@ use super::keys::{self, Key};
 use super::kv::kv_delete_in;
 use super::writer::Tx;
 use super::{FjallStore, Reads, from_json, row, to_json};
+use crate::embedded::queued_id_without_row;
 use crate::mailbox_row;
 use crate::*;
 
@@ -308,15 +309,7 @@ impl Mailboxes for FjallStore {
                             let Some(row) =
                                 txn.take(&txn.ks.mailbox, &seq_key(&agent_id, i.seq))?
                             else {
-                                // What `entry` says of it too; nothing written, and the
-                                // other writes of the batch commit.
-                                tracing::warn!(
-                                    agent = %agent_id,
-                                    id = %id,
-                                    seq = i.seq,
-                                    "store: a queued id without its mailbox row; not acknowledged"
-                                );
-                                out.push(Acked::not_found());
+                                out.push(queued_id_without_row(&agent_id, id, i.seq));
                                 continue;
                             };
                             let removed = mailbox_row::decode(&row)?;

@@ -41,7 +41,7 @@ use ::redb::{
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::embedded::{from_json, st, to_json};
+use crate::embedded::{from_json, queued_id_without_row, st, to_json};
 use crate::mailbox_row;
 use crate::*;
 use writer::Writer;
@@ -908,23 +908,14 @@ impl Mailboxes for RedbStore {
                         Some(i) if i.expires_at <= now => Acked::not_found(),
                         Some(mut i) => {
                             // The removed row is the entry the caller is told about.
-                            let removed = match mailbox
-                                .remove((agent_id.as_str(), i.seq))
-                                .map_err(st)?
-                            {
-                                Some(row) => mailbox_row::decode(row.value())?,
-                                None => {
-                                    // What `entry` says of it too; nothing written.
-                                    tracing::warn!(
-                                        agent = %agent_id,
-                                        id = %id,
-                                        seq = i.seq,
-                                        "store: a queued id without its mailbox row; not acknowledged"
-                                    );
-                                    out.push(Acked::not_found());
-                                    continue;
-                                }
-                            };
+                            let removed =
+                                match mailbox.remove((agent_id.as_str(), i.seq)).map_err(st)? {
+                                    Some(row) => mailbox_row::decode(row.value())?,
+                                    None => {
+                                        out.push(queued_id_without_row(&agent_id, id, i.seq));
+                                        continue;
+                                    }
+                                };
                             i.acked = true;
                             index.insert(key, to_json(&i)?.as_slice()).map_err(st)?;
                             meta.count = meta.count.saturating_sub(1);
