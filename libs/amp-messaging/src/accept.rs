@@ -430,6 +430,7 @@ pub(crate) async fn accept(
             .as_ref()
             .map_or_else(|| to.to_string(), |r| r.address.clone()),
         sender_address: sender.address.clone(),
+        sender_id: Some(sender.id.clone()),
         signature_valid: verified,
         verified_at: verified.then_some(now),
         max_queued: recipient.as_ref().map(|_| acc.config.mailbox_quota),

@@ -136,6 +136,7 @@ pub fn system_notice(
         recipient_id: to.id.clone(),
         recipient_address: to.address.clone(),
         sender_address: postmaster,
+        sender_id: None,
         signature_valid: true,
         verified_at: Some(now),
         max_queued: None,

@@ -39,6 +39,12 @@ pub struct Accepted {
     pub recipient_address: String,
     /// The sender's canonical address.
     pub sender_address: String,
+    /// The sender agent's id, when it is one of this provider's agents: the router counts
+    /// the sender's risk under it without reading the registry again. Absent for a peer's
+    /// senders, bounces, and records written before it existed (the router then finds the
+    /// sender by its address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
     /// Whether the sender's signature verified.
     pub signature_valid: bool,
     /// When it was verified.
@@ -177,3 +183,65 @@ impl TenantNotifyJob {
 /// deletion finds its jobs; jobs written before that field existed are told by their
 /// `accepted.sender_address`.
 pub const FEDERATION_JOB_KIND: &str = "federation";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{MessageId, Priority};
+
+    fn accepted(sender_id: Option<&str>) -> Accepted {
+        let now = Timestamp::now();
+        let id = MessageId::generate(now);
+        Accepted {
+            v: 1,
+            message: StoredMessage {
+                envelope: Envelope {
+                    version: crate::message::PROTOCOL_VERSION.to_owned(),
+                    thread_id: id.to_string(),
+                    id,
+                    from: "alice@acme.example.test".into(),
+                    to: "bob@acme.example.test".into(),
+                    subject: "hi".into(),
+                    priority: Priority::Normal,
+                    timestamp: now,
+                    expires_at: None,
+                    signature: "sig".into(),
+                    in_reply_to: None,
+                    idempotency_key: None,
+                },
+                payload: RawPayload::from_json(
+                    r#"{"type":"notification","message":"x"}"#.to_owned(),
+                )
+                .expect("payload"),
+                sender_public_key: None,
+                security: None,
+                receipt: false,
+            },
+            recipient_id: "agt_b".into(),
+            recipient_address: "bob@acme.example.test".into(),
+            sender_address: "alice@acme.example.test".into(),
+            sender_id: sender_id.map(str::to_owned),
+            signature_valid: true,
+            verified_at: Some(now),
+            max_queued: Some(10),
+            remote_provider: None,
+            via_provider: None,
+            accepted_at: Some(now),
+        }
+    }
+
+    /// The sender's id travels with a local sender's record, and a record without it (a
+    /// peer's sender, a bounce, or one written before the field existed) still reads.
+    #[test]
+    fn the_sender_id_is_optional_on_the_wire() {
+        let with = serde_json::to_value(accepted(Some("agt_a"))).expect("encode");
+        assert_eq!(with["sender_id"], "agt_a");
+        let back: Accepted = serde_json::from_value(with).expect("decode");
+        assert_eq!(back.sender_id.as_deref(), Some("agt_a"));
+
+        let without = serde_json::to_value(accepted(None)).expect("encode");
+        assert!(without.get("sender_id").is_none(), "{without}");
+        let back: Accepted = serde_json::from_value(without).expect("decode an older record");
+        assert_eq!(back.sender_id, None);
+    }
+}

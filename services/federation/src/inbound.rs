@@ -326,6 +326,7 @@ pub(crate) async fn deliver(
         recipient_id: recipient.id.clone(),
         recipient_address: recipient.address.clone(),
         sender_address: from.clone(),
+        sender_id: None,
         signature_valid: true,
         verified_at: Some(now),
         max_queued: inner.config.mailbox_quota,

@@ -294,6 +294,12 @@ impl RouterService {
     /// Fails only on store errors (the caller retries).
     pub async fn route(&self, accepted: Accepted) -> Result<RouteOutcome, amp_store::Error> {
         let inner = &self.inner;
+        // Borrows only these fields: the message is moved out below.
+        let sender = RiskSender {
+            address: &accepted.sender_address,
+            id: accepted.sender_id.as_deref(),
+            via_peer: accepted.via_provider.is_some(),
+        };
         if let Some(provider) = &accepted.remote_provider {
             return self.forward(provider, &accepted).await;
         }
@@ -329,12 +335,8 @@ impl RouterService {
             reason = "repeated_flags";
         }
         if decision.action == Action::Block {
-            self.count_risk(
-                &accepted.sender_address,
-                accepted.via_provider.is_some(),
-                amp_messaging::risk::Verdict::Blocked,
-            )
-            .await;
+            self.count_risk(sender, amp_messaging::risk::Verdict::Blocked)
+                .await;
             metrics::counter!("amp_router_messages_total", "outcome" => "blocked").increment(1);
             tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %accepted.message.envelope.id,
                 rules = ?decision.rules, severity = decision.severity.as_str(), "message blocked by a security rule");
@@ -366,13 +368,9 @@ impl RouterService {
             max_queued: accepted.max_queued,
         };
         if decision.action == Action::Quarantine {
-            let from = (
-                accepted.sender_address.as_str(),
-                accepted.via_provider.is_some(),
-            );
             return self
                 .hold(
-                    from,
+                    sender,
                     &message.envelope.subject,
                     &recipient,
                     entry,
@@ -389,12 +387,7 @@ impl RouterService {
                 } else {
                     amp_messaging::risk::Verdict::Clean
                 };
-                self.count_risk(
-                    &accepted.sender_address,
-                    accepted.via_provider.is_some(),
-                    verdict,
-                )
-                .await;
+                self.count_risk(sender, verdict).await;
                 if let Some(meter) = inner.meter.get() {
                     meter.held_added(&recipient.tenant, held.0, held.1);
                 }
@@ -468,13 +461,24 @@ impl RouterService {
     }
 }
 
+/// Whose message is being routed, as the risk score needs it.
+#[derive(Clone, Copy)]
+struct RiskSender<'a> {
+    /// The sender's canonical address.
+    address: &'a str,
+    /// Its agent id, when the accepted record carries one.
+    id: Option<&'a str>,
+    /// A peer provider delivered the message (its senders are not ours to score).
+    via_peer: bool,
+}
+
 impl RouterService {
     /// Holds a message for review instead of writing the mailbox (spec-next 07): one entry
     /// per (recipient, message id), so a redelivery holds nothing twice. The sender is told
     /// `quarantined`, never why; the recipient nothing until an operator approves it.
     async fn hold(
         &self,
-        (sender, via_peer): (&str, bool),
+        sender: RiskSender<'_>,
         subject: &str,
         recipient: &amp_store::AgentRecord,
         entry: NewMailboxEntry,
@@ -498,7 +502,7 @@ impl RouterService {
             .saturating_mul(3_600_000);
         let held = QuarantineEntry {
             quarantine_id: id.clone(),
-            from: sender.to_owned(),
+            from: sender.address.to_owned(),
             to: recipient.address.clone(),
             recipient_id: recipient.id.clone(),
             tenant: recipient.tenant.clone(),
@@ -522,7 +526,7 @@ impl RouterService {
             signature: entry.signature,
         };
         if inner.store.put_quarantine(&held).await? {
-            self.count_risk(sender, via_peer, amp_messaging::risk::Verdict::Quarantined)
+            self.count_risk(sender, amp_messaging::risk::Verdict::Quarantined)
                 .await;
             metrics::counter!("amp_router_messages_total", "outcome" => "quarantined").increment(1);
             tracing::info!(tenant = %recipient.tenant, agent = %recipient.id, id = %held.message_id, quarantine = %id, "message quarantined");
@@ -630,31 +634,29 @@ impl RouterService {
     }
 
     /// Counts a message newly written for the risk score of its sender, when the sender is
-    /// one of this provider's agents (a peer's senders are the peer's to score).
-    async fn count_risk(
-        &self,
-        sender: &str,
-        via_peer: bool,
-        verdict: amp_messaging::risk::Verdict,
-    ) {
+    /// one of this provider's agents (a peer's senders are the peer's to score). The id
+    /// comes from the accepted record; only a record without it (written before it existed)
+    /// costs a registry read.
+    async fn count_risk(&self, sender: RiskSender<'_>, verdict: amp_messaging::risk::Verdict) {
         let inner = &self.inner;
-        if via_peer || !inner.risk.enabled() {
+        if sender.via_peer || !inner.risk.enabled() {
             return;
         }
-        let Ok(from) = Address::parse_full(sender, &inner.domain) else {
+        let Ok(from) = Address::parse_full(sender.address, &inner.domain) else {
             return;
         };
-        if let Ok(Some(agent)) = inner
-            .registry
-            .agent_by_name(from.tenant(), from.name())
-            .await
-        {
-            inner.risk.record(
-                &agent.id,
-                &agent.tenant,
-                amp_proto::Timestamp::now().unix_millis(),
-                verdict,
-            );
+        let now = amp_proto::Timestamp::now().unix_millis();
+        match sender.id {
+            Some(id) => inner.risk.record(id, from.tenant(), now, verdict),
+            None => {
+                if let Ok(Some(agent)) = inner
+                    .registry
+                    .agent_by_name(from.tenant(), from.name())
+                    .await
+                {
+                    inner.risk.record(&agent.id, &agent.tenant, now, verdict);
+                }
+            }
         }
     }
 
