@@ -8,6 +8,9 @@
 //! for entries the server must drop on its own. Deleting a key purges its subject (no marker
 //! left behind); a compare-and-set delete writes a `KV-Operation: DEL` marker with a TTL.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -92,6 +95,82 @@ pub(super) struct Conn {
     /// may be answered by any replica (`allow_direct`), including a follower that has not
     /// applied a write its leader already acknowledged.
     consistent: bool,
+    /// Where batched direct gets are answered, made on the first one.
+    replies: tokio::sync::OnceCell<Arc<BatchReplies>>,
+}
+
+/// The answers to batched direct gets: one subscription (`<inbox>.*`) for the connection,
+/// each get's messages handed to it by the token ending its reply subject. A subscription
+/// per get would cost a SUB and an UNSUB on top of each read (and a change to the server's
+/// subject index both times); counts, presence and mailbox pages are such reads.
+struct BatchReplies {
+    /// `_INBOX.<unique>`.
+    base: String,
+    next: AtomicU64,
+    waiting:
+        parking_lot::Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<async_nats::Message>>>,
+}
+
+/// One get's place in [`BatchReplies`]; leaving it (answered, timed out or cancelled) drops
+/// whatever else arrives for it.
+struct Waiting {
+    replies: Arc<BatchReplies>,
+    token: u64,
+    rx: tokio::sync::mpsc::UnboundedReceiver<async_nats::Message>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.replies.waiting.lock().remove(&self.token);
+    }
+}
+
+impl BatchReplies {
+    /// Subscribes on a fresh inbox of `client` and starts handing its messages out. The
+    /// task ends with the subscription (the connection closed) or with the last reference.
+    async fn start(client: &async_nats::Client) -> Result<Arc<Self>> {
+        let base = client.new_inbox();
+        let mut sub = client
+            .subscribe(format!("{base}.*"))
+            .await
+            .map_err(|e| unavailable("subscribe", e))?;
+        let this = Arc::new(Self {
+            base,
+            next: AtomicU64::new(1),
+            waiting: parking_lot::Mutex::new(HashMap::new()),
+        });
+        let weak: Weak<Self> = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(this) = weak.upgrade() else { return };
+                let token = msg
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|t| t.parse::<u64>().ok());
+                if let Some(tx) = token.and_then(|t| this.waiting.lock().get(&t).cloned()) {
+                    // The get may have given up meanwhile: then nobody wants it.
+                    let _ = tx.send(msg);
+                }
+            }
+        });
+        Ok(this)
+    }
+
+    /// A place for one get's answer, and the reply subject that reaches it.
+    fn wait(self: &Arc<Self>) -> (String, Waiting) {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.waiting.lock().insert(token, tx);
+        (
+            format!("{}.{token}", self.base),
+            Waiting {
+                replies: Arc::clone(self),
+                token,
+                rx,
+            },
+        )
+    }
 }
 
 /// How many times a read answered by a lagging replica is made again before it goes ahead
@@ -136,6 +215,7 @@ impl Conn {
             prefix: config.prefix.clone(),
             op_timeout: config.op_timeout,
             consistent: config.replicas > 1,
+            replies: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -465,23 +545,22 @@ impl Conn {
     /// (404), and the count of matching messages after the last (from the closing status;
     /// without it, older servers, from the last message).
     async fn batched_direct_get(&self, stream: &str, request: serde_json::Value) -> Result<Batch> {
-        let inbox = self.client.new_inbox();
-        let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| unavailable("subscribe", e))?;
+        let replies = self
+            .replies
+            .get_or_try_init(|| BatchReplies::start(&self.client))
+            .await?;
+        let (reply_to, mut waiting) = replies.wait();
         self.client
             .publish_with_reply(
                 format!("$JS.API.DIRECT.GET.{stream}"),
-                inbox,
+                reply_to,
                 Bytes::from(request.to_string()),
             )
             .await
             .map_err(|e| unavailable("direct get", e))?;
         let mut out = Batch::default();
         loop {
-            let msg = tokio::time::timeout(self.op_timeout, sub.next())
+            let msg = tokio::time::timeout(self.op_timeout, waiting.rx.recv())
                 .await
                 .map_err(|_| Error::Unavailable(format!("direct get on {stream} timed out")))?
                 .ok_or_else(|| Error::Unavailable("direct get: subscription closed".into()))?;
@@ -515,7 +594,7 @@ impl Conn {
                 }
             }
         }
-        let _ = sub.unsubscribe().await;
+        drop(waiting);
         Ok(out)
     }
 
