@@ -481,6 +481,31 @@ impl Conn {
         })
     }
 
+    /// The live values of keys `a` and `b` of `bucket` in one batched direct get
+    /// (`multi_last`) instead of one read each. Only for streams whose direct gets see every
+    /// acknowledged write (not [`replicated`](Self::replicated)): it does not go through
+    /// the leader.
+    pub(super) async fn kv_get_two(
+        &self,
+        bucket: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<(Option<Bytes>, Option<Bytes>)> {
+        let (sa, sb) = (format!("$KV.{bucket}.{a}"), format!("$KV.{bucket}.{b}"));
+        let found = self
+            .multi_last(&format!("KV_{bucket}"), &[sa.clone(), sb.clone()])
+            .await?;
+        let mut out = (None, None);
+        for raw in found.into_iter().filter(|r| !r.is_marker()) {
+            if raw.subject == sa {
+                out.0 = Some(raw.payload);
+            } else if raw.subject == sb {
+                out.1 = Some(raw.payload);
+            }
+        }
+        Ok(out)
+    }
+
     /// The value of `key` as JSON, with its revision.
     pub(super) async fn kv_get_json<T: for<'a> serde::Deserialize<'a>>(
         &self,

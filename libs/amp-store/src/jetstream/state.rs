@@ -198,16 +198,28 @@ fn kv_expiring_key(key: &str) -> String {
 #[async_trait]
 impl Kv for JetStreamStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.conn.kv_get(&self.state, &kv_key(key)).await?.value {
-            return Ok(Some(v.to_vec()));
-        }
-        // An expiring value: `<expires_at>\n<value>` under its own key.
-        let Some(v) = self
-            .conn
-            .kv_get(&self.state, &kv_expiring_key(key))
-            .await?
-            .value
-        else {
+        // An expiring value is `<expires_at>\n<value>` under its own key. Both forms are
+        // read at once (one request: most keys asked for hold neither), except on
+        // replicated streams, whose reads go to the leader one key at a time.
+        let expiring = if self.conn.replicated() {
+            if let Some(v) = self.conn.kv_get(&self.state, &kv_key(key)).await?.value {
+                return Ok(Some(v.to_vec()));
+            }
+            self.conn
+                .kv_get(&self.state, &kv_expiring_key(key))
+                .await?
+                .value
+        } else {
+            let (plain, expiring) = self
+                .conn
+                .kv_get_two(&self.state, &kv_key(key), &kv_expiring_key(key))
+                .await?;
+            if let Some(v) = plain {
+                return Ok(Some(v.to_vec()));
+            }
+            expiring
+        };
+        let Some(v) = expiring else {
             return Ok(None);
         };
         let Some(nl) = v.iter().position(|b| *b == b'\n') else {
