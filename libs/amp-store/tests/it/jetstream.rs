@@ -193,6 +193,58 @@ async fn jetstream_acknowledged_writes_survive_server_kill() {
     );
 }
 
+/// Batched reads share one reply subscription per connection, told apart by a token: many
+/// at once, over different mailboxes of different sizes, each get exactly its own mailbox
+/// (a mix-up would hand one agent another's messages), and a page larger than one batch
+/// still reads whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_concurrent_batched_reads_each_get_their_own_answer() {
+    let server = NatsServer::start();
+    let store = connect(&server.url(), &unique("b")).await;
+    let now = now_ms();
+    let agents: Vec<String> = (0..24).map(|i| unique(&format!("agt_b{i}_"))).collect();
+    for (i, a) in agents.iter().enumerate() {
+        // 1 to 24 messages each; the last agent's are more than one batched get's page.
+        let n = if i == agents.len() - 1 { 300 } else { i + 1 };
+        for m in 0..n {
+            let e = entry(
+                a,
+                &format!("msg_{i}_{m}"),
+                "s@t.example.test",
+                now,
+                3_600_000,
+            );
+            assert!(matches!(
+                store.enqueue(e).await.expect("enqueue"),
+                Enqueued::New { .. }
+            ));
+        }
+    }
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for (i, a) in agents.iter().enumerate() {
+            let (s, a) = (store.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                let want = if i == 23 { 300 } else { i + 1 };
+                if round % 2 == 0 {
+                    let page = s.fetch(&a, None, 1_000, now).await.expect("fetch");
+                    assert_eq!(page.entries.len(), want, "{a}");
+                    for e in &page.entries {
+                        assert!(e.message_id.starts_with(&format!("msg_{i}_")), "{a}: {e:?}");
+                    }
+                } else {
+                    let c = s.count(&a, now).await.expect("count");
+                    assert_eq!(c.count, want as u64, "{a}");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    store.close().await.expect("close");
+}
+
 /// Enqueue throughput on one local server (not an assertion of speed: printed for the
 /// report). `cargo test -p amp-store jetstream_enqueue_rate -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
