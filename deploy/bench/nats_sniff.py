@@ -6,7 +6,12 @@
 Subscribes to `>` (every subject a client publishes, JetStream API requests included) for
 SECONDS and writes {kind: count}; a kind is the subject with ids folded (`$JS.API.DIRECT.GET.
 KV_amp_registry`, `amp.mbox.*.q.*`, `_INBOX`, ...). Needs nats-py (pip install nats-py).
-A measuring aid only: it adds one subscriber's load to the server while it runs.
+A measuring aid only: it adds one subscriber's load to the server while it runs, and that
+subscriber receives every message, so the cluster slows under it (parity.sh with 2,000
+agents: 1,300 routes/s with it, 2,050 without) and its counts are read per route, never as
+rates. Under heavy load nats-py may drop messages (a slow consumer), so counts are lower
+bounds. `nats_per_process.py` counts each process's messages from `/connz` instead, at no
+cost to the load.
 """
 import asyncio, collections, json, re, sys
 

@@ -27,7 +27,10 @@
 #   BENCH_SKIP_BUILD   1: use the release binaries already built
 #   NATS_SERVER_BIN    the nats-server to run (default: the one on PATH)
 #   BENCH_SNIFF        1: also count the cluster's NATS messages by kind during the load
-#                      (deploy/bench/nats_sniff.py, needs nats-py), printed per route
+#                      (deploy/bench/nats_sniff.py, needs nats-py), printed per route; it
+#                      slows the cluster (see its header): read its counts, not the rates
+#   (deploy/bench/nats_per_process.py, started beside a one-round run, counts each
+#   process's NATS messages per route instead, without adding load)
 #   BENCH_NATS_PPROF   1: also take a CPU profile of nats-server over the load phase (its Go
 #                      pprof endpoint); the top functions are printed with `go tool pprof`
 #   BENCH_PERF         1: also sample the cluster's ingest and router processes with
