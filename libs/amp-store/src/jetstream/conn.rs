@@ -619,7 +619,6 @@ impl Conn {
                 }
             }
         }
-        drop(waiting);
         Ok(out)
     }
 

@@ -203,10 +203,12 @@ async fn jetstream_concurrent_batched_reads_each_get_their_own_answer() {
     let store = connect(&server.url(), &unique("b")).await;
     let now = now_ms();
     let agents: Vec<String> = (0..24).map(|i| unique(&format!("agt_b{i}_"))).collect();
+    // 1 to 23 messages each, and the last agent more than one batched get's page.
+    let sizes: Vec<usize> = (0..agents.len())
+        .map(|i| if i + 1 == agents.len() { 300 } else { i + 1 })
+        .collect();
     for (i, a) in agents.iter().enumerate() {
-        // 1 to 24 messages each; the last agent's are more than one batched get's page.
-        let n = if i == agents.len() - 1 { 300 } else { i + 1 };
-        for m in 0..n {
+        for m in 0..sizes[i] {
             let e = entry(
                 a,
                 &format!("msg_{i}_{m}"),
@@ -223,9 +225,8 @@ async fn jetstream_concurrent_batched_reads_each_get_their_own_answer() {
     let mut tasks = Vec::new();
     for round in 0..4 {
         for (i, a) in agents.iter().enumerate() {
-            let (s, a) = (store.clone(), a.clone());
+            let (s, a, want) = (store.clone(), a.clone(), sizes[i]);
             tasks.push(tokio::spawn(async move {
-                let want = if i == 23 { 300 } else { i + 1 };
                 if round % 2 == 0 {
                     let page = s.fetch(&a, None, 1_000, now).await.expect("fetch");
                     assert_eq!(page.entries.len(), want, "{a}");
